@@ -1,0 +1,422 @@
+//! Typed rules to a [`RuleSet`]: expression trees become the typed code of
+//! `program`, rules are ordered (priority, then load order) and indexed by
+//! trigger, and the rule set gets a version id from its inputs. Nothing here
+//! can fail: the checker has already rejected what would not compile.
+
+use super::check::{
+    Arith, BudgetSpec, CheckedRule, CouponSpec, Func, Layout, TAction, TExpr, TKind, Triggers, Ty,
+};
+use super::program::*;
+use crate::diag::SourceId;
+use rust_decimal::Decimal;
+use std::sync::Arc;
+
+/// A compiled, checked set of rules: what the engine evaluates.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Identifies the inputs (config, rules, plugins); effects carry it.
+    pub version: String,
+    /// In evaluation order.
+    pub rules: Vec<CompiledRule>,
+    pub layout: Layout,
+    /// Aggregate filters, by `layout.aggregates` index.
+    pub aggregate_filters: Vec<Option<BoolCode>>,
+    /// Rules to run for each event type (by `Schema::events` index), in order.
+    pub on_event: Vec<Vec<u32>>,
+    pub on_tick: Vec<u32>,
+    pub on_tier_up: Vec<u32>,
+    pub on_tier_down: Vec<u32>,
+    /// Group names; `CompiledRule::group` indexes it.
+    pub groups: Vec<String>,
+}
+
+impl RuleSet {
+    pub fn rule(&self, name: &str) -> Option<&CompiledRule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub name: String,
+    pub source: SourceId,
+    pub triggers: Triggers,
+    /// `None`: no `when`, always matches.
+    pub cond: Option<BoolCode>,
+    pub actions: Vec<Action>,
+    pub limit: Option<(u32, Option<u32>)>,
+    pub holdout_ppm: u32,
+    pub priority: i64,
+    pub group: Option<u32>,
+    pub budget: Option<BudgetSpec>,
+}
+
+impl CompiledRule {
+    /// Rules about the member's state fire on the rising edge.
+    pub fn edge_triggered(&self) -> bool {
+        self.triggers.state || self.triggers.tick
+    }
+
+    pub fn matches(&self, env: &Env<'_>) -> Option<bool> {
+        match &self.cond {
+            Some(c) => c.eval(env),
+            None => Some(true),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Coupon {
+        coupon: CouponSpec,
+        channel: Option<usize>,
+    },
+    Message {
+        template: Arc<str>,
+        channel: usize,
+    },
+    Points {
+        deduct: bool,
+        amount: IntCode,
+    },
+    SetTier(IntCode),
+    Set {
+        slot: u16,
+        value: AnyCode,
+    },
+    Tag {
+        tag: Arc<str>,
+        bit: u32,
+        untag: bool,
+    },
+    Call(PluginCode),
+}
+
+/// Compiles checked rules. `version` identifies the inputs.
+pub fn compile(
+    rules: Vec<CheckedRule>,
+    layout: Layout,
+    n_event_types: usize,
+    version: String,
+) -> RuleSet {
+    let mut set = RuleSet {
+        version,
+        rules: Vec::with_capacity(rules.len()),
+        aggregate_filters: layout
+            .aggregates
+            .iter()
+            .map(|a| a.filter.as_ref().map(bool_code))
+            .collect(),
+        layout,
+        on_event: vec![Vec::new(); n_event_types],
+        on_tick: Vec::new(),
+        on_tier_up: Vec::new(),
+        on_tier_down: Vec::new(),
+        groups: Vec::new(),
+    };
+    for (i, r) in rules.into_iter().enumerate() {
+        let i = i as u32;
+        let t = &r.triggers;
+        for (e, list) in set.on_event.iter_mut().enumerate() {
+            if t.state || t.events.contains(&e) {
+                list.push(i);
+            }
+        }
+        if t.state || t.tick {
+            set.on_tick.push(i);
+        }
+        if t.tier_up {
+            set.on_tier_up.push(i);
+        }
+        if t.tier_down {
+            set.on_tier_down.push(i);
+        }
+        let group = r
+            .group
+            .as_ref()
+            .map(|g| match set.groups.iter().position(|x| x == g) {
+                Some(p) => p as u32,
+                None => {
+                    set.groups.push(g.clone());
+                    (set.groups.len() - 1) as u32
+                }
+            });
+        set.rules.push(CompiledRule {
+            name: r.name,
+            source: r.source,
+            triggers: r.triggers,
+            cond: r.cond.as_ref().map(bool_code),
+            actions: r.actions.into_iter().map(action).collect(),
+            limit: r.limit,
+            holdout_ppm: r.holdout_ppm,
+            priority: r.priority,
+            group,
+            budget: r.budget,
+        });
+    }
+    set
+}
+
+fn action(a: TAction) -> Action {
+    match a {
+        TAction::Coupon { coupon, channel } => Action::Coupon { coupon, channel },
+        TAction::Message { template, channel } => Action::Message {
+            template: template.into(),
+            channel,
+        },
+        TAction::Points { deduct, amount } => Action::Points {
+            deduct,
+            amount: int_code(&amount),
+        },
+        TAction::SetTier(e) => Action::SetTier(int_code(&e)),
+        TAction::Set { slot, value } => Action::Set {
+            slot,
+            value: any_code(&value),
+        },
+        TAction::Tag { tag, bit, untag } => Action::Tag {
+            tag: tag.into(),
+            bit,
+            untag,
+        },
+        TAction::Call {
+            plugin,
+            function,
+            args,
+        } => Action::Call(plugin_code(plugin, &function, &args)),
+    }
+}
+
+fn plugin_code(plugin: u16, function: &str, args: &[TExpr]) -> PluginCode {
+    PluginCode {
+        plugin,
+        function: function.into(),
+        args: args.iter().map(any_code).collect(),
+    }
+}
+
+/// The value of a condition made of literals only.
+pub fn const_bool(e: &TExpr) -> Option<bool> {
+    let env = Env {
+        member: &[],
+        tags: &[],
+        event: &[],
+        today: 0,
+        host: None,
+    };
+    bool_code(e).eval(&env)
+}
+
+fn is_int_kind(t: &Ty) -> bool {
+    matches!(t, Ty::Int | Ty::Date | Ty::Duration | Ty::Tier)
+}
+
+fn int_kind(t: &Ty) -> IntKind {
+    match t {
+        Ty::Date => IntKind::Date,
+        Ty::Duration => IntKind::Duration,
+        Ty::Tier => IntKind::Tier,
+        _ => IntKind::Int,
+    }
+}
+
+fn any_code(e: &TExpr) -> AnyCode {
+    match &e.ty {
+        Ty::Bool => AnyCode::Bool(bool_code(e)),
+        Ty::Dec | Ty::Money => AnyCode::Dec(dec_code(e)),
+        Ty::Str => AnyCode::Str(str_code(e)),
+        Ty::Member => AnyCode::Member,
+        t if is_int_kind(t) => AnyCode::Int(int_code(e), int_kind(t)),
+        _ => match &e.kind {
+            TKind::Plugin {
+                plugin,
+                function,
+                args,
+            } => AnyCode::Plugin(Box::new(plugin_code(*plugin, function, args))),
+            _ => AnyCode::Bool(BoolCode::Const(None)),
+        },
+    }
+}
+
+fn bool_code(e: &TExpr) -> BoolCode {
+    match &e.kind {
+        TKind::Lit(Value::Bool(b)) => BoolCode::Const(Some(*b)),
+        TKind::Lit(_) => BoolCode::Const(None),
+        TKind::Slot(s) => BoolCode::Slot(*s),
+        TKind::Event(s) => BoolCode::Event(*s),
+        TKind::Not(a) => BoolCode::Not(Box::new(bool_code(a))),
+        TKind::And(..) => BoolCode::And(flatten(e, true).into_boxed_slice()),
+        TKind::Or(..) => BoolCode::Or(flatten(e, false).into_boxed_slice()),
+        TKind::Cmp(op, a, b) => compare(*op, a, b),
+        TKind::HasTag(bit) => BoolCode::HasTag(*bit),
+        TKind::In(item, list) => in_list(item, list),
+        TKind::IsNull(a) => BoolCode::IsNull(Box::new(any_code(a))),
+        TKind::Plugin {
+            plugin,
+            function,
+            args,
+        } => BoolCode::Plugin(Box::new(plugin_code(*plugin, function, args))),
+        _ => BoolCode::Const(None),
+    }
+}
+
+/// `a and (b and c)` as one `And` of three.
+fn flatten(e: &TExpr, and: bool) -> Vec<BoolCode> {
+    let mut out = Vec::new();
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        match (&x.kind, and) {
+            (TKind::And(a, b), true) | (TKind::Or(a, b), false) => {
+                stack.push(b);
+                stack.push(a);
+            }
+            _ => out.push(bool_code(x)),
+        }
+    }
+    out
+}
+
+fn compare(op: Cmp, a: &TExpr, b: &TExpr) -> BoolCode {
+    match (&a.ty, &b.ty) {
+        (x, y) if is_int_kind(x) && is_int_kind(y) => {
+            BoolCode::CmpInt(op, int_code(a), int_code(b))
+        }
+        (Ty::Str, _) => BoolCode::CmpStr(op, str_code(a), str_code(b)),
+        (Ty::Bool, _) => BoolCode::CmpBool(op, Box::new(bool_code(a)), Box::new(bool_code(b))),
+        _ => BoolCode::CmpDec(op, dec_code(a), dec_code(b)),
+    }
+}
+
+fn in_list(item: &TExpr, list: &[TExpr]) -> BoolCode {
+    let consts = list.iter().map(const_value);
+    match &item.ty {
+        t if is_int_kind(t) && list.iter().all(|e| is_int_kind(&e.ty)) => {
+            let env = empty_env();
+            BoolCode::InInt(
+                int_code(item),
+                list.iter().filter_map(|e| int_code(e).eval(&env)).collect(),
+            )
+        }
+        Ty::Str => BoolCode::InStr(
+            str_code(item),
+            consts
+                .filter_map(|v| if let Value::Str(s) = v { Some(s) } else { None })
+                .collect(),
+        ),
+        Ty::Dec | Ty::Money | Ty::Int => {
+            let env = empty_env();
+            BoolCode::InDec(
+                dec_code(item),
+                list.iter().filter_map(|e| dec_code(e).eval(&env)).collect(),
+            )
+        }
+        _ => BoolCode::Or(list.iter().map(|e| compare(Cmp::Eq, item, e)).collect()),
+    }
+}
+
+fn empty_env() -> Env<'static> {
+    Env {
+        member: &[],
+        tags: &[],
+        event: &[],
+        today: 0,
+        host: None,
+    }
+}
+
+fn const_value(e: &TExpr) -> Value {
+    any_code(e).value(&empty_env())
+}
+
+fn int_code(e: &TExpr) -> IntCode {
+    let b = |x: &TExpr| Box::new(int_code(x));
+    match &e.kind {
+        TKind::Lit(Value::Int(i)) => IntCode::Const(*i),
+        TKind::Lit(Value::Date(d)) => IntCode::Const(*d as i64),
+        TKind::Lit(Value::Duration(d)) => IntCode::Const(*d),
+        TKind::Lit(Value::Tier(t)) => IntCode::Const(*t as i64),
+        TKind::Slot(s) => IntCode::Slot(*s),
+        TKind::Event(s) => IntCode::Event(*s),
+        TKind::Today => IntCode::Today,
+        TKind::Neg(a) => IntCode::Neg(b(a)),
+        TKind::Func(Func::Abs, a) => IntCode::Abs(b(a)),
+        TKind::Func(f, a) => {
+            let d = Box::new(dec_code(a));
+            match f {
+                Func::Floor => IntCode::Floor(d),
+                Func::Ceil => IntCode::Ceil(d),
+                _ => IntCode::Round(d),
+            }
+        }
+        TKind::Arith(op, l, r) => int_arith(*op, e, l, r),
+        TKind::Plugin {
+            plugin,
+            function,
+            args,
+        } => IntCode::Plugin(Box::new(plugin_code(*plugin, function, args))),
+        _ => IntCode::Const(0),
+    }
+}
+
+/// Integer arithmetic, including dates (days) and durations (seconds).
+fn int_arith(op: Arith, e: &TExpr, l: &TExpr, r: &TExpr) -> IntCode {
+    const DAY: i64 = 86_400;
+    let (li, ri) = (Box::new(int_code(l)), Box::new(int_code(r)));
+    match (&e.ty, &l.ty, &r.ty, op) {
+        // date ± duration: whole days, rounding toward the past.
+        (Ty::Date, Ty::Date, Ty::Duration, Arith::Add) => {
+            IntCode::Add(li, Box::new(IntCode::DivFloor(ri, DAY)))
+        }
+        (Ty::Date, Ty::Date, Ty::Duration, _) => {
+            IntCode::Sub(li, Box::new(IntCode::DivFloor(ri, DAY)))
+        }
+        (Ty::Date, Ty::Duration, Ty::Date, _) => {
+            IntCode::Add(Box::new(IntCode::DivFloor(li, DAY)), ri)
+        }
+        (Ty::Duration, Ty::Date, Ty::Date, _) => IntCode::Mul(
+            Box::new(IntCode::Sub(li, ri)),
+            Box::new(IntCode::Const(DAY)),
+        ),
+        (_, _, _, Arith::Add) => IntCode::Add(li, ri),
+        (_, _, _, Arith::Sub) => IntCode::Sub(li, ri),
+        _ => IntCode::Mul(li, ri),
+    }
+}
+
+fn dec_code(e: &TExpr) -> DecCode {
+    let b = |x: &TExpr| Box::new(dec_code(x));
+    match &e.kind {
+        TKind::Lit(Value::Dec(d)) => DecCode::Const(*d),
+        TKind::Lit(Value::Int(i)) => DecCode::Const(Decimal::from(*i)),
+        TKind::Slot(s) if !is_int_kind(&e.ty) => DecCode::Slot(*s),
+        TKind::Event(s) if !is_int_kind(&e.ty) => DecCode::Event(*s),
+        TKind::Neg(a) if !is_int_kind(&e.ty) => DecCode::Neg(b(a)),
+        TKind::Func(Func::Abs, a) if !is_int_kind(&e.ty) => DecCode::Abs(b(a)),
+        TKind::Arith(op, l, r) if !is_int_kind(&e.ty) => match op {
+            Arith::Add => DecCode::Add(b(l), b(r)),
+            Arith::Sub => DecCode::Sub(b(l), b(r)),
+            Arith::Mul => DecCode::Mul(b(l), b(r)),
+            Arith::Div => DecCode::Div(b(l), b(r)),
+        },
+        TKind::Plugin {
+            plugin,
+            function,
+            args,
+        } => DecCode::Plugin(Box::new(plugin_code(*plugin, function, args))),
+        // Integers where a decimal is needed.
+        _ => DecCode::FromInt(Box::new(int_code(e))),
+    }
+}
+
+fn str_code(e: &TExpr) -> StrCode {
+    match &e.kind {
+        TKind::Lit(Value::Str(s)) => StrCode::Const(s.clone()),
+        TKind::Slot(s) => StrCode::Slot(*s),
+        TKind::Event(s) => StrCode::Event(*s),
+        TKind::Plugin {
+            plugin,
+            function,
+            args,
+        } => StrCode::Plugin(Box::new(plugin_code(*plugin, function, args))),
+        _ => StrCode::Const("".into()),
+    }
+}

@@ -1,0 +1,361 @@
+//! The compiled form of conditions and action arguments, and its evaluator.
+//!
+//! Expressions are trees of typed nodes (`BoolCode`, `IntCode`, `DecCode`,
+//! `StrCode`) over an [`Env`]: member fields live in numbered slots, tags
+//! are bits, tiers are ordinals, event fields have slots of their own. Names
+//! were resolved when the rules were loaded, so evaluating does no string
+//! lookups and no heap allocation. Null follows SQL: comparisons with null
+//! are unknown (`None`), and `and`/`or`/`not` use three-valued logic.
+
+use rust_decimal::Decimal;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A value in a member, event or attribute slot.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// Decimals and money: exact.
+    Dec(Decimal),
+    Str(Arc<str>),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Seconds.
+    Duration(i64),
+    /// Ordinal in the config's tier list.
+    Tier(u8),
+    /// Stands for the member being evaluated, as a plugin argument.
+    Member,
+}
+
+impl Value {
+    fn int(&self) -> Option<i64> {
+        match *self {
+            Value::Int(i) | Value::Duration(i) => Some(i),
+            Value::Date(d) => Some(d as i64),
+            Value::Tier(t) => Some(t as i64),
+            _ => None,
+        }
+    }
+    fn dec(&self) -> Option<Decimal> {
+        match *self {
+            Value::Dec(d) => Some(d),
+            Value::Int(i) => Some(Decimal::from(i)),
+            _ => None,
+        }
+    }
+    fn str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// What an expression is evaluated against.
+pub struct Env<'a> {
+    /// Member fields by slot (see `RuleSet::layout`).
+    pub member: &'a [Value],
+    /// The member's tags as bits, by the rule set's tag index.
+    pub tags: &'a [u64],
+    /// Fields of the triggering event by event slot; empty on ticks.
+    pub event: &'a [Value],
+    /// The evaluation's calendar day (days since 1970-01-01, local time).
+    pub today: i32,
+    /// Runs plugin functions; without one, plugin calls are null.
+    pub host: Option<&'a dyn PluginHost>,
+}
+
+/// Calls plugin functions for conditions and actions (see `plugins`).
+pub trait PluginHost {
+    /// `args` may hold [`Value::Member`], meaning the member in `env`.
+    fn call(&self, plugin: u16, function: &str, args: &[Value], env: &Env<'_>) -> Value;
+}
+
+/// A call of a plugin function.
+#[derive(Clone, Debug)]
+pub struct PluginCode {
+    pub plugin: u16,
+    pub function: Arc<str>,
+    pub args: Box<[AnyCode]>,
+}
+
+impl PluginCode {
+    pub fn call(&self, env: &Env<'_>) -> Value {
+        let Some(host) = env.host else {
+            return Value::Null;
+        };
+        let args: Vec<Value> = self.args.iter().map(|a| a.value(env)).collect();
+        host.call(self.plugin, &self.function, &args, env)
+    }
+}
+
+impl Env<'_> {
+    fn slot(&self, s: u16) -> &Value {
+        self.member.get(s as usize).unwrap_or(&Value::Null)
+    }
+    fn event(&self, s: u16) -> &Value {
+        self.event.get(s as usize).unwrap_or(&Value::Null)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    #[inline]
+    fn test<T: PartialOrd>(self, a: T, b: T) -> bool {
+        match self {
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+        }
+    }
+}
+
+/// A condition: true, false or unknown (`None`).
+#[derive(Clone, Debug)]
+pub enum BoolCode {
+    Const(Option<bool>),
+    Slot(u16),
+    Event(u16),
+    Not(Box<BoolCode>),
+    And(Box<[BoolCode]>),
+    Or(Box<[BoolCode]>),
+    CmpInt(Cmp, IntCode, IntCode),
+    CmpDec(Cmp, DecCode, DecCode),
+    CmpStr(Cmp, StrCode, StrCode),
+    CmpBool(Cmp, Box<BoolCode>, Box<BoolCode>),
+    HasTag(u32),
+    InInt(IntCode, Box<[i64]>),
+    InDec(DecCode, Box<[Decimal]>),
+    InStr(StrCode, Box<[Arc<str>]>),
+    IsNull(Box<AnyCode>),
+    Plugin(Box<PluginCode>),
+}
+
+/// Integers, and what is stored as one: dates (days), durations (seconds),
+/// tiers (ordinals).
+#[derive(Clone, Debug)]
+pub enum IntCode {
+    Const(i64),
+    Slot(u16),
+    Event(u16),
+    Today,
+    Add(Box<IntCode>, Box<IntCode>),
+    Sub(Box<IntCode>, Box<IntCode>),
+    Mul(Box<IntCode>, Box<IntCode>),
+    /// Division rounding toward minus infinity by a constant (unit changes).
+    DivFloor(Box<IntCode>, i64),
+    Neg(Box<IntCode>),
+    Abs(Box<IntCode>),
+    Floor(Box<DecCode>),
+    Ceil(Box<DecCode>),
+    Round(Box<DecCode>),
+    Plugin(Box<PluginCode>),
+}
+
+/// Exact decimals and money.
+#[derive(Clone, Debug)]
+pub enum DecCode {
+    Const(Decimal),
+    Slot(u16),
+    Event(u16),
+    FromInt(Box<IntCode>),
+    Add(Box<DecCode>, Box<DecCode>),
+    Sub(Box<DecCode>, Box<DecCode>),
+    Mul(Box<DecCode>, Box<DecCode>),
+    Div(Box<DecCode>, Box<DecCode>),
+    Neg(Box<DecCode>),
+    Abs(Box<DecCode>),
+    Plugin(Box<PluginCode>),
+}
+
+#[derive(Clone, Debug)]
+pub enum StrCode {
+    Const(Arc<str>),
+    Slot(u16),
+    Event(u16),
+    Plugin(Box<PluginCode>),
+}
+
+/// A value of any type, for `is null`, `set` and plugin arguments.
+#[derive(Clone, Debug)]
+pub enum AnyCode {
+    Bool(BoolCode),
+    Int(IntCode, IntKind),
+    Dec(DecCode),
+    Str(StrCode),
+    Member,
+    Plugin(Box<PluginCode>),
+}
+
+/// What an [`IntCode`] holds, to turn it back into a [`Value`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntKind {
+    Int,
+    Date,
+    Duration,
+    Tier,
+}
+
+impl BoolCode {
+    pub fn eval(&self, env: &Env<'_>) -> Option<bool> {
+        match self {
+            BoolCode::Const(b) => *b,
+            BoolCode::Slot(s) => env.slot(*s).bool(),
+            BoolCode::Event(s) => env.event(*s).bool(),
+            BoolCode::Not(b) => b.eval(env).map(|b| !b),
+            BoolCode::And(items) => {
+                let mut unknown = false;
+                for i in items.iter() {
+                    match i.eval(env) {
+                        Some(false) => return Some(false),
+                        None => unknown = true,
+                        Some(true) => {}
+                    }
+                }
+                if unknown { None } else { Some(true) }
+            }
+            BoolCode::Or(items) => {
+                let mut unknown = false;
+                for i in items.iter() {
+                    match i.eval(env) {
+                        Some(true) => return Some(true),
+                        None => unknown = true,
+                        Some(false) => {}
+                    }
+                }
+                if unknown { None } else { Some(false) }
+            }
+            BoolCode::CmpInt(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
+            BoolCode::CmpDec(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
+            BoolCode::CmpStr(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
+            BoolCode::CmpBool(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
+            BoolCode::HasTag(bit) => {
+                let word = env.tags.get((*bit / 64) as usize).copied().unwrap_or(0);
+                Some(word & (1u64 << (bit % 64)) != 0)
+            }
+            BoolCode::InInt(a, set) => a.eval(env).map(|v| set.contains(&v)),
+            BoolCode::InDec(a, set) => a.eval(env).map(|v| set.contains(&v)),
+            BoolCode::InStr(a, set) => a.eval(env).map(|v| set.iter().any(|s| **s == *v)),
+            BoolCode::IsNull(a) => Some(a.is_null(env)),
+            BoolCode::Plugin(p) => p.call(env).bool(),
+        }
+    }
+}
+
+impl IntCode {
+    pub fn eval(&self, env: &Env<'_>) -> Option<i64> {
+        match self {
+            IntCode::Const(i) => Some(*i),
+            IntCode::Slot(s) => env.slot(*s).int(),
+            IntCode::Event(s) => env.event(*s).int(),
+            IntCode::Today => Some(env.today as i64),
+            // Overflow is unknown, like null: the rule does not fire.
+            IntCode::Add(a, b) => a.eval(env)?.checked_add(b.eval(env)?),
+            IntCode::Sub(a, b) => a.eval(env)?.checked_sub(b.eval(env)?),
+            IntCode::Mul(a, b) => a.eval(env)?.checked_mul(b.eval(env)?),
+            IntCode::DivFloor(a, d) => Some(a.eval(env)?.div_euclid(*d)),
+            IntCode::Neg(a) => a.eval(env)?.checked_neg(),
+            IntCode::Abs(a) => a.eval(env)?.checked_abs(),
+            IntCode::Floor(d) => dec_to_int(d.eval(env)?.floor()),
+            IntCode::Ceil(d) => dec_to_int(d.eval(env)?.ceil()),
+            IntCode::Round(d) => {
+                dec_to_int(d.eval(env)?.round_dp_with_strategy(
+                    0,
+                    rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+                ))
+            }
+            IntCode::Plugin(p) => p.call(env).int(),
+        }
+    }
+}
+
+fn dec_to_int(d: Decimal) -> Option<i64> {
+    i64::try_from(d).ok()
+}
+
+impl DecCode {
+    pub fn eval(&self, env: &Env<'_>) -> Option<Decimal> {
+        match self {
+            DecCode::Const(d) => Some(*d),
+            DecCode::Slot(s) => env.slot(*s).dec(),
+            DecCode::Event(s) => env.event(*s).dec(),
+            DecCode::FromInt(i) => i.eval(env).map(Decimal::from),
+            DecCode::Add(a, b) => a.eval(env)?.checked_add(b.eval(env)?),
+            DecCode::Sub(a, b) => a.eval(env)?.checked_sub(b.eval(env)?),
+            DecCode::Mul(a, b) => a.eval(env)?.checked_mul(b.eval(env)?),
+            // Division by zero is unknown, like null.
+            DecCode::Div(a, b) => a.eval(env)?.checked_div(b.eval(env)?),
+            DecCode::Neg(a) => Some(-a.eval(env)?),
+            DecCode::Abs(a) => Some(a.eval(env)?.abs()),
+            DecCode::Plugin(p) => p.call(env).dec(),
+        }
+    }
+}
+
+impl StrCode {
+    /// Borrowed, except for a plugin's result.
+    pub fn eval<'a>(&'a self, env: &'a Env<'a>) -> Option<Cow<'a, str>> {
+        match self {
+            StrCode::Const(s) => Some(Cow::Borrowed(s)),
+            StrCode::Slot(s) => env.slot(*s).str().map(Cow::Borrowed),
+            StrCode::Event(s) => env.event(*s).str().map(Cow::Borrowed),
+            StrCode::Plugin(p) => match p.call(env) {
+                Value::Str(s) => Some(Cow::Owned(s.to_string())),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl AnyCode {
+    pub fn is_null(&self, env: &Env<'_>) -> bool {
+        match self {
+            AnyCode::Bool(b) => b.eval(env).is_none(),
+            AnyCode::Int(i, _) => i.eval(env).is_none(),
+            AnyCode::Dec(d) => d.eval(env).is_none(),
+            AnyCode::Str(s) => s.eval(env).is_none(),
+            AnyCode::Member => false,
+            AnyCode::Plugin(p) => p.call(env) == Value::Null,
+        }
+    }
+
+    /// The value, for actions and plugin arguments (this allocates for strings).
+    pub fn value(&self, env: &Env<'_>) -> Value {
+        let v = match self {
+            AnyCode::Bool(b) => b.eval(env).map(Value::Bool),
+            AnyCode::Int(i, kind) => i.eval(env).map(|v| match kind {
+                IntKind::Int => Value::Int(v),
+                IntKind::Date => Value::Date(v as i32),
+                IntKind::Duration => Value::Duration(v),
+                IntKind::Tier => Value::Tier(v.clamp(0, u8::MAX as i64) as u8),
+            }),
+            AnyCode::Dec(d) => d.eval(env).map(Value::Dec),
+            AnyCode::Str(s) => s.eval(env).map(|s| Value::Str(Arc::from(&*s))),
+            AnyCode::Member => Some(Value::Member),
+            AnyCode::Plugin(p) => Some(p.call(env)),
+        };
+        v.unwrap_or(Value::Null)
+    }
+}

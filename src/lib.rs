@@ -1,0 +1,12 @@
+//! nudge: a rules engine for member (loyalty) marketing.
+//!
+//! The library holds everything but the command line: the rule language
+//! (`lang`), the config (`schema`), loading from disk (`load`) and
+//! diagnostics as data (`diag`). The `nudge` binary (src/main.rs) parses
+//! arguments and renders diagnostics; nothing here prints.
+
+pub mod diag;
+pub mod lang;
+pub mod load;
+pub mod schema;
+pub mod yaml;

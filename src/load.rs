@@ -1,0 +1,399 @@
+//! Reads the config, the rule files and the plugins from disk and runs the
+//! language pipeline over them (parse, check, compile). Owns the limits on
+//! what it reads (file size, text encoding) and the rule set's version id.
+//! Everything found goes into one list of diagnostics; nothing is printed.
+
+use crate::diag::{Code, Diagnostic, SourceId, SourceMap, Span};
+use crate::lang::check::PluginSigs;
+use crate::lang::{RuleSet, check, compile, parse, yaml};
+use crate::schema::{self, Schema};
+use std::path::{Path, PathBuf};
+
+/// A rule file, plugin or config larger than this is refused (E102): real
+/// rule files are kilobytes, and everything read is kept in memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// At most this many rule files in a folder.
+pub const MAX_FILES: usize = 10_000;
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub config: PathBuf,
+    /// Overrides the config's `paths.rules`; a folder or one rule file.
+    pub rules: Option<PathBuf>,
+    pub plugins: Option<PathBuf>,
+}
+
+/// What a load found: the sources read, every diagnostic, and the rule set
+/// if there were no errors.
+pub struct Load {
+    pub sources: SourceMap,
+    pub diagnostics: Vec<Diagnostic>,
+    pub schema: Option<Schema>,
+    pub rules: Option<RuleSet>,
+    /// The config or a named folder could not be read at all.
+    pub io_failure: bool,
+}
+
+impl Load {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+}
+
+/// Loads and checks everything; never panics on bad input.
+pub fn load(opts: &LoadOptions) -> Load {
+    let mut l = Load {
+        sources: SourceMap::default(),
+        diagnostics: Vec::new(),
+        schema: None,
+        rules: None,
+        io_failure: false,
+    };
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+
+    let config_id = match read_source(&mut l.sources, &opts.config) {
+        Ok(id) => id,
+        Err(d) => {
+            l.diagnostics.push(d);
+            l.io_failure = true;
+            return l;
+        }
+    };
+    hash_source(&mut hasher, &l.sources, config_id);
+    let base = opts
+        .config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let schema = match schema::load(config_id, l.sources.text(config_id), &base) {
+        Ok(s) => Some(s),
+        Err(ds) => {
+            l.diagnostics.extend(ds);
+            None
+        }
+    };
+
+    let rules_path = opts
+        .rules
+        .clone()
+        .or_else(|| schema.as_ref().map(|s| s.paths.rules.clone()))
+        .unwrap_or_else(|| base.join("rules"));
+    let plugins_path = opts
+        .plugins
+        .clone()
+        .or_else(|| schema.as_ref().map(|s| s.paths.plugins.clone()))
+        .unwrap_or_else(|| base.join("plugins"));
+
+    let files = match rule_files(&rules_path) {
+        Ok(f) => f,
+        Err(d) => {
+            l.diagnostics.push(d);
+            l.io_failure = true;
+            Vec::new()
+        }
+    };
+    if files.is_empty() && !l.io_failure {
+        l.diagnostics.push(Diagnostic::global(
+            Code::EmptyRules,
+            format!(
+                "no rule files (*.rules, *.yaml, *.yml) in {}",
+                rules_path.display()
+            ),
+        ));
+    }
+    let mut asts = Vec::new();
+    for path in files {
+        let id = match read_source(&mut l.sources, &path) {
+            Ok(id) => id,
+            Err(d) => {
+                l.diagnostics.push(d);
+                continue;
+            }
+        };
+        hash_source(&mut hasher, &l.sources, id);
+        let text = l.sources.text(id);
+        let (file, diags) = if is_yaml(&path) {
+            yaml::parse_yaml_rules(id, text)
+        } else {
+            let stem = path
+                .file_stem()
+                .map_or("rules".into(), |s| s.to_string_lossy());
+            parse::parse_file(id, text, &stem)
+        };
+        l.diagnostics.extend(diags);
+        asts.push(file);
+    }
+
+    let plugins = load_plugins(&mut l, &plugins_path, &mut hasher);
+
+    match schema {
+        Some(schema) => finish(&mut l, schema, &asts, &plugins, hasher),
+        None => crate::diag::sort(&mut l.diagnostics),
+    }
+    l
+}
+
+/// Loads rules from texts instead of files: the config text and
+/// `(name, text)` rule files (`.yaml`/`.yml` names are YAML). No plugins.
+/// For tests, benchmarks and tools that generate rules.
+pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
+    let mut l = Load {
+        sources: SourceMap::default(),
+        diagnostics: Vec::new(),
+        schema: None,
+        rules: None,
+        io_failure: false,
+    };
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let config_id = l.sources.add(Path::new("nudge.yaml"), config.to_string());
+    hash_source(&mut hasher, &l.sources, config_id);
+    let schema = match schema::load(config_id, config, Path::new(".")) {
+        Ok(s) => s,
+        Err(ds) => {
+            l.diagnostics.extend(ds);
+            return l;
+        }
+    };
+    let mut asts = Vec::new();
+    for (name, text) in files {
+        let id = l.sources.add(Path::new(name), text.to_string());
+        hash_source(&mut hasher, &l.sources, id);
+        let path = Path::new(name);
+        let (file, diags) = if is_yaml(path) {
+            yaml::parse_yaml_rules(id, text)
+        } else {
+            let stem = path
+                .file_stem()
+                .map_or("rules".into(), |s| s.to_string_lossy());
+            parse::parse_file(id, text, &stem)
+        };
+        l.diagnostics.extend(diags);
+        asts.push(file);
+    }
+    finish(&mut l, schema, &asts, &PluginSigs::default(), hasher);
+    l
+}
+
+/// Checks and compiles the parsed files.
+fn finish(
+    l: &mut Load,
+    schema: Schema,
+    asts: &[crate::lang::ast::RuleFile],
+    plugins: &PluginSigs,
+    hasher: xxhash_rust::xxh3::Xxh3,
+) {
+    let (checked, diags) = check::check(&schema, asts, plugins, &l.sources);
+    l.diagnostics.extend(diags);
+    if l.errors() == 0 {
+        let version = format!("{:016x}", hasher.digest());
+        l.rules = Some(compile::compile(
+            checked.rules,
+            checked.layout,
+            schema.events.len(),
+            version,
+        ));
+    }
+    l.schema = Some(schema);
+    crate::diag::sort(&mut l.diagnostics);
+}
+
+fn hash_source(h: &mut xxhash_rust::xxh3::Xxh3, sources: &SourceMap, id: SourceId) {
+    h.update(sources.path(id).to_string_lossy().as_bytes());
+    h.update(&[0]);
+    h.update(sources.text(id).as_bytes());
+    h.update(&[0]);
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+fn is_rule_file(p: &Path) -> bool {
+    is_yaml(p) || p.extension().is_some_and(|e| e == "rules")
+}
+
+/// Rule files under `path` (recursively, sorted, so load order is stable),
+/// or `path` itself if it is a file.
+fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Diagnostic::global(
+            Code::Io,
+            format!("cannot read the rules folder {}: {e}", path.display()),
+        )
+        .hint("set `paths.rules` in the config or pass `--rules DIR`")
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            Diagnostic::global(Code::Io, format!("cannot list {}: {e}", dir.display()))
+        })?;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if is_rule_file(&p) {
+                out.push(p);
+            } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+        if out.len() > MAX_FILES {
+            return Err(Diagnostic::global(
+                Code::TooLarge,
+                format!("more than {MAX_FILES} rule files under {}", path.display()),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a text file into the source map, within the limits.
+fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Diagnostic::global(Code::Io, format!("cannot read {}: {e}", path.display()))
+    })?;
+    if meta.is_dir() {
+        return Err(Diagnostic::global(
+            Code::Io,
+            format!("{} is a folder, not a file", path.display()),
+        )
+        .hint("rule files are files ending in .rules, .yaml or .yml; rename the folder"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::global(
+            Code::TooLarge,
+            format!(
+                "{} is {:.1} MB; the limit is {} MiB",
+                path.display(),
+                meta.len() as f64 / 1e6,
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+        .hint("split it into several files"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        Diagnostic::global(Code::Io, format!("cannot read {}: {e}", path.display()))
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(sources.add(path, text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let at = lossy
+                .char_indices()
+                .map(|(i, _)| i)
+                .nth(String::from_utf8_lossy(&e.as_bytes()[..at]).chars().count())
+                .unwrap_or(lossy.len());
+            let id = sources.add(path, lossy);
+            Err(Diagnostic::new(
+                Code::NotUtf8,
+                id,
+                Span::new(at, at + 1),
+                format!("{} is not UTF-8 text (byte {at})", path.display()),
+            )
+            .label("not UTF-8")
+            .hint("save the file as UTF-8; is it a binary file?"))
+        }
+    }
+}
+
+/// Compiles each `plugins/NAME.rhai` to learn its functions. A missing
+/// plugins folder just means no plugins.
+fn load_plugins(l: &mut Load, dir: &Path, hasher: &mut xxhash_rust::xxh3::Xxh3) -> PluginSigs {
+    let mut sigs = PluginSigs::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return sigs;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .collect();
+    paths.sort();
+    let engine = rhai::Engine::new_raw();
+    for path in paths {
+        let id = match read_source(&mut l.sources, &path) {
+            Ok(id) => id,
+            Err(d) => {
+                l.diagnostics.push(d);
+                continue;
+            }
+        };
+        hash_source(hasher, &l.sources, id);
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            l.diagnostics.push(
+                Diagnostic::new(
+                    Code::PluginSyntax,
+                    id,
+                    Span::new(0, 0),
+                    format!("`{name}` cannot be a plugin name"),
+                )
+                .hint("name plugin files like `crm.rhai`: letters, digits and `_`"),
+            );
+            continue;
+        }
+        let text = l.sources.text(id);
+        match engine.compile(text) {
+            Ok(ast) => {
+                let fns = ast
+                    .iter_functions()
+                    .filter(|f| f.access != rhai::FnAccess::Private)
+                    .map(|f| (f.name.to_string(), f.params.len()))
+                    .collect();
+                sigs.plugins.push((name, fns));
+            }
+            Err(e) => {
+                let p = e.position();
+                let offset = offset_of(text, p.line().unwrap_or(1), p.position().unwrap_or(1));
+                l.diagnostics.push(
+                    Diagnostic::new(
+                        Code::PluginSyntax,
+                        id,
+                        Span::new(offset, offset + 1),
+                        format!("plugin `{name}` does not compile: {}", e.err_type()),
+                    )
+                    .label("here"),
+                );
+            }
+        }
+    }
+    sigs
+}
+
+/// Byte offset of a 1-based line and column.
+fn offset_of(text: &str, line: usize, col: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let line_text = &text[start.min(text.len())..];
+    start
+        + line_text
+            .char_indices()
+            .nth(col.saturating_sub(1))
+            .map_or(line_text.len(), |(i, _)| i)
+}

@@ -1,0 +1,752 @@
+//! The config file (`nudge.yaml`) and the schema it declares.
+//!
+//! Two types, as in Vector: `ConfigFile` is the file as written (serde,
+//! unknown keys rejected, values kept as spanned text), and `Schema` is the
+//! validated runtime form the checker and engine use. `load` turns one into
+//! the other, collecting every error with its line and column.
+
+use crate::diag::{Code, Diagnostic, SourceId, Span, did_you_mean};
+use crate::yaml::{self, Positions, Spanned};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+type S = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    timezone: Option<S>,
+    tiers: Option<Vec<S>>,
+    purchase: Option<PurchaseFile>,
+    #[serde(default)]
+    attributes: HashMap<S, S>,
+    #[serde(default)]
+    events: HashMap<S, Option<HashMap<S, S>>>,
+    #[serde(default)]
+    coupons: HashMap<S, CouponFile>,
+    #[serde(default)]
+    channels: HashMap<S, Option<ChannelFile>>,
+    points: Option<PointsFile>,
+    schedule: Option<ScheduleFile>,
+    paths: Option<PathsFile>,
+    http: Option<HttpFile>,
+    #[serde(default)]
+    sinks: Vec<SinkFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchaseFile {
+    event: Option<S>,
+    amount: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CouponFile {
+    threshold: Option<S>,
+    discount: S,
+    valid: Option<S>,
+    channel: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelFile {
+    cap: Option<S>,
+    quiet_hours: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointsFile {
+    expire_after: Option<S>,
+    remind_before: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    daily_at: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathsFile {
+    rules: Option<S>,
+    plugins: Option<S>,
+    data: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    listen: Option<S>,
+    token: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkFile {
+    kind: S,
+    path: Option<S>,
+    url: Option<S>,
+    plugin: Option<S>,
+}
+
+/// The type of a declared attribute or event field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    Int,
+    Decimal,
+    Money,
+    String,
+    Bool,
+    Date,
+    Duration,
+}
+
+impl FieldType {
+    pub const NAMES: &'static [&'static str] = &[
+        "int", "decimal", "money", "string", "bool", "date", "duration",
+    ];
+    fn parse(s: &str) -> Option<FieldType> {
+        Some(match s {
+            "int" => FieldType::Int,
+            "decimal" => FieldType::Decimal,
+            "money" => FieldType::Money,
+            "string" => FieldType::String,
+            "bool" => FieldType::Bool,
+            "date" => FieldType::Date,
+            "duration" => FieldType::Duration,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub name: String,
+    pub ty: FieldType,
+}
+
+#[derive(Clone, Debug)]
+pub struct EventType {
+    pub name: String,
+    pub fields: Vec<Field>,
+}
+
+impl EventType {
+    pub fn field(&self, name: &str) -> Option<(usize, &Field)> {
+        self.fields.iter().enumerate().find(|(_, f)| f.name == name)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CouponTemplate {
+    pub name: String,
+    pub threshold: Decimal,
+    pub discount: Decimal,
+    pub valid_days: i64,
+    pub channel: Option<String>,
+}
+
+/// At most `count` contacts per member per `per_secs` on a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    pub count: u32,
+    pub per_secs: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub name: String,
+    pub cap: Option<Cap>,
+    /// Minutes after local midnight: from, to (may wrap past midnight).
+    pub quiet_hours: Option<(u16, u16)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PointsPolicy {
+    pub expire_after_days: Option<i64>,
+    pub remind_before_days: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Sink {
+    File { path: PathBuf },
+    Webhook { url: String },
+    Plugin { plugin: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub rules: PathBuf,
+    pub plugins: PathBuf,
+    pub data: PathBuf,
+}
+
+/// What the config declares, validated.
+#[derive(Clone, Debug)]
+pub struct Schema {
+    pub timezone_name: String,
+    pub timezone: jiff::tz::TimeZone,
+    /// In order, lowest first.
+    pub tiers: Vec<String>,
+    pub purchase_event: String,
+    pub purchase_amount: String,
+    pub attributes: Vec<Field>,
+    pub events: Vec<EventType>,
+    pub coupons: Vec<CouponTemplate>,
+    pub channels: Vec<Channel>,
+    pub points: PointsPolicy,
+    /// Minutes after local midnight.
+    pub daily_at: u16,
+    pub paths: Paths,
+    pub listen: String,
+    pub token: Option<String>,
+    pub sinks: Vec<Sink>,
+}
+
+/// Triggers that are not event types.
+pub const BUILTIN_TRIGGERS: &[&str] = &["tick", "tier_up", "tier_down"];
+
+impl Schema {
+    pub fn tier(&self, name: &str) -> Option<u8> {
+        self.tiers.iter().position(|t| t == name).map(|i| i as u8)
+    }
+    pub fn event(&self, name: &str) -> Option<(usize, &EventType)> {
+        self.events.iter().enumerate().find(|(_, e)| e.name == name)
+    }
+    pub fn attribute(&self, name: &str) -> Option<(usize, &Field)> {
+        self.attributes
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.name == name)
+    }
+    pub fn coupon(&self, name: &str) -> Option<(usize, &CouponTemplate)> {
+        self.coupons
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+    }
+    pub fn channel(&self, name: &str) -> Option<(usize, &Channel)> {
+        self.channels
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+    }
+    pub fn tiers_list(&self) -> String {
+        self.tiers.join(", ")
+    }
+}
+
+/// Validates the config text. `base` is the folder relative paths are
+/// resolved against (the config's folder).
+pub fn load(
+    source: SourceId,
+    text: &str,
+    base: &std::path::Path,
+) -> Result<Schema, Vec<Diagnostic>> {
+    let node = yaml::parse(text, yaml::Top::Mapping).map_err(|e| {
+        vec![
+            Diagnostic::new(
+                Code::ConfigSyntax,
+                source,
+                Span::new(e.offset, e.offset + 1),
+                e.message,
+            )
+            .label("here")
+            .hint("the config is YAML: `key: value`, indented with spaces"),
+        ]
+    })?;
+    if node.as_mapping().is_none() {
+        return Err(vec![Diagnostic::new(
+            Code::ConfigShape,
+            source,
+            Span::new(0, 1),
+            "the config must be a mapping of keys",
+        )]);
+    }
+    let file: ConfigFile = yaml::from_node(&node, text).map_err(|e| {
+        vec![
+            Diagnostic::new(
+                Code::ConfigShape,
+                source,
+                Span::new(e.offset, e.offset + 1),
+                e.message,
+            )
+            .label("here"),
+        ]
+    })?;
+    let mut v = Validator {
+        source,
+        pos: Positions::new(text),
+        diags: Vec::new(),
+    };
+    let schema = v.schema(file, base);
+    if v.diags.is_empty() {
+        Ok(schema)
+    } else {
+        Err(v.diags)
+    }
+}
+
+struct Validator<'a> {
+    source: SourceId,
+    pos: Positions<'a>,
+    diags: Vec<Diagnostic>,
+}
+
+fn sorted<K, V>(m: HashMap<Spanned<K>, V>) -> Vec<(Spanned<K>, V)> {
+    let mut v: Vec<_> = m.into_iter().collect();
+    v.sort_by_key(|(k, _)| k.span().start().map_or(0, |m| m.character()));
+    v
+}
+
+impl Validator<'_> {
+    fn err(&mut self, at: &S, msg: impl Into<String>, hint: Option<String>) {
+        let span = self.pos.span(at.span());
+        self.diags
+            .push(Diagnostic::new(Code::ConfigValue, self.source, span, msg).maybe_hint(hint));
+    }
+
+    fn name(&mut self, n: &S, what: &str) -> bool {
+        let ok = n
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !crate::lang::KEYWORDS.contains(&n.as_str());
+        if !ok {
+            self.err(
+                n,
+                format!("`{}` cannot be a {what} name", n.as_str()),
+                Some(
+                    "names are letters, digits and `_`, start with a letter, and are not keywords"
+                        .into(),
+                ),
+            );
+        }
+        ok
+    }
+
+    fn duration_days(&mut self, s: &S) -> Option<i64> {
+        match parse_duration(s) {
+            Some(secs) if secs % 86_400 == 0 && secs > 0 => Some(secs / 86_400),
+            _ => {
+                self.err(
+                    s,
+                    format!("`{}` is not a duration in days", s.as_str()),
+                    Some("write e.g. `30d` or `2w`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn money(&mut self, s: &S) -> Option<Decimal> {
+        match Decimal::from_str(s.trim()) {
+            Ok(d) if d >= Decimal::ZERO => Some(d),
+            _ => {
+                self.err(
+                    s,
+                    format!("`{}` is not an amount of money", s.as_str()),
+                    Some("write a plain number, e.g. `30` or `9.90`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn schema(&mut self, f: ConfigFile, base: &std::path::Path) -> Schema {
+        let timezone_name = f
+            .timezone
+            .as_ref()
+            .map_or("UTC".to_string(), |t| t.to_string());
+        let timezone = match jiff::tz::TimeZone::get(&timezone_name) {
+            Ok(tz) => tz,
+            Err(_) => {
+                if let Some(t) = &f.timezone {
+                    self.err(
+                        t,
+                        format!("unknown time zone `{}`", t.as_str()),
+                        Some("use an IANA name such as `Asia/Shanghai` or `Europe/Berlin`".into()),
+                    );
+                }
+                jiff::tz::TimeZone::UTC
+            }
+        };
+
+        let mut tiers = Vec::new();
+        match &f.tiers {
+            None => self.diags.push(
+                Diagnostic::new(
+                    Code::ConfigShape,
+                    self.source,
+                    Span::new(0, 0),
+                    "the config has no `tiers`",
+                )
+                .hint("list the tiers lowest first, e.g. `tiers: [bronze, silver, gold, diamond]`"),
+            ),
+            Some(ts) if ts.is_empty() => self.diags.push(
+                Diagnostic::new(
+                    Code::ConfigValue,
+                    self.source,
+                    Span::new(0, 0),
+                    "`tiers` is empty; every member has a tier",
+                )
+                .hint("list the tiers lowest first, e.g. `tiers: [bronze, silver, gold, diamond]`"),
+            ),
+            Some(ts) => {
+                if ts.len() > 64 {
+                    self.err(&ts[64], "more than 64 tiers", None);
+                }
+                for t in ts {
+                    if self.name(t, "tier") {
+                        if tiers.iter().any(|x| x == t.as_str()) {
+                            self.err(t, format!("tier `{}` is listed twice", t.as_str()), None);
+                        }
+                        tiers.push(t.to_string());
+                    }
+                }
+            }
+        }
+
+        let mut attributes: Vec<Field> = Vec::new();
+        for (name, ty) in sorted(f.attributes) {
+            if !self.name(&name, "attribute") {
+                continue;
+            }
+            if crate::lang::check::BUILTIN_FIELDS
+                .iter()
+                .any(|(b, _)| *b == name.as_str())
+            {
+                self.err(
+                    &name,
+                    format!("`{}` is a built-in member field", name.as_str()),
+                    Some("pick another name; nudge keeps this one itself".into()),
+                );
+                continue;
+            }
+            match FieldType::parse(&ty) {
+                Some(t) => attributes.push(Field {
+                    name: name.to_string(),
+                    ty: t,
+                }),
+                None => self.err(
+                    &ty,
+                    format!("unknown type `{}`", ty.as_str()),
+                    Some(format!("types are: {}", FieldType::NAMES.join(", "))),
+                ),
+            }
+        }
+
+        let mut events: Vec<EventType> = Vec::new();
+        for (name, fields) in sorted(f.events) {
+            if !self.name(&name, "event type") {
+                continue;
+            }
+            if BUILTIN_TRIGGERS.contains(&name.as_str()) {
+                self.err(
+                    &name,
+                    format!(
+                        "`{}` is a built-in trigger, not an event type",
+                        name.as_str()
+                    ),
+                    None,
+                );
+                continue;
+            }
+            let mut et = EventType {
+                name: name.to_string(),
+                fields: Vec::new(),
+            };
+            for (fname, ty) in sorted(fields.unwrap_or_default()) {
+                if !self.name(&fname, "field") {
+                    continue;
+                }
+                if ["id", "type", "member", "ids", "at"].contains(&fname.as_str()) {
+                    self.err(
+                        &fname,
+                        format!("`{}` is part of every event", fname.as_str()),
+                        Some("every event has `id`, `type`, `member` (or `ids`) and `at`".into()),
+                    );
+                    continue;
+                }
+                match FieldType::parse(&ty) {
+                    Some(t) => et.fields.push(Field {
+                        name: fname.to_string(),
+                        ty: t,
+                    }),
+                    None => self.err(
+                        &ty,
+                        format!("unknown type `{}`", ty.as_str()),
+                        Some(format!("types are: {}", FieldType::NAMES.join(", "))),
+                    ),
+                }
+            }
+            events.push(et);
+        }
+
+        let (purchase_event, purchase_amount) = match &f.purchase {
+            Some(p) => (
+                p.event
+                    .as_ref()
+                    .map_or("purchase".into(), |s| s.to_string()),
+                p.amount.as_ref().map_or("amount".into(), |s| s.to_string()),
+            ),
+            None => ("purchase".into(), "amount".into()),
+        };
+        match events.iter().find(|e| e.name == purchase_event) {
+            None => {
+                let d = Diagnostic::new(
+                    Code::ConfigValue,
+                    self.source,
+                    f.purchase.as_ref().and_then(|p| p.event.as_ref()).map_or(Span::new(0, 0), |s| self.pos.span(s.span())),
+                    format!("the purchase event `{purchase_event}` is not declared under `events`"),
+                )
+                .hint(format!("declare it: `events: {{ {purchase_event}: {{ {purchase_amount}: money }} }}`"));
+                self.diags.push(d);
+            }
+            Some(e) => match e.fields.iter().find(|x| x.name == purchase_amount) {
+                Some(fl) if fl.ty == FieldType::Money => {}
+                _ => self.diags.push(
+                    Diagnostic::new(Code::ConfigValue, self.source, Span::new(0, 0), format!("the purchase event `{purchase_event}` needs a field `{purchase_amount}` of type money"))
+                        .hint(format!("declare it under `events: {{ {purchase_event}: {{ {purchase_amount}: money }} }}`")),
+                ),
+            },
+        }
+
+        let mut channels: Vec<Channel> = Vec::new();
+        for (name, ch) in sorted(f.channels) {
+            if !self.name(&name, "channel") {
+                continue;
+            }
+            let mut c = Channel {
+                name: name.to_string(),
+                cap: None,
+                quiet_hours: None,
+            };
+            if let Some(ch) = ch {
+                if let Some(cap) = &ch.cap {
+                    c.cap = parse_cap(cap);
+                    if c.cap.is_none() {
+                        self.err(
+                            cap,
+                            format!("`{}` is not a frequency cap", cap.as_str()),
+                            Some("write `N per DURATION`, e.g. `2 per 7d`".into()),
+                        );
+                    }
+                }
+                if let Some(q) = &ch.quiet_hours {
+                    c.quiet_hours = parse_quiet_hours(q);
+                    if c.quiet_hours.is_none() {
+                        self.err(
+                            q,
+                            format!("`{}` is not a time range", q.as_str()),
+                            Some("write `HH:MM-HH:MM` in local time, e.g. `21:00-09:00`".into()),
+                        );
+                    }
+                }
+            }
+            channels.push(c);
+        }
+
+        let mut coupons = Vec::new();
+        for (name, c) in sorted(f.coupons) {
+            if !self.name(&name, "coupon") {
+                continue;
+            }
+            let threshold = match &c.threshold {
+                Some(t) => self.money(t),
+                None => Some(Decimal::ZERO),
+            };
+            let discount = self.money(&c.discount);
+            let valid_days = match &c.valid {
+                Some(v) => self.duration_days(v),
+                None => Some(30),
+            };
+            if let Some(ch) = &c.channel
+                && !channels.iter().any(|x| x.name == ch.as_str())
+            {
+                let hint = did_you_mean(ch, channels.iter().map(|x| x.name.as_str()))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "channels are: {}",
+                            channels
+                                .iter()
+                                .map(|x| x.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    });
+                self.err(ch, format!("unknown channel `{}`", ch.as_str()), Some(hint));
+            }
+            if let (Some(t), Some(d)) = (threshold, discount) {
+                if d.is_zero() || (!t.is_zero() && d >= t) {
+                    self.err(
+                        &c.discount,
+                        format!("coupon `{}` saves {d} on a spend of {t}", name.as_str()),
+                        Some("the discount must be above zero and below the threshold".into()),
+                    );
+                }
+                if let Some(v) = valid_days {
+                    coupons.push(CouponTemplate {
+                        name: name.to_string(),
+                        threshold: t,
+                        discount: d,
+                        valid_days: v,
+                        channel: c.channel.as_ref().map(|s| s.to_string()),
+                    });
+                }
+            }
+        }
+
+        let mut points = PointsPolicy::default();
+        if let Some(p) = &f.points {
+            points.expire_after_days = p.expire_after.as_ref().and_then(|s| self.duration_days(s));
+            points.remind_before_days =
+                p.remind_before.as_ref().and_then(|s| self.duration_days(s));
+        }
+
+        let daily_at = match f.schedule.as_ref().and_then(|s| s.daily_at.as_ref()) {
+            Some(s) => parse_hhmm(s).unwrap_or_else(|| {
+                self.err(
+                    s,
+                    format!("`{}` is not a time of day", s.as_str()),
+                    Some("write `HH:MM`, e.g. `09:00`".into()),
+                );
+                540
+            }),
+            None => 540,
+        };
+
+        let path = |p: Option<&S>, default: &str| base.join(p.map_or(default, |s| s.as_str()));
+        let paths = Paths {
+            rules: path(f.paths.as_ref().and_then(|p| p.rules.as_ref()), "rules"),
+            plugins: path(f.paths.as_ref().and_then(|p| p.plugins.as_ref()), "plugins"),
+            data: path(f.paths.as_ref().and_then(|p| p.data.as_ref()), "data"),
+        };
+
+        let listen = match f.http.as_ref().and_then(|h| h.listen.as_ref()) {
+            Some(l) => {
+                if l.parse::<std::net::SocketAddr>().is_err() {
+                    self.err(
+                        l,
+                        format!("`{}` is not an address to listen on", l.as_str()),
+                        Some("write `HOST:PORT`, e.g. `127.0.0.1:8080`".into()),
+                    );
+                }
+                l.to_string()
+            }
+            None => "127.0.0.1:8080".into(),
+        };
+        let token = f
+            .http
+            .as_ref()
+            .and_then(|h| h.token.as_ref())
+            .map(|t| t.to_string());
+
+        let mut sinks = Vec::new();
+        for s in &f.sinks {
+            let need = |v: &mut Self, field: &Option<S>, what: &str| -> Option<String> {
+                match field {
+                    Some(x) => Some(x.to_string()),
+                    None => {
+                        v.err(
+                            &s.kind,
+                            format!("a `{}` sink needs `{what}`", s.kind.as_str()),
+                            None,
+                        );
+                        None
+                    }
+                }
+            };
+            match s.kind.as_str() {
+                "file" => {
+                    if let Some(p) = need(self, &s.path, "path") {
+                        sinks.push(Sink::File { path: base.join(p) });
+                    }
+                }
+                "webhook" => {
+                    if let Some(u) = need(self, &s.url, "url") {
+                        if !(u.starts_with("http://") || u.starts_with("https://")) {
+                            self.err(
+                                s.url.as_ref().unwrap_or(&s.kind),
+                                format!("`{u}` is not an http(s) URL"),
+                                None,
+                            );
+                        }
+                        sinks.push(Sink::Webhook { url: u });
+                    }
+                }
+                "plugin" => {
+                    if let Some(p) = need(self, &s.plugin, "plugin") {
+                        sinks.push(Sink::Plugin { plugin: p });
+                    }
+                }
+                other => self.err(
+                    &s.kind,
+                    format!("unknown sink kind `{other}`"),
+                    Some("sink kinds are: file, webhook, plugin".into()),
+                ),
+            }
+        }
+
+        Schema {
+            timezone_name,
+            timezone,
+            tiers,
+            purchase_event,
+            purchase_amount,
+            attributes,
+            events,
+            coupons,
+            channels,
+            points,
+            daily_at,
+            paths,
+            listen,
+            token,
+            sinks,
+        }
+    }
+}
+
+/// `30d`, `12h`, `2w` in seconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - 1].parse().ok()?;
+    let mult = match unit {
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|v| *v > 0)
+}
+
+fn parse_cap(s: &str) -> Option<Cap> {
+    let (n, per) = s.split_once(" per ")?;
+    Some(Cap {
+        count: n.trim().parse().ok().filter(|n| *n > 0)?,
+        per_secs: parse_duration(per)?,
+    })
+}
+
+fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && m.to_string().len() <= 2).then_some(h * 60 + m)
+}
+
+fn parse_quiet_hours(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b) = (parse_hhmm(a)?, parse_hhmm(b)?);
+    (a != b).then_some((a, b))
+}

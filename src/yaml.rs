@@ -1,0 +1,172 @@
+//! The one place that parses YAML (the config and YAML rule files).
+//!
+//! It uses marked-yaml, which keeps the position of every node, because
+//! diagnostics must point at the exact line and column of a bad value, also
+//! inside a rule expression written as a YAML string; serde_yaml keeps no
+//! positions (and is no longer maintained). Everything else in nudge sees
+//! plain nodes, byte spans and diagnostics, never a YAML library type.
+
+use crate::diag::Span;
+pub use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+pub use marked_yaml::{Node, Spanned};
+
+/// A YAML error with the byte offset it is about.
+#[derive(Debug)]
+pub struct YamlError {
+    pub message: String,
+    pub offset: usize,
+}
+
+/// Converts marked-yaml's character positions to byte offsets.
+pub struct Positions<'a> {
+    text: &'a str,
+    /// Byte offset of each character, only when the text is not ASCII.
+    table: Option<Vec<usize>>,
+}
+
+impl<'a> Positions<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let table = (!text.is_ascii()).then(|| text.char_indices().map(|(i, _)| i).collect());
+        Positions { text, table }
+    }
+
+    pub fn byte(&self, character: usize) -> usize {
+        match &self.table {
+            None => character.min(self.text.len()),
+            Some(t) => t.get(character).copied().unwrap_or(self.text.len()),
+        }
+    }
+
+    /// The span of a node's start marker, one token wide.
+    pub fn span(&self, span: &marked_yaml::Span) -> Span {
+        let start = span.start().map_or(0, |m| self.byte(m.character()));
+        let rest = &self.text[start.min(self.text.len())..];
+        let len = rest.find(['\n', ':', ',', '#']).unwrap_or(rest.len());
+        let len = rest[..len].trim_end().len().max(1).min(rest.len());
+        Span::new(start, start + len)
+    }
+
+    /// Where each byte of a scalar's value sits in the file, so that errors
+    /// inside a rule expression written in YAML point at the right column.
+    /// Walks the value and the source together, skipping what YAML adds
+    /// (quotes, indentation, line folding); falls back to the start.
+    pub fn scalar_offsets(&self, node: &MarkedScalarNode) -> Vec<usize> {
+        let value = node.as_str();
+        let src = self.text.as_bytes();
+        let mut at = node.span().start().map_or(0, |m| self.byte(m.character()));
+        if let Some(&q) = src.get(at)
+            && matches!(q, b'"' | b'\'' | b'|' | b'>')
+        {
+            at += 1;
+            if matches!(q, b'|' | b'>') {
+                while at < src.len() && src[at] != b'\n' {
+                    at += 1;
+                }
+            }
+        }
+        let mut table = Vec::with_capacity(value.len() + 1);
+        for b in value.bytes() {
+            if !b.is_ascii_whitespace() {
+                while at < src.len() && src[at] != b {
+                    at += 1;
+                }
+            } else if at < src.len() && !src[at].is_ascii_whitespace() {
+                // Folded line breaks: the value has a space the source lacks.
+                table.push(at);
+                continue;
+            }
+            table.push(at.min(src.len()));
+            at += 1;
+        }
+        table.push(at.min(src.len()));
+        table
+    }
+}
+
+/// What the top level of a document must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Top {
+    Mapping,
+    List,
+}
+
+/// Parses a YAML document. An empty document is an empty mapping or list.
+/// Duplicate keys are errors.
+pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        let blank = marked_yaml::Span::new_blank();
+        return Ok(match top {
+            Top::Mapping => Node::from(MarkedMappingNode::new_empty(blank)),
+            Top::List => Node::from(MarkedSequenceNode::new_empty(blank)),
+        });
+    }
+    let pos = Positions::new(text);
+    let mut opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+    if top == Top::List {
+        opts = opts.toplevel_sequence();
+    }
+    marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| {
+        use marked_yaml::LoadError as L;
+        let (m, msg): (marked_yaml::Marker, String) = match &e {
+            L::TopLevelMustBeMapping(m) => (
+                *m,
+                "the top level must be a mapping of `key: value` lines".to_string(),
+            ),
+            L::TopLevelMustBeSequence(m) => (
+                *m,
+                "the top level must be a list of rules, each starting with `- rule: NAME`"
+                    .to_string(),
+            ),
+            L::UnexpectedAnchor(m) => (
+                *m,
+                "anchors and aliases (`&x`, `*x`) are not supported".to_string(),
+            ),
+            L::MappingKeyMustBeScalar(m) => (*m, "keys must be plain names".to_string()),
+            L::UnexpectedTag(m) => (*m, "YAML tags (`!x`) are not supported".to_string()),
+            L::ScanError(m, s) => (*m, s.info().to_string()),
+            L::DuplicateKey(d) => (
+                d.key
+                    .span()
+                    .start()
+                    .copied()
+                    .unwrap_or(marked_yaml::Marker::new(0, 0, 1, 1)),
+                format!("key `{}` appears twice", d.key.as_str()),
+            ),
+        };
+        YamlError {
+            message: msg,
+            offset: pos.byte(m.character()),
+        }
+    })
+}
+
+/// Deserializes a node into a config type. The error carries the offset of
+/// the offending node.
+pub fn from_node<'de, T: serde::Deserialize<'de>>(
+    node: &'de Node,
+    text: &str,
+) -> Result<T, YamlError> {
+    marked_yaml::from_node(node).map_err(|e| {
+        let pos = Positions::new(text);
+        let offset = e.start_mark().map_or(0, |m| pos.byte(m.character()));
+        let message = match &*e {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                let hint = crate::diag::did_you_mean(field, expected.iter().copied())
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                format!(
+                    "unknown key `{field}`{hint} (keys here: {})",
+                    expected.join(", ")
+                )
+            }
+            other => {
+                let path = e.path().map(|p| format!(" at `{p}`")).unwrap_or_default();
+                format!("{other}{path}")
+            }
+        };
+        YamlError { message, offset }
+    })
+}

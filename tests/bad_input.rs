@@ -1,0 +1,216 @@
+//! Hostile and broken input to `nudge check`: every case ends in a
+//! diagnostic with a stable code and a clean exit, never a panic, hang or
+//! stack overflow.
+
+use std::path::Path;
+use std::process::Command;
+
+struct Run {
+    out: String,
+    code: i32,
+}
+
+fn check(dir: &Path, extra: &[&str]) -> Run {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args([
+            "check",
+            "--color=never",
+            "--config",
+            &format!("{root}/tests/lang/nudge.yaml"),
+            "--plugins",
+        ])
+        .arg(dir.join("plugins"))
+        .arg("--rules")
+        .arg(dir.join("rules"))
+        .args(extra)
+        .output()
+        .expect("run nudge");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("panicked"), "nudge panicked:\n{text}");
+    Run {
+        out: text,
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// A temp folder with `rules/` holding `files`.
+fn setup(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
+    for (name, body) in files {
+        std::fs::write(dir.path().join("rules").join(name), body).expect("write");
+    }
+    dir
+}
+
+fn assert_code(r: &Run, code: &str, exit: i32) {
+    assert!(r.out.contains(code), "expected {code} in:\n{}", r.out);
+    assert_eq!(r.code, exit, "exit code for {code}:\n{}", r.out);
+}
+
+#[test]
+fn hundred_thousand_nested_parentheses() {
+    let text = format!(
+        "when {}tier >= silver{} then tag \"x\"\n",
+        "(".repeat(100_000),
+        ")".repeat(100_000)
+    );
+    let dir = setup(&[("deep.rules", text.as_bytes())]);
+    assert_code(&check(dir.path(), &[]), "E111", 1);
+}
+
+#[test]
+fn long_operator_chains_and_prefix_runs() {
+    let chain = format!(
+        "when {} then tag \"x\"\n",
+        vec!["points > 1"; 50_000].join(" or ")
+    );
+    let nots = format!("when {}true then tag \"x\"\n", "not ".repeat(50_000));
+    let negs = format!("when {}points > 0 then tag \"x\"\n", "- ".repeat(50_000));
+    for (i, text) in [chain, nots, negs].iter().enumerate() {
+        let dir = setup(&[("long.rules", text.as_bytes())]);
+        let r = check(dir.path(), &[]);
+        assert!(r.out.contains("E112"), "case {i}: {}", r.out);
+        assert_code(&r, "E112", 1);
+    }
+}
+
+#[test]
+fn ten_megabyte_rule_file() {
+    let line = "when tier >= silver then tag \"x\"\n";
+    let text = line.repeat(10 * 1024 * 1024 / line.len() + 1);
+    let dir = setup(&[("huge.rules", text.as_bytes())]);
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E102", 1);
+    assert!(r.out.contains("the limit is 1 MiB"), "{}", r.out);
+}
+
+#[test]
+fn invalid_utf8_points_at_the_byte() {
+    let dir = setup(&[(
+        "latin1.rules",
+        b"when tier >= silver then tag \"caf\xe9\"\n",
+    )]);
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E101", 1);
+    assert!(r.out.contains("latin1.rules:1:"), "{}", r.out);
+}
+
+#[test]
+fn binary_garbage_is_a_diagnostic() {
+    // A deterministic pseudo-random blob, as a stray binary in the folder would be.
+    let mut x: u32 = 0x9E37_79B9;
+    let blob: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    let printable: Vec<u8> = blob.iter().map(|b| b % 95 + 32).collect();
+    let dir = setup(&[
+        ("blob.rules", &blob),
+        ("noise.rules", &printable),
+        ("noise.yaml", &printable),
+    ]);
+    let r = check(dir.path(), &[]);
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert!(
+        r.out.contains("E101") && r.out.contains("E110"),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
+fn empty_and_comment_only_files_load() {
+    let dir = setup(&[
+        ("empty.rules", b""),
+        ("empty.yaml", b""),
+        ("comments.rules", b"# nothing yet\n"),
+    ]);
+    let r = check(dir.path(), &[]);
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(r.out.contains("ok: 0 rules checked"), "{}", r.out);
+}
+
+#[test]
+fn a_rule_file_that_is_a_folder() {
+    let dir = setup(&[("good.rules", b"when tier >= silver then tag \"x\"\n")]);
+    std::fs::create_dir(dir.path().join("rules/folder.rules")).expect("mkdir");
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E100", 1);
+    assert!(
+        r.out.contains("folder.rules is a folder, not a file"),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
+fn an_unreadable_rule_file() {
+    let dir = setup(&[]);
+    std::os::unix::fs::symlink(
+        dir.path().join("missing"),
+        dir.path().join("rules/dangling.rules"),
+    )
+    .expect("symlink");
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E100", 1);
+    assert!(r.out.contains("dangling.rules"), "{}", r.out);
+}
+
+#[test]
+fn missing_config_or_rules_folder_is_an_io_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E100", 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("nope.yaml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("E100"));
+}
+
+#[test]
+fn an_empty_rules_folder_warns() {
+    let dir = setup(&[]);
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "W403", 0);
+}
+
+#[test]
+fn a_plugin_that_does_not_compile() {
+    let dir = setup(&[("ok.rules", b"when tier >= silver then tag \"x\"\n")]);
+    std::fs::create_dir(dir.path().join("plugins")).expect("mkdir");
+    std::fs::write(dir.path().join("plugins/broken.rhai"), "fn oops( {\n").expect("write");
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E130", 1);
+    assert!(r.out.contains("broken.rhai:1:"), "{}", r.out);
+}
+
+#[test]
+fn json_output_has_positions_for_editors() {
+    let dir = setup(&[("bad.rules", b"when tier > 3 then tag \"x\"\n")]);
+    let r = check(dir.path(), &["--format", "json"]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).expect("json");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "E210");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(1), Some(6))
+    );
+    assert!(
+        d["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("tier >= silver"))
+    );
+    assert_eq!(v["errors"], 1);
+}
