@@ -179,3 +179,26 @@ fn every_code_has_a_case() {
         .collect();
     assert!(missing.is_empty(), "codes without a test case: {missing:?}");
 }
+
+/// docs/language.md lists every code.
+#[test]
+fn every_code_is_documented() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/language.md"))
+            .expect("docs/language.md");
+    for c in nudge::diag::Code::ALL {
+        assert!(
+            doc.contains(&format!("| {} |", c.as_str())),
+            "{} is not in docs/language.md",
+            c.as_str()
+        );
+    }
+}
+
+/// The example config and rules shipped at the top level check clean.
+#[test]
+fn the_example_project_checks_clean() {
+    let (out, code) = nudge(&["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 warnings"), "{out}");
+}

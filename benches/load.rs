@@ -1,0 +1,77 @@
+//! Load benchmark: parse + check + compile a folder of 1,000 generated
+//! rules (10 files of 100), through the same loader `nudge check` and the
+//! daemon's reload use. Prints one JSON line per figure.
+//!
+//! Run: `cargo bench --bench load`. Target: under 100 ms for 1,000 rules.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+const TAGS: &[&str] = &[
+    "mom", "dad", "student", "football", "coffee", "tea", "gamer", "runner", "yoga", "pets",
+];
+const TIERS: &[&str] = &["bronze", "silver", "gold", "diamond"];
+
+/// One rule in the style of the playbook, varied by `i`.
+fn rule(i: usize) -> String {
+    let tag = TAGS[i % TAGS.len()];
+    let tier = TIERS[i % TIERS.len()];
+    let n = (i * 37) % 300 + 10;
+    match i % 5 {
+        0 => format!(
+            "rule \"winback {i}\"\n  on tick\n  when days_since_last_purchase > cycle * {}.5 and tier >= {tier}\n  then send coupon 30-6 via sms, tag \"winback\"\n  limit once per 30d\n  holdout 10%\n",
+            i % 3 + 1
+        ),
+        1 => format!(
+            "rule \"points {i}\"\n  on purchase\n  when event.amount > {n} and \"{tag}\" not in tags\n  then award points floor(event.amount * 2)\n  priority {}\n",
+            i % 7
+        ),
+        2 => format!(
+            "rule \"upgrade {i}\"\n  on purchase\n  when sum(purchase.amount, 365d) > {n}0 and tier < diamond\n  then set tier gold, send coupon upgrade_gift\n  group \"tiers\"\n"
+        ),
+        3 => format!(
+            "rule \"club {i}\"\n  on purchase\n  when count(purchase where event.category == \"c{}\", 60d) >= 3 and (city == \"Berlin\" or city in [\"Paris\", \"Rome\"])\n  then tag \"{tag}\"\n",
+            i % 20
+        ),
+        _ => format!(
+            "when points >= {n}00 and days_since_last_purchase between 30 and {n} and tier in [{tier}, diamond] then send message \"reminder\" via wechat\n"
+        ),
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("mkdir");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/nudge.yaml");
+    for f in 0..10 {
+        let mut text = String::new();
+        for i in 0..100 {
+            let _ = writeln!(text, "{}", rule(f * 100 + i));
+        }
+        std::fs::write(rules.join(format!("gen{f:02}.rules")), text).expect("write");
+    }
+    let opts = nudge::load::LoadOptions {
+        config: config.into(),
+        rules: Some(rules),
+        plugins: Some(dir.path().join("plugins")),
+    };
+
+    let mut times = Vec::new();
+    let mut n_rules = 0;
+    for _ in 0..15 {
+        let t = Instant::now();
+        let l = nudge::load::load(&opts);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(l.errors(), 0, "generated rules must check clean");
+        n_rules = l.rules.as_ref().map_or(0, |r| r.rules.len());
+    }
+    assert_eq!(n_rules, 1000);
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"bench\":\"load\",\"rules\":{n_rules},\"files\":10,\"median_ms\":{:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"target_ms\":100}}",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1]
+    );
+}
