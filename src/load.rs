@@ -63,16 +63,12 @@ pub fn load(opts: &LoadOptions) -> Load {
         }
     };
     hash_source(&mut hasher, &l.sources, config_id);
+    // An empty base keeps paths relative as written (`rules/x.rules`, not `./rules/x.rules`).
     let base = opts
         .config
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let base = if base.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base
-    };
     let schema = match schema::load(config_id, l.sources.text(config_id), &base) {
         Ok(s) => Some(s),
         Err(ds) => {
