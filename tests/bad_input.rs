@@ -214,3 +214,24 @@ fn json_output_has_positions_for_editors() {
     );
     assert_eq!(v["errors"], 1);
 }
+
+#[test]
+fn duplicate_rule_names_across_files() {
+    let dir = setup(&[
+        (
+            "a.rules",
+            b"rule \"welcome\"\n  on signup\n  then award points 10\n",
+        ),
+        (
+            "b.yaml",
+            b"- rule: welcome\n  on: signup\n  then: award points 20\n",
+        ),
+    ]);
+    let r = check(dir.path(), &[]);
+    assert_code(&r, "E220", 1);
+    assert!(
+        r.out.contains("b.yaml:1:9") && r.out.contains("a.rules:1:6"),
+        "{}",
+        r.out
+    );
+}
