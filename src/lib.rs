@@ -6,7 +6,14 @@
 //! arguments and renders diagnostics; nothing here prints.
 
 pub mod diag;
+pub mod engine;
+pub mod ingest;
 pub mod lang;
 pub mod load;
+pub mod model;
+pub mod replay;
 pub mod schema;
+pub mod sinks;
+pub mod store;
+pub mod testcase;
 pub mod yaml;

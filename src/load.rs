@@ -194,6 +194,7 @@ fn finish(
             checked.rules,
             checked.layout,
             schema.events.len(),
+            plugins.plugins.iter().map(|(n, _)| n.clone()).collect(),
             version,
         ));
     }

@@ -1,6 +1,7 @@
 //! The `nudge` command line: argument parsing, and rendering diagnostics
 //! (miette for people, JSON for tools). All the work is in the library.
 
+mod commands;
 mod report;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -22,26 +23,26 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct Common {
+pub struct Common {
     /// The config file.
     #[arg(long, global = true, default_value = "nudge.yaml")]
-    config: PathBuf,
+    pub config: PathBuf,
     /// The rules folder (or one rule file); overrides the config's `paths.rules`.
     #[arg(long, global = true)]
-    rules: Option<PathBuf>,
+    pub rules: Option<PathBuf>,
     /// The plugins folder; overrides the config's `paths.plugins`.
     #[arg(long, global = true)]
-    plugins: Option<PathBuf>,
+    pub plugins: Option<PathBuf>,
     /// The data folder (member state); overrides the config's `paths.data`.
     #[arg(long, global = true)]
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
     /// Colours in diagnostics.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
-    color: Color,
+    pub color: Color,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Color {
+pub enum Color {
     Auto,
     Always,
     Never,
@@ -73,6 +74,9 @@ enum Command {
     Ingest {
         /// The event file, or `-`.
         file: PathBuf,
+        /// Stop at the first malformed line instead of skipping it.
+        #[arg(long)]
+        stop_on_error: bool,
     },
     /// Replay a history with a simulated clock and report what the rules did.
     Replay {
@@ -99,6 +103,19 @@ enum Command {
     },
 }
 
+impl Common {
+    pub fn color_on(&self) -> bool {
+        match self.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let common = cli.common;
@@ -108,13 +125,24 @@ fn main() -> ExitCode {
             "run",
             "the daemon (HTTP API, live reload, schedule, delivery)",
         ),
-        Command::Ingest { .. } => not_yet(
-            "ingest",
-            "the engine (member state in sled, events in, effects out)",
-        ),
-        Command::Replay { .. } => not_yet("replay", "the engine and its simulated clock"),
-        Command::Test { .. } => not_yet("test", "the engine, which runs rule test cases"),
-        Command::Member { .. } => not_yet("member", "the engine's member store"),
+        Command::Ingest {
+            file,
+            stop_on_error,
+        } => commands::ingest(&common, &file, stop_on_error),
+        Command::Replay {
+            events,
+            compare,
+            until,
+            out,
+            report,
+        } => {
+            if compare.is_some() || report.is_some() {
+                return not_yet("replay --compare/--report", "backtest reports");
+            }
+            commands::replay(&common, &events, until.as_deref(), out.as_deref())
+        }
+        Command::Test { path } => commands::test(&common, path),
+        Command::Member { id } => commands::member(&common, &id),
         Command::Explain { .. } => not_yet("explain", "backtest and explain"),
     }
 }

@@ -121,3 +121,78 @@ pub fn json(l: &Load) -> String {
     })
     .to_string()
 }
+
+/// The summary table of a run: effects per rule and status, reach, coupons, points.
+pub fn summary(s: &nudge::replay::Summary) -> String {
+    let mut out = String::new();
+    let statuses = ["sent", "held_out", "deferred", "capped"];
+    let width = s.by_rule.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
+    out.push_str(&format!(
+        "{:<width$}  {:>8}  {:>8}  {:>8}  {:>8}\n",
+        "rule", "sent", "held_out", "deferred", "capped"
+    ));
+    for (rule, counts) in &s.by_rule {
+        out.push_str(&format!("{rule:<width$}"));
+        for st in statuses {
+            out.push_str(&format!("  {:>8}", counts.get(st).copied().unwrap_or(0)));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "members reached: {}; coupons: {} worth {}; points awarded: {}\n",
+        s.members_reached,
+        s.coupons,
+        s.coupon_value.normalize(),
+        s.points_awarded
+    ));
+    out
+}
+
+/// A member's stored state as JSON.
+pub fn member_json(
+    id: &str,
+    rec: &nudge::model::MemberRecord,
+    schema: &nudge::schema::Schema,
+    rules: &nudge::lang::RuleSet,
+) -> String {
+    use nudge::model::day_string;
+    let day = |d: Option<i32>| d.map(day_string);
+    let rule_name = |k: u64| {
+        rules
+            .rules
+            .iter()
+            .find(|r| xxhash_rust::xxh3::xxh3_64(r.name.as_bytes()) == k)
+            .map_or(format!("{k:016x}"), |r| r.name.clone())
+    };
+    let attrs: serde_json::Map<String, serde_json::Value> = rec
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                nudge::model::value_json(&v.into(), &schema.tiers),
+            )
+        })
+        .collect();
+    let rule_states: Vec<serde_json::Value> = rec
+        .rules
+        .iter()
+        .map(|r| json!({"rule": rule_name(r.rule), "armed": r.armed, "fired": r.fired, "recent": r.recent.iter().map(|d| day_string(*d)).collect::<Vec<_>>()}))
+        .collect();
+    json!({
+        "member": id,
+        "tier": schema.tiers.get(rec.tier as usize),
+        "points": rec.points,
+        "orders": rec.orders,
+        "spend": nudge::model::json_number(rec.spend),
+        "joined_at": day_string(rec.joined),
+        "first_purchase_at": day(rec.first_purchase),
+        "last_purchase_at": day(rec.last_purchase),
+        "purchase_days": rec.purchase_days,
+        "tags": rec.tags,
+        "birthday": day(rec.birthday),
+        "attributes": attrs,
+        "rules": rule_states,
+    })
+    .to_string()
+}

@@ -113,6 +113,15 @@ impl FieldType {
     pub const NAMES: &'static [&'static str] = &[
         "int", "decimal", "money", "string", "bool", "date", "duration",
     ];
+    /// `money`, or `money?` for an optional event field.
+    fn parse_field(s: &str) -> Option<(FieldType, bool)> {
+        let s = s.trim();
+        match s.strip_suffix('?') {
+            Some(t) => Some((FieldType::parse(t.trim())?, true)),
+            None => Some((FieldType::parse(s)?, false)),
+        }
+    }
+
     fn parse(s: &str) -> Option<FieldType> {
         Some(match s {
             "int" => FieldType::Int,
@@ -131,6 +140,8 @@ impl FieldType {
 pub struct Field {
     pub name: String,
     pub ty: FieldType,
+    /// Written `type?`: events may leave it out (it is then null).
+    pub optional: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -432,10 +443,11 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            match FieldType::parse(&ty) {
+            match FieldType::parse(ty.trim()) {
                 Some(t) => attributes.push(Field {
                     name: name.to_string(),
                     ty: t,
+                    optional: true,
                 }),
                 None => self.err(
                     &ty,
@@ -477,15 +489,19 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                match FieldType::parse(&ty) {
-                    Some(t) => et.fields.push(Field {
+                match FieldType::parse_field(&ty) {
+                    Some((t, optional)) => et.fields.push(Field {
                         name: fname.to_string(),
                         ty: t,
+                        optional,
                     }),
                     None => self.err(
                         &ty,
                         format!("unknown type `{}`", ty.as_str()),
-                        Some(format!("types are: {}", FieldType::NAMES.join(", "))),
+                        Some(format!(
+                            "types are: {} (`?` after the type: optional)",
+                            FieldType::NAMES.join(", ")
+                        )),
                     ),
                 }
             }
@@ -513,9 +529,9 @@ impl Validator<'_> {
                 self.diags.push(d);
             }
             Some(e) => match e.fields.iter().find(|x| x.name == purchase_amount) {
-                Some(fl) if fl.ty == FieldType::Money => {}
+                Some(fl) if fl.ty == FieldType::Money && !fl.optional => {}
                 _ => self.diags.push(
-                    Diagnostic::new(Code::ConfigValue, self.source, Span::new(0, 0), format!("the purchase event `{purchase_event}` needs a field `{purchase_amount}` of type money"))
+                    Diagnostic::new(Code::ConfigValue, self.source, Span::new(0, 0), format!("the purchase event `{purchase_event}` needs a required field `{purchase_amount}` of type money"))
                         .hint(format!("declare it under `events: {{ {purchase_event}: {{ {purchase_amount}: money }} }}`")),
                 ),
             },

@@ -9,6 +9,7 @@
 use crate::diag::Span;
 pub use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
 pub use marked_yaml::{Node, Spanned};
+use std::str::FromStr;
 
 /// A YAML error with the byte offset it is about.
 #[derive(Debug)]
@@ -169,4 +170,34 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
         };
         YamlError { message, offset }
     })
+}
+
+/// A node as JSON: plain scalars that read as numbers, booleans or null
+/// become those (only when the number prints back the same, so `0012`
+/// stays a string); everything else is a string.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if !s.may_coerce() {
+                return text.into();
+            }
+            match text {
+                "true" => return true.into(),
+                "false" => return false.into(),
+                "null" | "~" => return serde_json::Value::Null,
+                _ => {}
+            }
+            match serde_json::Number::from_str(text) {
+                Ok(n) if n.to_string() == text => serde_json::Value::Number(n),
+                _ => text.into(),
+            }
+        }
+        Node::Sequence(seq) => seq.iter().map(to_json).collect(),
+        Node::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
 }

@@ -28,6 +28,8 @@ pub struct RuleSet {
     pub on_tier_down: Vec<u32>,
     /// Group names; `CompiledRule::group` indexes it.
     pub groups: Vec<String>,
+    /// Plugin names; plugin calls index it.
+    pub plugins: Vec<String>,
 }
 
 impl RuleSet {
@@ -97,6 +99,7 @@ pub fn compile(
     rules: Vec<CheckedRule>,
     layout: Layout,
     n_event_types: usize,
+    plugins: Vec<String>,
     version: String,
 ) -> RuleSet {
     let mut set = RuleSet {
@@ -113,6 +116,7 @@ pub fn compile(
         on_tier_up: Vec::new(),
         on_tier_down: Vec::new(),
         groups: Vec::new(),
+        plugins,
     };
     for (i, r) in rules.into_iter().enumerate() {
         let i = i as u32;

@@ -248,7 +248,7 @@ impl BoolCode {
                 if unknown { None } else { Some(false) }
             }
             BoolCode::CmpInt(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
-            BoolCode::CmpDec(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
+            BoolCode::CmpDec(op, a, b) => Some(op.test(dec_key(a.eval(env)?, b.eval(env)?), 0)),
             BoolCode::CmpStr(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
             BoolCode::CmpBool(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
             BoolCode::HasTag(bit) => {
@@ -256,7 +256,7 @@ impl BoolCode {
                 Some(word & (1u64 << (bit % 64)) != 0)
             }
             BoolCode::InInt(a, set) => a.eval(env).map(|v| set.contains(&v)),
-            BoolCode::InDec(a, set) => a.eval(env).map(|v| set.contains(&v)),
+            BoolCode::InDec(a, set) => a.eval(env).map(|v| set.iter().any(|x| dec_key(v, *x) == 0)),
             BoolCode::InStr(a, set) => a.eval(env).map(|v| set.iter().any(|s| **s == *v)),
             BoolCode::IsNull(a) => Some(a.is_null(env)),
             BoolCode::Plugin(p) => p.call(env).bool(),
@@ -288,6 +288,27 @@ impl IntCode {
             }
             IntCode::Plugin(p) => p.call(env).int(),
         }
+    }
+}
+
+/// Compares decimals as -1, 0 or 1. Decimals hold 28 significant digits,
+/// so a repeating division leaves a residue: 40 / 3 * 1.5 comes out as
+/// 19.99999999999999999999999999995, not 20. Values that carry such a
+/// residue (20 or more decimal places) compare equal when they differ by
+/// less than 10^-24 of their size; money and plain decimals, which never
+/// have that many places, compare exactly.
+#[inline]
+fn dec_key(a: Decimal, b: Decimal) -> i8 {
+    if (a.scale() >= 20 || b.scale() >= 20) && a != b {
+        let tolerance = a.abs().max(b.abs()) * Decimal::new(1, 24);
+        if (a - b).abs() <= tolerance {
+            return 0;
+        }
+    }
+    match a.cmp(&b) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
     }
 }
 

@@ -1,0 +1,83 @@
+//! Time: the clock the daemon reads and the simulated one replay and tests
+//! drive, and the calendar arithmetic in the config's time zone (days,
+//! tick instants). `SystemClock::now` is the only read of wall time in nudge.
+
+use crate::schema::Schema;
+use jiff::Timestamp;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Wall time, for the daemon.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that only moves when told to, for replay and tests.
+pub struct SimClock {
+    micros: AtomicI64,
+}
+
+impl SimClock {
+    pub fn new(at: Timestamp) -> SimClock {
+        SimClock {
+            micros: AtomicI64::new(at.as_microsecond()),
+        }
+    }
+    pub fn set(&self, at: Timestamp) {
+        self.micros.store(at.as_microsecond(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.micros.load(Ordering::SeqCst))
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+const EPOCH: jiff::civil::Date = jiff::civil::date(1970, 1, 1);
+
+/// The local calendar day of an instant (days since 1970-01-01).
+pub fn local_day(schema: &Schema, at: Timestamp) -> i32 {
+    let date = at.to_zoned_datetime(schema.timezone.clone()).date();
+    (date - EPOCH).get_days()
+}
+
+pub fn day_date(day: i32) -> jiff::civil::Date {
+    EPOCH
+        .checked_add(jiff::Span::new().days(day as i64))
+        .unwrap_or(EPOCH)
+}
+
+/// When the daily tick of `day` runs: `schedule.daily_at` local time (on a
+/// day when that time does not exist, the instant after the clocks jump).
+pub fn tick_instant(schema: &Schema, day: i32) -> Timestamp {
+    let t = jiff::civil::time(
+        (schema.daily_at / 60) as i8,
+        (schema.daily_at % 60) as i8,
+        0,
+        0,
+    );
+    day_date(day)
+        .to_datetime(t)
+        .to_zoned_datetime(schema.timezone.clone())
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The last day whose tick is due at `now`.
+pub fn last_due_tick(schema: &Schema, now: Timestamp) -> i32 {
+    let today = local_day(schema, now);
+    if tick_instant(schema, today) <= now {
+        today
+    } else {
+        today - 1
+    }
+}

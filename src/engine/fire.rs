@@ -1,0 +1,396 @@
+//! Running the rules of one trigger for one member: evaluation order,
+//! rising edges, limits, groups, holdout, the actions' state changes (seen
+//! by the rules after), effects, and the `tier_up`/`tier_down` triggers a
+//! tier change raises.
+
+use super::Plan;
+use super::view::View;
+use crate::lang::RuleSet;
+use crate::lang::check::CouponSpec;
+use crate::lang::compile::{Action, CompiledRule};
+use crate::lang::program::{Env, Value};
+use crate::model::{Effect, MemberRecord, RuleState, Stored, day_string, json_number, value_json};
+use crate::schema::Schema;
+
+/// Tier changes raise triggers, which may change the tier again; this many
+/// rounds at most, so two rules cannot bounce a member between tiers forever.
+const MAX_TIER_ROUNDS: usize = 4;
+
+pub struct Ctx<'a> {
+    pub schema: &'a Schema,
+    pub rules: &'a RuleSet,
+    pub plan: &'a Plan,
+}
+
+/// One trigger: which rules, on which day, at what instant, with which event.
+pub struct Trigger<'a> {
+    /// `event:<id>` or `tick:<date>`.
+    pub name: String,
+    pub rules: &'a [u32],
+    pub today: i32,
+    pub at: jiff::Timestamp,
+    /// The event's fields by event slot; empty on ticks.
+    pub event: &'a [Value],
+}
+
+/// Runs `trigger` and the tier triggers it raises; appends effects.
+pub fn run(
+    cx: &Ctx<'_>,
+    rec: &mut MemberRecord,
+    member: &str,
+    trigger: Trigger<'_>,
+    view: &mut View,
+    effects: &mut Vec<Effect>,
+) {
+    let at = trigger.at.to_string();
+    let mut changes = Vec::new();
+    run_one(cx, rec, member, &trigger, &at, view, effects, &mut changes);
+    for round in 0..MAX_TIER_ROUNDS {
+        if changes.is_empty() {
+            break;
+        }
+        let mut next = Vec::new();
+        for (i, up) in std::mem::take(&mut changes).into_iter().enumerate() {
+            let kind = if up { "tier_up" } else { "tier_down" };
+            let name = if round == 0 && i == 0 {
+                format!("{kind}:{}", trigger.name)
+            } else {
+                format!("{kind}#{}.{}:{}", round + 1, i + 1, trigger.name)
+            };
+            let rules = if up {
+                &cx.rules.on_tier_up
+            } else {
+                &cx.rules.on_tier_down
+            };
+            let t = Trigger {
+                name,
+                rules,
+                today: trigger.today,
+                at: trigger.at,
+                event: trigger.event,
+            };
+            run_one(cx, rec, member, &t, &at, view, effects, &mut next);
+        }
+        changes = next;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    cx: &Ctx<'_>,
+    rec: &mut MemberRecord,
+    member: &str,
+    t: &Trigger<'_>,
+    at: &str,
+    view: &mut View,
+    effects: &mut Vec<Effect>,
+    tier_changes: &mut Vec<bool>,
+) {
+    let mut groups_fired: Vec<u32> = Vec::new();
+    let mut dirty = true;
+    for &ri in t.rules {
+        let rule = &cx.rules.rules[ri as usize];
+        let key = cx.plan.rule_keys[ri as usize];
+        if dirty {
+            view.fill(
+                rec,
+                &cx.rules.layout,
+                &cx.plan.agg_keys,
+                cx.plan.n_builtin,
+                t.today,
+            );
+            dirty = false;
+        }
+        let env = Env {
+            member: &view.member,
+            tags: &view.tags,
+            event: t.event,
+            today: t.today,
+            host: None,
+        };
+        let is_true = rule.matches(&env) == Some(true);
+        let st = rule_state(rec, key);
+        let fire = if rule.edge_triggered() {
+            let rising = is_true && !st.armed;
+            st.armed = is_true;
+            rising
+        } else {
+            is_true
+        };
+        if !fire || !within_limit(rule, st, t.today) {
+            continue;
+        }
+        if let Some(g) = rule.group {
+            if groups_fired.contains(&g) {
+                continue;
+            }
+            groups_fired.push(g);
+        }
+        record_firing(rule, st, t.today);
+        let held_out = held_out(rule, member);
+        let status = if held_out { "held_out" } else { "sent" };
+        for (ai, action) in rule.actions.iter().enumerate() {
+            let change = act(cx, rec, action, &env, t.today, !held_out);
+            let Some(change) = change else { continue };
+            if let Some(up) = change.tier_change {
+                tier_changes.push(up);
+            }
+            dirty |= change.changed_state;
+            let mut e = change.effect;
+            e.key = effect_key(&rule.name, member, &t.name, ai);
+            e.at = at.to_string();
+            e.member = member.to_string();
+            e.rule = rule.name.clone();
+            e.ruleset = cx.rules.version.clone();
+            e.trigger = t.name.clone();
+            e.status = status.to_string();
+            effects.push(e);
+        }
+    }
+}
+
+/// The idempotency key: the same rule, member, trigger and action always
+/// give the same key, whatever the rule set version.
+pub fn effect_key(rule: &str, member: &str, trigger: &str, action: usize) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [
+        rule.as_bytes(),
+        member.as_bytes(),
+        trigger.as_bytes(),
+        &action.to_le_bytes(),
+    ] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// Held out by a stable hash of (rule, member): the same member is held out
+/// of the same rule every time, whatever else changes.
+pub fn held_out(rule: &CompiledRule, member: &str) -> bool {
+    if rule.holdout_ppm == 0 {
+        return false;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(rule.name.as_bytes());
+    h.update(&[0]);
+    h.update(member.as_bytes());
+    (h.digest() % 1_000_000) < rule.holdout_ppm as u64
+}
+
+fn rule_state(rec: &mut MemberRecord, key: u64) -> &mut RuleState {
+    let p = match rec.rules.iter().position(|r| r.rule == key) {
+        Some(p) => p,
+        None => {
+            rec.rules.push(RuleState {
+                rule: key,
+                armed: false,
+                fired: 0,
+                recent: Vec::new(),
+            });
+            rec.rules.len() - 1
+        }
+    };
+    &mut rec.rules[p]
+}
+
+fn within_limit(rule: &CompiledRule, st: &RuleState, today: i32) -> bool {
+    match rule.limit {
+        None => true,
+        Some((count, None)) => st.fired < count,
+        Some((count, Some(days))) => {
+            (st.recent
+                .iter()
+                .filter(|&&d| d > today - days as i32)
+                .count() as u32)
+                < count
+        }
+    }
+}
+
+fn record_firing(rule: &CompiledRule, st: &mut RuleState, today: i32) {
+    st.fired = st.fired.saturating_add(1);
+    if let Some((count, Some(_))) = rule.limit {
+        st.recent.push(today);
+        let excess = st.recent.len().saturating_sub(count as usize);
+        st.recent.drain(..excess);
+    }
+}
+
+struct Change {
+    effect: Effect,
+    changed_state: bool,
+    /// `Some(true)` for a tier up, `Some(false)` for down.
+    tier_change: Option<bool>,
+}
+
+fn blank(action: &str) -> Effect {
+    Effect {
+        key: String::new(),
+        at: String::new(),
+        member: String::new(),
+        rule: String::new(),
+        ruleset: String::new(),
+        trigger: String::new(),
+        action: action.to_string(),
+        coupon: None,
+        threshold: None,
+        discount: None,
+        valid_until: None,
+        points: None,
+        tier: None,
+        from_tier: None,
+        tag: None,
+        attribute: None,
+        value: None,
+        message: None,
+        plugin: None,
+        args: None,
+        channel: None,
+        status: String::new(),
+    }
+}
+
+/// The effect of one action, applying its state change when `apply`.
+/// `None` when it would change nothing (a tag already there, zero points).
+fn act(
+    cx: &Ctx<'_>,
+    rec: &mut MemberRecord,
+    action: &Action,
+    env: &Env<'_>,
+    today: i32,
+    apply: bool,
+) -> Option<Change> {
+    let schema = cx.schema;
+    let mut changed_state = false;
+    let mut tier_change = None;
+    let effect = match action {
+        Action::Coupon { coupon, channel } => {
+            let mut e = blank("coupon");
+            match coupon {
+                CouponSpec::Template(i) => {
+                    let c = &schema.coupons[*i];
+                    e.coupon = Some(c.name.clone());
+                    e.threshold = Some(json_number(c.threshold));
+                    e.discount = Some(json_number(c.discount));
+                    e.valid_until = Some(day_string(today + c.valid_days as i32));
+                    e.channel = channel
+                        .map(|ch| schema.channels[ch].name.clone())
+                        .or_else(|| c.channel.clone());
+                }
+                CouponSpec::Literal {
+                    threshold,
+                    discount,
+                } => {
+                    e.coupon = Some(format!(
+                        "{}-{}",
+                        threshold.normalize(),
+                        discount.normalize()
+                    ));
+                    e.threshold = Some(json_number(*threshold));
+                    e.discount = Some(json_number(*discount));
+                    e.channel = channel.map(|ch| schema.channels[ch].name.clone());
+                }
+            }
+            e
+        }
+        Action::Message { template, channel } => {
+            let mut e = blank("message");
+            e.message = Some(template.to_string());
+            e.channel = Some(schema.channels[*channel].name.clone());
+            e
+        }
+        Action::Points { deduct, amount } => {
+            let n = amount.eval(env)?;
+            let delta = if *deduct {
+                -(n.min(rec.points.max(0)))
+            } else {
+                n
+            };
+            if n <= 0 || delta == 0 {
+                return None;
+            }
+            if apply {
+                rec.points = rec.points.saturating_add(delta);
+                changed_state = true;
+            }
+            let mut e = blank("points");
+            e.points = Some(delta);
+            e
+        }
+        Action::SetTier(code) => {
+            let t = code.eval(env)?.clamp(0, schema.tiers.len() as i64 - 1) as u8;
+            if t == rec.tier {
+                return None;
+            }
+            let mut e = blank("tier");
+            e.tier = schema.tiers.get(t as usize).cloned();
+            e.from_tier = schema.tiers.get(rec.tier as usize).cloned();
+            if apply {
+                tier_change = Some(t > rec.tier);
+                rec.tier = t;
+                changed_state = true;
+            }
+            e
+        }
+        Action::Set { slot, value } => {
+            let v = value.value(env);
+            let name = &cx.rules.layout.fields[*slot as usize].0;
+            if apply {
+                if *slot == crate::lang::check::slot::BIRTHDAY {
+                    rec.birthday = match v {
+                        Value::Date(d) => Some(d),
+                        _ => None,
+                    };
+                } else {
+                    rec.set_attribute(name, Stored::from(&v));
+                }
+                changed_state = true;
+            }
+            let mut e = blank("set");
+            e.attribute = Some(name.clone());
+            e.value = Some(value_json(&v, &schema.tiers));
+            e
+        }
+        Action::Tag { tag, untag, .. } => {
+            let has = rec.has_tag(tag);
+            if has != *untag {
+                return None;
+            }
+            if apply {
+                if *untag {
+                    rec.tags.retain(|t| **t != **tag);
+                } else {
+                    rec.tags.push(tag.to_string());
+                }
+                changed_state = true;
+            }
+            let mut e = blank(if *untag { "untag" } else { "tag" });
+            e.tag = Some(tag.to_string());
+            e
+        }
+        Action::Call(call) => {
+            let mut e = blank("plugin");
+            e.plugin = Some(format!(
+                "{}.{}",
+                cx.plan
+                    .plugin_names
+                    .get(call.plugin as usize)
+                    .map_or("?", |s| s.as_str()),
+                call.function
+            ));
+            e.args = Some(
+                call.args
+                    .iter()
+                    .map(|a| value_json(&a.value(env), &schema.tiers))
+                    .collect(),
+            );
+            e
+        }
+    };
+    Some(Change {
+        effect,
+        changed_state,
+        tier_change,
+    })
+}

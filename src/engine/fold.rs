@@ -1,0 +1,108 @@
+//! Folding an event into a member record: purchase counters, the dates the
+//! repurchase cycle comes from, and the windowed aggregates the rule set
+//! uses (one bucket per day, pruned to the window, so a member's state for a
+//! window never outgrows it).
+
+use super::Plan;
+use crate::lang::RuleSet;
+use crate::lang::program::{Env, Value};
+use crate::model::{AggState, Bucket, Event, MemberRecord};
+use rust_decimal::Decimal;
+
+/// Folds `ev` (on local `day`) into `rec`.
+pub fn fold(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, rules: &RuleSet) {
+    if Some(ev.kind) == plan.purchase_kind {
+        let amount = match ev.fields.get(plan.purchase_amount) {
+            Some(Value::Dec(d)) => *d,
+            _ => Decimal::ZERO,
+        };
+        rec.orders += 1;
+        rec.spend += amount;
+        match (rec.first_purchase, rec.last_purchase) {
+            (Some(first), Some(last)) => {
+                if day > last {
+                    rec.last_purchase = Some(day);
+                    rec.purchase_days += 1;
+                } else if day < first {
+                    rec.first_purchase = Some(day);
+                    rec.purchase_days += 1;
+                }
+                // A late event between the first and last day may or may not
+                // be a new purchase day; without the history, it is not
+                // counted (the cycle comes out slightly long).
+            }
+            _ => {
+                rec.first_purchase = Some(day);
+                rec.last_purchase = Some(day);
+                rec.purchase_days = 1;
+            }
+        }
+    }
+    fold_aggregates(rec, ev, day, plan, rules);
+}
+
+fn fold_aggregates(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, rules: &RuleSet) {
+    // Keep only the aggregates this rule set uses.
+    rec.aggregates.retain(|a| plan.agg_keys.contains(&a.key));
+    let slots = plan.event_slots(ev);
+    for (i, spec) in rules.layout.aggregates.iter().enumerate() {
+        if spec.event_type != ev.kind {
+            continue;
+        }
+        if let Some(filter) = &rules.aggregate_filters[i] {
+            let env = Env {
+                member: &[],
+                tags: &[],
+                event: &slots,
+                today: day,
+                host: None,
+            };
+            if filter.eval(&env) != Some(true) {
+                continue;
+            }
+        }
+        let value = match spec.field {
+            Some(s) => match slots.get(s as usize) {
+                Some(Value::Dec(d)) => *d,
+                Some(Value::Int(n)) => Decimal::from(*n),
+                _ => continue,
+            },
+            None => Decimal::ZERO,
+        };
+        let key = plan.agg_keys[i];
+        let state = match rec.aggregates.iter_mut().position(|a| a.key == key) {
+            Some(p) => &mut rec.aggregates[p],
+            None => {
+                rec.aggregates.push(AggState {
+                    key,
+                    buckets: Vec::new(),
+                });
+                let last = rec.aggregates.len() - 1;
+                &mut rec.aggregates[last]
+            }
+        };
+        match state.buckets.binary_search_by_key(&day, |b| b.day) {
+            Ok(p) => {
+                let b = &mut state.buckets[p];
+                b.count += 1;
+                b.sum += value;
+                b.min = b.min.min(value);
+                b.max = b.max.max(value);
+            }
+            Err(p) => state.buckets.insert(
+                p,
+                Bucket {
+                    day,
+                    count: 1,
+                    sum: value,
+                    min: value,
+                    max: value,
+                },
+            ),
+        }
+        // Days that have left the window for good (relative to the newest day).
+        let newest = state.buckets.last().map_or(day, |b| b.day);
+        let horizon = newest - spec.window_days as i32;
+        state.buckets.retain(|b| b.day > horizon);
+    }
+}

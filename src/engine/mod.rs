@@ -1,0 +1,378 @@
+//! Processing events and ticks: validate, dedup, fold the event into the
+//! member's record, run the triggered rules, and commit the member, the
+//! rule states, the outbox entries and the seen-event markers of a whole
+//! batch at once (group commit: one atomic, flushed write per batch).
+//!
+//! Each event is applied to a copy of its member's record and only joins
+//! the batch when it went through whole, so a batch never holds half an
+//! event. Time comes in as arguments (the event's time, the tick's day);
+//! the engine never reads the wall clock.
+
+pub mod clock;
+pub mod fire;
+pub mod fold;
+pub mod view;
+
+use crate::lang::RuleSet;
+use crate::lang::program::Value;
+use crate::model::{Effect, Event, MemberRecord};
+use crate::schema::Schema;
+use crate::store::{Store, StoreError, WriteSet};
+use fire::{Ctx, Trigger};
+use std::collections::HashMap;
+use std::sync::Arc;
+use view::View;
+
+/// What the engine precomputes from a schema and a rule set.
+pub struct Plan {
+    pub purchase_kind: Option<usize>,
+    /// Field index of the amount in the purchase event.
+    pub purchase_amount: usize,
+    /// Key of each aggregate (by `layout.aggregates` index).
+    pub agg_keys: Vec<u64>,
+    /// Key of each rule (by rule index).
+    pub rule_keys: Vec<u64>,
+    pub n_builtin: usize,
+    pub plugin_names: Vec<String>,
+    /// Per event type: the field index behind each event slot.
+    event_maps: Vec<Vec<Option<usize>>>,
+}
+
+impl Plan {
+    pub fn new(schema: &Schema, rules: &RuleSet) -> Plan {
+        let purchase_kind = schema.event(&schema.purchase_event).map(|(i, _)| i);
+        let purchase_amount = purchase_kind
+            .and_then(|k| schema.events[k].field(&schema.purchase_amount))
+            .map_or(0, |(i, _)| i);
+        Plan {
+            purchase_kind,
+            purchase_amount,
+            agg_keys: rules
+                .layout
+                .aggregates
+                .iter()
+                .map(|a| xxhash_rust::xxh3::xxh3_64(a.key.as_bytes()))
+                .collect(),
+            rule_keys: rules
+                .rules
+                .iter()
+                .map(|r| xxhash_rust::xxh3::xxh3_64(r.name.as_bytes()))
+                .collect(),
+            n_builtin: crate::lang::check::BUILTIN_FIELDS.len(),
+            plugin_names: rules.plugins.clone(),
+            event_maps: schema
+                .events
+                .iter()
+                .map(|et| {
+                    rules
+                        .layout
+                        .event_fields
+                        .iter()
+                        .map(|name| et.field(name).map(|(i, _)| i))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// The event's fields laid out by event slot.
+    pub fn event_slots(&self, ev: &Event) -> Vec<Value> {
+        self.event_maps[ev.kind]
+            .iter()
+            .map(|f| {
+                f.and_then(|i| ev.fields.get(i).cloned())
+                    .unwrap_or(Value::Null)
+            })
+            .collect()
+    }
+}
+
+/// Why an event was not applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejected {
+    #[error("event \"{id}\" was already processed with a different body; event ids must be unique")]
+    Conflict { id: String },
+}
+
+/// What happened to one event of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Applied {
+        effects: usize,
+    },
+    /// Seen before with the same body: nothing changed.
+    Duplicate,
+    Rejected(Rejected),
+}
+
+/// The effects of one commit, in order.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub outcomes: Vec<Outcome>,
+    pub effects: Vec<Effect>,
+}
+
+pub struct Engine<S: Store> {
+    pub schema: Arc<Schema>,
+    pub rules: Arc<RuleSet>,
+    plan: Plan,
+    store: S,
+    next_seq: u64,
+    view: View,
+}
+
+/// Uncommitted changes of a batch.
+#[derive(Default)]
+struct Pending {
+    members: HashMap<String, MemberRecord>,
+    /// Members in the order they were first touched, for a stable write order.
+    order: Vec<String>,
+    seen: HashMap<String, u128>,
+    effects: Vec<Effect>,
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(
+        schema: Arc<Schema>,
+        rules: Arc<RuleSet>,
+        store: S,
+    ) -> Result<Engine<S>, StoreError> {
+        let next_seq = store
+            .meta("outbox_next")?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        let plan = Plan::new(&schema, &rules);
+        Ok(Engine {
+            schema,
+            rules,
+            plan,
+            store,
+            next_seq,
+            view: View::default(),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Swaps in another rule set (same schema); rule state of rules with
+    /// the same name carries over.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.plan = Plan::new(&self.schema, &rules);
+        self.rules = rules;
+    }
+
+    pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        self.store.member(id)
+    }
+
+    /// Processes a batch of events and commits it once: when this returns
+    /// `Ok`, every applied event is durable.
+    pub fn process(&mut self, events: &[Event]) -> Result<Committed, StoreError> {
+        let mut p = Pending::default();
+        let mut outcomes = Vec::with_capacity(events.len());
+        for ev in events {
+            outcomes.push(self.process_one(ev, &mut p)?);
+        }
+        let effects = self.commit(p, Vec::new())?;
+        Ok(Committed { outcomes, effects })
+    }
+
+    fn process_one(&mut self, ev: &Event, p: &mut Pending) -> Result<Outcome, StoreError> {
+        let known = match p.seen.get(&ev.id) {
+            Some(h) => Some(*h),
+            None => self.store.seen(&ev.id)?,
+        };
+        match known {
+            Some(h) if h == ev.body_hash => return Ok(Outcome::Duplicate),
+            Some(_) => return Ok(Outcome::Rejected(Rejected::Conflict { id: ev.id.clone() })),
+            None => {}
+        }
+        let day = clock::local_day(&self.schema, ev.at);
+        let mut rec = match p.members.get(&ev.member) {
+            Some(r) => r.clone(),
+            None => self
+                .store
+                .member(&ev.member)?
+                .unwrap_or_else(|| MemberRecord {
+                    joined: day,
+                    ..MemberRecord::default()
+                }),
+        };
+        let cx = Ctx {
+            schema: &self.schema,
+            rules: &self.rules,
+            plan: &self.plan,
+        };
+        fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
+        let slots = self.plan.event_slots(ev);
+        let before = p.effects.len();
+        let trigger = Trigger {
+            name: format!("event:{}", ev.id),
+            rules: &self.rules.on_event[ev.kind],
+            today: day,
+            at: ev.at,
+            event: &slots,
+        };
+        fire::run(
+            &cx,
+            &mut rec,
+            &ev.member,
+            trigger,
+            &mut self.view,
+            &mut p.effects,
+        );
+        prune(&mut rec, &self.plan);
+        if !p.members.contains_key(&ev.member) {
+            p.order.push(ev.member.clone());
+        }
+        p.members.insert(ev.member.clone(), rec);
+        p.seen.insert(ev.id.clone(), ev.body_hash);
+        Ok(Outcome::Applied {
+            effects: p.effects.len() - before,
+        })
+    }
+
+    /// Runs the daily tick of `day` for every member and commits it
+    /// (in chunks); records `day` as the last completed tick.
+    pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
+        let at = clock::tick_instant(&self.schema, day);
+        let ids = self.store.member_ids()?;
+        let mut all = Vec::new();
+        for chunk in ids.chunks(10_000) {
+            let mut p = Pending::default();
+            for id in chunk {
+                self.tick_into(id, day, at, &mut p)?;
+            }
+            all.extend(self.commit(p, Vec::new())?);
+        }
+        self.store.commit(WriteSet {
+            meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
+            ..WriteSet::default()
+        })?;
+        Ok(all)
+    }
+
+    /// Evaluates the tick rules for one member on `day` and commits.
+    pub fn tick_member(&mut self, member: &str, day: i32) -> Result<Vec<Effect>, StoreError> {
+        let at = clock::tick_instant(&self.schema, day);
+        let mut p = Pending::default();
+        self.tick_into(member, day, at, &mut p)?;
+        self.commit(p, Vec::new())
+    }
+
+    fn tick_into(
+        &mut self,
+        member: &str,
+        day: i32,
+        at: jiff::Timestamp,
+        p: &mut Pending,
+    ) -> Result<(), StoreError> {
+        if self.rules.on_tick.is_empty() {
+            return Ok(());
+        }
+        let Some(mut rec) = self.store.member(member)? else {
+            return Ok(());
+        };
+        let original = rec.clone();
+        let cx = Ctx {
+            schema: &self.schema,
+            rules: &self.rules,
+            plan: &self.plan,
+        };
+        let trigger = Trigger {
+            name: format!("tick:{}", crate::model::day_string(day)),
+            rules: &self.rules.on_tick,
+            today: day,
+            at,
+            event: &[],
+        };
+        fire::run(
+            &cx,
+            &mut rec,
+            member,
+            trigger,
+            &mut self.view,
+            &mut p.effects,
+        );
+        prune(&mut rec, &self.plan);
+        // Most ticks change nothing; only changed members are written.
+        if rec != original {
+            p.order.push(member.to_string());
+            p.members.insert(member.to_string(), rec);
+        }
+        Ok(())
+    }
+
+    /// The last day whose tick completed.
+    pub fn last_tick(&self) -> Result<Option<i32>, StoreError> {
+        Ok(self
+            .store
+            .meta("last_tick")?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(i32::from_le_bytes))
+    }
+
+    fn commit(
+        &mut self,
+        p: Pending,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Effect>, StoreError> {
+        let mut w = WriteSet {
+            meta,
+            ..WriteSet::default()
+        };
+        let mut members = p.members;
+        for id in p.order {
+            if let Some(rec) = members.remove(&id) {
+                w.members.push((id, rec.encode()));
+            }
+        }
+        w.seen = p.seen.into_iter().collect();
+        w.seen.sort();
+        let mut seq = self.next_seq;
+        for e in &p.effects {
+            w.outbox
+                .push((seq, serde_json::to_vec(e).unwrap_or_default()));
+            seq += 1;
+        }
+        if seq != self.next_seq {
+            w.meta
+                .push(("outbox_next".into(), seq.to_le_bytes().to_vec()));
+        }
+        self.store.commit(w)?;
+        self.next_seq = seq;
+        Ok(p.effects)
+    }
+
+    /// Outbox entries not yet delivered, from `from` on.
+    pub fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Effect)>, StoreError> {
+        Ok(self
+            .store
+            .outbox(from, limit)?
+            .into_iter()
+            .filter_map(|(s, b)| serde_json::from_slice(&b).ok().map(|e| (s, e)))
+            .collect())
+    }
+
+    /// Removes delivered outbox entries and records sink progress, atomically.
+    pub fn delivered(
+        &mut self,
+        seqs: Vec<u64>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.store.commit(WriteSet {
+            delivered: seqs,
+            meta,
+            ..WriteSet::default()
+        })
+    }
+}
+
+/// Drops rule states and aggregates the current rule set no longer has.
+fn prune(rec: &mut MemberRecord, plan: &Plan) {
+    rec.rules.retain(|r| plan.rule_keys.contains(&r.rule));
+    rec.aggregates.retain(|a| plan.agg_keys.contains(&a.key));
+}

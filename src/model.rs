@@ -1,0 +1,472 @@
+//! The data nudge moves: events in (parsed and validated against the
+//! schema), member records kept in the store (and their compact encoding),
+//! effects out. No evaluation happens here.
+
+use crate::lang::program::Value;
+use crate::schema::{FieldType, Schema};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest event id, member id or string field accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+pub const MAX_STRING_BYTES: usize = 4096;
+
+/// A validated event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: String,
+    /// Index into `Schema::events`.
+    pub kind: usize,
+    pub member: String,
+    pub at: jiff::Timestamp,
+    /// The declared fields, in the schema's order (null when left out).
+    pub fields: Vec<Value>,
+    /// Hash of the event as received, to tell a repeat from a conflict.
+    pub body_hash: u128,
+}
+
+/// Why an event was refused. Names the event and the field path.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub struct EventError {
+    /// 1-based line in an NDJSON input, when there is one.
+    pub line: Option<usize>,
+    pub id: Option<String>,
+    /// The field path (`amount`, `at`), empty for the whole event.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
+        }
+        match &self.id {
+            Some(id) => write!(f, "event \"{id}\"")?,
+            None => write!(f, "event")?,
+        }
+        if !self.path.is_empty() {
+            write!(f, ", field `{}`", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+fn err(id: Option<&str>, path: &str, message: impl Into<String>) -> EventError {
+    EventError {
+        line: None,
+        id: id.map(str::to_string),
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses and validates one event from JSON text.
+pub fn parse_event(schema: &Schema, text: &str) -> Result<Event, EventError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| err(None, "", format!("not valid JSON: {e}")))?;
+    event_from_json(schema, v)
+}
+
+/// Validates a JSON value as an event of the schema.
+pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, EventError> {
+    let body_hash = xxhash_rust::xxh3::xxh3_128(v.to_string().as_bytes());
+    let serde_json::Value::Object(map) = v else {
+        return Err(err(None, "", "an event is a JSON object"));
+    };
+    let id = match map.get("id") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(_)) => {
+            return Err(err(
+                None,
+                "id",
+                format!("must be 1 to {MAX_ID_BYTES} bytes"),
+            ));
+        }
+        Some(_) => return Err(err(None, "id", "must be a string")),
+        None => return Err(err(None, "id", "missing: every event has an `id`")),
+    };
+    let idr = Some(id.as_str());
+    let kind_name = match map.get("type") {
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(_) => return Err(err(idr, "type", "must be a string")),
+        None => return Err(err(idr, "type", "missing: every event has a `type`")),
+    };
+    let Some((kind, et)) = schema.event(kind_name) else {
+        let names: Vec<&str> = schema.events.iter().map(|e| e.name.as_str()).collect();
+        let hint = crate::diag::did_you_mean(kind_name, names.iter().copied())
+            .unwrap_or_else(|| format!("types are: {}", names.join(", ")));
+        return Err(err(
+            idr,
+            "type",
+            format!("unknown event type `{kind_name}`; {hint}"),
+        ));
+    };
+    let member = match map.get("member") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(_)) => {
+            return Err(err(
+                idr,
+                "member",
+                format!("must be 1 to {MAX_ID_BYTES} bytes"),
+            ));
+        }
+        Some(_) => return Err(err(idr, "member", "must be a string")),
+        None => {
+            return Err(err(
+                idr,
+                "member",
+                "missing: every event names its `member`",
+            ));
+        }
+    };
+    let at = match map.get("at") {
+        Some(serde_json::Value::String(s)) => jiff::Timestamp::from_str(s).map_err(|e| {
+            err(
+                idr,
+                "at",
+                format!("`{s}` is not an RFC 3339 time ({e}); write e.g. 2026-01-01T12:00:00Z"),
+            )
+        })?,
+        Some(_) => return Err(err(idr, "at", "must be an RFC 3339 time string")),
+        None => return Err(err(idr, "at", "missing: every event has a time `at`")),
+    };
+    for key in map.keys() {
+        if !matches!(key.as_str(), "id" | "type" | "member" | "at") && et.field(key).is_none() {
+            let hint = crate::diag::did_you_mean(key, et.fields.iter().map(|f| f.name.as_str()))
+                .unwrap_or_else(|| {
+                    format!(
+                        "`{}` declares: {}",
+                        et.name,
+                        et.fields
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                });
+            return Err(err(
+                idr,
+                key,
+                format!("not a field of `{}`; {hint}", et.name),
+            ));
+        }
+    }
+    let mut fields = Vec::with_capacity(et.fields.len());
+    for f in &et.fields {
+        let v = match map.get(&f.name) {
+            None | Some(serde_json::Value::Null) if f.optional => Value::Null,
+            None => {
+                return Err(err(
+                    idr,
+                    &f.name,
+                    format!("missing: `{}` events need it", et.name),
+                ));
+            }
+            Some(serde_json::Value::Null) => return Err(err(idr, &f.name, "must not be null")),
+            Some(v) => field_value(f.ty, v).map_err(|m| err(idr, &f.name, m))?,
+        };
+        fields.push(v);
+    }
+    Ok(Event {
+        id,
+        kind,
+        member,
+        at,
+        fields,
+        body_hash,
+    })
+}
+
+fn field_value(ty: FieldType, v: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    let found = || match v {
+        J::Null => "null".to_string(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => format!("\"{}\"", s.chars().take(40).collect::<String>()),
+        J::Array(_) => "a list".to_string(),
+        J::Object(_) => "an object".to_string(),
+    };
+    match (ty, v) {
+        (FieldType::Money | FieldType::Decimal, J::Number(n)) => {
+            let d = Decimal::from_str(&n.to_string())
+                .or_else(|_| Decimal::from_scientific(&n.to_string()))
+                .map_err(|_| format!("{n} is out of range"))?;
+            if ty == FieldType::Money && d.is_sign_negative() {
+                return Err(format!("money cannot be negative, found {n}"));
+            }
+            Ok(Value::Dec(d))
+        }
+        (FieldType::Int, J::Number(n)) => n
+            .as_i64()
+            .map(Value::Int)
+            .ok_or_else(|| format!("expected a whole number, found {n}")),
+        (FieldType::String, J::String(s)) if s.len() <= MAX_STRING_BYTES => {
+            Ok(Value::Str(s.as_str().into()))
+        }
+        (FieldType::String, J::String(_)) => Err(format!("longer than {MAX_STRING_BYTES} bytes")),
+        (FieldType::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
+        (FieldType::Date, J::String(s)) => crate::lang::parse::parse_date(s)
+            .map(Value::Date)
+            .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD)")),
+        (FieldType::Duration, J::String(s)) => crate::schema::parse_duration(s)
+            .map(Value::Duration)
+            .ok_or_else(|| format!("`{s}` is not a duration like `30d`")),
+        (t, _) => Err(format!("expected {}, found {}", type_name(t), found())),
+    }
+}
+
+fn type_name(t: FieldType) -> &'static str {
+    match t {
+        FieldType::Int => "a whole number",
+        FieldType::Decimal => "a number",
+        FieldType::Money => "money (a number)",
+        FieldType::String => "a string",
+        FieldType::Bool => "true or false",
+        FieldType::Date => "a date string (YYYY-MM-DD)",
+        FieldType::Duration => "a duration string like \"30d\"",
+    }
+}
+
+// ------------------------------------------------------------- members
+
+/// A value as stored in a member record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Stored {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Dec(#[serde(with = "dec")] Decimal),
+    Str(String),
+    Date(i32),
+    Duration(i64),
+    Tier(u8),
+}
+
+impl From<&Value> for Stored {
+    fn from(v: &Value) -> Stored {
+        match v {
+            Value::Null | Value::Member => Stored::Null,
+            Value::Bool(b) => Stored::Bool(*b),
+            Value::Int(i) => Stored::Int(*i),
+            Value::Dec(d) => Stored::Dec(*d),
+            Value::Str(s) => Stored::Str(s.to_string()),
+            Value::Date(d) => Stored::Date(*d),
+            Value::Duration(d) => Stored::Duration(*d),
+            Value::Tier(t) => Stored::Tier(*t),
+        }
+    }
+}
+
+impl From<&Stored> for Value {
+    fn from(v: &Stored) -> Value {
+        match v {
+            Stored::Null => Value::Null,
+            Stored::Bool(b) => Value::Bool(*b),
+            Stored::Int(i) => Value::Int(*i),
+            Stored::Dec(d) => Value::Dec(*d),
+            Stored::Str(s) => Value::Str(s.as_str().into()),
+            Stored::Date(d) => Value::Date(*d),
+            Stored::Duration(d) => Value::Duration(*d),
+            Stored::Tier(t) => Value::Tier(*t),
+        }
+    }
+}
+
+/// One day of an aggregate: what matching events that day added up to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub day: i32,
+    pub count: u32,
+    #[serde(with = "dec")]
+    pub sum: Decimal,
+    #[serde(with = "dec")]
+    pub min: Decimal,
+    #[serde(with = "dec")]
+    pub max: Decimal,
+}
+
+/// A windowed aggregate's state: one bucket per day with events, only for
+/// the days inside the window, so it never grows past the window's length.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggState {
+    /// Hash of the aggregate's canonical text.
+    pub key: u64,
+    pub buckets: Vec<Bucket>,
+}
+
+/// What a rule remembers about a member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleState {
+    /// Hash of the rule's name.
+    pub rule: u64,
+    /// The condition was true at the last evaluation (edge-triggered rules).
+    pub armed: bool,
+    /// Firings in all.
+    pub fired: u32,
+    /// Days of the most recent firings, newest last (as many as the limit needs).
+    pub recent: Vec<i32>,
+}
+
+/// Everything nudge keeps about one member.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Day first seen (days since 1970-01-01, local).
+    pub joined: i32,
+    pub first_purchase: Option<i32>,
+    pub last_purchase: Option<i32>,
+    /// Distinct purchase days.
+    pub purchase_days: u32,
+    pub orders: u32,
+    #[serde(with = "dec")]
+    pub spend: Decimal,
+    pub points: i64,
+    pub tier: u8,
+    pub tags: Vec<String>,
+    pub birthday: Option<i32>,
+    pub attributes: Vec<(String, Stored)>,
+    pub aggregates: Vec<AggState>,
+    pub rules: Vec<RuleState>,
+}
+
+/// Format version of encoded member records (the first byte).
+pub const RECORD_VERSION: u8 = 1;
+
+impl MemberRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        // Serializing plain data into a Vec cannot fail.
+        if let Ok(body) = postcard::to_allocvec(self) {
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MemberRecord, String> {
+        match bytes.split_first() {
+            Some((&RECORD_VERSION, body)) => {
+                postcard::from_bytes(body).map_err(|e| format!("corrupt member record: {e}"))
+            }
+            Some((v, _)) => Err(format!(
+                "member record of format {v}, this nudge reads {RECORD_VERSION}"
+            )),
+            None => Err("empty member record".into()),
+        }
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&Stored> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    pub fn set_attribute(&mut self, name: &str, v: Stored) {
+        match self.attributes.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = v,
+            None => self.attributes.push((name.to_string(), v)),
+        }
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// Decimals as their exact text (compact for money: "29.33").
+mod dec {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::str::FromStr;
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let s = String::deserialize(d)?;
+        Decimal::from_str(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+// -------------------------------------------------------------- effects
+
+/// What a rule did (or would have done) for a member. One per action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// Idempotency key: the same rule, member, trigger and action give the same key.
+    pub key: String,
+    /// When it was produced (the event's time, or the tick's).
+    pub at: String,
+    pub member: String,
+    pub rule: String,
+    /// The rule set version that produced it.
+    pub ruleset: String,
+    /// `event:<id>`, `tick:<date>`, or `tier_up:`/`tier_down:` before either.
+    pub trigger: String,
+    /// `coupon`, `points`, `tier`, `tag`, `untag`, `message`, `set`, `plugin`.
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub coupon: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub threshold: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub discount: Option<serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub valid_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub points: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from_tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attribute: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plugin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub args: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub channel: Option<String>,
+    /// `sent`, `held_out`, `deferred` or `capped`.
+    pub status: String,
+}
+
+/// Money and decimals as exact JSON numbers.
+pub fn json_number(d: Decimal) -> serde_json::Number {
+    serde_json::Number::from_str(&d.normalize().to_string())
+        .unwrap_or_else(|_| serde_json::Number::from(0))
+}
+
+/// A stored value as JSON (dates as `YYYY-MM-DD`, tiers by name).
+pub fn value_json(v: &Value, tiers: &[String]) -> serde_json::Value {
+    match v {
+        Value::Null | Value::Member => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Dec(d) => serde_json::Value::Number(json_number(*d)),
+        Value::Str(s) => s.to_string().into(),
+        Value::Date(d) => day_string(*d).into(),
+        Value::Duration(s) => format!("{}s", s).into(),
+        Value::Tier(t) => tiers.get(*t as usize).cloned().unwrap_or_default().into(),
+    }
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_string(day: i32) -> String {
+    let epoch = jiff::civil::date(1970, 1, 1);
+    epoch
+        .checked_add(jiff::Span::new().days(day as i64))
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,116 @@
+//! Where effects go. The NDJSON file sink: drains the outbox to a file,
+//! each effect once, in outbox order (so in order per member).
+//!
+//! Exactly once across crashes: after each write the file is synced, and
+//! its length is committed together with the removal of the delivered
+//! outbox entries. On the next drain, bytes past the committed length
+//! (written, but the crash came before the commit) are cut off and written
+//! again from the outbox.
+
+use crate::engine::Engine;
+use crate::model::Effect;
+use crate::store::{Store, StoreError};
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot write effects to {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes every outbox entry past this sink's cursor to the NDJSON file at
+/// `path`; returns how many. Entries stay in the outbox until every sink
+/// has them (see [`release`]).
+pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<usize, SinkError> {
+    let io = |source| SinkError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let len_key = format!("sink:file:{}:len", path.display());
+    let next_key = cursor_key(path);
+    let committed = meta_u64(engine, &len_key)?;
+    let mut next = meta_u64(engine, &next_key)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let mut len = file.metadata().map_err(io)?.len();
+    if len > committed {
+        file.set_len(committed).map_err(io)?;
+        len = committed;
+    }
+    let mut total = 0;
+    loop {
+        let batch = engine.outbox(next, 4096)?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(total);
+        };
+        next = last + 1;
+        let mut buf = Vec::new();
+        for (_, effect) in &batch {
+            write_line(&mut buf, effect);
+        }
+        file.write_all(&buf).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        len += buf.len() as u64;
+        total += batch.len();
+        let meta = vec![
+            (len_key.clone(), len.to_le_bytes().to_vec()),
+            (next_key.clone(), next.to_le_bytes().to_vec()),
+        ];
+        engine.delivered(Vec::new(), meta)?;
+    }
+}
+
+fn cursor_key(path: &Path) -> String {
+    format!("sink:file:{}:next", path.display())
+}
+
+fn meta_u64<S: Store>(engine: &Engine<S>, key: &str) -> Result<u64, StoreError> {
+    Ok(engine
+        .store()
+        .meta(key)?
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0))
+}
+
+/// Removes the outbox entries every file sink in `paths` has written.
+pub fn release<S: Store>(engine: &mut Engine<S>, paths: &[&Path]) -> Result<(), SinkError> {
+    let mut upto = u64::MAX;
+    for p in paths {
+        upto = upto.min(meta_u64(engine, &cursor_key(p))?);
+    }
+    if paths.is_empty() || upto == 0 {
+        return Ok(());
+    }
+    loop {
+        let done: Vec<u64> = engine
+            .outbox(0, 4096)?
+            .into_iter()
+            .map(|(s, _)| s)
+            .take_while(|s| *s < upto)
+            .collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        engine.delivered(done, Vec::new())?;
+    }
+}
+
+/// One effect as a JSON line.
+pub fn write_line(buf: &mut Vec<u8>, e: &Effect) {
+    if serde_json::to_writer(&mut *buf, e).is_ok() {
+        buf.push(b'\n');
+    }
+}

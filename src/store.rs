@@ -1,0 +1,242 @@
+//! Where member state lives: a small [`Store`] trait and its sled
+//! implementation. One sled tree with key prefixes (`m` members, `s` seen
+//! event ids, `o` outbox, `x` meta), so that one sled batch carries
+//! everything an event changes and is applied atomically; `commit` then
+//! flushes, so a commit that returned is durable. Knows nothing of rules.
+
+use crate::model::MemberRecord;
+use std::path::{Path, PathBuf};
+
+/// Format of the data folder. A folder written by a newer nudge is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data folder {path} is in use by another nudge process (it is locked); stop that process or use another --data folder"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "the data folder {path} was written by a newer nudge (format {found}, this one reads {SCHEMA_VERSION}); upgrade nudge or use another --data folder"
+    )]
+    NewerVersion { path: PathBuf, found: u32 },
+    #[error(
+        "the data folder {path} cannot be opened: {message}; if it is damaged, restore it from a backup or move it away to start empty"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error("member `{member}` has a damaged record: {message}")]
+    Corrupt { member: String, message: String },
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// Everything one commit writes; applied atomically and durably.
+#[derive(Default, Debug)]
+pub struct WriteSet {
+    pub members: Vec<(String, Vec<u8>)>,
+    pub seen: Vec<(String, u128)>,
+    pub outbox: Vec<(u64, Vec<u8>)>,
+    pub delivered: Vec<u64>,
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+            && self.seen.is_empty()
+            && self.outbox.is_empty()
+            && self.delivered.is_empty()
+            && self.meta.is_empty()
+    }
+}
+
+pub trait Store {
+    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
+    /// The body hash an event id was committed with.
+    fn seen(&self, event_id: &str) -> Result<Option<u128>, StoreError>;
+    /// Applies `w` atomically and returns once it is durable.
+    fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
+    /// Member ids in key order.
+    fn member_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Outbox entries from `from` on, in order, at most `limit`.
+    fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+impl SledStore {
+    /// Opens (or creates) the data folder.
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("lock")
+                    || msg.contains("WouldBlock")
+                    || msg.contains("Resource temporarily unavailable")
+                {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    StoreError::Open {
+                        path: path.to_path_buf(),
+                        message: msg,
+                    }
+                }
+            })?;
+        let s = SledStore {
+            db,
+            path: path.to_path_buf(),
+        };
+        s.check_version()?;
+        Ok(s)
+    }
+
+    /// A store in a fresh temporary folder, removed when dropped.
+    pub fn temporary() -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let s = SledStore {
+            db,
+            path: PathBuf::from("(temporary)"),
+        };
+        s.check_version()?;
+        Ok(s)
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        match self.meta("schema_version")? {
+            Some(b) => {
+                let found = b
+                    .as_slice()
+                    .try_into()
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerVersion {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                self.db
+                    .insert(key(b'x', b"schema_version"), &SCHEMA_VERSION.to_le_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Store for SledStore {
+    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        match self.db.get(key(b'm', id.as_bytes()))? {
+            None => Ok(None),
+            Some(b) => MemberRecord::decode(&b)
+                .map(Some)
+                .map_err(|message| StoreError::Corrupt {
+                    member: id.to_string(),
+                    message,
+                }),
+        }
+    }
+
+    fn seen(&self, event_id: &str) -> Result<Option<u128>, StoreError> {
+        Ok(self
+            .db
+            .get(key(b's', event_id.as_bytes()))?
+            .and_then(|b| b.as_ref().try_into().ok())
+            .map(u128::from_le_bytes))
+    }
+
+    fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for (id, bytes) in w.members {
+            b.insert(key(b'm', id.as_bytes()), bytes);
+        }
+        for (id, hash) in w.seen {
+            b.insert(key(b's', id.as_bytes()), &hash.to_le_bytes());
+        }
+        for (seq, bytes) in w.outbox {
+            b.insert(key(b'o', &seq.to_be_bytes()), bytes);
+        }
+        for seq in w.delivered {
+            b.remove(key(b'o', &seq.to_be_bytes()));
+        }
+        for (k, v) in w.meta {
+            b.insert(key(b'x', k.as_bytes()), v);
+        }
+        self.db.apply_batch(b)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn member_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([b'm']).keys() {
+            let k = kv?;
+            out.push(String::from_utf8_lossy(&k[1..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .range(key(b'o', &from.to_be_bytes())..key(b'o' + 1, &[]))
+        {
+            let (k, v) = kv?;
+            let seq = k
+                .get(1..9)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            out.push((seq, v.to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key(b'x', k.as_bytes()))?.map(|v| v.to_vec()))
+    }
+}
