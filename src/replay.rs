@@ -23,7 +23,8 @@ pub struct Replayed {
 }
 
 /// Replays `events` (sorted here by time, stably) and ticks every day from
-/// the first event's day through `until` (default: the last event's day).
+/// the first event's day through `until` (default: the last event's day);
+/// events after `until` are left out.
 /// `progress` gets the number of events done so far.
 pub fn replay<S: Store>(
     engine: &mut Engine<S>,
@@ -34,6 +35,9 @@ pub fn replay<S: Store>(
     events.sort_by_key(|e| e.at);
     let mut out = Replayed::default();
     let schema = engine.schema.clone();
+    if let Some(u) = until {
+        events.retain(|e| clock::local_day(&schema, e.at) <= u);
+    }
     let mut next_day = match (engine.last_tick()?, events.first()) {
         (Some(d), _) => d + 1,
         (None, Some(e)) => clock::local_day(&schema, e.at),

@@ -74,6 +74,12 @@ pub struct SledStore {
     path: PathBuf,
 }
 
+fn is_lock_error(e: &sled::Error) -> bool {
+    // sled wraps the failed flock in an error of its own kind; its text
+    // keeps the OS error.
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("WouldBlock"))
+}
+
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(rest.len() + 1);
     k.push(prefix);
@@ -83,27 +89,37 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 
 impl SledStore {
     /// Opens (or creates) the data folder.
+    ///
+    /// sled's periodic flusher is off: every commit flushes itself, and the
+    /// flusher thread would hold the folder's lock for a moment after the
+    /// store is dropped. A lock still held is waited for up to a second (a
+    /// process that just exited), then reported as `Locked`.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                let msg = e.to_string();
-                if msg.contains("lock")
-                    || msg.contains("WouldBlock")
-                    || msg.contains("Resource temporarily unavailable")
-                {
-                    StoreError::Locked {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    StoreError::Open {
-                        path: path.to_path_buf(),
-                        message: msg,
-                    }
+            .flush_every_ms(None);
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-            })?;
+                Err(e) if is_lock_error(&e) => {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        };
         let s = SledStore {
             db,
             path: path.to_path_buf(),

@@ -1,0 +1,207 @@
+//! The CDNOW sample replayed through the real binary, checked against an
+//! independent computation from the raw file: tiers from lifetime spend
+//! (silver at 100, gold at 500), and the project's example rule, which
+//! sends a 30-6 coupon on the first daily tick a silver-or-better member is
+//! later than 1.5 times their repurchase cycle, re-armed by a purchase.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Purchase {
+    row: usize,
+    member: String,
+    day: i64,
+    cents: i64,
+}
+
+/// Days since 1970-01-01 of YYYYMMDD (civil-from-days, proleptic Gregorian).
+fn day_of(yyyymmdd: &str) -> i64 {
+    let y: i64 = yyyymmdd[0..4].parse().expect("year");
+    let m: i64 = yyyymmdd[4..6].parse().expect("month");
+    let d: i64 = yyyymmdd[6..8].parse().expect("day");
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn raw() -> Vec<Purchase> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("examples/cdnow/CDNOW_sample.txt"))
+        .expect("raw file");
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            let (whole, frac) = c.get(4)?.split_once('.').unwrap_or((c[4], "0"));
+            let cents = whole.parse::<i64>().ok()? * 100
+                + format!("{frac:0<2}")[..2].parse::<i64>().ok()?;
+            Some(Purchase {
+                row: i + 1,
+                member: c[1].to_string(),
+                day: day_of(c[2]),
+                cents,
+            })
+        })
+        .collect()
+}
+
+/// Coupons per member, by simulating the rules with exact integer arithmetic.
+fn expected_coupons(purchases: &[Purchase]) -> BTreeMap<String, Vec<i64>> {
+    let first_day = purchases.iter().map(|p| p.day).min().expect("rows");
+    let last_day = purchases.iter().map(|p| p.day).max().expect("rows");
+    let mut by_member: BTreeMap<&str, Vec<&Purchase>> = BTreeMap::new();
+    for p in purchases {
+        by_member.entry(&p.member).or_default().push(p);
+    }
+    let mut out = BTreeMap::new();
+    for (member, ps) in by_member {
+        let (mut tier, mut spend, mut first, mut last, mut days) =
+            (0, 0i64, None::<i64>, None::<i64>, 0i64);
+        let mut armed = false;
+        let mut coupons = Vec::new();
+        let mut next = 0;
+        for day in first_day..=last_day {
+            // The 09:00 tick, before the day's purchases (at noon).
+            if let (Some(f), Some(l)) = (first, last) {
+                // days_since > cycle * 1.5  <=>  2 (day - l) (days - 1) > 3 (l - f)
+                let late = days >= 2 && 2 * (day - l) * (days - 1) > 3 * (l - f);
+                let now = late && tier >= 1;
+                if now && !armed {
+                    coupons.push(day);
+                }
+                armed = now;
+            }
+            while next < ps.len() && ps[next].day == day {
+                spend += ps[next].cents;
+                match last {
+                    Some(l) if day > l => {
+                        last = Some(day);
+                        days += 1;
+                    }
+                    Some(_) => {}
+                    None => {
+                        first = Some(day);
+                        last = Some(day);
+                        days = 1;
+                    }
+                }
+                if tier == 0 && spend >= 10_000 {
+                    tier = 1;
+                }
+                if tier == 1 && spend >= 50_000 {
+                    tier = 2;
+                }
+                // At a purchase the example rule is false (0 days late): it re-arms.
+                armed = false;
+                next += 1;
+            }
+        }
+        out.insert(member.to_string(), coupons);
+    }
+    out
+}
+
+#[test]
+fn shipped_events_are_the_raw_file_converted() {
+    let shipped = std::fs::read_to_string(Path::new(ROOT).join("examples/cdnow/events.ndjson"))
+        .expect("events");
+    let lines: Vec<&str> = shipped.lines().collect();
+    let purchases = raw();
+    assert_eq!(lines.len(), purchases.len());
+    assert_eq!(purchases.len(), 6919);
+    for (line, p) in lines.iter().zip(&purchases) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["id"], format!("cdnow-{}", p.row));
+        assert_eq!(v["member"], p.member.as_str());
+        let amount = v["amount"].to_string();
+        let (w, f) = amount.split_once('.').unwrap_or((&amount, "0"));
+        assert_eq!(
+            w.parse::<i64>().expect("int") * 100
+                + format!("{f:0<2}")[..2].parse::<i64>().expect("cents"),
+            p.cents,
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn replay_gives_the_independently_computed_coupons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("effects.ndjson");
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(Path::new(ROOT).join("examples/cdnow"))
+        .args(["replay", "--events", "events.ndjson", "--out"])
+        .arg(&out_path)
+        .output()
+        .expect("run nudge");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let expected = expected_coupons(&raw());
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert!(
+        total > 100,
+        "the sample should produce many coupons, got {total}"
+    );
+
+    let effects = std::fs::read_to_string(&out_path).expect("effects");
+    let mut actual: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for line in effects.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("json");
+        if e["action"] == "coupon" {
+            assert_eq!(e["rule"], "winback:2");
+            assert_eq!(e["coupon"], "30-6");
+            let date = e["trigger"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("tick:"))
+                .expect("tick trigger");
+            actual
+                .entry(e["member"].as_str().expect("member").to_string())
+                .or_default()
+                .push(day_of(&date.replace('-', "")));
+        }
+    }
+    let expected: BTreeMap<String, Vec<i64>> = expected
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    assert_eq!(actual, expected);
+    assert!(
+        stdout.contains(&format!("coupons: {total} worth {}", total * 6)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("events: 6919 applied"), "{stdout}");
+}
+
+#[test]
+fn replay_is_deterministic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |name: &str| {
+        let p = dir.path().join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .current_dir(Path::new(ROOT).join("examples/cdnow"))
+            .args([
+                "replay",
+                "--events",
+                "events.ndjson",
+                "--until",
+                "1997-06-30",
+                "--out",
+            ])
+            .arg(&p)
+            .output()
+            .expect("run nudge");
+        assert!(out.status.success());
+        std::fs::read(p).expect("effects")
+    };
+    assert_eq!(run("a.ndjson"), run("b.ndjson"));
+}

@@ -1,0 +1,475 @@
+//! The engine through the library: state folding (cycle, windows, time
+//! zones across DST), firing semantics with a simulated clock, dedup,
+//! restarts, storage errors, and the file sink.
+
+use nudge::engine::{Engine, Outcome, clock};
+use nudge::model::{Effect, Event, event_from_json};
+use nudge::schema::Schema;
+use nudge::store::{SledStore, Store, StoreError, WriteSet};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+
+const CONFIG: &str = r#"
+timezone: Europe/Berlin
+tiers: [bronze, silver, gold]
+attributes:
+  city: string
+events:
+  purchase:
+    amount: money
+    category: string?
+  signup:
+    city: string?
+schedule:
+  daily_at: "09:00"
+channels:
+  sms: {}
+"#;
+
+fn build(config: &str, rules: &str) -> (Arc<Schema>, Arc<nudge::lang::RuleSet>) {
+    let l = nudge::load::load_texts(config, &[("t.rules", rules)]);
+    let errors: Vec<String> = l
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.message.clone())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    (
+        Arc::new(l.schema.expect("schema")),
+        Arc::new(l.rules.expect("rules")),
+    )
+}
+
+fn engine(rules: &str) -> Engine<SledStore> {
+    let (s, r) = build(CONFIG, rules);
+    Engine::new(s, r, SledStore::temporary().expect("store")).expect("engine")
+}
+
+fn day(date: &str) -> i32 {
+    nudge::lang::parse::parse_date(date).expect("date")
+}
+
+/// A purchase at noon UTC on `date`.
+fn purchase(schema: &Schema, id: &str, member: &str, date: &str, amount: f64) -> Event {
+    event_from_json(schema, json!({"id": id, "type": "purchase", "member": member, "at": format!("{date}T12:00:00Z"), "amount": amount})).expect("event")
+}
+
+fn summary(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .map(|e| {
+            let what = e
+                .coupon
+                .clone()
+                .or(e.tag.clone())
+                .or(e.tier.clone())
+                .or(e.points.map(|p| p.to_string()))
+                .unwrap_or_default();
+            format!(
+                "{} {} {} {} {} {}",
+                e.rule, e.member, e.trigger, e.action, what, e.status
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cycle_and_days_since_last_purchase() {
+    let mut e = engine(
+        "rule \"probe\" on tick when cycle == 10 and days_since_last_purchase == 16 and orders == 3 and spend == 60.30 and avg_order == 20.10 then tag \"probe\"",
+    );
+    let s = e.schema.clone();
+    let evs = [
+        purchase(&s, "1", "m", "2026-01-01", 20.1),
+        purchase(&s, "2", "m", "2026-01-11", 20.1),
+        purchase(&s, "3", "m", "2026-01-21", 20.1),
+    ];
+    e.process(&evs).expect("process");
+    assert!(e.tick(day("2026-02-05")).expect("tick").is_empty());
+    let fx = e.tick(day("2026-02-06")).expect("tick");
+    assert_eq!(summary(&fx), ["probe m tick:2026-02-06 tag probe sent"]);
+    let rec = e.member("m").expect("read").expect("member");
+    assert_eq!(
+        (rec.first_purchase, rec.last_purchase, rec.purchase_days),
+        (Some(day("2026-01-01")), Some(day("2026-01-21")), 3)
+    );
+}
+
+#[test]
+fn cycle_counts_distinct_days() {
+    // Two orders on one day are one purchase day.
+    let mut e =
+        engine("rule \"probe\" on purchase when cycle == 5 and orders == 3 then tag \"probe\"");
+    let s = e.schema.clone();
+    let evs = [
+        purchase(&s, "1", "m", "2026-01-01", 1.0),
+        purchase(&s, "2", "m", "2026-01-01", 1.0),
+        purchase(&s, "3", "m", "2026-01-06", 1.0),
+    ];
+    let c = e.process(&evs).expect("process");
+    assert_eq!(summary(&c.effects), ["probe m event:3 tag probe sent"]);
+}
+
+#[test]
+fn windowed_aggregates_and_their_bounded_state() {
+    let mut e = engine(
+        "rule \"three in 30d\" on purchase when count(purchase, 30d) == 3 and sum(purchase.amount, 30d) > 29 then tag \"three\"\n\
+         rule \"milk\" on purchase when count(purchase where event.category == \"milk\", 60d) >= 2 then tag \"milk\"",
+    );
+    let s = e.schema.clone();
+    let mk = |id: &str, date: &str, cat: &str| {
+        event_from_json(&s, json!({"id": id, "type": "purchase", "member": "m", "at": format!("{date}T12:00:00Z"), "amount": 10, "category": cat})).expect("event")
+    };
+    // Days 0, 10, 20 -> 3 in the window; day 35 -> (5, 35] holds 10, 20, 35.
+    let c = e
+        .process(&[
+            mk("a", "2026-01-01", "milk"),
+            mk("b", "2026-01-11", "tea"),
+            mk("c", "2026-01-21", "milk"),
+            mk("d", "2026-02-05", "tea"),
+        ])
+        .expect("process");
+    assert_eq!(
+        summary(&c.effects),
+        [
+            "three in 30d m event:c tag three sent",
+            "milk m event:c tag milk sent"
+        ]
+    );
+    // A purchase every day for three years keeps at most a window of buckets.
+    let mut evs = Vec::new();
+    for i in 0..1000 {
+        let date = nudge::model::day_string(day("2026-03-01") + i);
+        evs.push(mk(&format!("x{i}"), &date, "tea"));
+    }
+    e.process(&evs).expect("process");
+    let rec = e.member("m").expect("read").expect("member");
+    for agg in &rec.aggregates {
+        assert!(agg.buckets.len() <= 60, "{} buckets", agg.buckets.len());
+    }
+    assert!(
+        rec.encode().len() < 4096,
+        "record is {} bytes",
+        rec.encode().len()
+    );
+}
+
+#[test]
+fn calendar_days_follow_the_time_zone_across_dst() {
+    let (s, _) = build(CONFIG, "when tier >= silver then tag \"x\"");
+    let at = |t: &str| t.parse::<jiff::Timestamp>().expect("ts");
+    // 23:30 UTC on 28 March is 00:30 on 29 March in Berlin (CET, +1).
+    assert_eq!(
+        clock::local_day(&s, at("2026-03-28T23:30:00Z")),
+        day("2026-03-29")
+    );
+    assert_eq!(
+        clock::local_day(&s, at("2026-03-28T22:30:00Z")),
+        day("2026-03-28")
+    );
+    // After the switch to CEST (+2) on 29 March, 22:30 UTC is already 30 March.
+    assert_eq!(
+        clock::local_day(&s, at("2026-03-29T22:30:00Z")),
+        day("2026-03-30")
+    );
+    assert_eq!(
+        clock::tick_instant(&s, day("2026-03-28")),
+        at("2026-03-28T08:00:00Z")
+    );
+    assert_eq!(
+        clock::tick_instant(&s, day("2026-03-30")),
+        at("2026-03-30T07:00:00Z")
+    );
+    // A tick time that does not exist on the DST day runs after the jump.
+    let (s2, _) = build(
+        &CONFIG.replace("\"09:00\"", "\"02:30\""),
+        "when tier >= silver then tag \"x\"",
+    );
+    assert_eq!(
+        clock::tick_instant(&s2, day("2026-03-29")),
+        at("2026-03-29T01:30:00Z")
+    );
+    // days_since_last_purchase counts calendar days, not 24-hour periods.
+    let mut e =
+        engine("rule \"probe\" on tick when days_since_last_purchase == 1 then tag \"probe\"");
+    let ev = event_from_json(&e.schema, json!({"id": "1", "type": "purchase", "member": "m", "at": "2026-03-28T22:30:00Z", "amount": 1})).expect("event");
+    e.process(&[ev]).expect("process");
+    assert_eq!(
+        summary(&e.tick(day("2026-03-29")).expect("tick")),
+        ["probe m tick:2026-03-29 tag probe sent"]
+    );
+}
+
+#[test]
+fn firing_order_state_changes_groups_limits_and_tier_triggers() {
+    let mut e = engine(
+        "rule \"points\" on purchase priority 10 then award points floor(event.amount)\n\
+         rule \"hundred\" on purchase when points >= 100 then tag \"hundred\"\n\
+         rule \"silver\" on purchase when tier == bronze and spend >= 100 then set tier silver\n\
+         rule \"gift\" on tier_up when tier == silver then send coupon 50-10 via sms\n\
+         rule \"first of group\" on purchase priority 5 group \"g\" then tag \"g1\"\n\
+         rule \"second of group\" on purchase priority 4 group \"g\" then tag \"g2\"\n\
+         rule \"monthly\" on purchase then send coupon 30-6 limit once per 30d",
+    );
+    let s = e.schema.clone();
+    let c = e
+        .process(&[
+            purchase(&s, "1", "m", "2026-01-01", 120.0),
+            purchase(&s, "2", "m", "2026-01-10", 5.0),
+            purchase(&s, "3", "m", "2026-02-01", 5.0),
+        ])
+        .expect("process");
+    assert_eq!(
+        summary(&c.effects),
+        [
+            "points m event:1 points 120 sent",
+            "first of group m event:1 tag g1 sent",
+            "hundred m event:1 tag hundred sent",
+            "silver m event:1 tier silver sent",
+            "monthly m event:1 coupon 30-6 sent",
+            "gift m tier_up:event:1 coupon 50-10 sent",
+            "points m event:2 points 5 sent",
+            "points m event:3 points 5 sent",
+            "monthly m event:3 coupon 30-6 sent",
+        ]
+    );
+    let rec = e.member("m").expect("read").expect("member");
+    assert_eq!((rec.points, rec.tier), (130, 1));
+}
+
+#[test]
+fn the_example_rule_fires_on_the_rising_edge_only() {
+    let mut e = engine(
+        "when days_since_last_purchase > cycle*1.5 and tier >= silver then send coupon 30-6\nrule \"up\" on purchase when tier == bronze then set tier silver",
+    );
+    let s = e.schema.clone();
+    e.process(&[
+        purchase(&s, "1", "m", "2026-01-01", 1.0),
+        purchase(&s, "2", "m", "2026-01-11", 1.0),
+        purchase(&s, "3", "m", "2026-01-21", 1.0),
+    ])
+    .expect("process");
+    let mut fired = Vec::new();
+    for d in day("2026-01-22")..=day("2026-03-01") {
+        fired.extend(e.tick(d).expect("tick"));
+    }
+    assert_eq!(summary(&fired), ["t:1 m tick:2026-02-06 coupon 30-6 sent"]);
+}
+
+#[test]
+fn holdout_is_stable_and_changes_nothing() {
+    let rules = "rule \"bonus\" on purchase then award points 10 holdout 30%";
+    let mut e = engine(rules);
+    let s = e.schema.clone();
+    let evs: Vec<Event> = (0..400)
+        .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
+        .collect();
+    let c = e.process(&evs).expect("process");
+    let held: Vec<&Effect> = c
+        .effects
+        .iter()
+        .filter(|x| x.status == "held_out")
+        .collect();
+    assert!(
+        (80..160).contains(&held.len()),
+        "{} held out of 400",
+        held.len()
+    );
+    for h in &held {
+        assert_eq!(
+            e.member(&h.member).expect("read").expect("member").points,
+            0,
+            "held-out members get nothing"
+        );
+    }
+    // Same members held out in a fresh run.
+    let mut e2 = engine(rules);
+    let c2 = e2.process(&evs).expect("process");
+    let held2: Vec<&Effect> = c2
+        .effects
+        .iter()
+        .filter(|x| x.status == "held_out")
+        .collect();
+    assert_eq!(
+        held.iter().map(|x| &x.member).collect::<Vec<_>>(),
+        held2.iter().map(|x| &x.member).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn duplicates_change_nothing_and_conflicts_are_refused() {
+    let mut e = engine("rule \"points\" on purchase then award points floor(event.amount)");
+    let s = e.schema.clone();
+    let ev = purchase(&s, "1", "m", "2026-01-01", 10.0);
+    let c = e.process(&[ev.clone(), ev.clone()]).expect("process");
+    assert_eq!(
+        c.outcomes,
+        [Outcome::Applied { effects: 1 }, Outcome::Duplicate]
+    );
+    let c = e.process(std::slice::from_ref(&ev)).expect("process");
+    assert_eq!(c.outcomes, [Outcome::Duplicate]);
+    let other = purchase(&s, "1", "m", "2026-01-01", 99.0);
+    let c = e.process(&[other]).expect("process");
+    assert!(matches!(c.outcomes[0], Outcome::Rejected(_)));
+    assert!(c.effects.is_empty());
+    assert_eq!(e.member("m").expect("read").expect("member").points, 10);
+}
+
+#[test]
+fn a_restart_continues_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = "rule \"points\" on purchase then award points floor(event.amount)";
+    let (s, r) = build(CONFIG, rules);
+    let evs: Vec<Event> = (0..50)
+        .map(|i| {
+            purchase(
+                &s,
+                &format!("e{i}"),
+                &format!("m{}", i % 7),
+                "2026-01-01",
+                3.0,
+            )
+        })
+        .collect();
+    {
+        let mut e = Engine::new(
+            s.clone(),
+            r.clone(),
+            SledStore::open(dir.path()).expect("open"),
+        )
+        .expect("engine");
+        e.process(&evs[..30]).expect("process");
+    }
+    let mut e =
+        Engine::new(s.clone(), r, SledStore::open(dir.path()).expect("reopen")).expect("engine");
+    let before: Vec<_> = (0..7)
+        .map(|m| e.member(&format!("m{m}")).expect("read"))
+        .collect();
+    let c = e.process(&evs[..30]).expect("redeliver");
+    assert!(c.outcomes.iter().all(|o| *o == Outcome::Duplicate));
+    assert!(c.effects.is_empty());
+    let after: Vec<_> = (0..7)
+        .map(|m| e.member(&format!("m{m}")).expect("read"))
+        .collect();
+    assert_eq!(before, after);
+    e.process(&evs[30..]).expect("rest");
+    let total: i64 = (0..7)
+        .map(|m| {
+            e.member(&format!("m{m}"))
+                .expect("read")
+                .expect("member")
+                .points
+        })
+        .sum();
+    assert_eq!(total, 150);
+    // The outbox kept counting across the restart: 50 effects, 50 entries.
+    assert_eq!(e.outbox(0, 1000).expect("outbox").len(), 50);
+}
+
+#[test]
+fn a_second_process_on_the_same_folder_is_told_it_is_locked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = SledStore::open(dir.path()).expect("open");
+    match SledStore::open(dir.path()) {
+        Err(StoreError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("opened a locked folder"),
+    }
+}
+
+#[test]
+fn a_folder_from_a_newer_nudge_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = SledStore::open(dir.path()).expect("open");
+        s.commit(WriteSet {
+            meta: vec![("schema_version".into(), 99u32.to_le_bytes().to_vec())],
+            ..WriteSet::default()
+        })
+        .expect("commit");
+    }
+    match SledStore::open(dir.path()) {
+        Err(e @ StoreError::NewerVersion { .. }) => assert!(e.to_string().contains("newer nudge")),
+        Err(other) => panic!("expected NewerVersion, got {other}"),
+        Ok(_) => panic!("opened a newer folder"),
+    }
+}
+
+#[test]
+fn the_file_sink_writes_each_effect_once_even_after_a_torn_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut e = engine("rule \"points\" on purchase then award points 1");
+    let s = e.schema.clone();
+    let file = dir.path().join("out/effects.ndjson");
+    e.process(&[
+        purchase(&s, "1", "a", "2026-01-01", 1.0),
+        purchase(&s, "2", "b", "2026-01-01", 1.0),
+    ])
+    .expect("process");
+    assert_eq!(
+        nudge::sinks::drain_to_file(&mut e, &file).expect("drain"),
+        2
+    );
+    assert_eq!(
+        nudge::sinks::drain_to_file(&mut e, &file).expect("drain"),
+        0
+    );
+    // A crash after writing but before committing leaves bytes past the
+    // committed length: they are cut and the entries written again.
+    e.process(&[purchase(&s, "3", "c", "2026-01-02", 1.0)])
+        .expect("process");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"torn\":"))
+        .expect("tear");
+    assert_eq!(
+        nudge::sinks::drain_to_file(&mut e, &file).expect("drain"),
+        1
+    );
+    let text = std::fs::read_to_string(&file).expect("read");
+    let keys: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["key"].to_string())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    let mut unique = keys.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 3);
+    nudge::sinks::release(&mut e, &[file.as_path()]).expect("release");
+    assert!(e.outbox(0, 10).expect("outbox").is_empty());
+}
+
+#[test]
+fn effects_are_byte_for_byte_deterministic() {
+    let rules = "rule \"points\" on purchase then award points floor(event.amount * 2), tag \"buyer\"\nwhen days_since_last_purchase > cycle*1.5 and tier >= bronze then send coupon 30-6";
+    let run = || {
+        let mut e = engine(rules);
+        let s = e.schema.clone();
+        let evs: Vec<Event> = (0..60)
+            .map(|i| {
+                purchase(
+                    &s,
+                    &format!("e{i}"),
+                    &format!("m{}", i % 5),
+                    &nudge::model::day_string(day("2026-01-01") + i * 3),
+                    7.5,
+                )
+            })
+            .collect();
+        let fx = nudge::replay::replay(&mut e, evs, Some(day("2026-12-31")), &mut |_| {})
+            .expect("replay")
+            .effects;
+        let mut buf = Vec::new();
+        for f in &fx {
+            nudge::sinks::write_line(&mut buf, f);
+        }
+        buf
+    };
+    let a = run();
+    assert!(!a.is_empty());
+    assert_eq!(a, run());
+    let _ = Path::new("unused");
+}
