@@ -1,0 +1,225 @@
+//! The engine commands through the real binary: `nudge test` on the shipped
+//! cases, `nudge ingest` (bad lines, redelivery, the file sink), `nudge
+//! member`, and the lock between two processes on one data folder.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn nudge(dir: &Path, args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .args(args)
+        .arg("--color=never")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nudge");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// A project folder: config, one rule file, data and effects inside it.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("nudge.yaml"),
+        "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\n    category: string?\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n",
+    )
+    .expect("config");
+    std::fs::create_dir(dir.path().join("rules")).expect("rules");
+    std::fs::write(
+        dir.path().join("rules/points.rules"),
+        "rule \"pts\" on purchase then award points floor(event.amount)\n",
+    )
+    .expect("rules");
+    dir
+}
+
+const EVENTS: &str = concat!(
+    r#"{"id":"e1","type":"purchase","member":"m1","at":"2026-01-01T12:00:00Z","amount":10.5}"#,
+    "\n",
+    r#"{"id":"e2","type":"purchase","member":"m1","at":"2026-01-02T12:00:00Z","amount":"ten"}"#,
+    "\n",
+    r#"{"id":"e3","type":"purchase","member":"m1","at":"2026-01-03T12:00:00Z","amount":3,"colour":"red"}"#,
+    "\n",
+    "not json at all\n",
+    "\n",
+    r#"{"id":"e4","type":"purchase","member":"m2","at":"2026-01-04T12:00:00Z","amount":7}"#,
+    "\n",
+);
+
+#[test]
+fn the_shipped_rule_test_cases_pass() {
+    let (out, err, code) = nudge(Path::new(ROOT), &["test"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    // A case for every rule file in rules/.
+    for f in std::fs::read_dir(Path::new(ROOT).join("rules")).expect("rules") {
+        let name = f.expect("entry").file_name().to_string_lossy().into_owned();
+        let cases = std::fs::read_dir(Path::new(ROOT).join("tests/cases")).expect("cases");
+        let covered = cases.flatten().any(|c| {
+            std::fs::read_to_string(c.path())
+                .unwrap_or_default()
+                .contains(&format!("rules/{name}"))
+        });
+        assert!(covered, "no test case loads rules/{name}");
+    }
+}
+
+#[test]
+fn a_failing_case_shows_a_diff() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("case.yaml"),
+        "rules: rules/points.rules\nevents:\n  - { id: a, type: purchase, member: m, at: \"2026-01-01T12:00:00Z\", amount: 4 }\nexpect:\n  - { rule: pts, points: 5 }\n",
+    )
+    .expect("case");
+    let (out, _, code) = nudge(dir.path(), &["test", "case.yaml"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("- {rule: pts, points: 5}"), "{out}");
+    assert!(
+        out.contains("+ {rule: pts, member: m, trigger: event:a, action: points, points: 4"),
+        "{out}"
+    );
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn ingest_skips_bad_lines_by_number_and_writes_each_effect_once() {
+    let dir = project();
+    let (out, err, code) = nudge(dir.path(), &["ingest", "-"], Some(EVENTS));
+    assert_eq!(code, 1, "bad lines make the input have errors:\n{out}{err}");
+    assert!(
+        err.contains(
+            "line 2: event \"e2\", field `amount`: expected money (a number), found \"ten\""
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 3: event \"e3\", field `colour`: not a field of `purchase`"),
+        "{err}"
+    );
+    assert!(err.contains("line 4: event: not valid JSON"), "{err}");
+    assert!(
+        out.contains("events: 6 lines, 2 applied, 0 duplicates, 3 invalid"),
+        "{out}"
+    );
+    assert!(out.contains("members: 2"), "{out}");
+    let effects = std::fs::read_to_string(dir.path().join("out/effects.ndjson")).expect("effects");
+    assert_eq!(effects.lines().count(), 2);
+
+    // Nothing of a bad line was applied: m1 has only e1's points.
+    let (out, _, code) = nudge(dir.path(), &["member", "m1"], None);
+    assert_eq!(code, 0);
+    let m: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (m["points"].as_i64(), m["orders"].as_i64()),
+        (Some(10), Some(1))
+    );
+    assert_eq!(m["tier"], "bronze");
+
+    // Redelivering the same input changes nothing and writes nothing twice.
+    let (out, _, _) = nudge(dir.path(), &["ingest", "-"], Some(EVENTS));
+    assert!(out.contains("0 applied, 2 duplicates"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/effects.ndjson")).expect("effects"),
+        effects
+    );
+}
+
+#[test]
+fn ingest_can_stop_at_the_first_bad_line() {
+    let dir = project();
+    let (out, err, code) = nudge(
+        dir.path(),
+        &["ingest", "-", "--stop-on-error"],
+        Some(EVENTS),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("line 2:"), "{err}");
+    assert!(
+        out.contains("1 applied") && out.contains("stopped at the first bad line"),
+        "{out}"
+    );
+    let (_, err, code) = nudge(dir.path(), &["member", "m2"], None);
+    assert_eq!(code, 1, "m2 comes after the bad line: {err}");
+}
+
+#[test]
+fn a_second_process_gets_a_locked_error() {
+    let dir = project();
+    // The first process holds the folder while it waits on stdin.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir.path())
+        .args(["ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = first.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{}\n", EVENTS.lines().next().expect("line")).as_bytes())
+        .expect("write");
+    stdin.flush().expect("flush");
+    // Give it time to open the store.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut locked = false;
+    while std::time::Instant::now() < deadline {
+        let (_, err, code) = nudge(dir.path(), &["member", "m1"], None);
+        if code == 2 && err.contains("locked") {
+            assert!(err.contains("in use by another nudge process"), "{err}");
+            locked = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(stdin);
+    let status = first.wait().expect("wait");
+    assert!(locked, "the second process never saw the lock");
+    assert!(status.success());
+    let (_, _, code) = nudge(dir.path(), &["member", "m1"], None);
+    assert_eq!(code, 0, "the lock is released when the first process ends");
+}
+
+#[test]
+fn replay_writes_effects_and_a_summary() {
+    let dir = project();
+    std::fs::write(dir.path().join("events.ndjson"), EVENTS).expect("events");
+    let (out, err, code) = nudge(
+        dir.path(),
+        &["replay", "--events", "events.ndjson", "--out", "fx.ndjson"],
+        None,
+    );
+    assert_eq!(code, 1, "bad lines are reported:\n{out}{err}");
+    assert!(
+        err.contains("line 2:") && err.contains("(skipped)"),
+        "{err}"
+    );
+    assert!(out.contains("events: 2 applied"), "{out}");
+    assert!(out.contains("pts"), "{out}");
+    assert!(out.contains("points awarded: 17"), "{out}");
+    let fx = std::fs::read_to_string(dir.path().join("fx.ndjson")).expect("fx");
+    assert_eq!(fx.lines().count(), 2);
+    assert!(
+        !dir.path().join("data").exists(),
+        "replay uses a temporary store"
+    );
+}
