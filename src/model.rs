@@ -182,7 +182,8 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
     })
 }
 
-fn field_value(ty: FieldType, v: &serde_json::Value) -> Result<Value, String> {
+/// A JSON value as a value of a declared type, or why it is not one.
+pub fn field_value(ty: FieldType, v: &serde_json::Value) -> Result<Value, String> {
     use serde_json::Value as J;
     let found = || match v {
         J::Null => "null".to_string(),

@@ -301,7 +301,11 @@ fn seed_members(
                     )
                 }
                 name => match schema.attribute(name) {
-                    Some(_) => rec.set_attribute(name, Stored::Str(text)),
+                    Some((_, a)) => {
+                        let v = crate::model::field_value(a.ty, &v)
+                            .map_err(|e| format!("member `{id}`, `{name}`: {e}"))?;
+                        rec.set_attribute(name, Stored::from(&v));
+                    }
                     None => {
                         return Err(format!(
                             "member `{id}`: `{name}` is not tier, points, tags, birthday or a declared attribute"

@@ -109,24 +109,26 @@ fn run_one(
             host: None,
         };
         let is_true = rule.matches(&env) == Some(true);
-        let st = rule_state(rec, key);
+        let mut st = RuleStateSlot::get(rec, key);
         let fire = if rule.edge_triggered() {
-            let rising = is_true && !st.armed;
-            st.armed = is_true;
+            let rising = is_true && !st.state.armed;
+            st.state.armed = is_true;
             rising
         } else {
             is_true
         };
-        if !fire || !within_limit(rule, st, t.today) {
-            continue;
-        }
-        if let Some(g) = rule.group {
-            if groups_fired.contains(&g) {
-                continue;
-            }
+        let mut fire = fire && within_limit(rule, &st.state, t.today);
+        if fire && let Some(g) = rule.group {
+            fire = !groups_fired.contains(&g);
             groups_fired.push(g);
         }
-        record_firing(rule, st, t.today);
+        if fire {
+            record_firing(rule, &mut st.state, t.today);
+        }
+        st.put(rec, rule);
+        if !fire {
+            continue;
+        }
         let held_out = held_out(rule, member);
         let status = if held_out { "held_out" } else { "sent" };
         for (ai, action) in rule.actions.iter().enumerate() {
@@ -178,20 +180,45 @@ pub fn held_out(rule: &CompiledRule, member: &str) -> bool {
     (h.digest() % 1_000_000) < rule.holdout_ppm as u64
 }
 
-fn rule_state(rec: &mut MemberRecord, key: u64) -> &mut RuleState {
-    let p = match rec.rules.iter().position(|r| r.rule == key) {
-        Some(p) => p,
-        None => {
-            rec.rules.push(RuleState {
-                rule: key,
-                armed: false,
-                fired: 0,
-                recent: Vec::new(),
-            });
-            rec.rules.len() - 1
+/// A rule's state for one member, taken out of the record and put back
+/// only when it holds something: most rules never need one, and a member's
+/// record should not grow with the number of rules.
+struct RuleStateSlot {
+    at: Option<usize>,
+    state: RuleState,
+}
+
+impl RuleStateSlot {
+    fn get(rec: &MemberRecord, key: u64) -> RuleStateSlot {
+        match rec.rules.iter().position(|r| r.rule == key) {
+            Some(p) => RuleStateSlot {
+                at: Some(p),
+                state: rec.rules[p].clone(),
+            },
+            None => RuleStateSlot {
+                at: None,
+                state: RuleState {
+                    rule: key,
+                    armed: false,
+                    fired: 0,
+                    recent: Vec::new(),
+                },
+            },
         }
-    };
-    &mut rec.rules[p]
+    }
+
+    fn put(self, rec: &mut MemberRecord, rule: &CompiledRule) {
+        // Firings matter only to limits; the edge flag only while set.
+        let keep = self.state.armed || (rule.limit.is_some() && self.state.fired > 0);
+        match (self.at, keep) {
+            (Some(p), true) => rec.rules[p] = self.state,
+            (Some(p), false) => {
+                rec.rules.swap_remove(p);
+            }
+            (None, true) => rec.rules.push(self.state),
+            (None, false) => {}
+        }
+    }
 }
 
 fn within_limit(rule: &CompiledRule, st: &RuleState, today: i32) -> bool {
