@@ -2,10 +2,9 @@
 //! each effect once, in outbox order (so in order per member).
 //!
 //! Exactly once across crashes: after each write the file is synced, and
-//! its length is committed together with the removal of the delivered
-//! outbox entries. On the next drain, bytes past the committed length
-//! (written, but the crash came before the commit) are cut off and written
-//! again from the outbox.
+//! its length and the next outbox entry are committed together. On the next
+//! drain, bytes past the committed length (written, but the crash came
+//! before the commit) are cut off and written again from the outbox.
 
 use crate::engine::Engine;
 use crate::model::Effect;

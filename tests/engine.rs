@@ -473,3 +473,57 @@ fn effects_are_byte_for_byte_deterministic() {
     assert_eq!(a, run());
     let _ = Path::new("unused");
 }
+
+#[test]
+fn the_daily_schedule_follows_the_injected_clock() {
+    use nudge::engine::clock::{CatchUp, SimClock};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = build(
+        CONFIG,
+        "rule \"probe\" on tick when days_since_last_purchase >= 0 then tag \"seen\"",
+    );
+    let at = |t: &str| t.parse::<jiff::Timestamp>().expect("ts");
+    let clock = SimClock::new(at("2026-01-05T07:00:00Z")); // 08:00 in Berlin: before the 09:00 tick
+    {
+        let mut e = Engine::new(
+            s.clone(),
+            r.clone(),
+            SledStore::open(dir.path()).expect("open"),
+        )
+        .expect("engine");
+        e.process(&[purchase(&s, "1", "m", "2026-01-04", 1.0)])
+            .expect("process");
+        let (days, _) = e.run_due_ticks(&clock, CatchUp::Once).expect("ticks");
+        assert_eq!(
+            days,
+            [day("2026-01-04")],
+            "the first run ticks the latest due day"
+        );
+        assert!(
+            e.run_due_ticks(&clock, CatchUp::Once)
+                .expect("ticks")
+                .0
+                .is_empty(),
+            "nothing is due twice"
+        );
+        clock.set(at("2026-01-05T08:00:00Z"));
+        assert_eq!(
+            e.run_due_ticks(&clock, CatchUp::Once).expect("ticks").0,
+            [day("2026-01-05")]
+        );
+    }
+    // Down for a week: after a restart the schedule catches up once.
+    clock.set(at("2026-01-12T12:00:00Z"));
+    let mut e = Engine::new(s, r, SledStore::open(dir.path()).expect("reopen")).expect("engine");
+    assert_eq!(e.last_tick().expect("meta"), Some(day("2026-01-05")));
+    assert_eq!(
+        e.run_due_ticks(&clock, CatchUp::Once).expect("ticks").0,
+        [day("2026-01-12")]
+    );
+    // Replay-style catch-up runs every missed day.
+    clock.set(at("2026-01-15T12:00:00Z"));
+    assert_eq!(
+        e.run_due_ticks(&clock, CatchUp::EveryDay).expect("ticks").0,
+        [day("2026-01-13"), day("2026-01-14"), day("2026-01-15")]
+    );
+}

@@ -81,3 +81,28 @@ pub fn last_due_tick(schema: &Schema, now: Timestamp) -> i32 {
         today - 1
     }
 }
+
+/// How a schedule that fell behind catches up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Every missed day in order (replay: history is re-enacted).
+    EveryDay,
+    /// Only the latest due day (a daemon back from downtime ticks once,
+    /// not once per missed day).
+    Once,
+}
+
+/// The days whose daily tick is due at `now`, after `last_done`.
+pub fn due_ticks(
+    schema: &Schema,
+    last_done: Option<i32>,
+    now: Timestamp,
+    catch_up: CatchUp,
+) -> Vec<i32> {
+    let last_due = last_due_tick(schema, now);
+    match last_done {
+        Some(d) if d >= last_due => Vec::new(),
+        Some(d) if catch_up == CatchUp::EveryDay => (d + 1..=last_due).collect(),
+        _ => vec![last_due],
+    }
+}

@@ -306,6 +306,21 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
+    /// Runs the daily ticks due at the clock's time (see [`clock::due_ticks`]);
+    /// returns the days ticked and their effects.
+    pub fn run_due_ticks(
+        &mut self,
+        clock: &dyn clock::Clock,
+        catch_up: clock::CatchUp,
+    ) -> Result<(Vec<i32>, Vec<Effect>), StoreError> {
+        let days = clock::due_ticks(&self.schema, self.last_tick()?, clock.now(), catch_up);
+        let mut effects = Vec::new();
+        for &d in &days {
+            effects.extend(self.tick(d)?);
+        }
+        Ok((days, effects))
+    }
+
     /// The last day whose tick completed.
     pub fn last_tick(&self) -> Result<Option<i32>, StoreError> {
         Ok(self
