@@ -37,10 +37,7 @@ fn open_store(common: &Common, schema: &Schema) -> Result<SledStore, ExitCode> {
         .data
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
-    SledStore::open(&path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })
+    SledStore::open(&path).map_err(fail)
 }
 
 fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
@@ -59,45 +56,38 @@ fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Prints an I/O or storage error; exit code 2.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// The exit code either way: commands stop early with `?`.
+fn code(r: Result<ExitCode, ExitCode>) -> ExitCode {
+    r.unwrap_or_else(|c| c)
+}
+
 pub fn ingest(common: &Common, file: &Path, stop_on_error: bool) -> ExitCode {
-    let (schema, rules) = match load_rules(common) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let store = match open_store(common, &schema) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let mut engine = match Engine::new(schema, rules, store) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    code(ingest_inner(common, file, stop_on_error))
+}
+
+fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<ExitCode, ExitCode> {
+    let (schema, rules) = load_rules(common)?;
+    let store = open_store(common, &schema)?;
+    let mut engine = Engine::new(schema, rules, store).map_err(fail)?;
     let input: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        match std::fs::File::open(file) {
-            Ok(f) => Box::new(std::io::BufReader::new(f)),
-            Err(e) => {
-                eprintln!("error: cannot read {}: {e}", file.display());
-                return ExitCode::from(2);
-            }
-        }
+        let f = std::fs::File::open(file)
+            .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+        Box::new(std::io::BufReader::new(f))
     };
     let bar = progress(None, "lines");
     let result = nudge::ingest::ingest(&mut engine, input, stop_on_error, &mut |n| {
         bar.set_position(n as u64)
     });
     bar.finish_and_clear();
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let r = result.map_err(fail)?;
     for e in r.invalid.iter().take(20) {
         eprintln!("error: {e}");
     }
@@ -107,82 +97,62 @@ pub fn ingest(common: &Common, file: &Path, stop_on_error: bool) -> ExitCode {
     for e in &r.rejected {
         eprintln!("error: {e}");
     }
+    let stopped = if r.stopped {
+        " (stopped at the first bad line)"
+    } else {
+        ""
+    };
     println!(
-        "events: {} lines, {} applied, {} duplicates, {} invalid, {} rejected{}",
+        "events: {} lines, {} applied, {} duplicates, {} invalid, {} rejected{stopped}",
         r.lines,
         r.applied,
         r.duplicates,
         r.invalid.len(),
-        r.rejected.len(),
-        if r.stopped {
-            " (stopped at the first bad line)"
-        } else {
-            ""
-        }
+        r.rejected.len()
     );
     println!("members: {}", r.members.len());
     print!("{}", report::summary(&nudge::replay::summarize(&r.effects)));
-    if r.invalid.is_empty() && r.rejected.is_empty() {
+    Ok(if r.invalid.is_empty() && r.rejected.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
+    })
 }
 
 pub fn replay(common: &Common, events: &Path, until: Option<&str>, out: Option<&Path>) -> ExitCode {
-    let (schema, rules) = match load_rules(common) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let until = match until.map(nudge::lang::parse::parse_date) {
-        Some(None) => {
-            eprintln!("error: --until takes a date, YYYY-MM-DD");
-            return ExitCode::from(2);
-        }
-        Some(d) => d,
+    code(replay_inner(common, events, until, out))
+}
+
+fn replay_inner(
+    common: &Common,
+    events: &Path,
+    until: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode, ExitCode> {
+    let (schema, rules) = load_rules(common)?;
+    let until = match until {
+        Some(u) => Some(
+            nudge::lang::parse::parse_date(u)
+                .ok_or_else(|| fail("--until takes a date, YYYY-MM-DD"))?,
+        ),
         None => None,
     };
-    let file = match std::fs::File::open(events) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", events.display());
-            return ExitCode::from(2);
-        }
-    };
+    let file = std::fs::File::open(events)
+        .map_err(|e| fail(format!("cannot read {}: {e}", events.display())))?;
     let (evs, invalid) = nudge::ingest::read_all(&schema, std::io::BufReader::new(file));
     for e in invalid.iter().take(20) {
         eprintln!("error: {e} (skipped)");
     }
-    let store = match SledStore::temporary() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut engine = match Engine::new(schema, rules, store) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let store = SledStore::temporary().map_err(fail)?;
+    let mut engine = Engine::new(schema, rules, store).map_err(fail)?;
     let bar = progress(Some(evs.len() as u64), "events");
     let result =
         nudge::replay::replay(&mut engine, evs, until, &mut |n| bar.set_position(n as u64));
     bar.finish_and_clear();
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(out) = out
-        && let Err(e) = write_effects(out, &r.effects)
-    {
-        eprintln!("error: cannot write {}: {e}", out.display());
-        return ExitCode::from(2);
+    let r = result.map_err(fail)?;
+    if let Some(out) = out {
+        write_effects(out, &r.effects)
+            .map_err(|e| fail(format!("cannot write {}: {e}", out.display())))?;
     }
     println!(
         "events: {} applied, {} duplicates, {} invalid, {} rejected; {} daily ticks",
@@ -193,11 +163,11 @@ pub fn replay(common: &Common, events: &Path, until: Option<&str>, out: Option<&
         r.ticks
     );
     print!("{}", report::summary(&nudge::replay::summarize(&r.effects)));
-    if invalid.is_empty() && r.rejected.is_empty() {
+    Ok(if invalid.is_empty() && r.rejected.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
+    })
 }
 
 fn write_effects(path: &Path, effects: &[Effect]) -> std::io::Result<()> {
@@ -214,26 +184,21 @@ pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(|| PathBuf::from("tests/cases"));
     let files = match nudge::testcase::find(&path) {
         Ok(f) if !f.is_empty() => f,
-        Ok(_) => {
-            eprintln!("error: no test cases (*.yaml) in {}", path.display());
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+        Ok(_) => return fail(format!("no test cases (*.yaml) in {}", path.display())),
+        Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
     };
     let (mut passed, mut failed) = (0, 0);
     for f in files {
         let r = nudge::testcase::run(&f, &common.config);
+        let (path, name) = (r.path.display(), &r.name);
         match &r.outcome {
             nudge::testcase::Outcome::Pass { effects } => {
                 passed += 1;
-                println!("ok   {} ({}): {effects} effects", r.path.display(), r.name);
+                println!("ok   {path} ({name}): {effects} effects");
             }
             nudge::testcase::Outcome::Fail { diff } => {
                 failed += 1;
-                println!("FAIL {} ({})", r.path.display(), r.name);
+                println!("FAIL {path} ({name})");
                 println!("     expected effects (-) and actual effects (+):");
                 for (mark, line) in diff {
                     println!("     {mark} {line}");
@@ -241,12 +206,7 @@ pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
             }
             nudge::testcase::Outcome::Error(e) => {
                 failed += 1;
-                println!(
-                    "FAIL {} ({})\n     {}",
-                    r.path.display(),
-                    r.name,
-                    e.replace('\n', "\n     ")
-                );
+                println!("FAIL {path} ({name})\n     {}", e.replace('\n', "\n     "));
             }
         }
     }
@@ -259,26 +219,20 @@ pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
 }
 
 pub fn member(common: &Common, id: &str) -> ExitCode {
-    let (schema, rules) = match load_rules(common) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let store = match open_store(common, &schema) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match store.member(id) {
-        Ok(Some(rec)) => {
+    code(member_inner(common, id))
+}
+
+fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
+    let (schema, rules) = load_rules(common)?;
+    let store = open_store(common, &schema)?;
+    match store.member(id).map_err(fail)? {
+        Some(rec) => {
             println!("{}", report::member_json(id, &rec, &schema, &rules));
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
-        Ok(None) => {
+        None => {
             eprintln!("error: no member `{id}`");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+            Ok(ExitCode::from(1))
         }
     }
 }

@@ -115,17 +115,7 @@ pub fn load(opts: &LoadOptions) -> Load {
             }
         };
         hash_source(&mut hasher, &l.sources, id);
-        let text = l.sources.text(id);
-        let (file, diags) = if is_yaml(&path) {
-            yaml::parse_yaml_rules(id, text)
-        } else {
-            let stem = path
-                .file_stem()
-                .map_or("rules".into(), |s| s.to_string_lossy());
-            parse::parse_file(id, text, &stem)
-        };
-        l.diagnostics.extend(diags);
-        asts.push(file);
+        asts.push(parse_rule_file(&mut l, id));
     }
 
     let plugins = load_plugins(&mut l, &plugins_path, &mut hasher);
@@ -162,20 +152,26 @@ pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
     for (name, text) in files {
         let id = l.sources.add(Path::new(name), text.to_string());
         hash_source(&mut hasher, &l.sources, id);
-        let path = Path::new(name);
-        let (file, diags) = if is_yaml(path) {
-            yaml::parse_yaml_rules(id, text)
-        } else {
-            let stem = path
-                .file_stem()
-                .map_or("rules".into(), |s| s.to_string_lossy());
-            parse::parse_file(id, text, &stem)
-        };
-        l.diagnostics.extend(diags);
-        asts.push(file);
+        asts.push(parse_rule_file(&mut l, id));
     }
     finish(&mut l, schema, &asts, &PluginSigs::default(), hasher);
     l
+}
+
+/// Parses a rule file already in the source map, by its form.
+fn parse_rule_file(l: &mut Load, id: SourceId) -> crate::lang::ast::RuleFile {
+    let path = l.sources.path(id);
+    let text = l.sources.text(id);
+    let (file, diags) = if is_yaml(path) {
+        yaml::parse_yaml_rules(id, text)
+    } else {
+        let stem = path
+            .file_stem()
+            .map_or("rules".into(), |s| s.to_string_lossy());
+        parse::parse_file(id, text, &stem)
+    };
+    l.diagnostics.extend(diags);
+    file
 }
 
 /// Checks and compiles the parsed files.

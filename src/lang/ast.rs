@@ -33,6 +33,25 @@ pub struct Rule {
     pub budget: Option<Budget>,
 }
 
+impl Rule {
+    /// A rule with a name and no clauses yet.
+    pub fn named(name: String, name_span: Span) -> Rule {
+        Rule {
+            name,
+            name_span,
+            on: None,
+            when: None,
+            then: Vec::new(),
+            then_span: None,
+            limit: None,
+            holdout: None,
+            priority: None,
+            group: None,
+            budget: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Duration {
     /// Seconds.

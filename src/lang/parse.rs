@@ -253,19 +253,7 @@ impl<'a> Builder<'a> {
                 None => return Err(self.error(Code::Syntax, whole, "rule without a name")),
             }
         };
-        let mut rule = super::ast::Rule {
-            name,
-            name_span,
-            on: None,
-            when: None,
-            then: Vec::new(),
-            then_span: None,
-            limit: None,
-            holdout: None,
-            priority: None,
-            group: None,
-            budget: None,
-        };
+        let mut rule = super::ast::Rule::named(name, name_span);
         let mut seen: Vec<(Rule, Span)> = Vec::new();
         for clause in inner {
             let which = clause.as_rule();

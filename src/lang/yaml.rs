@@ -145,19 +145,7 @@ impl Cx<'_> {
         };
         let name_scalar = self.scalar(name_node, "rule")?;
         let name_span = self.pos.span(name_scalar.span());
-        let mut rule = Rule {
-            name: name_scalar.as_str().to_string(),
-            name_span,
-            on: None,
-            when: None,
-            then: Vec::new(),
-            then_span: None,
-            limit: None,
-            holdout: None,
-            priority: None,
-            group: None,
-            budget: None,
-        };
+        let mut rule = Rule::named(name_scalar.as_str().to_string(), name_span);
         if rule.name.trim().is_empty() {
             self.shape(
                 name_node,
