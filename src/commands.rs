@@ -16,7 +16,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Loads config, rules and plugins; on errors prints them and gives the exit code.
-fn load_rules(common: &Common) -> Result<(Arc<Schema>, Arc<RuleSet>), ExitCode> {
+type Loaded = (
+    Arc<Schema>,
+    Arc<RuleSet>,
+    Option<Arc<nudge::plugins::Plugins>>,
+);
+
+fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
     let loaded = load(&LoadOptions {
         config: common.config.clone(),
         rules: common.rules.clone(),
@@ -27,7 +33,7 @@ fn load_rules(common: &Common) -> Result<(Arc<Schema>, Arc<RuleSet>), ExitCode> 
         return Err(ExitCode::from(if loaded.io_failure { 2 } else { 1 }));
     }
     match (loaded.schema, loaded.rules) {
-        (Some(s), Some(r)) => Ok((Arc::new(s), Arc::new(r))),
+        (Some(s), Some(r)) => Ok((Arc::new(s), Arc::new(r), loaded.plugins)),
         _ => Err(ExitCode::from(1)),
     }
 }
@@ -72,9 +78,11 @@ pub fn ingest(common: &Common, file: &Path, stop_on_error: bool) -> ExitCode {
 }
 
 fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<ExitCode, ExitCode> {
-    let (schema, rules) = load_rules(common)?;
+    let (schema, rules, plugins) = load_rules(common)?;
     let store = open_store(common, &schema)?;
-    let mut engine = Engine::new(schema, rules, store).map_err(fail)?;
+    let mut engine = Engine::new(schema, rules, store)
+        .map_err(fail)?
+        .with_plugins(plugins);
     let input: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -129,7 +137,7 @@ fn replay_inner(
     until: Option<&str>,
     out: Option<&Path>,
 ) -> Result<ExitCode, ExitCode> {
-    let (schema, rules) = load_rules(common)?;
+    let (schema, rules, plugins) = load_rules(common)?;
     let until = match until {
         Some(u) => Some(
             nudge::lang::parse::parse_date(u)
@@ -144,7 +152,9 @@ fn replay_inner(
         eprintln!("error: {e} (skipped)");
     }
     let store = SledStore::temporary().map_err(fail)?;
-    let mut engine = Engine::new(schema, rules, store).map_err(fail)?;
+    let mut engine = Engine::new(schema, rules, store)
+        .map_err(fail)?
+        .with_plugins(plugins);
     let bar = progress(Some(evs.len() as u64), "events");
     let result =
         nudge::replay::replay(&mut engine, evs, until, &mut |n| bar.set_position(n as u64));
@@ -223,7 +233,7 @@ pub fn member(common: &Common, id: &str) -> ExitCode {
 }
 
 fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
-    let (schema, rules) = load_rules(common)?;
+    let (schema, rules, _) = load_rules(common)?;
     let store = open_store(common, &schema)?;
     match store.member(id).map_err(fail)? {
         Some(rec) => {

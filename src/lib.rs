@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod lang;
 pub mod load;
 pub mod model;
+pub mod plugins;
 pub mod replay;
 pub mod schema;
 pub mod sinks;

@@ -6,8 +6,10 @@
 use crate::diag::{Code, Diagnostic, SourceId, SourceMap, Span};
 use crate::lang::check::PluginSigs;
 use crate::lang::{RuleSet, check, compile, parse, yaml};
+use crate::plugins::{Plugin, Plugins};
 use crate::schema::{self, Schema};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A rule file, plugin or config larger than this is refused (E102): real
 /// rule files are kilobytes, and everything read is kept in memory.
@@ -30,6 +32,8 @@ pub struct Load {
     pub diagnostics: Vec<Diagnostic>,
     pub schema: Option<Schema>,
     pub rules: Option<RuleSet>,
+    /// The plugins the rules were checked against, ready to run.
+    pub plugins: Option<Arc<Plugins>>,
     /// The config or a named folder could not be read at all.
     pub io_failure: bool,
 }
@@ -50,6 +54,7 @@ pub fn load(opts: &LoadOptions) -> Load {
         diagnostics: Vec::new(),
         schema: None,
         rules: None,
+        plugins: None,
         io_failure: false,
     };
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -118,10 +123,14 @@ pub fn load(opts: &LoadOptions) -> Load {
         asts.push(parse_rule_file(&mut l, id));
     }
 
-    let plugins = load_plugins(&mut l, &plugins_path, &mut hasher);
+    let limits = schema
+        .as_ref()
+        .map(|s| s.plugin_limits.clone())
+        .unwrap_or_default();
+    let plugins = load_plugins(&mut l, &plugins_path, &mut hasher, &limits);
 
     match schema {
-        Some(schema) => finish(&mut l, schema, &asts, &plugins, hasher),
+        Some(schema) => finish(&mut l, schema, &asts, plugins, hasher),
         None => crate::diag::sort(&mut l.diagnostics),
     }
     l
@@ -136,6 +145,7 @@ pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
         diagnostics: Vec::new(),
         schema: None,
         rules: None,
+        plugins: None,
         io_failure: false,
     };
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -154,7 +164,7 @@ pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
         hash_source(&mut hasher, &l.sources, id);
         asts.push(parse_rule_file(&mut l, id));
     }
-    finish(&mut l, schema, &asts, &PluginSigs::default(), hasher);
+    finish(&mut l, schema, &asts, Vec::new(), hasher);
     l
 }
 
@@ -179,20 +189,37 @@ fn finish(
     l: &mut Load,
     schema: Schema,
     asts: &[crate::lang::ast::RuleFile],
-    plugins: &PluginSigs,
+    plugins: Vec<Plugin>,
     hasher: xxhash_rust::xxh3::Xxh3,
 ) {
-    let (checked, diags) = check::check(&schema, asts, plugins, &l.sources);
+    let sigs = PluginSigs {
+        plugins: plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.functions.clone()))
+            .collect(),
+    };
+    let (checked, diags) = check::check(&schema, asts, &sigs, &l.sources);
     l.diagnostics.extend(diags);
     if l.errors() == 0 {
         let version = format!("{:016x}", hasher.digest());
-        l.rules = Some(compile::compile(
+        let names = plugins.iter().map(|p| p.name.clone()).collect();
+        let rules = compile::compile(
             checked.rules,
             checked.layout,
             schema.events.len(),
-            plugins.plugins.iter().map(|(n, _)| n.clone()).collect(),
+            names,
             version,
-        ));
+        );
+        let limits = schema.plugin_limits.clone();
+        let engine = crate::plugins::sandbox(&limits);
+        l.plugins = Some(Arc::new(Plugins::new(
+            engine,
+            plugins,
+            limits,
+            rules.layout.clone(),
+            schema.tiers.clone(),
+        )));
+        l.rules = Some(rules);
     }
     l.schema = Some(schema);
     crate::diag::sort(&mut l.diagnostics);
@@ -309,10 +336,15 @@ fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnos
 
 /// Compiles each `plugins/NAME.rhai` to learn its functions. A missing
 /// plugins folder just means no plugins.
-fn load_plugins(l: &mut Load, dir: &Path, hasher: &mut xxhash_rust::xxh3::Xxh3) -> PluginSigs {
-    let mut sigs = PluginSigs::default();
+fn load_plugins(
+    l: &mut Load,
+    dir: &Path,
+    hasher: &mut xxhash_rust::xxh3::Xxh3,
+    limits: &crate::plugins::Limits,
+) -> Vec<Plugin> {
+    let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return sigs;
+        return out;
     };
     let mut paths: Vec<PathBuf> = entries
         .flatten()
@@ -320,7 +352,7 @@ fn load_plugins(l: &mut Load, dir: &Path, hasher: &mut xxhash_rust::xxh3::Xxh3) 
         .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
         .collect();
     paths.sort();
-    let engine = rhai::Engine::new_raw();
+    let engine = crate::plugins::sandbox(limits);
     for path in paths {
         let id = match read_source(&mut l.sources, &path) {
             Ok(id) => id,
@@ -349,15 +381,8 @@ fn load_plugins(l: &mut Load, dir: &Path, hasher: &mut xxhash_rust::xxh3::Xxh3) 
             continue;
         }
         let text = l.sources.text(id);
-        match engine.compile(text) {
-            Ok(ast) => {
-                let fns = ast
-                    .iter_functions()
-                    .filter(|f| f.access != rhai::FnAccess::Private)
-                    .map(|f| (f.name.to_string(), f.params.len()))
-                    .collect();
-                sigs.plugins.push((name, fns));
-            }
+        match crate::plugins::compile(&engine, &name, text) {
+            Ok(plugin) => out.push(plugin),
             Err(e) => {
                 let p = e.position();
                 let offset = offset_of(text, p.line().unwrap_or(1), p.position().unwrap_or(1));
@@ -373,7 +398,7 @@ fn load_plugins(l: &mut Load, dir: &Path, hasher: &mut xxhash_rust::xxh3::Xxh3) 
             }
         }
     }
-    sigs
+    out
 }
 
 /// Byte offset of a 1-based line and column.

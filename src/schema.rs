@@ -35,6 +35,22 @@ struct ConfigFile {
     http: Option<HttpFile>,
     #[serde(default)]
     sinks: Vec<SinkFile>,
+    plugin_limits: Option<PluginLimitsFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginLimitsFile {
+    max_operations: Option<S>,
+    max_call_depth: Option<S>,
+    max_expr_depth: Option<S>,
+    max_string_bytes: Option<S>,
+    max_array: Option<S>,
+    max_map: Option<S>,
+    max_variables: Option<S>,
+    max_functions: Option<S>,
+    deadline_ms: Option<S>,
+    max_intents: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +236,7 @@ pub struct Schema {
     pub listen: String,
     pub token: Option<String>,
     pub sinks: Vec<Sink>,
+    pub plugin_limits: crate::plugins::Limits,
 }
 
 /// Triggers that are not event types.
@@ -713,7 +730,9 @@ impl Validator<'_> {
             }
         }
 
+        let plugin_limits = self.plugin_limits(f.plugin_limits.as_ref());
         Schema {
+            plugin_limits,
             timezone_name,
             timezone,
             tiers,
@@ -730,6 +749,64 @@ impl Validator<'_> {
             token,
             sinks,
         }
+    }
+}
+
+impl Validator<'_> {
+    fn plugin_limits(&mut self, f: Option<&PluginLimitsFile>) -> crate::plugins::Limits {
+        let mut l = crate::plugins::Limits::default();
+        let Some(f) = f else { return l };
+        let mut num = |v: &Option<S>, slot: &mut u64| {
+            if let Some(s) = v {
+                match s.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => *slot = n,
+                    _ => self.err(
+                        s,
+                        format!("`{}` is not a positive whole number", s.as_str()),
+                        None,
+                    ),
+                }
+            }
+        };
+        let mut ops = l.max_operations;
+        num(&f.max_operations, &mut ops);
+        let mut deadline = l.deadline.as_millis() as u64;
+        num(&f.deadline_ms, &mut deadline);
+        let mut sizes = [
+            l.max_call_depth,
+            l.max_expr_depth,
+            l.max_string_bytes,
+            l.max_array,
+            l.max_map,
+            l.max_variables,
+            l.max_functions,
+            l.max_intents,
+        ]
+        .map(|x| x as u64);
+        let fields = [
+            &f.max_call_depth,
+            &f.max_expr_depth,
+            &f.max_string_bytes,
+            &f.max_array,
+            &f.max_map,
+            &f.max_variables,
+            &f.max_functions,
+            &f.max_intents,
+        ];
+        for (slot, field) in sizes.iter_mut().zip(fields) {
+            num(field, slot);
+        }
+        let [call, expr, string, array, map, vars, fns, intents] = sizes.map(|x| x as usize);
+        l.max_operations = ops;
+        l.deadline = std::time::Duration::from_millis(deadline);
+        (
+            l.max_call_depth,
+            l.max_expr_depth,
+            l.max_string_bytes,
+            l.max_array,
+        ) = (call, expr, string, array);
+        (l.max_map, l.max_variables, l.max_functions, l.max_intents) = (map, vars, fns, intents);
+        l
     }
 }
 

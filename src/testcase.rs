@@ -165,6 +165,7 @@ fn run_inner(path: &Path, default_config: &Path, name: &mut String) -> Result<Ou
             msgs.join("\n  ")
         ));
     }
+    let plugins = loaded.plugins;
     let (Some(schema), Some(rules)) = (loaded.schema, loaded.rules) else {
         return Err("no rules".into());
     };
@@ -209,7 +210,9 @@ fn run_inner(path: &Path, default_config: &Path, name: &mut String) -> Result<Ou
         seed_members(&store, &schema, members, start_day)
             .map_err(|e| at(path, &text, pos.span(members.span()).start, &e))?;
     }
-    let mut engine = Engine::new(schema, Arc::new(rules), store).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(schema, Arc::new(rules), store)
+        .map_err(|e| e.to_string())?
+        .with_plugins(plugins);
     let replayed = crate::replay::replay(&mut engine, events, until, &mut |_| {})
         .map_err(|e| e.to_string())?;
     if let Some(r) = replayed.rejected.first() {

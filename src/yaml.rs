@@ -152,7 +152,12 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
 ) -> Result<T, YamlError> {
     marked_yaml::from_node(node).map_err(|e| {
         let pos = Positions::new(text);
-        let offset = e.start_mark().map_or(0, |m| pos.byte(m.character()));
+        let mut offset = e.start_mark().map_or(0, |m| pos.byte(m.character()));
+        if let marked_yaml::Error::UnknownFieldError(field, _, span) = &*e
+            && let Some(key) = find_key(node, span.start().map(|m| m.character()), field)
+        {
+            offset = pos.byte(key);
+        }
         let message = match &*e {
             marked_yaml::Error::UnknownFieldError(field, expected, _) => {
                 let hint = crate::diag::did_you_mean(field, expected.iter().copied())
@@ -170,6 +175,27 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
         };
         YamlError { message, offset }
     })
+}
+
+/// The character position of key `field` in the mapping that starts at
+/// `at` (marked-yaml reports unknown keys at their mapping).
+fn find_key(node: &Node, at: Option<usize>, field: &str) -> Option<usize> {
+    match node {
+        Node::Mapping(m) => {
+            let here = m.span().start().map(|s| s.character());
+            for (k, v) in m.iter() {
+                if k.as_str() == field && (here == at || at.is_none()) {
+                    return k.span().start().map(|s| s.character());
+                }
+                if let Some(p) = find_key(v, at, field) {
+                    return Some(p);
+                }
+            }
+            None
+        }
+        Node::Sequence(seq) => seq.iter().find_map(|n| find_key(n, at, field)),
+        Node::Scalar(_) => None,
+    }
 }
 
 /// A node as JSON: plain scalars that read as numbers, booleans or null

@@ -120,6 +120,7 @@ fn compiled_expressions_evaluate_as_written() {
             event: &event,
             today,
             host: None,
+            rule: "",
         };
         let rule = set.rule(&format!("line {}", c.line)).expect("rule");
         let got = rule.matches(&env);

@@ -8,8 +8,9 @@ use super::view::View;
 use crate::lang::RuleSet;
 use crate::lang::check::CouponSpec;
 use crate::lang::compile::{Action, CompiledRule};
-use crate::lang::program::{Env, Value};
+use crate::lang::program::{Env, IntCode, PluginHost, Value};
 use crate::model::{Effect, MemberRecord, RuleState, Stored, day_string, json_number, value_json};
+use crate::plugins::{Intent, PluginError, Plugins};
 use crate::schema::Schema;
 
 /// Tier changes raise triggers, which may change the tier again; this many
@@ -20,6 +21,7 @@ pub struct Ctx<'a> {
     pub schema: &'a Schema,
     pub rules: &'a RuleSet,
     pub plan: &'a Plan,
+    pub host: Option<&'a Plugins>,
 }
 
 /// One trigger: which rules, on which day, at what instant, with which event.
@@ -106,7 +108,8 @@ fn run_one(
             tags: &view.tags,
             event: t.event,
             today: t.today,
-            host: None,
+            host: cx.host.map(|h| h as &dyn PluginHost),
+            rule: &rule.name,
         };
         let is_true = rule.matches(&env) == Some(true);
         let mut st = RuleStateSlot::get(rec, key);
@@ -131,24 +134,156 @@ fn run_one(
         }
         let held_out = held_out(rule, member);
         let status = if held_out { "held_out" } else { "sent" };
+        // A plugin action that fails undoes the whole rule: the event is
+        // applied without this rule's effects.
+        let undo = rule
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Call(_)))
+            .then(|| (rec.clone(), effects.len(), tier_changes.len()));
         for (ai, action) in rule.actions.iter().enumerate() {
-            let change = act(cx, rec, action, &env, t.today, !held_out);
-            let Some(change) = change else { continue };
-            if let Some(up) = change.tier_change {
-                tier_changes.push(up);
+            let changes = match act_all(cx, rec, action, &env, t.today, !held_out) {
+                Ok(c) => c,
+                Err(_) => {
+                    if let Some((saved, n_effects, n_tiers)) = undo.clone() {
+                        *rec = saved;
+                        effects.truncate(n_effects);
+                        tier_changes.truncate(n_tiers);
+                    }
+                    dirty = true;
+                    break;
+                }
+            };
+            for (sub, change) in changes.into_iter().enumerate() {
+                if let Some(up) = change.tier_change {
+                    tier_changes.push(up);
+                }
+                dirty |= change.changed_state;
+                let mut e = change.effect;
+                e.key = effect_key(&rule.name, member, &t.name, ai << 16 | sub);
+                e.at = at.to_string();
+                e.member = member.to_string();
+                e.rule = rule.name.clone();
+                e.ruleset = cx.rules.version.clone();
+                e.trigger = t.name.clone();
+                e.status = status.to_string();
+                effects.push(e);
             }
-            dirty |= change.changed_state;
-            let mut e = change.effect;
-            e.key = effect_key(&rule.name, member, &t.name, ai);
-            e.at = at.to_string();
-            e.member = member.to_string();
-            e.rule = rule.name.clone();
-            e.ruleset = cx.rules.version.clone();
-            e.trigger = t.name.clone();
-            e.status = status.to_string();
-            effects.push(e);
         }
     }
+}
+
+/// The changes of one action: a plugin call may ask for several.
+fn act_all(
+    cx: &Ctx<'_>,
+    rec: &mut MemberRecord,
+    action: &Action,
+    env: &Env<'_>,
+    today: i32,
+    apply: bool,
+) -> Result<Vec<Change>, PluginError> {
+    let Action::Call(call) = action else {
+        return Ok(act(cx, rec, action, env, today, apply)
+            .into_iter()
+            .collect());
+    };
+    let plugin_name = cx
+        .plan
+        .plugin_names
+        .get(call.plugin as usize)
+        .cloned()
+        .unwrap_or_default();
+    let fail = |message: String| PluginError {
+        plugin: plugin_name.clone(),
+        function: call.function.to_string(),
+        rule: Some(env.rule.to_string()),
+        message,
+    };
+    let Some(host) = cx.host else {
+        return Err(fail("no plugin host is loaded".into()));
+    };
+    let intents = host.intents(
+        call.plugin as usize,
+        &call.function,
+        &call.args(env),
+        env,
+        env.rule,
+    )?;
+    let mut out = Vec::new();
+    for intent in intents {
+        let action = match intent {
+            Intent::Payload(value) => {
+                let mut e = blank("plugin");
+                e.plugin = Some(format!("{plugin_name}.{}", call.function));
+                e.value = Some(value);
+                out.push(Change {
+                    effect: e,
+                    changed_state: false,
+                    tier_change: None,
+                });
+                continue;
+            }
+            Intent::Points(n) => Action::Points {
+                deduct: n < 0,
+                amount: IntCode::Const(n.abs()),
+            },
+            Intent::Tag(tag) => Action::Tag {
+                tag: tag.into(),
+                bit: 0,
+                untag: false,
+            },
+            Intent::Untag(tag) => Action::Tag {
+                tag: tag.into(),
+                bit: 0,
+                untag: true,
+            },
+            Intent::Message { message, channel } => {
+                let ch = cx.schema.channel(&channel).map(|(i, _)| i).ok_or_else(|| {
+                    host.report(fail(format!(
+                        "unknown channel `{channel}` in a message intent"
+                    )))
+                })?;
+                Action::Message {
+                    template: message.into(),
+                    channel: ch,
+                }
+            }
+            Intent::Coupon { coupon, channel } => {
+                let spec = match cx.schema.coupon(&coupon) {
+                    Some((i, _)) => CouponSpec::Template(i),
+                    None => literal_coupon(&coupon).ok_or_else(|| {
+                        host.report(fail(format!(
+                            "unknown coupon `{coupon}`: not a template and not like `30-6`"
+                        )))
+                    })?,
+                };
+                let ch = match channel {
+                    Some(c) => Some(cx.schema.channel(&c).map(|(i, _)| i).ok_or_else(|| {
+                        host.report(fail(format!("unknown channel `{c}` in a coupon intent")))
+                    })?),
+                    None => None,
+                };
+                Action::Coupon {
+                    coupon: spec,
+                    channel: ch,
+                }
+            }
+        };
+        out.extend(act(cx, rec, &action, env, today, apply));
+    }
+    Ok(out)
+}
+
+/// `30-6` as a threshold coupon.
+fn literal_coupon(s: &str) -> Option<CouponSpec> {
+    let (a, b) = s.split_once('-')?;
+    let threshold: rust_decimal::Decimal = a.trim().parse().ok()?;
+    let discount: rust_decimal::Decimal = b.trim().parse().ok()?;
+    (discount > rust_decimal::Decimal::ZERO && (threshold.is_zero() || discount < threshold))
+        .then_some(CouponSpec::Literal {
+            threshold,
+            discount,
+        })
 }
 
 /// The idempotency key: the same rule, member, trigger and action always
@@ -396,24 +531,8 @@ fn act(
             e.tag = Some(tag.to_string());
             e
         }
-        Action::Call(call) => {
-            let mut e = blank("plugin");
-            e.plugin = Some(format!(
-                "{}.{}",
-                cx.plan
-                    .plugin_names
-                    .get(call.plugin as usize)
-                    .map_or("?", |s| s.as_str()),
-                call.function
-            ));
-            e.args = Some(
-                call.args
-                    .iter()
-                    .map(|a| value_json(&a.value(env), &schema.tiers))
-                    .collect(),
-            );
-            e
-        }
+        // Plugin calls go through `act_all`.
+        Action::Call(_) => return None,
     };
     Some(Change {
         effect,

@@ -56,6 +56,7 @@ fn fold_aggregates(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, ru
                 event: &slots,
                 today: day,
                 host: None,
+                rule: "",
             };
             if filter.eval(&env) != Some(true) {
                 continue;

@@ -16,6 +16,7 @@ pub mod view;
 use crate::lang::RuleSet;
 use crate::lang::program::Value;
 use crate::model::{Effect, Event, MemberRecord};
+use crate::plugins::Plugins;
 use crate::schema::Schema;
 use crate::store::{Store, StoreError, WriteSet};
 use fire::{Ctx, Trigger};
@@ -119,6 +120,7 @@ pub struct Engine<S: Store> {
     store: S,
     next_seq: u64,
     view: View,
+    plugins: Option<Arc<Plugins>>,
 }
 
 /// Uncommitted changes of a batch.
@@ -150,7 +152,18 @@ impl<S: Store> Engine<S> {
             store,
             next_seq,
             view: View::default(),
+            plugins: None,
         })
+    }
+
+    /// Runs plugin calls with `plugins` (loaded with the same rule set).
+    pub fn with_plugins(mut self, plugins: Option<Arc<Plugins>>) -> Self {
+        self.plugins = plugins;
+        self
+    }
+
+    pub fn plugins(&self) -> Option<&Plugins> {
+        self.plugins.as_deref()
     }
 
     pub fn store(&self) -> &S {
@@ -205,6 +218,7 @@ impl<S: Store> Engine<S> {
             schema: &self.schema,
             rules: &self.rules,
             plan: &self.plan,
+            host: self.plugins.as_deref(),
         };
         fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         let slots = self.plan.event_slots(ev);
@@ -281,6 +295,7 @@ impl<S: Store> Engine<S> {
             schema: &self.schema,
             rules: &self.rules,
             plan: &self.plan,
+            host: self.plugins.as_deref(),
         };
         let trigger = Trigger {
             name: format!("tick:{}", crate::model::day_string(day)),

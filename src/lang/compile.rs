@@ -206,6 +206,7 @@ pub fn const_bool(e: &TExpr) -> Option<bool> {
         event: &[],
         today: 0,
         host: None,
+        rule: "",
     };
     bool_code(e).eval(&env)
 }
@@ -324,6 +325,7 @@ fn empty_env() -> Env<'static> {
         event: &[],
         today: 0,
         host: None,
+        rule: "",
     }
 }
 

@@ -73,12 +73,45 @@ pub struct Env<'a> {
     pub today: i32,
     /// Runs plugin functions; without one, plugin calls are null.
     pub host: Option<&'a dyn PluginHost>,
+    /// The rule being evaluated (for plugin error reports); may be empty.
+    pub rule: &'a str,
 }
 
-/// Calls plugin functions for conditions and actions (see `plugins`).
+/// The type a rule expects from a plugin function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Bool,
+    Int,
+    Dec,
+    Str,
+    Any,
+}
+
+impl Expect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Expect::Bool => "true/false",
+            Expect::Int => "a whole number",
+            Expect::Dec => "a number",
+            Expect::Str => "a string",
+            Expect::Any => "a value",
+        }
+    }
+}
+
+/// Calls plugin functions for conditions (see `plugins`).
 pub trait PluginHost {
-    /// `args` may hold [`Value::Member`], meaning the member in `env`.
-    fn call(&self, plugin: u16, function: &str, args: &[Value], env: &Env<'_>) -> Value;
+    /// `args` may hold [`Value::Member`], meaning the member in `env`. A
+    /// result that is not of the `expect`ed type is reported by the host
+    /// and comes back as null.
+    fn call(
+        &self,
+        plugin: u16,
+        function: &str,
+        args: &[Value],
+        env: &Env<'_>,
+        expect: Expect,
+    ) -> Value;
 }
 
 /// A call of a plugin function.
@@ -90,12 +123,15 @@ pub struct PluginCode {
 }
 
 impl PluginCode {
-    pub fn call(&self, env: &Env<'_>) -> Value {
+    pub fn call(&self, env: &Env<'_>, expect: Expect) -> Value {
         let Some(host) = env.host else {
             return Value::Null;
         };
-        let args: Vec<Value> = self.args.iter().map(|a| a.value(env)).collect();
-        host.call(self.plugin, &self.function, &args, env)
+        host.call(self.plugin, &self.function, &self.args(env), env, expect)
+    }
+
+    pub fn args(&self, env: &Env<'_>) -> Vec<Value> {
+        self.args.iter().map(|a| a.value(env)).collect()
     }
 }
 
@@ -259,7 +295,7 @@ impl BoolCode {
             BoolCode::InDec(a, set) => a.eval(env).map(|v| set.iter().any(|x| dec_key(v, *x) == 0)),
             BoolCode::InStr(a, set) => a.eval(env).map(|v| set.iter().any(|s| **s == *v)),
             BoolCode::IsNull(a) => Some(a.is_null(env)),
-            BoolCode::Plugin(p) => p.call(env).bool(),
+            BoolCode::Plugin(p) => p.call(env, Expect::Bool).bool(),
         }
     }
 }
@@ -286,7 +322,7 @@ impl IntCode {
                     rust_decimal::RoundingStrategy::MidpointAwayFromZero,
                 ))
             }
-            IntCode::Plugin(p) => p.call(env).int(),
+            IntCode::Plugin(p) => p.call(env, Expect::Int).int(),
         }
     }
 }
@@ -330,7 +366,7 @@ impl DecCode {
             DecCode::Div(a, b) => a.eval(env)?.checked_div(b.eval(env)?),
             DecCode::Neg(a) => Some(-a.eval(env)?),
             DecCode::Abs(a) => Some(a.eval(env)?.abs()),
-            DecCode::Plugin(p) => p.call(env).dec(),
+            DecCode::Plugin(p) => p.call(env, Expect::Dec).dec(),
         }
     }
 }
@@ -342,7 +378,7 @@ impl StrCode {
             StrCode::Const(s) => Some(Cow::Borrowed(s)),
             StrCode::Slot(s) => env.slot(*s).str().map(Cow::Borrowed),
             StrCode::Event(s) => env.event(*s).str().map(Cow::Borrowed),
-            StrCode::Plugin(p) => match p.call(env) {
+            StrCode::Plugin(p) => match p.call(env, Expect::Str) {
                 Value::Str(s) => Some(Cow::Owned(s.to_string())),
                 _ => None,
             },
@@ -358,7 +394,7 @@ impl AnyCode {
             AnyCode::Dec(d) => d.eval(env).is_none(),
             AnyCode::Str(s) => s.eval(env).is_none(),
             AnyCode::Member => false,
-            AnyCode::Plugin(p) => p.call(env) == Value::Null,
+            AnyCode::Plugin(p) => p.call(env, Expect::Any) == Value::Null,
         }
     }
 
@@ -375,7 +411,7 @@ impl AnyCode {
             AnyCode::Dec(d) => d.eval(env).map(Value::Dec),
             AnyCode::Str(s) => s.eval(env).map(|s| Value::Str(Arc::from(&*s))),
             AnyCode::Member => Some(Value::Member),
-            AnyCode::Plugin(p) => Some(p.call(env)),
+            AnyCode::Plugin(p) => Some(p.call(env, Expect::Any)),
         };
         v.unwrap_or(Value::Null)
     }
