@@ -362,7 +362,7 @@ impl Plugins {
     }
 
     /// The member, read-only: every field, attribute and aggregate the rule
-    /// set knows by name, tags as an array, and the event's fields.
+    /// set knows by name, all tags as an array, and the event's fields.
     fn member_map(&self, env: &Env<'_>) -> Map {
         let mut m = Map::new();
         for (i, (name, _)) in self.layout.fields.iter().enumerate() {
@@ -372,17 +372,10 @@ impl Plugins {
             let v = env.member.get(i).cloned().unwrap_or(Value::Null);
             m.insert(name.as_str().into(), self.to_dynamic(&v, env));
         }
-        let tags: rhai::Array = self
-            .layout
-            .tags
+        let tags: rhai::Array = env
+            .tag_names
             .iter()
-            .enumerate()
-            .filter(|(bit, _)| {
-                env.tags
-                    .get(bit / 64)
-                    .is_some_and(|w| w & (1 << (bit % 64)) != 0)
-            })
-            .map(|(_, t)| Dynamic::from(t.clone()))
+            .map(|t| Dynamic::from(t.clone()))
             .collect();
         m.insert("tags".into(), tags.into());
         let mut event = Map::new();

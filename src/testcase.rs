@@ -413,7 +413,9 @@ fn compare(expect: &[serde_json::Map<String, serde_json::Value>], actual: &[Effe
                 "tier",
                 "tag",
                 "attribute",
+                "value",
                 "message",
+                "plugin",
                 "status",
             ] {
                 if actual[j].contains_key(k) {

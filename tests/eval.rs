@@ -117,6 +117,7 @@ fn compiled_expressions_evaluate_as_written() {
         let env = Env {
             member: &member,
             tags: &tags,
+            tag_names: &[],
             event: &event,
             today,
             host: None,

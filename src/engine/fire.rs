@@ -106,6 +106,7 @@ fn run_one(
         let env = Env {
             member: &view.member,
             tags: &view.tags,
+            tag_names: &view.tag_names,
             event: t.event,
             today: t.today,
             host: cx.host.map(|h| h as &dyn PluginHost),

@@ -53,6 +53,7 @@ fn fold_aggregates(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, ru
             let env = Env {
                 member: &[],
                 tags: &[],
+                tag_names: &[],
                 event: &slots,
                 today: day,
                 host: None,

@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 pub struct View {
     pub member: Vec<Value>,
     pub tags: Vec<u64>,
+    pub tag_names: Vec<String>,
 }
 
 impl View {
@@ -96,6 +97,7 @@ impl View {
                 &layout.fields[spec.slot as usize].1,
             );
         }
+        self.tag_names.clone_from(&rec.tags);
         self.tags.clear();
         self.tags.resize(layout.tags.len().div_ceil(64), 0);
         for t in &rec.tags {

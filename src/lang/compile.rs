@@ -203,6 +203,7 @@ pub fn const_bool(e: &TExpr) -> Option<bool> {
     let env = Env {
         member: &[],
         tags: &[],
+        tag_names: &[],
         event: &[],
         today: 0,
         host: None,
@@ -322,6 +323,7 @@ fn empty_env() -> Env<'static> {
     Env {
         member: &[],
         tags: &[],
+        tag_names: &[],
         event: &[],
         today: 0,
         host: None,
