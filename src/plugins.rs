@@ -316,7 +316,7 @@ impl Plugins {
             .index(plugin)
             .ok_or_else(|| err("no such plugin".into()))?;
         let json = serde_json::to_value(effect).map_err(|e| err(e.to_string()))?;
-        let arg = rhai::serde::to_dynamic(&json).map_err(|e| err(e.to_string()))?;
+        let arg = json_to_dynamic(&json);
         let out = self.call_raw(index, "deliver", vec![arg], None)?;
         let map = out.try_cast::<Map>().ok_or_else(|| {
             self.fail(err(
@@ -519,12 +519,62 @@ fn intent(item: Dynamic) -> Result<Intent, String> {
         });
     }
     if let Some(p) = map.get("payload") {
-        return rhai::serde::from_dynamic::<serde_json::Value>(p)
-            .map(Intent::Payload)
-            .map_err(|e| e.to_string());
+        return Ok(Intent::Payload(dynamic_to_json(p)));
     }
     Err(format!(
         "unknown intent with keys {:?}; intents are coupon, points, tag, untag, message, payload",
         map.keys().map(|k| k.as_str()).collect::<Vec<_>>()
     ))
+}
+
+/// JSON as rhai values: whole numbers as integers, other numbers as exact
+/// decimals (never through floating point).
+pub fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Dynamic::UNIT,
+        J::Bool(b) => (*b).into(),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n
+                .to_string()
+                .parse::<rust_decimal::Decimal>()
+                .map_or_else(|_| n.to_string().into(), Dynamic::from_decimal),
+        },
+        J::String(s) => s.clone().into(),
+        J::Array(a) => a
+            .iter()
+            .map(json_to_dynamic)
+            .collect::<rhai::Array>()
+            .into(),
+        J::Object(o) => o
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+            .collect::<Map>()
+            .into(),
+    }
+}
+
+/// A script's value as JSON (decimals exact; other types by their text).
+pub fn dynamic_to_json(v: &Dynamic) -> serde_json::Value {
+    if v.is_unit() {
+        serde_json::Value::Null
+    } else if let Ok(b) = v.as_bool() {
+        b.into()
+    } else if let Ok(i) = v.as_int() {
+        i.into()
+    } else if let Ok(d) = v.as_decimal() {
+        serde_json::Value::Number(crate::model::json_number(d))
+    } else if let Ok(f) = v.as_float() {
+        serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    } else if let Some(a) = v.read_lock::<rhai::Array>() {
+        a.iter().map(dynamic_to_json).collect()
+    } else if let Some(m) = v.read_lock::<Map>() {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    } else {
+        v.to_string().into()
+    }
 }
