@@ -117,6 +117,13 @@ impl Common {
 }
 
 fn main() -> ExitCode {
+    // Logs (plugin failures, script output) go to stderr; RUST_LOG tunes them.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let common = cli.common;
     match cli.command {
