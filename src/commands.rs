@@ -237,12 +237,33 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
     let store = open_store(common, &schema)?;
     match store.member(id).map_err(fail)? {
         Some(rec) => {
-            println!("{}", report::member_json(id, &rec, &schema, &rules));
+            println!("{}", nudge::engine::member_json(id, &rec, &schema, &rules));
             Ok(ExitCode::SUCCESS)
         }
         None => {
             eprintln!("error: no member `{id}`");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+pub fn run(common: &Common, listen: Option<String>) -> ExitCode {
+    let opts = nudge::daemon::DaemonOptions {
+        load: LoadOptions {
+            config: common.config.clone(),
+            rules: common.rules.clone(),
+            plugins: common.plugins.clone(),
+        },
+        data: common.data.clone(),
+        listen,
+        tick_every: std::time::Duration::from_secs(30),
+    };
+    match nudge::daemon::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(nudge::daemon::DaemonError::Rules(loaded)) => {
+            eprint!("{}", report::human(&loaded, common.color_on()));
+            ExitCode::from(if loaded.io_failure { 2 } else { 1 })
+        }
+        Err(e) => fail(e),
     }
 }

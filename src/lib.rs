@@ -5,6 +5,7 @@
 //! diagnostics as data (`diag`). The `nudge` binary (src/main.rs) parses
 //! arguments and renders diagnostics; nothing here prints.
 
+pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod ingest;

@@ -38,12 +38,50 @@ pub struct Load {
     pub io_failure: bool,
 }
 
+impl std::fmt::Debug for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Load {{ errors: {}, warnings: {} }}",
+            self.errors(),
+            self.warnings()
+        )
+    }
+}
+
 impl Load {
     pub fn errors(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
     pub fn warnings(&self) -> usize {
         self.diagnostics.len() - self.errors()
+    }
+
+    /// The diagnostics as data: code, severity, message, label, hint, and
+    /// file, line and column where there is a place.
+    pub fn diagnostics_json(&self) -> serde_json::Value {
+        self.diagnostics
+            .iter()
+            .map(|d| {
+                let mut v = serde_json::json!({
+                    "code": d.code.as_str(),
+                    "severity": d.severity().to_string(),
+                    "message": d.message,
+                    "label": d.label,
+                    "hint": d.hint,
+                });
+                if let Some(src) = d.source {
+                    let (line, column) = self.sources.line_col(src, d.span.start);
+                    let (end_line, end_column) = self.sources.line_col(src, d.span.end);
+                    v["file"] = serde_json::json!(self.sources.path(src).display().to_string());
+                    v["line"] = serde_json::json!(line);
+                    v["column"] = serde_json::json!(column);
+                    v["end_line"] = serde_json::json!(end_line);
+                    v["end_column"] = serde_json::json!(end_column);
+                }
+                v
+            })
+            .collect()
     }
 }
 

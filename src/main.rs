@@ -117,21 +117,26 @@ impl Common {
 }
 
 fn main() -> ExitCode {
-    // Logs (plugin failures, script output) go to stderr; RUST_LOG tunes them.
+    let cli = Cli::parse();
+    // Logs go to stderr: the daemon says what it does (info), the other
+    // commands only warn (plugin failures). RUST_LOG overrides.
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
-    let cli = Cli::parse();
     let common = cli.common;
     match cli.command {
         Command::Check { path, format } => check(&common, path, format),
-        Command::Run { .. } => not_yet(
-            "run",
-            "the daemon (HTTP API, live reload, schedule, delivery)",
-        ),
+        Command::Run { listen } => commands::run(&common, listen),
         Command::Ingest {
             file,
             stop_on_error,

@@ -89,31 +89,8 @@ fn to_report(d: &Diagnostic, sources: &SourceMap) -> Report {
 }
 
 pub fn json(l: &Load) -> String {
-    let diags: Vec<serde_json::Value> = l
-        .diagnostics
-        .iter()
-        .map(|d| {
-            let mut v = json!({
-                "code": d.code.as_str(),
-                "severity": d.severity().to_string(),
-                "message": d.message,
-                "label": d.label,
-                "hint": d.hint,
-            });
-            if let Some(src) = d.source {
-                let (line, column) = l.sources.line_col(src, d.span.start);
-                let (end_line, end_column) = l.sources.line_col(src, d.span.end);
-                v["file"] = json!(l.sources.path(src).display().to_string());
-                v["line"] = json!(line);
-                v["column"] = json!(column);
-                v["end_line"] = json!(end_line);
-                v["end_column"] = json!(end_column);
-            }
-            v
-        })
-        .collect();
     json!({
-        "diagnostics": diags,
+        "diagnostics": l.diagnostics_json(),
         "errors": l.errors(),
         "warnings": l.warnings(),
         "rules": l.rules.as_ref().map_or(0, |r| r.rules.len()),
@@ -146,53 +123,4 @@ pub fn summary(s: &nudge::replay::Summary) -> String {
         s.points_awarded
     ));
     out
-}
-
-/// A member's stored state as JSON.
-pub fn member_json(
-    id: &str,
-    rec: &nudge::model::MemberRecord,
-    schema: &nudge::schema::Schema,
-    rules: &nudge::lang::RuleSet,
-) -> String {
-    use nudge::model::day_string;
-    let day = |d: Option<i32>| d.map(day_string);
-    let rule_name = |k: u64| {
-        rules
-            .rules
-            .iter()
-            .find(|r| xxhash_rust::xxh3::xxh3_64(r.name.as_bytes()) == k)
-            .map_or(format!("{k:016x}"), |r| r.name.clone())
-    };
-    let attrs: serde_json::Map<String, serde_json::Value> = rec
-        .attributes
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                nudge::model::value_json(&v.into(), &schema.tiers),
-            )
-        })
-        .collect();
-    let rule_states: Vec<serde_json::Value> = rec
-        .rules
-        .iter()
-        .map(|r| json!({"rule": rule_name(r.rule), "armed": r.armed, "fired": r.fired, "recent": r.recent.iter().map(|d| day_string(*d)).collect::<Vec<_>>()}))
-        .collect();
-    json!({
-        "member": id,
-        "tier": schema.tiers.get(rec.tier as usize),
-        "points": rec.points,
-        "orders": rec.orders,
-        "spend": nudge::model::json_number(rec.spend),
-        "joined_at": day_string(rec.joined),
-        "first_purchase_at": day(rec.first_purchase),
-        "last_purchase_at": day(rec.last_purchase),
-        "purchase_days": rec.purchase_days,
-        "tags": rec.tags,
-        "birthday": day(rec.birthday),
-        "attributes": attrs,
-        "rules": rule_states,
-    })
-    .to_string()
 }

@@ -69,6 +69,7 @@ pub trait Store {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+#[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,

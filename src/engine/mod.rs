@@ -177,6 +177,20 @@ impl<S: Store> Engine<S> {
         self.rules = rules;
     }
 
+    /// Swaps config, rules and plugins together (a reload); rule state of
+    /// rules with the same name carries over.
+    pub fn swap(
+        &mut self,
+        schema: Arc<Schema>,
+        rules: Arc<RuleSet>,
+        plugins: Option<Arc<Plugins>>,
+    ) {
+        self.plan = Plan::new(&schema, &rules);
+        self.schema = schema;
+        self.rules = rules;
+        self.plugins = plugins;
+    }
+
     pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
         self.store.member(id)
     }
@@ -405,4 +419,52 @@ impl<S: Store> Engine<S> {
 fn prune(rec: &mut MemberRecord, plan: &Plan) {
     rec.rules.retain(|r| plan.rule_keys.contains(&r.rule));
     rec.aggregates.retain(|a| plan.agg_keys.contains(&a.key));
+}
+
+/// A member's stored state as JSON.
+pub fn member_json(
+    id: &str,
+    rec: &crate::model::MemberRecord,
+    schema: &Schema,
+    rules: &RuleSet,
+) -> serde_json::Value {
+    use crate::model::day_string;
+    let day = |d: Option<i32>| d.map(day_string);
+    let rule_name = |k: u64| {
+        rules
+            .rules
+            .iter()
+            .find(|r| xxhash_rust::xxh3::xxh3_64(r.name.as_bytes()) == k)
+            .map_or(format!("{k:016x}"), |r| r.name.clone())
+    };
+    let attrs: serde_json::Map<String, serde_json::Value> = rec
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                crate::model::value_json(&v.into(), &schema.tiers),
+            )
+        })
+        .collect();
+    let rule_states: Vec<serde_json::Value> = rec
+        .rules
+        .iter()
+        .map(|r| serde_json::json!({"rule": rule_name(r.rule), "armed": r.armed, "fired": r.fired, "recent": r.recent.iter().map(|d| day_string(*d)).collect::<Vec<_>>()}))
+        .collect();
+    serde_json::json!({
+        "member": id,
+        "tier": schema.tiers.get(rec.tier as usize),
+        "points": rec.points,
+        "orders": rec.orders,
+        "spend": crate::model::json_number(rec.spend),
+        "joined_at": day_string(rec.joined),
+        "first_purchase_at": day(rec.first_purchase),
+        "last_purchase_at": day(rec.last_purchase),
+        "purchase_days": rec.purchase_days,
+        "tags": rec.tags,
+        "birthday": day(rec.birthday),
+        "attributes": attrs,
+        "rules": rule_states,
+    })
 }

@@ -1,0 +1,325 @@
+//! The HTTP API (axum). Routes, the bearer token, and the mapping of
+//! writer replies to status codes: 202 once durable, 400 with field paths,
+//! 409 for a reused id, 413 for a too-large body, 503 while the store
+//! cannot write.
+
+use super::writer::{Command, IngestReply};
+use super::{LATENCY_BUCKETS, Shared};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use tokio::sync::oneshot;
+
+/// Largest request body: 10,000 events of a kilobyte.
+pub const MAX_BODY: usize = 10 * 1024 * 1024;
+
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    writer: Sender<Command>,
+}
+
+pub fn router(shared: Arc<Shared>, writer: Sender<Command>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/members/{id}", get(get_member))
+        .route("/v1/status", get(get_status))
+        .route("/v1/reload", post(post_reload))
+        .route("/metrics", get(get_metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(App { shared, writer })
+}
+
+fn reply(code: StatusCode, body: serde_json::Value) -> Response {
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `Authorization: Bearer TOKEN`, compared in constant time.
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let Some(token) = &app.shared.token else {
+        return true;
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.iter()
+        .zip(b)
+        .fold(a.len() ^ b.len(), |acc, (x, y)| acc | (x ^ y) as usize)
+        == 0
+}
+
+fn unauthorized() -> Response {
+    reply(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "a valid bearer token is required"}),
+    )
+}
+
+async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let values = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(a)) => a,
+        Ok(v @ serde_json::Value::Object(_)) => vec![v],
+        Ok(_) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"errors": [{"path": "", "message": "send an event object or an array of them"}]}),
+            );
+        }
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"errors": [{"path": "", "message": format!("not valid JSON: {e}")}]}),
+            );
+        }
+    };
+    let n = values.len() as u64;
+    app.shared.events_received.fetch_add(n, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    if app
+        .writer
+        .send(Command::Ingest {
+            events: values,
+            reply: tx,
+        })
+        .is_err()
+    {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "shutting down"}),
+        );
+    }
+    match rx.await {
+        Ok(IngestReply::Accepted {
+            applied,
+            duplicates,
+        }) => reply(
+            StatusCode::ACCEPTED,
+            json!({"applied": applied, "duplicates": duplicates}),
+        ),
+        Ok(IngestReply::Invalid(errors)) => {
+            app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
+            let errors: Vec<_> = errors
+                .iter()
+                .map(|e| json!({"index": e.line.map(|l| l - 1), "id": e.id, "path": e.path, "message": e.message}))
+                .collect();
+            reply(
+                StatusCode::BAD_REQUEST,
+                json!({"errors": errors, "stored": 0}),
+            )
+        }
+        Ok(IngestReply::Conflict(ids)) => {
+            app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
+            reply(
+                StatusCode::CONFLICT,
+                json!({"error": "event ids already used with a different body", "ids": ids, "stored": 0}),
+            )
+        }
+        Ok(IngestReply::Unavailable(e)) => {
+            reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e}))
+        }
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the writer stopped"}),
+        ),
+    }
+}
+
+async fn get_member(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    use crate::store::Store;
+    match app.shared.store.member(&id) {
+        Ok(Some(rec)) => reply(
+            StatusCode::OK,
+            crate::engine::member_json(
+                &id,
+                &rec,
+                &app.shared.schema.load(),
+                &app.shared.rules.load(),
+            ),
+        ),
+        Ok(None) => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no member `{id}`")}),
+        ),
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+fn status_json(app: &App) -> serde_json::Value {
+    let s = app.shared.status.load();
+    json!({
+        "ruleset": s.ruleset,
+        "rules": s.rules,
+        "last_reload": {"ok": s.last_reload_ok, "diagnostics": s.last_reload_diagnostics},
+        "reloads": s.reloads,
+        "failed_reloads": s.failed_reloads,
+        "events": {
+            "received": app.shared.events_received.load(Ordering::Relaxed),
+            "applied": app.shared.events_applied.load(Ordering::Relaxed),
+            "rejected": app.shared.events_rejected.load(Ordering::Relaxed),
+        },
+        "plugin_failures": app.shared.plugin_failures(),
+    })
+}
+
+async fn get_status(State(app): State<App>, headers: HeaderMap) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    reply(StatusCode::OK, status_json(&app))
+}
+
+async fn post_reload(State(app): State<App>, headers: HeaderMap) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let (tx, rx) = oneshot::channel();
+    if app
+        .writer
+        .send(Command::Reload {
+            reason: "POST /v1/reload",
+            reply: Some(tx),
+        })
+        .is_err()
+    {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "shutting down"}),
+        );
+    }
+    let ok = rx.await.unwrap_or(false);
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    reply(code, status_json(&app))
+}
+
+/// Prometheus text format.
+async fn get_metrics(State(app): State<App>) -> Response {
+    use crate::store::Store;
+    let sh = &app.shared;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        "nudge_events_received_total",
+        "Events received over HTTP.",
+        sh.events_received.load(Ordering::Relaxed),
+    );
+    counter(
+        "nudge_events_applied_total",
+        "Events applied (durable).",
+        sh.events_applied.load(Ordering::Relaxed),
+    );
+    counter(
+        "nudge_events_rejected_total",
+        "Events refused (invalid or conflicting).",
+        sh.events_rejected.load(Ordering::Relaxed),
+    );
+    counter(
+        "nudge_plugin_failures_total",
+        "Plugin calls that failed.",
+        sh.plugin_failures(),
+    );
+    let s = sh.status.load();
+    counter("nudge_reloads_total", "Reloads attempted.", s.reloads);
+    counter(
+        "nudge_reloads_failed_total",
+        "Reloads that failed (the running rules stayed).",
+        s.failed_reloads,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_last_reload_ok Whether the last reload succeeded.\n# TYPE nudge_last_reload_ok gauge\nnudge_last_reload_ok {}",
+        s.last_reload_ok as u8
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_ruleset_info The running rule set.\n# TYPE nudge_ruleset_info gauge\nnudge_ruleset_info{{version=\"{}\",rules=\"{}\"}} 1",
+        s.ruleset, s.rules
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_effects_total Effects by rule and status.\n# TYPE nudge_effects_total counter"
+    );
+    if let Ok(m) = sh.effects.lock() {
+        for ((rule, status), n) in m.iter() {
+            let _ = writeln!(
+                out,
+                "nudge_effects_total{{rule=\"{}\",status=\"{status}\"}} {n}",
+                rule.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nudge_batch_seconds Time to evaluate and commit a batch.\n# TYPE nudge_batch_seconds histogram"
+    );
+    if let Ok(h) = sh.latency.lock() {
+        let mut cum = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += h[i];
+            let _ = writeln!(out, "nudge_batch_seconds_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += h[LATENCY_BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "nudge_batch_seconds_bucket{{le=\"+Inf\"}} {cum}\nnudge_batch_seconds_count {cum}"
+        );
+        let _ = writeln!(
+            out,
+            "nudge_batch_seconds_sum {}",
+            sh.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+    }
+    let depth = sh.store.outbox(0, 1_000_000).map_or(0, |o| o.len());
+    let members = sh.store.member_ids().map_or(0, |m| m.len());
+    let _ = writeln!(
+        out,
+        "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_members Members in the store.\n# TYPE nudge_members gauge\nnudge_members {members}"
+    );
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}

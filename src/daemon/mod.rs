@@ -1,0 +1,239 @@
+//! `nudge run`: the daemon. Wires the writer thread (the engine), the HTTP
+//! API, the folder watcher, the daily schedule and signals together, and
+//! shuts them down in order. The HTTP handlers only validate shapes and pass
+//! work to the writer; they read members straight from the store.
+
+pub mod http;
+pub mod watcher;
+pub mod writer;
+
+use crate::engine::Engine;
+use crate::lang::RuleSet;
+use crate::load::{LoadOptions, load};
+use crate::model::Effect;
+use crate::schema::Schema;
+use crate::store::{SledStore, StoreError};
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the rules do not load; run `nudge check` to see why")]
+    Rules(Box<crate::load::Load>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the status endpoint shows; replaced whole on every reload.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub ruleset: String,
+    pub rules: usize,
+    pub last_reload_ok: bool,
+    pub last_reload_diagnostics: serde_json::Value,
+    pub reloads: u64,
+    pub failed_reloads: u64,
+}
+
+/// State the HTTP handlers and the writer share.
+pub struct Shared {
+    pub status: ArcSwap<Status>,
+    pub rules: ArcSwap<RuleSet>,
+    pub schema: ArcSwap<Schema>,
+    /// For reads (members, outbox depth); the writer alone writes.
+    pub store: SledStore,
+    pub token: Option<String>,
+    pub events_received: AtomicU64,
+    pub events_applied: AtomicU64,
+    pub events_rejected: AtomicU64,
+    pub effects: Mutex<BTreeMap<(String, String), u64>>,
+    /// Batch commit latency histogram: counts per bucket (seconds).
+    pub latency: Mutex<[u64; LATENCY_BUCKETS.len() + 1]>,
+    pub latency_sum_us: AtomicU64,
+    pub outbox_depth: AtomicU64,
+    /// The running plugins (swapped with the rules).
+    pub plugins: ArcSwap<Option<Arc<crate::plugins::Plugins>>>,
+}
+
+pub const LATENCY_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+impl Shared {
+    pub fn count_effects(&self, effects: &[Effect]) {
+        if let Ok(mut m) = self.effects.lock() {
+            for e in effects {
+                *m.entry((e.rule.clone(), e.status.clone())).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn observe_batch(&self, took: Duration, _events: usize) {
+        let s = took.as_secs_f64();
+        if let Ok(mut h) = self.latency.lock() {
+            let i = LATENCY_BUCKETS
+                .iter()
+                .position(|b| s <= *b)
+                .unwrap_or(LATENCY_BUCKETS.len());
+            h[i] += 1;
+        }
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn plugin_failures(&self) -> u64 {
+        self.plugins
+            .load()
+            .as_ref()
+            .as_ref()
+            .map_or(0, |p| p.failures())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub load: LoadOptions,
+    pub data: Option<PathBuf>,
+    pub listen: Option<String>,
+    /// How often the schedule checks for due daily ticks.
+    pub tick_every: Duration,
+}
+
+/// Runs until SIGINT or SIGTERM; returns after a clean shutdown.
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    let l = load(&opts.load);
+    if l.errors() > 0 || l.io_failure {
+        return Err(DaemonError::Rules(Box::new(l)));
+    }
+    let diagnostics = l.diagnostics_json();
+    let plugins = l.plugins.clone();
+    let (Some(schema), Some(rules)) = (l.schema, l.rules) else {
+        return Err(DaemonError::Rules(Box::new(crate::load::load(&opts.load))));
+    };
+    let (schema, rules) = (Arc::new(schema), Arc::new(rules));
+    let data = opts
+        .data
+        .clone()
+        .unwrap_or_else(|| schema.paths.data.clone());
+    let store = SledStore::open(&data)?;
+    let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
+    let engine =
+        Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());
+    let shared = Arc::new(Shared {
+        status: ArcSwap::from_pointee(Status {
+            ruleset: rules.version.clone(),
+            rules: rules.rules.len(),
+            last_reload_ok: true,
+            last_reload_diagnostics: diagnostics,
+            ..Status::default()
+        }),
+        rules: ArcSwap::new(rules.clone()),
+        schema: ArcSwap::new(schema.clone()),
+        store,
+        token: schema.token.clone(),
+        events_received: AtomicU64::new(0),
+        events_applied: AtomicU64::new(0),
+        events_rejected: AtomicU64::new(0),
+        effects: Mutex::new(BTreeMap::new()),
+        latency: Mutex::new([0; LATENCY_BUCKETS.len() + 1]),
+        latency_sum_us: AtomicU64::new(0),
+        outbox_depth: AtomicU64::new(0),
+        plugins: ArcSwap::from_pointee(plugins.clone()),
+    });
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = {
+        let shared = shared.clone();
+        let opts = opts.load.clone();
+        std::thread::Builder::new()
+            .name("nudge-writer".into())
+            .spawn(move || writer::run(engine, opts, shared, rx))?
+    };
+    let watched = vec![
+        opts.load
+            .rules
+            .clone()
+            .unwrap_or_else(|| schema.paths.rules.clone()),
+        opts.load
+            .plugins
+            .clone()
+            .unwrap_or_else(|| schema.paths.plugins.clone()),
+        opts.load.config.clone(),
+    ];
+    let _watcher = watcher::spawn(watched, tx.clone())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, version = %rules.version, rules = rules.rules.len(), "Listening.");
+        // Tests and scripts read this line to find the port.
+        println!("nudge listening on http://{addr}");
+        let app = http::router(shared.clone(), tx.clone());
+        let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));
+        let hup = tokio::spawn(on_sighup(tx.clone()));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        ticks.abort();
+        hup.abort();
+        Ok::<(), DaemonError>(())
+    });
+    tracing::info!("Stopping: finishing queued batches.");
+    let _ = tx.send(writer::Command::Shutdown);
+    let _ = writer.join();
+    result
+}
+
+async fn schedule(tx: std::sync::mpsc::Sender<writer::Command>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        if tx.send(writer::Command::Tick).is_err() {
+            return;
+        }
+    }
+}
+
+async fn on_sighup(tx: std::sync::mpsc::Sender<writer::Command>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = tx.send(writer::Command::Reload {
+            reason: "SIGHUP",
+            reply: None,
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("Shutdown signal received.");
+}

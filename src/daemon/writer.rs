@@ -1,0 +1,249 @@
+//! The writer: one thread that owns the engine (and so the store's writes).
+//! Everything that changes state comes to it as a [`Command`] on one
+//! channel: ingest requests (batched together: one commit for many
+//! requests), reloads, ticks and shutdown. Because it is the only writer,
+//! a reload swaps config, rules and plugins between two batches, and no
+//! event is ever evaluated against a mix of old and new rules.
+
+use super::{Shared, Status};
+use crate::engine::clock::{CatchUp, SystemClock};
+use crate::engine::{Engine, Outcome};
+use crate::ingest::deliver;
+use crate::load::{LoadOptions, load};
+use crate::model::{Event, EventError, event_from_json};
+use crate::store::{SledStore, Store};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use tokio::sync::oneshot;
+
+/// Events committed together at most.
+const MAX_BATCH: usize = 2000;
+
+pub enum Command {
+    Ingest {
+        events: Vec<serde_json::Value>,
+        reply: oneshot::Sender<IngestReply>,
+    },
+    Reload {
+        reason: &'static str,
+        reply: Option<oneshot::Sender<bool>>,
+    },
+    Tick,
+    Shutdown,
+}
+
+pub enum IngestReply {
+    /// Durable: committed and flushed.
+    Accepted {
+        applied: usize,
+        duplicates: usize,
+    },
+    Invalid(Vec<EventError>),
+    Conflict(Vec<String>),
+    Unavailable(String),
+}
+
+struct Pending {
+    events: Vec<Event>,
+    reply: oneshot::Sender<IngestReply>,
+}
+
+pub fn run(
+    mut engine: Engine<SledStore>,
+    opts: LoadOptions,
+    shared: Arc<Shared>,
+    rx: Receiver<Command>,
+) {
+    let mut queue: Vec<Command> = Vec::new();
+    loop {
+        let cmd = match queue.pop() {
+            Some(c) => c,
+            None => match rx.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        match cmd {
+            Command::Ingest { events, reply } => {
+                let mut batch = Vec::new();
+                let mut n = 0;
+                if let Some(p) = validate(&engine, events, reply) {
+                    n += p.events.len();
+                    batch.push(p);
+                }
+                // Group commit: take every ingest request already waiting.
+                while n < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Command::Ingest { events, reply }) => {
+                            if let Some(p) = validate(&engine, events, reply) {
+                                n += p.events.len();
+                                batch.push(p);
+                            }
+                        }
+                        Ok(other) => {
+                            queue.push(other);
+                            break;
+                        }
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+                commit(&mut engine, batch, &shared);
+            }
+            Command::Reload { reason, reply } => {
+                let ok = reload(&mut engine, &opts, &shared, reason);
+                if let Some(r) = reply {
+                    let _ = r.send(ok);
+                }
+            }
+            Command::Tick => match engine.run_due_ticks(&SystemClock, CatchUp::Once) {
+                Ok((days, effects)) => {
+                    if !days.is_empty() {
+                        shared.count_effects(&effects);
+                        tracing::info!(days = ?days, effects = effects.len(), "Daily tick done.");
+                        if let Err(e) = deliver(&mut engine) {
+                            tracing::error!(error = %e, "Delivery failed.");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "Daily tick failed."),
+            },
+            Command::Shutdown => {
+                // Whatever is still queued was accepted before the shutdown.
+                while let Ok(c) = rx.try_recv() {
+                    if let Command::Ingest { events, reply } = c
+                        && let Some(p) = validate(&engine, events, reply)
+                    {
+                        commit(&mut engine, vec![p], &shared);
+                    }
+                }
+                tracing::info!("Writer stopped.");
+                return;
+            }
+        }
+    }
+}
+
+/// Validates a request's events with the current schema. Invalid requests
+/// and requests reusing an id with another body are answered here and
+/// store nothing.
+fn validate(
+    engine: &Engine<SledStore>,
+    values: Vec<serde_json::Value>,
+    reply: oneshot::Sender<IngestReply>,
+) -> Option<Pending> {
+    let mut events = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        match event_from_json(&engine.schema, v) {
+            Ok(e) => events.push(e),
+            Err(mut e) => {
+                e.line = Some(i + 1);
+                errors.push(e);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let _ = reply.send(IngestReply::Invalid(errors));
+        return None;
+    }
+    let mut conflicts = Vec::new();
+    for e in &events {
+        match engine.store().seen(&e.id) {
+            Ok(Some(h)) if h != e.body_hash => conflicts.push(e.id.clone()),
+            Ok(_) => {}
+            Err(err) => {
+                let _ = reply.send(IngestReply::Unavailable(err.to_string()));
+                return None;
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        let _ = reply.send(IngestReply::Conflict(conflicts));
+        return None;
+    }
+    Some(Pending { events, reply })
+}
+
+fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) {
+    if batch.is_empty() {
+        return;
+    }
+    let all: Vec<Event> = batch
+        .iter()
+        .flat_map(|p| p.events.iter().cloned())
+        .collect();
+    let start = std::time::Instant::now();
+    match engine.process(&all) {
+        Ok(c) => {
+            shared.observe_batch(start.elapsed(), all.len());
+            shared.count_effects(&c.effects);
+            let mut outcomes = c.outcomes.into_iter();
+            for p in batch {
+                let (mut applied, mut duplicates) = (0, 0);
+                let mut conflicts = Vec::new();
+                for ev in &p.events {
+                    match outcomes.next() {
+                        Some(Outcome::Applied { .. }) => applied += 1,
+                        Some(Outcome::Duplicate) => duplicates += 1,
+                        Some(Outcome::Rejected(_)) | None => conflicts.push(ev.id.clone()),
+                    }
+                }
+                shared
+                    .events_applied
+                    .fetch_add(applied as u64, Ordering::Relaxed);
+                let reply = if conflicts.is_empty() {
+                    IngestReply::Accepted {
+                        applied,
+                        duplicates,
+                    }
+                } else {
+                    IngestReply::Conflict(conflicts)
+                };
+                let _ = p.reply.send(reply);
+            }
+            if let Err(e) = deliver(engine) {
+                tracing::error!(error = %e, "Delivery failed.");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Commit failed.");
+            for p in batch {
+                let _ = p.reply.send(IngestReply::Unavailable(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Loads, checks and compiles everything off to the side; swaps only when
+/// all of it is good. A failed reload keeps the running set.
+fn reload(
+    engine: &mut Engine<SledStore>,
+    opts: &LoadOptions,
+    shared: &Shared,
+    reason: &str,
+) -> bool {
+    let l = load(opts);
+    let diagnostics = l.diagnostics_json();
+    let errors = l.errors();
+    let ok = errors == 0 && !l.io_failure;
+    let mut status: Status = (**shared.status.load()).clone();
+    status.last_reload_ok = ok;
+    status.last_reload_diagnostics = diagnostics;
+    status.reloads += 1;
+    if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
+        let (schema, rules) = (Arc::new(schema), Arc::new(rules));
+        status.ruleset = rules.version.clone();
+        status.rules = rules.rules.len();
+        shared.rules.store(rules.clone());
+        shared.schema.store(schema.clone());
+        shared.plugins.store(Arc::new(l.plugins.clone()));
+        engine.swap(schema, rules, l.plugins);
+        tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
+    } else {
+        status.failed_reloads += 1;
+        tracing::error!(errors, reason, "Reload failed; the running rules stay.");
+    }
+    shared.status.store(Arc::new(status));
+    ok
+}

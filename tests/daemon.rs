@@ -1,0 +1,303 @@
+//! `nudge run`, the real binary: HTTP ingest, members, status, metrics, a
+//! live rule edit and a broken one, SIGTERM during a stream of posts, and a
+//! second daemon on the same data folder.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn project(rule: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("nudge.yaml"),
+        "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n",
+    )
+    .expect("config");
+    std::fs::create_dir(dir.path().join("rules")).expect("rules");
+    std::fs::write(dir.path().join("rules/r.rules"), rule).expect("rule");
+    dir
+}
+
+fn start(dir: &Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("nudge listening on http://")
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_string();
+    Daemon { child, addr }
+}
+
+/// One HTTP/1.1 request; returns status and body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: keep the JSON line.
+    let body = body
+        .lines()
+        .find(|l| l.starts_with('{') || l.starts_with('#'))
+        .map_or(body.clone(), |_| {
+            body.lines()
+                .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    (status, body)
+}
+
+fn purchase(id: &str, member: &str, amount: f64) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"2026-01-01T12:00:00Z","amount":{amount}}}"#
+    )
+}
+
+fn points(addr: &str, member: &str) -> i64 {
+    let (code, body) = http(addr, "GET", &format!("/v1/members/{member}"), "");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).expect("json")["points"]
+        .as_i64()
+        .expect("points")
+}
+
+#[test]
+fn ingest_members_status_and_metrics_over_http() {
+    let dir = project("rule \"pts\" on purchase then award points floor(event.amount)\n");
+    let d = start(dir.path());
+    let (code, body) = http(&d.addr, "POST", "/v1/events", &purchase("e1", "m1", 12.5));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(points(&d.addr, "m1"), 12);
+    let effects =
+        std::fs::read_to_string(dir.path().join("out/effects.ndjson")).expect("file sink");
+    assert!(effects.contains("\"points\":12"), "{effects}");
+    // Bad input: 400 with the field path, and nothing of the request stored.
+    let batch = format!(
+        "[{},{}]",
+        purchase("e2", "m2", 1.0),
+        r#"{"id":"e3","type":"purchase","member":"m2","at":"2026-01-01T12:00:00Z","amount":"x"}"#
+    );
+    let (code, body) = http(&d.addr, "POST", "/v1/events", &batch);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("\"path\":\"amount\"") && body.contains("\"index\":1"),
+        "{body}"
+    );
+    assert_eq!(
+        http(&d.addr, "GET", "/v1/members/m2", "").0,
+        404,
+        "nothing of a bad request is stored"
+    );
+    // A known id with another body: 409; the same body again: 202, no change.
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("e1", "m1", 99.0)).0,
+        409
+    );
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("e1", "m1", 12.5)).0,
+        202
+    );
+    assert_eq!(points(&d.addr, "m1"), 12);
+    assert_eq!(http(&d.addr, "POST", "/v1/events", "not json").0, 400);
+    let big = "x".repeat(11 * 1024 * 1024);
+    assert_eq!(http(&d.addr, "POST", "/v1/events", &big).0, 413);
+    let (code, status) = http(&d.addr, "GET", "/v1/status", "");
+    assert_eq!(code, 200);
+    assert!(status.contains("\"applied\":1"), "{status}");
+    let (code, metrics) = http(&d.addr, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("nudge_events_applied_total 1")
+            && metrics.contains("nudge_effects_total{rule=\"pts\",status=\"sent\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn live_rule_edits_and_broken_edits() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let d = start(dir.path());
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("a1", "m", 1.0)).0,
+        202
+    );
+    assert_eq!(points(&d.addr, "m"), 1);
+    let rules = dir.path().join("rules/r.rules");
+    // Edit: the next event within 2 s uses the new rule.
+    std::fs::write(&rules, "rule \"pts\" on purchase then award points 10\n").expect("edit");
+    let saved = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        assert_eq!(
+            http(
+                &d.addr,
+                "POST",
+                "/v1/events",
+                &purchase(&format!("b{n}"), &format!("probe{n}"), 1.0)
+            )
+            .0,
+            202
+        );
+        if points(&d.addr, &format!("probe{n}")) == 10 {
+            break;
+        }
+        assert!(
+            saved.elapsed() < Duration::from_secs(2),
+            "the edit was not live within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken edit: the old rules keep running, status says where.
+    std::fs::write(
+        &rules,
+        "rule \"pts\" on purchase then award points 100\nwhen tier > 3 then tag \"x\"\n",
+    )
+    .expect("break");
+    let start = Instant::now();
+    let status = loop {
+        let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+        if s.contains("\"ok\":false") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no failed reload in status: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.contains("\"file\":\"rules/r.rules\"")
+            && status.contains("\"line\":2")
+            && status.contains("\"column\":6")
+            && status.contains("E210"),
+        "{status}"
+    );
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("c1", "old", 1.0)).0,
+        202
+    );
+    assert_eq!(
+        points(&d.addr, "old"),
+        10,
+        "events keep flowing under the old rules"
+    );
+    // Fixed: the new rules take over (also on demand through POST /v1/reload).
+    std::fs::write(&rules, "rule \"pts\" on purchase then award points 100\n").expect("fix");
+    let (code, body) = http(&d.addr, "POST", "/v1/reload", "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("c2", "new", 1.0)).0,
+        202
+    );
+    assert_eq!(points(&d.addr, "new"), 100);
+}
+
+#[test]
+fn sigterm_during_a_stream_loses_nothing_acknowledged() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let d = start(dir.path());
+    let addr = d.addr.clone();
+    let poster = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0..2000 {
+            let body = format!(
+                "[{},{}]",
+                purchase(&format!("x{i}a"), &format!("m{i}"), 1.0),
+                purchase(&format!("x{i}b"), &format!("m{i}"), 1.0)
+            );
+            let Ok(mut s) = TcpStream::connect(&addr) else {
+                break;
+            };
+            let req = format!(
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(req.as_bytes()).is_err() {
+                break;
+            }
+            let mut resp = String::new();
+            let _ = s.read_to_string(&mut resp);
+            if resp.starts_with("HTTP/1.1 202") {
+                acked.push(i);
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = d.child.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let acked = poster.join().expect("poster");
+    let mut d = d;
+    let status = d.child.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    assert!(
+        !acked.is_empty(),
+        "some posts were acknowledged before the signal"
+    );
+    let d2 = start(dir.path());
+    for i in acked {
+        assert_eq!(
+            points(&d2.addr, &format!("m{i}")),
+            2,
+            "member m{i} had both events acknowledged"
+        );
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_folder_exits_at_once() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let _first = start(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir.path())
+        .arg("run")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another nudge process"), "{err}");
+}
