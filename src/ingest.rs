@@ -138,22 +138,16 @@ fn commit<S: Store>(
     Ok(())
 }
 
-/// Drains the outbox to the config's file sinks, then drops what all of
-/// them have.
+/// Drains the outbox to the config's file sinks, then drops what every
+/// sink has (webhook and plugin sinks are delivered by the daemon).
 pub fn deliver<S: Store>(engine: &mut Engine<S>) -> Result<usize, SinkError> {
     let schema = engine.schema.clone();
-    let paths: Vec<&std::path::Path> = schema
-        .sinks
-        .iter()
-        .filter_map(|s| match s {
-            Sink::File { path } => Some(path.as_path()),
-            _ => None,
-        })
-        .collect();
     let mut n = 0;
-    for p in &paths {
-        n += drain_to_file(engine, p)?;
+    for sink in &schema.sinks {
+        if let Sink::File { path } = sink {
+            n += drain_to_file(engine, path)?;
+        }
     }
-    release(engine, &paths)?;
+    release(engine)?;
     Ok(n)
 }

@@ -707,7 +707,13 @@ impl Validator<'_> {
                 }
                 "webhook" => {
                     if let Some(u) = need(self, &s.url, "url") {
-                        if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        if u.starts_with("https://") {
+                            self.err(
+                                s.url.as_ref().unwrap_or(&s.kind),
+                                format!("`{u}`: https webhooks need TLS, which this build of nudge leaves out"),
+                                Some("use an http:// URL (a relay on this machine or in your network)".into()),
+                            );
+                        } else if !u.starts_with("http://") {
                             self.err(
                                 s.url.as_ref().unwrap_or(&s.kind),
                                 format!("`{u}` is not an http(s) URL"),

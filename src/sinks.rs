@@ -8,6 +8,7 @@
 
 use crate::engine::Engine;
 use crate::model::Effect;
+use crate::schema::Sink;
 use crate::store::{Store, StoreError};
 use std::io::Write;
 use std::path::Path;
@@ -75,22 +76,35 @@ fn cursor_key(path: &Path) -> String {
     format!("sink:file:{}:next", path.display())
 }
 
+/// The meta key holding the next outbox entry a sink has not delivered.
+pub fn sink_cursor(sink: &Sink) -> String {
+    match sink {
+        Sink::File { path } => cursor_key(path),
+        Sink::Webhook { url } => format!("sink:webhook:{url}:next"),
+        Sink::Plugin { plugin } => format!("sink:plugin:{plugin}:next"),
+    }
+}
+
 fn meta_u64<S: Store>(engine: &Engine<S>, key: &str) -> Result<u64, StoreError> {
-    Ok(engine
-        .store()
+    read_u64(engine.store(), key)
+}
+
+pub fn read_u64<S: Store>(store: &S, key: &str) -> Result<u64, StoreError> {
+    Ok(store
         .meta(key)?
         .and_then(|b| b.as_slice().try_into().ok())
         .map(u64::from_le_bytes)
         .unwrap_or(0))
 }
 
-/// Removes the outbox entries every file sink in `paths` has written.
-pub fn release<S: Store>(engine: &mut Engine<S>, paths: &[&Path]) -> Result<(), SinkError> {
+/// Removes the outbox entries every sink of the config has delivered.
+pub fn release<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
+    let sinks = engine.schema.sinks.clone();
     let mut upto = u64::MAX;
-    for p in paths {
-        upto = upto.min(meta_u64(engine, &cursor_key(p))?);
+    for s in &sinks {
+        upto = upto.min(meta_u64(engine, &sink_cursor(s))?);
     }
-    if paths.is_empty() || upto == 0 {
+    if sinks.is_empty() || upto == 0 {
         return Ok(());
     }
     loop {

@@ -67,6 +67,9 @@ pub trait Store {
     /// Outbox entries from `from` on, in order, at most `limit`.
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Meta entries whose key starts with `prefix`, in key order.
+    fn meta_prefix(&self, prefix: &str, limit: usize)
+    -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 #[derive(Clone)]
@@ -249,6 +252,23 @@ impl Store for SledStore {
             if out.len() >= limit {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    fn meta_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .scan_prefix(key(b'x', prefix.as_bytes()))
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
         }
         Ok(out)
     }

@@ -301,3 +301,162 @@ fn a_second_daemon_on_the_same_folder_exits_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another nudge process"), "{err}");
 }
+
+/// What a receiver saw: (idempotency key, body, status answered).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, u16)>>>;
+
+/// A webhook receiver on 127.0.0.1: answers `fail_first` requests with 500,
+/// then 200 (or always `status`); records (idempotency key, body).
+fn receiver(fail_first: usize, status: u16) -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let (mut key, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                    key = v.trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let code = if n < fail_first { 500 } else { status };
+            log.lock()
+                .expect("log")
+                .push((key, String::from_utf8_lossy(&body).into_owned(), code));
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+fn webhook_project(url: &str) -> tempfile::TempDir {
+    let dir = project("rule \"pts\" on purchase then award points 1, tag \"buyer\"\n");
+    let config = std::fs::read_to_string(dir.path().join("nudge.yaml")).expect("config");
+    std::fs::write(
+        dir.path().join("nudge.yaml"),
+        format!("{config}  - kind: webhook\n    url: http://{url}/hook\n"),
+    )
+    .expect("config");
+    dir
+}
+
+#[test]
+fn a_failing_webhook_gets_every_effect_with_the_same_key() {
+    let (url, seen) = receiver(3, 200);
+    let dir = webhook_project(&url);
+    let d = start(dir.path());
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("w1", "m", 1.0)).0,
+        202
+    );
+    let start = Instant::now();
+    loop {
+        let ok = seen
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|r| r.2 == 200)
+            .count();
+        if ok == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not delivered: {:?}",
+            seen.lock().expect("log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = seen.lock().expect("log").clone();
+    assert_eq!(
+        log.len(),
+        5,
+        "3 failures, then one success per effect: {log:?}"
+    );
+    // The first effect was tried 4 times, always with the same key.
+    assert!(
+        log[..4].iter().all(|r| r.0 == log[0].0 && !r.0.is_empty()),
+        "{log:?}"
+    );
+    assert_ne!(log[4].0, log[0].0);
+    let body: serde_json::Value = serde_json::from_str(&log[0].1).expect("json");
+    assert_eq!(body["key"], log[0].0.as_str());
+    assert_eq!(body["action"], "points");
+    let (_, metrics) = http(&d.addr, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("result=\"ok\"} 2") && metrics.contains("result=\"failed\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_permanent_webhook_error_is_dead_lettered() {
+    let (url, seen) = receiver(0, 422);
+    let dir = webhook_project(&url);
+    let d = start(dir.path());
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("d1", "m", 1.0)).0,
+        202
+    );
+    let start = Instant::now();
+    let status = loop {
+        let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+        if s.matches("HTTP 422").count() == 2 {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no dead letters: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.contains("\"rule\":\"pts\""), "{status}");
+    assert_eq!(seen.lock().expect("log").len(), 2, "no retries for a 4xx");
+}
+
+#[test]
+fn the_token_guards_everything_but_metrics() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let config = std::fs::read_to_string(dir.path().join("nudge.yaml")).expect("config");
+    std::fs::write(
+        dir.path().join("nudge.yaml"),
+        config.replace(
+            "  listen: 127.0.0.1:0\n",
+            "  listen: 127.0.0.1:0\n  token: s3cret\n",
+        ),
+    )
+    .expect("config");
+    let d = start(dir.path());
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("t1", "m", 1.0)).0,
+        401
+    );
+    assert_eq!(http(&d.addr, "GET", "/v1/status", "").0, 401);
+    assert_eq!(http(&d.addr, "GET", "/metrics", "").0, 200);
+    let mut s = TcpStream::connect(&d.addr).expect("connect");
+    let body = purchase("t1", "m", 1.0);
+    let req = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+}

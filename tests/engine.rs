@@ -438,8 +438,9 @@ fn the_file_sink_writes_each_effect_once_even_after_a_torn_write() {
     let mut unique = keys.clone();
     unique.dedup();
     assert_eq!(unique.len(), 3);
-    nudge::sinks::release(&mut e, &[file.as_path()]).expect("release");
-    assert!(e.outbox(0, 10).expect("outbox").is_empty());
+    // Without a sink in the config, nothing is released.
+    nudge::sinks::release(&mut e).expect("release");
+    assert_eq!(e.outbox(0, 10).expect("outbox").len(), 3);
 }
 
 #[test]

@@ -187,6 +187,7 @@ fn status_json(app: &App) -> serde_json::Value {
             "rejected": app.shared.events_rejected.load(Ordering::Relaxed),
         },
         "plugin_failures": app.shared.plugin_failures(),
+        "dead_letters": app.shared.dead_letters(100),
     })
 }
 
@@ -305,6 +306,19 @@ async fn get_metrics(State(app): State<App>) -> Response {
             "nudge_batch_seconds_sum {}",
             sh.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
         );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nudge_deliveries_total Delivery attempts by sink and result.\n# TYPE nudge_deliveries_total counter"
+    );
+    if let Ok(m) = sh.deliveries.lock() {
+        for (sink, (ok, failed)) in m.iter() {
+            let sink = sink.replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "nudge_deliveries_total{{sink=\"{sink}\",result=\"ok\"}} {ok}\nnudge_deliveries_total{{sink=\"{sink}\",result=\"failed\"}} {failed}"
+            );
+        }
     }
     let depth = sh.store.outbox(0, 1_000_000).map_or(0, |o| o.len());
     let members = sh.store.member_ids().map_or(0, |m| m.len());

@@ -3,6 +3,7 @@
 //! shuts them down in order. The HTTP handlers only validate shapes and pass
 //! work to the writer; they read members straight from the store.
 
+pub mod dispatch;
 pub mod http;
 pub mod watcher;
 pub mod writer;
@@ -62,6 +63,10 @@ pub struct Shared {
     pub latency: Mutex<[u64; LATENCY_BUCKETS.len() + 1]>,
     pub latency_sum_us: AtomicU64,
     pub outbox_depth: AtomicU64,
+    /// Woken after each commit, for the dispatcher.
+    pub outbox_changed: tokio::sync::Notify,
+    /// Deliveries by sink: (succeeded, failed attempts).
+    pub deliveries: Mutex<BTreeMap<String, (u64, u64)>>,
     /// The running plugins (swapped with the rules).
     pub plugins: ArcSwap<Option<Arc<crate::plugins::Plugins>>>,
 }
@@ -88,6 +93,24 @@ impl Shared {
         }
         self.latency_sum_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count_delivery(&self, sink: &str, ok: bool) {
+        if let Ok(mut m) = self.deliveries.lock() {
+            let e = m.entry(sink.to_string()).or_default();
+            if ok { e.0 += 1 } else { e.1 += 1 }
+        }
+    }
+
+    /// Dead letters kept in the store, oldest first (at most `limit`).
+    pub fn dead_letters(&self, limit: usize) -> Vec<serde_json::Value> {
+        use crate::store::Store;
+        self.store
+            .meta_prefix("dead:", limit)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect()
     }
 
     pub fn plugin_failures(&self) -> u64 {
@@ -147,6 +170,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         latency: Mutex::new([0; LATENCY_BUCKETS.len() + 1]),
         latency_sum_us: AtomicU64::new(0),
         outbox_depth: AtomicU64::new(0),
+        outbox_changed: tokio::sync::Notify::new(),
+        deliveries: Mutex::new(BTreeMap::new()),
         plugins: ArcSwap::from_pointee(plugins.clone()),
     });
 
@@ -187,6 +212,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         // Tests and scripts read this line to find the port.
         println!("nudge listening on http://{addr}");
         let app = http::router(shared.clone(), tx.clone());
+        dispatch::spawn(shared.clone());
         let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));
         let hup = tokio::spawn(on_sighup(tx.clone()));
         axum::serve(listener, app)

@@ -205,6 +205,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
             if let Err(e) = deliver(engine) {
                 tracing::error!(error = %e, "Delivery failed.");
             }
+            shared.outbox_changed.notify_waiters();
         }
         Err(e) => {
             tracing::error!(error = %e, "Commit failed.");

@@ -1,0 +1,167 @@
+//! The dispatcher: one task per webhook or plugin sink delivers outbox
+//! entries in order (so in order per member), at least once. Each request
+//! carries the effect's key as `Idempotency-Key`. 2xx moves the sink's
+//! cursor on; 5xx, timeouts and connection errors are retried with
+//! exponential backoff and jitter; 429 waits for `Retry-After`; any other
+//! 4xx is permanent: the entry goes to the dead-letter list (kept in the
+//! store, shown in `/v1/status`) and delivery goes on. File sinks are
+//! written by the writer after each commit.
+
+use super::Shared;
+use crate::model::Effect;
+use crate::schema::Sink;
+use crate::sinks::{read_u64, sink_cursor};
+use crate::store::{Store, WriteSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Backoff: 100 ms doubling up to 30 s, with up to half of it as jitter.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Attempt {
+    Delivered,
+    Retry(Option<Duration>),
+    Permanent(String),
+}
+
+/// Spawns a delivery task for each webhook and plugin sink.
+pub fn spawn(shared: Arc<Shared>) {
+    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot build the HTTP client; webhooks are not delivered.");
+            return;
+        }
+    };
+    for sink in shared.schema.load().sinks.iter().cloned() {
+        if !matches!(sink, Sink::File { .. }) {
+            tokio::spawn(deliver_forever(shared.clone(), client.clone(), sink));
+        }
+    }
+}
+
+async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink) {
+    let cursor_key = sink_cursor(&sink);
+    loop {
+        let next = read_u64(&shared.store, &cursor_key).unwrap_or(0);
+        let batch = shared.store.outbox(next, 256).unwrap_or_default();
+        if batch.is_empty() {
+            tokio::select! {
+                _ = shared.outbox_changed.notified() => {},
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+            }
+            continue;
+        }
+        for (seq, bytes) in batch {
+            let Ok(effect) = serde_json::from_slice::<Effect>(&bytes) else {
+                continue;
+            };
+            let mut backoff = BACKOFF_START;
+            let mut attempt = 0u64;
+            loop {
+                attempt += 1;
+                match send(&shared, &client, &sink, &effect, &bytes).await {
+                    Attempt::Delivered => {
+                        shared.count_delivery(&cursor_key, true);
+                        break;
+                    }
+                    Attempt::Permanent(why) => {
+                        shared.count_delivery(&cursor_key, false);
+                        tracing::warn!(sink = %cursor_key, key = %effect.key, error = %why, "Delivery failed for good; dead-lettered.");
+                        let record = serde_json::json!({"sink": cursor_key, "seq": seq, "key": effect.key, "member": effect.member, "rule": effect.rule, "error": why});
+                        let w = WriteSet {
+                            meta: vec![(
+                                format!("dead:{cursor_key}:{seq:020}"),
+                                record.to_string().into_bytes(),
+                            )],
+                            ..WriteSet::default()
+                        };
+                        if let Err(e) = shared.store.commit(w) {
+                            tracing::error!(error = %e, "Cannot record a dead letter.");
+                        }
+                        break;
+                    }
+                    Attempt::Retry(wait) => {
+                        shared.count_delivery(&cursor_key, false);
+                        let jitter = Duration::from_millis(
+                            xxhash_rust::xxh3::xxh3_64(
+                                &[seq.to_le_bytes(), attempt.to_le_bytes()].concat(),
+                            ) % (backoff.as_millis() as u64 / 2 + 1),
+                        );
+                        let pause = wait.unwrap_or(backoff + jitter);
+                        tracing::debug!(sink = %cursor_key, key = %effect.key, attempt, ?pause, "Delivery failed; retrying.");
+                        tokio::time::sleep(pause).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            // Only a confirmed (or dead-lettered) entry moves the cursor.
+            let w = WriteSet {
+                meta: vec![(cursor_key.clone(), (seq + 1).to_le_bytes().to_vec())],
+                ..WriteSet::default()
+            };
+            if let Err(e) = shared.store.commit(w) {
+                tracing::error!(error = %e, "Cannot record delivery progress.");
+            }
+        }
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    client: &reqwest::Client,
+    sink: &Sink,
+    effect: &Effect,
+    body: &[u8],
+) -> Attempt {
+    let request = match sink {
+        Sink::Webhook { url } => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_vec()),
+        Sink::Plugin { plugin } => {
+            let plugins = shared.plugins.load();
+            let Some(p) = plugins.as_ref().as_ref() else {
+                return Attempt::Retry(None);
+            };
+            let req = match p.delivery_request(plugin, effect) {
+                Ok(r) => r,
+                Err(e) => return Attempt::Permanent(e.to_string()),
+            };
+            let Some(url) = req.url else {
+                return Attempt::Permanent(format!("plugin `{plugin}` gave no url"));
+            };
+            let method =
+                reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+            let mut r = client.request(method, url).body(req.body);
+            for (k, v) in req.headers {
+                r = r.header(k, v);
+            }
+            r
+        }
+        Sink::File { .. } => return Attempt::Delivered,
+    };
+    match request.header("idempotency-key", &effect.key).send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_success() {
+                Attempt::Delivered
+            } else if status.as_u16() == 429 {
+                let after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                Attempt::Retry(after.map(|s| Duration::from_secs(s).min(BACKOFF_MAX)))
+            } else if status.is_server_error() || status.as_u16() == 408 {
+                Attempt::Retry(None)
+            } else {
+                Attempt::Permanent(format!("HTTP {status}"))
+            }
+        }
+        // Timeouts, refused connections, resets: try again.
+        Err(_) => Attempt::Retry(None),
+    }
+}
