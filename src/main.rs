@@ -49,6 +49,12 @@ pub enum Color {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Human,
     Json,
@@ -69,6 +75,9 @@ enum Command {
         /// Address to listen on (default: the config's `http.listen`).
         #[arg(long)]
         listen: Option<String>,
+        /// Log lines as text (default) or JSON.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Process an NDJSON event file (or `-` for stdin) through the engine.
     Ingest {
@@ -136,7 +145,7 @@ fn main() -> ExitCode {
     let common = cli.common;
     match cli.command {
         Command::Check { path, format } => check(&common, path, format),
-        Command::Run { listen } => commands::run(&common, listen),
+        Command::Run { listen, .. } => commands::run(&common, listen),
         Command::Ingest {
             file,
             stop_on_error,

@@ -100,7 +100,7 @@ pub fn run(
                 Ok((days, effects)) => {
                     if !days.is_empty() {
                         shared.count_effects(&effects);
-                        tracing::info!(days = ?days, effects = effects.len(), "Daily tick done.");
+                        tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = effects.len(), "Daily tick done.");
                         if let Err(e) = deliver(&mut engine) {
                             tracing::error!(error = %e, "Delivery failed.");
                         }

@@ -1,0 +1,85 @@
+//! HTTP ingest throughput: the real `nudge run` binary on loopback, two
+//! client threads posting batches of 100 purchase events (each request
+//! answered 202 only once its events are durable). Prints JSON lines.
+//!
+//! Run: `cargo bench --bench http_ingest`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const REQUESTS_PER_CLIENT: usize = 500;
+const BATCH: usize = 100;
+const CLIENTS: usize = 2;
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("nudge.yaml"), "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\n").expect("config");
+    std::fs::create_dir(dir.path().join("rules")).expect("rules");
+    std::fs::write(
+        dir.path().join("rules/r.rules"),
+        "rule \"points\" on purchase then award points floor(event.amount)\nrule \"silver\" on purchase when tier == bronze and spend >= 500 then set tier silver\nwhen days_since_last_purchase > cycle*1.5 and tier >= silver then send coupon 30-6\n",
+    )
+    .expect("rules");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir.path())
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let addr = line
+        .trim()
+        .trim_start_matches("nudge listening on http://")
+        .to_string();
+
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                for r in 0..REQUESTS_PER_CLIENT {
+                    let events: Vec<String> = (0..BATCH)
+                        .map(|i| {
+                            let n = (c * REQUESTS_PER_CLIENT + r) * BATCH + i;
+                            format!(r#"{{"id":"e{n}","type":"purchase","member":"m{}","at":"2026-01-01T12:00:00Z","amount":{}.5}}"#, n % 50_000, n % 300)
+                        })
+                        .collect();
+                    let body = format!("[{}]", events.join(","));
+                    let t = Instant::now();
+                    let mut s = TcpStream::connect(&addr).expect("connect");
+                    let req = format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    s.write_all(req.as_bytes()).expect("send");
+                    let mut resp = String::new();
+                    s.read_to_string(&mut resp).expect("read");
+                    assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut lat: Vec<f64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let events = CLIENTS * REQUESTS_PER_CLIENT * BATCH;
+    println!(
+        "{{\"bench\":\"http_ingest\",\"events\":{events},\"batch\":{BATCH},\"clients\":{CLIENTS},\"events_per_s\":{:.0},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
+        events as f64 / secs,
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100]
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
