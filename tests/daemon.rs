@@ -460,3 +460,81 @@ fn the_token_guards_everything_but_metrics() {
     s.read_to_string(&mut resp).expect("read");
     assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
 }
+
+/// Waits until `member` has `want` points after posting one event per try.
+fn wait_for_points(addr: &str, prefix: &str, want: i64) {
+    let start = Instant::now();
+    for n in 0.. {
+        let m = format!("{prefix}{n}");
+        assert_eq!(
+            http(
+                addr,
+                "POST",
+                "/v1/events",
+                &purchase(&format!("{m}-e"), &m, 1.0)
+            )
+            .0,
+            202
+        );
+        if points(addr, &m) == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never saw {want} points"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn plugins_reload_with_the_rules_and_a_broken_plugin_keeps_the_old_set() {
+    let dir = project("rule \"pts\" on purchase then call bonus.give(member)\n");
+    std::fs::create_dir(dir.path().join("plugins")).expect("plugins");
+    let plugin = dir.path().join("plugins/bonus.rhai");
+    std::fs::write(&plugin, "fn give(m) { #{points: 1} }").expect("plugin");
+    let d = start(dir.path());
+    wait_for_points(&d.addr, "a", 1);
+    std::fs::write(&plugin, "fn give(m) { #{points: 7} }").expect("edit");
+    wait_for_points(&d.addr, "b", 7);
+    // A plugin that no longer has the function a rule calls fails the reload.
+    std::fs::write(&plugin, "fn gift(m) { #{points: 9} }").expect("break");
+    let start = Instant::now();
+    loop {
+        let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+        if s.contains("\"ok\":false") {
+            assert!(
+                s.contains("E207") && s.contains("has no function `give`") && s.contains("gift/1"),
+                "{s}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for_points(&d.addr, "c", 7);
+}
+
+#[test]
+fn the_rules_folder_deleted_and_recreated_is_watched_again() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let d = start(dir.path());
+    wait_for_points(&d.addr, "a", 1);
+    let rules = dir.path().join("rules");
+    std::fs::remove_dir_all(&rules).expect("remove");
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::create_dir(&rules).expect("recreate");
+    std::fs::write(
+        rules.join("r.rules"),
+        "rule \"pts\" on purchase then award points 3\n",
+    )
+    .expect("write");
+    wait_for_points(&d.addr, "b", 3);
+    // And edits after that are seen too.
+    std::fs::write(
+        rules.join("r.rules"),
+        "rule \"pts\" on purchase then award points 4\n",
+    )
+    .expect("edit");
+    wait_for_points(&d.addr, "c", 4);
+}
