@@ -538,3 +538,35 @@ fn the_rules_folder_deleted_and_recreated_is_watched_again() {
     .expect("edit");
     wait_for_points(&d.addr, "c", 4);
 }
+
+#[test]
+fn a_plugin_sink_formats_what_the_host_sends() {
+    let (url, seen) = receiver(1, 200);
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    std::fs::create_dir(dir.path().join("plugins")).expect("plugins");
+    std::fs::write(
+        dir.path().join("plugins/gw.rhai"),
+        format!("fn deliver(effect) {{ #{{ url: \"http://{url}/sms\", headers: #{{ \"X-Member\": effect.member }}, body: `points ${{effect.points}} for ${{effect.member}}` }} }}"),
+    )
+    .expect("plugin");
+    let config = std::fs::read_to_string(dir.path().join("nudge.yaml")).expect("config");
+    std::fs::write(
+        dir.path().join("nudge.yaml"),
+        format!("{config}  - kind: plugin\n    plugin: gw\n"),
+    )
+    .expect("config");
+    let d = start(dir.path());
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("p1", "m7", 1.0)).0,
+        202
+    );
+    let start = Instant::now();
+    while seen.lock().expect("log").iter().all(|r| r.2 != 200) {
+        assert!(start.elapsed() < Duration::from_secs(20), "not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = seen.lock().expect("log").clone();
+    assert_eq!(log.len(), 2, "one retry after the first failure: {log:?}");
+    assert_eq!(log[0].0, log[1].0, "the host adds the same idempotency key");
+    assert_eq!(log[1].1, "points 1 for m7");
+}
