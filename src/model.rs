@@ -333,6 +333,13 @@ pub struct MemberRecord {
     pub attributes: Vec<(String, Stored)>,
     pub aggregates: Vec<AggState>,
     pub rules: Vec<RuleState>,
+    /// Recent contacts per channel (day), for frequency caps; only as far
+    /// back as the channel's cap window.
+    pub contacts: Vec<(String, i32)>,
+    /// Consent per channel: granted (true) or withdrawn (false).
+    pub consent: Vec<(String, bool)>,
+    /// Tier changes: day and new tier, newest last (the last 32).
+    pub tier_history: Vec<(i32, u8)>,
 }
 
 /// Format version of encoded member records (the first byte).
@@ -439,8 +446,14 @@ pub struct Effect {
     pub args: Option<Vec<serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub channel: Option<String>,
-    /// `sent`, `held_out`, `deferred` or `capped`.
+    /// A coupon's code, signed with the config's `coupon_secret`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<String>,
+    /// `sent`, `held_out`, `capped` or `no_consent`.
     pub status: String,
+    /// Why an effect was capped: `budget` or `cap`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 /// Money and decimals as exact JSON numbers.

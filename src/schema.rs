@@ -36,6 +36,9 @@ struct ConfigFile {
     #[serde(default)]
     sinks: Vec<SinkFile>,
     plugin_limits: Option<PluginLimitsFile>,
+    control_group: Option<S>,
+    consent: Option<ConsentFile>,
+    coupon_secret: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +77,15 @@ struct CouponFile {
 struct ChannelFile {
     cap: Option<S>,
     quiet_hours: Option<S>,
+    consent: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentFile {
+    grant: Option<S>,
+    withdraw: Option<S>,
+    field: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +206,18 @@ pub struct Channel {
     pub cap: Option<Cap>,
     /// Minutes after local midnight: from, to (may wrap past midnight).
     pub quiet_hours: Option<(u16, u16)>,
+    /// Members must have consented before they are contacted (`opt_in`);
+    /// otherwise only a withdrawal stops contact (`opt_out`, the default).
+    pub opt_in: bool,
+}
+
+/// Which events grant and withdraw consent to a channel, and the field
+/// naming the channel.
+#[derive(Clone, Debug, Default)]
+pub struct ConsentEvents {
+    pub grant: Option<usize>,
+    pub withdraw: Option<usize>,
+    pub field: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -237,6 +261,11 @@ pub struct Schema {
     pub token: Option<String>,
     pub sinks: Vec<Sink>,
     pub plugin_limits: crate::plugins::Limits,
+    /// Members held out of every rule, in parts per million.
+    pub control_group_ppm: u32,
+    pub consent: ConsentEvents,
+    /// Signs coupon codes; without it coupons carry no code.
+    pub coupon_secret: Option<String>,
 }
 
 /// Triggers that are not event types.
@@ -563,6 +592,7 @@ impl Validator<'_> {
                 name: name.to_string(),
                 cap: None,
                 quiet_hours: None,
+                opt_in: false,
             };
             if let Some(ch) = ch {
                 if let Some(cap) = &ch.cap {
@@ -573,6 +603,13 @@ impl Validator<'_> {
                             format!("`{}` is not a frequency cap", cap.as_str()),
                             Some("write `N per DURATION`, e.g. `2 per 7d`".into()),
                         );
+                    }
+                }
+                if let Some(m) = &ch.consent {
+                    match m.as_str() {
+                        "opt_in" => c.opt_in = true,
+                        "opt_out" => {}
+                        other => self.err(m, format!("`{other}` is not a consent mode"), Some("write `opt_in` (contact only after consent) or `opt_out` (until withdrawn)".into())),
                     }
                 }
                 if let Some(q) = &ch.quiet_hours {
@@ -737,8 +774,70 @@ impl Validator<'_> {
         }
 
         let plugin_limits = self.plugin_limits(f.plugin_limits.as_ref());
+        let control_group_ppm = match &f.control_group {
+            Some(c) => match c
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| Decimal::from_str(p.trim()).ok())
+            {
+                Some(p) if p >= Decimal::ZERO && p < Decimal::from(100) => {
+                    (p * Decimal::from(10_000)).trunc().try_into().unwrap_or(0)
+                }
+                _ => {
+                    self.err(
+                        c,
+                        format!("`{}` is not a share below 100%", c.as_str()),
+                        Some("write e.g. `control_group: 5%`".into()),
+                    );
+                    0
+                }
+            },
+            None => 0,
+        };
+        let consent = {
+            let c = f.consent.as_ref();
+            let event = |v: &mut Self, key: Option<&S>, default: &str| -> Option<usize> {
+                match key {
+                    Some(k) => {
+                        let found = events.iter().position(|e| e.name == k.as_str());
+                        if found.is_none() {
+                            v.err(
+                                k,
+                                format!("unknown event type `{}`", k.as_str()),
+                                Some("declare it under `events:`".into()),
+                            );
+                        }
+                        found
+                    }
+                    None => events.iter().position(|e| e.name == default),
+                }
+            };
+            let grant = event(self, c.and_then(|c| c.grant.as_ref()), "consent");
+            let withdraw = event(self, c.and_then(|c| c.withdraw.as_ref()), "unsubscribe");
+            let field = c
+                .and_then(|c| c.field.as_ref())
+                .map_or("channel".to_string(), |f| f.to_string());
+            for (i, key) in [(grant, "grant"), (withdraw, "withdraw")] {
+                if let Some(i) = i
+                    && events[i]
+                        .field(&field)
+                        .is_none_or(|(_, fl)| fl.ty != FieldType::String)
+                {
+                    self.diags.push(Diagnostic::new(Code::ConfigValue, self.source, Span::new(0, 0), format!("the consent {key} event `{}` needs a string field `{field}` naming the channel", events[i].name)));
+                }
+            }
+            ConsentEvents {
+                grant,
+                withdraw,
+                field,
+            }
+        };
+        let coupon_secret = f.coupon_secret.as_ref().map(|s| s.to_string());
         Schema {
             plugin_limits,
+            control_group_ppm,
+            consent,
+            coupon_secret,
             timezone_name,
             timezone,
             tiers,

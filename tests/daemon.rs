@@ -570,3 +570,31 @@ fn a_plugin_sink_formats_what_the_host_sends() {
     assert_eq!(log[0].0, log[1].0, "the host adds the same idempotency key");
     assert_eq!(log[1].1, "points 1 for m7");
 }
+
+#[test]
+fn status_and_metrics_show_what_is_left_of_a_budget() {
+    let dir = project("rule \"pts\" on purchase then award points 1 budget 3\n");
+    let d = start(dir.path());
+    for i in 0..2 {
+        assert_eq!(
+            http(
+                &d.addr,
+                "POST",
+                "/v1/events",
+                &purchase(&format!("b{i}"), &format!("m{i}"), 1.0)
+            )
+            .0,
+            202
+        );
+    }
+    let (_, status) = http(&d.addr, "GET", "/v1/status", "");
+    assert!(
+        status.contains(r#""budgets":[{"left":"1","rule":"pts","total":"3","used":"2"}]"#),
+        "{status}"
+    );
+    let (_, metrics) = http(&d.addr, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("nudge_budget_left{rule=\"pts\"} 1"),
+        "{metrics}"
+    );
+}

@@ -528,3 +528,88 @@ fn the_daily_schedule_follows_the_injected_clock() {
         [day("2026-01-13"), day("2026-01-14"), day("2026-01-15")]
     );
 }
+
+#[test]
+fn coupon_codes_are_hmac_sha256_of_the_key() {
+    // Computed independently: HMAC-SHA256("secret", "effect-key"), first 8
+    // bytes big-endian, 12 Crockford base32 digits from the low bits.
+    assert_eq!(
+        nudge::engine::fire::coupon_code("secret", "effect-key"),
+        "6G8R7KRNTJFD"
+    );
+    assert_ne!(
+        nudge::engine::fire::coupon_code("other", "effect-key"),
+        "6G8R7KRNTJFD"
+    );
+}
+
+#[test]
+fn the_control_group_gets_nothing_and_budgets_are_reported() {
+    let config = format!("{CONFIG}control_group: 20%\n");
+    let (s, r) = build(
+        &config,
+        "rule \"bonus\" on purchase then award points 10 budget 1000",
+    );
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let evs: Vec<Event> = (0..500)
+        .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
+        .collect();
+    let c = e.process(&evs).expect("process");
+    let held = c.effects.iter().filter(|x| x.status == "held_out").count();
+    assert!(
+        (60..140).contains(&held),
+        "{held} of 500 in a 20% control group"
+    );
+    for x in c.effects.iter().filter(|x| x.status == "held_out") {
+        assert!(nudge::engine::fire::in_control_group(&s, &x.member));
+        assert_eq!(
+            e.member(&x.member).expect("read").expect("member").points,
+            0
+        );
+    }
+    // Held-out firings spend no budget.
+    let used = e.budgets(day("2026-01-01"));
+    assert_eq!(
+        used,
+        [(
+            "bonus".to_string(),
+            rust_decimal::Decimal::from(500 - held),
+            rust_decimal::Decimal::from(1000)
+        )]
+    );
+}
+
+#[test]
+fn a_budget_is_exact_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = build(
+        CONFIG,
+        "rule \"b\" on purchase then award points 1 budget 3\nrule \"up\" on purchase when tier == bronze then set tier silver",
+    );
+    let evs: Vec<Event> = (0..4)
+        .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
+        .collect();
+    {
+        let mut e = Engine::new(
+            s.clone(),
+            r.clone(),
+            SledStore::open(dir.path()).expect("open"),
+        )
+        .expect("engine");
+        e.process(&evs[..2]).expect("process");
+    }
+    let mut e = Engine::new(s, r, SledStore::open(dir.path()).expect("reopen")).expect("engine");
+    let c = e.process(&evs[2..]).expect("process");
+    let statuses: Vec<&str> = c
+        .effects
+        .iter()
+        .filter(|x| x.rule == "b")
+        .map(|x| x.status.as_str())
+        .collect();
+    assert_eq!(statuses, ["sent", "capped"]);
+    // Tier changes are kept in the member's history.
+    assert_eq!(
+        e.member("m3").expect("read").expect("member").tier_history,
+        [(day("2026-01-01"), 1)]
+    );
+}

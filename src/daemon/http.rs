@@ -188,6 +188,7 @@ fn status_json(app: &App) -> serde_json::Value {
         },
         "plugin_failures": app.shared.plugin_failures(),
         "dead_letters": app.shared.dead_letters(100),
+        "budgets": app.shared.budgets.lock().map(|b| b.iter().map(|(rule, used, total)| json!({"rule": rule, "used": used.to_string(), "total": total.to_string(), "left": (total - used).to_string()})).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
 
@@ -317,6 +318,20 @@ async fn get_metrics(State(app): State<App>) -> Response {
             let _ = writeln!(
                 out,
                 "nudge_deliveries_total{{sink=\"{sink}\",result=\"ok\"}} {ok}\nnudge_deliveries_total{{sink=\"{sink}\",result=\"failed\"}} {failed}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nudge_budget_left What is left of each rule's budget this period.\n# TYPE nudge_budget_left gauge"
+    );
+    if let Ok(b) = sh.budgets.lock() {
+        for (rule, used, total) in b.iter() {
+            let _ = writeln!(
+                out,
+                "nudge_budget_left{{rule=\"{}\"}} {}",
+                rule.replace('"', "\\\""),
+                total - used
             );
         }
     }

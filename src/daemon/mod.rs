@@ -67,6 +67,8 @@ pub struct Shared {
     pub outbox_changed: tokio::sync::Notify,
     /// Deliveries by sink: (succeeded, failed attempts).
     pub deliveries: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Budget use per rule for the current period: (rule, used, total).
+    pub budgets: Mutex<Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)>>,
     /// The running plugins (swapped with the rules).
     pub plugins: ArcSwap<Option<Arc<crate::plugins::Plugins>>>,
 }
@@ -172,6 +174,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         outbox_depth: AtomicU64::new(0),
         outbox_changed: tokio::sync::Notify::new(),
         deliveries: Mutex::new(BTreeMap::new()),
+        budgets: Mutex::new(Vec::new()),
         plugins: ArcSwap::from_pointee(plugins.clone()),
     });
 

@@ -177,6 +177,14 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
     match engine.process(&all) {
         Ok(c) => {
             shared.observe_batch(start.elapsed(), all.len());
+            // Published before the replies, so a client sees its own spend.
+            let today = crate::engine::clock::local_day(
+                &engine.schema,
+                crate::engine::clock::Clock::now(&SystemClock),
+            );
+            if let Ok(mut b) = shared.budgets.lock() {
+                *b = engine.budgets(today);
+            }
             shared.count_effects(&c.effects);
             let mut outcomes = c.outcomes.into_iter();
             for p in batch {

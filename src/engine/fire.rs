@@ -22,6 +22,8 @@ pub struct Ctx<'a> {
     pub rules: &'a RuleSet,
     pub plan: &'a Plan,
     pub host: Option<&'a Plugins>,
+    pub budgets: &'a std::cell::RefCell<super::budget::Budgets>,
+    pub store: &'a dyn crate::store::Store,
 }
 
 /// One trigger: which rules, on which day, at what instant, with which event.
@@ -133,8 +135,20 @@ fn run_one(
         if !fire {
             continue;
         }
-        let held_out = held_out(rule, member);
-        let status = if held_out { "held_out" } else { "sent" };
+        let held_out = held_out(rule, member) || in_control_group(cx.schema, member);
+        // Held-out firings spend no budget; a spent budget caps the firing.
+        let within_budget = held_out
+            || cx
+                .budgets
+                .borrow_mut()
+                .try_spend(rule, cx.schema, t.today, cx.store)
+                .unwrap_or(false);
+        let (status, reason) = match (held_out, within_budget) {
+            (true, _) => ("held_out", None),
+            (false, false) => ("capped", Some("budget")),
+            (false, true) => ("sent", None),
+        };
+        let apply = status == "sent";
         // A plugin action that fails undoes the whole rule: the event is
         // applied without this rule's effects.
         let undo = rule
@@ -143,7 +157,7 @@ fn run_one(
             .any(|a| matches!(a, Action::Call(_)))
             .then(|| (rec.clone(), effects.len(), tier_changes.len()));
         for (ai, action) in rule.actions.iter().enumerate() {
-            let changes = match act_all(cx, rec, action, &env, t.today, !held_out) {
+            let changes = match act_all(cx, rec, action, &env, t.today, apply) {
                 Ok(c) => c,
                 Err(_) => {
                     if let Some((saved, n_effects, n_tiers)) = undo.clone() {
@@ -168,6 +182,15 @@ fn run_one(
                 e.ruleset = cx.rules.version.clone();
                 e.trigger = t.name.clone();
                 e.status = status.to_string();
+                e.reason = reason.map(str::to_string);
+                if apply {
+                    reach(cx.schema, rec, &mut e, t.today);
+                }
+                if e.action == "coupon"
+                    && let Some(secret) = &cx.schema.coupon_secret
+                {
+                    e.code = Some(coupon_code(secret, &e.key));
+                }
                 effects.push(e);
             }
         }
@@ -303,6 +326,68 @@ pub fn effect_key(rule: &str, member: &str, trigger: &str, action: usize) -> Str
     format!("{:032x}", h.digest128())
 }
 
+/// In the config's global control group: no marketing effect at all.
+pub fn in_control_group(schema: &Schema, member: &str) -> bool {
+    schema.control_group_ppm > 0
+        && xxhash_rust::xxh3::xxh3_64(format!("control\0{member}").as_bytes()) % 1_000_000
+            < schema.control_group_ppm as u64
+}
+
+/// Consent and frequency caps for an effect on a channel: `no_consent` if
+/// the member has not consented (opt-in channels) or has withdrawn;
+/// `capped` if the channel's cap is reached; otherwise the contact counts.
+fn reach(schema: &Schema, rec: &mut MemberRecord, e: &mut Effect, today: i32) {
+    let Some(name) = e.channel.clone() else {
+        return;
+    };
+    let Some((_, ch)) = schema.channel(&name) else {
+        return;
+    };
+    let consent = rec
+        .consent
+        .iter()
+        .find(|(c, _)| *c == name)
+        .map(|(_, g)| *g);
+    if consent == Some(false) || (ch.opt_in && consent != Some(true)) {
+        e.status = "no_consent".into();
+        return;
+    }
+    if let Some(cap) = ch.cap {
+        let window_days = (cap.per_secs / 86_400).max(1) as i32;
+        rec.contacts
+            .retain(|(c, d)| *c != name || *d > today - window_days);
+        let recent = rec.contacts.iter().filter(|(c, _)| *c == name).count();
+        if recent >= cap.count as usize {
+            e.status = "capped".into();
+            e.reason = Some("cap".into());
+            return;
+        }
+        rec.contacts.push((name, today));
+    }
+}
+
+/// A coupon code: the effect key signed with the config's secret
+/// (HMAC-SHA256), 12 characters of Crockford base32. The same effect (a
+/// re-issue) gives the same code; without the secret, codes cannot be
+/// made up.
+pub fn coupon_code(secret: &str, key: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(key.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    let mut bits = u64::from_be_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+    (0..12)
+        .map(|_| {
+            let c = ALPHABET[(bits & 31) as usize] as char;
+            bits >>= 5;
+            c
+        })
+        .collect()
+}
+
 /// Held out by a stable hash of (rule, member): the same member is held out
 /// of the same rule every time, whatever else changes.
 pub fn held_out(rule: &CompiledRule, member: &str) -> bool {
@@ -410,7 +495,9 @@ fn blank(action: &str) -> Effect {
         plugin: None,
         args: None,
         channel: None,
+        code: None,
         status: String::new(),
+        reason: None,
     }
 }
 
@@ -492,6 +579,9 @@ fn act(
             if apply {
                 tier_change = Some(t > rec.tier);
                 rec.tier = t;
+                rec.tier_history.push((today, t));
+                let excess = rec.tier_history.len().saturating_sub(32);
+                rec.tier_history.drain(..excess);
                 changed_state = true;
             }
             e

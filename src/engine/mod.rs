@@ -8,6 +8,7 @@
 //! event. Time comes in as arguments (the event's time, the tick's day);
 //! the engine never reads the wall clock.
 
+pub mod budget;
 pub mod clock;
 pub mod fire;
 pub mod fold;
@@ -121,6 +122,7 @@ pub struct Engine<S: Store> {
     next_seq: u64,
     view: View,
     plugins: Option<Arc<Plugins>>,
+    budgets: std::cell::RefCell<budget::Budgets>,
 }
 
 /// Uncommitted changes of a batch.
@@ -153,6 +155,7 @@ impl<S: Store> Engine<S> {
             next_seq,
             view: View::default(),
             plugins: None,
+            budgets: Default::default(),
         })
     }
 
@@ -233,8 +236,11 @@ impl<S: Store> Engine<S> {
             rules: &self.rules,
             plan: &self.plan,
             host: self.plugins.as_deref(),
+            budgets: &self.budgets,
+            store: &self.store,
         };
         fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
+        consent(&self.schema, &mut rec, ev);
         let slots = self.plan.event_slots(ev);
         let before = p.effects.len();
         let trigger = Trigger {
@@ -310,6 +316,8 @@ impl<S: Store> Engine<S> {
             rules: &self.rules,
             plan: &self.plan,
             host: self.plugins.as_deref(),
+            budgets: &self.budgets,
+            store: &self.store,
         };
         let trigger = Trigger {
             name: format!("tick:{}", crate::model::day_string(day)),
@@ -386,7 +394,11 @@ impl<S: Store> Engine<S> {
             w.meta
                 .push(("outbox_next".into(), seq.to_le_bytes().to_vec()));
         }
-        self.store.commit(w)?;
+        w.meta.extend(self.budgets.borrow_mut().take_dirty());
+        if let Err(e) = self.store.commit(w) {
+            self.budgets.borrow_mut().forget();
+            return Err(e);
+        }
         self.next_seq = seq;
         Ok(p.effects)
     }
@@ -412,6 +424,44 @@ impl<S: Store> Engine<S> {
             meta,
             ..WriteSet::default()
         })
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Budget use per rule with a budget, for the period containing
+    /// `today`: (rule, used, total).
+    pub fn budgets(
+        &self,
+        today: i32,
+    ) -> Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)> {
+        self.budgets
+            .borrow_mut()
+            .usage(&self.rules.rules, today, &self.store)
+    }
+}
+
+/// Consent events grant or withdraw contact on the channel they name.
+fn consent(schema: &Schema, rec: &mut MemberRecord, ev: &Event) {
+    let c = &schema.consent;
+    let granted = if Some(ev.kind) == c.grant {
+        true
+    } else if Some(ev.kind) == c.withdraw {
+        false
+    } else {
+        return;
+    };
+    let channel =
+        schema.events[ev.kind]
+            .field(&c.field)
+            .and_then(|(i, _)| match ev.fields.get(i) {
+                Some(Value::Str(s)) => Some(s.to_string()),
+                _ => None,
+            });
+    if let Some(ch) = channel {
+        match rec.consent.iter_mut().find(|(c, _)| *c == ch) {
+            Some(entry) => entry.1 = granted,
+            None => rec.consent.push((ch, granted)),
+        }
     }
 }
 

@@ -1,0 +1,139 @@
+//! Rule budgets: `budget 5000` (firings in all) and `budget 30000 per month`
+//! (coupon discount value per calendar period, local time). Kept in the
+//! store's meta, one key per rule and period, cached here; the writer is
+//! the only one spending, so the count is exact. Updates are committed with
+//! the batch that spent them.
+
+use crate::lang::check::{BudgetSpec, CouponSpec, Period};
+use crate::lang::compile::{Action, CompiledRule};
+use crate::schema::Schema;
+use crate::store::{Store, StoreError};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+#[derive(Default)]
+pub struct Budgets {
+    cache: HashMap<String, Decimal>,
+    dirty: BTreeMap<String, Decimal>,
+}
+
+/// The meta key of a rule's budget for the period containing `today`.
+pub fn budget_key(rule: &CompiledRule, today: i32) -> Option<String> {
+    let period = match rule.budget.as_ref()? {
+        BudgetSpec::Firings(_) => "all".to_string(),
+        BudgetSpec::Money { period, .. } => {
+            let d = super::clock::day_date(today);
+            match period {
+                Period::Day => d.to_string(),
+                Period::Week => {
+                    let w = d.iso_week_date();
+                    format!("{}-W{:02}", w.year(), w.week())
+                }
+                Period::Month => format!("{}-{:02}", d.year(), d.month()),
+                Period::Year => d.year().to_string(),
+            }
+        }
+    };
+    Some(format!("budget:{}:{period}", rule.name))
+}
+
+/// What one firing of `rule` costs its budget: 1 firing, or the discount
+/// value of its coupon actions.
+pub fn cost(rule: &CompiledRule, schema: &Schema) -> Decimal {
+    match rule.budget {
+        Some(BudgetSpec::Money { .. }) => rule
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Coupon {
+                    coupon: CouponSpec::Template(i),
+                    ..
+                } => schema.coupons[*i].discount,
+                Action::Coupon {
+                    coupon: CouponSpec::Literal { discount, .. },
+                    ..
+                } => *discount,
+                _ => Decimal::ZERO,
+            })
+            .sum(),
+        _ => Decimal::ONE,
+    }
+}
+
+fn limit(rule: &CompiledRule) -> Decimal {
+    match rule.budget {
+        Some(BudgetSpec::Firings(n)) => Decimal::from(n),
+        Some(BudgetSpec::Money { amount, .. }) => amount,
+        None => Decimal::MAX,
+    }
+}
+
+impl Budgets {
+    fn used(&mut self, key: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
+        if let Some(v) = self.cache.get(key) {
+            return Ok(*v);
+        }
+        let v = store
+            .meta(key)?
+            .and_then(|b| Decimal::from_str(&String::from_utf8_lossy(&b)).ok())
+            .unwrap_or_default();
+        self.cache.insert(key.to_string(), v);
+        Ok(v)
+    }
+
+    /// Spends one firing's cost if the budget has room; `false` if spent.
+    pub fn try_spend(
+        &mut self,
+        rule: &CompiledRule,
+        schema: &Schema,
+        today: i32,
+        store: &dyn Store,
+    ) -> Result<bool, StoreError> {
+        let Some(key) = budget_key(rule, today) else {
+            return Ok(true);
+        };
+        let used = self.used(&key, store)?;
+        let after = used + cost(rule, schema);
+        if after > limit(rule) {
+            return Ok(false);
+        }
+        self.cache.insert(key.clone(), after);
+        self.dirty.insert(key, after);
+        Ok(true)
+    }
+
+    /// The updates to commit with the batch.
+    pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string().into_bytes()))
+            .collect()
+    }
+
+    /// After a failed commit the cache may be ahead of the store.
+    pub fn forget(&mut self) {
+        self.cache.clear();
+        self.dirty.clear();
+    }
+
+    /// Used and total of every rule with a budget, for the current period.
+    pub fn usage(
+        &mut self,
+        rules: &[CompiledRule],
+        today: i32,
+        store: &dyn Store,
+    ) -> Vec<(String, Decimal, Decimal)> {
+        rules
+            .iter()
+            .filter_map(|r| {
+                let key = budget_key(r, today)?;
+                Some((
+                    r.name.clone(),
+                    self.used(&key, store).unwrap_or_default(),
+                    limit(r),
+                ))
+            })
+            .collect()
+    }
+}
