@@ -139,6 +139,17 @@ fn ingest_members_status_and_metrics_over_http() {
     );
     assert_eq!(points(&d.addr, "m1"), 12);
     assert_eq!(http(&d.addr, "POST", "/v1/events", "not json").0, 400);
+    let twice = format!(
+        "[{},{}]",
+        purchase("e9", "m9", 1.0),
+        purchase("e9", "m9", 2.0)
+    );
+    assert_eq!(http(&d.addr, "POST", "/v1/events", &twice).0, 409);
+    assert_eq!(
+        http(&d.addr, "GET", "/v1/members/m9", "").0,
+        404,
+        "nothing of a 409 request is stored"
+    );
     let big = "x".repeat(11 * 1024 * 1024);
     assert_eq!(http(&d.addr, "POST", "/v1/events", &big).0, 413);
     let (code, status) = http(&d.addr, "GET", "/v1/status", "");

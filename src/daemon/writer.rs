@@ -148,6 +148,13 @@ fn validate(
         return None;
     }
     let mut conflicts = Vec::new();
+    // The same id twice in one request with different bodies is a conflict too.
+    let mut in_request: std::collections::HashMap<&str, u128> = std::collections::HashMap::new();
+    for e in &events {
+        if *in_request.entry(&e.id).or_insert(e.body_hash) != e.body_hash {
+            conflicts.push(e.id.clone());
+        }
+    }
     for e in &events {
         match engine.store().seen(&e.id) {
             Ok(Some(h)) if h != e.body_hash => conflicts.push(e.id.clone()),
