@@ -340,7 +340,24 @@ pub struct MemberRecord {
     pub consent: Vec<(String, bool)>,
     /// Tier changes: day and new tier, newest last (the last 32).
     pub tier_history: Vec<(i32, u8)>,
+    /// Coupons issued with a code, until 90 days after they expire.
+    pub coupons: Vec<IssuedCoupon>,
 }
+
+/// A coupon the member holds (or held).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCoupon {
+    pub code: String,
+    /// Hash of the issuing rule's name.
+    pub rule: u64,
+    /// Last day it can be redeemed.
+    pub valid_until: i32,
+    /// Day it was redeemed.
+    pub redeemed: Option<i32>,
+}
+
+/// Days an expired or redeemed coupon stays in the record (for response rates).
+pub const COUPON_RETENTION_DAYS: i32 = 90;
 
 /// Format version of encoded member records (the first byte).
 pub const RECORD_VERSION: u8 = 1;

@@ -39,6 +39,14 @@ struct ConfigFile {
     control_group: Option<S>,
     consent: Option<ConsentFile>,
     coupon_secret: Option<S>,
+    redeem: Option<RedeemFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemFile {
+    event: Option<S>,
+    field: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -266,6 +274,8 @@ pub struct Schema {
     pub consent: ConsentEvents,
     /// Signs coupon codes; without it coupons carry no code.
     pub coupon_secret: Option<String>,
+    /// The event type that redeems a coupon, and its field with the code.
+    pub redeem: Option<(usize, usize)>,
 }
 
 /// Triggers that are not event types.
@@ -833,11 +843,39 @@ impl Validator<'_> {
             }
         };
         let coupon_secret = f.coupon_secret.as_ref().map(|s| s.to_string());
+        let redeem = {
+            let r = f.redeem.as_ref();
+            let event = r.and_then(|r| r.event.as_ref());
+            let name = event.map_or("redeem", |e| e.as_str());
+            let field = r
+                .and_then(|r| r.field.as_ref())
+                .map_or("coupon", |x| x.as_str());
+            match events.iter().position(|e| e.name == name) {
+                Some(i) => match events[i].field(field) {
+                    Some((fi, fl)) if fl.ty == FieldType::String => Some((i, fi)),
+                    _ => {
+                        self.diags.push(Diagnostic::new(Code::ConfigValue, self.source, Span::new(0, 0), format!("the redeem event `{name}` needs a string field `{field}` with the coupon code")));
+                        None
+                    }
+                },
+                None => {
+                    if let Some(e) = event {
+                        self.err(
+                            e,
+                            format!("unknown event type `{name}`"),
+                            Some("declare it under `events:`".into()),
+                        );
+                    }
+                    None
+                }
+            }
+        };
         Schema {
             plugin_limits,
             control_group_ppm,
             consent,
             coupon_secret,
+            redeem,
             timezone_name,
             timezone,
             tiers,

@@ -189,7 +189,21 @@ fn run_one(
                 if e.action == "coupon"
                     && let Some(secret) = &cx.schema.coupon_secret
                 {
-                    e.code = Some(coupon_code(secret, &e.key));
+                    let code = coupon_code(secret, &e.key);
+                    if e.status == "sent" {
+                        let valid_until = e
+                            .valid_until
+                            .as_deref()
+                            .and_then(crate::lang::parse::parse_date)
+                            .unwrap_or(t.today + 30);
+                        rec.coupons.push(crate::model::IssuedCoupon {
+                            code: code.clone(),
+                            rule: key,
+                            valid_until,
+                            redeemed: None,
+                        });
+                    }
+                    e.code = Some(code);
                 }
                 effects.push(e);
             }

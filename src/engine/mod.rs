@@ -241,6 +241,7 @@ impl<S: Store> Engine<S> {
         };
         fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);
+        redeem(&self.schema, &mut rec, ev, day);
         let slots = self.plan.event_slots(ev);
         let before = p.effects.len();
         let trigger = Trigger {
@@ -437,6 +438,29 @@ impl<S: Store> Engine<S> {
         self.budgets
             .borrow_mut()
             .usage(&self.rules.rules, today, &self.store)
+    }
+}
+
+/// A redeem event marks the member's coupon with that code used (once,
+/// and only while it is valid), and forgets coupons long expired.
+fn redeem(schema: &Schema, rec: &mut MemberRecord, ev: &Event, day: i32) {
+    rec.coupons.retain(|c| {
+        c.valid_until.max(c.redeemed.unwrap_or(i32::MIN)) + crate::model::COUPON_RETENTION_DAYS
+            >= day
+    });
+    let Some((kind, field)) = schema.redeem else {
+        return;
+    };
+    if ev.kind != kind {
+        return;
+    }
+    if let Some(Value::Str(code)) = ev.fields.get(field)
+        && let Some(c) = rec
+            .coupons
+            .iter_mut()
+            .find(|c| *c.code == **code && c.redeemed.is_none() && c.valid_until >= day)
+    {
+        c.redeemed = Some(day);
     }
 }
 

@@ -76,6 +76,14 @@ impl View {
             set(m, slot::DAYS_TO_BIRTHDAY, Value::Int(days));
             set(m, slot::BIRTHDAY_MONTH, Value::Int(month));
         }
+        let open = rec
+            .coupons
+            .iter()
+            .filter(|c| c.redeemed.is_none() && c.valid_until >= today)
+            .count();
+        let redeemed = rec.coupons.iter().filter(|c| c.redeemed.is_some()).count();
+        set(m, slot::COUPONS_OPEN, Value::Int(open as i64));
+        set(m, slot::COUPONS_REDEEMED, Value::Int(redeemed as i64));
         for (i, (name, _)) in layout
             .fields
             .iter()

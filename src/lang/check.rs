@@ -86,6 +86,8 @@ pub const BUILTIN_FIELDS: &[(&str, BuiltinTy)] = &[
     ("birthday", BuiltinTy::Date),
     ("days_to_birthday", BuiltinTy::Int),
     ("birthday_month", BuiltinTy::Int),
+    ("coupons_open", BuiltinTy::Int),
+    ("coupons_redeemed", BuiltinTy::Int),
 ];
 
 /// Const-friendly mirror of the types built-in fields have.
@@ -129,6 +131,8 @@ pub mod slot {
     pub const BIRTHDAY: u16 = 12;
     pub const DAYS_TO_BIRTHDAY: u16 = 13;
     pub const BIRTHDAY_MONTH: u16 = 14;
+    pub const COUPONS_OPEN: u16 = 15;
+    pub const COUPONS_REDEEMED: u16 = 16;
 }
 
 const WRITABLE_BUILTINS: &[&str] = &["birthday"];
