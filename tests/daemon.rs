@@ -609,3 +609,48 @@ fn status_and_metrics_show_what_is_left_of_a_budget() {
         "{metrics}"
     );
 }
+
+fn reloads(addr: &str) -> u64 {
+    let (_, s) = http(addr, "GET", "/v1/status", "");
+    serde_json::from_str::<serde_json::Value>(&s).expect("json")["reloads"]
+        .as_u64()
+        .expect("reloads")
+}
+
+#[test]
+fn sighup_reloads_and_a_burst_of_saves_is_one_reload() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let d = start(dir.path());
+    assert_eq!(reloads(&d.addr), 0);
+    Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    while reloads(&d.addr) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // 200 files written in a burst (a checkout) become one reload.
+    for i in 0..200 {
+        std::fs::write(
+            dir.path().join(format!("rules/gen{i:03}.rules")),
+            format!("rule \"r{i}\" on purchase then tag \"t{i}\"\n"),
+        )
+        .expect("write");
+    }
+    let start = Instant::now();
+    loop {
+        let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+        if s.contains("\"rules\":201") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(reloads(&d.addr), 2, "one reload for the burst");
+}
