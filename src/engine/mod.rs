@@ -120,7 +120,7 @@ pub struct Engine<S: Store> {
     plan: Plan,
     store: S,
     next_seq: u64,
-    view: View,
+    view: std::cell::RefCell<View>,
     plugins: Option<Arc<Plugins>>,
     budgets: std::cell::RefCell<budget::Budgets>,
 }
@@ -153,10 +153,22 @@ impl<S: Store> Engine<S> {
             plan,
             store,
             next_seq,
-            view: View::default(),
+            view: Default::default(),
             plugins: None,
             budgets: Default::default(),
         })
+    }
+
+    /// What rule firing needs of the engine.
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            schema: &self.schema,
+            rules: &self.rules,
+            plan: &self.plan,
+            host: self.plugins.as_deref(),
+            budgets: &self.budgets,
+            store: &self.store,
+        }
     }
 
     /// Runs plugin calls with `plugins` (loaded with the same rule set).
@@ -231,14 +243,7 @@ impl<S: Store> Engine<S> {
                     ..MemberRecord::default()
                 }),
         };
-        let cx = Ctx {
-            schema: &self.schema,
-            rules: &self.rules,
-            plan: &self.plan,
-            host: self.plugins.as_deref(),
-            budgets: &self.budgets,
-            store: &self.store,
-        };
+        let cx = self.ctx();
         fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);
         redeem(&self.schema, &mut rec, ev, day);
@@ -256,7 +261,7 @@ impl<S: Store> Engine<S> {
             &mut rec,
             &ev.member,
             trigger,
-            &mut self.view,
+            &mut self.view.borrow_mut(),
             &mut p.effects,
         );
         prune(&mut rec, &self.plan);
@@ -312,14 +317,7 @@ impl<S: Store> Engine<S> {
             return Ok(());
         };
         let original = rec.clone();
-        let cx = Ctx {
-            schema: &self.schema,
-            rules: &self.rules,
-            plan: &self.plan,
-            host: self.plugins.as_deref(),
-            budgets: &self.budgets,
-            store: &self.store,
-        };
+        let cx = self.ctx();
         let trigger = Trigger {
             name: format!("tick:{}", crate::model::day_string(day)),
             rules: &self.rules.on_tick,
@@ -332,7 +330,7 @@ impl<S: Store> Engine<S> {
             &mut rec,
             member,
             trigger,
-            &mut self.view,
+            &mut self.view.borrow_mut(),
             &mut p.effects,
         );
         prune(&mut rec, &self.plan);
