@@ -335,8 +335,16 @@ async fn get_metrics(State(app): State<App>) -> Response {
             );
         }
     }
-    let depth = sh.store.outbox(0, 1_000_000).map_or(0, |o| o.len());
-    let members = sh.store.member_ids().map_or(0, |m| m.len());
+    // Both from counters, not scans: a scrape must stay cheap with millions of members.
+    let next = crate::sinks::read_u64(&sh.store, "outbox_next").unwrap_or(0);
+    let first = sh
+        .store
+        .outbox(0, 1)
+        .ok()
+        .and_then(|o| o.first().map(|(s, _)| *s))
+        .unwrap_or(next);
+    let depth = next.saturating_sub(first);
+    let members = crate::sinks::read_u64(&sh.store, crate::engine::MEMBERS_KEY).unwrap_or(0);
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"

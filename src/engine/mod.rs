@@ -25,6 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use view::View;
 
+/// Meta key of the number of members in the store.
+pub const MEMBERS_KEY: &str = "members";
+
 /// What the engine precomputes from a schema and a rule set.
 pub struct Plan {
     pub purchase_kind: Option<usize>,
@@ -133,6 +136,8 @@ struct Pending {
     order: Vec<String>,
     seen: HashMap<String, u128>,
     effects: Vec<Effect>,
+    /// Members seen for the first time in this batch.
+    new_members: u64,
 }
 
 impl<S: Store> Engine<S> {
@@ -235,13 +240,16 @@ impl<S: Store> Engine<S> {
         let day = clock::local_day(&self.schema, ev.at);
         let mut rec = match p.members.get(&ev.member) {
             Some(r) => r.clone(),
-            None => self
-                .store
-                .member(&ev.member)?
-                .unwrap_or_else(|| MemberRecord {
-                    joined: day,
-                    ..MemberRecord::default()
-                }),
+            None => match self.store.member(&ev.member)? {
+                Some(r) => r,
+                None => {
+                    p.new_members += 1;
+                    MemberRecord {
+                        joined: day,
+                        ..MemberRecord::default()
+                    }
+                }
+            },
         };
         let cx = self.ctx();
         fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
@@ -394,6 +402,11 @@ impl<S: Store> Engine<S> {
                 .push(("outbox_next".into(), seq.to_le_bytes().to_vec()));
         }
         w.meta.extend(self.budgets.borrow_mut().take_dirty());
+        if p.new_members > 0 {
+            let total = crate::sinks::read_u64(&self.store, MEMBERS_KEY)? + p.new_members;
+            w.meta
+                .push((MEMBERS_KEY.into(), total.to_le_bytes().to_vec()));
+        }
         if let Err(e) = self.store.commit(w) {
             self.budgets.borrow_mut().forget();
             return Err(e);
