@@ -162,6 +162,10 @@ fn ingest_members_status_and_metrics_over_http() {
             && metrics.contains("nudge_effects_total{rule=\"pts\",status=\"sent\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("nudge_members 1\n") && metrics.contains("nudge_outbox_depth 0\n"),
+        "{metrics}"
+    );
 }
 
 #[test]
