@@ -163,7 +163,8 @@ fn ingest_members_status_and_metrics_over_http() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("nudge_members 1\n") && metrics.contains("nudge_outbox_depth 0\n"),
+        metrics.lines().any(|l| l == "nudge_members 1")
+            && metrics.lines().any(|l| l == "nudge_outbox_depth 0"),
         "{metrics}"
     );
 }
