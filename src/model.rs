@@ -342,6 +342,9 @@ pub struct MemberRecord {
     pub tier_history: Vec<(i32, u8)>,
     /// Coupons issued with a code, until 90 days after they expire.
     pub coupons: Vec<IssuedCoupon>,
+    /// Points by the day they were earned, oldest first, when points expire
+    /// (`points.expire_after`); spent and expired points leave the oldest lots.
+    pub point_lots: Vec<(i32, i64)>,
 }
 
 /// A coupon the member holds (or held).

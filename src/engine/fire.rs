@@ -102,6 +102,7 @@ fn run_one(
                 &cx.plan.agg_keys,
                 cx.plan.n_builtin,
                 t.today,
+                cx.schema.points.expire_after_days.map(|d| d as i32),
             );
             dirty = false;
         }
@@ -340,6 +341,56 @@ pub fn effect_key(rule: &str, member: &str, trigger: &str, action: usize) -> Str
     format!("{:032x}", h.digest128())
 }
 
+/// Expires the member's point lots that are `points.expire_after` old by
+/// `today`, oldest first; the effect (rule `points expiry`) says how many.
+pub fn expire_points(
+    cx: &Ctx<'_>,
+    rec: &mut MemberRecord,
+    member: &str,
+    trigger: &str,
+    at: jiff::Timestamp,
+    today: i32,
+) -> Option<Effect> {
+    let after = cx.schema.points.expire_after_days? as i32;
+    let expired: i64 = rec
+        .point_lots
+        .iter()
+        .filter(|(d, _)| d + after <= today)
+        .map(|(_, n)| n)
+        .sum();
+    rec.point_lots.retain(|(d, _)| d + after > today);
+    let taken = expired.min(rec.points.max(0));
+    if taken == 0 {
+        return None;
+    }
+    rec.points -= taken;
+    let mut e = blank("points");
+    e.points = Some(-taken);
+    e.key = effect_key(EXPIRY_RULE, member, trigger, 0);
+    e.at = at.to_string();
+    e.member = member.to_string();
+    e.rule = EXPIRY_RULE.to_string();
+    e.ruleset = cx.rules.version.clone();
+    e.trigger = trigger.to_string();
+    e.status = "sent".to_string();
+    Some(e)
+}
+
+/// The rule name expiry effects carry.
+pub const EXPIRY_RULE: &str = "points expiry";
+
+/// Takes `n` points from the oldest lots first.
+pub fn take_from_lots(lots: &mut Vec<(i32, i64)>, mut n: i64) {
+    while n > 0 && !lots.is_empty() {
+        let take = lots[0].1.min(n);
+        lots[0].1 -= take;
+        n -= take;
+        if lots[0].1 == 0 {
+            lots.remove(0);
+        }
+    }
+}
+
 /// In the config's global control group: no marketing effect at all.
 pub fn in_control_group(schema: &Schema, member: &str) -> bool {
     schema.control_group_ppm > 0
@@ -576,6 +627,13 @@ fn act(
             }
             if apply {
                 rec.points = rec.points.saturating_add(delta);
+                if schema.points.expire_after_days.is_some() {
+                    if delta > 0 {
+                        rec.point_lots.push((today, delta));
+                    } else {
+                        take_from_lots(&mut rec.point_lots, -delta);
+                    }
+                }
                 changed_state = true;
             }
             let mut e = blank("points");

@@ -257,8 +257,17 @@ impl<S: Store> Engine<S> {
         redeem(&self.schema, &mut rec, ev, day);
         let slots = self.plan.event_slots(ev);
         let before = p.effects.len();
+        let trigger_name = format!("event:{}", ev.id);
+        p.effects.extend(fire::expire_points(
+            &cx,
+            &mut rec,
+            &ev.member,
+            &trigger_name,
+            ev.at,
+            day,
+        ));
         let trigger = Trigger {
-            name: format!("event:{}", ev.id),
+            name: trigger_name,
             rules: &self.rules.on_event[ev.kind],
             today: day,
             at: ev.at,
@@ -318,7 +327,7 @@ impl<S: Store> Engine<S> {
         at: jiff::Timestamp,
         p: &mut Pending,
     ) -> Result<(), StoreError> {
-        if self.rules.on_tick.is_empty() {
+        if self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none() {
             return Ok(());
         }
         let Some(mut rec) = self.store.member(member)? else {
@@ -326,8 +335,12 @@ impl<S: Store> Engine<S> {
         };
         let original = rec.clone();
         let cx = self.ctx();
+        let tick_name = format!("tick:{}", crate::model::day_string(day));
+        p.effects.extend(fire::expire_points(
+            &cx, &mut rec, member, &tick_name, at, day,
+        ));
         let trigger = Trigger {
-            name: format!("tick:{}", crate::model::day_string(day)),
+            name: tick_name,
             rules: &self.rules.on_tick,
             today: day,
             at,

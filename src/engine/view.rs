@@ -27,6 +27,7 @@ impl View {
         agg_keys: &[u64],
         n_builtin: usize,
         today: i32,
+        expire: Option<i32>,
     ) {
         self.member.clear();
         self.member.resize(layout.fields.len(), Value::Null);
@@ -84,16 +85,27 @@ impl View {
         let redeemed = rec.coupons.iter().filter(|c| c.redeemed.is_some()).count();
         set(m, slot::COUPONS_OPEN, Value::Int(open as i64));
         set(m, slot::COUPONS_REDEEMED, Value::Int(redeemed as i64));
-        for (i, (name, _)) in layout
-            .fields
-            .iter()
-            .enumerate()
-            .skip(n_builtin)
-            .take(layout.fields.len() - n_builtin - layout.aggregates.len())
+        for (i, (name, _)) in
+            layout.fields.iter().enumerate().skip(n_builtin).take(
+                layout.fields.len() - n_builtin - layout.aggregates.len() - layout.expiring.len(),
+            )
         {
             if let Some(v) = rec.attribute(name) {
                 m[i] = v.into();
             }
+        }
+        for &(slot, days) in &layout.expiring {
+            // A lot earned on day d expires on d + expire_after; lots are only
+            // kept when points expire, so `expire` is known here.
+            let soon: i64 = rec
+                .point_lots
+                .iter()
+                .filter(|(d, _)| {
+                    expire.is_some_and(|e| d + e > today && d + e <= today + days as i32)
+                })
+                .map(|(_, n)| n)
+                .sum();
+            m[slot as usize] = Value::Int(soon);
         }
         for (spec, key) in layout.aggregates.iter().zip(agg_keys) {
             let state = rec.aggregates.iter().find(|a| a.key == *key);

@@ -209,6 +209,8 @@ pub struct Layout {
     /// Name and type of each member slot: built-ins, attributes, aggregates.
     pub fields: Vec<(String, Ty)>,
     pub aggregates: Vec<AggSpec>,
+    /// `points_expiring(Nd)` slots: slot and window in days.
+    pub expiring: Vec<(u16, u32)>,
     /// Event fields by slot (one slot per name across event types).
     pub event_fields: Vec<String>,
     /// Interned tags: bit i is `tags[i]`.
@@ -1381,6 +1383,9 @@ impl Checker<'_> {
     }
 
     fn func(&mut self, name: &ast::Ident, args: &[ast::Expr], span: Span) -> R<TExpr> {
+        if name.name == "points_expiring" {
+            return self.points_expiring(args, span);
+        }
         let f = match name.name.as_str() {
             "floor" => Func::Floor,
             "ceil" => Func::Ceil,
@@ -1435,6 +1440,57 @@ impl Checker<'_> {
             konst: a.konst,
             span,
             kind: TKind::Func(f, Box::new(a)),
+        })
+    }
+
+    /// `points_expiring(30d)`: points in lots that expire within the window.
+    fn points_expiring(&mut self, args: &[ast::Expr], span: Span) -> R<TExpr> {
+        let days = match args {
+            [
+                ast::Expr {
+                    kind: ExprKind::Lit(Literal::Duration(secs)),
+                    ..
+                },
+            ] if secs % 86_400 == 0 => (secs / 86_400) as u32,
+            _ => {
+                self.error(
+                    Code::Arity,
+                    span,
+                    "`points_expiring` takes one window in days",
+                    Some("write e.g. `points_expiring(30d)`".into()),
+                );
+                return Err(());
+            }
+        };
+        if self.schema.points.expire_after_days.is_none() {
+            self.error(
+                Code::UnknownFunction,
+                span,
+                "points do not expire in this config",
+                Some("set `points: { expire_after: 365d }` in the config".into()),
+            );
+            return Err(());
+        }
+        let key = format!("points_expiring({days}d)");
+        let slot = match self
+            .layout
+            .expiring
+            .iter()
+            .find(|(s, d)| *d == days && self.layout.fields[*s as usize].0 == key)
+        {
+            Some((s, _)) => *s,
+            None => {
+                let s = self.layout.fields.len() as u16;
+                self.layout.fields.push((key, Ty::Int));
+                self.layout.expiring.push((s, days));
+                s
+            }
+        };
+        Ok(TExpr {
+            ty: Ty::Int,
+            konst: false,
+            span,
+            kind: TKind::Slot(slot),
         })
     }
 
