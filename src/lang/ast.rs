@@ -160,6 +160,8 @@ pub enum BinOp {
     Sub,
     Mul,
     Div,
+    /// Remainder of whole numbers (`member_days % 365 == 0`).
+    Rem,
 }
 
 impl BinOp {
@@ -177,6 +179,7 @@ impl BinOp {
             BinOp::Sub => "-",
             BinOp::Mul => "*",
             BinOp::Div => "/",
+            BinOp::Rem => "%",
         }
     }
     pub fn is_comparison(self) -> bool {

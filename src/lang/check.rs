@@ -153,6 +153,7 @@ pub enum Arith {
     Sub,
     Mul,
     Div,
+    Rem,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1527,6 +1528,7 @@ impl Checker<'_> {
             BinOp::Add => Arith::Add,
             BinOp::Sub => Arith::Sub,
             BinOp::Mul => Arith::Mul,
+            BinOp::Rem => Arith::Rem,
             _ => Arith::Div,
         };
         self.arith(aop, op, l, r, span)
@@ -1574,6 +1576,20 @@ impl Checker<'_> {
         }
         use Ty::*;
         let ty = match (aop, &l.ty, &r.ty) {
+            (Arith::Rem, Int | Any, Int | Any) => Int,
+            (Arith::Rem, _, _) => {
+                self.error(
+                    Code::TypeMismatch,
+                    span,
+                    format!(
+                        "`%` takes whole numbers, not {} and {}",
+                        l.ty.name(),
+                        r.ty.name()
+                    ),
+                    Some("e.g. `member_days % 365 == 0`".into()),
+                );
+                return Err(());
+            }
             (_, Any, Any) => Dec,
             (Arith::Div, x, y) if x.numeric() && y.numeric() => Dec,
             (_, Int, Int) => Int,

@@ -386,6 +386,7 @@ fn int_arith(op: Arith, e: &TExpr, l: &TExpr, r: &TExpr) -> IntCode {
         ),
         (_, _, _, Arith::Add) => IntCode::Add(li, ri),
         (_, _, _, Arith::Sub) => IntCode::Sub(li, ri),
+        (_, _, _, Arith::Rem) => IntCode::Rem(li, ri),
         _ => IntCode::Mul(li, ri),
     }
 }
@@ -404,6 +405,8 @@ fn dec_code(e: &TExpr) -> DecCode {
             Arith::Sub => DecCode::Sub(b(l), b(r)),
             Arith::Mul => DecCode::Mul(b(l), b(r)),
             Arith::Div => DecCode::Div(b(l), b(r)),
+            // Remainders are whole numbers; the checker types them so.
+            Arith::Rem => DecCode::FromInt(Box::new(int_code(e))),
         },
         TKind::Plugin {
             plugin,

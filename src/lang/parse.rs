@@ -667,6 +667,7 @@ impl<'a> Builder<'a> {
                 "+" => BinOp::Add,
                 "-" => BinOp::Sub,
                 "*" => BinOp::Mul,
+                "%" => BinOp::Rem,
                 _ => BinOp::Div,
             };
             let rhs = self.expr_inner(rhs, nest)?;

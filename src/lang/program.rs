@@ -203,6 +203,8 @@ pub enum IntCode {
     Add(Box<IntCode>, Box<IntCode>),
     Sub(Box<IntCode>, Box<IntCode>),
     Mul(Box<IntCode>, Box<IntCode>),
+    /// Remainder (Euclidean, never negative); by zero is unknown.
+    Rem(Box<IntCode>, Box<IntCode>),
     /// Division rounding toward minus infinity by a constant (unit changes).
     DivFloor(Box<IntCode>, i64),
     Neg(Box<IntCode>),
@@ -314,6 +316,7 @@ impl IntCode {
             IntCode::Add(a, b) => a.eval(env)?.checked_add(b.eval(env)?),
             IntCode::Sub(a, b) => a.eval(env)?.checked_sub(b.eval(env)?),
             IntCode::Mul(a, b) => a.eval(env)?.checked_mul(b.eval(env)?),
+            IntCode::Rem(a, b) => a.eval(env)?.checked_rem_euclid(b.eval(env)?),
             IntCode::DivFloor(a, d) => Some(a.eval(env)?.div_euclid(*d)),
             IntCode::Neg(a) => a.eval(env)?.checked_neg(),
             IntCode::Abs(a) => a.eval(env)?.checked_abs(),
