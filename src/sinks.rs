@@ -34,8 +34,8 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
     };
     let len_key = format!("sink:file:{}:len", path.display());
     let next_key = cursor_key(path);
-    let committed = meta_u64(engine, &len_key)?;
-    let mut next = meta_u64(engine, &next_key)?;
+    let committed = engine.store().meta_u64(&len_key)?;
+    let mut next = engine.store().meta_u64(&next_key)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -85,24 +85,12 @@ pub fn sink_cursor(sink: &Sink) -> String {
     }
 }
 
-fn meta_u64<S: Store>(engine: &Engine<S>, key: &str) -> Result<u64, StoreError> {
-    read_u64(engine.store(), key)
-}
-
-pub fn read_u64<S: Store>(store: &S, key: &str) -> Result<u64, StoreError> {
-    Ok(store
-        .meta(key)?
-        .and_then(|b| b.as_slice().try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0))
-}
-
 /// Removes the outbox entries every sink of the config has delivered.
 pub fn release<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
     let sinks = engine.schema.sinks.clone();
     let mut upto = u64::MAX;
     for s in &sinks {
-        upto = upto.min(meta_u64(engine, &sink_cursor(s))?);
+        upto = upto.min(engine.store().meta_u64(&sink_cursor(s))?);
     }
     if sinks.is_empty() || upto == 0 {
         return Ok(());

@@ -70,6 +70,15 @@ pub trait Store {
     /// Meta entries whose key starts with `prefix`, in key order.
     fn meta_prefix(&self, prefix: &str, limit: usize)
     -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// A counter or cursor kept in meta (0 when absent).
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta(key)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0))
+    }
 }
 
 #[derive(Clone)]

@@ -336,6 +336,7 @@ const ORDER: &[&str] = &[
     "value",
     "message",
     "channel",
+    "plugin",
     "status",
 ];
 
@@ -407,18 +408,9 @@ fn compare(expect: &[serde_json::Map<String, serde_json::Value>], actual: &[Effe
             j += 1;
         } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
             let mut keys = default_keys.clone();
-            for k in [
-                "coupon",
-                "points",
-                "tier",
-                "tag",
-                "attribute",
-                "value",
-                "message",
-                "plugin",
-                "status",
-            ] {
-                if actual[j].contains_key(k) {
+            // The detail keys an unexpected effect has, after the usual four.
+            for k in &ORDER[4..] {
+                if actual[j].contains_key(*k) {
                     keys.push(k.to_string());
                 }
             }

@@ -367,7 +367,9 @@ fn a_restart_continues_where_it_stopped() {
     // The outbox kept counting across the restart: 50 effects, 50 entries.
     assert_eq!(e.outbox(0, 1000).expect("outbox").len(), 50);
     assert_eq!(
-        nudge::sinks::read_u64(e.store(), nudge::engine::MEMBERS_KEY).expect("meta"),
+        e.store()
+            .meta_u64(nudge::engine::MEMBERS_KEY)
+            .expect("meta"),
         7,
         "members counted once each"
     );

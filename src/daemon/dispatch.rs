@@ -10,7 +10,7 @@
 use super::Shared;
 use crate::model::Effect;
 use crate::schema::Sink;
-use crate::sinks::{read_u64, sink_cursor};
+use crate::sinks::sink_cursor;
 use crate::store::{Store, WriteSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub fn spawn(shared: Arc<Shared>) {
 async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink) {
     let cursor_key = sink_cursor(&sink);
     loop {
-        let next = read_u64(&shared.store, &cursor_key).unwrap_or(0);
+        let next = shared.store.meta_u64(&cursor_key).unwrap_or(0);
         let batch = shared.store.outbox(next, 256).unwrap_or_default();
         if batch.is_empty() {
             tokio::select! {

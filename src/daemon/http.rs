@@ -336,7 +336,7 @@ async fn get_metrics(State(app): State<App>) -> Response {
         }
     }
     // Both from counters, not scans: a scrape must stay cheap with millions of members.
-    let next = crate::sinks::read_u64(&sh.store, "outbox_next").unwrap_or(0);
+    let next = sh.store.meta_u64("outbox_next").unwrap_or(0);
     let first = sh
         .store
         .outbox(0, 1)
@@ -344,7 +344,7 @@ async fn get_metrics(State(app): State<App>) -> Response {
         .and_then(|o| o.first().map(|(s, _)| *s))
         .unwrap_or(next);
     let depth = next.saturating_sub(first);
-    let members = crate::sinks::read_u64(&sh.store, crate::engine::MEMBERS_KEY).unwrap_or(0);
+    let members = sh.store.meta_u64(crate::engine::MEMBERS_KEY).unwrap_or(0);
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"

@@ -176,10 +176,13 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
     if batch.is_empty() {
         return;
     }
-    let all: Vec<Event> = batch
-        .iter()
-        .flat_map(|p| p.events.iter().cloned())
-        .collect();
+    // One batch of every request's events, moved (not copied) out of them.
+    let mut all: Vec<Event> = Vec::new();
+    let mut replies = Vec::with_capacity(batch.len());
+    for p in batch {
+        replies.push((p.reply, p.events.len()));
+        all.extend(p.events);
+    }
     let start = std::time::Instant::now();
     match engine.process(&all) {
         Ok(c) => {
@@ -194,10 +197,11 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
             }
             shared.count_effects(&c.effects);
             let mut outcomes = c.outcomes.into_iter();
-            for p in batch {
+            let mut events = all.iter();
+            for (reply, n) in replies {
                 let (mut applied, mut duplicates) = (0, 0);
                 let mut conflicts = Vec::new();
-                for ev in &p.events {
+                for ev in events.by_ref().take(n) {
                     match outcomes.next() {
                         Some(Outcome::Applied { .. }) => applied += 1,
                         Some(Outcome::Duplicate) => duplicates += 1,
@@ -207,7 +211,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
                 shared
                     .events_applied
                     .fetch_add(applied as u64, Ordering::Relaxed);
-                let reply = if conflicts.is_empty() {
+                let reply_for = if conflicts.is_empty() {
                     IngestReply::Accepted {
                         applied,
                         duplicates,
@@ -215,7 +219,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
                 } else {
                     IngestReply::Conflict(conflicts)
                 };
-                let _ = p.reply.send(reply);
+                let _ = reply.send(reply_for);
             }
             if let Err(e) = deliver(engine) {
                 tracing::error!(error = %e, "Delivery failed.");
@@ -224,8 +228,8 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
         }
         Err(e) => {
             tracing::error!(error = %e, "Commit failed.");
-            for p in batch {
-                let _ = p.reply.send(IngestReply::Unavailable(e.to_string()));
+            for (reply, _) in replies {
+                let _ = reply.send(IngestReply::Unavailable(e.to_string()));
             }
         }
     }

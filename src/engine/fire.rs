@@ -394,8 +394,16 @@ pub fn take_from_lots(lots: &mut Vec<(i32, i64)>, mut n: i64) {
 /// In the config's global control group: no marketing effect at all.
 pub fn in_control_group(schema: &Schema, member: &str) -> bool {
     schema.control_group_ppm > 0
-        && xxhash_rust::xxh3::xxh3_64(format!("control\0{member}").as_bytes()) % 1_000_000
-            < schema.control_group_ppm as u64
+        && control_hash(member) % 1_000_000 < schema.control_group_ppm as u64
+}
+
+/// A stable hash of the member for the control group (no allocation: it
+/// runs for every firing).
+fn control_hash(member: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(b"control\0");
+    h.update(member.as_bytes());
+    h.digest()
 }
 
 /// Consent and frequency caps for an effect on a channel: `no_consent` if

@@ -146,11 +146,7 @@ impl<S: Store> Engine<S> {
         rules: Arc<RuleSet>,
         store: S,
     ) -> Result<Engine<S>, StoreError> {
-        let next_seq = store
-            .meta("outbox_next")?
-            .and_then(|b| b.as_slice().try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0);
+        let next_seq = store.meta_u64("outbox_next")?;
         let plan = Plan::new(&schema, &rules);
         Ok(Engine {
             schema,
@@ -416,7 +412,7 @@ impl<S: Store> Engine<S> {
         }
         w.meta.extend(self.budgets.borrow_mut().take_dirty());
         if p.new_members > 0 {
-            let total = crate::sinks::read_u64(&self.store, MEMBERS_KEY)? + p.new_members;
+            let total = self.store.meta_u64(MEMBERS_KEY)? + p.new_members;
             w.meta
                 .push((MEMBERS_KEY.into(), total.to_le_bytes().to_vec()));
         }
