@@ -469,11 +469,15 @@ pub struct Effect {
     /// A coupon's code, signed with the config's `coupon_secret`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub code: Option<String>,
-    /// `sent`, `held_out`, `capped` or `no_consent`.
+    /// `sent`, `held_out`, `capped`, `no_consent` or `deferred`.
     pub status: String,
     /// Why an effect was capped: `budget` or `cap`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// When a `deferred` effect goes out (the end of the channel's quiet
+    /// hours); a released effect keeps it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deliver_at: Option<String>,
 }
 
 /// Money and decimals as exact JSON numbers.

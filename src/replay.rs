@@ -48,9 +48,12 @@ pub fn replay<S: Store>(
     for ev in events {
         while clock::tick_instant(&schema, next_day) <= ev.at {
             flush(engine, &mut batch, &mut out)?;
-            out.effects.extend(engine.tick(next_day)?);
-            out.ticks += 1;
+            tick(engine, next_day, &mut out)?;
             next_day += 1;
+        }
+        if engine.deferred_due(ev.at) {
+            flush(engine, &mut batch, &mut out)?;
+            out.effects.extend(engine.release_deferred(ev.at)?);
         }
         batch.push(ev);
         if batch.len() >= BATCH {
@@ -64,11 +67,22 @@ pub fn replay<S: Store>(
     progress(done);
     let last = until.unwrap_or(next_day - 1);
     while next_day <= last {
-        out.effects.extend(engine.tick(next_day)?);
-        out.ticks += 1;
+        tick(engine, next_day, &mut out)?;
         next_day += 1;
     }
+    // Effects deferred to a time on the last day go out; later ones stay.
+    let end = clock::day_start(&schema, last + 1) - jiff::SignedDuration::from_secs(1);
+    out.effects.extend(engine.release_deferred(end)?);
     Ok(out)
+}
+
+/// The daily tick of `day`, after the deferred effects due by then.
+fn tick<S: Store>(engine: &mut Engine<S>, day: i32, out: &mut Replayed) -> Result<(), StoreError> {
+    let at = clock::tick_instant(&engine.schema, day);
+    out.effects.extend(engine.release_deferred(at)?);
+    out.effects.extend(engine.tick(day)?);
+    out.ticks += 1;
+    Ok(())
 }
 
 fn flush<S: Store>(

@@ -1,5 +1,7 @@
 //! Where effects go. The NDJSON file sink: drains the outbox to a file,
-//! each effect once, in outbox order (so in order per member).
+//! each effect once, in outbox order (so in order per member). A sink gets
+//! each key once: a `deferred` record (quiet hours) is not delivered; the
+//! same effect is, as `sent`, when the engine releases it.
 //!
 //! Exactly once across crashes: after each write the file is synced, and
 //! its length and the next outbox entry are committed together. On the next
@@ -57,7 +59,7 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         };
         next = last + 1;
         let mut buf = Vec::new();
-        for (_, effect) in &batch {
+        for (_, effect) in batch.iter().filter(|(_, e)| e.status != "deferred") {
             write_line(&mut buf, effect);
         }
         file.write_all(&buf).map_err(io)?;

@@ -44,6 +44,7 @@ pub struct WriteSet {
     pub outbox: Vec<(u64, Vec<u8>)>,
     pub delivered: Vec<u64>,
     pub meta: Vec<(String, Vec<u8>)>,
+    pub meta_removed: Vec<String>,
 }
 
 impl WriteSet {
@@ -53,6 +54,7 @@ impl WriteSet {
             && self.outbox.is_empty()
             && self.delivered.is_empty()
             && self.meta.is_empty()
+            && self.meta_removed.is_empty()
     }
 }
 
@@ -230,6 +232,9 @@ impl Store for SledStore {
         }
         for (k, v) in w.meta {
             b.insert(key(b'x', k.as_bytes()), v);
+        }
+        for k in w.meta_removed {
+            b.remove(key(b'x', k.as_bytes()));
         }
         self.db.apply_batch(b)?;
         self.db.flush()?;

@@ -620,3 +620,47 @@ fn a_budget_is_exact_across_a_restart() {
         [(day("2026-01-01"), 1)]
     );
 }
+
+#[test]
+fn a_deferred_message_survives_a_restart_and_reaches_the_sink_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = CONFIG.replace("sms: {}", "sms: { quiet_hours: \"21:00-09:00\" }");
+    let (s, r) = build(
+        &config,
+        "rule \"thanks\" on purchase then send message \"hi\" via sms",
+    );
+    // 23:00 in Berlin (22:00Z): quiet until 09:00 local, 08:00Z.
+    let late = event_from_json(&s, json!({"id": "p", "type": "purchase", "member": "m", "at": "2026-01-05T22:00:00Z", "amount": 1})).expect("event");
+    let file = dir.path().join("effects.ndjson");
+    {
+        let store = SledStore::open(&dir.path().join("data")).expect("open");
+        let mut e = Engine::new(s.clone(), r.clone(), store).expect("engine");
+        let c = e.process(&[late]).expect("process");
+        assert_eq!(c.effects[0].status, "deferred");
+        assert_eq!(
+            c.effects[0].deliver_at.as_deref(),
+            Some("2026-01-06T08:00:00Z")
+        );
+        nudge::sinks::drain_to_file(&mut e, &file).expect("drain");
+        assert!(!e.deferred_due("2026-01-06T07:59:59Z".parse().expect("time")));
+    }
+    // Nothing reached the sink yet: a deferred record is not delivered.
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "");
+    let store = SledStore::open(&dir.path().join("data")).expect("reopen");
+    let mut e = Engine::new(s, r, store).expect("engine");
+    assert!(e.deferred_due("2026-01-06T08:00:00Z".parse().expect("time")));
+    let early = e.release_deferred("2026-01-06T07:00:00Z".parse().expect("time"));
+    assert!(early.expect("release").is_empty());
+    let released = e
+        .release_deferred("2026-01-06T10:00:00Z".parse().expect("time"))
+        .expect("release");
+    assert_eq!(summary(&released), ["thanks m event:p message  sent"]);
+    assert_eq!(released[0].at, "2026-01-06T08:00:00Z");
+    // Released once: a second release finds nothing.
+    let again = e.release_deferred("2026-01-07T10:00:00Z".parse().expect("time"));
+    assert!(again.expect("release").is_empty());
+    nudge::sinks::drain_to_file(&mut e, &file).expect("drain");
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"status\":\"sent\""), "{text}");
+}

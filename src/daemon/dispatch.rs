@@ -55,8 +55,13 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
             continue;
         }
         for (seq, bytes) in batch {
-            let Ok(effect) = serde_json::from_slice::<Effect>(&bytes) else {
-                continue;
+            let effect = match serde_json::from_slice::<Effect>(&bytes) {
+                // A deferred record goes out when released, as `sent`.
+                Ok(e) if e.status != "deferred" => e,
+                _ => {
+                    advance(&shared, &cursor_key, seq);
+                    continue;
+                }
             };
             let mut backoff = BACKOFF_START;
             let mut attempt = 0u64;
@@ -98,14 +103,19 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                 }
             }
             // Only a confirmed (or dead-lettered) entry moves the cursor.
-            let w = WriteSet {
-                meta: vec![(cursor_key.clone(), (seq + 1).to_le_bytes().to_vec())],
-                ..WriteSet::default()
-            };
-            if let Err(e) = shared.store.commit(w) {
-                tracing::error!(error = %e, "Cannot record delivery progress.");
-            }
+            advance(&shared, &cursor_key, seq);
         }
+    }
+}
+
+/// Records that the sink is done with entry `seq`.
+fn advance(shared: &Shared, cursor_key: &str, seq: u64) {
+    let w = WriteSet {
+        meta: vec![(cursor_key.to_string(), (seq + 1).to_le_bytes().to_vec())],
+        ..WriteSet::default()
+    };
+    if let Err(e) = shared.store.commit(w) {
+        tracing::error!(error = %e, "Cannot record delivery progress.");
     }
 }
 

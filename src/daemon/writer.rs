@@ -96,18 +96,10 @@ pub fn run(
                     let _ = r.send(ok);
                 }
             }
-            Command::Tick => match engine.run_due_ticks(&SystemClock, CatchUp::Once) {
-                Ok((days, effects)) => {
-                    if !days.is_empty() {
-                        shared.count_effects(&effects);
-                        tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = effects.len(), "Daily tick done.");
-                        if let Err(e) = deliver(&mut engine) {
-                            tracing::error!(error = %e, "Delivery failed.");
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "Daily tick failed."),
-            },
+            Command::Tick => {
+                release(&mut engine, &shared);
+                tick(&mut engine, &shared);
+            }
             Command::Shutdown => {
                 // Whatever is still queued was accepted before the shutdown.
                 while let Ok(c) = rx.try_recv() {
@@ -122,6 +114,43 @@ pub fn run(
             }
         }
     }
+}
+
+/// Runs the daily ticks that are due by the wall clock.
+fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
+    match engine.run_due_ticks(&SystemClock, CatchUp::Once) {
+        Ok((days, effects)) if !days.is_empty() => {
+            shared.count_effects(&effects);
+            tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = effects.len(), "Daily tick done.");
+            after_commit(engine, shared);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "Daily tick failed."),
+    }
+}
+
+/// Releases the effects whose quiet hours are over.
+fn release(engine: &mut Engine<SledStore>, shared: &Shared) {
+    let now = crate::engine::clock::Clock::now(&SystemClock);
+    if !engine.deferred_due(now) {
+        return;
+    }
+    match engine.release_deferred(now) {
+        Ok(effects) => {
+            shared.count_effects(&effects);
+            tracing::info!(effects = effects.len(), "Deferred effects released.");
+            after_commit(engine, shared);
+        }
+        Err(e) => tracing::error!(error = %e, "Releasing deferred effects failed."),
+    }
+}
+
+/// Writes file sinks and wakes the dispatcher.
+fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
+    if let Err(e) = deliver(engine) {
+        tracing::error!(error = %e, "Delivery failed.");
+    }
+    shared.outbox_changed.notify_waiters();
 }
 
 /// Validates a request's events with the current schema. Invalid requests
@@ -221,10 +250,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
                 };
                 let _ = reply.send(reply_for);
             }
-            if let Err(e) = deliver(engine) {
-                tracing::error!(error = %e, "Delivery failed.");
-            }
-            shared.outbox_changed.notify_waiters();
+            after_commit(engine, shared);
         }
         Err(e) => {
             tracing::error!(error = %e, "Commit failed.");

@@ -72,6 +72,15 @@ pub fn tick_instant(schema: &Schema, day: i32) -> Timestamp {
         .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// Local midnight at the start of `day` (or the first instant of the day
+/// when midnight is skipped).
+pub fn day_start(schema: &Schema, day: i32) -> Timestamp {
+    day_date(day)
+        .to_zoned_datetime(schema.timezone.clone())
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 /// The last day whose tick is due at `now`.
 pub fn last_due_tick(schema: &Schema, now: Timestamp) -> i32 {
     let today = local_day(schema, now);
@@ -105,4 +114,33 @@ pub fn due_ticks(
         Some(d) if catch_up == CatchUp::EveryDay => (d + 1..=last_due).collect(),
         _ => vec![last_due],
     }
+}
+
+/// When a contact at `at` may go out on a channel with quiet hours
+/// `(from, to)` (minutes after local midnight; `from > to` wraps past
+/// midnight): `None` outside quiet hours, else the instant they end, in the
+/// config's time zone (a wall time skipped by a DST jump resolves to the
+/// instant after the jump).
+pub fn quiet_until(schema: &Schema, (from, to): (u16, u16), at: Timestamp) -> Option<Timestamp> {
+    let local = at.to_zoned_datetime(schema.timezone.clone());
+    let minute = local.hour() as u16 * 60 + local.minute() as u16;
+    let quiet = if from < to {
+        (from..to).contains(&minute)
+    } else {
+        minute >= from || minute < to
+    };
+    if !quiet {
+        return None;
+    }
+    // The window ends today if its end is still ahead, else tomorrow.
+    let date = if minute < to {
+        local.date()
+    } else {
+        local.date().tomorrow().ok()?
+    };
+    let end = jiff::civil::time((to / 60) as i8, (to % 60) as i8, 0, 0);
+    date.to_datetime(end)
+        .to_zoned_datetime(schema.timezone.clone())
+        .ok()
+        .map(|z| z.timestamp())
 }

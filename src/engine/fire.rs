@@ -186,12 +186,13 @@ fn run_one(
                 e.reason = reason.map(str::to_string);
                 if apply {
                     reach(cx.schema, rec, &mut e, t.today);
+                    defer(cx.schema, &mut e, t.at);
                 }
                 if e.action == "coupon"
                     && let Some(secret) = &cx.schema.coupon_secret
                 {
                     let code = coupon_code(secret, &e.key);
-                    if e.status == "sent" {
+                    if e.status == "sent" || e.status == "deferred" {
                         let valid_until = e
                             .valid_until
                             .as_deref()
@@ -439,6 +440,24 @@ fn reach(schema: &Schema, rec: &mut MemberRecord, e: &mut Effect, today: i32) {
     }
 }
 
+/// Quiet hours: a contact that would go out while its channel is quiet is
+/// `deferred` to the end of the quiet hours (the engine releases it then).
+fn defer(schema: &Schema, e: &mut Effect, at: jiff::Timestamp) {
+    if e.status != "sent" {
+        return;
+    }
+    let Some((_, ch)) = e.channel.as_deref().and_then(|c| schema.channel(c)) else {
+        return;
+    };
+    if let Some(until) = ch
+        .quiet_hours
+        .and_then(|q| super::clock::quiet_until(schema, q, at))
+    {
+        e.status = "deferred".into();
+        e.deliver_at = Some(until.to_string());
+    }
+}
+
 /// A coupon code: the effect key signed with the config's secret
 /// (HMAC-SHA256), 12 characters of Crockford base32. The same effect (a
 /// re-issue) gives the same code; without the secret, codes cannot be
@@ -571,6 +590,7 @@ fn blank(action: &str) -> Effect {
         code: None,
         status: String::new(),
         reason: None,
+        deliver_at: None,
     }
 }
 

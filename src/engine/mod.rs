@@ -126,6 +126,8 @@ pub struct Engine<S: Store> {
     view: std::cell::RefCell<View>,
     plugins: Option<Arc<Plugins>>,
     budgets: std::cell::RefCell<budget::Budgets>,
+    /// When the earliest deferred effect is due (cached from the store).
+    next_deferred: Option<jiff::Timestamp>,
 }
 
 /// Uncommitted changes of a batch.
@@ -148,7 +150,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<Engine<S>, StoreError> {
         let next_seq = store.meta_u64("outbox_next")?;
         let plan = Plan::new(&schema, &rules);
-        Ok(Engine {
+        let mut engine = Engine {
             schema,
             rules,
             plan,
@@ -157,7 +159,10 @@ impl<S: Store> Engine<S> {
             view: Default::default(),
             plugins: None,
             budgets: Default::default(),
-        })
+            next_deferred: None,
+        };
+        engine.next_deferred = engine.first_deferred()?;
+        Ok(engine)
     }
 
     /// What rule firing needs of the engine.
@@ -401,9 +406,20 @@ impl<S: Store> Engine<S> {
         w.seen = p.seen.into_iter().collect();
         w.seen.sort();
         let mut seq = self.next_seq;
+        let mut next_deferred = self.next_deferred;
         for e in &p.effects {
             w.outbox
                 .push((seq, serde_json::to_vec(e).unwrap_or_default()));
+            if let Some(at) = deferred_until(e) {
+                let mut later = e.clone();
+                later.status = "sent".into();
+                later.at = at.to_string();
+                w.meta.push((
+                    deferred_key(at, seq),
+                    serde_json::to_vec(&later).unwrap_or_default(),
+                ));
+                next_deferred = Some(next_deferred.map_or(at, |n| n.min(at)));
+            }
             seq += 1;
         }
         if seq != self.next_seq {
@@ -421,7 +437,65 @@ impl<S: Store> Engine<S> {
             return Err(e);
         }
         self.next_seq = seq;
+        self.next_deferred = next_deferred;
         Ok(p.effects)
+    }
+
+    /// Whether a deferred effect is due at `now`.
+    pub fn deferred_due(&self, now: jiff::Timestamp) -> bool {
+        self.next_deferred.is_some_and(|t| t <= now)
+    }
+
+    /// Releases the deferred effects due at `now` (their quiet hours are
+    /// over): each goes to the outbox as `sent`, with its key and its
+    /// `deliver_at` as `at`, so the release gives the same output whenever
+    /// it runs. One commit; returns the released effects.
+    pub fn release_deferred(&mut self, now: jiff::Timestamp) -> Result<Vec<Effect>, StoreError> {
+        let mut released = Vec::new();
+        loop {
+            let due = self.store.meta_prefix(DEFERRED_PREFIX, 4096)?;
+            let mut w = WriteSet::default();
+            let mut seq = self.next_seq;
+            let mut next = None;
+            for (k, v) in due {
+                match deferred_key_time(&k) {
+                    Some(at) if at <= now => {}
+                    at => {
+                        next = at;
+                        break;
+                    }
+                }
+                if let Ok(e) = serde_json::from_slice::<Effect>(&v) {
+                    w.outbox.push((seq, v));
+                    seq += 1;
+                    released.push(e);
+                }
+                w.meta_removed.push(k);
+            }
+            let more = next.is_none() && !w.meta_removed.is_empty();
+            if seq != self.next_seq {
+                w.meta
+                    .push(("outbox_next".into(), seq.to_le_bytes().to_vec()));
+            }
+            self.store.commit(w)?;
+            self.next_seq = seq;
+            if !more {
+                self.next_deferred = match next {
+                    Some(t) => Some(t),
+                    None => self.first_deferred()?,
+                };
+                return Ok(released);
+            }
+        }
+    }
+
+    /// When the earliest deferred effect is due.
+    fn first_deferred(&self) -> Result<Option<jiff::Timestamp>, StoreError> {
+        Ok(self
+            .store
+            .meta_prefix(DEFERRED_PREFIX, 1)?
+            .first()
+            .and_then(|(k, _)| deferred_key_time(k)))
     }
 
     /// Outbox entries not yet delivered, from `from` on.
@@ -459,6 +533,28 @@ impl<S: Store> Engine<S> {
             .borrow_mut()
             .usage(&self.rules.rules, today, &self.store)
     }
+}
+
+/// Meta keys of deferred effects: `defer:` + due time + outbox sequence, so
+/// key order is due order.
+const DEFERRED_PREFIX: &str = "defer:";
+
+fn deferred_until(e: &Effect) -> Option<jiff::Timestamp> {
+    if e.status != "deferred" {
+        return None;
+    }
+    e.deliver_at.as_deref()?.parse().ok()
+}
+
+/// Seconds are offset by 2^62 so that times before 1970 sort first too.
+fn deferred_key(at: jiff::Timestamp, seq: u64) -> String {
+    let secs = (at.as_second() + (1i64 << 62)) as u64;
+    format!("{DEFERRED_PREFIX}{secs:020}:{seq:020}")
+}
+
+fn deferred_key_time(key: &str) -> Option<jiff::Timestamp> {
+    let secs: u64 = key.strip_prefix(DEFERRED_PREFIX)?.get(..20)?.parse().ok()?;
+    jiff::Timestamp::from_second(secs as i64 - (1i64 << 62)).ok()
 }
 
 /// A redeem event marks the member's coupon with that code used (once,
