@@ -345,7 +345,37 @@ pub struct MemberRecord {
     /// Points by the day they were earned, oldest first, when points expire
     /// (`points.expire_after`); spent and expired points leave the oldest lots.
     pub point_lots: Vec<(i32, i64)>,
+    /// Purchases that can still be refunded (`refund.within`), oldest first.
+    pub purchases: Vec<PurchaseEntry>,
 }
+
+/// What one purchase added to a member, so a refund can take it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PurchaseEntry {
+    /// Hash of the purchase event's id.
+    pub event: u64,
+    pub day: i32,
+    #[serde(with = "dec")]
+    pub amount: Decimal,
+    /// How much of it was refunded so far.
+    #[serde(with = "dec")]
+    pub refunded: Decimal,
+    /// Points the purchase's own rules awarded, less what refunds took back.
+    pub points: i64,
+    /// What it added to each windowed aggregate (by aggregate key).
+    pub aggregates: Vec<AggShare>,
+}
+
+/// A purchase's part of one windowed aggregate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggShare {
+    pub key: u64,
+    #[serde(with = "dec")]
+    pub value: Decimal,
+}
+
+/// Purchases kept for refunds per member at most (the oldest go first).
+pub const MAX_REFUNDABLE: usize = 256;
 
 /// A coupon the member holds (or held).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -40,6 +40,16 @@ struct ConfigFile {
     consent: Option<ConsentFile>,
     coupon_secret: Option<S>,
     redeem: Option<RedeemFile>,
+    refund: Option<RefundFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundFile {
+    event: Option<S>,
+    purchase: Option<S>,
+    amount: Option<S>,
+    within: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +286,18 @@ pub struct Schema {
     pub coupon_secret: Option<String>,
     /// The event type that redeems a coupon, and its field with the code.
     pub redeem: Option<(usize, usize)>,
+    pub refund: Option<RefundPolicy>,
+}
+
+/// Refund events: which type, its field naming the purchase (the purchase
+/// event's id), its optional amount field (absent: the whole rest), and how
+/// long purchases can be refunded.
+#[derive(Clone, Debug)]
+pub struct RefundPolicy {
+    pub event: usize,
+    pub purchase_field: usize,
+    pub amount_field: Option<usize>,
+    pub within_days: i32,
 }
 
 /// Triggers that are not event types.
@@ -399,6 +421,90 @@ impl Validator<'_> {
             );
         }
         ok
+    }
+
+    /// `refund:`, or a declared `refund` event type with a string field
+    /// `purchase` by default.
+    fn refund(&mut self, f: Option<&RefundFile>, events: &[EventType]) -> Option<RefundPolicy> {
+        let event = f.and_then(|r| r.event.as_ref());
+        let name = event.map_or("refund", |e| e.as_str());
+        let Some(kind) = events.iter().position(|e| e.name == name) else {
+            if let Some(e) = event {
+                self.err(
+                    e,
+                    format!("unknown event type `{name}`"),
+                    Some("declare it under `events:`".into()),
+                );
+            } else if f.is_some() {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::ConfigValue,
+                        self.source,
+                        Span::new(0, 0),
+                        "`refund:` needs a `refund` event type (or `refund.event`)",
+                    )
+                    .hint(
+                        "declare e.g. `events: { refund: { purchase: string, amount: money? } }`",
+                    ),
+                );
+            }
+            return None;
+        };
+        let et = &events[kind];
+        let purchase = f.and_then(|r| r.purchase.as_ref());
+        let pname = purchase.map_or("purchase", |p| p.as_str());
+        let purchase_field = match et.field(pname) {
+            Some((i, fl)) if fl.ty == FieldType::String => Some(i),
+            _ => {
+                let msg = format!(
+                    "the refund event `{name}` needs a string field `{pname}` with the refunded purchase's event id"
+                );
+                match purchase {
+                    Some(p) => self.err(p, msg, None),
+                    None => self.diags.push(Diagnostic::new(
+                        Code::ConfigValue,
+                        self.source,
+                        Span::new(0, 0),
+                        msg,
+                    )),
+                }
+                None
+            }
+        };
+        let amount = f.and_then(|r| r.amount.as_ref());
+        let aname = amount.map_or("amount", |a| a.as_str());
+        let amount_field = match et.field(aname) {
+            Some((i, fl)) if fl.ty == FieldType::Money => Some(i),
+            Some(_) => {
+                let msg = format!("the refund's `{aname}` field must be of type money");
+                match amount {
+                    Some(a) => self.err(a, msg, None),
+                    None => self.diags.push(Diagnostic::new(
+                        Code::ConfigValue,
+                        self.source,
+                        Span::new(0, 0),
+                        msg,
+                    )),
+                }
+                None
+            }
+            None => {
+                if let Some(a) = amount {
+                    self.err(a, format!("`{name}` has no field `{aname}`"), None);
+                }
+                None
+            }
+        };
+        let within_days = match f.and_then(|r| r.within.as_ref()) {
+            Some(w) => self.duration_days(w)? as i32,
+            None => 90,
+        };
+        Some(RefundPolicy {
+            event: kind,
+            purchase_field: purchase_field?,
+            amount_field,
+            within_days,
+        })
     }
 
     fn duration_days(&mut self, s: &S) -> Option<i64> {
@@ -870,7 +976,9 @@ impl Validator<'_> {
                 }
             }
         };
+        let refund = self.refund(f.refund.as_ref(), &events);
         Schema {
+            refund,
             plugin_limits,
             control_group_ppm,
             consent,

@@ -105,7 +105,10 @@ pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
         });
     }
     let pos = Positions::new(text);
-    let mut opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+    // Quoted scalars stay strings (`id: "4"` is the string 4).
+    let mut opts = marked_yaml::LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
     if top == Top::List {
         opts = opts.toplevel_sequence();
     }
@@ -225,5 +228,19 @@ pub fn to_json(node: &Node) -> serde_json::Value {
             .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
             .collect::<serde_json::Map<_, _>>()
             .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_scalars_stay_strings() {
+        let n = parse("- { a: \"4\", b: 4, c: 'true', d: true }\n", Top::List).expect("yaml");
+        assert_eq!(
+            to_json(&n).to_string(),
+            r#"[{"a":"4","b":4,"c":"true","d":true}]"#
+        );
     }
 }

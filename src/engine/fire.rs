@@ -365,17 +365,32 @@ pub fn expire_points(
         return None;
     }
     rec.points -= taken;
+    Some(points_effect(cx, EXPIRY_RULE, member, trigger, at, -taken))
+}
+
+/// A points change the engine made itself (expiry, refund), under `rule`.
+pub fn points_effect(
+    cx: &Ctx<'_>,
+    rule: &str,
+    member: &str,
+    trigger: &str,
+    at: jiff::Timestamp,
+    points: i64,
+) -> Effect {
     let mut e = blank("points");
-    e.points = Some(-taken);
-    e.key = effect_key(EXPIRY_RULE, member, trigger, 0);
+    e.points = Some(points);
+    e.key = effect_key(rule, member, trigger, 0);
     e.at = at.to_string();
     e.member = member.to_string();
-    e.rule = EXPIRY_RULE.to_string();
+    e.rule = rule.to_string();
     e.ruleset = cx.rules.version.clone();
     e.trigger = trigger.to_string();
     e.status = "sent".to_string();
-    Some(e)
+    e
 }
+
+/// The rule name refund effects carry.
+pub const REFUND_RULE: &str = "refund";
 
 /// The rule name expiry effects carry.
 pub const EXPIRY_RULE: &str = "points expiry";

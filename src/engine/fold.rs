@@ -6,11 +6,18 @@
 use super::Plan;
 use crate::lang::RuleSet;
 use crate::lang::program::{Env, Value};
-use crate::model::{AggState, Bucket, Event, MemberRecord};
+use crate::model::{AggShare, AggState, Bucket, Event, MemberRecord};
 use rust_decimal::Decimal;
 
-/// Folds `ev` (on local `day`) into `rec`.
-pub fn fold(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, rules: &RuleSet) {
+/// Folds `ev` (on local `day`) into `rec`; returns what it added to each
+/// windowed aggregate (a refund takes that back).
+pub fn fold(
+    rec: &mut MemberRecord,
+    ev: &Event,
+    day: i32,
+    plan: &Plan,
+    rules: &RuleSet,
+) -> Vec<AggShare> {
     if Some(ev.kind) == plan.purchase_kind {
         let amount = match ev.fields.get(plan.purchase_amount) {
             Some(Value::Dec(d)) => *d,
@@ -38,10 +45,17 @@ pub fn fold(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, rules: &R
             }
         }
     }
-    fold_aggregates(rec, ev, day, plan, rules);
+    fold_aggregates(rec, ev, day, plan, rules)
 }
 
-fn fold_aggregates(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, rules: &RuleSet) {
+fn fold_aggregates(
+    rec: &mut MemberRecord,
+    ev: &Event,
+    day: i32,
+    plan: &Plan,
+    rules: &RuleSet,
+) -> Vec<AggShare> {
+    let mut shares = Vec::new();
     // Keep only the aggregates this rule set uses.
     rec.aggregates.retain(|a| plan.agg_keys.contains(&a.key));
     let slots = plan.event_slots(ev);
@@ -72,6 +86,7 @@ fn fold_aggregates(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, ru
             None => Decimal::ZERO,
         };
         let key = plan.agg_keys[i];
+        shares.push(AggShare { key, value });
         let state = match rec.aggregates.iter_mut().position(|a| a.key == key) {
             Some(p) => &mut rec.aggregates[p],
             None => {
@@ -107,4 +122,68 @@ fn fold_aggregates(rec: &mut MemberRecord, ev: &Event, day: i32, plan: &Plan, ru
         let horizon = newest - spec.window_days as i32;
         state.buckets.retain(|b| b.day > horizon);
     }
+    shares
+}
+
+/// Takes back what a purchase added, for a refund of `amount` of it (the
+/// whole rest when `None`): spend, the order (once fully refunded), its
+/// share of every windowed aggregate, and its points in proportion.
+/// Returns the points taken back; `None` when the purchase is unknown (not
+/// this member's, or older than `refund.within`) or already refunded.
+pub fn refund(
+    rec: &mut MemberRecord,
+    purchase: &str,
+    amount: Option<Decimal>,
+    expiring_lots: bool,
+) -> Option<i64> {
+    let id = xxhash_rust::xxh3::xxh3_64(purchase.as_bytes());
+    let entry = rec.purchases.iter_mut().find(|p| p.event == id)?;
+    let rest = entry.amount - entry.refunded;
+    let take = amount.unwrap_or(rest).min(rest);
+    if take <= Decimal::ZERO {
+        return None;
+    }
+    entry.refunded += take;
+    let full = entry.refunded >= entry.amount;
+    let fraction = if entry.amount.is_zero() {
+        Decimal::ONE
+    } else {
+        take / entry.amount
+    };
+    let points = if full {
+        entry.points
+    } else {
+        (Decimal::from(entry.points) * take / entry.amount)
+            .round()
+            .try_into()
+            .unwrap_or(0i64)
+            .min(entry.points)
+    };
+    entry.points -= points;
+    let (day, shares) = (entry.day, entry.aggregates.clone());
+    rec.spend = (rec.spend - take).max(Decimal::ZERO);
+    if full {
+        rec.orders = rec.orders.saturating_sub(1);
+    }
+    for share in shares {
+        let Some(agg) = rec.aggregates.iter_mut().find(|a| a.key == share.key) else {
+            continue;
+        };
+        if let Ok(p) = agg.buckets.binary_search_by_key(&day, |b| b.day) {
+            let b = &mut agg.buckets[p];
+            b.sum -= share.value * fraction;
+            if full {
+                b.count = b.count.saturating_sub(1);
+            }
+            if b.count == 0 {
+                agg.buckets.remove(p);
+            }
+        }
+    }
+    // Points already spent leave the balance below zero: the member owes them.
+    rec.points -= points;
+    if expiring_lots {
+        super::fire::take_from_lots(&mut rec.point_lots, points);
+    }
+    Some(points)
 }

@@ -253,12 +253,22 @@ impl<S: Store> Engine<S> {
             },
         };
         let cx = self.ctx();
-        fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
+        let shares = fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);
         redeem(&self.schema, &mut rec, ev, day);
         let slots = self.plan.event_slots(ev);
         let before = p.effects.len();
         let trigger_name = format!("event:{}", ev.id);
+        if let Some(points) = self.refund(&mut rec, ev) {
+            p.effects.push(fire::points_effect(
+                &cx,
+                fire::REFUND_RULE,
+                &ev.member,
+                &trigger_name,
+                ev.at,
+                -points,
+            ));
+        }
         p.effects.extend(fire::expire_points(
             &cx,
             &mut rec,
@@ -282,6 +292,7 @@ impl<S: Store> Engine<S> {
             &mut self.view.borrow_mut(),
             &mut p.effects,
         );
+        self.keep_purchase(&mut rec, ev, day, shares, &p.effects[before..]);
         prune(&mut rec, &self.plan);
         if !p.members.contains_key(&ev.member) {
             p.order.push(ev.member.clone());
@@ -291,6 +302,66 @@ impl<S: Store> Engine<S> {
         Ok(Outcome::Applied {
             effects: p.effects.len() - before,
         })
+    }
+
+    /// A refund event: takes back what the purchase it names added.
+    fn refund(&self, rec: &mut MemberRecord, ev: &Event) -> Option<i64> {
+        let policy = self.schema.refund.as_ref()?;
+        if ev.kind != policy.event {
+            return None;
+        }
+        let Some(Value::Str(purchase)) = ev.fields.get(policy.purchase_field) else {
+            return None;
+        };
+        let amount = match policy.amount_field.and_then(|f| ev.fields.get(f)) {
+            Some(Value::Dec(d)) => Some(*d),
+            _ => None,
+        };
+        let expiring = self.schema.points.expire_after_days.is_some();
+        fold::refund(rec, purchase, amount, expiring).filter(|&p| p != 0)
+    }
+
+    /// Remembers what a purchase added (its aggregate shares, and the
+    /// points its own rules awarded), while it can be refunded.
+    fn keep_purchase(
+        &self,
+        rec: &mut MemberRecord,
+        ev: &Event,
+        day: i32,
+        aggregates: Vec<crate::model::AggShare>,
+        effects: &[Effect],
+    ) {
+        let Some(policy) = &self.schema.refund else {
+            return;
+        };
+        rec.purchases.retain(|p| p.day + policy.within_days >= day);
+        if Some(ev.kind) != self.plan.purchase_kind {
+            return;
+        }
+        let trigger = format!("event:{}", ev.id);
+        let points = effects
+            .iter()
+            .filter(|e| e.trigger == trigger && e.status == "sent" && e.rule != fire::EXPIRY_RULE)
+            .filter_map(|e| e.points)
+            .filter(|&n| n > 0)
+            .sum();
+        let amount = match ev.fields.get(self.plan.purchase_amount) {
+            Some(Value::Dec(d)) => *d,
+            _ => rust_decimal::Decimal::ZERO,
+        };
+        rec.purchases.push(crate::model::PurchaseEntry {
+            event: xxhash_rust::xxh3::xxh3_64(ev.id.as_bytes()),
+            day,
+            amount,
+            refunded: rust_decimal::Decimal::ZERO,
+            points,
+            aggregates,
+        });
+        let excess = rec
+            .purchases
+            .len()
+            .saturating_sub(crate::model::MAX_REFUNDABLE);
+        rec.purchases.drain(..excess);
     }
 
     /// Runs the daily tick of `day` for every member and commits it
