@@ -89,6 +89,13 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
         Some(_) => return Err(err(None, "id", "must be a string")),
         None => return Err(err(None, "id", "missing: every event has an `id`")),
     };
+    if id.starts_with("relay:") {
+        return Err(err(
+            Some(&id),
+            "id",
+            "ids starting with `relay:` are reserved for the engine's internal events",
+        ));
+    }
     let idr = Some(id.as_str());
     let kind_name = match map.get("type") {
         Some(serde_json::Value::String(s)) => s.as_str(),
@@ -508,6 +515,10 @@ pub struct Effect {
     /// hours); a released effect keeps it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub deliver_at: Option<String>,
+    /// For an effect a rule gave another member (`to`): the member whose
+    /// rule it was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<String>,
 }
 
 /// Money and decimals as exact JSON numbers.

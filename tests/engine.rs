@@ -664,3 +664,53 @@ fn a_deferred_message_survives_a_restart_and_reaches_the_sink_once() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("\"status\":\"sent\""), "{text}");
 }
+
+#[test]
+fn a_reward_for_another_member_is_applied_once_and_not_when_held_out() {
+    let config = CONFIG.replace(
+        "  signup:\n    city: string?",
+        "  signup:\n    city: string?\n    referred_by: string?",
+    );
+    let rules = r#"
+rule "refer" on signup then award points 100 to event.referred_by
+rule "held" on signup then award points 7 to event.referred_by holdout 99.99%
+"#;
+    let (s, r) = build(&config, rules);
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let signup = |id: &str, m: &str, by: &str| {
+        event_from_json(&s, json!({"id": id, "type": "signup", "member": m, "at": "2026-01-05T10:00:00Z", "referred_by": by})).expect("event")
+    };
+    let c = e
+        .process(&[signup("s1", "bob", "ann"), signup("s2", "cid", "ann")])
+        .expect("process");
+    let statuses: Vec<(String, String, Option<String>)> = c
+        .effects
+        .iter()
+        .map(|x| (x.member.clone(), x.status.clone(), x.from.clone()))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| s.1 == "sent").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| s.1 == "held_out").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| s.0 == "ann"), "{statuses:?}");
+    let ann = |e: &Engine<SledStore>| e.member("ann").expect("read").expect("ann").points;
+    assert_eq!(ann(&e), 200);
+    // Redelivering the signups relays nothing again.
+    let again = e.process(&[signup("s1", "bob", "ann")]).expect("again");
+    assert!(again.effects.is_empty());
+    assert_eq!(ann(&e), 200);
+    // The referrer's own record was not given the referred member's reward.
+    assert_eq!(e.member("bob").expect("read").expect("bob").points, 0);
+    // Event ids of the engine's internal events are refused at the door.
+    let bad = event_from_json(
+        &s,
+        json!({"id": "relay:x", "type": "signup", "member": "m", "at": "2026-01-05T10:00:00Z"}),
+    );
+    assert_eq!(bad.expect_err("reserved").path, "id");
+}

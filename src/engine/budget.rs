@@ -42,22 +42,24 @@ pub fn budget_key(rule: &CompiledRule, today: i32) -> Option<String> {
 /// value of its coupon actions.
 pub fn cost(rule: &CompiledRule, schema: &Schema) -> Decimal {
     match rule.budget {
-        Some(BudgetSpec::Money { .. }) => rule
-            .actions
-            .iter()
-            .map(|a| match a {
-                Action::Coupon {
-                    coupon: CouponSpec::Template(i),
-                    ..
-                } => schema.coupons[*i].discount,
-                Action::Coupon {
-                    coupon: CouponSpec::Literal { discount, .. },
-                    ..
-                } => *discount,
-                _ => Decimal::ZERO,
-            })
-            .sum(),
+        Some(BudgetSpec::Money { .. }) => rule.actions.iter().map(|a| discount(a, schema)).sum(),
         _ => Decimal::ONE,
+    }
+}
+
+/// The discount of a coupon action (for this member or another).
+fn discount(a: &Action, schema: &Schema) -> Decimal {
+    match a {
+        Action::For { action, .. } => discount(action, schema),
+        Action::Coupon {
+            coupon: CouponSpec::Template(i),
+            ..
+        } => schema.coupons[*i].discount,
+        Action::Coupon {
+            coupon: CouponSpec::Literal { discount, .. },
+            ..
+        } => *discount,
+        _ => Decimal::ZERO,
     }
 }
 

@@ -37,6 +37,14 @@ pub struct Trigger<'a> {
     pub event: &'a [Value],
 }
 
+/// What firing produces: effects on the member, and effects for other
+/// members (`to`), to be relayed to them as internal events.
+#[derive(Default)]
+pub struct Out {
+    pub effects: Vec<Effect>,
+    pub relays: Vec<Effect>,
+}
+
 /// Runs `trigger` and the tier triggers it raises; appends effects.
 pub fn run(
     cx: &Ctx<'_>,
@@ -44,11 +52,11 @@ pub fn run(
     member: &str,
     trigger: Trigger<'_>,
     view: &mut View,
-    effects: &mut Vec<Effect>,
+    out: &mut Out,
 ) {
     let at = trigger.at.to_string();
     let mut changes = Vec::new();
-    run_one(cx, rec, member, &trigger, &at, view, effects, &mut changes);
+    run_one(cx, rec, member, &trigger, &at, view, out, &mut changes);
     for round in 0..MAX_TIER_ROUNDS {
         if changes.is_empty() {
             break;
@@ -73,7 +81,7 @@ pub fn run(
                 at: trigger.at,
                 event: trigger.event,
             };
-            run_one(cx, rec, member, &t, &at, view, effects, &mut next);
+            run_one(cx, rec, member, &t, &at, view, out, &mut next);
         }
         changes = next;
     }
@@ -87,7 +95,7 @@ fn run_one(
     t: &Trigger<'_>,
     at: &str,
     view: &mut View,
-    effects: &mut Vec<Effect>,
+    out: &mut Out,
     tier_changes: &mut Vec<bool>,
 ) {
     let mut groups_fired: Vec<u32> = Vec::new();
@@ -156,14 +164,18 @@ fn run_one(
             .actions
             .iter()
             .any(|a| matches!(a, Action::Call(_)))
-            .then(|| (rec.clone(), effects.len(), tier_changes.len()));
+            .then(|| {
+                let lens = (out.effects.len(), out.relays.len(), tier_changes.len());
+                (rec.clone(), lens)
+            });
         for (ai, action) in rule.actions.iter().enumerate() {
             let changes = match act_all(cx, rec, action, &env, t.today, apply) {
                 Ok(c) => c,
                 Err(_) => {
-                    if let Some((saved, n_effects, n_tiers)) = undo.clone() {
+                    if let Some((saved, (n_effects, n_relays, n_tiers))) = undo.clone() {
                         *rec = saved;
-                        effects.truncate(n_effects);
+                        out.effects.truncate(n_effects);
+                        out.relays.truncate(n_relays);
                         tier_changes.truncate(n_tiers);
                     }
                     dirty = true;
@@ -184,31 +196,72 @@ fn run_one(
                 e.trigger = t.name.clone();
                 e.status = status.to_string();
                 e.reason = reason.map(str::to_string);
+                if let Some(target) = change.to {
+                    // For another member: relayed when it applies, else recorded.
+                    e.from = Some(e.member.clone());
+                    e.member = target;
+                    if apply {
+                        out.relays.push(e);
+                    } else {
+                        out.effects.push(e);
+                    }
+                    continue;
+                }
                 if apply {
                     reach(cx.schema, rec, &mut e, t.today);
                     defer(cx.schema, &mut e, t.at);
                 }
-                if e.action == "coupon"
-                    && let Some(secret) = &cx.schema.coupon_secret
-                {
-                    let code = coupon_code(secret, &e.key);
-                    if e.status == "sent" || e.status == "deferred" {
-                        let valid_until = e
-                            .valid_until
-                            .as_deref()
-                            .and_then(crate::lang::parse::parse_date)
-                            .unwrap_or(t.today + 30);
-                        rec.coupons.push(crate::model::IssuedCoupon {
-                            code: code.clone(),
-                            rule: key,
-                            valid_until,
-                            redeemed: None,
-                        });
-                    }
-                    e.code = Some(code);
-                }
-                effects.push(e);
+                issue_coupon(cx.schema, rec, &mut e, key, t.today);
+                out.effects.push(e);
             }
+        }
+    }
+}
+
+/// Signs a coupon effect's code (with the config's secret) and, when it goes
+/// out, keeps the coupon in the member's record for redemption.
+fn issue_coupon(schema: &Schema, rec: &mut MemberRecord, e: &mut Effect, rule: u64, today: i32) {
+    if e.action != "coupon" {
+        return;
+    }
+    let Some(secret) = &schema.coupon_secret else {
+        return;
+    };
+    let code = coupon_code(secret, &e.key);
+    if e.status == "sent" || e.status == "deferred" {
+        let valid_until = e
+            .valid_until
+            .as_deref()
+            .and_then(crate::lang::parse::parse_date)
+            .unwrap_or(today + 30);
+        rec.coupons.push(crate::model::IssuedCoupon {
+            code: code.clone(),
+            rule,
+            valid_until,
+            redeemed: None,
+        });
+    }
+    e.code = Some(code);
+}
+
+/// Applies an effect relayed from another member's rule to its recipient
+/// (`rec`): points to the balance; coupons and messages through consent,
+/// caps and quiet hours. Relays run no rules of the recipient's.
+pub fn apply_relay(cx: &Ctx<'_>, rec: &mut MemberRecord, e: &mut Effect, today: i32) {
+    let at = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    match e.action.as_str() {
+        "points" => {
+            let n = e.points.unwrap_or(0);
+            rec.points = rec.points.saturating_add(n);
+            if cx.schema.points.expire_after_days.is_some() && n > 0 {
+                rec.point_lots.push((today, n));
+            }
+        }
+        _ => {
+            reach(cx.schema, rec, e, today);
+            defer(cx.schema, e, at);
+            let rule = xxhash_rust::xxh3::xxh3_64(e.rule.as_bytes());
+            issue_coupon(cx.schema, rec, e, rule, today);
         }
     }
 }
@@ -258,6 +311,7 @@ fn act_all(
                 e.value = Some(value);
                 out.push(Change {
                     effect: e,
+                    to: None,
                     changed_state: false,
                     tier_change: None,
                 });
@@ -574,6 +628,8 @@ fn record_firing(rule: &CompiledRule, st: &mut RuleState, today: i32) {
 
 struct Change {
     effect: Effect,
+    /// For another member (by id).
+    to: Option<String>,
     changed_state: bool,
     /// `Some(true)` for a tier up, `Some(false)` for down.
     tier_change: Option<bool>,
@@ -606,6 +662,7 @@ fn blank(action: &str) -> Effect {
         status: String::new(),
         reason: None,
         deliver_at: None,
+        from: None,
     }
 }
 
@@ -737,11 +794,22 @@ fn act(
             e.tag = Some(tag.to_string());
             e
         }
+        // For another member: the effect without changing this member.
+        Action::For { to, action } => {
+            let target = to.eval(env)?;
+            if target.is_empty() || target.len() > crate::model::MAX_ID_BYTES {
+                return None;
+            }
+            let mut change = act(cx, rec, action, env, today, false)?;
+            change.to = Some(target.into_owned());
+            return Some(change);
+        }
         // Plugin calls go through `act_all`.
         Action::Call(_) => return None,
     };
     Some(Change {
         effect,
+        to: None,
         changed_state,
         tier_change,
     })

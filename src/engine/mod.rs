@@ -137,7 +137,7 @@ struct Pending {
     /// Members in the order they were first touched, for a stable write order.
     order: Vec<String>,
     seen: HashMap<String, u128>,
-    effects: Vec<Effect>,
+    out: fire::Out,
     /// Members seen for the first time in this batch.
     new_members: u64,
 }
@@ -224,6 +224,7 @@ impl<S: Store> Engine<S> {
         for ev in events {
             outcomes.push(self.process_one(ev, &mut p)?);
         }
+        self.settle_relays(&mut p)?;
         let effects = self.commit(p, Vec::new())?;
         Ok(Committed { outcomes, effects })
     }
@@ -239,28 +240,16 @@ impl<S: Store> Engine<S> {
             None => {}
         }
         let day = clock::local_day(&self.schema, ev.at);
-        let mut rec = match p.members.get(&ev.member) {
-            Some(r) => r.clone(),
-            None => match self.store.member(&ev.member)? {
-                Some(r) => r,
-                None => {
-                    p.new_members += 1;
-                    MemberRecord {
-                        joined: day,
-                        ..MemberRecord::default()
-                    }
-                }
-            },
-        };
+        let mut rec = self.record(&ev.member, day, p)?;
         let cx = self.ctx();
         let shares = fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);
         redeem(&self.schema, &mut rec, ev, day);
         let slots = self.plan.event_slots(ev);
-        let before = p.effects.len();
+        let before = p.out.effects.len();
         let trigger_name = format!("event:{}", ev.id);
         if let Some(points) = self.refund(&mut rec, ev) {
-            p.effects.push(fire::points_effect(
+            p.out.effects.push(fire::points_effect(
                 &cx,
                 fire::REFUND_RULE,
                 &ev.member,
@@ -269,7 +258,7 @@ impl<S: Store> Engine<S> {
                 -points,
             ));
         }
-        p.effects.extend(fire::expire_points(
+        p.out.effects.extend(fire::expire_points(
             &cx,
             &mut rec,
             &ev.member,
@@ -290,9 +279,9 @@ impl<S: Store> Engine<S> {
             &ev.member,
             trigger,
             &mut self.view.borrow_mut(),
-            &mut p.effects,
+            &mut p.out,
         );
-        self.keep_purchase(&mut rec, ev, day, shares, &p.effects[before..]);
+        self.keep_purchase(&mut rec, ev, day, shares, &p.out.effects[before..]);
         prune(&mut rec, &self.plan);
         if !p.members.contains_key(&ev.member) {
             p.order.push(ev.member.clone());
@@ -300,7 +289,49 @@ impl<S: Store> Engine<S> {
         p.members.insert(ev.member.clone(), rec);
         p.seen.insert(ev.id.clone(), ev.body_hash);
         Ok(Outcome::Applied {
-            effects: p.effects.len() - before,
+            effects: p.out.effects.len() - before,
+        })
+    }
+
+    /// Applies the effects rules gave other members, each as an internal
+    /// event `relay:<effect key>` for its recipient: in the batch's commit,
+    /// and once (a relay already seen is skipped), so that with members
+    /// partitioned over machines a relay can travel as an event.
+    fn settle_relays(&mut self, p: &mut Pending) -> Result<(), StoreError> {
+        for mut e in std::mem::take(&mut p.out.relays) {
+            let id = format!("relay:{}", e.key);
+            let hash = xxhash_rust::xxh3::xxh3_128(e.key.as_bytes());
+            if p.seen.contains_key(&id) || self.store.seen(&id)?.is_some() {
+                continue;
+            }
+            let at: jiff::Timestamp = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let day = clock::local_day(&self.schema, at);
+            let mut rec = self.record(&e.member, day, p)?;
+            fire::apply_relay(&self.ctx(), &mut rec, &mut e, day);
+            if !p.members.contains_key(&e.member) {
+                p.order.push(e.member.clone());
+            }
+            p.members.insert(e.member.clone(), rec);
+            p.seen.insert(id, hash);
+            p.out.effects.push(e);
+        }
+        Ok(())
+    }
+
+    /// The member's record as of the batch so far (new members start today).
+    fn record(&self, member: &str, day: i32, p: &mut Pending) -> Result<MemberRecord, StoreError> {
+        Ok(match p.members.get(member) {
+            Some(r) => r.clone(),
+            None => match self.store.member(member)? {
+                Some(r) => r,
+                None => {
+                    p.new_members += 1;
+                    MemberRecord {
+                        joined: day,
+                        ..MemberRecord::default()
+                    }
+                }
+            },
         })
     }
 
@@ -375,6 +406,7 @@ impl<S: Store> Engine<S> {
             for id in chunk {
                 self.tick_into(id, day, at, &mut p)?;
             }
+            self.settle_relays(&mut p)?;
             all.extend(self.commit(p, Vec::new())?);
         }
         self.store.commit(WriteSet {
@@ -389,6 +421,7 @@ impl<S: Store> Engine<S> {
         let at = clock::tick_instant(&self.schema, day);
         let mut p = Pending::default();
         self.tick_into(member, day, at, &mut p)?;
+        self.settle_relays(&mut p)?;
         self.commit(p, Vec::new())
     }
 
@@ -408,7 +441,7 @@ impl<S: Store> Engine<S> {
         let original = rec.clone();
         let cx = self.ctx();
         let tick_name = format!("tick:{}", crate::model::day_string(day));
-        p.effects.extend(fire::expire_points(
+        p.out.effects.extend(fire::expire_points(
             &cx, &mut rec, member, &tick_name, at, day,
         ));
         let trigger = Trigger {
@@ -424,7 +457,7 @@ impl<S: Store> Engine<S> {
             member,
             trigger,
             &mut self.view.borrow_mut(),
-            &mut p.effects,
+            &mut p.out,
         );
         prune(&mut rec, &self.plan);
         // Most ticks change nothing; only changed members are written.
@@ -478,7 +511,7 @@ impl<S: Store> Engine<S> {
         w.seen.sort();
         let mut seq = self.next_seq;
         let mut next_deferred = self.next_deferred;
-        for e in &p.effects {
+        for e in &p.out.effects {
             w.outbox
                 .push((seq, serde_json::to_vec(e).unwrap_or_default()));
             if let Some(at) = deferred_until(e) {
@@ -509,7 +542,7 @@ impl<S: Store> Engine<S> {
         }
         self.next_seq = seq;
         self.next_deferred = next_deferred;
-        Ok(p.effects)
+        Ok(p.out.effects)
     }
 
     /// Whether a deferred effect is due at `now`.

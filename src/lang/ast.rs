@@ -102,6 +102,8 @@ pub enum CouponRef {
 #[derive(Clone, Debug)]
 pub struct Action {
     pub kind: ActionKind,
+    /// `to EXPR`: the member (by id) the action is for, when not the rule's own.
+    pub to: Option<Expr>,
     pub span: Span,
 }
 

@@ -162,6 +162,11 @@ pub enum Func {
     Ceil,
     Round,
     Abs,
+    /// Of a date: the day of the month (1-31), the ISO weekday (1 = Monday)
+    /// and the month (1-12).
+    DayOfMonth,
+    Weekday,
+    Month,
 }
 
 #[derive(Clone, Debug)]
@@ -247,6 +252,11 @@ pub enum CouponSpec {
 
 #[derive(Clone, Debug)]
 pub enum TAction {
+    /// For another member: `award points 100 to event.referrer`.
+    For {
+        to: TExpr,
+        action: Box<TAction>,
+    },
     Coupon {
         coupon: CouponSpec,
         channel: Option<usize>,
@@ -432,7 +442,7 @@ impl Checker<'_> {
         let actions: Vec<TAction> = r
             .then
             .iter()
-            .filter_map(|a| self.action(a, &triggers).ok())
+            .filter_map(|a| self.action_for(a, &triggers).ok())
             .collect();
         if let Some(c) = &cond {
             self.never_true(c);
@@ -558,6 +568,20 @@ impl Checker<'_> {
     }
 
     // ---------------------------------------------------------- actions
+
+    /// An action, for another member when it says `to`.
+    fn action_for(&mut self, a: &ast::Action, t: &Triggers) -> R<TAction> {
+        let action = self.action(a, t);
+        let Some(to) = &a.to else {
+            return action;
+        };
+        let to = self.expr(to)?;
+        let to = self.expect(to, &Ty::Str, "`to` takes a member id (a string)")?;
+        Ok(TAction::For {
+            to,
+            action: Box::new(action?),
+        })
+    }
 
     fn action(&mut self, a: &ast::Action, _t: &Triggers) -> R<TAction> {
         use ast::ActionKind as K;
@@ -1392,15 +1416,29 @@ impl Checker<'_> {
             "ceil" => Func::Ceil,
             "round" => Func::Round,
             "abs" => Func::Abs,
+            "day_of_month" => Func::DayOfMonth,
+            "weekday" => Func::Weekday,
+            "month" => Func::Month,
             other => {
                 let hint = did_you_mean(
                     other,
                     [
-                        "floor", "ceil", "round", "abs", "count", "sum", "avg", "min", "max",
+                        "floor",
+                        "ceil",
+                        "round",
+                        "abs",
+                        "day_of_month",
+                        "weekday",
+                        "month",
+                        "count",
+                        "sum",
+                        "avg",
+                        "min",
+                        "max",
                     ],
                 )
                 .unwrap_or_else(|| {
-                    "functions are: floor, ceil, round, abs; aggregates: count, sum, avg, min, max"
+                    "functions are: floor, ceil, round, abs, day_of_month, weekday, month; aggregates: count, sum, avg, min, max"
                         .into()
                 });
                 self.error(
@@ -1425,7 +1463,17 @@ impl Checker<'_> {
         let ty = match (f, &a.ty) {
             (Func::Abs, Ty::Int | Ty::Dec | Ty::Money | Ty::Duration) => a.ty.clone(),
             (Func::Floor | Func::Ceil | Func::Round, Ty::Int | Ty::Dec | Ty::Money) => Ty::Int,
+            (Func::DayOfMonth | Func::Weekday | Func::Month, Ty::Date) => Ty::Int,
             (_, Ty::Any) => Ty::Int,
+            (Func::DayOfMonth | Func::Weekday | Func::Month, _) => {
+                self.error(
+                    Code::TypeMismatch,
+                    a.span,
+                    format!("`{}` needs a date, found {}", name.name, a.ty.name()),
+                    Some(format!("e.g. `{}(today)`", name.name)),
+                );
+                return Err(());
+            }
             _ => {
                 self.error(
                     Code::TypeMismatch,

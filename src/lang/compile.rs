@@ -69,6 +69,11 @@ impl CompiledRule {
 
 #[derive(Debug)]
 pub enum Action {
+    /// For another member (by id): relayed to them as an internal event.
+    For {
+        to: StrCode,
+        action: Box<Action>,
+    },
     Coupon {
         coupon: CouponSpec,
         channel: Option<usize>,
@@ -163,6 +168,10 @@ pub fn compile(
 
 fn action(a: TAction) -> Action {
     match a {
+        TAction::For { to, action: a } => Action::For {
+            to: str_code(&to),
+            action: Box::new(action(*a)),
+        },
         TAction::Coupon { coupon, channel } => Action::Coupon { coupon, channel },
         TAction::Message { template, channel } => Action::Message {
             template: template.into(),
@@ -347,6 +356,9 @@ fn int_code(e: &TExpr) -> IntCode {
         TKind::Today => IntCode::Today,
         TKind::Neg(a) => IntCode::Neg(b(a)),
         TKind::Func(Func::Abs, a) => IntCode::Abs(b(a)),
+        TKind::Func(f @ (Func::DayOfMonth | Func::Weekday | Func::Month), a) => {
+            IntCode::Calendar(*f, b(a))
+        }
         TKind::Func(f, a) => {
             let d = Box::new(dec_code(a));
             match f {

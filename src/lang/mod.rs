@@ -18,5 +18,5 @@ pub use compile::{CompiledRule, RuleSet};
 pub const KEYWORDS: &[&str] = &[
     "rule", "when", "then", "on", "limit", "holdout", "priority", "group", "budget", "and", "or",
     "not", "in", "between", "is", "null", "true", "false", "once", "per", "via", "where", "send",
-    "award", "deduct", "set", "tag", "untag", "call",
+    "award", "deduct", "set", "tag", "untag", "call", "to",
 ];

@@ -392,7 +392,14 @@ impl<'a> Builder<'a> {
             },
             _ => return Err(self.error(Code::Syntax, span, "unknown action")),
         };
-        Ok(Action { kind, span })
+        let to = match payload.iter().find(|p| p.as_rule() == Rule::to_member) {
+            Some(t) => match t.clone().into_inner().nth(1) {
+                Some(e) => Some(self.expr(e, 0)?),
+                None => None,
+            },
+            None => None,
+        };
+        Ok(Action { kind, to, span })
     }
 
     fn coupon_lit(&self, p: &Pair<'_, Rule>) -> Res<CouponRef> {

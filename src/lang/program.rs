@@ -212,6 +212,8 @@ pub enum IntCode {
     Floor(Box<DecCode>),
     Ceil(Box<DecCode>),
     Round(Box<DecCode>),
+    /// `day_of_month`, `weekday` or `month` of a date (a day number).
+    Calendar(crate::lang::check::Func, Box<IntCode>),
     Plugin(Box<PluginCode>),
 }
 
@@ -322,6 +324,7 @@ impl IntCode {
             IntCode::Abs(a) => a.eval(env)?.checked_abs(),
             IntCode::Floor(d) => dec_to_int(d.eval(env)?.floor()),
             IntCode::Ceil(d) => dec_to_int(d.eval(env)?.ceil()),
+            IntCode::Calendar(f, d) => calendar(*f, d.eval(env)?),
             IntCode::Round(d) => {
                 dec_to_int(d.eval(env)?.round_dp_with_strategy(
                     0,
@@ -421,4 +424,17 @@ impl AnyCode {
         };
         v.unwrap_or(Value::Null)
     }
+}
+
+/// A calendar part of a day number (days since 1970-01-01).
+fn calendar(f: crate::lang::check::Func, day: i64) -> Option<i64> {
+    use crate::lang::check::Func;
+    let date = jiff::civil::date(1970, 1, 1)
+        .checked_add(jiff::Span::new().try_days(day).ok()?)
+        .ok()?;
+    Some(match f {
+        Func::DayOfMonth => date.day() as i64,
+        Func::Weekday => date.weekday().to_monday_one_offset() as i64,
+        _ => date.month() as i64,
+    })
 }
