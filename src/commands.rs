@@ -9,7 +9,7 @@ use nudge::lang::RuleSet;
 use nudge::load::{LoadOptions, load};
 use nudge::model::Effect;
 use nudge::schema::Schema;
-use nudge::store::{SledStore, Store};
+use nudge::store::SledStore;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -235,9 +235,9 @@ pub fn member(common: &Common, id: &str) -> ExitCode {
 fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
     let (schema, rules, _) = load_rules(common)?;
     let store = open_store(common, &schema)?;
-    match store.member(id).map_err(fail)? {
-        Some(rec) => {
-            println!("{}", nudge::engine::member_json(id, &rec, &schema, &rules));
+    match nudge::engine::identity::find_member(&store, id).map_err(fail)? {
+        Some((id, rec)) => {
+            println!("{}", nudge::engine::member_json(&id, &rec, &schema, &rules));
             Ok(ExitCode::SUCCESS)
         }
         None => {

@@ -19,7 +19,11 @@ pub struct Event {
     pub id: String,
     /// Index into `Schema::events`.
     pub kind: usize,
+    /// The member, as given; empty when the event names its member by `ids`
+    /// only (the engine resolves it).
     pub member: String,
+    /// Identifiers (kind, value) for One ID, in the config's kind order.
+    pub ids: Vec<(String, String)>,
     pub at: jiff::Timestamp,
     /// The declared fields, in the schema's order (null when left out).
     pub fields: Vec<Value>,
@@ -112,6 +116,7 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
             format!("unknown event type `{kind_name}`; {hint}"),
         ));
     };
+    let ids = event_ids(schema, idr, map.get("ids"))?;
     let member = match map.get("member") {
         Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -123,11 +128,12 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
             ));
         }
         Some(_) => return Err(err(idr, "member", "must be a string")),
+        None if !ids.is_empty() => String::new(),
         None => {
             return Err(err(
                 idr,
                 "member",
-                "missing: every event names its `member`",
+                "missing: every event names its `member` (or its identifiers in `ids`)",
             ));
         }
     };
@@ -143,7 +149,9 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
         None => return Err(err(idr, "at", "missing: every event has a time `at`")),
     };
     for key in map.keys() {
-        if !matches!(key.as_str(), "id" | "type" | "member" | "at") && et.field(key).is_none() {
+        if !matches!(key.as_str(), "id" | "type" | "member" | "ids" | "at")
+            && et.field(key).is_none()
+        {
             let hint = crate::diag::did_you_mean(key, et.fields.iter().map(|f| f.name.as_str()))
                 .unwrap_or_else(|| {
                     format!(
@@ -183,10 +191,62 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
         id,
         kind,
         member,
+        ids,
         at,
         fields,
         body_hash,
     })
+}
+
+/// `ids`: a map of identifier kind (declared in the config) to value.
+fn event_ids(
+    schema: &Schema,
+    id: Option<&str>,
+    v: Option<&serde_json::Value>,
+) -> Result<Vec<(String, String)>, EventError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let serde_json::Value::Object(map) = v else {
+        return Err(err(
+            id,
+            "ids",
+            "must be an object like {\"phone\": \"13800000000\"}",
+        ));
+    };
+    for (kind, _) in map {
+        if !schema.id_kinds.iter().any(|k| k == kind) {
+            let hint = crate::diag::did_you_mean(kind, schema.id_kinds.iter().map(String::as_str))
+                .unwrap_or_else(|| match schema.id_kinds.is_empty() {
+                    true => "declare identifier kinds in the config: `ids: [phone, card]`".into(),
+                    false => format!("kinds are: {}", schema.id_kinds.join(", ")),
+                });
+            return Err(err(
+                id,
+                &format!("ids.{kind}"),
+                format!("unknown identifier kind; {hint}"),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for kind in &schema.id_kinds {
+        let value = match map.get(kind) {
+            None | Some(serde_json::Value::Null) => continue,
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => {
+                s.clone()
+            }
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => {
+                return Err(err(
+                    id,
+                    &format!("ids.{kind}"),
+                    format!("must be a string of 1 to {MAX_ID_BYTES} bytes"),
+                ));
+            }
+        };
+        out.push((kind.clone(), value));
+    }
+    Ok(out)
 }
 
 /// A JSON value as a value of a declared type, or why it is not one.
@@ -354,6 +414,10 @@ pub struct MemberRecord {
     pub point_lots: Vec<(i32, i64)>,
     /// Purchases that can still be refunded (`refund.within`), oldest first.
     pub purchases: Vec<PurchaseEntry>,
+    /// One ID: the identifiers (kind, value) linked to the member.
+    pub ids: Vec<(String, String)>,
+    /// Members merged into this one (their ids now lead here).
+    pub merged: Vec<String>,
 }
 
 /// What one purchase added to a member, so a refund can take it back.

@@ -41,6 +41,8 @@ struct ConfigFile {
     coupon_secret: Option<S>,
     redeem: Option<RedeemFile>,
     refund: Option<RefundFile>,
+    #[serde(default)]
+    ids: Vec<S>,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +289,8 @@ pub struct Schema {
     /// The event type that redeems a coupon, and its field with the code.
     pub redeem: Option<(usize, usize)>,
     pub refund: Option<RefundPolicy>,
+    /// Kinds of identifiers events may carry in `ids` (One ID).
+    pub id_kinds: Vec<String>,
 }
 
 /// Refund events: which type, its field naming the purchase (the purchase
@@ -977,7 +981,26 @@ impl Validator<'_> {
             }
         };
         let refund = self.refund(f.refund.as_ref(), &events);
+        let mut id_kinds: Vec<String> = Vec::new();
+        for k in &f.ids {
+            if k.as_str() == "member" {
+                self.err(
+                    k,
+                    "`member` is not an identifier kind: events name members directly",
+                    None,
+                );
+            } else if id_kinds.iter().any(|x| x == k.as_str()) {
+                self.err(
+                    k,
+                    format!("identifier kind `{}` is listed twice", k.as_str()),
+                    None,
+                );
+            } else if self.name(k, "kind") {
+                id_kinds.push(k.to_string());
+            }
+        }
         Schema {
+            id_kinds,
             refund,
             plugin_limits,
             control_group_ppm,

@@ -1,6 +1,6 @@
 //! Where member state lives: a small [`Store`] trait and its sled
 //! implementation. One sled tree with key prefixes (`m` members, `s` seen
-//! event ids, `o` outbox, `x` meta), so that one sled batch carries
+//! event ids, `o` outbox, `x` meta, `i` identifiers), so that one sled batch carries
 //! everything an event changes and is applied atomically; `commit` then
 //! flushes, so a commit that returned is durable. Knows nothing of rules.
 
@@ -45,6 +45,11 @@ pub struct WriteSet {
     pub delivered: Vec<u64>,
     pub meta: Vec<(String, Vec<u8>)>,
     pub meta_removed: Vec<String>,
+    /// One ID: identifier (`kind:value`, or `member:ID` for a merged member)
+    /// to the member it belongs to.
+    pub identities: Vec<(String, String)>,
+    /// Members merged into others.
+    pub members_removed: Vec<String>,
 }
 
 impl WriteSet {
@@ -55,6 +60,8 @@ impl WriteSet {
             && self.delivered.is_empty()
             && self.meta.is_empty()
             && self.meta_removed.is_empty()
+            && self.identities.is_empty()
+            && self.members_removed.is_empty()
     }
 }
 
@@ -69,6 +76,8 @@ pub trait Store {
     /// Outbox entries from `from` on, in order, at most `limit`.
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The member an identifier (`kind:value`, `member:ID`) belongs to.
+    fn identity(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Meta entries whose key starts with `prefix`, in key order.
     fn meta_prefix(&self, prefix: &str, limit: usize)
     -> Result<Vec<(String, Vec<u8>)>, StoreError>;
@@ -236,6 +245,12 @@ impl Store for SledStore {
         for k in w.meta_removed {
             b.remove(key(b'x', k.as_bytes()));
         }
+        for (k, member) in w.identities {
+            b.insert(key(b'i', k.as_bytes()), member.as_bytes());
+        }
+        for id in w.members_removed {
+            b.remove(key(b'm', id.as_bytes()));
+        }
         self.db.apply_batch(b)?;
         self.db.flush()?;
         Ok(())
@@ -285,6 +300,13 @@ impl Store for SledStore {
             out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    fn identity(&self, k: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .get(key(b'i', k.as_bytes()))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {

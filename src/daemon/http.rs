@@ -151,9 +151,8 @@ async fn get_member(
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    use crate::store::Store;
-    match app.shared.store.member(&id) {
-        Ok(Some(rec)) => reply(
+    match crate::engine::identity::find_member(&app.shared.store, &id) {
+        Ok(Some((id, rec))) => reply(
             StatusCode::OK,
             crate::engine::member_json(
                 &id,

@@ -12,6 +12,7 @@ pub mod budget;
 pub mod clock;
 pub mod fire;
 pub mod fold;
+pub mod identity;
 pub mod view;
 
 use crate::lang::RuleSet;
@@ -27,6 +28,8 @@ use view::View;
 
 /// Meta key of the number of members in the store.
 pub const MEMBERS_KEY: &str = "members";
+/// Meta key of the number of One ID merges so far.
+pub const MERGES_KEY: &str = "merges";
 
 /// What the engine precomputes from a schema and a rule set.
 pub struct Plan {
@@ -128,6 +131,8 @@ pub struct Engine<S: Store> {
     budgets: std::cell::RefCell<budget::Budgets>,
     /// When the earliest deferred effect is due (cached from the store).
     next_deferred: Option<jiff::Timestamp>,
+    /// Merges so far: until the first, no event needs an alias lookup.
+    merges: u64,
 }
 
 /// Uncommitted changes of a batch.
@@ -140,6 +145,10 @@ struct Pending {
     out: fire::Out,
     /// Members seen for the first time in this batch.
     new_members: u64,
+    /// One ID links made in this batch (identifier or alias -> member).
+    identities: HashMap<String, String>,
+    /// Members merged into others in this batch.
+    removed: Vec<String>,
 }
 
 impl<S: Store> Engine<S> {
@@ -149,6 +158,7 @@ impl<S: Store> Engine<S> {
         store: S,
     ) -> Result<Engine<S>, StoreError> {
         let next_seq = store.meta_u64("outbox_next")?;
+        let merges = store.meta_u64(MERGES_KEY)?;
         let plan = Plan::new(&schema, &rules);
         let mut engine = Engine {
             schema,
@@ -160,6 +170,7 @@ impl<S: Store> Engine<S> {
             plugins: None,
             budgets: Default::default(),
             next_deferred: None,
+            merges,
         };
         engine.next_deferred = engine.first_deferred()?;
         Ok(engine)
@@ -240,7 +251,11 @@ impl<S: Store> Engine<S> {
             None => {}
         }
         let day = clock::local_day(&self.schema, ev.at);
-        let mut rec = self.record(&ev.member, day, p)?;
+        let member = self.resolve(ev, day, p)?;
+        let mut rec = self.record(&member, day, p)?;
+        for id in &ev.ids {
+            identity::link(&mut rec, id.clone());
+        }
         let cx = self.ctx();
         let shares = fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);
@@ -252,7 +267,7 @@ impl<S: Store> Engine<S> {
             p.out.effects.push(fire::points_effect(
                 &cx,
                 fire::REFUND_RULE,
-                &ev.member,
+                &member,
                 &trigger_name,
                 ev.at,
                 -points,
@@ -261,7 +276,7 @@ impl<S: Store> Engine<S> {
         p.out.effects.extend(fire::expire_points(
             &cx,
             &mut rec,
-            &ev.member,
+            &member,
             &trigger_name,
             ev.at,
             day,
@@ -276,17 +291,17 @@ impl<S: Store> Engine<S> {
         fire::run(
             &cx,
             &mut rec,
-            &ev.member,
+            &member,
             trigger,
             &mut self.view.borrow_mut(),
             &mut p.out,
         );
         self.keep_purchase(&mut rec, ev, day, shares, &p.out.effects[before..]);
         prune(&mut rec, &self.plan);
-        if !p.members.contains_key(&ev.member) {
-            p.order.push(ev.member.clone());
+        if !p.members.contains_key(&member) {
+            p.order.push(member.clone());
         }
-        p.members.insert(ev.member.clone(), rec);
+        p.members.insert(member.clone(), rec);
         p.seen.insert(ev.id.clone(), ev.body_hash);
         Ok(Outcome::Applied {
             effects: p.out.effects.len() - before,
@@ -315,6 +330,142 @@ impl<S: Store> Engine<S> {
             p.seen.insert(id, hash);
             p.out.effects.push(e);
         }
+        Ok(())
+    }
+
+    /// One ID: the member an event is for. A named member that was merged
+    /// into another leads to that one. The event's identifiers lead to their
+    /// members; when they lead to more than one (or to another member than
+    /// the named one), those members are merged into one: the named member
+    /// if it exists, else the one that joined first (then the smallest id).
+    /// Each merge is an effect (`rule: identity`, `action: merge`).
+    fn resolve(&mut self, ev: &Event, day: i32, p: &mut Pending) -> Result<String, StoreError> {
+        let named = if ev.member.is_empty() {
+            None
+        } else {
+            Some(self.canonical(&ev.member, p)?)
+        };
+        if ev.ids.is_empty()
+            && let Some(n) = named
+        {
+            return Ok(n);
+        }
+        let mut found: Vec<String> = Vec::new();
+        for (kind, value) in &ev.ids {
+            let key = identity::id_key(kind, value);
+            let owner = match p.identities.get(&key) {
+                Some(m) => Some(m.clone()),
+                None => self.store.identity(&key)?,
+            };
+            if let Some(o) = owner {
+                let o = self.canonical(&o, p)?;
+                if !found.contains(&o) {
+                    found.push(o);
+                }
+            }
+        }
+        let mut existing = Vec::new();
+        for m in named.iter().chain(&found) {
+            if let Some(rec) = self.existing(m, p)?
+                && !existing
+                    .iter()
+                    .any(|(x, _): &(String, MemberRecord)| x == m)
+            {
+                existing.push((m.clone(), rec));
+            }
+        }
+        let survivor = match (&named, existing.is_empty()) {
+            (Some(n), _) if existing.iter().any(|(m, _)| m == n) => n.clone(),
+            (_, false) => existing
+                .iter()
+                .min_by(|a, b| (a.1.joined, &a.0).cmp(&(b.1.joined, &b.0)))
+                .map(|(m, _)| m.clone())
+                .unwrap_or_default(),
+            (Some(n), true) => n.clone(),
+            (None, true) => identity::new_member_id(&ev.ids).unwrap_or_default(),
+        };
+        // A named member that does not exist yet becomes an alias of the
+        // member its identifiers lead to.
+        if let Some(n) = &named
+            && *n != survivor
+            && !existing.iter().any(|(m, _)| m == n)
+        {
+            p.identities
+                .insert(identity::alias_key(n), survivor.clone());
+        }
+        let trigger = format!("event:{}", ev.id);
+        for (i, (absorbed, rec)) in existing.into_iter().enumerate() {
+            if absorbed != survivor {
+                self.merge(&survivor, &absorbed, rec, day, p)?;
+                let mut e =
+                    fire::points_effect(&self.ctx(), IDENTITY_RULE, &survivor, &trigger, ev.at, 0);
+                e.key = fire::effect_key(IDENTITY_RULE, &survivor, &trigger, i);
+                e.action = "merge".into();
+                e.points = None;
+                e.value = Some(serde_json::json!({ "merged": absorbed }));
+                p.out.effects.push(e);
+            }
+        }
+        for (kind, value) in &ev.ids {
+            p.identities
+                .insert(identity::id_key(kind, value), survivor.clone());
+        }
+        Ok(survivor)
+    }
+
+    /// Follows a merged member's alias to the member it joined.
+    fn canonical(&self, member: &str, p: &Pending) -> Result<String, StoreError> {
+        if self.merges == 0 && p.removed.is_empty() {
+            return Ok(member.to_string());
+        }
+        let key = identity::alias_key(member);
+        Ok(match p.identities.get(&key) {
+            Some(m) => m.clone(),
+            None => self
+                .store
+                .identity(&key)?
+                .unwrap_or_else(|| member.to_string()),
+        })
+    }
+
+    /// A member's record if it exists (in the batch or the store).
+    fn existing(&self, member: &str, p: &Pending) -> Result<Option<MemberRecord>, StoreError> {
+        match p.members.get(member) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.store.member(member),
+        }
+    }
+
+    /// Merges `absorbed` (with its record) into `survivor`: its record is
+    /// folded in and deleted, and its id, the members it had absorbed and
+    /// its identifiers lead to `survivor` from now on.
+    fn merge(
+        &mut self,
+        survivor: &str,
+        absorbed: &str,
+        from: MemberRecord,
+        day: i32,
+        p: &mut Pending,
+    ) -> Result<(), StoreError> {
+        let mut into = self.record(survivor, day, p)?;
+        for m in from.merged.iter().map(String::as_str).chain([absorbed]) {
+            p.identities
+                .insert(identity::alias_key(m), survivor.to_string());
+        }
+        for (kind, value) in &from.ids {
+            p.identities
+                .insert(identity::id_key(kind, value), survivor.to_string());
+        }
+        identity::merge(&mut into, from);
+        into.merged.push(absorbed.to_string());
+        if p.members.remove(absorbed).is_some() {
+            p.order.retain(|m| m != absorbed);
+        }
+        p.removed.push(absorbed.to_string());
+        if !p.members.contains_key(survivor) {
+            p.order.push(survivor.to_string());
+        }
+        p.members.insert(survivor.to_string(), into);
         Ok(())
     }
 
@@ -531,17 +682,28 @@ impl<S: Store> Engine<S> {
                 .push(("outbox_next".into(), seq.to_le_bytes().to_vec()));
         }
         w.meta.extend(self.budgets.borrow_mut().take_dirty());
-        if p.new_members > 0 {
-            let total = self.store.meta_u64(MEMBERS_KEY)? + p.new_members;
+        let removed = p.removed.len() as u64;
+        if p.new_members > 0 || removed > 0 {
+            let total = (self.store.meta_u64(MEMBERS_KEY)? + p.new_members).saturating_sub(removed);
             w.meta
                 .push((MEMBERS_KEY.into(), total.to_le_bytes().to_vec()));
         }
+        if removed > 0 {
+            w.meta.push((
+                MERGES_KEY.into(),
+                (self.merges + removed).to_le_bytes().to_vec(),
+            ));
+        }
+        w.identities = p.identities.into_iter().collect();
+        w.identities.sort();
+        w.members_removed = p.removed;
         if let Err(e) = self.store.commit(w) {
             self.budgets.borrow_mut().forget();
             return Err(e);
         }
         self.next_seq = seq;
         self.next_deferred = next_deferred;
+        self.merges += removed;
         Ok(p.out.effects)
     }
 
@@ -638,6 +800,9 @@ impl<S: Store> Engine<S> {
             .usage(&self.rules.rules, today, &self.store)
     }
 }
+
+/// The rule name merge effects carry.
+pub const IDENTITY_RULE: &str = "identity";
 
 /// Meta keys of deferred effects: `defer:` + due time + outbox sequence, so
 /// key order is due order.
@@ -759,6 +924,8 @@ pub fn member_json(
         "tags": rec.tags,
         "birthday": day(rec.birthday),
         "attributes": attrs,
+        "ids": rec.ids.iter().map(|(k, v)| identity::id_key(k, v)).collect::<Vec<_>>(),
+        "merged": rec.merged,
         "rules": rule_states,
     })
 }
