@@ -109,30 +109,55 @@ fn flush<S: Store>(
 /// What a set of effects amounts to.
 #[derive(Debug, Default, PartialEq)]
 pub struct Summary {
-    /// Per rule: effects per status.
+    /// Per rule: effects per status, and `redeemed` (its coupons redeemed).
     pub by_rule: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Members with at least one effect that was not held out.
+    /// Per rule: coupons that went out.
+    pub coupons_by_rule: BTreeMap<String, usize>,
+    /// Members with at least one effect that went out (`sent`).
     pub members_reached: usize,
     pub coupons: usize,
     pub coupon_value: Decimal,
     pub points_awarded: i64,
 }
 
+impl Summary {
+    /// A rule's response rate: its coupons redeemed per coupon sent.
+    pub fn response_rate(&self, rule: &str) -> Option<f64> {
+        let sent = *self.coupons_by_rule.get(rule)?;
+        let redeemed = self
+            .by_rule
+            .get(rule)
+            .and_then(|c| c.get("redeemed"))
+            .copied()
+            .unwrap_or(0);
+        (sent > 0).then(|| redeemed as f64 / sent as f64)
+    }
+}
+
+/// Counts effects. A deferred effect counts as `deferred` when decided and
+/// as `sent` when released; only what went out (`sent`) counts as reach,
+/// coupons and points.
 pub fn summarize(effects: &[Effect]) -> Summary {
     let mut s = Summary::default();
     let mut reached = BTreeSet::new();
     for e in effects {
+        let status = if e.action == "redeem" {
+            "redeemed"
+        } else {
+            e.status.as_str()
+        };
         *s.by_rule
             .entry(e.rule.clone())
             .or_default()
-            .entry(e.status.clone())
+            .entry(status.to_string())
             .or_default() += 1;
-        if e.status == "held_out" {
+        if status != "sent" {
             continue;
         }
         reached.insert(e.member.as_str());
         if e.action == "coupon" {
             s.coupons += 1;
+            *s.coupons_by_rule.entry(e.rule.clone()).or_default() += 1;
             s.coupon_value += e
                 .discount
                 .as_ref()
@@ -145,4 +170,39 @@ pub fn summarize(effects: &[Effect]) -> Summary {
     }
     s.members_reached = reached.len();
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effect(rule: &str, member: &str, action: &str, status: &str) -> Effect {
+        serde_json::from_value(serde_json::json!({
+            "key": format!("{rule}{member}{action}"), "at": "", "member": member, "rule": rule,
+            "ruleset": "", "trigger": "", "action": action, "status": status,
+            "discount": 6,
+        }))
+        .expect("effect")
+    }
+
+    #[test]
+    fn deferred_effects_count_once_and_redemptions_give_the_response_rate() {
+        let effects = [
+            effect("w", "a", "coupon", "deferred"),
+            effect("w", "a", "coupon", "sent"),
+            effect("w", "b", "coupon", "sent"),
+            effect("w", "c", "coupon", "held_out"),
+            effect("w", "d", "coupon", "no_consent"),
+            effect("w", "e", "coupon", "capped"),
+            effect("w", "a", "redeem", "sent"),
+        ];
+        let s = summarize(&effects);
+        assert_eq!(s.coupons, 2);
+        assert_eq!(s.coupon_value, Decimal::from(12));
+        assert_eq!(s.members_reached, 2);
+        assert_eq!(s.by_rule["w"]["redeemed"], 1);
+        assert_eq!(s.by_rule["w"]["sent"], 2);
+        assert_eq!(s.response_rate("w"), Some(0.5));
+        assert_eq!(s.response_rate("none"), None);
+    }
 }

@@ -102,16 +102,28 @@ pub fn json(l: &Load) -> String {
 /// The summary table of a run: effects per rule and status, reach, coupons, points.
 pub fn summary(s: &nudge::replay::Summary) -> String {
     let mut out = String::new();
-    let statuses = ["sent", "held_out", "deferred", "capped"];
+    let statuses = [
+        "sent",
+        "deferred",
+        "held_out",
+        "capped",
+        "no_consent",
+        "redeemed",
+    ];
     let width = s.by_rule.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
-    out.push_str(&format!(
-        "{:<width$}  {:>8}  {:>8}  {:>8}  {:>8}\n",
-        "rule", "sent", "held_out", "deferred", "capped"
-    ));
+    out.push_str(&format!("{:<width$}", "rule"));
+    for st in statuses.iter().chain(&["response"]) {
+        out.push_str(&format!("  {st:>10}"));
+    }
+    out.push('\n');
     for (rule, counts) in &s.by_rule {
         out.push_str(&format!("{rule:<width$}"));
         for st in statuses {
-            out.push_str(&format!("  {:>8}", counts.get(st).copied().unwrap_or(0)));
+            out.push_str(&format!("  {:>10}", counts.get(st).copied().unwrap_or(0)));
+        }
+        match s.response_rate(rule) {
+            Some(r) => out.push_str(&format!("  {:>9.1}%", r * 100.0)),
+            None => out.push_str(&format!("  {:>10}", "-")),
         }
         out.push('\n');
     }

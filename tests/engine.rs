@@ -847,3 +847,52 @@ fn merging_combines_every_part_of_a_record() {
     );
     assert_eq!(a.ids, [("card".to_string(), "c".to_string())]);
 }
+
+#[test]
+fn a_limit_window_holds_across_a_restart_in_its_middle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = build(
+        CONFIG,
+        "rule \"monthly\" on purchase then send coupon 30-6 limit 2 per 30d",
+    );
+    let open = || {
+        Engine::new(
+            s.clone(),
+            r.clone(),
+            SledStore::open(dir.path()).expect("open"),
+        )
+        .expect("engine")
+    };
+    let fired = |e: &mut Engine<SledStore>, id: &str, date: &str| {
+        let c = e
+            .process(&[purchase(&s, id, "m", date, 1.0)])
+            .expect("process");
+        c.effects.len()
+    };
+    {
+        let mut e = open();
+        assert_eq!(fired(&mut e, "1", "2026-01-01"), 1);
+        assert_eq!(fired(&mut e, "2", "2026-01-10"), 1);
+    }
+    // Restarted in the middle of the window: the two firings still count.
+    let mut e = open();
+    assert_eq!(fired(&mut e, "3", "2026-01-20"), 0);
+    assert_eq!(
+        fired(&mut e, "4", "2026-01-30"),
+        0,
+        "01-01 is still inside (30 days)"
+    );
+    drop(e);
+    let mut e = open();
+    assert_eq!(
+        fired(&mut e, "5", "2026-01-31"),
+        1,
+        "01-01 has left the window"
+    );
+    assert_eq!(
+        fired(&mut e, "6", "2026-02-08"),
+        0,
+        "01-10 and 01-31 are inside"
+    );
+    assert_eq!(fired(&mut e, "7", "2026-02-09"), 1);
+}

@@ -259,10 +259,19 @@ impl<S: Store> Engine<S> {
         let cx = self.ctx();
         let shares = fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);
-        redeem(&self.schema, &mut rec, ev, day);
+        let redeemed = redeem(&self.schema, &mut rec, ev, day);
         let slots = self.plan.event_slots(ev);
         let before = p.out.effects.len();
         let trigger_name = format!("event:{}", ev.id);
+        if let Some((rule, code)) = redeemed {
+            let name = self.rule_name(rule);
+            let mut e = fire::points_effect(&cx, &name, &member, &trigger_name, ev.at, 0);
+            e.key = fire::effect_key("redeem", &member, &trigger_name, 0);
+            e.action = "redeem".into();
+            e.points = None;
+            e.code = Some(code);
+            p.out.effects.push(e);
+        }
         if let Some(points) = self.refund(&mut rec, ev) {
             p.out.effects.push(fire::points_effect(
                 &cx,
@@ -331,6 +340,15 @@ impl<S: Store> Engine<S> {
             p.out.effects.push(e);
         }
         Ok(())
+    }
+
+    /// A rule's name by its key (the key's hex when the rule is gone).
+    fn rule_name(&self, key: u64) -> String {
+        self.plan
+            .rule_keys
+            .iter()
+            .position(|k| *k == key)
+            .map_or(format!("{key:016x}"), |i| self.rules.rules[i].name.clone())
     }
 
     /// One ID: the member an event is for. A named member that was merged
@@ -827,26 +845,26 @@ fn deferred_key_time(key: &str) -> Option<jiff::Timestamp> {
 }
 
 /// A redeem event marks the member's coupon with that code used (once,
-/// and only while it is valid), and forgets coupons long expired.
-fn redeem(schema: &Schema, rec: &mut MemberRecord, ev: &Event, day: i32) {
+/// and only while it is valid), and forgets coupons long expired. Returns
+/// the issuing rule's key and the code of a coupon it marked.
+fn redeem(schema: &Schema, rec: &mut MemberRecord, ev: &Event, day: i32) -> Option<(u64, String)> {
     rec.coupons.retain(|c| {
         c.valid_until.max(c.redeemed.unwrap_or(i32::MIN)) + crate::model::COUPON_RETENTION_DAYS
             >= day
     });
-    let Some((kind, field)) = schema.redeem else {
-        return;
-    };
+    let (kind, field) = schema.redeem?;
     if ev.kind != kind {
-        return;
+        return None;
     }
-    if let Some(Value::Str(code)) = ev.fields.get(field)
-        && let Some(c) = rec
-            .coupons
-            .iter_mut()
-            .find(|c| *c.code == **code && c.redeemed.is_none() && c.valid_until >= day)
-    {
-        c.redeemed = Some(day);
-    }
+    let Some(Value::Str(code)) = ev.fields.get(field) else {
+        return None;
+    };
+    let c = rec
+        .coupons
+        .iter_mut()
+        .find(|c| *c.code == **code && c.redeemed.is_none() && c.valid_until >= day)?;
+    c.redeemed = Some(day);
+    Some((c.rule, c.code.clone()))
 }
 
 /// Consent events grant or withdraw contact on the channel they name.
