@@ -190,6 +190,61 @@ fn write_effects(path: &Path, effects: &[Effect]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+pub fn import(common: &Common, input: &Path, mapping: &Path, out: Option<&Path>) -> ExitCode {
+    code(import_inner(common, input, mapping, out))
+}
+
+fn import_inner(
+    common: &Common,
+    input: &Path,
+    mapping: &Path,
+    out: Option<&Path>,
+) -> Result<ExitCode, ExitCode> {
+    let (schema, _, _) = load_rules(common)?;
+    let text = std::fs::read_to_string(mapping)
+        .map_err(|e| fail(format!("cannot read {}: {e}", mapping.display())))?;
+    let mapping = match nudge::import::parse_mapping(&mapping.display().to_string(), &text, &schema)
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    let reader: Box<dyn BufRead> = if input == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(input)
+            .map_err(|e| fail(format!("cannot read {}: {e}", input.display())))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let writer: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| fail(format!("cannot write {}: {e}", p.display())))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let r = nudge::import::import(&schema, &mapping, reader, writer).map_err(fail)?;
+    for e in r.invalid.iter().take(20) {
+        eprintln!("error: {e} (left out)");
+    }
+    if r.invalid.len() > 20 {
+        eprintln!("... and {} more bad rows", r.invalid.len() - 20);
+    }
+    eprintln!(
+        "import: {} rows, {} events, {} left out",
+        r.rows,
+        r.written,
+        r.invalid.len()
+    );
+    Ok(if r.invalid.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(|| PathBuf::from("tests/cases"));
     let files = match nudge::testcase::find(&path) {

@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+pub mod import;
 pub mod ingest;
 pub mod lang;
 pub mod load;

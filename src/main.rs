@@ -87,6 +87,17 @@ enum Command {
         #[arg(long)]
         stop_on_error: bool,
     },
+    /// Convert a purchase export (CSV or whitespace columns) into NDJSON events.
+    Import {
+        /// The export file, or `-` for stdin.
+        input: PathBuf,
+        /// The mapping file: which column is what (see docs/backtest.md).
+        #[arg(long)]
+        mapping: PathBuf,
+        /// Where the events go (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Replay a history with a simulated clock and report what the rules did.
     Replay {
         #[arg(long)]
@@ -162,6 +173,11 @@ fn main() -> ExitCode {
             }
             commands::replay(&common, &events, until.as_deref(), out.as_deref())
         }
+        Command::Import {
+            input,
+            mapping,
+            out,
+        } => commands::import(&common, &input, &mapping, out.as_deref()),
         Command::Test { path } => commands::test(&common, path),
         Command::Member { id } => commands::member(&common, &id),
         Command::Explain { .. } => not_yet("explain", "backtest and explain"),

@@ -223,3 +223,79 @@ fn replay_writes_effects_and_a_summary() {
         "replay uses a temporary store"
     );
 }
+
+#[test]
+fn import_turns_the_cdnow_export_into_the_shipped_events() {
+    let root = Path::new(ROOT);
+    let out = tempfile::tempdir().expect("tempdir");
+    let target = out.path().join("events.ndjson");
+    let (_, err, code) = nudge(
+        root,
+        &[
+            "import",
+            "--config",
+            "examples/cdnow/nudge.yaml",
+            "--mapping",
+            "examples/cdnow/mapping.yaml",
+            "examples/cdnow/CDNOW_sample.txt",
+            "--out",
+            target.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("6919 rows, 6919 events, 0 left out"), "{err}");
+    let made = std::fs::read(&target).expect("read");
+    let shipped = std::fs::read(root.join("examples/cdnow/events.ndjson")).expect("shipped");
+    assert!(
+        made == shipped,
+        "the import differs from examples/cdnow/events.ndjson"
+    );
+}
+
+#[test]
+fn import_reads_csv_with_headers_and_reports_bad_rows_and_bad_mappings() {
+    let dir = project();
+    let p = dir.path();
+    std::fs::write(
+        p.join("map.yaml"),
+        "format: csv\nheader: true\ntype: purchase\nid: order\nmember: customer\nat: date\nat_format: \"%d/%m/%Y %H:%M\"\nfields: { amount: total, category: dept }\n",
+    )
+    .expect("mapping");
+    let csv = "order,customer,date,total,dept\n\
+               o1,c1,05/03/2026 14:30,12.50,\"tea\"\n\
+               o2,c2,31/02/2026 10:00,5,tea\n\
+               o3,c3,06/03/2026 09:00,ten,tea\n\
+               o4,c1,07/03/2026 09:00,3\n";
+    let (out, err, code) = nudge(p, &["import", "--mapping", "map.yaml", "-"], Some(csv));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        out,
+        "{\"id\":\"o1\",\"type\":\"purchase\",\"member\":\"c1\",\"at\":\"2026-03-05T14:30:00Z\",\"amount\":12.50,\"category\":\"tea\"}\n"
+    );
+    assert!(
+        err.contains("line 3") && err.contains("field `at`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 4") && err.contains("field `amount`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 5") && err.contains("no column `dept`"),
+        "{err}"
+    );
+    assert!(err.contains("4 rows, 1 events, 3 left out"), "{err}");
+    // A mapping that names a field the config lacks: file, line and column.
+    std::fs::write(
+        p.join("bad.yaml"),
+        "type: purchase\nid: 1\nmember: 2\nat: 3\nfields:\n  price: 4\n",
+    )
+    .expect("bad");
+    let (_, err, code) = nudge(p, &["import", "--mapping", "bad.yaml", "-"], Some(""));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.yaml:6:3: `price` is not a field of `purchase`"),
+        "{err}"
+    );
+}
