@@ -127,40 +127,57 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     })
 }
 
-pub fn replay(common: &Common, events: &Path, until: Option<&str>, out: Option<&Path>) -> ExitCode {
-    code(replay_inner(common, events, until, out))
+/// What `nudge replay` is asked to do besides replaying.
+pub struct ReplayOptions<'a> {
+    pub events: &'a Path,
+    pub until: Option<&'a str>,
+    pub out: Option<&'a Path>,
+    /// Another rules folder to replay and compare with.
+    pub compare: Option<&'a Path>,
+    /// Fail (exit 1) when B's coupon cost exceeds A's by more than this percentage.
+    pub fail_if_cost_increase: Option<&'a str>,
+    pub report: Option<&'a Path>,
 }
 
-fn replay_inner(
-    common: &Common,
-    events: &Path,
-    until: Option<&str>,
-    out: Option<&Path>,
-) -> Result<ExitCode, ExitCode> {
+pub fn replay(common: &Common, o: &ReplayOptions<'_>) -> ExitCode {
+    code(replay_inner(common, o))
+}
+
+fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
-    let until = match until {
+    let until = match o.until {
         Some(u) => Some(
             nudge::lang::parse::parse_date(u)
                 .ok_or_else(|| fail("--until takes a date, YYYY-MM-DD"))?,
         ),
         None => None,
     };
-    let file = std::fs::File::open(events)
-        .map_err(|e| fail(format!("cannot read {}: {e}", events.display())))?;
+    let limit = match o.fail_if_cost_increase {
+        Some(p) => Some(
+            rust_decimal::Decimal::from_str_exact(p.trim().trim_end_matches('%'))
+                .map_err(|_| fail("--fail-if-cost-increase takes a percentage, like 10%"))?,
+        ),
+        None => None,
+    };
+    let file = std::fs::File::open(o.events)
+        .map_err(|e| fail(format!("cannot read {}: {e}", o.events.display())))?;
     let (evs, invalid) = nudge::ingest::read_all(&schema, std::io::BufReader::new(file));
     for e in invalid.iter().take(20) {
         eprintln!("error: {e} (skipped)");
     }
-    let store = SledStore::temporary().map_err(fail)?;
-    let mut engine = Engine::new(schema, rules, store)
-        .map_err(fail)?
-        .with_plugins(plugins);
-    let bar = progress(Some(evs.len() as u64), "events");
-    let result =
-        nudge::replay::replay(&mut engine, evs, until, &mut |n| bar.set_position(n as u64));
-    bar.finish_and_clear();
-    let r = result.map_err(fail)?;
-    if let Some(out) = out {
+    let purchases = nudge::backtest::purchases(&schema, &evs);
+    let other = match o.compare {
+        Some(dir) => Some(load_rules(&Common {
+            rules: Some(dir.to_path_buf()),
+            ..common.clone()
+        })?),
+        None => None,
+    };
+    let events_b = other.as_ref().map(|_| evs.clone());
+    let start = std::time::Instant::now();
+    let r = run_replay(&schema, rules.clone(), plugins, evs, until)?;
+    let elapsed = start.elapsed();
+    if let Some(out) = o.out {
         write_effects(out, &r.effects)
             .map_err(|e| fail(format!("cannot write {}: {e}", out.display())))?;
     }
@@ -172,12 +189,75 @@ fn replay_inner(
         r.rejected.len(),
         r.ticks
     );
-    print!("{}", report::summary(&nudge::replay::summarize(&r.effects)));
-    Ok(if invalid.is_empty() && r.rejected.is_empty() {
+    let summary = nudge::replay::summarize(&r.effects);
+    print!("{}", report::summary(&summary));
+    let uplift = nudge::backtest::uplift(&r.effects, &purchases, schema.attribution_days);
+    print!("{}", report::uplift(&uplift, schema.attribution_days));
+    let speed = format!(
+        "replayed in {:.2} s ({:.0} events/s, {:.0} member-days/s)",
+        elapsed.as_secs_f64(),
+        r.applied as f64 / elapsed.as_secs_f64().max(1e-9),
+        r.member_days as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let mut status = if invalid.is_empty() && r.rejected.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    };
+    let mut comparison = None;
+    if let (Some((_, rules_b, plugins_b)), Some(evs)) = (other, events_b) {
+        let rb = run_replay(&schema, rules_b, plugins_b, evs, until)?;
+        let c = nudge::backtest::compare(&r.effects, &rb.effects);
+        print!("{}", report::comparison(&c));
+        if let (Some(limit), Some(change)) = (limit, c.cost_change_percent())
+            && change > limit
+        {
+            eprintln!(
+                "error: coupon cost rose by {}% (limit {}%)",
+                change.round_dp(1),
+                limit
+            );
+            status = ExitCode::from(1);
+        }
+        comparison = Some(c);
+    }
+    if let Some(path) = o.report {
+        let html = nudge::html::report(&nudge::html::ReportInput {
+            schema: &schema,
+            effects: &r.effects,
+            purchases: &purchases,
+            summary: &summary,
+            uplift: &uplift,
+            comparison: comparison.as_ref(),
+            title: &format!("nudge replay of {}", o.events.display()),
+        });
+        std::fs::write(path, html)
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("report: {}", path.display());
+    }
+    eprintln!("{speed}");
+    Ok(status)
+}
+
+/// Replays `events` in a fresh temporary store, with a progress bar.
+fn run_replay(
+    schema: &Arc<Schema>,
+    rules: Arc<RuleSet>,
+    plugins: Option<Arc<nudge::plugins::Plugins>>,
+    events: Vec<nudge::model::Event>,
+    until: Option<i32>,
+) -> Result<nudge::replay::Replayed, ExitCode> {
+    let store = SledStore::temporary().map_err(fail)?;
+    let mut engine = Engine::new(schema.clone(), rules, store)
+        .map_err(fail)?
+        .with_plugins(plugins)
+        .cache_members();
+    let bar = progress(Some(events.len() as u64), "events");
+    let result = nudge::replay::replay(&mut engine, events, until, &mut |n| {
+        bar.set_position(n as u64)
+    });
+    bar.finish_and_clear();
+    result.map_err(fail)
 }
 
 fn write_effects(path: &Path, effects: &[Effect]) -> std::io::Result<()> {

@@ -5,9 +5,11 @@
 //! diagnostics as data (`diag`). The `nudge` binary (src/main.rs) parses
 //! arguments and renders diagnostics; nothing here prints.
 
+pub mod backtest;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+pub mod html;
 pub mod import;
 pub mod ingest;
 pub mod lang;

@@ -100,14 +100,23 @@ enum Command {
     },
     /// Replay a history with a simulated clock and report what the rules did.
     Replay {
+        /// The history: an NDJSON event file.
         #[arg(long)]
         events: PathBuf,
+        /// Another rules folder: replay it too and report what changes.
         #[arg(long)]
         compare: Option<PathBuf>,
+        /// With --compare: exit 1 when the compared rules' coupon cost is
+        /// more than this much higher (e.g. `10%`).
+        #[arg(long, requires = "compare")]
+        fail_if_cost_increase: Option<String>,
+        /// Run the daily ticks through this day (YYYY-MM-DD).
         #[arg(long)]
         until: Option<String>,
+        /// Write the effects here as NDJSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write a self-contained HTML report with charts here.
         #[arg(long)]
         report: Option<PathBuf>,
     },
@@ -164,15 +173,21 @@ fn main() -> ExitCode {
         Command::Replay {
             events,
             compare,
+            fail_if_cost_increase,
             until,
             out,
             report,
-        } => {
-            if compare.is_some() || report.is_some() {
-                return not_yet("replay --compare/--report", "backtest reports");
-            }
-            commands::replay(&common, &events, until.as_deref(), out.as_deref())
-        }
+        } => commands::replay(
+            &common,
+            &commands::ReplayOptions {
+                events: &events,
+                until: until.as_deref(),
+                out: out.as_deref(),
+                compare: compare.as_deref(),
+                fail_if_cost_increase: fail_if_cost_increase.as_deref(),
+                report: report.as_deref(),
+            },
+        ),
         Command::Import {
             input,
             mapping,

@@ -20,6 +20,8 @@ pub struct Replayed {
     /// Events refused by the engine (an id reused with another body).
     pub rejected: Vec<String>,
     pub ticks: usize,
+    /// Members evaluated by the daily ticks, summed over the days.
+    pub member_days: u64,
 }
 
 /// Replays `events` (sorted here by time, stably) and ticks every day from
@@ -82,6 +84,7 @@ fn tick<S: Store>(engine: &mut Engine<S>, day: i32, out: &mut Replayed) -> Resul
     out.effects.extend(engine.release_deferred(at)?);
     out.effects.extend(engine.tick(day)?);
     out.ticks += 1;
+    out.member_days += engine.store().meta_u64(crate::engine::MEMBERS_KEY)?;
     Ok(())
 }
 

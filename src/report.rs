@@ -136,3 +136,81 @@ pub fn summary(s: &nudge::replay::Summary) -> String {
     ));
     out
 }
+
+/// Treated against held-out members, per rule with a holdout.
+pub fn uplift(us: &[nudge::backtest::Uplift], window_days: i64) -> String {
+    let mut out = String::new();
+    for u in us {
+        let (t, h) = (&u.treated, &u.held_out);
+        out.push_str(&format!(
+            "uplift of {} ({window_days}d after the first firing): treated {} members, held out {}\n",
+            u.rule, t.members, h.members
+        ));
+        out.push_str(&format!(
+            "  conversion  {:>6.1}% vs {:>6.1}%  difference {:+.1} pts (95% CI {:+.1} to {:+.1})\n",
+            t.conversion() * 100.0,
+            h.conversion() * 100.0,
+            u.conversion_diff.value * 100.0,
+            u.conversion_diff.low * 100.0,
+            u.conversion_diff.high * 100.0
+        ));
+        out.push_str(&format!(
+            "  revenue per member  {:.2} vs {:.2}  difference {:+.2} (95% CI {:+.2} to {:+.2})\n",
+            t.revenue_per_member(),
+            h.revenue_per_member(),
+            u.revenue_diff.value,
+            u.revenue_diff.low,
+            u.revenue_diff.high
+        ));
+        out.push_str(&format!(
+            "  coupons redeemed  {} of {} treated members\n",
+            t.redeemed, t.members
+        ));
+    }
+    out
+}
+
+/// What changes from run A to run B, per rule and per channel.
+pub fn comparison(c: &nudge::backtest::Comparison) -> String {
+    let mut out = String::from("\ncompare: A = --rules, B = --compare\n");
+    let width = c.rules.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
+    out.push_str(&format!(
+        "{:<width$}  {:>9}  {:>9}  {:>7}  {:>7}  {:>7}  {:>10}  {:>10}\n",
+        "rule", "effects A", "effects B", "added", "removed", "members", "cost A", "cost B"
+    ));
+    for (rule, d) in &c.rules {
+        out.push_str(&format!(
+            "{rule:<width$}  {:>9}  {:>9}  {:>7}  {:>7}  {:>7}  {:>10}  {:>10}\n",
+            d.effects_a,
+            d.effects_b,
+            d.added,
+            d.removed,
+            d.members,
+            d.cost_a.normalize(),
+            d.cost_b.normalize()
+        ));
+    }
+    for (ch, (a, b)) in &c.channels {
+        out.push_str(&format!("contacts on {ch}: {a} -> {b}\n"));
+    }
+    let change = c.cost_change_percent().map_or(String::new(), |p| {
+        let p = p.round_dp(1);
+        format!(" ({}{p}%)", if p.is_sign_negative() { "" } else { "+" })
+    });
+    out.push_str(&format!(
+        "coupons: {} -> {} ({:+}); coupon cost: {} -> {}{change}\n",
+        c.coupons_a,
+        c.coupons_b,
+        c.coupons_b as i64 - c.coupons_a as i64,
+        c.cost_a.normalize(),
+        c.cost_b.normalize()
+    ));
+    out.push_str(&format!(
+        "members whose outcome changed: {}\n",
+        c.members_changed
+    ));
+    for (member, changes) in &c.sample {
+        out.push_str(&format!("  {member}: {}\n", changes.join("; ")));
+    }
+    out
+}

@@ -43,6 +43,7 @@ struct ConfigFile {
     refund: Option<RefundFile>,
     #[serde(default)]
     ids: Vec<S>,
+    attribution_window: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +292,8 @@ pub struct Schema {
     pub refund: Option<RefundPolicy>,
     /// Kinds of identifiers events may carry in `ids` (One ID).
     pub id_kinds: Vec<String>,
+    /// Days after a firing in which a purchase counts as its conversion.
+    pub attribution_days: i64,
 }
 
 /// Refund events: which type, its field naming the purchase (the purchase
@@ -999,7 +1002,12 @@ impl Validator<'_> {
                 id_kinds.push(k.to_string());
             }
         }
+        let attribution_days = match &f.attribution_window {
+            Some(w) => self.duration_days(w).unwrap_or(30),
+            None => 30,
+        };
         Schema {
+            attribution_days,
             id_kinds,
             refund,
             plugin_limits,

@@ -96,6 +96,9 @@ pub trait Store {
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
+    /// Commits flush to disk. A temporary store (replay, tests) skips the
+    /// flush: it is deleted when dropped, so durability buys nothing.
+    durable: bool,
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -147,6 +150,7 @@ impl SledStore {
         let s = SledStore {
             db,
             path: path.to_path_buf(),
+            durable: true,
         };
         s.check_version()?;
         Ok(s)
@@ -161,6 +165,7 @@ impl SledStore {
         let s = SledStore {
             db,
             path: PathBuf::from("(temporary)"),
+            durable: false,
         };
         s.check_version()?;
         Ok(s)
@@ -252,7 +257,9 @@ impl Store for SledStore {
             b.remove(key(b'm', id.as_bytes()));
         }
         self.db.apply_batch(b)?;
-        self.db.flush()?;
+        if self.durable {
+            self.db.flush()?;
+        }
         Ok(())
     }
 

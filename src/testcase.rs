@@ -212,7 +212,8 @@ fn run_inner(path: &Path, default_config: &Path, name: &mut String) -> Result<Ou
     }
     let mut engine = Engine::new(schema, Arc::new(rules), store)
         .map_err(|e| e.to_string())?
-        .with_plugins(plugins);
+        .with_plugins(plugins)
+        .cache_members();
     let replayed = crate::replay::replay(&mut engine, events, until, &mut |_| {})
         .map_err(|e| e.to_string())?;
     if let Some(r) = replayed.rejected.first() {

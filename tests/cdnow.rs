@@ -157,8 +157,7 @@ fn replay_gives_the_independently_computed_coupons() {
     let mut actual: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for line in effects.lines() {
         let e: serde_json::Value = serde_json::from_str(line).expect("json");
-        if e["action"] == "coupon" {
-            assert_eq!(e["rule"], "winback:2");
+        if e["action"] == "coupon" && e["rule"] == "winback:2" {
             assert_eq!(e["coupon"], "30-6");
             let date = e["trigger"]
                 .as_str()
@@ -175,33 +174,140 @@ fn replay_gives_the_independently_computed_coupons() {
         .filter(|(_, v)| !v.is_empty())
         .collect();
     assert_eq!(actual, expected);
-    assert!(
-        stdout.contains(&format!("coupons: {total} worth {}", total * 6)),
-        "{stdout}"
-    );
+    assert_eq!(sent_of(&stdout, "winback:2"), total as i64, "{stdout}");
     assert!(stdout.contains("events: 6919 applied"), "{stdout}");
 }
 
+/// Runs `nudge replay` in examples/cdnow with extra arguments.
+fn replay(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(Path::new(ROOT).join("examples/cdnow"))
+        .args(["replay", "--events", "events.ndjson"])
+        .args(args)
+        .output()
+        .expect("run nudge");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// Coupons of one rule in a replay summary table.
+fn sent_of(summary: &str, rule: &str) -> i64 {
+    summary
+        .lines()
+        .find(|l| l.starts_with(rule))
+        .and_then(|l| l[rule.len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row for {rule} in\n{summary}"))
+}
+
 #[test]
-fn replay_is_deterministic() {
+fn compare_reports_the_difference_two_separate_replays_give() {
+    let (a, err, code) = replay(&[]);
+    assert_eq!(code, 0, "{err}");
+    let (b, err, code) = replay(&["--rules", "rules_cycle2"]);
+    assert_eq!(code, 0, "{err}");
+    let (na, nb) = (sent_of(&a, "winback:2"), sent_of(&b, "winback:2"));
+    assert!(nb < na, "cycle*2 is later than cycle*1.5: {na} vs {nb}");
+    let (c, err, code) = replay(&["--compare", "rules_cycle2"]);
+    assert_eq!(code, 0, "{err}");
+    let row = c
+        .lines()
+        .skip_while(|l| !l.starts_with("compare:"))
+        .find(|l| l.starts_with("winback:2"))
+        .expect("compare row");
+    let cols: Vec<i64> = row
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(&cols[..2], &[na, nb], "{row}");
+    let coupons_a = sent_of(&a, "winback:2") + sent_of(&a, "wake zombies");
+    let coupons_b = sent_of(&b, "winback:2") + sent_of(&b, "wake zombies");
+    let want = format!(
+        "coupons: {coupons_a} -> {coupons_b} ({:+})",
+        coupons_b - coupons_a
+    );
+    assert!(c.contains(&want), "want `{want}` in\n{c}");
+    // As a CI gate: B costs less, so a cost limit passes; the other way
+    // round the cost rises by about 11%.
+    let (_, _, code) = replay(&["--compare", "rules_cycle2", "--fail-if-cost-increase", "0%"]);
+    assert_eq!(code, 0);
+    let (_, err, code) = replay(&[
+        "--rules",
+        "rules_cycle2",
+        "--compare",
+        "rules",
+        "--fail-if-cost-increase",
+        "10%",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("coupon cost rose by 11.1% (limit 10%)"),
+        "{err}"
+    );
+    let (_, _, code) = replay(&[
+        "--rules",
+        "rules_cycle2",
+        "--compare",
+        "rules",
+        "--fail-if-cost-increase",
+        "12%",
+    ]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn replays_are_byte_for_byte_deterministic_and_the_report_is_self_contained() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |name: &str| {
-        let p = dir.path().join(name);
-        let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .current_dir(Path::new(ROOT).join("examples/cdnow"))
-            .args([
-                "replay",
-                "--events",
-                "events.ndjson",
-                "--until",
-                "1997-06-30",
-                "--out",
-            ])
-            .arg(&p)
-            .output()
-            .expect("run nudge");
-        assert!(out.status.success());
-        std::fs::read(p).expect("effects")
+    let run = |n: usize| {
+        let out = dir.path().join(format!("effects{n}.ndjson"));
+        let report = dir.path().join(format!("report{n}.html"));
+        let (stdout, err, code) = replay(&[
+            "--out",
+            out.to_str().expect("path"),
+            "--report",
+            report.to_str().expect("path"),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        (
+            stdout,
+            std::fs::read(out).expect("effects"),
+            std::fs::read_to_string(report).expect("report"),
+        )
     };
-    assert_eq!(run("a.ndjson"), run("b.ndjson"));
+    let (s1, e1, r1) = run(1);
+    let (s2, e2, r2) = run(2);
+    assert!(e1 == e2, "effects differ between two replays");
+    assert_eq!(s1, s2);
+    assert_eq!(r1, r2);
+    // The uplift of the zombie offer (20% holdout) is printed and charted.
+    assert!(s1.contains("uplift of wake zombies"), "{s1}");
+    // One file, no network: no scripts, no external references.
+    assert!(r1.starts_with("<!doctype html>"));
+    for banned in ["<script", "http://", "https://", "src=", "<link"] {
+        let hits: Vec<_> = r1.match_indices(banned).collect();
+        // The SVG namespace is the only URL allowed.
+        let allowed = r1.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
+        if banned == "http://" {
+            assert_eq!(hits.len(), allowed, "{banned}");
+        } else {
+            assert!(hits.is_empty(), "{banned}");
+        }
+    }
+    for title in [
+        "Effects per week, by rule",
+        "Coupon cost over time",
+        "Treated against held-out members",
+        "Members by tier over time",
+    ] {
+        assert!(r1.contains(title), "{title}");
+    }
+    assert_eq!(r1.matches("<svg").count(), 4);
+    assert_eq!(r1.matches("<svg").count(), r1.matches("</svg>").count());
+    // Each chart draws something: lines or bars.
+    assert!(r1.matches("<polyline").count() >= 4);
+    assert!(r1.matches("<rect").count() >= 2);
 }

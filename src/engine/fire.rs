@@ -31,6 +31,8 @@ pub struct Trigger<'a> {
     /// `event:<id>` or `tick:<date>`.
     pub name: String,
     pub rules: &'a [u32],
+    /// The member slots those rules read (`None`: all).
+    pub need: Option<&'a [bool]>,
     pub today: i32,
     pub at: jiff::Timestamp,
     /// The event's fields by event slot; empty on ticks.
@@ -43,6 +45,9 @@ pub struct Trigger<'a> {
 pub struct Out {
     pub effects: Vec<Effect>,
     pub relays: Vec<Effect>,
+    /// Set when a run changed the member's record (a firing, a rule's
+    /// edge state): a tick writes only members it changed.
+    pub changed: bool,
 }
 
 /// Runs `trigger` and the tier triggers it raises; appends effects.
@@ -69,14 +74,15 @@ pub fn run(
             } else {
                 format!("{kind}#{}.{}:{}", round + 1, i + 1, trigger.name)
             };
-            let rules = if up {
-                &cx.rules.on_tier_up
+            let (rules, need) = if up {
+                (&cx.rules.on_tier_up, &cx.plan.need_tier_up)
             } else {
-                &cx.rules.on_tier_down
+                (&cx.rules.on_tier_down, &cx.plan.need_tier_down)
             };
             let t = Trigger {
                 name,
                 rules,
+                need: need.as_deref(),
                 today: trigger.today,
                 at: trigger.at,
                 event: trigger.event,
@@ -107,8 +113,8 @@ fn run_one(
             view.fill(
                 rec,
                 &cx.rules.layout,
-                &cx.plan.agg_keys,
-                cx.plan.n_builtin,
+                cx.plan,
+                t.need,
                 t.today,
                 cx.schema.points.expire_after_days.map(|d| d as i32),
             );
@@ -139,8 +145,9 @@ fn run_one(
         }
         if fire {
             record_firing(rule, &mut st.state, t.today);
+            out.changed = true;
         }
-        st.put(rec, rule);
+        out.changed |= st.put(rec, rule);
         if !fire {
             continue;
         }
@@ -589,16 +596,25 @@ impl RuleStateSlot {
         }
     }
 
-    fn put(self, rec: &mut MemberRecord, rule: &CompiledRule) {
+    /// Puts the state back; says whether the record changed.
+    fn put(self, rec: &mut MemberRecord, rule: &CompiledRule) -> bool {
         // Firings matter only to limits; the edge flag only while set.
         let keep = self.state.armed || (rule.limit.is_some() && self.state.fired > 0);
         match (self.at, keep) {
-            (Some(p), true) => rec.rules[p] = self.state,
+            (Some(p), true) => {
+                let changed = rec.rules[p] != self.state;
+                rec.rules[p] = self.state;
+                changed
+            }
             (Some(p), false) => {
                 rec.rules.swap_remove(p);
+                true
             }
-            (None, true) => rec.rules.push(self.state),
-            (None, false) => {}
+            (None, true) => {
+                rec.rules.push(self.state);
+                true
+            }
+            (None, false) => false,
         }
     }
 }

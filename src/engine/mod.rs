@@ -44,6 +44,27 @@ pub struct Plan {
     pub plugin_names: Vec<String>,
     /// Per event type: the field index behind each event slot.
     event_maps: Vec<Vec<Option<usize>>>,
+    /// The member slots each trigger's rules read (`None`: all of them).
+    pub need_event: Vec<Need>,
+    pub need_tick: Need,
+    pub need_tier_up: Need,
+    pub need_tier_down: Need,
+}
+
+/// Which member slots an evaluation must compute: `None` for all.
+pub type Need = Option<Vec<bool>>;
+
+/// The slots the rules `list` read, together.
+fn need(rules: &RuleSet, list: &[u32]) -> Need {
+    let mut mask = vec![false; rules.layout.fields.len()];
+    for &i in list {
+        for &s in rules.rules[i as usize].reads.as_deref()? {
+            if let Some(m) = mask.get_mut(s as usize) {
+                *m = true;
+            }
+        }
+    }
+    Some(mask)
 }
 
 impl Plan {
@@ -53,6 +74,10 @@ impl Plan {
             .and_then(|k| schema.events[k].field(&schema.purchase_amount))
             .map_or(0, |(i, _)| i);
         Plan {
+            need_event: rules.on_event.iter().map(|l| need(rules, l)).collect(),
+            need_tick: need(rules, &rules.on_tick),
+            need_tier_up: need(rules, &rules.on_tier_up),
+            need_tier_down: need(rules, &rules.on_tier_down),
             purchase_kind,
             purchase_amount,
             agg_keys: rules
@@ -133,6 +158,11 @@ pub struct Engine<S: Store> {
     next_deferred: Option<jiff::Timestamp>,
     /// Merges so far: until the first, no event needs an alias lookup.
     merges: u64,
+    /// Decoded member records, for runs that visit every member every day
+    /// and fit in memory (replay, tests): see [`Engine::cache_members`].
+    cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
+    /// The member ids, while no member was added or removed (with the cache).
+    ids: Option<Vec<String>>,
 }
 
 /// Uncommitted changes of a batch.
@@ -171,6 +201,8 @@ impl<S: Store> Engine<S> {
             budgets: Default::default(),
             next_deferred: None,
             merges,
+            cache: None,
+            ids: None,
         };
         engine.next_deferred = engine.first_deferred()?;
         Ok(engine)
@@ -185,6 +217,42 @@ impl<S: Store> Engine<S> {
             host: self.plugins.as_deref(),
             budgets: &self.budgets,
             store: &self.store,
+        }
+    }
+
+    /// Keeps every member record it reads or writes decoded in memory, so
+    /// a replay's daily ticks do not decode each member each day. The
+    /// engine is the only writer, so the cache stays exact; memory grows
+    /// with the members, so the daemon does not use it.
+    pub fn cache_members(mut self) -> Self {
+        self.cache = Some(Default::default());
+        self
+    }
+
+    /// A member's record: from the cache when there is one, else the store.
+    fn load(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.store.member(id);
+        };
+        if let Some(r) = cache.borrow().get(id) {
+            return Ok(Some(r.clone()));
+        }
+        let r = self.store.member(id)?;
+        if let Some(rec) = &r {
+            cache.borrow_mut().insert(id.to_string(), rec.clone());
+        }
+        Ok(r)
+    }
+
+    /// A member's record to change in place: taken out of the cache (the
+    /// caller puts it back or commits it), else read from the store.
+    fn take(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        match &self.cache {
+            Some(cache) => match cache.borrow_mut().remove(id) {
+                Some(r) => Ok(Some(r)),
+                None => self.store.member(id),
+            },
+            None => self.store.member(id),
         }
     }
 
@@ -224,7 +292,7 @@ impl<S: Store> Engine<S> {
     }
 
     pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
-        self.store.member(id)
+        self.load(id)
     }
 
     /// Processes a batch of events and commits it once: when this returns
@@ -292,6 +360,7 @@ impl<S: Store> Engine<S> {
         ));
         let trigger = Trigger {
             name: trigger_name,
+            need: self.plan.need_event[ev.kind].as_deref(),
             rules: &self.rules.on_event[ev.kind],
             today: day,
             at: ev.at,
@@ -450,7 +519,7 @@ impl<S: Store> Engine<S> {
     fn existing(&self, member: &str, p: &Pending) -> Result<Option<MemberRecord>, StoreError> {
         match p.members.get(member) {
             Some(r) => Ok(Some(r.clone())),
-            None => self.store.member(member),
+            None => self.load(member),
         }
     }
 
@@ -491,7 +560,7 @@ impl<S: Store> Engine<S> {
     fn record(&self, member: &str, day: i32, p: &mut Pending) -> Result<MemberRecord, StoreError> {
         Ok(match p.members.get(member) {
             Some(r) => r.clone(),
-            None => match self.store.member(member)? {
+            None => match self.load(member)? {
                 Some(r) => r,
                 None => {
                     p.new_members += 1;
@@ -568,7 +637,10 @@ impl<S: Store> Engine<S> {
     /// (in chunks); records `day` as the last completed tick.
     pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
         let at = clock::tick_instant(&self.schema, day);
-        let ids = self.store.member_ids()?;
+        let ids = match self.ids.take() {
+            Some(ids) => ids,
+            None => self.store.member_ids()?,
+        };
         let mut all = Vec::new();
         for chunk in ids.chunks(10_000) {
             let mut p = Pending::default();
@@ -582,6 +654,10 @@ impl<S: Store> Engine<S> {
             meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
             ..WriteSet::default()
         })?;
+        // Ticks add and remove no members: the list holds for the next day.
+        if self.cache.is_some() && self.ids.is_none() {
+            self.ids = Some(ids);
+        }
         Ok(all)
     }
 
@@ -604,17 +680,20 @@ impl<S: Store> Engine<S> {
         if self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none() {
             return Ok(());
         }
-        let Some(mut rec) = self.store.member(member)? else {
+        let Some(mut rec) = self.take(member)? else {
             return Ok(());
         };
-        let original = rec.clone();
         let cx = self.ctx();
         let tick_name = format!("tick:{}", crate::model::day_string(day));
+        let lots = rec.point_lots.len();
         p.out.effects.extend(fire::expire_points(
             &cx, &mut rec, member, &tick_name, at, day,
         ));
+        // Lots that expired (even with nothing left to take) change the record.
+        p.out.changed = rec.point_lots.len() != lots;
         let trigger = Trigger {
             name: tick_name,
+            need: self.plan.need_tick.as_deref(),
             rules: &self.rules.on_tick,
             today: day,
             at,
@@ -628,11 +707,13 @@ impl<S: Store> Engine<S> {
             &mut self.view.borrow_mut(),
             &mut p.out,
         );
-        prune(&mut rec, &self.plan);
+        let pruned = prune(&mut rec, &self.plan);
         // Most ticks change nothing; only changed members are written.
-        if rec != original {
+        if p.out.changed || pruned {
             p.order.push(member.to_string());
             p.members.insert(member.to_string(), rec);
+        } else if let Some(cache) = &self.cache {
+            cache.borrow_mut().insert(member.to_string(), rec);
         }
         Ok(())
     }
@@ -671,9 +752,11 @@ impl<S: Store> Engine<S> {
             ..WriteSet::default()
         };
         let mut members = p.members;
+        let mut written = Vec::with_capacity(p.order.len());
         for id in p.order {
             if let Some(rec) = members.remove(&id) {
-                w.members.push((id, rec.encode()));
+                w.members.push((id.clone(), rec.encode()));
+                written.push((id, rec));
             }
         }
         w.seen = p.seen.into_iter().collect();
@@ -714,6 +797,7 @@ impl<S: Store> Engine<S> {
         }
         w.identities = p.identities.into_iter().collect();
         w.identities.sort();
+        let w_removed = p.removed.clone();
         w.members_removed = p.removed;
         if let Err(e) = self.store.commit(w) {
             self.budgets.borrow_mut().forget();
@@ -722,6 +806,16 @@ impl<S: Store> Engine<S> {
         self.next_seq = seq;
         self.next_deferred = next_deferred;
         self.merges += removed;
+        if let Some(cache) = &self.cache {
+            let mut c = cache.borrow_mut();
+            for id in &w_removed {
+                c.remove(id);
+            }
+            c.extend(written);
+        }
+        if p.new_members > 0 || removed > 0 {
+            self.ids = None;
+        }
         Ok(p.out.effects)
     }
 
@@ -892,10 +986,13 @@ fn consent(schema: &Schema, rec: &mut MemberRecord, ev: &Event) {
     }
 }
 
-/// Drops rule states and aggregates the current rule set no longer has.
-fn prune(rec: &mut MemberRecord, plan: &Plan) {
+/// Drops rule states and aggregates the current rule set no longer has;
+/// says whether it dropped any.
+fn prune(rec: &mut MemberRecord, plan: &Plan) -> bool {
+    let before = rec.rules.len() + rec.aggregates.len();
     rec.rules.retain(|r| plan.rule_keys.contains(&r.rule));
     rec.aggregates.retain(|a| plan.agg_keys.contains(&a.key));
+    rec.rules.len() + rec.aggregates.len() != before
 }
 
 /// A member's stored state as JSON.

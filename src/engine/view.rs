@@ -18,19 +18,23 @@ pub struct View {
 }
 
 impl View {
-    /// Fills the buffers for `rec` on `today`. `agg_keys[i]` is the key of
-    /// `layout.aggregates[i]`.
+    /// Fills the buffers for `rec` on `today`, computing the attributes and
+    /// aggregates `need` marks (all without it).
     pub fn fill(
         &mut self,
         rec: &MemberRecord,
         layout: &Layout,
-        agg_keys: &[u64],
-        n_builtin: usize,
+        plan: &super::Plan,
+        need: Option<&[bool]>,
         today: i32,
         expire: Option<i32>,
     ) {
+        let (agg_keys, n_builtin) = (&plan.agg_keys, plan.n_builtin);
         self.member.clear();
         self.member.resize(layout.fields.len(), Value::Null);
+        // Attributes and aggregates cost lookups and sums: only the ones
+        // the evaluation's rules read.
+        let needed = |slot: usize| need.is_none_or(|n| n.get(slot).copied().unwrap_or(true));
         let m = &mut self.member;
         let set = |m: &mut Vec<Value>, s: u16, v: Value| m[s as usize] = v;
         if let Some(last) = rec.last_purchase {
@@ -90,11 +94,13 @@ impl View {
                 layout.fields.len() - n_builtin - layout.aggregates.len() - layout.expiring.len(),
             )
         {
-            if let Some(v) = rec.attribute(name) {
+            if needed(i)
+                && let Some(v) = rec.attribute(name)
+            {
                 m[i] = v.into();
             }
         }
-        for &(slot, days) in &layout.expiring {
+        for &(slot, days) in layout.expiring.iter().filter(|(s, _)| needed(*s as usize)) {
             // A lot earned on day d expires on d + expire_after; lots are only
             // kept when points expire, so `expire` is known here.
             let soon: i64 = rec
@@ -108,6 +114,9 @@ impl View {
             m[slot as usize] = Value::Int(soon);
         }
         for (spec, key) in layout.aggregates.iter().zip(agg_keys) {
+            if !needed(spec.slot as usize) {
+                continue;
+            }
             let state = rec.aggregates.iter().find(|a| a.key == *key);
             m[spec.slot as usize] = aggregate_value(
                 spec.func,

@@ -51,6 +51,10 @@ pub struct CompiledRule {
     pub priority: i64,
     pub group: Option<u32>,
     pub budget: Option<BudgetSpec>,
+    /// The member slots the rule reads; `None` when it reads the whole
+    /// member (passes `member` to a plugin). Lets an evaluation compute
+    /// only the aggregates its rules need.
+    pub reads: Option<Box<[u16]>>,
 }
 
 impl CompiledRule {
@@ -150,7 +154,9 @@ pub fn compile(
                     (set.groups.len() - 1) as u32
                 }
             });
+        let reads = rule_reads(&r);
         set.rules.push(CompiledRule {
+            reads,
             name: r.name,
             source: r.source,
             triggers: r.triggers,
@@ -164,6 +170,51 @@ pub fn compile(
         });
     }
     set
+}
+
+/// The member slots a rule reads (condition and action values), or `None`
+/// when it reads the whole member.
+fn rule_reads(r: &CheckedRule) -> Option<Box<[u16]>> {
+    let mut slots = Vec::new();
+    let mut all = false;
+    let mut exprs: Vec<&TExpr> = r.cond.iter().collect();
+    let mut actions: Vec<&TAction> = r.actions.iter().collect();
+    while let Some(a) = actions.pop() {
+        match a {
+            TAction::For { to, action } => {
+                exprs.push(to);
+                actions.push(action);
+            }
+            TAction::Points { amount, .. } => exprs.push(amount),
+            TAction::SetTier(e) => exprs.push(e),
+            TAction::Set { value, .. } => exprs.push(value),
+            TAction::Call { args, .. } => exprs.extend(args),
+            TAction::Coupon { .. } | TAction::Message { .. } | TAction::Tag { .. } => {}
+        }
+    }
+    while let Some(e) = exprs.pop() {
+        match &e.kind {
+            TKind::Slot(s) => slots.push(*s),
+            TKind::Member => all = true,
+            TKind::Lit(_) | TKind::Event(_) | TKind::Today | TKind::HasTag(_) => {}
+            TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => exprs.push(a),
+            TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
+                exprs.push(a);
+                exprs.push(b);
+            }
+            TKind::In(a, list) => {
+                exprs.push(a);
+                exprs.extend(list);
+            }
+            TKind::Plugin { args, .. } => exprs.extend(args),
+        }
+    }
+    if all {
+        return None;
+    }
+    slots.sort_unstable();
+    slots.dedup();
+    Some(slots.into())
 }
 
 fn action(a: TAction) -> Action {
