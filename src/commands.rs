@@ -9,7 +9,7 @@ use nudge::lang::RuleSet;
 use nudge::load::{LoadOptions, load};
 use nudge::model::Effect;
 use nudge::schema::Schema;
-use nudge::store::SledStore;
+use nudge::store::{SledStore, Store};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -175,7 +175,14 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
     };
     let events_b = other.as_ref().map(|_| evs.clone());
     let start = std::time::Instant::now();
-    let r = run_replay(&schema, rules.clone(), plugins, evs, until)?;
+    let r = run_replay(
+        &schema,
+        rules.clone(),
+        plugins,
+        evs,
+        until,
+        common.data.as_deref(),
+    )?;
     let elapsed = start.elapsed();
     if let Some(out) = o.out {
         write_effects(out, &r.effects)
@@ -206,7 +213,7 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
     };
     let mut comparison = None;
     if let (Some((_, rules_b, plugins_b)), Some(evs)) = (other, events_b) {
-        let rb = run_replay(&schema, rules_b, plugins_b, evs, until)?;
+        let rb = run_replay(&schema, rules_b, plugins_b, evs, until, None)?;
         let c = nudge::backtest::compare(&r.effects, &rb.effects);
         print!("{}", report::comparison(&c));
         if let (Some(limit), Some(change)) = (limit, c.cost_change_percent())
@@ -239,15 +246,30 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
     Ok(status)
 }
 
-/// Replays `events` in a fresh temporary store, with a progress bar.
+/// Replays `events` in a fresh temporary store (or in the empty data
+/// folder `keep`, for `nudge explain` and `nudge member` afterwards), with
+/// a progress bar.
 fn run_replay(
     schema: &Arc<Schema>,
     rules: Arc<RuleSet>,
     plugins: Option<Arc<nudge::plugins::Plugins>>,
     events: Vec<nudge::model::Event>,
     until: Option<i32>,
+    keep: Option<&Path>,
 ) -> Result<nudge::replay::Replayed, ExitCode> {
-    let store = SledStore::temporary().map_err(fail)?;
+    let store = match keep {
+        Some(dir) => {
+            let s = SledStore::open(dir).map_err(fail)?;
+            if !s.member_ids().map_err(fail)?.is_empty() {
+                return Err(fail(format!(
+                    "{} already holds members: replay needs an empty data folder (or none)",
+                    dir.display()
+                )));
+            }
+            s
+        }
+        None => SledStore::temporary().map_err(fail)?,
+    };
     let mut engine = Engine::new(schema.clone(), rules, store)
         .map_err(fail)?
         .with_plugins(plugins)
@@ -377,6 +399,66 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
         }
         None => {
             eprintln!("error: no member `{id}`");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn explain(
+    common: &Common,
+    id: &str,
+    rule: Option<&str>,
+    at: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    code(explain_inner(common, id, rule, at, json))
+}
+
+fn explain_inner(
+    common: &Common,
+    id: &str,
+    rule: Option<&str>,
+    at: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, ExitCode> {
+    let (schema, rules, plugins) = load_rules(common)?;
+    let store = open_store(common, &schema)?;
+    let Some((id, rec)) = nudge::engine::identity::find_member(&store, id).map_err(fail)? else {
+        eprintln!("error: no member `{id}`");
+        return Ok(ExitCode::from(1));
+    };
+    let last_tick = Engine::new(schema.clone(), rules.clone(), store)
+        .map_err(fail)?
+        .last_tick()
+        .map_err(fail)?;
+    let (day, as_of) = match at {
+        Some(d) => (
+            nudge::lang::parse::parse_date(d)
+                .ok_or_else(|| fail("--at takes a date, YYYY-MM-DD"))?,
+            "as asked",
+        ),
+        None => match last_tick {
+            Some(d) => (d, "the last daily tick"),
+            None => (
+                nudge::engine::clock::local_day(
+                    &schema,
+                    nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
+                ),
+                "today",
+            ),
+        },
+    };
+    match nudge::explain::explain(&schema, &rules, plugins.as_deref(), &id, &rec, day, rule) {
+        Ok(x) if json => {
+            println!("{}", serde_json::json!(x));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(x) => {
+            print!("{}", report::explanation(&x, as_of));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }
     }

@@ -9,6 +9,7 @@ pub mod backtest;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+pub mod explain;
 pub mod html;
 pub mod import;
 pub mod ingest;

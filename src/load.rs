@@ -242,6 +242,7 @@ fn finish(
         let version = format!("{:016x}", hasher.digest());
         let names = plugins.iter().map(|p| p.name.clone()).collect();
         let rules = compile::compile(
+            &l.sources,
             checked.rules,
             checked.layout,
             schema.events.len(),

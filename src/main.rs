@@ -124,11 +124,20 @@ enum Command {
     Test { path: Option<PathBuf> },
     /// Print a member's state as JSON.
     Member { id: String },
-    /// Explain why a rule did or did not fire for a member.
+    /// Explain why rules did or did not fire for a member: each condition
+    /// now, with its values, and the member's recent decisions per rule.
     Explain {
+        /// A member id, a merged member's id, or an identifier (`phone:138...`).
         id: String,
+        /// Only this rule.
         #[arg(long)]
         rule: Option<String>,
+        /// Evaluate as of this day (default: the store's last daily tick, else today).
+        #[arg(long)]
+        at: Option<String>,
+        /// `json` prints the explanation as data.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
     },
 }
 
@@ -195,17 +204,19 @@ fn main() -> ExitCode {
         } => commands::import(&common, &input, &mapping, out.as_deref()),
         Command::Test { path } => commands::test(&common, path),
         Command::Member { id } => commands::member(&common, &id),
-        Command::Explain { .. } => not_yet("explain", "backtest and explain"),
+        Command::Explain {
+            id,
+            rule,
+            at,
+            format,
+        } => commands::explain(
+            &common,
+            &id,
+            rule.as_deref(),
+            at.as_deref(),
+            format == Format::Json,
+        ),
     }
-}
-
-/// Commands whose machinery is not built yet say so plainly.
-fn not_yet(cmd: &str, needs: &str) -> ExitCode {
-    eprintln!(
-        "nudge {cmd} is not available in this version: it needs {needs}, which is not built yet."
-    );
-    eprintln!("`nudge check` works now: it loads and checks the config, rules and plugins.");
-    ExitCode::from(2)
 }
 
 fn check(common: &Common, path: Option<PathBuf>, format: Format) -> ExitCode {

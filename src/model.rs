@@ -418,6 +418,66 @@ pub struct MemberRecord {
     pub ids: Vec<(String, String)>,
     /// Members merged into this one (their ids now lead here).
     pub merged: Vec<String>,
+    /// What the rules decided for the member lately, newest last (the
+    /// last `HISTORY_LEN`), for `nudge explain`.
+    pub history: Vec<Decision>,
+}
+
+/// A rule's decision for a member on a day: it fired (and how its effects
+/// went), or it would have fired and something stopped it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Hash of the rule's name.
+    pub rule: u64,
+    pub day: i32,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Fired; its effects went out.
+    Sent,
+    /// Fired; a contact waits for the end of quiet hours.
+    Deferred,
+    /// Fired for a held-out member (rule holdout or control group).
+    HeldOut,
+    /// Fired, but the rule's budget was spent.
+    Budget,
+    /// Fired, but a channel's frequency cap was reached.
+    Cap,
+    /// Fired, but the member has not consented to the channel.
+    NoConsent,
+    /// Would have fired; the rule's limit was reached.
+    Limit,
+    /// Would have fired; another rule of its group fired first.
+    Group,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "fired",
+            Outcome::Deferred => "fired, deferred by quiet hours",
+            Outcome::HeldOut => "fired, held out",
+            Outcome::Budget => "fired, capped by the budget",
+            Outcome::Cap => "fired, capped by the channel's frequency cap",
+            Outcome::NoConsent => "fired, no consent for the channel",
+            Outcome::Limit => "stopped by its limit",
+            Outcome::Group => "stopped: another rule of its group fired",
+        }
+    }
+}
+
+/// Decisions kept per member.
+pub const HISTORY_LEN: usize = 32;
+
+impl MemberRecord {
+    /// Records a decision, keeping the newest `HISTORY_LEN`.
+    pub fn decided(&mut self, rule: u64, day: i32, outcome: Outcome) {
+        self.history.push(Decision { rule, day, outcome });
+        let excess = self.history.len().saturating_sub(HISTORY_LEN);
+        self.history.drain(..excess);
+    }
 }
 
 /// What one purchase added to a member, so a refund can take it back.

@@ -214,3 +214,33 @@ pub fn comparison(c: &nudge::backtest::Comparison) -> String {
     }
     out
 }
+
+/// An explanation as text: per rule, the condition now with each test's
+/// values, and the recent decisions.
+pub fn explanation(x: &nudge::explain::Explanation, as_of: &str) -> String {
+    let mut out = format!("member {}, evaluated for {} ({as_of})\n", x.member, x.day);
+    let mark = |r: Option<bool>| match r {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "null",
+    };
+    for r in &x.rules {
+        out.push_str(&format!("\nrule \"{}\": {}\n", r.rule, r.now));
+        let width = r.tests.iter().map(|t| t.text.len()).max().unwrap_or(0);
+        for t in &r.tests {
+            out.push_str(&format!(
+                "  {:<width$}   {}  ->  {}\n",
+                t.text,
+                t.values,
+                mark(t.result)
+            ));
+        }
+        if r.history.is_empty() {
+            out.push_str("  history: never fired, never stopped (in the kept history)\n");
+        }
+        for (day, what) in &r.history {
+            out.push_str(&format!("  {day}: {what}\n"));
+        }
+    }
+    out
+}

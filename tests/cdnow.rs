@@ -311,3 +311,36 @@ fn replays_are_byte_for_byte_deterministic_and_the_report_is_self_contained() {
     assert!(r1.matches("<polyline").count() >= 4);
     assert!(r1.matches("<rect").count() >= 2);
 }
+
+#[test]
+fn explain_says_why_a_cdnow_member_never_got_the_winback_coupon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("path");
+    let (_, err, code) = replay(&["--data", data]);
+    assert_eq!(code, 0, "{err}");
+    // 0002 spent 75.11 in two orders: never silver, so never late "silver or better".
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(Path::new(ROOT).join("examples/cdnow"))
+        .args(["explain", "0002", "--rule", "winback:2", "--data", data])
+        .output()
+        .expect("run nudge");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("evaluated for 1998-06-30 (the last daily tick)"),
+        "{text}"
+    );
+    assert!(text.contains("rule \"winback:2\": false"), "{text}");
+    assert!(text.contains("tier >= silver"), "{text}");
+    assert!(text.contains("bronze >= silver  ->  false"), "{text}");
+    assert!(text.contains("never fired"), "{text}");
+    // A second replay into the same folder is refused.
+    let (_, err, code) = replay(&["--data", data]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already holds members"), "{err}");
+}

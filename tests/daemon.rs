@@ -108,6 +108,22 @@ fn ingest_members_status_and_metrics_over_http() {
     let (code, body) = http(&d.addr, "POST", "/v1/events", &purchase("e1", "m1", 12.5));
     assert_eq!(code, 202, "{body}");
     assert_eq!(points(&d.addr, "m1"), 12);
+    // Why: each rule's tests with their values, and its decisions.
+    let (code, body) = http(&d.addr, "GET", "/v1/members/m1/explain?at=2026-01-02", "");
+    assert_eq!(code, 200, "{body}");
+    let x: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(x["day"], "2026-01-02");
+    assert_eq!(x["rules"][0]["rule"], "pts");
+    assert_eq!(x["rules"][0]["history"][0][1], "fired");
+    assert_eq!(
+        http(&d.addr, "GET", "/v1/members/m1/explain?rule=nope", "").0,
+        404
+    );
+    assert_eq!(
+        http(&d.addr, "GET", "/v1/members/m1/explain?at=soon", "").0,
+        400
+    );
+    assert_eq!(http(&d.addr, "GET", "/v1/members/zz/explain", "").0, 404);
     let effects =
         std::fs::read_to_string(dir.path().join("out/effects.ndjson")).expect("file sink");
     assert!(effects.contains("\"points\":12"), "{effects}");

@@ -31,6 +31,7 @@ pub fn router(shared: Arc<Shared>, writer: Sender<Command>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/members/{id}", get(get_member))
+        .route("/v1/members/{id}/explain", get(get_explain))
         .route("/v1/status", get(get_status))
         .route("/v1/reload", post(post_reload))
         .route("/metrics", get(get_metrics))
@@ -140,6 +141,71 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "the writer stopped"}),
         ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    rule: Option<String>,
+    /// Evaluate as of this day (YYYY-MM-DD); default today.
+    at: Option<String>,
+}
+
+/// Why rules did or did not fire for a member: the conditions now, with
+/// their values, and the member's recent decisions per rule.
+async fn get_explain(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ExplainQuery>,
+) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let schema = app.shared.schema.load();
+    let day = match q.at.as_deref() {
+        Some(d) => match crate::lang::parse::parse_date(d) {
+            Some(day) => day,
+            None => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("`at` is a date (YYYY-MM-DD), not `{d}`")}),
+                );
+            }
+        },
+        None => crate::engine::clock::local_day(
+            &schema,
+            crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
+        ),
+    };
+    let (id, rec) = match crate::engine::identity::find_member(&app.shared.store, &id) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no member `{id}`")}),
+            );
+        }
+        Err(e) => {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            );
+        }
+    };
+    let rules = app.shared.rules.load();
+    let plugins = app.shared.plugins.load();
+    match crate::explain::explain(
+        &schema,
+        &rules,
+        plugins.as_ref().as_deref(),
+        &id,
+        &rec,
+        day,
+        q.rule.as_deref(),
+    ) {
+        Ok(x) => reply(StatusCode::OK, json!(x)),
+        Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
     }
 }
 

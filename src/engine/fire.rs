@@ -9,7 +9,9 @@ use crate::lang::RuleSet;
 use crate::lang::check::CouponSpec;
 use crate::lang::compile::{Action, CompiledRule};
 use crate::lang::program::{Env, IntCode, PluginHost, Value};
-use crate::model::{Effect, MemberRecord, RuleState, Stored, day_string, json_number, value_json};
+use crate::model::{
+    Effect, MemberRecord, Outcome, RuleState, Stored, day_string, json_number, value_json,
+};
 use crate::plugins::{Intent, PluginError, Plugins};
 use crate::schema::Schema;
 
@@ -138,19 +140,29 @@ fn run_one(
         } else {
             is_true
         };
-        let mut fire = fire && within_limit(rule, &st.state, t.today);
+        let wants = fire;
+        let mut fire = wants && within_limit(rule, &st.state, t.today);
+        let mut stopped = (wants && !fire).then_some(Outcome::Limit);
         if fire && let Some(g) = rule.group {
             fire = !groups_fired.contains(&g);
             groups_fired.push(g);
+            if !fire {
+                stopped = Some(Outcome::Group);
+            }
         }
         if fire {
             record_firing(rule, &mut st.state, t.today);
             out.changed = true;
         }
         out.changed |= st.put(rec, rule);
+        if let Some(why) = stopped {
+            rec.decided(key, t.today, why);
+            out.changed = true;
+        }
         if !fire {
             continue;
         }
+        let first_effect = out.effects.len();
         let held_out = held_out(rule, member) || in_control_group(cx.schema, member);
         // Held-out firings spend no budget; a spent budget caps the firing.
         let within_budget = held_out
@@ -175,6 +187,7 @@ fn run_one(
                 let lens = (out.effects.len(), out.relays.len(), tier_changes.len());
                 (rec.clone(), lens)
             });
+        let mut failed = false;
         for (ai, action) in rule.actions.iter().enumerate() {
             let changes = match act_all(cx, rec, action, &env, t.today, apply) {
                 Ok(c) => c,
@@ -186,6 +199,7 @@ fn run_one(
                         tier_changes.truncate(n_tiers);
                     }
                     dirty = true;
+                    failed = true;
                     break;
                 }
             };
@@ -222,6 +236,29 @@ fn run_one(
                 out.effects.push(e);
             }
         }
+        if !failed {
+            let outcome = outcome(status, &out.effects[first_effect.min(out.effects.len())..]);
+            rec.decided(key, t.today, outcome);
+        }
+    }
+}
+
+/// How a firing went: its status, or what stopped its contacts.
+fn outcome(status: &str, effects: &[Effect]) -> Outcome {
+    match status {
+        "held_out" => return Outcome::HeldOut,
+        "capped" => return Outcome::Budget,
+        _ => {}
+    }
+    let has = |s: &str| effects.iter().any(|e| e.status == s);
+    if has("no_consent") {
+        Outcome::NoConsent
+    } else if has("capped") {
+        Outcome::Cap
+    } else if has("deferred") {
+        Outcome::Deferred
+    } else {
+        Outcome::Sent
     }
 }
 
@@ -619,7 +656,8 @@ impl RuleStateSlot {
     }
 }
 
-fn within_limit(rule: &CompiledRule, st: &RuleState, today: i32) -> bool {
+/// Whether the rule's limit lets it fire again for this member on `today`.
+pub fn within_limit(rule: &CompiledRule, st: &RuleState, today: i32) -> bool {
     match rule.limit {
         None => true,
         Some((count, None)) => st.fired < count,

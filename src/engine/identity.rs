@@ -109,6 +109,10 @@ pub fn merge(into: &mut MemberRecord, from: MemberRecord) {
         link(into, id);
     }
     into.merged.extend(from.merged);
+    into.history.extend(from.history);
+    into.history.sort_by_key(|d| d.day);
+    let excess = into.history.len().saturating_sub(crate::model::HISTORY_LEN);
+    into.history.drain(..excess);
 }
 
 /// Records an identifier in the member's list (bounded).

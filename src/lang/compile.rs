@@ -55,6 +55,60 @@ pub struct CompiledRule {
     /// member (passes `member` to a plugin). Lets an evaluation compute
     /// only the aggregates its rules need.
     pub reads: Option<Box<[u16]>>,
+    /// The condition's tests, for `nudge explain`.
+    pub terms: Vec<Term>,
+}
+
+/// One test of a condition (a comparison, `in`, `is null`, a tag, a
+/// boolean field or plugin), as `nudge explain` shows it: its source text,
+/// its code, and its operands' texts and codes.
+#[derive(Debug)]
+pub struct Term {
+    pub text: String,
+    pub test: BoolCode,
+    /// The comparison's operator, when the term is one.
+    pub cmp: Option<Cmp>,
+    pub operands: Vec<(String, AnyCode)>,
+}
+
+/// The tests a condition is made of (under `and`, `or` and `not`).
+fn terms(cond: Option<&TExpr>, source: &str) -> Vec<Term> {
+    let text = |e: &TExpr| {
+        source
+            .get(e.span.start..e.span.end)
+            .unwrap_or("?")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = Vec::new();
+    let mut stack: Vec<&TExpr> = cond.into_iter().collect();
+    while let Some(e) = stack.pop() {
+        let (cmp, operands): (Option<Cmp>, Vec<&TExpr>) = match &e.kind {
+            TKind::And(a, b) | TKind::Or(a, b) => {
+                stack.push(b);
+                stack.push(a);
+                continue;
+            }
+            TKind::Not(a) => {
+                stack.push(a);
+                continue;
+            }
+            TKind::Cmp(op, a, b) => (Some(*op), vec![a, b]),
+            TKind::In(a, _) | TKind::IsNull(a) => (None, vec![a]),
+            _ => (None, vec![e]),
+        };
+        out.push(Term {
+            text: text(e),
+            test: bool_code(e),
+            cmp,
+            operands: operands
+                .into_iter()
+                .map(|o| (text(o), any_code(o)))
+                .collect(),
+        });
+    }
+    out
 }
 
 impl CompiledRule {
@@ -105,6 +159,7 @@ pub enum Action {
 
 /// Compiles checked rules. `version` identifies the inputs.
 pub fn compile(
+    sources: &crate::diag::SourceMap,
     rules: Vec<CheckedRule>,
     layout: Layout,
     n_event_types: usize,
@@ -155,8 +210,10 @@ pub fn compile(
                 }
             });
         let reads = rule_reads(&r);
+        let terms = terms(r.cond.as_ref(), sources.text(r.source));
         set.rules.push(CompiledRule {
             reads,
+            terms,
             name: r.name,
             source: r.source,
             triggers: r.triggers,
