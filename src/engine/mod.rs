@@ -16,7 +16,7 @@ pub mod identity;
 pub mod view;
 
 use crate::lang::RuleSet;
-use crate::lang::program::Value;
+use crate::lang::program::{Env, Value};
 use crate::model::{Effect, Event, MemberRecord};
 use crate::plugins::Plugins;
 use crate::schema::Schema;
@@ -49,6 +49,8 @@ pub struct Plan {
     pub need_tick: Need,
     pub need_tier_up: Need,
     pub need_tier_down: Need,
+    /// Tag name to its bit in the rule set's tag list.
+    pub tag_bits: HashMap<String, u32, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
 }
 
 /// Which member slots an evaluation must compute: `None` for all.
@@ -74,6 +76,13 @@ impl Plan {
             .and_then(|k| schema.events[k].field(&schema.purchase_amount))
             .map_or(0, |(i, _)| i);
         Plan {
+            tag_bits: rules
+                .layout
+                .tags
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), i as u32))
+                .collect(),
             need_event: rules.on_event.iter().map(|l| need(rules, l)).collect(),
             need_tick: need(rules, &rules.on_tick),
             need_tier_up: need(rules, &rules.on_tier_up),
@@ -117,6 +126,58 @@ impl Plan {
                     .unwrap_or(Value::Null)
             })
             .collect()
+    }
+}
+
+/// Evaluates rule conditions against member records, exactly as firing
+/// does (the member view of the day, then each compiled condition), but
+/// without firing, state or storage: for benchmarks and what-if tools.
+pub struct Evaluator {
+    plan: Plan,
+    view: View,
+    expire: Option<i32>,
+}
+
+impl Evaluator {
+    pub fn new(schema: &Schema, rules: &RuleSet) -> Evaluator {
+        Evaluator {
+            plan: Plan::new(schema, rules),
+            view: View::default(),
+            expire: schema.points.expire_after_days.map(|d| d as i32),
+        }
+    }
+
+    /// Calls `matched` with the index of every tick rule whose condition is
+    /// true for `rec` on `today` (every rule is evaluated).
+    pub fn tick_matches(
+        &mut self,
+        rules: &RuleSet,
+        rec: &MemberRecord,
+        today: i32,
+        mut matched: impl FnMut(u32),
+    ) {
+        self.view.fill(
+            rec,
+            &rules.layout,
+            &self.plan,
+            self.plan.need_tick.as_deref(),
+            today,
+            self.expire,
+        );
+        let env = Env {
+            member: &self.view.member,
+            tags: &self.view.tags,
+            tag_names: &self.view.tag_names,
+            event: &[],
+            today,
+            host: None,
+            rule: "",
+        };
+        for &i in &rules.on_tick {
+            if rules.rules[i as usize].matches(&env) == Some(true) {
+                matched(i);
+            }
+        }
     }
 }
 

@@ -32,9 +32,10 @@ impl View {
         let (agg_keys, n_builtin) = (&plan.agg_keys, plan.n_builtin);
         self.member.clear();
         self.member.resize(layout.fields.len(), Value::Null);
-        // Attributes and aggregates cost lookups and sums: only the ones
-        // the evaluation's rules read.
+        // Only what the evaluation's rules read: lookups, divisions and
+        // sums cost, and most rules read a few fields.
         let needed = |slot: usize| need.is_none_or(|n| n.get(slot).copied().unwrap_or(true));
+        let want = |s: u16| needed(s as usize);
         let m = &mut self.member;
         let set = |m: &mut Vec<Value>, s: u16, v: Value| m[s as usize] = v;
         if let Some(last) = rec.last_purchase {
@@ -45,22 +46,23 @@ impl View {
             );
             set(m, slot::LAST_PURCHASE_AT, Value::Date(last));
         }
-        if let (Some(first), Some(last)) = (rec.first_purchase, rec.last_purchase)
+        if want(slot::CYCLE)
+            && let (Some(first), Some(last)) = (rec.first_purchase, rec.last_purchase)
             && rec.purchase_days >= 2
         {
-            let gaps = Decimal::from(rec.purchase_days - 1);
-            set(
-                m,
-                slot::CYCLE,
-                Value::Dec(Decimal::from(last - first) / gaps),
-            );
+            let span = Decimal::from(last - first);
+            let cycle = match rec.purchase_days - 1 {
+                1 => span,
+                gaps => span / Decimal::from(gaps),
+            };
+            set(m, slot::CYCLE, Value::Dec(cycle));
         }
         if let Some(first) = rec.first_purchase {
             set(m, slot::FIRST_PURCHASE_AT, Value::Date(first));
         }
         set(m, slot::ORDERS, Value::Int(rec.orders as i64));
         set(m, slot::SPEND, Value::Dec(rec.spend));
-        if rec.orders > 0 {
+        if want(slot::AVG_ORDER) && rec.orders > 0 {
             set(
                 m,
                 slot::AVG_ORDER,
@@ -77,18 +79,22 @@ impl View {
         set(m, slot::JOINED_AT, Value::Date(rec.joined));
         if let Some(b) = rec.birthday {
             set(m, slot::BIRTHDAY, Value::Date(b));
-            let (days, month) = birthday_info(b, today);
-            set(m, slot::DAYS_TO_BIRTHDAY, Value::Int(days));
-            set(m, slot::BIRTHDAY_MONTH, Value::Int(month));
+            if want(slot::DAYS_TO_BIRTHDAY) || want(slot::BIRTHDAY_MONTH) {
+                let (days, month) = birthday_info(b, today);
+                set(m, slot::DAYS_TO_BIRTHDAY, Value::Int(days));
+                set(m, slot::BIRTHDAY_MONTH, Value::Int(month));
+            }
         }
-        let open = rec
-            .coupons
-            .iter()
-            .filter(|c| c.redeemed.is_none() && c.valid_until >= today)
-            .count();
-        let redeemed = rec.coupons.iter().filter(|c| c.redeemed.is_some()).count();
-        set(m, slot::COUPONS_OPEN, Value::Int(open as i64));
-        set(m, slot::COUPONS_REDEEMED, Value::Int(redeemed as i64));
+        if want(slot::COUPONS_OPEN) || want(slot::COUPONS_REDEEMED) {
+            let open = rec
+                .coupons
+                .iter()
+                .filter(|c| c.redeemed.is_none() && c.valid_until >= today)
+                .count();
+            let redeemed = rec.coupons.iter().filter(|c| c.redeemed.is_some()).count();
+            set(m, slot::COUPONS_OPEN, Value::Int(open as i64));
+            set(m, slot::COUPONS_REDEEMED, Value::Int(redeemed as i64));
+        }
         for (i, (name, _)) in
             layout.fields.iter().enumerate().skip(n_builtin).take(
                 layout.fields.len() - n_builtin - layout.aggregates.len() - layout.expiring.len(),
@@ -126,36 +132,63 @@ impl View {
                 &layout.fields[spec.slot as usize].1,
             );
         }
-        self.tag_names.clone_from(&rec.tags);
+        // Tag names are for plugins given `member`, which makes `need` all.
+        if need.is_none() {
+            self.tag_names.clone_from(&rec.tags);
+        } else {
+            self.tag_names.clear();
+        }
         self.tags.clear();
         self.tags.resize(layout.tags.len().div_ceil(64), 0);
         for t in &rec.tags {
-            if let Some(bit) = layout.tags.iter().position(|x| x == t) {
-                self.tags[bit / 64] |= 1 << (bit % 64);
+            if let Some(&bit) = plan.tag_bits.get(t.as_str()) {
+                self.tags[bit as usize / 64] |= 1 << (bit % 64);
             }
         }
     }
 }
 
 /// Days until the next birthday (0 on the day) and the birthday's month.
-/// A 29 February birthday falls on 28 February in other years.
+/// A 29 February birthday falls on 28 February in other years. Plain
+/// calendar arithmetic: this runs for every member on every tick.
 fn birthday_info(birthday: i32, today: i32) -> (i64, i64) {
-    let b = super::clock::day_date(birthday);
-    let t = super::clock::day_date(today);
-    let on = |year: i16| {
-        let day =
-            if b.month() == 2 && b.day() == 29 && !jiff::civil::date(year, 1, 1).in_leap_year() {
-                28
-            } else {
-                b.day()
-            };
-        jiff::civil::Date::new(year, b.month(), day).unwrap_or(t)
+    let (_, bm, bd) = civil(birthday);
+    let (ty, _, _) = civil(today);
+    let on = |year: i64| {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let day = if bm == 2 && bd == 29 && !leap { 28 } else { bd };
+        days_from_civil(year, bm, day)
     };
-    let mut next = on(t.year());
-    if next < t {
-        next = on(t.year() + 1);
+    let mut next = on(ty);
+    if next < today as i64 {
+        next = on(ty + 1);
     }
-    ((next - t).get_days() as i64, b.month() as i64)
+    (next - today as i64, bm)
+}
+
+/// (year, month, day) of a day number (days since 1970-01-01), after
+/// Howard Hinnant's `civil_from_days`.
+fn civil(day: i32) -> (i64, i64, i64) {
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The day number of a civil date (Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// An aggregate over the days in `(today - window, today]`.
@@ -190,5 +223,31 @@ pub fn aggregate_value(
         AggFn::Avg => Value::Null,
         AggFn::Min => min.map_or(Value::Null, num),
         AggFn::Max => max.map_or(Value::Null, num),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_arithmetic_agrees_with_jiff_over_centuries() {
+        for day in (-800_000..800_000).step_by(37) {
+            let d = super::super::clock::day_date(day);
+            let (y, m, dd) = civil(day);
+            assert_eq!(
+                (y, m, dd),
+                (d.year() as i64, d.month() as i64, d.day() as i64)
+            );
+            assert_eq!(days_from_civil(y, m, dd), day as i64);
+        }
+        // 29 February: the 28th in other years.
+        let feb29 = days_from_civil(2000, 2, 29) as i32;
+        let today = days_from_civil(2001, 2, 20) as i32;
+        assert_eq!(birthday_info(feb29, today), (8, 2));
+        assert_eq!(
+            birthday_info(feb29, days_from_civil(2004, 2, 29) as i32),
+            (0, 2)
+        );
     }
 }

@@ -400,12 +400,28 @@ fn flatten(e: &TExpr, and: bool) -> Vec<BoolCode> {
 
 fn compare(op: Cmp, a: &TExpr, b: &TExpr) -> BoolCode {
     match (&a.ty, &b.ty) {
-        (x, y) if is_int_kind(x) && is_int_kind(y) => {
-            BoolCode::CmpInt(op, int_code(a), int_code(b))
-        }
+        (x, y) if is_int_kind(x) && is_int_kind(y) => match (int_code(a), int_code(b)) {
+            (IntCode::Slot(s), IntCode::Const(c)) => BoolCode::IntSlotConst(op, s, c),
+            (IntCode::Const(c), IntCode::Slot(s)) => BoolCode::IntSlotConst(op.flip(), s, c),
+            (l, r) => BoolCode::CmpInt(op, l, r),
+        },
         (Ty::Str, _) => BoolCode::CmpStr(op, str_code(a), str_code(b)),
         (Ty::Bool, _) => BoolCode::CmpBool(op, Box::new(bool_code(a)), Box::new(bool_code(b))),
-        _ => BoolCode::CmpDec(op, dec_code(a), dec_code(b)),
+        _ => match (dec_code(a), dec_code(b)) {
+            (DecCode::Slot(s), DecCode::Const(c)) => BoolCode::DecSlotConst(op, s, c),
+            (DecCode::Const(c), DecCode::Slot(s)) => BoolCode::DecSlotConst(op.flip(), s, c),
+            (DecCode::FromInt(x), DecCode::Mul(y, k)) => match (*x, *y, *k) {
+                (IntCode::Slot(a), DecCode::Slot(b), DecCode::Const(k)) => {
+                    BoolCode::IntSlotDecTimes(op, a, b, k)
+                }
+                (x, y, k) => BoolCode::CmpDec(
+                    op,
+                    DecCode::FromInt(Box::new(x)),
+                    DecCode::Mul(Box::new(y), Box::new(k)),
+                ),
+            },
+            (l, r) => BoolCode::CmpDec(op, l, r),
+        },
     }
 }
 
