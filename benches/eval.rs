@@ -10,7 +10,8 @@
 //! over plain structs, tags as a bitmask. Prints one JSON line per rule set.
 //!
 //! Run: `cargo bench --bench eval` (`NUDGE_BENCH_MEMBERS=100000` for a
-//! shorter run). Target: at least 0.5x the baseline.
+//! shorter run, `NUDGE_BENCH_SETS=r20` for one rule set). Target: at
+//! least 0.5x the baseline.
 
 use nudge::engine::Evaluator;
 use nudge::model::{MemberRecord, Stored};
@@ -373,7 +374,8 @@ fn main() {
         .unwrap_or(1_000_000);
     let people = members(n);
     let records: Vec<MemberRecord> = people.iter().map(record).collect();
-    for set in ["r20", "r200"] {
+    let sets = std::env::var("NUDGE_BENCH_SETS").unwrap_or_else(|_| "r20,r200".into());
+    for set in sets.split(',') {
         run(&bench, set, &people, &records);
     }
 }

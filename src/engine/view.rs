@@ -30,8 +30,18 @@ impl View {
         expire: Option<i32>,
     ) {
         let (agg_keys, n_builtin) = (&plan.agg_keys, plan.n_builtin);
-        self.member.clear();
-        self.member.resize(layout.fields.len(), Value::Null);
+        // Reset to null; slots already null (most, between members) are
+        // left as they are.
+        if self.member.len() == layout.fields.len() {
+            for v in self.member.iter_mut() {
+                if !matches!(v, Value::Null) {
+                    *v = Value::Null;
+                }
+            }
+        } else {
+            self.member.clear();
+            self.member.resize(layout.fields.len(), Value::Null);
+        }
         // Only what the evaluation's rules read: lookups, divisions and
         // sums cost, and most rules read a few fields.
         let needed = |slot: usize| need.is_none_or(|n| n.get(slot).copied().unwrap_or(true));
@@ -39,12 +49,16 @@ impl View {
         let m = &mut self.member;
         let set = |m: &mut Vec<Value>, s: u16, v: Value| m[s as usize] = v;
         if let Some(last) = rec.last_purchase {
-            set(
-                m,
-                slot::DAYS_SINCE_LAST_PURCHASE,
-                Value::Int((today - last) as i64),
-            );
-            set(m, slot::LAST_PURCHASE_AT, Value::Date(last));
+            if want(slot::DAYS_SINCE_LAST_PURCHASE) {
+                set(
+                    m,
+                    slot::DAYS_SINCE_LAST_PURCHASE,
+                    Value::Int((today - last) as i64),
+                );
+            }
+            if want(slot::LAST_PURCHASE_AT) {
+                set(m, slot::LAST_PURCHASE_AT, Value::Date(last));
+            }
         }
         if want(slot::CYCLE)
             && let (Some(first), Some(last)) = (rec.first_purchase, rec.last_purchase)
@@ -57,11 +71,17 @@ impl View {
             };
             set(m, slot::CYCLE, Value::Dec(cycle));
         }
-        if let Some(first) = rec.first_purchase {
+        if want(slot::FIRST_PURCHASE_AT)
+            && let Some(first) = rec.first_purchase
+        {
             set(m, slot::FIRST_PURCHASE_AT, Value::Date(first));
         }
-        set(m, slot::ORDERS, Value::Int(rec.orders as i64));
-        set(m, slot::SPEND, Value::Dec(rec.spend));
+        if want(slot::ORDERS) {
+            set(m, slot::ORDERS, Value::Int(rec.orders as i64));
+        }
+        if want(slot::SPEND) {
+            set(m, slot::SPEND, Value::Dec(rec.spend));
+        }
         if want(slot::AVG_ORDER) && rec.orders > 0 {
             set(
                 m,
@@ -69,16 +89,26 @@ impl View {
                 Value::Dec(rec.spend / Decimal::from(rec.orders)),
             );
         }
-        set(m, slot::POINTS, Value::Int(rec.points));
-        set(m, slot::TIER, Value::Tier(rec.tier));
-        set(
-            m,
-            slot::MEMBER_DAYS,
-            Value::Int((today - rec.joined) as i64),
-        );
-        set(m, slot::JOINED_AT, Value::Date(rec.joined));
+        if want(slot::POINTS) {
+            set(m, slot::POINTS, Value::Int(rec.points));
+        }
+        if want(slot::TIER) {
+            set(m, slot::TIER, Value::Tier(rec.tier));
+        }
+        if want(slot::MEMBER_DAYS) {
+            set(
+                m,
+                slot::MEMBER_DAYS,
+                Value::Int((today - rec.joined) as i64),
+            );
+        }
+        if want(slot::JOINED_AT) {
+            set(m, slot::JOINED_AT, Value::Date(rec.joined));
+        }
         if let Some(b) = rec.birthday {
-            set(m, slot::BIRTHDAY, Value::Date(b));
+            if want(slot::BIRTHDAY) {
+                set(m, slot::BIRTHDAY, Value::Date(b));
+            }
             if want(slot::DAYS_TO_BIRTHDAY) || want(slot::BIRTHDAY_MONTH) {
                 let (days, month) = birthday_info(b, today);
                 set(m, slot::DAYS_TO_BIRTHDAY, Value::Int(days));

@@ -367,7 +367,13 @@ fn bool_code(e: &TExpr) -> BoolCode {
         TKind::Slot(s) => BoolCode::Slot(*s),
         TKind::Event(s) => BoolCode::Event(*s),
         TKind::Not(a) => BoolCode::Not(Box::new(bool_code(a))),
-        TKind::And(..) => BoolCode::And(flatten(e, true).into_boxed_slice()),
+        TKind::And(..) => {
+            let items = flatten(e, true);
+            match items.iter().map(Simple::of).collect::<Option<Vec<_>>>() {
+                Some(simple) => BoolCode::AllSimple(simple.into_boxed_slice()),
+                None => BoolCode::And(items.into_boxed_slice()),
+            }
+        }
         TKind::Or(..) => BoolCode::Or(flatten(e, false).into_boxed_slice()),
         TKind::Cmp(op, a, b) => compare(*op, a, b),
         TKind::HasTag(bit) => BoolCode::HasTag(*bit),

@@ -207,6 +207,75 @@ pub enum BoolCode {
     DecSlotConst(Cmp, u16, Decimal),
     /// Int slot `op` dec slot times a constant, compared exactly in i128.
     IntSlotDecTimes(Cmp, u16, u16, Decimal),
+    /// `and` of simple tests only, evaluated in one loop without a call
+    /// per test (most rule conditions are this).
+    AllSimple(Box<[Simple]>),
+}
+
+/// A test that needs no recursion: a field against a constant, a tag.
+#[derive(Clone, Debug)]
+pub enum Simple {
+    /// An int field within `lo..=hi` (what `<`, `<=`, `==`, `>=`, `>`
+    /// against a constant amount to): one range check, no operator.
+    IntIn(u16, i64, i64),
+    Int(Cmp, u16, i64),
+    Dec(Cmp, u16, Decimal),
+    /// Has the tag (`true`) or has not (`false`).
+    Tag(u32, bool),
+    Times(Cmp, u16, u16, Decimal),
+}
+
+impl Simple {
+    /// The simple form of a test, when it has one.
+    pub fn of(b: &BoolCode) -> Option<Simple> {
+        Some(match b {
+            BoolCode::IntSlotConst(op, s, c) => {
+                let (s, c) = (*s, *c);
+                match op {
+                    Cmp::Eq => Simple::IntIn(s, c, c),
+                    Cmp::Lt => Simple::IntIn(s, i64::MIN, c.checked_sub(1)?),
+                    Cmp::Le => Simple::IntIn(s, i64::MIN, c),
+                    Cmp::Gt => Simple::IntIn(s, c.checked_add(1)?, i64::MAX),
+                    Cmp::Ge => Simple::IntIn(s, c, i64::MAX),
+                    Cmp::Ne => Simple::Int(*op, s, c),
+                }
+            }
+            BoolCode::DecSlotConst(op, s, c) => Simple::Dec(*op, *s, *c),
+            BoolCode::HasTag(bit) => Simple::Tag(*bit, true),
+            BoolCode::Not(inner) => match &**inner {
+                BoolCode::HasTag(bit) => Simple::Tag(*bit, false),
+                _ => return None,
+            },
+            BoolCode::IntSlotDecTimes(op, a, b, k) => Simple::Times(*op, *a, *b, *k),
+            _ => return None,
+        })
+    }
+
+    #[inline(always)]
+    fn eval(&self, env: &Env<'_>) -> Option<bool> {
+        match self {
+            Simple::IntIn(s, lo, hi) => env.slot(*s).int().map(|v| *lo <= v && v <= *hi),
+            Simple::Int(op, s, c) => env.slot(*s).int().map(|v| op.test(v, *c)),
+            Simple::Dec(op, s, c) => env.slot(*s).dec().map(|v| op.test(dec_key(v, *c), 0)),
+            Simple::Tag(bit, want) => {
+                let word = env.tags.get((*bit / 64) as usize).copied().unwrap_or(0);
+                Some((word & (1u64 << (bit % 64)) != 0) == *want)
+            }
+            Simple::Times(op, a, b, k) => times_test(env, *op, *a, *b, *k),
+        }
+    }
+}
+
+/// `int slot op dec slot * k`.
+#[inline(always)]
+fn times_test(env: &Env<'_>, op: Cmp, a: u16, b: u16, k: Decimal) -> Option<bool> {
+    let x = env.slot(a).int()?;
+    let y = env.slot(b).dec()?;
+    let ord = match times_cmp(x, y, k) {
+        Some(o) => o,
+        None => dec_key(Decimal::from(x), y.checked_mul(k)?),
+    };
+    Some(op.test(ord, 0))
 }
 
 /// Integers, and what is stored as one: dates (days), durations (seconds),
@@ -324,14 +393,17 @@ impl BoolCode {
             BoolCode::DecSlotConst(op, s, c) => {
                 env.slot(*s).dec().map(|v| op.test(dec_key(v, *c), 0))
             }
-            BoolCode::IntSlotDecTimes(op, a, b, k) => {
-                let x = env.slot(*a).int()?;
-                let y = env.slot(*b).dec()?;
-                let ord = match times_cmp(x, y, *k) {
-                    Some(o) => o,
-                    None => dec_key(Decimal::from(x), y.checked_mul(*k)?),
-                };
-                Some(op.test(ord, 0))
+            BoolCode::IntSlotDecTimes(op, a, b, k) => times_test(env, *op, *a, *b, *k),
+            BoolCode::AllSimple(tests) => {
+                let mut unknown = false;
+                for t in tests.iter() {
+                    match t.eval(env) {
+                        Some(false) => return Some(false),
+                        None => unknown = true,
+                        Some(true) => {}
+                    }
+                }
+                if unknown { None } else { Some(true) }
             }
         }
     }
@@ -379,6 +451,27 @@ fn dec_key(a: Decimal, b: Decimal) -> i8 {
         if (a - b).abs() <= tolerance {
             return 0;
         }
+    }
+    // Money against a whole number, and the like: the mantissas at one
+    // scale, in i128 (far cheaper than a decimal comparison).
+    let (sa, sb) = (a.scale(), b.scale());
+    let scaled = if sa >= sb {
+        10i128
+            .checked_pow(sa - sb)
+            .and_then(|p| b.mantissa().checked_mul(p))
+            .map(|bm| (a.mantissa(), bm))
+    } else {
+        10i128
+            .checked_pow(sb - sa)
+            .and_then(|p| a.mantissa().checked_mul(p))
+            .map(|am| (am, b.mantissa()))
+    };
+    if let Some((x, y)) = scaled {
+        return match x.cmp(&y) {
+            std::cmp::Ordering::Less => -1,
+            std::cmp::Ordering::Equal => 0,
+            std::cmp::Ordering::Greater => 1,
+        };
     }
     match a.cmp(&b) {
         std::cmp::Ordering::Less => -1,
