@@ -413,14 +413,7 @@ fn nice(v: f64) -> f64 {
 }
 
 fn summary_table(s: &Summary) -> String {
-    let statuses = [
-        "sent",
-        "deferred",
-        "held_out",
-        "capped",
-        "no_consent",
-        "redeemed",
-    ];
+    let statuses = crate::replay::STATUSES;
     let mut t = String::from("<h2>Effects by rule and status</h2><table><tr><th>rule</th>");
     for st in statuses {
         let _ = write!(t, "<th>{st}</th>");

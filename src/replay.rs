@@ -109,6 +109,16 @@ fn flush<S: Store>(
     Ok(())
 }
 
+/// The statuses summaries show, in order (`redeemed` counts redemptions).
+pub const STATUSES: [&str; 6] = [
+    "sent",
+    "deferred",
+    "held_out",
+    "capped",
+    "no_consent",
+    "redeemed",
+];
+
 /// What a set of effects amounts to.
 #[derive(Debug, Default, PartialEq)]
 pub struct Summary {

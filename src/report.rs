@@ -102,14 +102,7 @@ pub fn json(l: &Load) -> String {
 /// The summary table of a run: effects per rule and status, reach, coupons, points.
 pub fn summary(s: &nudge::replay::Summary) -> String {
     let mut out = String::new();
-    let statuses = [
-        "sent",
-        "deferred",
-        "held_out",
-        "capped",
-        "no_consent",
-        "redeemed",
-    ];
+    let statuses = nudge::replay::STATUSES;
     let width = s.by_rule.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
     out.push_str(&format!("{:<width$}", "rule"));
     for st in statuses.iter().chain(&["response"]) {

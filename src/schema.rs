@@ -466,15 +466,7 @@ impl Validator<'_> {
                 let msg = format!(
                     "the refund event `{name}` needs a string field `{pname}` with the refunded purchase's event id"
                 );
-                match purchase {
-                    Some(p) => self.err(p, msg, None),
-                    None => self.diags.push(Diagnostic::new(
-                        Code::ConfigValue,
-                        self.source,
-                        Span::new(0, 0),
-                        msg,
-                    )),
-                }
+                self.err_at(purchase, msg);
                 None
             }
         };
@@ -484,15 +476,7 @@ impl Validator<'_> {
             Some((i, fl)) if fl.ty == FieldType::Money => Some(i),
             Some(_) => {
                 let msg = format!("the refund's `{aname}` field must be of type money");
-                match amount {
-                    Some(a) => self.err(a, msg, None),
-                    None => self.diags.push(Diagnostic::new(
-                        Code::ConfigValue,
-                        self.source,
-                        Span::new(0, 0),
-                        msg,
-                    )),
-                }
+                self.err_at(amount, msg);
                 None
             }
             None => {
@@ -512,6 +496,20 @@ impl Validator<'_> {
             amount_field,
             within_days,
         })
+    }
+
+    /// An error at the key's value when the file has it, else about the
+    /// file as a whole (a default that does not fit).
+    fn err_at(&mut self, at: Option<&S>, msg: String) {
+        match at {
+            Some(a) => self.err(a, msg, None),
+            None => self.diags.push(Diagnostic::new(
+                Code::ConfigValue,
+                self.source,
+                Span::new(0, 0),
+                msg,
+            )),
+        }
     }
 
     fn duration_days(&mut self, s: &S) -> Option<i64> {

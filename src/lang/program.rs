@@ -266,6 +266,21 @@ impl Simple {
     }
 }
 
+/// Three-valued `and` over `items` (SQL's): false if any is false, else
+/// unknown if any is unknown, else true. `or` is its dual.
+#[inline(always)]
+fn all<T>(items: &[T], test: impl Fn(&T) -> Option<bool>) -> Option<bool> {
+    let mut unknown = false;
+    for i in items {
+        match test(i) {
+            Some(false) => return Some(false),
+            None => unknown = true,
+            Some(true) => {}
+        }
+    }
+    if unknown { None } else { Some(true) }
+}
+
 /// `int slot op dec slot * k`.
 #[inline(always)]
 fn times_test(env: &Env<'_>, op: Cmp, a: u16, b: u16, k: Decimal) -> Option<bool> {
@@ -354,28 +369,8 @@ impl BoolCode {
             BoolCode::Slot(s) => env.slot(*s).bool(),
             BoolCode::Event(s) => env.event(*s).bool(),
             BoolCode::Not(b) => b.eval(env).map(|b| !b),
-            BoolCode::And(items) => {
-                let mut unknown = false;
-                for i in items.iter() {
-                    match i.eval(env) {
-                        Some(false) => return Some(false),
-                        None => unknown = true,
-                        Some(true) => {}
-                    }
-                }
-                if unknown { None } else { Some(true) }
-            }
-            BoolCode::Or(items) => {
-                let mut unknown = false;
-                for i in items.iter() {
-                    match i.eval(env) {
-                        Some(true) => return Some(true),
-                        None => unknown = true,
-                        Some(false) => {}
-                    }
-                }
-                if unknown { None } else { Some(false) }
-            }
+            BoolCode::And(items) => all(items, |i| i.eval(env)),
+            BoolCode::Or(items) => all(items, |i| i.eval(env).map(|b| !b)).map(|b| !b),
             BoolCode::CmpInt(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
             BoolCode::CmpDec(op, a, b) => Some(op.test(dec_key(a.eval(env)?, b.eval(env)?), 0)),
             BoolCode::CmpStr(op, a, b) => Some(op.test(a.eval(env)?, b.eval(env)?)),
@@ -394,17 +389,7 @@ impl BoolCode {
                 env.slot(*s).dec().map(|v| op.test(dec_key(v, *c), 0))
             }
             BoolCode::IntSlotDecTimes(op, a, b, k) => times_test(env, *op, *a, *b, *k),
-            BoolCode::AllSimple(tests) => {
-                let mut unknown = false;
-                for t in tests.iter() {
-                    match t.eval(env) {
-                        Some(false) => return Some(false),
-                        None => unknown = true,
-                        Some(true) => {}
-                    }
-                }
-                if unknown { None } else { Some(true) }
-            }
+            BoolCode::AllSimple(tests) => all(tests, |t| t.eval(env)),
         }
     }
 }

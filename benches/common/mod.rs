@@ -1,0 +1,227 @@
+//! The peer workload's members (`../shared/bench/README.md`), shared by
+//! the benches that need them: generated with mulberry32 exactly as
+//! specified, and as nudge member records with the same values.
+#![allow(dead_code)]
+
+use nudge::model::{MemberRecord, Stored};
+use serde_json::Value as J;
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const TAGS: [&str; 20] = [
+    "mom", "dad", "student", "football", "coffee", "tea", "gamer", "runner", "yoga", "pets",
+    "travel", "foodie", "fashion", "beauty", "tech", "books", "music", "outdoor", "kids", "wine",
+];
+pub const TIERS: [&str; 4] = ["bronze", "silver", "gold", "diamond"];
+
+struct Rng(u32);
+
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_add(0x6D2B_79F5);
+        let a = self.0;
+        let mut t = (a ^ (a >> 15)).wrapping_mul(1 | a);
+        t = (t.wrapping_add((t ^ (t >> 7)).wrapping_mul(61 | t))) ^ t;
+        t ^ (t >> 14)
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        self.next_u32() % n
+    }
+}
+
+/// A generated member, as the hand-written baseline sees it.
+#[derive(Clone)]
+pub struct Member {
+    pub tier: i64,
+    pub days: i64,
+    pub cycle: i64,
+    pub points: i64,
+    pub spend_cents: i64,
+    pub orders_90d: i64,
+    pub birthday_month: i64,
+    pub tags: u32,
+}
+
+pub fn members(n: usize) -> Vec<Member> {
+    let mut r = Rng(0x5EED_0001);
+    (0..n)
+        .map(|_| {
+            let v = r.below(100);
+            let tier = match v {
+                0..50 => 0,
+                50..80 => 1,
+                80..95 => 2,
+                _ => 3,
+            };
+            let days = r.below(401) as i64;
+            let cycle = 5 + r.below(86) as i64;
+            let points = r.below(20_001) as i64;
+            let spend_cents = r.below(5_000_001) as i64;
+            let orders_90d = r.below(31) as i64;
+            let birthday_month = 1 + r.below(12) as i64;
+            let k = r.below(5);
+            let mut tags = 0u32;
+            for _ in 0..k {
+                tags |= 1 << r.below(20);
+            }
+            Member {
+                tier,
+                days,
+                cycle,
+                points,
+                spend_cents,
+                orders_90d,
+                birthday_month,
+                tags,
+            }
+        })
+        .collect()
+}
+
+/// The evaluation day of the bench (any day works: dates are relative).
+pub const TODAY: i32 = 20_000;
+
+/// A member record with exactly the generated values: the last purchase
+/// `days` ago, the first one `cycle` days before it over two purchase days
+/// (so the cycle is `cycle`), a birthday in the drawn month.
+pub fn record(m: &Member) -> MemberRecord {
+    let last = TODAY - m.days as i32;
+    let birthday =
+        nudge::lang::parse::parse_date(&format!("1990-{:02}-15", m.birthday_month)).expect("date");
+    MemberRecord {
+        joined: last - m.cycle as i32,
+        first_purchase: Some(last - m.cycle as i32),
+        last_purchase: Some(last),
+        purchase_days: 2,
+        orders: 2,
+        spend: rust_decimal::Decimal::new(m.spend_cents, 2),
+        points: m.points,
+        tier: m.tier as u8,
+        tags: (0..20)
+            .filter(|i| m.tags & (1 << i) != 0)
+            .map(|i| TAGS[i].to_string())
+            .collect(),
+        birthday: Some(birthday),
+        attributes: vec![("orders_90d".into(), Stored::Int(m.orders_90d))],
+        ..MemberRecord::default()
+    }
+}
+
+pub const CONFIG: &str = "timezone: UTC\ntiers: [bronze, silver, gold, diamond]\nattributes:\n  orders_90d: int\nevents:\n  purchase:\n    amount: money\n    category: string?\nchannels:\n  sms: {}\n";
+
+pub fn op_text(op: &str) -> &'static str {
+    match op {
+        "Eq" => "==",
+        "Lt" => "<",
+        "Le" => "<=",
+        "Gt" => ">",
+        "Ge" => ">=",
+        other => panic!("unknown op {other}"),
+    }
+}
+
+/// One condition of the reference rules as nudge text.
+pub fn cond_text(c: &J) -> String {
+    let (kind, v) = c
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .expect("condition");
+    match kind.as_str() {
+        "Int" => {
+            let value = v["value"].as_i64().expect("value");
+            let field = match v["field"].as_str().expect("field") {
+                "Tier" => {
+                    return format!(
+                        "tier {} {}",
+                        op_text(v["op"].as_str().expect("op")),
+                        TIERS[value as usize]
+                    );
+                }
+                "Days" => "days_since_last_purchase",
+                "Points" => "points",
+                "Orders90d" => "orders_90d",
+                "BirthdayMonth" => "birthday_month",
+                other => panic!("unknown field {other}"),
+            };
+            format!("{field} {} {value}", op_text(v["op"].as_str().expect("op")))
+        }
+        "Spend" => format!(
+            "spend {} {}",
+            op_text(v["op"].as_str().expect("op")),
+            v["value"]
+        ),
+        "Overdue" => format!("days_since_last_purchase > cycle * {}", v["factor"]),
+        "HasTag" => format!("{} in tags", v["tag"]),
+        "NotHasTag" => format!("{} not in tags", v["tag"]),
+        "AnyOf" => format!(
+            "({})",
+            v["conds"]
+                .as_array()
+                .expect("conds")
+                .iter()
+                .map(cond_text)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        other => panic!("unknown condition {other}"),
+    }
+}
+
+/// The reference rule set `set` (`r20`, `r200`) as a nudge rule file of tick
+/// rules, loaded through the real loader with the bench config.
+pub fn load_rules(bench: &Path, set: &str) -> (nudge::schema::Schema, nudge::lang::RuleSet) {
+    let spec: J = serde_json::from_str(
+        &std::fs::read_to_string(bench.join(format!("rules_{set}.json"))).expect("rules"),
+    )
+    .expect("json");
+    let mut text = String::new();
+    for r in spec.as_array().expect("rules") {
+        let conds: Vec<String> = r["all"]
+            .as_array()
+            .expect("all")
+            .iter()
+            .map(cond_text)
+            .collect();
+        let _ = writeln!(
+            text,
+            "rule \"{}\"\n  on tick\n  when {}\n  then tag \"{}\"\n",
+            r["name"].as_str().expect("name"),
+            conds.join(" and "),
+            r["action"].as_str().expect("action")
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("nudge.yaml"), CONFIG).expect("config");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(dir.path().join(format!("rules/{set}.rules")), &text).expect("rules");
+    let l = nudge::load::load(&nudge::load::LoadOptions {
+        config: dir.path().join("nudge.yaml"),
+        rules: Some(dir.path().join("rules")),
+        plugins: Some(dir.path().join("plugins")),
+    });
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    (l.schema.expect("schema"), l.rules.expect("rules"))
+}
+
+/// The member id of the `i`-th generated member.
+pub fn member_id(i: usize) -> String {
+    format!("m{i:07}")
+}
+
+/// Writes the members into `store`, 10,000 to a commit.
+pub fn preload(store: &nudge::store::SledStore, people: &[Member]) {
+    use nudge::store::Store;
+    for (c, chunk) in people.chunks(10_000).enumerate() {
+        let members = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (member_id(c * 10_000 + i), record(m).encode()))
+            .collect();
+        store
+            .commit(nudge::store::WriteSet {
+                members,
+                ..nudge::store::WriteSet::default()
+            })
+            .expect("load");
+    }
+}

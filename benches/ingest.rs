@@ -1,0 +1,136 @@
+//! Durable ingest benchmark: 1,000,000 members of the peer workload in
+//! sled, a stream of purchase events for uniformly random members, 20
+//! playbook rules (points by tier, tier upgrades, club tags, a win-back
+//! re-arm, a welcome-back coupon), processed in group commits of 1,000
+//! events through `Engine::process` (an event counts only once its batch
+//! is flushed). In the same run, a raw sled loop with no rules: per event
+//! get, decode, add the amount, encode, insert; one flushed batch per 1,000
+//! events. Prints events/s, p50/p99 batch latency, bytes on disk per
+//! member, and the ratio.
+//!
+//! Run: `cargo bench --bench ingest` (`NUDGE_BENCH_MEMBERS`,
+//! `NUDGE_BENCH_EVENTS` for other sizes). Targets: at least 40,000
+//! events/s and 0.7x the raw loop.
+
+mod common;
+
+use nudge::engine::Engine;
+use nudge::model::{MemberRecord, event_from_json};
+use nudge::store::{SledStore, Store, WriteSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+const BATCH: usize = 1000;
+
+const RULES: &str = r#"
+rule "points bronze" on purchase when tier == bronze then award points floor(event.amount)
+rule "points silver" on purchase when tier == silver then award points floor(event.amount * 2)
+rule "points gold" on purchase when tier == gold then award points floor(event.amount * 3)
+rule "points diamond" on purchase when tier == diamond then award points floor(event.amount * 4)
+rule "to silver" on purchase when tier == bronze and sum(purchase.amount, 365d) >= 5000 then set tier silver
+rule "to gold" on purchase when tier == silver and sum(purchase.amount, 365d) >= 20000 then set tier gold
+rule "to diamond" on purchase when tier == gold and sum(purchase.amount, 365d) >= 60000 then set tier diamond
+rule "coffee club" on purchase when count(purchase where event.category == "coffee", 90d) >= 3 then tag "coffee"
+rule "tea club" on purchase when count(purchase where event.category == "tea", 90d) >= 3 then tag "tea"
+rule "books club" on purchase when count(purchase where event.category == "books", 90d) >= 3 then tag "books"
+rule "big basket" on purchase when event.amount > 400 then tag "big basket"
+rule "frequent" on purchase when count(purchase, 30d) >= 4 then tag "frequent"
+rule "welcome back" on purchase when days_since_last_purchase > 180 then send coupon 30-6 via sms
+rule "late" when days_since_last_purchase > cycle * 1.5 and tier >= silver then send coupon 30-6
+rule "vip" on purchase when spend > 40000 and "vip" not in tags then tag "vip"
+rule "mom" on purchase when "mom" in tags and event.amount > 100 then award points 50
+rule "student" on purchase when "student" in tags then award points 5
+rule "points cap" on purchase when points > 100000 then tag "points heavy"
+rule "birthday month" on purchase when birthday_month == 3 then award points 20
+rule "quiet" on purchase when orders_90d == 0 then tag "returning"
+"#;
+
+const CATEGORIES: [&str; 6] = ["coffee", "tea", "books", "music", "tech", "kids"];
+
+fn main() {
+    let n: usize = std::env::var("NUDGE_BENCH_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let events: usize = std::env::var("NUDGE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let l = nudge::load::load_texts(common::CONFIG, &[("bench.rules", RULES)]);
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    let (schema, rules) = (
+        Arc::new(l.schema.expect("schema")),
+        Arc::new(l.rules.expect("rules")),
+    );
+    let people = common::members(n);
+
+    // The stream: uniformly random members, one purchase a minute.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start_day = nudge::model::day_string(common::TODAY);
+    let stream: Vec<nudge::model::Event> = (0..events)
+        .map(|i| {
+            let m = (rand() % n as u64) as usize;
+            let amount = (rand() % 50_000) as f64 / 100.0;
+            let category = CATEGORIES[(rand() % 6) as usize];
+            let at = format!("{start_day}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
+            event_from_json(&schema, serde_json::json!({"id": format!("e{i}"), "type": "purchase", "member": common::member_id(m), "at": at, "amount": amount, "category": category})).expect("event")
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(&dir.path().join("nudge")).expect("store");
+    common::preload(&store, &people);
+    let mut engine = Engine::new(schema.clone(), rules, store).expect("engine");
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for batch in stream.chunks(BATCH) {
+        let t = Instant::now();
+        engine.process(batch).expect("process");
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let nudge_s = start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let bytes = engine.store().size_on_disk() as f64 / n as f64;
+    drop(engine);
+
+    // The raw loop: the same members and stream, no rules.
+    let raw_dir = tempfile::tempdir().expect("tempdir");
+    let raw = SledStore::open(&raw_dir.path().join("raw")).expect("raw store");
+    common::preload(&raw, &people);
+    let start = Instant::now();
+    for batch in stream.chunks(BATCH) {
+        let mut w = WriteSet::default();
+        let mut touched: std::collections::HashMap<&str, MemberRecord> = Default::default();
+        for ev in batch {
+            let rec = match touched.remove(ev.member.as_str()) {
+                Some(r) => r,
+                None => raw.member(&ev.member).expect("get").expect("member"),
+            };
+            let mut rec = rec;
+            if let Some(nudge::lang::program::Value::Dec(d)) = ev.fields.first() {
+                rec.spend += *d;
+            }
+            rec.orders += 1;
+            touched.insert(&ev.member, rec);
+        }
+        for (id, rec) in touched {
+            w.members.push((id.to_string(), rec.encode()));
+        }
+        raw.commit(w).expect("commit");
+    }
+    let raw_s = start.elapsed().as_secs_f64();
+    let (ours, base) = (events as f64 / nudge_s, events as f64 / raw_s);
+    println!(
+        "{{\"bench\":\"ingest\",\"members\":{n},\"events\":{events},\"batch\":{BATCH},\"rules\":20,\"events_per_s\":{ours:.0},\"p50_batch_ms\":{:.2},\"p99_batch_ms\":{:.2},\"bytes_on_disk_per_member\":{bytes:.0},\"raw_events_per_s\":{base:.0},\"ratio\":{:.3}}}",
+        p(0.5),
+        p(0.99),
+        ours / base
+    );
+}
