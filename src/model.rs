@@ -524,7 +524,10 @@ pub struct IssuedCoupon {
 pub const COUPON_RETENTION_DAYS: i32 = 90;
 
 /// Format version of encoded member records (the first byte).
-pub const RECORD_VERSION: u8 = 1;
+/// 2: decimals as scale and mantissa, refunds, One ID and decision
+/// history. A folder written by format 1 is refused with this message; its
+/// events can be ingested again.
+pub const RECORD_VERSION: u8 = 2;
 
 impl MemberRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -567,18 +570,18 @@ impl MemberRecord {
     }
 }
 
-/// Decimals as their exact text (compact for money: "29.33").
+/// Decimals in member records: scale and mantissa as varints (exact, and
+/// decoded without parsing text: records are read on every tick).
 mod dec {
     use rust_decimal::Decimal;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::str::FromStr;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&d.to_string())
+        (d.scale() as u8, d.mantissa()).serialize(s)
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-        let s = String::deserialize(d)?;
-        Decimal::from_str(&s).map_err(serde::de::Error::custom)
+        let (scale, mantissa) = <(u8, i128)>::deserialize(d)?;
+        Decimal::try_from_i128_with_scale(mantissa, scale as u32).map_err(serde::de::Error::custom)
     }
 }
 

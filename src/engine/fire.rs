@@ -31,7 +31,7 @@ pub struct Ctx<'a> {
 /// One trigger: which rules, on which day, at what instant, with which event.
 pub struct Trigger<'a> {
     /// `event:<id>` or `tick:<date>`.
-    pub name: String,
+    pub name: &'a str,
     pub rules: &'a [u32],
     /// The member slots those rules read (`None`: all).
     pub need: Option<&'a [bool]>,
@@ -82,7 +82,7 @@ pub fn run(
                 (&cx.rules.on_tier_down, &cx.plan.need_tier_down)
             };
             let t = Trigger {
-                name,
+                name: &name,
                 rules,
                 need: need.as_deref(),
                 today: trigger.today,
@@ -93,6 +93,41 @@ pub fn run(
         }
         changes = next;
     }
+}
+
+/// Whether running `t`'s rules would change nothing: every rule is
+/// edge-triggered (tick rules are) and each condition is as it was at the
+/// last evaluation (true and armed, or false and not armed), so none fires
+/// and no edge state moves. Most members on most days; checking is much
+/// cheaper than running.
+pub fn idle(cx: &Ctx<'_>, rec: &MemberRecord, t: &Trigger<'_>, view: &mut View) -> bool {
+    view.fill(
+        rec,
+        &cx.rules.layout,
+        cx.plan,
+        t.need,
+        t.today,
+        cx.schema.points.expire_after_days.map(|d| d as i32),
+    );
+    let env = Env {
+        member: &view.member,
+        tags: &view.tags,
+        tag_names: &view.tag_names,
+        event: t.event,
+        today: t.today,
+        host: cx.host.map(|h| h as &dyn PluginHost),
+        rule: "",
+    };
+    t.rules.iter().all(|&ri| {
+        let rule = &cx.rules.rules[ri as usize];
+        let key = cx.plan.rule_keys[ri as usize];
+        let armed = rec.rules.iter().any(|r| r.rule == key && r.armed);
+        let is_true = rule.matches(&Env {
+            rule: &rule.name,
+            ..env
+        }) == Some(true);
+        rule.edge_triggered() && is_true == armed
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -209,12 +244,12 @@ fn run_one(
                 }
                 dirty |= change.changed_state;
                 let mut e = change.effect;
-                e.key = effect_key(&rule.name, member, &t.name, ai << 16 | sub);
+                e.key = effect_key(&rule.name, member, t.name, ai << 16 | sub);
                 e.at = at.to_string();
                 e.member = member.to_string();
                 e.rule = rule.name.clone();
                 e.ruleset = cx.rules.version.clone();
-                e.trigger = t.name.clone();
+                e.trigger = t.name.to_string();
                 e.status = status.to_string();
                 e.reason = reason.map(str::to_string);
                 if let Some(target) = change.to {
@@ -615,12 +650,22 @@ struct RuleStateSlot {
 }
 
 impl RuleStateSlot {
-    fn get(rec: &MemberRecord, key: u64) -> RuleStateSlot {
+    /// The state; its list of firing days is moved out (no copy) and put
+    /// back by `put`.
+    fn get(rec: &mut MemberRecord, key: u64) -> RuleStateSlot {
         match rec.rules.iter().position(|r| r.rule == key) {
-            Some(p) => RuleStateSlot {
-                at: Some(p),
-                state: rec.rules[p].clone(),
-            },
+            Some(p) => {
+                let r = &mut rec.rules[p];
+                RuleStateSlot {
+                    at: Some(p),
+                    state: RuleState {
+                        rule: r.rule,
+                        armed: r.armed,
+                        fired: r.fired,
+                        recent: std::mem::take(&mut r.recent),
+                    },
+                }
+            }
             None => RuleStateSlot {
                 at: None,
                 state: RuleState {
@@ -639,7 +684,9 @@ impl RuleStateSlot {
         let keep = self.state.armed || (rule.limit.is_some() && self.state.fired > 0);
         match (self.at, keep) {
             (Some(p), true) => {
-                let changed = rec.rules[p] != self.state;
+                // `recent` changes only with `fired`.
+                let old = &rec.rules[p];
+                let changed = old.armed != self.state.armed || old.fired != self.state.fired;
                 rec.rules[p] = self.state;
                 changed
             }

@@ -28,6 +28,11 @@ use view::View;
 
 /// Meta key of the number of members in the store.
 pub const MEMBERS_KEY: &str = "members";
+/// Members a daily tick reads, evaluates and commits together (one flush
+/// each). Measured on the tick bench: 100,000 was slower than 10,000 (the
+/// decoded chunk no longer fits the caches), and flushes are not the cost.
+const TICK_CHUNK: usize = 10_000;
+
 /// Meta key of the number of One ID merges so far.
 pub const MERGES_KEY: &str = "merges";
 
@@ -420,7 +425,7 @@ impl<S: Store> Engine<S> {
             day,
         ));
         let trigger = Trigger {
-            name: trigger_name,
+            name: &trigger_name,
             need: self.plan.need_event[ev.kind].as_deref(),
             rules: &self.rules.on_event[ev.kind],
             today: day,
@@ -698,15 +703,22 @@ impl<S: Store> Engine<S> {
     /// (in chunks); records `day` as the last completed tick.
     pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
         let at = clock::tick_instant(&self.schema, day);
+        if self.cache.is_none() {
+            return self.tick_scan(day, at);
+        }
         let ids = match self.ids.take() {
             Some(ids) => ids,
             None => self.store.member_ids()?,
         };
         let mut all = Vec::new();
-        for chunk in ids.chunks(10_000) {
+        let tick_name = format!("tick:{}", crate::model::day_string(day));
+        let idle = self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
+        for chunk in ids.chunks(10_000).filter(|_| !idle) {
             let mut p = Pending::default();
             for id in chunk {
-                self.tick_into(id, day, at, &mut p)?;
+                if let Some(rec) = self.take(id)? {
+                    self.tick_record(id, rec, day, at, &tick_name, &mut p);
+                }
             }
             self.settle_relays(&mut p)?;
             all.extend(self.commit(p, Vec::new())?);
@@ -719,6 +731,36 @@ impl<S: Store> Engine<S> {
         if self.cache.is_some() && self.ids.is_none() {
             self.ids = Some(ids);
         }
+        Ok(all)
+    }
+
+    /// The daily tick over the store: members scanned in key order,
+    /// `TICK_CHUNK` to a chunk, each chunk committed before the next is read.
+    fn tick_scan(&mut self, day: i32, at: jiff::Timestamp) -> Result<Vec<Effect>, StoreError> {
+        let mut all = Vec::new();
+        let tick_name = format!("tick:{}", crate::model::day_string(day));
+        let mut after: Option<String> = None;
+        let idle = self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
+        loop {
+            if idle {
+                break;
+            }
+            let chunk = self.store.members_after(after.as_deref(), TICK_CHUNK)?;
+            let Some((last, _)) = chunk.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            let mut p = Pending::default();
+            for (id, rec) in chunk {
+                self.tick_record(&id, rec, day, at, &tick_name, &mut p);
+            }
+            self.settle_relays(&mut p)?;
+            all.extend(self.commit(p, Vec::new())?);
+        }
+        self.store.commit(WriteSet {
+            meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
+            ..WriteSet::default()
+        })?;
         Ok(all)
     }
 
@@ -741,14 +783,30 @@ impl<S: Store> Engine<S> {
         if self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none() {
             return Ok(());
         }
-        let Some(mut rec) = self.take(member)? else {
+        let Some(rec) = self.take(member)? else {
             return Ok(());
         };
-        let cx = self.ctx();
         let tick_name = format!("tick:{}", crate::model::day_string(day));
+        self.tick_record(member, rec, day, at, &tick_name, p);
+        Ok(())
+    }
+
+    /// The tick of one member's record: expiry, then the tick rules; the
+    /// record joins the batch if it changed, else goes back to the cache.
+    #[allow(clippy::too_many_arguments)]
+    fn tick_record(
+        &mut self,
+        member: &str,
+        mut rec: MemberRecord,
+        day: i32,
+        at: jiff::Timestamp,
+        tick_name: &str,
+        p: &mut Pending,
+    ) {
+        let cx = self.ctx();
         let lots = rec.point_lots.len();
         p.out.effects.extend(fire::expire_points(
-            &cx, &mut rec, member, &tick_name, at, day,
+            &cx, &mut rec, member, tick_name, at, day,
         ));
         // Lots that expired (even with nothing left to take) change the record.
         p.out.changed = rec.point_lots.len() != lots;
@@ -760,14 +818,11 @@ impl<S: Store> Engine<S> {
             at,
             event: &[],
         };
-        fire::run(
-            &cx,
-            &mut rec,
-            member,
-            trigger,
-            &mut self.view.borrow_mut(),
-            &mut p.out,
-        );
+        let mut view = self.view.borrow_mut();
+        if !fire::idle(&cx, &rec, &trigger, &mut view) {
+            fire::run(&cx, &mut rec, member, trigger, &mut view, &mut p.out);
+        }
+        drop(view);
         let pruned = prune(&mut rec, &self.plan);
         // Most ticks change nothing; only changed members are written.
         if p.out.changed || pruned {
@@ -776,7 +831,6 @@ impl<S: Store> Engine<S> {
         } else if let Some(cache) = &self.cache {
             cache.borrow_mut().insert(member.to_string(), rec);
         }
-        Ok(())
     }
 
     /// Runs the daily ticks due at the clock's time (see [`clock::due_ticks`]);
