@@ -73,13 +73,6 @@ pub trait Store {
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
     fn member_ids(&self) -> Result<Vec<String>, StoreError>;
-    /// Up to `limit` members after `after` (from the first without it), in
-    /// key order: a sequential scan, far cheaper than a read per member.
-    fn members_after(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, MemberRecord)>, StoreError>;
     /// Outbox entries from `from` on, in order, at most `limit`.
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -268,36 +261,6 @@ impl Store for SledStore {
             self.db.flush()?;
         }
         Ok(())
-    }
-
-    fn members_after(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, MemberRecord)>, StoreError> {
-        let start = match after {
-            // The smallest key after `after`: it with a zero byte appended.
-            Some(a) => {
-                let mut k = key(b'm', a.as_bytes());
-                k.push(0);
-                k
-            }
-            None => vec![b'm'],
-        };
-        let mut out = Vec::with_capacity(limit.min(65_536));
-        for kv in self.db.range(start..vec![b'm' + 1]) {
-            let (k, v) = kv?;
-            let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            let rec = MemberRecord::decode(&v).map_err(|message| StoreError::Corrupt {
-                member: id.clone(),
-                message,
-            })?;
-            out.push((id, rec));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     fn member_ids(&self) -> Result<Vec<String>, StoreError> {

@@ -28,9 +28,7 @@ use view::View;
 
 /// Meta key of the number of members in the store.
 pub const MEMBERS_KEY: &str = "members";
-/// Members a daily tick reads, evaluates and commits together (one flush
-/// each). Measured on the tick bench: 100,000 was slower than 10,000 (the
-/// decoded chunk no longer fits the caches), and flushes are not the cost.
+/// Members a daily tick evaluates and commits together (one flush each).
 const TICK_CHUNK: usize = 10_000;
 
 /// Meta key of the number of One ID merges so far.
@@ -703,9 +701,6 @@ impl<S: Store> Engine<S> {
     /// (in chunks); records `day` as the last completed tick.
     pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
         let at = clock::tick_instant(&self.schema, day);
-        if self.cache.is_none() {
-            return self.tick_scan(day, at);
-        }
         let ids = match self.ids.take() {
             Some(ids) => ids,
             None => self.store.member_ids()?,
@@ -713,7 +708,7 @@ impl<S: Store> Engine<S> {
         let mut all = Vec::new();
         let tick_name = format!("tick:{}", crate::model::day_string(day));
         let idle = self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
-        for chunk in ids.chunks(10_000).filter(|_| !idle) {
+        for chunk in ids.chunks(TICK_CHUNK).filter(|_| !idle) {
             let mut p = Pending::default();
             for id in chunk {
                 if let Some(rec) = self.take(id)? {
@@ -731,36 +726,6 @@ impl<S: Store> Engine<S> {
         if self.cache.is_some() && self.ids.is_none() {
             self.ids = Some(ids);
         }
-        Ok(all)
-    }
-
-    /// The daily tick over the store: members scanned in key order,
-    /// `TICK_CHUNK` to a chunk, each chunk committed before the next is read.
-    fn tick_scan(&mut self, day: i32, at: jiff::Timestamp) -> Result<Vec<Effect>, StoreError> {
-        let mut all = Vec::new();
-        let tick_name = format!("tick:{}", crate::model::day_string(day));
-        let mut after: Option<String> = None;
-        let idle = self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
-        loop {
-            if idle {
-                break;
-            }
-            let chunk = self.store.members_after(after.as_deref(), TICK_CHUNK)?;
-            let Some((last, _)) = chunk.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            let mut p = Pending::default();
-            for (id, rec) in chunk {
-                self.tick_record(&id, rec, day, at, &tick_name, &mut p);
-            }
-            self.settle_relays(&mut p)?;
-            all.extend(self.commit(p, Vec::new())?);
-        }
-        self.store.commit(WriteSet {
-            meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
-            ..WriteSet::default()
-        })?;
         Ok(all)
     }
 
