@@ -70,7 +70,7 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
             (len_key.clone(), len.to_le_bytes().to_vec()),
             (next_key.clone(), next.to_le_bytes().to_vec()),
         ];
-        engine.delivered(Vec::new(), meta)?;
+        engine.delivered(None, meta)?;
     }
 }
 
@@ -97,18 +97,8 @@ pub fn release<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
     if sinks.is_empty() || upto == 0 {
         return Ok(());
     }
-    loop {
-        let done: Vec<u64> = engine
-            .outbox(0, 4096)?
-            .into_iter()
-            .map(|(s, _)| s)
-            .take_while(|s| *s < upto)
-            .collect();
-        if done.is_empty() {
-            return Ok(());
-        }
-        engine.delivered(done, Vec::new())?;
-    }
+    engine.delivered(Some(upto), Vec::new())?;
+    Ok(())
 }
 
 /// One effect as a JSON line.

@@ -8,7 +8,8 @@ use crate::model::MemberRecord;
 use std::path::{Path, PathBuf};
 
 /// Format of the data folder. A folder written by a newer nudge is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: outbox entries in batches, member records of format 2.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +21,10 @@ pub enum StoreError {
         "the data folder {path} was written by a newer nudge (format {found}, this one reads {SCHEMA_VERSION}); upgrade nudge or use another --data folder"
     )]
     NewerVersion { path: PathBuf, found: u32 },
+    #[error(
+        "the data folder {path} was written by an older nudge (store format {found}; this one reads {SCHEMA_VERSION}); ingest its events again into a new data folder"
+    )]
+    OlderVersion { path: PathBuf, found: u32 },
     #[error(
         "the data folder {path} cannot be opened: {message}; if it is damaged, restore it from a backup or move it away to start empty"
     )]
@@ -41,8 +46,10 @@ impl From<sled::Error> for StoreError {
 pub struct WriteSet {
     pub members: Vec<(String, Vec<u8>)>,
     pub seen: Vec<(String, u128)>,
+    /// New outbox entries, by sequence number (consecutive).
     pub outbox: Vec<(u64, Vec<u8>)>,
-    pub delivered: Vec<u64>,
+    /// Every sink has the entries below this sequence number: they go.
+    pub delivered_below: Option<u64>,
     pub meta: Vec<(String, Vec<u8>)>,
     pub meta_removed: Vec<String>,
     /// One ID: identifier (`kind:value`, or `member:ID` for a merged member)
@@ -57,7 +64,7 @@ impl WriteSet {
         self.members.is_empty()
             && self.seen.is_empty()
             && self.outbox.is_empty()
-            && self.delivered.is_empty()
+            && self.delivered_below.is_none()
             && self.meta.is_empty()
             && self.meta_removed.is_empty()
             && self.identities.is_empty()
@@ -105,6 +112,62 @@ fn is_lock_error(e: &sled::Error) -> bool {
     // sled wraps the failed flock in an error of its own kind; its text
     // keeps the OS error.
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("WouldBlock"))
+}
+
+/// Consecutive runs of outbox entries: (first sequence number, entries).
+fn runs(entries: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Vec<Vec<u8>>)> {
+    let mut out: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+    for (seq, bytes) in entries {
+        match out.last_mut() {
+            Some((first, run)) if *first + run.len() as u64 == seq => run.push(bytes),
+            _ => out.push((seq, vec![bytes])),
+        }
+    }
+    out
+}
+
+/// A batch of outbox entries: their count, then each as length and bytes
+/// (u32, little-endian).
+fn encode_batch(entries: &[Vec<u8>]) -> Vec<u8> {
+    let size = 4 + entries.iter().map(|e| 4 + e.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+fn batch_len(v: &[u8]) -> u32 {
+    v.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// The entries of a batch; a torn or short value yields what it holds.
+fn decode_batch(v: &[u8]) -> Vec<&[u8]> {
+    let n = batch_len(v) as usize;
+    let mut out = Vec::with_capacity(n);
+    let mut at = 4;
+    for _ in 0..n {
+        let Some(len) = v.get(at..at + 4).and_then(|b| b.try_into().ok()) else {
+            break;
+        };
+        let len = u32::from_le_bytes(len) as usize;
+        let Some(entry) = v.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        out.push(entry);
+        at += 4 + len;
+    }
+    out
+}
+
+fn batch_first(k: &[u8]) -> u64 {
+    k.get(1..9)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -185,6 +248,12 @@ impl SledStore {
                         found,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    return Err(StoreError::OlderVersion {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
                 Ok(())
             }
             None => {
@@ -238,11 +307,21 @@ impl Store for SledStore {
         for (id, hash) in w.seen {
             b.insert(key(b's', id.as_bytes()), &hash.to_le_bytes());
         }
-        for (seq, bytes) in w.outbox {
-            b.insert(key(b'o', &seq.to_be_bytes()), bytes);
+        // The outbox is kept in batches: one value per run of consecutive
+        // entries of a commit, under the first's sequence number, so a
+        // commit of a thousand effects is one write, not a thousand.
+        for (first, entries) in runs(w.outbox) {
+            b.insert(key(b'o', &first.to_be_bytes()), encode_batch(&entries));
         }
-        for seq in w.delivered {
-            b.remove(key(b'o', &seq.to_be_bytes()));
+        if let Some(below) = w.delivered_below {
+            for kv in self.db.range(vec![b'o']..vec![b'o' + 1]) {
+                let (k, v) = kv?;
+                let (first, n) = (batch_first(&k), batch_len(&v));
+                if first + n as u64 > below {
+                    break;
+                }
+                b.remove(k);
+            }
         }
         for (k, v) in w.meta {
             b.insert(key(b'x', k.as_bytes()), v);
@@ -274,19 +353,26 @@ impl Store for SledStore {
 
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self
+        // The batch holding `from` starts at or before it.
+        let start = match self
             .db
-            .range(key(b'o', &from.to_be_bytes())..key(b'o' + 1, &[]))
+            .range(vec![b'o']..=key(b'o', &from.to_be_bytes()))
+            .next_back()
         {
+            Some(kv) => kv?.0.to_vec(),
+            None => vec![b'o'],
+        };
+        for kv in self.db.range(start..vec![b'o' + 1]) {
             let (k, v) = kv?;
-            let seq = k
-                .get(1..9)
-                .and_then(|s| s.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            out.push((seq, v.to_vec()));
-            if out.len() >= limit {
-                break;
+            let first = batch_first(&k);
+            for (i, entry) in decode_batch(&v).into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq >= from {
+                    out.push((seq, entry.to_vec()));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
             }
         }
         Ok(out)

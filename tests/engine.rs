@@ -985,3 +985,62 @@ rule "bigger" on purchase then tag "bigger" group "g"
             .contains("did you mean `thanks`")
     );
 }
+
+#[test]
+fn a_folder_from_an_older_nudge_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = SledStore::open(dir.path()).expect("open");
+        s.commit(WriteSet {
+            meta: vec![("schema_version".into(), 1u32.to_le_bytes().to_vec())],
+            ..WriteSet::default()
+        })
+        .expect("commit");
+    }
+    match SledStore::open(dir.path()) {
+        Err(e @ StoreError::OlderVersion { .. }) => {
+            assert!(e.to_string().contains("ingest its events again"), "{e}")
+        }
+        Err(other) => panic!("expected OlderVersion, got {other}"),
+        Ok(_) => panic!("opened an older folder"),
+    }
+}
+
+#[test]
+fn the_outbox_reads_across_batches_and_keeps_a_batch_until_all_of_it_is_delivered() {
+    let s = SledStore::temporary().expect("store");
+    let entry = |i: u64| (i, format!("e{i}").into_bytes());
+    // Three commits: entries 0-2, 3-4, 5.
+    for range in [0..3, 3..5, 5..6] {
+        s.commit(WriteSet {
+            outbox: range.map(entry).collect(),
+            ..WriteSet::default()
+        })
+        .expect("commit");
+    }
+    let seqs = |from, limit| -> Vec<u64> {
+        s.outbox(from, limit)
+            .expect("read")
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect()
+    };
+    assert_eq!(seqs(0, 100), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(seqs(1, 3), [1, 2, 3]);
+    assert_eq!(seqs(4, 100), [4, 5]);
+    assert_eq!(s.outbox(4, 1).expect("read"), [(4, b"e4".to_vec())]);
+    assert!(seqs(6, 10).is_empty());
+    // Delivered below 4: the first batch goes; 3-4 stays (4 is not delivered).
+    s.commit(WriteSet {
+        delivered_below: Some(4),
+        ..WriteSet::default()
+    })
+    .expect("release");
+    assert_eq!(seqs(0, 100), [3, 4, 5]);
+    s.commit(WriteSet {
+        delivered_below: Some(6),
+        ..WriteSet::default()
+    })
+    .expect("release");
+    assert!(seqs(0, 100).is_empty());
+}

@@ -966,14 +966,15 @@ impl<S: Store> Engine<S> {
             .collect())
     }
 
-    /// Removes delivered outbox entries and records sink progress, atomically.
+    /// Removes the outbox entries below `below` (every sink has them) and
+    /// records sink progress, atomically.
     pub fn delivered(
         &mut self,
-        seqs: Vec<u64>,
+        below: Option<u64>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         self.store.commit(WriteSet {
-            delivered: seqs,
+            delivered_below: below,
             meta,
             ..WriteSet::default()
         })
