@@ -98,6 +98,7 @@ fn main() {
     latencies.sort_by(f64::total_cmp);
     let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     let bytes = engine.store().size_on_disk() as f64 / n as f64;
+    let rss_mb = peak_rss_mb();
     drop(engine);
 
     // The raw loop: the same members and stream, no rules.
@@ -128,9 +129,23 @@ fn main() {
     let raw_s = start.elapsed().as_secs_f64();
     let (ours, base) = (events as f64 / nudge_s, events as f64 / raw_s);
     println!(
-        "{{\"bench\":\"ingest\",\"members\":{n},\"events\":{events},\"batch\":{BATCH},\"rules\":20,\"events_per_s\":{ours:.0},\"p50_batch_ms\":{:.2},\"p99_batch_ms\":{:.2},\"bytes_on_disk_per_member\":{bytes:.0},\"raw_events_per_s\":{base:.0},\"ratio\":{:.3}}}",
+        "{{\"bench\":\"ingest\",\"members\":{n},\"events\":{events},\"batch\":{BATCH},\"rules\":20,\"events_per_s\":{ours:.0},\"p50_batch_ms\":{:.2},\"p99_batch_ms\":{:.2},\"bytes_on_disk_per_member\":{bytes:.0},\"raw_events_per_s\":{base:.0},\"ratio\":{:.3},\"peak_rss_mb\":{rss_mb}}}",
         p(0.5),
         p(0.99),
         ours / base
     );
+}
+
+/// The process's peak resident memory in MiB (Linux), after the nudge part:
+/// the engine, sled's cache, and the bench's own generated data.
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
