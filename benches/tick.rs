@@ -7,7 +7,8 @@
 //! rising edges: 2.5 million effects); the next day's tick is the steady
 //! state, where only conditions that became true fire.
 //!
-//! Run: `cargo bench --bench tick` (`NUDGE_BENCH_MEMBERS` for fewer).
+//! Run: `cargo bench --bench tick` (`NUDGE_BENCH_MEMBERS` for fewer;
+//! `NUDGE_BENCH_CACHE=1` keeps members decoded in memory, as replay does).
 //! Target: a full daily tick over 1,000,000 members in under 2 s.
 
 mod common;
@@ -32,13 +33,17 @@ fn main() {
     common::preload(&store, &people);
     let load_s = start.elapsed().as_secs_f64();
     let bytes = store.size_on_disk();
+    let cached = std::env::var_os("NUDGE_BENCH_CACHE").is_some();
     let mut engine = Engine::new(Arc::new(schema), Arc::new(rules), store).expect("engine");
+    if cached {
+        engine = engine.cache_members();
+    }
     for (label, day) in [("first", common::TODAY), ("steady", common::TODAY + 1)] {
         let start = Instant::now();
         let effects = engine.tick(day).expect("tick");
         let s = start.elapsed().as_secs_f64();
         println!(
-            "{{\"bench\":\"tick\",\"tick\":\"{label}\",\"rules\":20,\"members\":{n},\"visited\":{n},\"seconds\":{s:.3},\"members_per_s\":{:.0},\"effects\":{}}}",
+            "{{\"bench\":\"tick\",\"cache\":{cached},\"tick\":\"{label}\",\"rules\":20,\"members\":{n},\"visited\":{n},\"seconds\":{s:.3},\"members_per_s\":{:.0},\"effects\":{}}}",
             n as f64 / s,
             effects.len()
         );
