@@ -101,6 +101,18 @@ pub fn run(
 /// and no edge state moves. Most members on most days; checking is much
 /// cheaper than running.
 pub fn idle(cx: &Ctx<'_>, rec: &MemberRecord, t: &Trigger<'_>, view: &mut View) -> bool {
+    fill(cx, rec, t, view);
+    t.rules.iter().all(|&ri| {
+        let rule = &cx.rules.rules[ri as usize];
+        let key = cx.plan.rule_keys[ri as usize];
+        let armed = rec.rules.iter().any(|r| r.rule == key && r.armed);
+        let is_true = rule.matches(&env(cx, view, t, &rule.name)) == Some(true);
+        rule.edge_triggered() && is_true == armed
+    })
+}
+
+/// The member view of the trigger's day, for its rules.
+fn fill(cx: &Ctx<'_>, rec: &MemberRecord, t: &Trigger<'_>, view: &mut View) {
     view.fill(
         rec,
         &cx.rules.layout,
@@ -109,25 +121,19 @@ pub fn idle(cx: &Ctx<'_>, rec: &MemberRecord, t: &Trigger<'_>, view: &mut View) 
         t.today,
         cx.schema.points.expire_after_days.map(|d| d as i32),
     );
-    let env = Env {
+}
+
+/// What a rule's condition and actions read: the view, the event, the day.
+fn env<'e>(cx: &'e Ctx<'_>, view: &'e View, t: &'e Trigger<'_>, rule: &'e str) -> Env<'e> {
+    Env {
         member: &view.member,
         tags: &view.tags,
         tag_names: &view.tag_names,
         event: t.event,
         today: t.today,
         host: cx.host.map(|h| h as &dyn PluginHost),
-        rule: "",
-    };
-    t.rules.iter().all(|&ri| {
-        let rule = &cx.rules.rules[ri as usize];
-        let key = cx.plan.rule_keys[ri as usize];
-        let armed = rec.rules.iter().any(|r| r.rule == key && r.armed);
-        let is_true = rule.matches(&Env {
-            rule: &rule.name,
-            ..env
-        }) == Some(true);
-        rule.edge_triggered() && is_true == armed
-    })
+        rule,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -147,25 +153,10 @@ fn run_one(
         let rule = &cx.rules.rules[ri as usize];
         let key = cx.plan.rule_keys[ri as usize];
         if dirty {
-            view.fill(
-                rec,
-                &cx.rules.layout,
-                cx.plan,
-                t.need,
-                t.today,
-                cx.schema.points.expire_after_days.map(|d| d as i32),
-            );
+            fill(cx, rec, t, view);
             dirty = false;
         }
-        let env = Env {
-            member: &view.member,
-            tags: &view.tags,
-            tag_names: &view.tag_names,
-            event: t.event,
-            today: t.today,
-            host: cx.host.map(|h| h as &dyn PluginHost),
-            rule: &rule.name,
-        };
+        let env = env(cx, view, t, &rule.name);
         let is_true = rule.matches(&env) == Some(true);
         let mut st = RuleStateSlot::get(rec, key);
         let fire = if rule.edge_triggered() {
