@@ -225,8 +225,10 @@ pub struct Engine<S: Store> {
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
-    /// The member ids, while no member was added or removed (with the cache).
-    ids: Option<Vec<String>>,
+    /// Every member id, in order, for the daily tick: read from the store
+    /// once (a key scan takes seconds over millions of members), then kept
+    /// up to date as commits add and remove members.
+    ids: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Uncommitted changes of a batch.
@@ -238,7 +240,7 @@ struct Pending {
     seen: HashMap<String, u128>,
     out: fire::Out,
     /// Members seen for the first time in this batch.
-    new_members: u64,
+    new_members: Vec<String>,
     /// One ID links made in this batch (identifier or alias -> member).
     identities: HashMap<String, String>,
     /// Members merged into others in this batch.
@@ -627,7 +629,7 @@ impl<S: Store> Engine<S> {
             None => match self.load(member)? {
                 Some(r) => r,
                 None => {
-                    p.new_members += 1;
+                    p.new_members.push(member.to_string());
                     MemberRecord {
                         joined: day,
                         ..MemberRecord::default()
@@ -701,16 +703,35 @@ impl<S: Store> Engine<S> {
     /// (in chunks); records `day` as the last completed tick.
     pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
         let at = clock::tick_instant(&self.schema, day);
-        let ids = match self.ids.take() {
-            Some(ids) => ids,
-            None => self.store.member_ids()?,
-        };
+        if self.ids.is_none() {
+            self.ids = Some(self.store.member_ids()?.into_iter().collect());
+        }
         let mut all = Vec::new();
         let tick_name = format!("tick:{}", crate::model::day_string(day));
         let idle = self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
-        for chunk in ids.chunks(TICK_CHUNK).filter(|_| !idle) {
+        let mut after: Option<String> = None;
+        loop {
+            if idle {
+                break;
+            }
+            // The next chunk of ids after the last one done (members a relay
+            // creates during the tick join the list as their chunk commits).
+            let chunk: Vec<String> = self.ids.as_ref().map_or(Vec::new(), |ids| {
+                let rest = match &after {
+                    Some(a) => ids.range::<String, _>((
+                        std::ops::Bound::Excluded(a),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => ids.range::<String, _>(..),
+                };
+                rest.take(TICK_CHUNK).cloned().collect()
+            });
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            after = Some(last.clone());
             let mut p = Pending::default();
-            for id in chunk {
+            for id in &chunk {
                 if let Some(rec) = self.take(id)? {
                     self.tick_record(id, rec, day, at, &tick_name, &mut p);
                 }
@@ -722,10 +743,6 @@ impl<S: Store> Engine<S> {
             meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
             ..WriteSet::default()
         })?;
-        // Ticks add and remove no members: the list holds for the next day.
-        if self.cache.is_some() && self.ids.is_none() {
-            self.ids = Some(ids);
-        }
         Ok(all)
     }
 
@@ -864,8 +881,9 @@ impl<S: Store> Engine<S> {
         }
         w.meta.extend(self.budgets.borrow_mut().take_dirty());
         let removed = p.removed.len() as u64;
-        if p.new_members > 0 || removed > 0 {
-            let total = (self.store.meta_u64(MEMBERS_KEY)? + p.new_members).saturating_sub(removed);
+        let added = p.new_members.len() as u64;
+        if added > 0 || removed > 0 {
+            let total = (self.store.meta_u64(MEMBERS_KEY)? + added).saturating_sub(removed);
             w.meta
                 .push((MEMBERS_KEY.into(), total.to_le_bytes().to_vec()));
         }
@@ -893,8 +911,11 @@ impl<S: Store> Engine<S> {
             }
             c.extend(written);
         }
-        if p.new_members > 0 || removed > 0 {
-            self.ids = None;
+        if let Some(ids) = &mut self.ids {
+            for id in &w_removed {
+                ids.remove(id);
+            }
+            ids.extend(p.new_members);
         }
         Ok(p.out.effects)
     }
