@@ -370,7 +370,12 @@ fn bool_code(e: &TExpr) -> BoolCode {
         TKind::And(..) => {
             let items = flatten(e, true);
             match items.iter().map(Simple::of).collect::<Option<Vec<_>>>() {
-                Some(simple) => BoolCode::AllSimple(simple.into_boxed_slice()),
+                // Cheapest tests first: `and` gives the same answer in any
+                // order (false if any is false, else unknown if any is).
+                Some(mut simple) => {
+                    simple.sort_by_key(Simple::cost);
+                    BoolCode::AllSimple(simple.into_boxed_slice())
+                }
                 None => BoolCode::And(items.into_boxed_slice()),
             }
         }

@@ -251,6 +251,16 @@ impl Simple {
         })
     }
 
+    /// Relative cost, to order the tests of an `and`.
+    pub fn cost(&self) -> u8 {
+        match self {
+            Simple::Tag(..) => 0,
+            Simple::IntIn(..) | Simple::Int(..) => 1,
+            Simple::Dec(..) => 2,
+            Simple::Times(..) => 3,
+        }
+    }
+
     #[inline(always)]
     fn eval(&self, env: &Env<'_>) -> Option<bool> {
         match self {
