@@ -185,10 +185,7 @@ fn check(refs: &[(usize, u64, u64)], done: usize, m: u64, c: u64, set: &str, who
 
 fn main() {
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench");
-    let n: usize = std::env::var("NUDGE_BENCH_MEMBERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = common::env_size("NUDGE_BENCH_MEMBERS", 1_000_000);
     let people = members(n);
     let records: Vec<MemberRecord> = people.iter().map(record).collect();
     let sets = std::env::var("NUDGE_BENCH_SETS").unwrap_or_else(|_| "r20,r200".into());

@@ -48,14 +48,8 @@ rule "quiet" on purchase when orders_90d == 0 then tag "returning"
 const CATEGORIES: [&str; 6] = ["coffee", "tea", "books", "music", "tech", "kids"];
 
 fn main() {
-    let n: usize = std::env::var("NUDGE_BENCH_MEMBERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let events: usize = std::env::var("NUDGE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let n = common::env_size("NUDGE_BENCH_MEMBERS", 1_000_000);
+    let events = common::env_size("NUDGE_BENCH_EVENTS", 200_000);
     let l = nudge::load::load_texts(common::CONFIG, &[("bench.rules", RULES)]);
     assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
     let (schema, rules) = (

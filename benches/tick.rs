@@ -21,10 +21,7 @@ use std::time::Instant;
 
 fn main() {
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench");
-    let n: usize = std::env::var("NUDGE_BENCH_MEMBERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = common::env_size("NUDGE_BENCH_MEMBERS", 1_000_000);
     let (schema, rules) = common::load_rules(&bench, "r20");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStore::open(&dir.path().join("data")).expect("store");

@@ -386,17 +386,21 @@ fn a_second_process_on_the_same_folder_is_told_it_is_locked() {
     }
 }
 
+/// A data folder that says it was written in store format `version`.
+fn folder_of_format(version: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SledStore::open(dir.path()).expect("open");
+    s.commit(WriteSet {
+        meta: vec![("schema_version".into(), version.to_le_bytes().to_vec())],
+        ..WriteSet::default()
+    })
+    .expect("commit");
+    dir
+}
+
 #[test]
 fn a_folder_from_a_newer_nudge_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let s = SledStore::open(dir.path()).expect("open");
-        s.commit(WriteSet {
-            meta: vec![("schema_version".into(), 99u32.to_le_bytes().to_vec())],
-            ..WriteSet::default()
-        })
-        .expect("commit");
-    }
+    let dir = folder_of_format(99);
     match SledStore::open(dir.path()) {
         Err(e @ StoreError::NewerVersion { .. }) => assert!(e.to_string().contains("newer nudge")),
         Err(other) => panic!("expected NewerVersion, got {other}"),
@@ -988,15 +992,7 @@ rule "bigger" on purchase then tag "bigger" group "g"
 
 #[test]
 fn a_folder_from_an_older_nudge_is_refused_with_what_to_do() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let s = SledStore::open(dir.path()).expect("open");
-        s.commit(WriteSet {
-            meta: vec![("schema_version".into(), 1u32.to_le_bytes().to_vec())],
-            ..WriteSet::default()
-        })
-        .expect("commit");
-    }
+    let dir = folder_of_format(1);
     match SledStore::open(dir.path()) {
         Err(e @ StoreError::OlderVersion { .. }) => {
             assert!(e.to_string().contains("ingest its events again"), "{e}")

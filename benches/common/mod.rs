@@ -225,3 +225,11 @@ pub fn preload(store: &nudge::store::SledStore, people: &[Member]) {
             .expect("load");
     }
 }
+
+/// A size from the environment (`NUDGE_BENCH_MEMBERS`, ...), else `default`.
+pub fn env_size(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -501,9 +501,25 @@ pub fn points_effect(
     at: jiff::Timestamp,
     points: i64,
 ) -> Effect {
-    let mut e = blank("points");
+    let key = effect_key(rule, member, trigger, 0);
+    let mut e = engine_effect(cx, rule, member, trigger, at, "points", key);
     e.points = Some(points);
-    e.key = effect_key(rule, member, trigger, 0);
+    e
+}
+
+/// An effect the engine makes itself, not a rule's action (expiry, refund,
+/// redemption, merge): `sent`, under `rule`, with the given key.
+pub fn engine_effect(
+    cx: &Ctx<'_>,
+    rule: &str,
+    member: &str,
+    trigger: &str,
+    at: jiff::Timestamp,
+    action: &str,
+    key: String,
+) -> Effect {
+    let mut e = blank(action);
+    e.key = key;
     e.at = at.to_string();
     e.member = member.to_string();
     e.rule = rule.to_string();

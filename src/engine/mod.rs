@@ -398,11 +398,10 @@ impl<S: Store> Engine<S> {
         let before = p.out.effects.len();
         let trigger_name = format!("event:{}", ev.id);
         if let Some((rule, code)) = redeemed {
+            let key = fire::effect_key("redeem", &member, &trigger_name, 0);
             let name = self.rule_name(rule);
-            let mut e = fire::points_effect(&cx, &name, &member, &trigger_name, ev.at, 0);
-            e.key = fire::effect_key("redeem", &member, &trigger_name, 0);
-            e.action = "redeem".into();
-            e.points = None;
+            let mut e =
+                fire::engine_effect(&cx, &name, &member, &trigger_name, ev.at, "redeem", key);
             e.code = Some(code);
             p.out.effects.push(e);
         }
@@ -440,7 +439,8 @@ impl<S: Store> Engine<S> {
             &mut self.view.borrow_mut(),
             &mut p.out,
         );
-        self.keep_purchase(&mut rec, ev, day, shares, &p.out.effects[before..]);
+        let own = &p.out.effects[before..];
+        self.keep_purchase(&mut rec, ev, day, shares, &trigger_name, own);
         prune(&mut rec, &self.plan);
         if !p.members.contains_key(&member) {
             p.order.push(member.clone());
@@ -550,11 +550,17 @@ impl<S: Store> Engine<S> {
         for (i, (absorbed, rec)) in existing.into_iter().enumerate() {
             if absorbed != survivor {
                 self.merge(&survivor, &absorbed, rec, day, p)?;
-                let mut e =
-                    fire::points_effect(&self.ctx(), IDENTITY_RULE, &survivor, &trigger, ev.at, 0);
-                e.key = fire::effect_key(IDENTITY_RULE, &survivor, &trigger, i);
-                e.action = "merge".into();
-                e.points = None;
+                let key = fire::effect_key(IDENTITY_RULE, &survivor, &trigger, i);
+                let cx = self.ctx();
+                let mut e = fire::engine_effect(
+                    &cx,
+                    IDENTITY_RULE,
+                    &survivor,
+                    &trigger,
+                    ev.at,
+                    "merge",
+                    key,
+                );
                 e.value = Some(serde_json::json!({ "merged": absorbed }));
                 p.out.effects.push(e);
             }
@@ -664,6 +670,7 @@ impl<S: Store> Engine<S> {
         ev: &Event,
         day: i32,
         aggregates: Vec<crate::model::AggShare>,
+        trigger: &str,
         effects: &[Effect],
     ) {
         let Some(policy) = &self.schema.refund else {
@@ -673,7 +680,6 @@ impl<S: Store> Engine<S> {
         if Some(ev.kind) != self.plan.purchase_kind {
             return;
         }
-        let trigger = format!("event:{}", ev.id);
         let points = effects
             .iter()
             .filter(|e| e.trigger == trigger && e.status == "sent" && e.rule != fire::EXPIRY_RULE)
