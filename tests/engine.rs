@@ -47,6 +47,11 @@ fn engine(rules: &str) -> Engine<SledStore> {
     Engine::new(s, r, SledStore::temporary().expect("store")).expect("engine")
 }
 
+/// An engine on the data folder at `path` (a restart when opened again).
+fn engine_at(path: &Path, s: &Arc<Schema>, r: &Arc<nudge::lang::RuleSet>) -> Engine<SledStore> {
+    Engine::new(s.clone(), r.clone(), SledStore::open(path).expect("open")).expect("engine")
+}
+
 fn day(date: &str) -> i32 {
     nudge::lang::parse::parse_date(date).expect("date")
 }
@@ -334,16 +339,10 @@ fn a_restart_continues_where_it_stopped() {
         })
         .collect();
     {
-        let mut e = Engine::new(
-            s.clone(),
-            r.clone(),
-            SledStore::open(dir.path()).expect("open"),
-        )
-        .expect("engine");
+        let mut e = engine_at(dir.path(), &s, &r);
         e.process(&evs[..30]).expect("process");
     }
-    let mut e =
-        Engine::new(s.clone(), r, SledStore::open(dir.path()).expect("reopen")).expect("engine");
+    let mut e = engine_at(dir.path(), &s, &r);
     let before: Vec<_> = (0..7)
         .map(|m| e.member(&format!("m{m}")).expect("read"))
         .collect();
@@ -497,12 +496,7 @@ fn the_daily_schedule_follows_the_injected_clock() {
     let at = |t: &str| t.parse::<jiff::Timestamp>().expect("ts");
     let clock = SimClock::new(at("2026-01-05T07:00:00Z")); // 08:00 in Berlin: before the 09:00 tick
     {
-        let mut e = Engine::new(
-            s.clone(),
-            r.clone(),
-            SledStore::open(dir.path()).expect("open"),
-        )
-        .expect("engine");
+        let mut e = engine_at(dir.path(), &s, &r);
         e.process(&[purchase(&s, "1", "m", "2026-01-04", 1.0)])
             .expect("process");
         let (days, _) = e.run_due_ticks(&clock, CatchUp::Once).expect("ticks");
@@ -526,7 +520,7 @@ fn the_daily_schedule_follows_the_injected_clock() {
     }
     // Down for a week: after a restart the schedule catches up once.
     clock.set(at("2026-01-12T12:00:00Z"));
-    let mut e = Engine::new(s, r, SledStore::open(dir.path()).expect("reopen")).expect("engine");
+    let mut e = engine_at(dir.path(), &s, &r);
     assert_eq!(e.last_tick().expect("meta"), Some(day("2026-01-05")));
     assert_eq!(
         e.run_due_ticks(&clock, CatchUp::Once).expect("ticks").0,
@@ -601,15 +595,10 @@ fn a_budget_is_exact_across_a_restart() {
         .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
         .collect();
     {
-        let mut e = Engine::new(
-            s.clone(),
-            r.clone(),
-            SledStore::open(dir.path()).expect("open"),
-        )
-        .expect("engine");
+        let mut e = engine_at(dir.path(), &s, &r);
         e.process(&evs[..2]).expect("process");
     }
-    let mut e = Engine::new(s, r, SledStore::open(dir.path()).expect("reopen")).expect("engine");
+    let mut e = engine_at(dir.path(), &s, &r);
     let c = e.process(&evs[2..]).expect("process");
     let statuses: Vec<&str> = c
         .effects
@@ -859,14 +848,7 @@ fn a_limit_window_holds_across_a_restart_in_its_middle() {
         CONFIG,
         "rule \"monthly\" on purchase then send coupon 30-6 limit 2 per 30d",
     );
-    let open = || {
-        Engine::new(
-            s.clone(),
-            r.clone(),
-            SledStore::open(dir.path()).expect("open"),
-        )
-        .expect("engine")
-    };
+    let open = || engine_at(dir.path(), &s, &r);
     let fired = |e: &mut Engine<SledStore>, id: &str, date: &str| {
         let c = e
             .process(&[purchase(&s, id, "m", date, 1.0)])
