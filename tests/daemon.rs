@@ -2,104 +2,13 @@
 //! live rule edit and a broken one, SIGTERM during a stream of posts, and a
 //! second daemon on the same data folder.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn project(rule: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("nudge.yaml"),
-        "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n",
-    )
-    .expect("config");
-    std::fs::create_dir(dir.path().join("rules")).expect("rules");
-    std::fs::write(dir.path().join("rules/r.rules"), rule).expect("rule");
-    dir
-}
-
-fn start(dir: &Path) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(dir)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("nudge listening on http://")
-        .unwrap_or_else(|| panic!("unexpected: {line}"))
-        .to_string();
-    Daemon { child, addr }
-}
-
-/// One HTTP/1.1 request; returns status and body.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Chunked bodies: keep the JSON line.
-    let body = body
-        .lines()
-        .find(|l| l.starts_with('{') || l.starts_with('#'))
-        .map_or(body.clone(), |_| {
-            body.lines()
-                .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-    (status, body)
-}
-
-fn purchase(id: &str, member: &str, amount: f64) -> String {
-    format!(
-        r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"2026-01-01T12:00:00Z","amount":{amount}}}"#
-    )
-}
-
-fn points(addr: &str, member: &str) -> i64 {
-    let (code, body) = http(addr, "GET", &format!("/v1/members/{member}"), "");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str::<serde_json::Value>(&body).expect("json")["points"]
-        .as_i64()
-        .expect("points")
-}
 
 #[test]
 fn ingest_members_status_and_metrics_over_http() {
@@ -332,49 +241,6 @@ fn a_second_daemon_on_the_same_folder_exits_at_once() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another nudge process"), "{err}");
-}
-
-/// What a receiver saw: (idempotency key, body, status answered).
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, u16)>>>;
-
-/// A webhook receiver on 127.0.0.1: answers `fail_first` requests with 500,
-/// then 200 (or always `status`); records (idempotency key, body).
-fn receiver(fail_first: usize, status: u16) -> (String, Received) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for (n, conn) in listener.incoming().enumerate() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-            let (mut key, mut len) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("idempotency-key:") {
-                    key = v.trim().to_string();
-                }
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            let code = if n < fail_first { 500 } else { status };
-            log.lock()
-                .expect("log")
-                .push((key, String::from_utf8_lossy(&body).into_owned(), code));
-            let _ = conn.write_all(
-                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-        }
-    });
-    (addr, seen)
 }
 
 fn webhook_project(url: &str) -> tempfile::TempDir {

@@ -401,13 +401,27 @@ async fn get_metrics(State(app): State<App>) -> Response {
         }
     }
     // Both from counters, not scans: a scrape must stay cheap with millions of members.
+    // Depth is what the slowest sink has left: entries it delivered stay in
+    // the store until the writer's next commit trims them.
     let next = sh.store.meta_u64("outbox_next").unwrap_or(0);
-    let first = sh
-        .store
-        .outbox(0, 1)
-        .ok()
-        .and_then(|o| o.first().map(|(s, _)| *s))
-        .unwrap_or(next);
+    let sinks = &sh.schema.load().sinks;
+    let first = if sinks.is_empty() {
+        sh.store
+            .outbox(0, 1)
+            .ok()
+            .and_then(|o| o.first().map(|(s, _)| *s))
+            .unwrap_or(next)
+    } else {
+        sinks
+            .iter()
+            .map(|s| {
+                sh.store
+                    .meta_u64(&crate::sinks::sink_cursor(s))
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(next)
+    };
     let depth = next.saturating_sub(first);
     let members = sh.store.meta_u64(crate::engine::MEMBERS_KEY).unwrap_or(0);
     let _ = writeln!(

@@ -1,0 +1,223 @@
+//! What the tests that drive the real `nudge run` binary share: a project
+//! folder, starting the daemon, raw HTTP/1.1 requests, and a webhook
+//! receiver on 127.0.0.1 (the only faked network).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    /// Where stderr (the logs) goes, when captured.
+    pub log: Option<PathBuf>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    /// The logs written so far (empty when not captured).
+    pub fn logs(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+}
+
+pub const CONFIG: &str = "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
+
+/// A project folder: `nudge.yaml` (file sink) and `rules/r.rules`.
+pub fn project(rule: &str) -> tempfile::TempDir {
+    project_with(CONFIG, rule)
+}
+
+pub fn project_with(config: &str, rule: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("nudge.yaml"), config).expect("config");
+    std::fs::create_dir(dir.path().join("rules")).expect("rules");
+    std::fs::write(dir.path().join("rules/r.rules"), rule).expect("rule");
+    dir
+}
+
+pub fn start(dir: &Path) -> Daemon {
+    start_cmd(daemon_cmd(dir), None)
+}
+
+/// Starts with stderr (the logs) captured in `dir/daemon.log`, appended.
+pub fn start_logged(dir: &Path) -> Daemon {
+    start_cmd(daemon_cmd(dir), Some(dir.join("daemon.log")))
+}
+
+pub fn daemon_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nudge"));
+    c.current_dir(dir).arg("run");
+    c
+}
+
+/// Spawns `cmd` and waits for the line that says where it listens.
+pub fn start_cmd(mut cmd: Command, log: Option<PathBuf>) -> Daemon {
+    let stderr = match &log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .expect("log file"),
+        ),
+        None => Stdio::null(),
+    };
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("nudge listening on http://")
+        .unwrap_or_else(|| panic!("unexpected: {line:?}"))
+        .to_string();
+    Daemon { child, addr, log }
+}
+
+/// One HTTP/1.1 request; returns status and body.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    try_http(addr, method, path, &[], body.as_bytes()).expect("request")
+}
+
+/// One HTTP/1.1 request with extra headers; `None` when the connection
+/// failed or closed before a status line (a daemon that died).
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    // A server may answer (413) before reading the whole body.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok())?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: drop the chunk-size lines.
+    let body = if resp
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.lines()
+            .filter(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        body
+    };
+    Some((status, body))
+}
+
+pub fn purchase(id: &str, member: &str, amount: f64) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"2026-01-01T12:00:00Z","amount":{amount}}}"#
+    )
+}
+
+pub fn member_json(addr: &str, member: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", &format!("/v1/members/{member}"), "");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+pub fn points(addr: &str, member: &str) -> i64 {
+    member_json(addr, member)["points"]
+        .as_i64()
+        .expect("points")
+}
+
+/// Polls `ok` every 20 ms until it holds; fails with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a receiver saw: (idempotency key, body, status answered).
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, u16)>>>;
+
+/// A webhook receiver on 127.0.0.1: answers `fail_first` requests with 500,
+/// then 200 (or always `status`); records (idempotency key, body).
+pub fn receiver(fail_first: usize, status: u16) -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let Ok(read_half) = conn.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(read_half);
+            let (mut key, mut len) = (String::new(), 0usize);
+            // A sender that died mid-request is not a delivery.
+            let complete = loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break false;
+                }
+                if line == "\r\n" {
+                    break true;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                    key = v.trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            };
+            let mut body = vec![0; len];
+            if !complete || reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let code = if n < fail_first { 500 } else { status };
+            log.lock()
+                .expect("log")
+                .push((key, String::from_utf8_lossy(&body).into_owned(), code));
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    (addr, seen)
+}
