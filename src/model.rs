@@ -67,6 +67,20 @@ fn err(id: Option<&str>, path: &str, message: impl Into<String>) -> EventError {
     }
 }
 
+/// An identifier (event id, member id, `ids` value): 1 to
+/// `MAX_ID_BYTES` bytes, no control characters (they would garble logs,
+/// file sinks and URLs).
+fn id_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control)
+}
+
+/// The event times accepted: 1970-01-01 up to 2100-01-01 (UTC). Anything
+/// outside is a unit or default-value mistake (milliseconds read as
+/// seconds, a `0001-01-01` placeholder) that would put a member's history
+/// decades away from every rule's window.
+const EARLIEST_AT: i64 = 0;
+const LATEST_AT: i64 = 4_102_444_800;
+
 /// Parses and validates one event from JSON text.
 pub fn parse_event(schema: &Schema, text: &str) -> Result<Event, EventError> {
     let v: serde_json::Value =
@@ -81,13 +95,13 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
         return Err(err(None, "", "an event is a JSON object"));
     };
     let id = match map.get("id") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
+        Some(serde_json::Value::String(s)) if id_ok(s) => s.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(serde_json::Value::String(_)) => {
             return Err(err(
                 None,
                 "id",
-                format!("must be 1 to {MAX_ID_BYTES} bytes"),
+                format!("must be 1 to {MAX_ID_BYTES} bytes, without control characters"),
             ));
         }
         Some(_) => return Err(err(None, "id", "must be a string")),
@@ -118,13 +132,13 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
     };
     let ids = event_ids(schema, idr, map.get("ids"))?;
     let member = match map.get("member") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
+        Some(serde_json::Value::String(s)) if id_ok(s) => s.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(serde_json::Value::String(_)) => {
             return Err(err(
                 idr,
                 "member",
-                format!("must be 1 to {MAX_ID_BYTES} bytes"),
+                format!("must be 1 to {MAX_ID_BYTES} bytes, without control characters"),
             ));
         }
         Some(_) => return Err(err(idr, "member", "must be a string")),
@@ -148,6 +162,13 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
         Some(_) => return Err(err(idr, "at", "must be an RFC 3339 time string")),
         None => return Err(err(idr, "at", "missing: every event has a time `at`")),
     };
+    if !(EARLIEST_AT..LATEST_AT).contains(&at.as_second()) {
+        return Err(err(
+            idr,
+            "at",
+            format!("{at} is out of range: event times are from 1970 up to 2100"),
+        ));
+    }
     for key in map.keys() {
         if !matches!(key.as_str(), "id" | "type" | "member" | "ids" | "at")
             && et.field(key).is_none()
@@ -232,15 +253,15 @@ fn event_ids(
     for kind in &schema.id_kinds {
         let value = match map.get(kind) {
             None | Some(serde_json::Value::Null) => continue,
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => {
-                s.clone()
-            }
+            Some(serde_json::Value::String(s)) if id_ok(s) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
             Some(_) => {
                 return Err(err(
                     id,
                     &format!("ids.{kind}"),
-                    format!("must be a string of 1 to {MAX_ID_BYTES} bytes"),
+                    format!(
+                        "must be a string of 1 to {MAX_ID_BYTES} bytes, without control characters"
+                    ),
                 ));
             }
         };

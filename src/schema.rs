@@ -135,6 +135,9 @@ struct PathsFile {
 struct HttpFile {
     listen: Option<S>,
     token: Option<S>,
+    header_timeout_ms: Option<S>,
+    request_timeout_ms: Option<S>,
+    max_connections: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +283,7 @@ pub struct Schema {
     pub paths: Paths,
     pub listen: String,
     pub token: Option<String>,
+    pub http_limits: HttpLimits,
     pub sinks: Vec<Sink>,
     pub plugin_limits: crate::plugins::Limits,
     /// Members held out of every rule, in parts per million.
@@ -309,6 +313,29 @@ pub struct RefundPolicy {
 
 /// Triggers that are not event types.
 pub const BUILTIN_TRIGGERS: &[&str] = &["tick", "tier_up", "tier_down"];
+
+/// What a client may hold of the HTTP server: the defaults keep a
+/// slow-loris client (headers or body a byte at a time) from holding
+/// connections, and so file descriptors, for ever.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpLimits {
+    /// All of a request's headers must arrive within this.
+    pub header_timeout: std::time::Duration,
+    /// Reading the body and answering must finish within this (408 if not).
+    pub request_timeout: std::time::Duration,
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
 
 impl Schema {
     pub fn tier(&self, name: &str) -> Option<u8> {
@@ -842,6 +869,8 @@ impl Validator<'_> {
             .and_then(|h| h.token.as_ref())
             .map(|t| t.to_string());
 
+        let http_limits = self.http_limits(f.http.as_ref());
+
         let mut sinks = Vec::new();
         for s in &f.sinks {
             let need = |v: &mut Self, field: &Option<S>, what: &str| -> Option<String> {
@@ -1027,12 +1056,44 @@ impl Validator<'_> {
             paths,
             listen,
             token,
+            http_limits,
             sinks,
         }
     }
 }
 
 impl Validator<'_> {
+    fn positive(&mut self, v: &Option<S>) -> Option<u64> {
+        let s = v.as_ref()?;
+        match s.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                self.err(
+                    s,
+                    format!("`{}` is not a positive whole number", s.as_str()),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn http_limits(&mut self, f: Option<&HttpFile>) -> HttpLimits {
+        let mut l = HttpLimits::default();
+        let Some(f) = f else { return l };
+        let ms = std::time::Duration::from_millis;
+        if let Some(n) = self.positive(&f.header_timeout_ms) {
+            l.header_timeout = ms(n);
+        }
+        if let Some(n) = self.positive(&f.request_timeout_ms) {
+            l.request_timeout = ms(n);
+        }
+        if let Some(n) = self.positive(&f.max_connections) {
+            l.max_connections = n as usize;
+        }
+        l
+    }
+
     fn plugin_limits(&mut self, f: Option<&PluginLimitsFile>) -> crate::plugins::Limits {
         let mut l = crate::plugins::Limits::default();
         let Some(f) = f else { return l };

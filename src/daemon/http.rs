@@ -21,6 +21,10 @@ use tokio::sync::oneshot;
 /// Largest request body: 10,000 events of a kilobyte.
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
 
+/// Most events in one request. One request is one commit; a bigger batch
+/// would hold the writer (and every other client) for seconds.
+pub const MAX_EVENTS: usize = 10_000;
+
 #[derive(Clone)]
 struct App {
     shared: Arc<Shared>,
@@ -92,6 +96,12 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             );
         }
     };
+    if values.len() > MAX_EVENTS {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"errors": [{"path": "", "message": format!("{} events in one request; send at most {MAX_EVENTS} per request", values.len())}], "stored": 0}),
+        );
+    }
     let n = values.len() as u64;
     app.shared.events_received.fetch_add(n, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
@@ -438,4 +448,76 @@ async fn get_metrics(State(app): State<App>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// Serves `app` until `shutdown`, then lets open requests finish.
+///
+/// Not `axum::serve`: it sets no header read timeout, so a client sending
+/// a header byte a second holds its connection (and a file descriptor) for
+/// ever. Here every connection has a header deadline, every request a
+/// deadline for its body and answer (408), and at most
+/// `limits.max_connections` are open at once.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: crate::schema::HttpLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_deadline,
+    ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let stream = tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most often: wait, do not spin.
+                    tracing::warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    // Requests already in the writer's queue get their answers.
+    let _ = tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await;
+}
+
+async fn request_deadline(
+    State(limit): State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => reply(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": format!("the request took longer than {} ms", limit.as_millis())}),
+        ),
+    }
 }

@@ -218,9 +218,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         dispatch::spawn(shared.clone());
         let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));
         let hup = tokio::spawn(on_sighup(tx.clone()));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        http::serve(listener, app, schema.http_limits.clone(), shutdown_signal()).await;
         ticks.abort();
         hup.abort();
         Ok::<(), DaemonError>(())
