@@ -484,3 +484,81 @@ pub fn run(common: &Common, listen: Option<String>) -> ExitCode {
         Err(e) => fail(e),
     }
 }
+
+/// The data folder: `--data`, or the config's `paths.data` (the rules need
+/// not load: a backup must work while they are broken).
+fn data_path(common: &Common) -> Result<PathBuf, ExitCode> {
+    if let Some(d) = &common.data {
+        return Ok(d.clone());
+    }
+    let loaded = load(&LoadOptions {
+        config: common.config.clone(),
+        rules: common.rules.clone(),
+        plugins: common.plugins.clone(),
+    });
+    match &loaded.schema {
+        Some(s) => Ok(s.paths.data.clone()),
+        None => {
+            eprint!("{}", report::human(&loaded, common.color_on()));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+pub fn export(common: &Common, file: &Path) -> ExitCode {
+    code(export_inner(common, file))
+}
+
+fn export_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode> {
+    let path = data_path(common)?;
+    if !path.exists() {
+        return Err(fail(format!("no data folder at {}", path.display())));
+    }
+    let store = SledStore::open(&path).map_err(fail)?;
+    let summary = if file == Path::new("-") {
+        nudge::backup::export(&store, &mut std::io::stdout().lock())
+    } else {
+        let f = std::fs::File::create(file)
+            .map_err(|e| fail(format!("cannot create {}: {e}", file.display())))?;
+        nudge::backup::export(&store, &mut std::io::BufWriter::new(f))
+    }
+    .map_err(fail)?;
+    eprintln!(
+        "exported {} entries from {}, sha256 {}",
+        summary.entries,
+        path.display(),
+        summary.sha256
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import_state(common: &Common, file: &Path) -> ExitCode {
+    code(import_state_inner(common, file))
+}
+
+fn import_state_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode> {
+    let path = data_path(common)?;
+    let f = std::fs::File::open(file)
+        .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+    let existed = path.exists();
+    let store = SledStore::open(&path).map_err(fail)?;
+    match nudge::backup::import(&store, &mut std::io::BufReader::new(f)) {
+        Ok(summary) => {
+            eprintln!(
+                "imported {} entries into {}, sha256 {}",
+                summary.entries,
+                path.display(),
+                summary.sha256
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            drop(store);
+            // A folder this command created holds nothing worth keeping.
+            if !existed {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Err(fail(e))
+        }
+    }
+}

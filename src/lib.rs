@@ -6,6 +6,7 @@
 //! arguments and renders diagnostics; nothing here prints.
 
 pub mod backtest;
+pub mod backup;
 pub mod daemon;
 pub mod diag;
 pub mod engine;

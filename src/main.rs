@@ -122,6 +122,17 @@ enum Command {
     },
     /// Run rule test cases (rules, events, expected effects).
     Test { path: Option<PathBuf> },
+    /// Write the whole data folder to one backup file (stop the daemon first)
+    Export {
+        /// The backup file, or `-` for stdout
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
+    /// Restore a backup made by `nudge export` into an empty data folder
+    ImportState {
+        /// The backup file
+        file: PathBuf,
+    },
     /// Print a member's state as JSON.
     Member { id: String },
     /// Explain why rules did or did not fire for a member: each condition
@@ -203,6 +214,8 @@ fn main() -> ExitCode {
             out,
         } => commands::import(&common, &input, &mapping, out.as_deref()),
         Command::Test { path } => commands::test(&common, path),
+        Command::Export { file } => commands::export(&common, &file),
+        Command::ImportState { file } => commands::import_state(&common, &file),
         Command::Member { id } => commands::member(&common, &id),
         Command::Explain {
             id,

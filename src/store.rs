@@ -29,6 +29,14 @@ pub enum StoreError {
         "the data folder {path} cannot be opened: {message}; if it is damaged, restore it from a backup or move it away to start empty"
     )]
     Open { path: PathBuf, message: String },
+    #[error(
+        "the data folder {path} is damaged: it holds {stored} commits but {flushed} were flushed (a store file was truncated, replaced or lost); restore it from a backup (`nudge import-state`) or move it away to start empty"
+    )]
+    LostCommits {
+        path: PathBuf,
+        stored: u64,
+        flushed: u64,
+    },
     #[error("member `{member}` has a damaged record: {message}")]
     Corrupt { member: String, message: String },
     #[error("storage error: {0}")]
@@ -106,6 +114,23 @@ pub struct SledStore {
     /// Commits flush to disk. A temporary store (replay, tests) skips the
     /// flush: it is deleted when dropped, so durability buys nothing.
     durable: bool,
+    commits: std::sync::Arc<Commits>,
+}
+
+/// The file beside sled's own that holds the last flushed commit number.
+pub const COMMIT_MARK: &str = "nudge.commit";
+const COMMIT_SEQ: &[u8] = b"commit_seq";
+
+/// Every commit carries its number into the store; after the flush the
+/// number also goes to [`COMMIT_MARK`], outside sled. sled recovers a
+/// truncated log to its last whole entry without a word, so a store that
+/// opens with a number below the mark has lost flushed commits: the open
+/// fails instead of serving (and re-sending) from an older state. The mark
+/// is written after the flush, so it is never ahead of a healthy store;
+/// the lock keeps commit numbers in the order they are applied.
+struct Commits {
+    last: std::sync::Mutex<u64>,
+    mark: Option<std::fs::File>,
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -191,7 +216,18 @@ impl SledStore {
             .flush_every_ms(None);
         let mut tries = 0;
         let db = loop {
-            match config.open() {
+            // sled can panic on some damaged files instead of failing: that
+            // is a damaged folder too, not a crash (and no restart loop).
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                .map_err(|panic| StoreError::Open {
+                path: path.to_path_buf(),
+                message: panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled stopped on damaged data".into()),
+            })?;
+            match opened {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) && tries < 20 => {
                     tries += 1;
@@ -210,13 +246,58 @@ impl SledStore {
                 }
             }
         };
-        let s = SledStore {
+        let mut s = SledStore {
             db,
             path: path.to_path_buf(),
             durable: true,
+            commits: std::sync::Arc::new(Commits {
+                last: std::sync::Mutex::new(0),
+                mark: None,
+            }),
         };
         s.check_version()?;
+        s.check_commits()?;
         Ok(s)
+    }
+
+    /// Compares the store's commit number with the mark, and opens the
+    /// mark for writing.
+    fn check_commits(&mut self) -> Result<(), StoreError> {
+        let stored = self.raw_u64(COMMIT_SEQ)?;
+        let mark_path = self.path.join(COMMIT_MARK);
+        let flushed = std::fs::read(&mark_path)
+            .ok()
+            .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_le_bytes);
+        if stored < flushed {
+            return Err(StoreError::LostCommits {
+                path: self.path.clone(),
+                stored,
+                flushed,
+            });
+        }
+        let mark = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&mark_path)
+            .map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                message: format!("cannot write {}: {e}", mark_path.display()),
+            })?;
+        self.commits = std::sync::Arc::new(Commits {
+            last: std::sync::Mutex::new(stored),
+            mark: Some(mark),
+        });
+        Ok(())
+    }
+
+    fn raw_u64(&self, k: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .get(key(b'x', k))?
+            .and_then(|b| b.as_ref().try_into().ok())
+            .map_or(0, u64::from_le_bytes))
     }
 
     /// A store in a fresh temporary folder, removed when dropped.
@@ -229,6 +310,10 @@ impl SledStore {
             db,
             path: PathBuf::from("(temporary)"),
             durable: false,
+            commits: std::sync::Arc::new(Commits {
+                last: std::sync::Mutex::new(0),
+                mark: None,
+            }),
         };
         s.check_version()?;
         Ok(s)
@@ -267,6 +352,77 @@ impl SledStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Applies a batch with the next commit number, flushes, then moves
+    /// the mark on.
+    fn apply(&self, mut b: sled::Batch) -> Result<(), StoreError> {
+        let mut last = self
+            .commits
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = *last + 1;
+        b.insert(key(b'x', COMMIT_SEQ), &next.to_le_bytes());
+        self.db.apply_batch(b)?;
+        *last = next;
+        if self.durable {
+            self.db.flush()?;
+            if let Some(f) = &self.commits.mark {
+                use std::os::unix::fs::FileExt;
+                // Best effort: a mark left behind only weakens the check.
+                let _ = f.write_at(&next.to_le_bytes(), 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key and value of the store, in key order (for backups).
+    pub fn raw_entries(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.db.iter().map(|kv| {
+            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(Into::into)
+        })
+    }
+
+    /// True when the store holds nothing but its format version.
+    pub fn is_blank(&self) -> Result<bool, StoreError> {
+        let version = key(b'x', b"schema_version");
+        for kv in self.db.iter().keys() {
+            if kv? != version.as_slice() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes raw entries (a restore), without a commit number of its own.
+    pub fn raw_insert(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in entries {
+            b.insert(k, v);
+        }
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// After a restore: flush, and take the restored commit number as the
+    /// last one (and the mark's).
+    pub fn raw_finish(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let restored = self.raw_u64(COMMIT_SEQ)?;
+        let mut last = self
+            .commits
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = restored;
+        if let Some(f) = &self.commits.mark {
+            use std::os::unix::fs::FileExt;
+            f.write_at(&restored.to_le_bytes(), 0)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Bytes the store takes on disk.
@@ -335,11 +491,7 @@ impl Store for SledStore {
         for id in w.members_removed {
             b.remove(key(b'm', id.as_bytes()));
         }
-        self.db.apply_batch(b)?;
-        if self.durable {
-            self.db.flush()?;
-        }
-        Ok(())
+        self.apply(b)
     }
 
     fn member_ids(&self) -> Result<Vec<String>, StoreError> {

@@ -135,6 +135,13 @@ pub struct DaemonOptions {
 
 /// Runs until SIGINT or SIGTERM; returns after a clean shutdown.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    // A write past the file size limit (`ulimit -f`, a quota) would kill
+    // the process with SIGXFSZ; ignored, it is an error the writer reports
+    // (503) like a full disk, and acknowledged events stay safe.
+    // SAFETY: setting a signal to SIG_IGN before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let l = load(&opts.load);
     if l.errors() > 0 || l.io_failure {
         return Err(DaemonError::Rules(Box::new(l)));
