@@ -359,32 +359,6 @@ fn the_token_guards_everything_but_metrics() {
     assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
 }
 
-/// Waits until `member` has `want` points after posting one event per try.
-fn wait_for_points(addr: &str, prefix: &str, want: i64) {
-    let start = Instant::now();
-    for n in 0.. {
-        let m = format!("{prefix}{n}");
-        assert_eq!(
-            http(
-                addr,
-                "POST",
-                "/v1/events",
-                &purchase(&format!("{m}-e"), &m, 1.0)
-            )
-            .0,
-            202
-        );
-        if points(addr, &m) == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "never saw {want} points"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn plugins_reload_with_the_rules_and_a_broken_plugin_keeps_the_old_set() {
     let dir = project("rule \"pts\" on purchase then call bonus.give(member)\n");

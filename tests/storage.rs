@@ -210,7 +210,10 @@ fn damaged_data_folders_are_refused_or_intact_never_silently_older() {
             other => panic!("{what}: exit {other:?}: {err}"),
         }
     }
-    println!("{} damages: refused {refused}, intact {intact}", damages.len());
+    println!(
+        "{} damages: refused {refused}, intact {intact}",
+        damages.len()
+    );
     assert!(
         refused >= 5 && intact >= 1,
         "refused {refused}, intact {intact}"

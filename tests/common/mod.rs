@@ -176,6 +176,11 @@ pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, u16)>>>
 /// A webhook receiver on 127.0.0.1: answers `fail_first` requests with 500,
 /// then 200 (or always `status`); records (idempotency key, body).
 pub fn receiver(fail_first: usize, status: u16) -> (String, Received) {
+    receiver_with(move |n| if n < fail_first { 500 } else { status })
+}
+
+/// A webhook receiver that answers request `n` (from 0) with `status(n)`.
+pub fn receiver_with(status: impl Fn(usize) -> u16 + Send + 'static) -> (String, Received) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -209,7 +214,7 @@ pub fn receiver(fail_first: usize, status: u16) -> (String, Received) {
             if !complete || reader.read_exact(&mut body).is_err() {
                 continue;
             }
-            let code = if n < fail_first { 500 } else { status };
+            let code = status(n);
             log.lock()
                 .expect("log")
                 .push((key, String::from_utf8_lossy(&body).into_owned(), code));
@@ -220,4 +225,28 @@ pub fn receiver(fail_first: usize, status: u16) -> (String, Received) {
         }
     });
     (addr, seen)
+}
+
+/// Posts one event per try for a new member `{prefix}{n}` until one gets
+/// `want` points (a rule edit is live); fails after 5 s.
+pub fn wait_for_points(addr: &str, prefix: &str, want: i64) {
+    let start = Instant::now();
+    for n in 0.. {
+        let m = format!("{prefix}{n}");
+        let (code, body) = http(
+            addr,
+            "POST",
+            "/v1/events",
+            &purchase(&format!("{m}-e"), &m, 1.0),
+        );
+        assert_eq!(code, 202, "{body}");
+        if points(addr, &m) == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never saw {want} points"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
