@@ -562,3 +562,116 @@ fn import_state_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode
         }
     }
 }
+
+pub fn fmt(common: &Common, paths: Vec<PathBuf>, check: bool) -> ExitCode {
+    code(fmt_inner(common, paths, check))
+}
+
+fn fmt_inner(common: &Common, paths: Vec<PathBuf>, check: bool) -> Result<ExitCode, ExitCode> {
+    let paths = if paths.is_empty() {
+        vec![rules_path(common)]
+    } else {
+        paths
+    };
+    let mut files = Vec::new();
+    for p in &paths {
+        rule_files(p, &mut files).map_err(|e| fail(format!("cannot read {}: {e}", p.display())))?;
+    }
+    let (mut changed, mut broken) = (0, 0);
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+        let mut sources = nudge::diag::SourceMap::default();
+        let id = sources.add(&file, text.clone());
+        let stem = file
+            .file_stem()
+            .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+        let formatted = match nudge::lang::print::format_file(id, &text, &stem) {
+            Ok(f) => f,
+            Err(diagnostics) => {
+                let shown = nudge::load::Load {
+                    sources,
+                    diagnostics,
+                    schema: None,
+                    rules: None,
+                    plugins: None,
+                    io_failure: false,
+                };
+                eprint!("{}", report::human(&shown, common.color_on()));
+                broken += 1;
+                continue;
+            }
+        };
+        if formatted == text {
+            continue;
+        }
+        // Never write a file whose rules would read differently.
+        let (before, _) = nudge::lang::parse::parse_file(id, &text, &stem);
+        let (after, diags) = nudge::lang::parse::parse_file(id, &formatted, &stem);
+        if !diags.is_empty() || !nudge::lang::print::same_rules(&before.rules, &after.rules) {
+            return Err(fail(format!(
+                "formatting {} would change its rules; it is left as it is (please report this)",
+                file.display()
+            )));
+        }
+        changed += 1;
+        if check {
+            println!("not formatted: {}", file.display());
+        } else {
+            write_replacing(&file, &formatted)
+                .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))?;
+            println!("formatted: {}", file.display());
+        }
+    }
+    Ok(if broken > 0 || (check && changed > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--rules`, or the config's `paths.rules`, or `rules`.
+fn rules_path(common: &Common) -> PathBuf {
+    if let Some(r) = &common.rules {
+        return r.clone();
+    }
+    let loaded = load(&LoadOptions {
+        config: common.config.clone(),
+        rules: None,
+        plugins: None,
+    });
+    loaded
+        .schema
+        .map_or_else(|| PathBuf::from("rules"), |s| s.paths.rules)
+}
+
+/// `.rules` files under `p` (or `p` itself), sorted; YAML rules are left alone.
+fn rule_files(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if !p.is_dir() {
+        out.push(p.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            rule_files(&e, out)?;
+        } else if e.extension().is_some_and(|x| x == "rules") {
+            out.push(e);
+        }
+    }
+    Ok(())
+}
+
+/// Writes through a temporary file in the same folder and a rename, so a
+/// watching daemon never reads half a file.
+fn write_replacing(file: &Path, text: &str) -> std::io::Result<()> {
+    let name = file
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    let tmp = file.with_file_name(format!(".{name}.fmt.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, file)
+}

@@ -122,6 +122,14 @@ enum Command {
     },
     /// Run rule test cases (rules, events, expected effects).
     Test { path: Option<PathBuf> },
+    /// Rewrite `.rules` files in the canonical layout (comments kept)
+    Fmt {
+        /// Files or folders (default: the rules folder)
+        paths: Vec<PathBuf>,
+        /// Change nothing; list the files that are not formatted (exit 1 if any)
+        #[arg(long)]
+        check: bool,
+    },
     /// Write the whole data folder to one backup file (stop the daemon first)
     Export {
         /// The backup file, or `-` for stdout
@@ -214,6 +222,7 @@ fn main() -> ExitCode {
             out,
         } => commands::import(&common, &input, &mapping, out.as_deref()),
         Command::Test { path } => commands::test(&common, path),
+        Command::Fmt { paths, check } => commands::fmt(&common, paths, check),
         Command::Export { file } => commands::export(&common, &file),
         Command::ImportState { file } => commands::import_state(&common, &file),
         Command::Member { id } => commands::member(&common, &id),

@@ -31,6 +31,8 @@ pub struct Rule {
     pub priority: Option<(i64, Span)>,
     pub group: Option<(String, Span)>,
     pub budget: Option<Budget>,
+    /// The whole rule in its `.rules` file (its name's span in YAML).
+    pub span: Span,
 }
 
 impl Rule {
@@ -48,6 +50,7 @@ impl Rule {
             priority: None,
             group: None,
             budget: None,
+            span: name_span,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod ast;
 pub mod check;
 pub mod compile;
 pub mod parse;
+pub mod print;
 pub mod program;
 pub mod yaml;
 

@@ -254,6 +254,7 @@ impl<'a> Builder<'a> {
             }
         };
         let mut rule = super::ast::Rule::named(name, name_span);
+        rule.span = whole;
         let mut seen: Vec<(Rule, Span)> = Vec::new();
         for clause in inner {
             let which = clause.as_rule();
