@@ -29,11 +29,10 @@ fn config(receiver: &str) -> String {
 
 /// Event `i`: a purchase by one of 40 members, a minute after the last.
 fn event(i: usize) -> String {
-    let minute = i % 60;
-    let hour = (i / 60) % 24;
-    let day = 1 + i / 1440;
+    // 2026-01-01T00:00:00Z plus i minutes.
+    let at = jiff::Timestamp::from_second(1_767_225_600 + 60 * i as i64).expect("time");
     format!(
-        r#"{{"id":"e{i}","type":"purchase","member":"m{:02}","at":"2026-01-{day:02}T{hour:02}:{minute:02}:00Z","amount":{}.{:02}}}"#,
+        r#"{{"id":"e{i}","type":"purchase","member":"m{:02}","at":"{at}","amount":{}.{:02}}}"#,
         (i * 7) % MEMBERS,
         10 + (i * 13) % 90,
         i % 100
