@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod clock;
+pub mod due;
 pub mod fire;
 pub mod fold;
 pub mod identity;
@@ -225,10 +226,19 @@ pub struct Engine<S: Store> {
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
-    /// Every member id, in order, for the daily tick: read from the store
-    /// once (a key scan takes seconds over millions of members), then kept
-    /// up to date as commits add and remove members.
-    ids: Option<std::collections::BTreeSet<String>>,
+    /// The first day each member's tick can do anything; see [`due`].
+    /// Every member the engine writes goes in, so after one full tick it
+    /// holds every member.
+    due: due::Due,
+    /// Whether `due` holds every member (a full tick since the start read
+    /// them all from the store): a full tick after a rule change then
+    /// needs no key scan.
+    due_complete: bool,
+    /// Whether the due days were computed under the running rules (by a
+    /// full tick since the start or the last rule change).
+    due_ready: bool,
+    /// Every tick visits every member (to check the due index against).
+    full_ticks: bool,
 }
 
 /// Uncommitted changes of a batch.
@@ -245,6 +255,11 @@ struct Pending {
     identities: HashMap<String, String>,
     /// Members merged into others in this batch.
     removed: Vec<String>,
+    /// Due days computed by this batch's tick visits (after its commit,
+    /// they replace "due at once" for the members written).
+    due: Vec<(String, i32)>,
+    /// Members a tick found gone (merged away).
+    gone: Vec<String>,
 }
 
 impl<S: Store> Engine<S> {
@@ -268,7 +283,10 @@ impl<S: Store> Engine<S> {
             next_deferred: None,
             merges,
             cache: None,
-            ids: None,
+            due: Default::default(),
+            due_complete: false,
+            due_ready: false,
+            full_ticks: false,
         };
         engine.next_deferred = engine.first_deferred()?;
         Ok(engine)
@@ -292,6 +310,13 @@ impl<S: Store> Engine<S> {
     /// with the members, so the daemon does not use it.
     pub fn cache_members(mut self) -> Self {
         self.cache = Some(Default::default());
+        self
+    }
+
+    /// Visits every member on every tick instead of the members due: the
+    /// same effects, slower; for checking the due index.
+    pub fn full_ticks(mut self) -> Self {
+        self.full_ticks = true;
         self
     }
 
@@ -355,6 +380,8 @@ impl<S: Store> Engine<S> {
         self.schema = schema;
         self.rules = rules;
         self.plugins = plugins;
+        // Due days follow from the rules: the next tick visits everyone.
+        self.due_ready = false;
     }
 
     pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
@@ -709,47 +736,46 @@ impl<S: Store> Engine<S> {
     /// (in chunks); records `day` as the last completed tick.
     pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
         let at = clock::tick_instant(&self.schema, day);
-        if self.ids.is_none() {
-            self.ids = Some(self.store.member_ids()?.into_iter().collect());
-        }
         let mut all = Vec::new();
         let tick_name = format!("tick:{}", crate::model::day_string(day));
-        let idle = self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
-        let mut after: Option<String> = None;
-        loop {
-            if idle {
-                break;
-            }
-            // The next chunk of ids after the last one done (members a relay
-            // creates during the tick join the list as their chunk commits).
-            let chunk: Vec<String> = self.ids.as_ref().map_or(Vec::new(), |ids| {
-                let rest = match &after {
-                    Some(a) => ids.range::<String, _>((
-                        std::ops::Bound::Excluded(a),
-                        std::ops::Bound::Unbounded,
-                    )),
-                    None => ids.range::<String, _>(..),
-                };
-                rest.take(TICK_CHUNK).cloned().collect()
-            });
-            let Some(last) = chunk.last() else {
-                break;
+        let nothing =
+            self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
+        if !nothing {
+            // After a start or a rule change every member is visited (and
+            // gets a due day); after that only the members due.
+            let members = if self.due_ready && !self.full_ticks {
+                self.due.on(day)
+            } else if self.due_complete {
+                self.due.on(i32::MAX)
+            } else {
+                self.store.member_ids()?
             };
-            after = Some(last.clone());
-            let mut p = Pending::default();
-            for id in &chunk {
-                if let Some(rec) = self.take(id)? {
-                    self.tick_record(id, rec, day, at, &tick_name, &mut p);
+            for chunk in members.chunks(TICK_CHUNK) {
+                let mut p = Pending::default();
+                for id in chunk {
+                    match self.take(id)? {
+                        Some(rec) => self.tick_record(id, rec, day, at, &tick_name, &mut p),
+                        None => p.gone.push(id.clone()),
+                    }
                 }
+                self.settle_relays(&mut p)?;
+                all.extend(self.commit(p, Vec::new())?);
             }
-            self.settle_relays(&mut p)?;
-            all.extend(self.commit(p, Vec::new())?);
+            // Only a completed full tick leaves every member with a due day.
+            self.due_ready = true;
+            self.due_complete = true;
         }
         self.store.commit(WriteSet {
             meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
             ..WriteSet::default()
         })?;
         Ok(all)
+    }
+
+    /// Members the last tick visited are the ones due; for benchmarks and
+    /// tests: how many members the next tick on `day` would visit.
+    pub fn due_on(&self, day: i32) -> Option<usize> {
+        self.due_ready.then(|| self.due.on(day).len())
     }
 
     /// Evaluates the tick rules for one member on `day` and commits.
@@ -807,10 +833,25 @@ impl<S: Store> Engine<S> {
             event: &[],
         };
         let mut view = self.view.borrow_mut();
-        if !fire::idle(&cx, &rec, &trigger, &mut view) {
+        let mut next = day.saturating_add(1);
+        if fire::idle(&cx, &rec, &trigger, &mut view) {
+            next = due::next_due(&cx, &rec, &view, day);
+        } else {
             fire::run(&cx, &mut rec, member, trigger, &mut view, &mut p.out);
+            let trigger = Trigger {
+                name: tick_name,
+                need: self.plan.need_tick.as_deref(),
+                rules: &self.rules.on_tick,
+                today: day,
+                at,
+                event: &[],
+            };
+            if fire::idle(&cx, &rec, &trigger, &mut view) {
+                next = due::next_due(&cx, &rec, &view, day);
+            }
         }
         drop(view);
+        p.due.push((member.to_string(), next));
         let pruned = prune(&mut rec, &self.plan);
         // Most ticks change nothing; only changed members are written.
         if p.out.changed || pruned {
@@ -910,6 +951,11 @@ impl<S: Store> Engine<S> {
         self.next_seq = seq;
         self.next_deferred = next_deferred;
         self.merges += removed;
+        // Written members are due at once (an event may have made a tick
+        // rule's condition turn), unless this batch's tick just placed them.
+        for (id, _) in &written {
+            self.due.touch(id);
+        }
         if let Some(cache) = &self.cache {
             let mut c = cache.borrow_mut();
             for id in &w_removed {
@@ -917,11 +963,14 @@ impl<S: Store> Engine<S> {
             }
             c.extend(written);
         }
-        if let Some(ids) = &mut self.ids {
-            for id in &w_removed {
-                ids.remove(id);
-            }
-            ids.extend(p.new_members);
+        for id in &p.new_members {
+            self.due.touch(id);
+        }
+        for (id, day) in &p.due {
+            self.due.set(id, *day);
+        }
+        for id in w_removed.iter().chain(&p.gone) {
+            self.due.forget(id);
         }
         Ok(p.out.effects)
     }

@@ -57,6 +57,109 @@ pub struct CompiledRule {
     pub reads: Option<Box<[u16]>>,
     /// The condition's tests, for `nudge explain`.
     pub terms: Vec<Term>,
+    /// How the condition can change from day to day on its own.
+    pub timing: Timing,
+}
+
+/// How a rule's condition can change from one day to the next for a
+/// member whose record stays as it is. Lets the daily tick visit only the
+/// members whose tick rules can change that day (see `engine::due`).
+#[derive(Clone, Debug)]
+pub enum Timing {
+    /// It cannot: it reads nothing that moves with the day.
+    Fixed,
+    /// Only when a day count (`days_since_last_purchase`, `member_days`,
+    /// one more each day) crosses one of these bounds, which do not move.
+    Counts(Box<[DayCount]>),
+    /// Any day: it reads `today`, a window, a birthday countdown, open
+    /// coupons, expiring points or a plugin.
+    Daily,
+}
+
+/// A day count compared with a bound (`days_since_last_purchase > cycle * 1.5`).
+#[derive(Clone, Debug)]
+pub struct DayCount {
+    pub slot: u16,
+    pub bound: AnyCode,
+}
+
+/// Member fields that do not move with the day by themselves.
+fn fixed_slot(s: u16, layout: &Layout) -> bool {
+    use crate::lang::check::slot::*;
+    let moving = [
+        DAYS_SINCE_LAST_PURCHASE,
+        MEMBER_DAYS,
+        DAYS_TO_BIRTHDAY,
+        BIRTHDAY_MONTH,
+        COUPONS_OPEN,
+    ];
+    !moving.contains(&s)
+        && !layout.aggregates.iter().any(|a| a.slot == s)
+        && !layout.expiring.iter().any(|(e, _)| *e == s)
+}
+
+fn is_count(e: &TExpr) -> Option<u16> {
+    use crate::lang::check::slot::*;
+    match e.kind {
+        TKind::Slot(s) if s == DAYS_SINCE_LAST_PURCHASE || s == MEMBER_DAYS => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether `e` has the same value every day for an unchanged member.
+fn is_fixed(e: &TExpr, layout: &Layout) -> bool {
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        match &e.kind {
+            TKind::Today | TKind::Member | TKind::Plugin { .. } => return false,
+            TKind::Slot(s) if !fixed_slot(*s, layout) => return false,
+            TKind::Lit(_) | TKind::Slot(_) | TKind::Event(_) | TKind::HasTag(_) => {}
+            TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => stack.push(a),
+            TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            TKind::In(a, list) => {
+                stack.push(a);
+                stack.extend(list);
+            }
+        }
+    }
+    true
+}
+
+/// How `cond` can change by itself (see [`Timing`]).
+fn timing(cond: Option<&TExpr>, layout: &Layout) -> Timing {
+    let mut counts = Vec::new();
+    let mut stack: Vec<&TExpr> = cond.into_iter().collect();
+    while let Some(e) = stack.pop() {
+        match &e.kind {
+            TKind::And(a, b) | TKind::Or(a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            TKind::Not(a) => stack.push(a),
+            TKind::Cmp(_, a, b) => match (is_count(a), is_count(b)) {
+                (Some(slot), None) if is_fixed(b, layout) => counts.push(DayCount {
+                    slot,
+                    bound: any_code(b),
+                }),
+                (None, Some(slot)) if is_fixed(a, layout) => counts.push(DayCount {
+                    slot,
+                    bound: any_code(a),
+                }),
+                _ if is_fixed(e, layout) => {}
+                _ => return Timing::Daily,
+            },
+            _ if is_fixed(e, layout) => {}
+            _ => return Timing::Daily,
+        }
+    }
+    if counts.is_empty() {
+        Timing::Fixed
+    } else {
+        Timing::Counts(counts.into())
+    }
 }
 
 /// One test of a condition (a comparison, `in`, `is null`, a tag, a
@@ -211,9 +314,11 @@ pub fn compile(
             });
         let reads = rule_reads(&r);
         let terms = terms(r.cond.as_ref(), sources.text(r.source));
+        let timing = timing(r.cond.as_ref(), &set.layout);
         set.rules.push(CompiledRule {
             reads,
             terms,
+            timing,
             name: r.name,
             source: r.source,
             triggers: r.triggers,

@@ -1,0 +1,149 @@
+//! The due index: for each member, the first day its daily tick can do
+//! anything. A tick rule fires on the rising edge of its condition, so a
+//! member whose record does not change needs a visit only on a day when a
+//! tick rule's condition can turn (or a point lot expires). Most conditions
+//! turn only when a day count crosses a bound (`days_since_last_purchase >
+//! cycle * 1.5`), and that day can be computed; the rest are due daily.
+//!
+//! Owns the per-member due days (in memory, rebuilt by a full tick after a
+//! start or a rule change) and computing them; the tick (`engine/mod.rs`)
+//! decides whom to visit.
+
+use super::fire::Ctx;
+use super::view::View;
+use crate::lang::compile::Timing;
+use crate::lang::program::{Env, Value};
+use crate::model::MemberRecord;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use std::collections::HashMap;
+
+/// The first day each member must be visited on. Members not in it are
+/// visited by the next full tick only, so every member the engine writes
+/// is put in (due at once) after its commit.
+#[derive(Default)]
+pub struct Due {
+    days: HashMap<String, i32>,
+}
+
+impl Due {
+    /// The members due on or before `day`, in id order (ticks are
+    /// deterministic).
+    pub fn on(&self, day: i32) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .days
+            .iter()
+            .filter(|(_, d)| **d <= day)
+            .map(|(m, _)| m.clone())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn set(&mut self, member: &str, day: i32) {
+        match self.days.get_mut(member) {
+            Some(d) => *d = day,
+            None => {
+                self.days.insert(member.to_string(), day);
+            }
+        }
+    }
+
+    /// A member whose record changed: visited by the next tick.
+    pub fn touch(&mut self, member: &str) {
+        self.set(member, i32::MIN);
+    }
+
+    pub fn forget(&mut self, member: &str) {
+        self.days.remove(member);
+    }
+
+    pub fn len(&self) -> usize {
+        self.days.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty()
+    }
+}
+
+/// The first day after `today` on which `rec`'s tick can do anything, with
+/// `view` filled for `rec` on `today` for the tick rules.
+pub fn next_due(cx: &Ctx<'_>, rec: &MemberRecord, view: &View, today: i32) -> i32 {
+    let tomorrow = today.saturating_add(1);
+    let mut due = i32::MAX;
+    if let Some(after) = cx.schema.points.expire_after_days
+        && let Some(first) = rec.point_lots.iter().map(|(d, _)| *d).min()
+    {
+        due = due.min(first.saturating_add(after as i32));
+    }
+    let env = Env {
+        member: &view.member,
+        tags: &view.tags,
+        tag_names: &view.tag_names,
+        event: &[],
+        today,
+        host: None,
+        rule: "",
+    };
+    for &ri in &cx.rules.on_tick {
+        let rule = &cx.rules.rules[ri as usize];
+        if !rule.edge_triggered() {
+            return tomorrow;
+        }
+        match &rule.timing {
+            Timing::Fixed => {}
+            Timing::Daily => return tomorrow,
+            Timing::Counts(counts) => {
+                for c in counts.iter() {
+                    // A count that is null (no purchase yet) stays null
+                    // until an event, which makes the member due anyway.
+                    let Value::Int(v) = view.member[c.slot as usize] else {
+                        continue;
+                    };
+                    if let Some(k) = next_step(v, &c.bound.value(&env)) {
+                        let day = (today as i64).saturating_add(k - v);
+                        due = due.min(day.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+                    }
+                }
+            }
+        }
+    }
+    due.max(tomorrow)
+}
+
+/// The count's next value (above `v`, rising by one a day) at which a
+/// comparison with `bound` can turn: a test `count OP bound` has the same
+/// result for every count strictly between two of the steps `ceil(bound)`
+/// and `floor(bound) + 1`. `None` when no step is ahead.
+fn next_step(v: i64, bound: &Value) -> Option<i64> {
+    let (lo, hi) = match bound {
+        Value::Int(b) => (*b, b.saturating_add(1)),
+        Value::Dec(d) => (
+            d.ceil().to_i64().unwrap_or(i64::MAX),
+            (d.floor() + Decimal::ONE).to_i64().unwrap_or(i64::MAX),
+        ),
+        // A bound of another type, or null, never moves: the test's result
+        // cannot change by itself.
+        _ => return None,
+    };
+    [lo, hi].into_iter().filter(|k| *k > v).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_where_a_comparison_can_turn() {
+        // days > 40 turns between 40 and 41: the step is 41 (and 40).
+        assert_eq!(next_step(10, &Value::Int(40)), Some(40));
+        assert_eq!(next_step(40, &Value::Int(40)), Some(41));
+        assert_eq!(next_step(41, &Value::Int(40)), None);
+        // days > 22.5 turns between 22 and 23.
+        let b = Value::Dec(Decimal::new(225, 1));
+        assert_eq!(next_step(3, &b), Some(23));
+        assert_eq!(next_step(23, &b), None);
+        assert_eq!(next_step(5, &Value::Null), None);
+    }
+}
