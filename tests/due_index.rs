@@ -25,6 +25,7 @@ const RULES: &[&str] = &[
     "rule \"rich\" on tick when spend > 40 then tag \"rich\"",
     "rule \"window\" on tick when count(purchase, 7d) == 0 and orders > 0 then tag \"quiet\"",
     "rule \"birthday\" on tick when days_to_birthday == 3 then send message \"soon\" via app",
+    "rule \"month\" on tick when birthday_month == 2 and days_since_last_purchase > 2 then tag \"feb\"",
     "rule \"state\" when days_since_last_purchase >= 8 then award points 3",
     "rule \"pts\" on purchase then award points floor(event.amount)",
 ];

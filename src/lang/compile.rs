@@ -86,11 +86,12 @@ pub struct DayCount {
 /// Member fields that do not move with the day by themselves.
 fn fixed_slot(s: u16, layout: &Layout) -> bool {
     use crate::lang::check::slot::*;
+    // `birthday_month` is the birth date's month: fixed. Open coupons
+    // expire with the day.
     let moving = [
         DAYS_SINCE_LAST_PURCHASE,
         MEMBER_DAYS,
         DAYS_TO_BIRTHDAY,
-        BIRTHDAY_MONTH,
         COUPONS_OPEN,
     ];
     !moving.contains(&s)
