@@ -47,7 +47,11 @@ fn main() {
         ("steady", common::TODAY + 1),
         ("steady", common::TODAY + 2),
     ] {
-        let visited = if full { n } else { engine.due_on(day).unwrap_or(n) };
+        let visited = if full {
+            n
+        } else {
+            engine.due_on(day).unwrap_or(n)
+        };
         let start = Instant::now();
         let effects = engine.tick(day).expect("tick");
         let s = start.elapsed().as_secs_f64();

@@ -43,7 +43,7 @@ fn open_store(common: &Common, schema: &Schema) -> Result<SledStore, ExitCode> {
         .data
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
-    SledStore::open(&path).map_err(fail)
+    SledStore::open_with(&path, schema.cache_bytes).map_err(fail)
 }
 
 fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {

@@ -44,6 +44,13 @@ struct ConfigFile {
     #[serde(default)]
     ids: Vec<S>,
     attribution_window: Option<S>,
+    storage: Option<StorageFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageFile {
+    cache_mb: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +291,8 @@ pub struct Schema {
     pub listen: String,
     pub token: Option<String>,
     pub http_limits: HttpLimits,
+    /// sled's page cache, in bytes (`storage.cache_mb`).
+    pub cache_bytes: u64,
     pub sinks: Vec<Sink>,
     pub plugin_limits: crate::plugins::Limits,
     /// Members held out of every rule, in parts per million.
@@ -870,6 +879,13 @@ impl Validator<'_> {
             .map(|t| t.to_string());
 
         let http_limits = self.http_limits(f.http.as_ref());
+        let cache_bytes = f
+            .storage
+            .as_ref()
+            .and_then(|st| self.positive(&st.cache_mb))
+            .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| {
+                mb.saturating_mul(1 << 20)
+            });
 
         let mut sinks = Vec::new();
         for s in &f.sinks {
@@ -1057,6 +1073,7 @@ impl Validator<'_> {
             listen,
             token,
             http_limits,
+            cache_bytes,
             sinks,
         }
     }

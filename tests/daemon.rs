@@ -35,9 +35,11 @@ fn ingest_members_status_and_metrics_over_http() {
     assert_eq!(http(&d.addr, "GET", "/v1/members/zz/explain", "").0, 404);
     // The file sink is written right after the commit's answers go out.
     let sink = dir.path().join("out/effects.ndjson");
-    wait_until(Duration::from_secs(10), "the file sink has the effect", || {
-        std::fs::read_to_string(&sink).is_ok_and(|e| e.contains("\"points\":12"))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the file sink has the effect",
+        || std::fs::read_to_string(&sink).is_ok_and(|e| e.contains("\"points\":12")),
+    );
     // Bad input: 400 with the field path, and nothing of the request stored.
     let batch = format!(
         "[{},{}]",

@@ -499,22 +499,24 @@ fn the_daily_schedule_follows_the_injected_clock() {
         let mut e = engine_at(dir.path(), &s, &r);
         e.process(&[purchase(&s, "1", "m", "2026-01-04", 1.0)])
             .expect("process");
-        let (days, _) = e.run_due_ticks(&clock, CatchUp::Once).expect("ticks");
+        let days = e
+            .run_due_ticks(&clock, CatchUp::Once, &mut |_| {})
+            .expect("ticks");
         assert_eq!(
             days,
             [day("2026-01-04")],
             "the first run ticks the latest due day"
         );
         assert!(
-            e.run_due_ticks(&clock, CatchUp::Once)
+            e.run_due_ticks(&clock, CatchUp::Once, &mut |_| {})
                 .expect("ticks")
-                .0
                 .is_empty(),
             "nothing is due twice"
         );
         clock.set(at("2026-01-05T08:00:00Z"));
         assert_eq!(
-            e.run_due_ticks(&clock, CatchUp::Once).expect("ticks").0,
+            e.run_due_ticks(&clock, CatchUp::Once, &mut |_| {})
+                .expect("ticks"),
             [day("2026-01-05")]
         );
     }
@@ -523,13 +525,15 @@ fn the_daily_schedule_follows_the_injected_clock() {
     let mut e = engine_at(dir.path(), &s, &r);
     assert_eq!(e.last_tick().expect("meta"), Some(day("2026-01-05")));
     assert_eq!(
-        e.run_due_ticks(&clock, CatchUp::Once).expect("ticks").0,
+        e.run_due_ticks(&clock, CatchUp::Once, &mut |_| {})
+            .expect("ticks"),
         [day("2026-01-12")]
     );
     // Replay-style catch-up runs every missed day.
     clock.set(at("2026-01-15T12:00:00Z"));
     assert_eq!(
-        e.run_due_ticks(&clock, CatchUp::EveryDay).expect("ticks").0,
+        e.run_due_ticks(&clock, CatchUp::EveryDay, &mut |_| {})
+            .expect("ticks"),
         [day("2026-01-13"), day("2026-01-14"), day("2026-01-15")]
     );
 }

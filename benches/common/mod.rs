@@ -170,6 +170,22 @@ pub fn cond_text(c: &J) -> String {
 /// The reference rule set `set` (`r20`, `r200`) as a nudge rule file of tick
 /// rules, loaded through the real loader with the bench config.
 pub fn load_rules(bench: &Path, set: &str) -> (nudge::schema::Schema, nudge::lang::RuleSet) {
+    let text = rules_text(bench, set);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("nudge.yaml"), CONFIG).expect("config");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(dir.path().join(format!("rules/{set}.rules")), &text).expect("rules");
+    let l = nudge::load::load(&nudge::load::LoadOptions {
+        config: dir.path().join("nudge.yaml"),
+        rules: Some(dir.path().join("rules")),
+        plugins: Some(dir.path().join("plugins")),
+    });
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    (l.schema.expect("schema"), l.rules.expect("rules"))
+}
+
+/// The reference rule set `set` as the text of a nudge rule file.
+pub fn rules_text(bench: &Path, set: &str) -> String {
     let spec: J = serde_json::from_str(
         &std::fs::read_to_string(bench.join(format!("rules_{set}.json"))).expect("rules"),
     )
@@ -190,17 +206,7 @@ pub fn load_rules(bench: &Path, set: &str) -> (nudge::schema::Schema, nudge::lan
             r["action"].as_str().expect("action")
         );
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("nudge.yaml"), CONFIG).expect("config");
-    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
-    std::fs::write(dir.path().join(format!("rules/{set}.rules")), &text).expect("rules");
-    let l = nudge::load::load(&nudge::load::LoadOptions {
-        config: dir.path().join("nudge.yaml"),
-        rules: Some(dir.path().join("rules")),
-        plugins: Some(dir.path().join("plugins")),
-    });
-    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
-    (l.schema.expect("schema"), l.rules.expect("rules"))
+    text
 }
 
 /// The member id of the `i`-th generated member.

@@ -156,7 +156,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         .data
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
-    let store = SledStore::open(&data)?;
+    let store = SledStore::open_with(&data, schema.cache_bytes)?;
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
     let engine =
         Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());

@@ -118,10 +118,14 @@ pub fn run(
 
 /// Runs the daily ticks that are due by the wall clock.
 fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
-    match engine.run_due_ticks(&SystemClock, CatchUp::Once) {
-        Ok((days, effects)) if !days.is_empty() => {
-            shared.count_effects(&effects);
-            tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = effects.len(), "Daily tick done.");
+    let mut count = 0;
+    let mut counted = |effects: Vec<crate::model::Effect>| {
+        shared.count_effects(&effects);
+        count += effects.len();
+    };
+    match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
+        Ok(days) if !days.is_empty() => {
+            tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = count, "Daily tick done.");
             after_commit(engine, shared);
         }
         Ok(_) => {}

@@ -735,8 +735,20 @@ impl<S: Store> Engine<S> {
     /// Runs the daily tick of `day` for every member and commits it
     /// (in chunks); records `day` as the last completed tick.
     pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
-        let at = clock::tick_instant(&self.schema, day);
         let mut all = Vec::new();
+        self.tick_with(day, &mut |effects| all.extend(effects))?;
+        Ok(all)
+    }
+
+    /// The tick, handing each commit's effects to `on_effects` instead of
+    /// keeping them all: a first tick over millions of members makes
+    /// millions of effects, and the daemon only counts them.
+    pub fn tick_with(
+        &mut self,
+        day: i32,
+        on_effects: &mut dyn FnMut(Vec<Effect>),
+    ) -> Result<(), StoreError> {
+        let at = clock::tick_instant(&self.schema, day);
         let tick_name = format!("tick:{}", crate::model::day_string(day));
         let nothing =
             self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
@@ -759,7 +771,7 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 self.settle_relays(&mut p)?;
-                all.extend(self.commit(p, Vec::new())?);
+                on_effects(self.commit(p, Vec::new())?);
             }
             // Only a completed full tick leaves every member with a due day.
             self.due_ready = true;
@@ -769,7 +781,7 @@ impl<S: Store> Engine<S> {
             meta: vec![("last_tick".into(), day.to_le_bytes().to_vec())],
             ..WriteSet::default()
         })?;
-        Ok(all)
+        Ok(())
     }
 
     /// Members the last tick visited are the ones due; for benchmarks and
@@ -868,13 +880,13 @@ impl<S: Store> Engine<S> {
         &mut self,
         clock: &dyn clock::Clock,
         catch_up: clock::CatchUp,
-    ) -> Result<(Vec<i32>, Vec<Effect>), StoreError> {
+        on_effects: &mut dyn FnMut(Vec<Effect>),
+    ) -> Result<Vec<i32>, StoreError> {
         let days = clock::due_ticks(&self.schema, self.last_tick()?, clock.now(), catch_up);
-        let mut effects = Vec::new();
         for &d in &days {
-            effects.extend(self.tick(d)?);
+            self.tick_with(d, on_effects)?;
         }
-        Ok((days, effects))
+        Ok(days)
     }
 
     /// The last day whose tick completed.
