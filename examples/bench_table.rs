@@ -35,9 +35,9 @@ fn row(v: &Value) -> Option<[String; 4]> {
                 v["members"]
             ),
             format!(
-                "{:.1} s ({} members/s, {} effects)",
+                "{:.2} s ({} members visited, {} effects)",
                 num(v, "seconds"),
-                k(num(v, "members_per_s")),
+                v["visited"],
                 v["effects"]
             ),
             "< 2 s".into(),
@@ -57,6 +57,20 @@ fn row(v: &Value) -> Option<[String; 4]> {
                 v["peak_rss_mb"]
             ),
             "40 k/s, 0.7x raw, < 200 B/member".into(),
+            String::new(),
+        ],
+        "daemon_memory" => [
+            format!("daemon memory, {} members", v["members"]),
+            format!(
+                "peak RSS {} MiB (first tick {:.0} s), {} MiB after {} events over HTTP ({} events/s); {:.0} B/member on disk",
+                v["peak_rss_mib"],
+                num(v, "first_tick_s"),
+                v["rss_mib"],
+                v["events"],
+                k(num(v, "ingest_events_per_s")),
+                num(v, "data_bytes_per_member")
+            ),
+            "< 1 GiB".into(),
             String::new(),
         ],
         "load" => [

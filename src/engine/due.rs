@@ -91,7 +91,7 @@ pub fn next_due(cx: &Ctx<'_>, rec: &MemberRecord, view: &View, today: i32) -> i3
         if !rule.edge_triggered() {
             return tomorrow;
         }
-        match &rule.timing {
+        match &cx.rules.timing[ri as usize] {
             Timing::Fixed => {}
             Timing::Daily => return tomorrow,
             Timing::Counts(counts) => {

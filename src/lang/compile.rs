@@ -30,6 +30,9 @@ pub struct RuleSet {
     pub groups: Vec<String>,
     /// Plugin names; plugin calls index it.
     pub plugins: Vec<String>,
+    /// How each rule's condition moves with the day, by rule index (kept
+    /// out of `CompiledRule`: evaluation walks those, and smaller is faster).
+    pub timing: Vec<Timing>,
 }
 
 impl RuleSet {
@@ -57,8 +60,6 @@ pub struct CompiledRule {
     pub reads: Option<Box<[u16]>>,
     /// The condition's tests, for `nudge explain`.
     pub terms: Vec<Term>,
-    /// How the condition can change from day to day on its own.
-    pub timing: Timing,
 }
 
 /// How a rule's condition can change from one day to the next for a
@@ -285,6 +286,7 @@ pub fn compile(
         on_tier_down: Vec::new(),
         groups: Vec::new(),
         plugins,
+        timing: Vec::with_capacity(rules.len()),
     };
     for (i, r) in rules.into_iter().enumerate() {
         let i = i as u32;
@@ -315,11 +317,10 @@ pub fn compile(
             });
         let reads = rule_reads(&r);
         let terms = terms(r.cond.as_ref(), sources.text(r.source));
-        let timing = timing(r.cond.as_ref(), &set.layout);
+        set.timing.push(timing(r.cond.as_ref(), &set.layout));
         set.rules.push(CompiledRule {
             reads,
             terms,
-            timing,
             name: r.name,
             source: r.source,
             triggers: r.triggers,
