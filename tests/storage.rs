@@ -41,6 +41,15 @@ fn filled(n: usize) -> tempfile::TempDir {
     dir
 }
 
+/// A filled project and its export's checksum.
+fn filled_and_exported(n: usize) -> (tempfile::TempDir, String) {
+    let dir = filled(n);
+    let (code, err) = export(dir.path(), "data");
+    assert_eq!(code, Some(0), "{err}");
+    let sum = checksum(&err);
+    (dir, sum)
+}
+
 /// `nudge export` of the folder: (exit code, stderr).
 fn export(dir: &Path, data: &str) -> (Option<i32>, String) {
     let out = nudge(dir, &["export", "backup.ndjson", "--data", data]);
@@ -60,11 +69,8 @@ fn checksum(stderr: &str) -> String {
 
 #[test]
 fn a_backup_round_trips_through_the_cli() {
-    let dir = filled(1000);
+    let (dir, sum) = filled_and_exported(1000);
     let d = dir.path();
-    let (code, err) = export(d, "data");
-    assert_eq!(code, Some(0), "{err}");
-    let sum = checksum(&err);
     let first = std::fs::read(d.join("backup.ndjson")).expect("backup");
     let out = nudge(d, &["import-state", "backup.ndjson", "--data", "restored"]);
     assert!(out.status.success(), "{out:?}");
@@ -123,11 +129,8 @@ type Damage = Box<dyn Fn(&Path)>;
 /// the folder named, what to do) or leaves every entry as it was.
 #[test]
 fn damaged_data_folders_are_refused_or_intact_never_silently_older() {
-    let dir = filled(2000);
+    let (dir, sum) = filled_and_exported(2000);
     let d = dir.path();
-    let (code, err) = export(d, "data");
-    assert_eq!(code, Some(0), "{err}");
-    let sum = checksum(&err);
     let db = std::fs::read(d.join("data/db")).expect("db");
     let snap = std::fs::read_dir(d.join("data"))
         .expect("dir")

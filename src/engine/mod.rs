@@ -836,7 +836,7 @@ impl<S: Store> Engine<S> {
         ));
         // Lots that expired (even with nothing left to take) change the record.
         p.out.changed = rec.point_lots.len() != lots;
-        let trigger = Trigger {
+        let trigger = || Trigger {
             name: tick_name,
             need: self.plan.need_tick.as_deref(),
             rules: &self.rules.on_tick,
@@ -846,19 +846,12 @@ impl<S: Store> Engine<S> {
         };
         let mut view = self.view.borrow_mut();
         let mut next = day.saturating_add(1);
-        if fire::idle(&cx, &rec, &trigger, &mut view) {
+        if fire::idle(&cx, &rec, &trigger(), &mut view) {
             next = due::next_due(&cx, &rec, &view, day);
         } else {
-            fire::run(&cx, &mut rec, member, trigger, &mut view, &mut p.out);
-            let trigger = Trigger {
-                name: tick_name,
-                need: self.plan.need_tick.as_deref(),
-                rules: &self.rules.on_tick,
-                today: day,
-                at,
-                event: &[],
-            };
-            if fire::idle(&cx, &rec, &trigger, &mut view) {
+            fire::run(&cx, &mut rec, member, trigger(), &mut view, &mut p.out);
+            // Still turning after its run (a rule held back): due tomorrow.
+            if fire::idle(&cx, &rec, &trigger(), &mut view) {
                 next = due::next_due(&cx, &rec, &view, day);
             }
         }

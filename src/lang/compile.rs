@@ -108,6 +108,28 @@ fn is_count(e: &TExpr) -> Option<u16> {
     }
 }
 
+/// Pushes the operands of `e` (plugin arguments included).
+fn push_children<'e>(e: &'e TExpr, stack: &mut Vec<&'e TExpr>) {
+    match &e.kind {
+        TKind::Lit(_)
+        | TKind::Slot(_)
+        | TKind::Event(_)
+        | TKind::Today
+        | TKind::HasTag(_)
+        | TKind::Member => {}
+        TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => stack.push(a),
+        TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
+            stack.push(a);
+            stack.push(b);
+        }
+        TKind::In(a, list) => {
+            stack.push(a);
+            stack.extend(list);
+        }
+        TKind::Plugin { args, .. } => stack.extend(args),
+    }
+}
+
 /// Whether `e` has the same value every day for an unchanged member.
 fn is_fixed(e: &TExpr, layout: &Layout) -> bool {
     let mut stack = vec![e];
@@ -115,16 +137,7 @@ fn is_fixed(e: &TExpr, layout: &Layout) -> bool {
         match &e.kind {
             TKind::Today | TKind::Member | TKind::Plugin { .. } => return false,
             TKind::Slot(s) if !fixed_slot(*s, layout) => return false,
-            TKind::Lit(_) | TKind::Slot(_) | TKind::Event(_) | TKind::HasTag(_) => {}
-            TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => stack.push(a),
-            TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
-                stack.push(a);
-                stack.push(b);
-            }
-            TKind::In(a, list) => {
-                stack.push(a);
-                stack.extend(list);
-            }
+            _ => push_children(e, &mut stack),
         }
     }
     true
@@ -360,17 +373,7 @@ fn rule_reads(r: &CheckedRule) -> Option<Box<[u16]>> {
         match &e.kind {
             TKind::Slot(s) => slots.push(*s),
             TKind::Member => all = true,
-            TKind::Lit(_) | TKind::Event(_) | TKind::Today | TKind::HasTag(_) => {}
-            TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => exprs.push(a),
-            TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
-                exprs.push(a);
-                exprs.push(b);
-            }
-            TKind::In(a, list) => {
-                exprs.push(a);
-                exprs.extend(list);
-            }
-            TKind::Plugin { args, .. } => exprs.extend(args),
+            _ => push_children(e, &mut exprs),
         }
     }
     if all {
