@@ -10,7 +10,7 @@
 mod common;
 
 use nudge::store::SledStore;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -70,22 +70,9 @@ fn main() {
     )
     .expect("rules");
     let log = d.join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(d)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
+    let (mut child, addr) =
+        common::start_daemon(d, Stdio::from(std::fs::File::create(&log).expect("log")));
     let pid = child.id();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let addr = line
-        .trim()
-        .trim_start_matches("nudge listening on http://")
-        .to_string();
     // The first tick runs at start (today's is due).
     let start = Instant::now();
     while !std::fs::read_to_string(&log)

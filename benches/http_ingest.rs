@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo bench --bench http_ingest`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -22,21 +24,7 @@ fn main() {
         "rule \"points\" on purchase then award points floor(event.amount)\nrule \"silver\" on purchase when tier == bronze and spend >= 500 then set tier silver\nwhen days_since_last_purchase > cycle*1.5 and tier >= silver then send coupon 30-6\n",
     )
     .expect("rules");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(dir.path())
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let addr = line
-        .trim()
-        .trim_start_matches("nudge listening on http://")
-        .to_string();
+    let (mut child, addr) = common::start_daemon(dir.path(), Stdio::null());
 
     let start = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)

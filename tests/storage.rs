@@ -312,30 +312,31 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_after_a_restart() {
     drop(daemon);
     // Room again: every acknowledged event is there; the rest go in once.
     let daemon = start(d);
+    // Posts NDJSON lines in requests of 5,000; the replies.
+    let post_all = |ndjson: &str| -> Vec<(usize, String)> {
+        let lines: Vec<&str> = ndjson.lines().collect();
+        lines
+            .chunks(5000)
+            .map(|chunk| {
+                let (code, reply) = http(
+                    &daemon.addr,
+                    "POST",
+                    "/v1/events",
+                    &format!("[{}]", chunk.join(",")),
+                );
+                assert_eq!(code, 202, "{reply}");
+                (chunk.len(), reply)
+            })
+            .collect()
+    };
     let ack_body = acked.iter().map(|&i| events(i..i + 1)).collect::<String>();
-    for chunk in ack_body.lines().collect::<Vec<_>>().chunks(5000) {
-        let (code, reply) = http(
-            &daemon.addr,
-            "POST",
-            "/v1/events",
-            &format!("[{}]", chunk.join(",")),
-        );
-        assert_eq!(code, 202, "{reply}");
+    for (n, reply) in post_all(&ack_body) {
         assert!(
-            reply.contains(&format!("\"applied\":0,\"duplicates\":{}", chunk.len())),
+            reply.contains(&format!("\"applied\":0,\"duplicates\":{n}")),
             "acknowledged events were lost: {reply}"
         );
     }
-    let all = events(0..sent);
-    for chunk in all.lines().collect::<Vec<_>>().chunks(5000) {
-        let (code, reply) = http(
-            &daemon.addr,
-            "POST",
-            "/v1/events",
-            &format!("[{}]", chunk.join(",")),
-        );
-        assert_eq!(code, 202, "{reply}");
-    }
+    post_all(&events(0..sent));
     // Each member has exactly one point per event of theirs.
     for m in [0usize, 1, 150, 299] {
         let want = (0..sent).filter(|i| i % 300 == m).count() as i64;

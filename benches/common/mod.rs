@@ -239,3 +239,25 @@ pub fn env_size(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Starts the release `nudge run` in `dir` (stderr to `stderr`); returns
+/// the child and the address it listens on.
+pub fn start_daemon(dir: &Path, stderr: std::process::Stdio) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .arg("run")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let addr = line
+        .trim()
+        .trim_start_matches("nudge listening on http://")
+        .to_string();
+    (child, addr)
+}
