@@ -6,7 +6,7 @@ use crate::Common;
 use crate::report;
 use nudge::engine::Engine;
 use nudge::lang::RuleSet;
-use nudge::load::{LoadOptions, load};
+use nudge::load::load;
 use nudge::model::Effect;
 use nudge::schema::Schema;
 use nudge::store::{SledStore, Store};
@@ -23,11 +23,7 @@ type Loaded = (
 );
 
 fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
-    let loaded = load(&LoadOptions {
-        config: common.config.clone(),
-        rules: common.rules.clone(),
-        plugins: common.plugins.clone(),
-    });
+    let loaded = load(&common.load_options());
     if loaded.errors() > 0 || loaded.io_failure {
         eprint!("{}", report::human(&loaded, common.color_on()));
         return Err(ExitCode::from(if loaded.io_failure { 2 } else { 1 }));
@@ -466,11 +462,7 @@ fn explain_inner(
 
 pub fn run(common: &Common, listen: Option<String>) -> ExitCode {
     let opts = nudge::daemon::DaemonOptions {
-        load: LoadOptions {
-            config: common.config.clone(),
-            rules: common.rules.clone(),
-            plugins: common.plugins.clone(),
-        },
+        load: common.load_options(),
         data: common.data.clone(),
         listen,
         tick_every: std::time::Duration::from_secs(30),
@@ -485,24 +477,26 @@ pub fn run(common: &Common, listen: Option<String>) -> ExitCode {
     }
 }
 
-/// The data folder: `--data`, or the config's `paths.data` (the rules need
-/// not load: a backup must work while they are broken).
+/// The config's paths, or the load that says why the config is bad. The
+/// rules need not load: a backup or a format must work while they are
+/// broken.
+fn config_paths(common: &Common) -> Result<nudge::schema::Paths, Box<nudge::load::Load>> {
+    let loaded = load(&common.load_options());
+    match loaded.schema {
+        Some(s) => Ok(s.paths),
+        None => Err(Box::new(loaded)),
+    }
+}
+
+/// The data folder: `--data`, or the config's `paths.data`.
 fn data_path(common: &Common) -> Result<PathBuf, ExitCode> {
     if let Some(d) = &common.data {
         return Ok(d.clone());
     }
-    let loaded = load(&LoadOptions {
-        config: common.config.clone(),
-        rules: common.rules.clone(),
-        plugins: common.plugins.clone(),
-    });
-    match &loaded.schema {
-        Some(s) => Ok(s.paths.data.clone()),
-        None => {
-            eprint!("{}", report::human(&loaded, common.color_on()));
-            Err(ExitCode::from(2))
-        }
-    }
+    config_paths(common).map(|p| p.data).map_err(|loaded| {
+        eprint!("{}", report::human(&loaded, common.color_on()));
+        ExitCode::from(2)
+    })
 }
 
 pub fn export(common: &Common, file: &Path) -> ExitCode {
@@ -635,14 +629,7 @@ fn rules_path(common: &Common) -> PathBuf {
     if let Some(r) = &common.rules {
         return r.clone();
     }
-    let loaded = load(&LoadOptions {
-        config: common.config.clone(),
-        rules: None,
-        plugins: None,
-    });
-    loaded
-        .schema
-        .map_or_else(|| PathBuf::from("rules"), |s| s.paths.rules)
+    config_paths(common).map_or_else(|_| PathBuf::from("rules"), |p| p.rules)
 }
 
 /// `.rules` files under `p` (or `p` itself), sorted; YAML rules are left alone.

@@ -161,6 +161,15 @@ enum Command {
 }
 
 impl Common {
+    /// What to load: the config, and `--rules` / `--plugins` over its paths.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            config: self.config.clone(),
+            rules: self.rules.clone(),
+            plugins: self.plugins.clone(),
+        }
+    }
+
     pub fn color_on(&self) -> bool {
         match self.color {
             Color::Always => true,
@@ -243,24 +252,13 @@ fn main() -> ExitCode {
 
 fn check(common: &Common, path: Option<PathBuf>, format: Format) -> ExitCode {
     let opts = LoadOptions {
-        config: common.config.clone(),
         rules: path.or_else(|| common.rules.clone()),
-        plugins: common.plugins.clone(),
+        ..common.load_options()
     };
     let loaded = load(&opts);
     match format {
         Format::Json => println!("{}", report::json(&loaded)),
-        Format::Human => {
-            let color = match common.color {
-                Color::Always => true,
-                Color::Never => false,
-                Color::Auto => {
-                    std::io::IsTerminal::is_terminal(&std::io::stdout())
-                        && std::env::var_os("NO_COLOR").is_none()
-                }
-            };
-            print!("{}", report::human(&loaded, color));
-        }
+        Format::Human => print!("{}", report::human(&loaded, common.color_on())),
     }
     if loaded.io_failure {
         ExitCode::from(2)

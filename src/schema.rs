@@ -1115,15 +1115,8 @@ impl Validator<'_> {
         let mut l = crate::plugins::Limits::default();
         let Some(f) = f else { return l };
         let mut num = |v: &Option<S>, slot: &mut u64| {
-            if let Some(s) = v {
-                match s.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => *slot = n,
-                    _ => self.err(
-                        s,
-                        format!("`{}` is not a positive whole number", s.as_str()),
-                        None,
-                    ),
-                }
+            if let Some(n) = self.positive(v) {
+                *slot = n;
             }
         };
         let mut ops = l.max_operations;

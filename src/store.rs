@@ -127,7 +127,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// The file beside sled's own that holds the last flushed commit number.
 pub const COMMIT_MARK: &str = "nudge.commit";
-const COMMIT_SEQ: &[u8] = b"commit_seq";
+const COMMIT_SEQ: &str = "commit_seq";
 
 /// Every commit carries its number into the store; after the flush the
 /// number also goes to [`COMMIT_MARK`], outside sled. sled recovers a
@@ -139,6 +139,24 @@ const COMMIT_SEQ: &[u8] = b"commit_seq";
 struct Commits {
     last: std::sync::Mutex<u64>,
     mark: Option<std::fs::File>,
+}
+
+impl Commits {
+    fn new(last: u64, mark: Option<std::fs::File>) -> std::sync::Arc<Commits> {
+        std::sync::Arc::new(Commits {
+            last: std::sync::Mutex::new(last),
+            mark,
+        })
+    }
+
+    /// Writes `n` to the mark, when the store has one.
+    fn mark(&self, n: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match &self.mark {
+            Some(f) => f.write_all_at(&n.to_le_bytes(), 0),
+            None => Ok(()),
+        }
+    }
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -264,10 +282,7 @@ impl SledStore {
             db,
             path: path.to_path_buf(),
             durable: true,
-            commits: std::sync::Arc::new(Commits {
-                last: std::sync::Mutex::new(0),
-                mark: None,
-            }),
+            commits: Commits::new(0, None),
         };
         s.check_version()?;
         s.check_commits()?;
@@ -277,7 +292,7 @@ impl SledStore {
     /// Compares the store's commit number with the mark, and opens the
     /// mark for writing.
     fn check_commits(&mut self) -> Result<(), StoreError> {
-        let stored = self.raw_u64(COMMIT_SEQ)?;
+        let stored = self.meta_u64(COMMIT_SEQ)?;
         let mark_path = self.path.join(COMMIT_MARK);
         let flushed = std::fs::read(&mark_path)
             .ok()
@@ -299,19 +314,8 @@ impl SledStore {
                 path: self.path.clone(),
                 message: format!("cannot write {}: {e}", mark_path.display()),
             })?;
-        self.commits = std::sync::Arc::new(Commits {
-            last: std::sync::Mutex::new(stored),
-            mark: Some(mark),
-        });
+        self.commits = Commits::new(stored, Some(mark));
         Ok(())
-    }
-
-    fn raw_u64(&self, k: &[u8]) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .get(key(b'x', k))?
-            .and_then(|b| b.as_ref().try_into().ok())
-            .map_or(0, u64::from_le_bytes))
     }
 
     /// A store in a fresh temporary folder, removed when dropped.
@@ -324,10 +328,7 @@ impl SledStore {
             db,
             path: PathBuf::from("(temporary)"),
             durable: false,
-            commits: std::sync::Arc::new(Commits {
-                last: std::sync::Mutex::new(0),
-                mark: None,
-            }),
+            commits: Commits::new(0, None),
         };
         s.check_version()?;
         Ok(s)
@@ -377,16 +378,13 @@ impl SledStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = *last + 1;
-        b.insert(key(b'x', COMMIT_SEQ), &next.to_le_bytes());
+        b.insert(key(b'x', COMMIT_SEQ.as_bytes()), &next.to_le_bytes());
         self.db.apply_batch(b)?;
         *last = next;
         if self.durable {
             self.db.flush()?;
-            if let Some(f) = &self.commits.mark {
-                use std::os::unix::fs::FileExt;
-                // Best effort: a mark left behind only weakens the check.
-                let _ = f.write_at(&next.to_le_bytes(), 0);
-            }
+            // Best effort: a mark left behind only weakens the check.
+            let _ = self.commits.mark(next);
         }
         Ok(())
     }
@@ -424,19 +422,16 @@ impl SledStore {
     /// last one (and the mark's).
     pub fn raw_finish(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        let restored = self.raw_u64(COMMIT_SEQ)?;
+        let restored = self.meta_u64(COMMIT_SEQ)?;
         let mut last = self
             .commits
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *last = restored;
-        if let Some(f) = &self.commits.mark {
-            use std::os::unix::fs::FileExt;
-            f.write_at(&restored.to_le_bytes(), 0)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
-        }
-        Ok(())
+        self.commits
+            .mark(restored)
+            .map_err(|e| StoreError::Io(e.to_string()))
     }
 
     /// Bytes the store takes on disk.

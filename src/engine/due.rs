@@ -12,7 +12,7 @@
 use super::fire::Ctx;
 use super::view::View;
 use crate::lang::compile::Timing;
-use crate::lang::program::{Env, Value};
+use crate::lang::program::Value;
 use crate::model::MemberRecord;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -40,6 +40,11 @@ impl Due {
         out
     }
 
+    /// How many members are due on or before `day`.
+    pub fn count_on(&self, day: i32) -> usize {
+        self.days.values().filter(|d| **d <= day).count()
+    }
+
     pub fn set(&mut self, member: &str, day: i32) {
         match self.days.get_mut(member) {
             Some(d) => *d = day,
@@ -57,14 +62,6 @@ impl Due {
     pub fn forget(&mut self, member: &str) {
         self.days.remove(member);
     }
-
-    pub fn len(&self) -> usize {
-        self.days.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.days.is_empty()
-    }
 }
 
 /// The first day after `today` on which `rec`'s tick can do anything, with
@@ -77,15 +74,7 @@ pub fn next_due(cx: &Ctx<'_>, rec: &MemberRecord, view: &View, today: i32) -> i3
     {
         due = due.min(first.saturating_add(after as i32));
     }
-    let env = Env {
-        member: &view.member,
-        tags: &view.tags,
-        tag_names: &view.tag_names,
-        event: &[],
-        today,
-        host: None,
-        rule: "",
-    };
+    let env = view.tick_env(today);
     for &ri in &cx.rules.on_tick {
         let rule = &cx.rules.rules[ri as usize];
         if !rule.edge_triggered() {

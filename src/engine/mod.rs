@@ -17,7 +17,7 @@ pub mod identity;
 pub mod view;
 
 use crate::lang::RuleSet;
-use crate::lang::program::{Env, Value};
+use crate::lang::program::Value;
 use crate::model::{Effect, Event, MemberRecord};
 use crate::plugins::Plugins;
 use crate::schema::Schema;
@@ -168,15 +168,7 @@ impl Evaluator {
             today,
             self.expire,
         );
-        let env = Env {
-            member: &self.view.member,
-            tags: &self.view.tags,
-            tag_names: &self.view.tag_names,
-            event: &[],
-            today,
-            host: None,
-            rule: "",
-        };
+        let env = self.view.tick_env(today);
         for &i in &rules.on_tick {
             if rules.rules[i as usize].matches(&env) == Some(true) {
                 matched(i);
@@ -750,9 +742,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), StoreError> {
         let at = clock::tick_instant(&self.schema, day);
         let tick_name = format!("tick:{}", crate::model::day_string(day));
-        let nothing =
-            self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none();
-        if !nothing {
+        if self.ticks_do_something() {
             // After a start or a rule change every member is visited (and
             // gets a due day); after that only the members due.
             let members = if self.due_ready && !self.full_ticks {
@@ -784,10 +774,15 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Members the last tick visited are the ones due; for benchmarks and
-    /// tests: how many members the next tick on `day` would visit.
+    /// Whether a tick has anything to do: tick rules, or points that expire.
+    fn ticks_do_something(&self) -> bool {
+        !self.rules.on_tick.is_empty() || self.schema.points.expire_after_days.is_some()
+    }
+
+    /// How many members a tick on `day` would visit (`None` before the
+    /// first full tick, which visits all); for benchmarks and tests.
     pub fn due_on(&self, day: i32) -> Option<usize> {
-        self.due_ready.then(|| self.due.on(day).len())
+        self.due_ready.then(|| self.due.count_on(day))
     }
 
     /// Evaluates the tick rules for one member on `day` and commits.
@@ -806,7 +801,7 @@ impl<S: Store> Engine<S> {
         at: jiff::Timestamp,
         p: &mut Pending,
     ) -> Result<(), StoreError> {
-        if self.rules.on_tick.is_empty() && self.schema.points.expire_after_days.is_none() {
+        if !self.ticks_do_something() {
             return Ok(());
         }
         let Some(rec) = self.take(member)? else {

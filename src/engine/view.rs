@@ -18,6 +18,20 @@ pub struct View {
 }
 
 impl View {
+    /// What a tick condition reads of the view on `today`: no event, no
+    /// plugins (the due index and the evaluator; firing adds them).
+    pub fn tick_env(&self, today: i32) -> crate::lang::program::Env<'_> {
+        crate::lang::program::Env {
+            member: &self.member,
+            tags: &self.tags,
+            tag_names: &self.tag_names,
+            event: &[],
+            today,
+            host: None,
+            rule: "",
+        }
+    }
+
     /// Fills the buffers for `rec` on `today`, computing the attributes and
     /// aggregates `need` marks (all without it).
     pub fn fill(
