@@ -295,3 +295,30 @@ fn member_data_never_reaches_the_logs() {
         assert!(!logs.contains(secret), "`{secret}` is in the logs:\n{logs}");
     }
 }
+
+#[test]
+fn a_daemon_full_of_idle_connections_still_stops_on_sigterm() {
+    let config = config().replace(
+        "  header_timeout_ms: 1000\n",
+        "  header_timeout_ms: 60000\n  max_connections: 2\n",
+    );
+    let dir = project_with(&config, "rule \"pts\" on purchase then award points 1\n");
+    let mut d = start(dir.path());
+    let _idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).expect("connect");
+            s.write_all(b"POST /v1/events HTTP/1.1\r\n").expect("write");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    std::process::Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    wait_until(Duration::from_secs(20), "the daemon did not stop", || {
+        d.child.try_wait().ok().flatten().is_some()
+    });
+    assert!(start.elapsed() < Duration::from_secs(20));
+}

@@ -479,8 +479,13 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+        // At the connection cap, a shutdown must not wait for a free slot.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
         };
         let stream = tokio::select! {
             conn = listener.accept() => match conn {
