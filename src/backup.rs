@@ -106,18 +106,34 @@ pub fn export(store: &SledStore, out: &mut dyn Write) -> Result<Summary, BackupE
     Ok(s)
 }
 
+/// Where a backup is read from: opened once to check it and once more to
+/// write it, so no backup has to fit in memory.
+pub type Source<'a> = &'a dyn Fn() -> std::io::Result<Box<dyn BufRead + 'a>>;
+
 /// Restores a backup into an empty store. Reads and checks everything
-/// first, then writes in batches and flushes once.
-pub fn import(store: &SledStore, input: &mut dyn BufRead) -> Result<Summary, BackupError> {
+/// first, then reads it again and writes in batches, and flushes once.
+pub fn import(store: &SledStore, source: Source<'_>) -> Result<Summary, BackupError> {
     if !store.is_blank()? {
         return Err(BackupError::NotEmpty {
             path: store.path().display().to_string(),
         });
     }
-    let entries = read(input)?;
-    for chunk in entries.chunks(10_000) {
-        store.raw_insert(chunk.to_vec())?;
-    }
+    let open = || {
+        source().map_err(|source| BackupError::Io {
+            what: "read the backup".into(),
+            source,
+        })
+    };
+    read(&mut *open()?, &mut |_, _| Ok(()))?;
+    let mut batch = Vec::new();
+    read(&mut *open()?, &mut |k, v| {
+        batch.push((k, v));
+        if batch.len() == 10_000 {
+            store.raw_insert(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    store.raw_insert(batch)?;
     store.raw_finish()?;
     let mut d = Digester::default();
     for kv in store.raw_entries() {
@@ -127,10 +143,12 @@ pub fn import(store: &SledStore, input: &mut dyn BufRead) -> Result<Summary, Bac
     Ok(d.finish())
 }
 
-type Entries = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Parses and checks a whole backup.
-fn read(input: &mut dyn BufRead) -> Result<Entries, BackupError> {
+/// Parses and checks a whole backup, handing each entry to `entry` (the
+/// check of the trailer comes after the last).
+fn read(
+    input: &mut dyn BufRead,
+    entry: &mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), StoreError>,
+) -> Result<(), BackupError> {
     let bad = |line: usize, message: &str| BackupError::Format {
         line,
         message: message.to_string(),
@@ -164,7 +182,6 @@ fn read(input: &mut dyn BufRead) -> Result<Entries, BackupError> {
         ));
     }
     let mut d = Digester::default();
-    let mut entries = Vec::new();
     let mut last = 1;
     while let Some((n, v)) = next()? {
         last = n;
@@ -179,7 +196,7 @@ fn read(input: &mut dyn BufRead) -> Result<Entries, BackupError> {
                     found: format!("{} entries, {}", found.entries, found.sha256),
                 });
             }
-            return Ok(entries);
+            return Ok(());
         }
         let (Some(k), Some(val)) = (
             v["k"].as_str().and_then(unhex),
@@ -188,7 +205,7 @@ fn read(input: &mut dyn BufRead) -> Result<Entries, BackupError> {
             return Err(bad(n, "an entry is {\"k\": HEX, \"v\": HEX}"));
         };
         d.add(&k, &val);
-        entries.push((k, val));
+        entry(k, val)?;
     }
     Err(bad(
         last,
@@ -219,7 +236,7 @@ mod tests {
         let mut buf = Vec::new();
         let exported = export(&a, &mut buf).expect("export");
         let b = SledStore::temporary().expect("store");
-        let imported = import(&b, &mut buf.as_slice()).expect("import");
+        let imported = import(&b, &|| Ok(Box::new(buf.as_slice()))).expect("import");
         assert_eq!(exported, imported);
         let mut again = Vec::new();
         assert_eq!(export(&b, &mut again).expect("export"), exported);
@@ -244,11 +261,11 @@ mod tests {
             ("{\"x\":1}\n", "not a nudge backup"),
         ] {
             let b = SledStore::temporary().expect("store");
-            let e = import(&b, &mut bad.as_bytes()).expect_err("refused");
+            let e = import(&b, &|| Ok(Box::new(bad.as_bytes()))).expect_err("refused");
             assert!(e.to_string().contains(want), "{e}");
             assert!(b.is_blank().expect("blank"), "nothing written for {want}");
         }
-        let e = import(&a, &mut buf.as_slice()).expect_err("not empty");
+        let e = import(&a, &|| Ok(Box::new(buf.as_slice()))).expect_err("not empty");
         assert!(matches!(e, BackupError::NotEmpty { .. }), "{e}");
     }
 }

@@ -532,11 +532,15 @@ pub fn import_state(common: &Common, file: &Path) -> ExitCode {
 
 fn import_state_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode> {
     let path = data_path(common)?;
-    let f = std::fs::File::open(file)
-        .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+    std::fs::File::open(file).map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
     let existed = path.exists();
     let store = SledStore::open(&path).map_err(fail)?;
-    match nudge::backup::import(&store, &mut std::io::BufReader::new(f)) {
+    let source = || -> std::io::Result<Box<dyn BufRead>> {
+        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+            file,
+        )?)))
+    };
+    match nudge::backup::import(&store, &source) {
         Ok(summary) => {
             eprintln!(
                 "imported {} entries into {}, sha256 {}",
