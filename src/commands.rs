@@ -79,27 +79,29 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     let mut engine = Engine::new(schema, rules, store)
         .map_err(fail)?
         .with_plugins(plugins);
-    let input: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(std::io::stdin().lock())
+    let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
     } else {
         let f = std::fs::File::open(file)
             .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
-        Box::new(std::io::BufReader::new(f))
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::new(f)), size)
     };
-    let bar = progress(None, "lines");
-    let result = nudge::ingest::ingest(&mut engine, input, stop_on_error, &mut |n| {
-        bar.set_position(n as u64)
+    let bar = ingest_progress(size);
+    let started = std::time::Instant::now();
+    let result = nudge::ingest::ingest(&mut engine, input, stop_on_error, &mut |r| {
+        bar.set_position(r.bytes);
+        let rate = r.lines as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!("{} events, {rate:.0} events/s", r.lines));
     });
     bar.finish_and_clear();
     let r = result.map_err(fail)?;
-    for e in r.invalid.iter().take(20) {
+    for e in &r.errors {
         eprintln!("error: {e}");
     }
-    if r.invalid.len() > 20 {
-        eprintln!("... and {} more bad lines", r.invalid.len() - 20);
-    }
-    for e in &r.rejected {
-        eprintln!("error: {e}");
+    let bad = r.invalid + r.rejected;
+    if bad > r.errors.len() {
+        eprintln!("... and {} more bad lines", bad - r.errors.len());
     }
     let stopped = if r.stopped {
         " (stopped at the first bad line)"
@@ -108,19 +110,41 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     };
     println!(
         "events: {} lines, {} applied, {} duplicates, {} invalid, {} rejected{stopped}",
-        r.lines,
-        r.applied,
-        r.duplicates,
-        r.invalid.len(),
-        r.rejected.len()
+        r.lines, r.applied, r.duplicates, r.invalid, r.rejected
     );
-    println!("members: {}", r.members.len());
-    print!("{}", report::summary(&nudge::replay::summarize(&r.effects)));
-    Ok(if r.invalid.is_empty() && r.rejected.is_empty() {
+    let members = engine
+        .store()
+        .meta_u64(nudge::engine::MEMBERS_KEY)
+        .map_err(fail)?;
+    println!("members in the store: {members}");
+    print!("{}", report::summary(&r.summary));
+    Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Ingest's progress on a terminal: bytes of the file read, events, the
+/// rate and the time left; a spinner for stdin (no size to go by).
+fn ingest_progress(size: Option<u64>) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match size {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            "{bar:30} {percent:>3}% {msg} [{elapsed} elapsed, {eta} left]",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {msg} [{elapsed}]",
+        ),
+    };
+    let style = indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
 }
 
 /// What `nudge replay` is asked to do besides replaying.

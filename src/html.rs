@@ -100,7 +100,7 @@ fn section(title: &str, note: &str, chart: &str) -> String {
 fn totals(s: &Summary) -> String {
     format!(
         "<p><span class=\"big\">{} members reached</span><span class=\"big\">{} coupons worth {}</span><span class=\"big\">{} points awarded</span></p>",
-        s.members_reached,
+        s.members_reached.unwrap_or(0),
         s.coupons,
         s.coupon_value.normalize(),
         s.points_awarded

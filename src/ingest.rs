@@ -4,11 +4,11 @@
 //! or stops the run; it is never half applied.
 
 use crate::engine::{Engine, Outcome};
-use crate::model::{Effect, Event, EventError, parse_event};
+use crate::model::{Event, EventError, parse_event};
+use crate::replay::Summary;
 use crate::schema::{Schema, Sink};
 use crate::sinks::{SinkError, drain_to_file, release};
 use crate::store::Store;
-use std::collections::BTreeSet;
 use std::io::BufRead;
 
 /// Parses line `line` (1-based) of an NDJSON input; `None` for a blank line.
@@ -48,17 +48,33 @@ pub fn read_all(schema: &Schema, input: impl BufRead) -> (Vec<Event>, Vec<EventE
     (events, errors)
 }
 
+/// What an ingest did. Counts, not lists: an import of any size runs in
+/// flat memory (the effects themselves go to the sinks).
 #[derive(Debug, Default)]
 pub struct IngestReport {
     pub lines: usize,
+    /// Bytes read so far (for progress against the file's size).
+    pub bytes: u64,
     pub applied: usize,
     pub duplicates: usize,
-    pub invalid: Vec<EventError>,
-    pub rejected: Vec<String>,
-    pub members: BTreeSet<String>,
-    pub effects: Vec<Effect>,
+    pub invalid: usize,
+    pub rejected: usize,
+    /// The first [`SHOWN`] bad lines and rejected events, to print.
+    pub errors: Vec<String>,
+    pub summary: Summary,
     /// Stopped at the first bad line (`stop_on_error`).
     pub stopped: bool,
+}
+
+/// Bad lines kept to show; the rest are only counted.
+pub const SHOWN: usize = 20;
+
+impl IngestReport {
+    fn error(&mut self, e: String) {
+        if self.errors.len() < SHOWN {
+            self.errors.push(e);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,19 +88,30 @@ pub enum IngestError {
 /// Events per group commit.
 pub const BATCH: usize = 1000;
 
+/// Reads `input` to the end, committing every [`BATCH`] events; `progress`
+/// gets the report so far after each commit.
 pub fn ingest<S: Store>(
     engine: &mut Engine<S>,
-    input: impl BufRead,
+    mut input: impl BufRead,
     stop_on_error: bool,
-    progress: &mut dyn FnMut(usize),
+    progress: &mut dyn FnMut(&IngestReport),
 ) -> Result<IngestReport, IngestError> {
-    let mut r = IngestReport::default();
+    let mut r = IngestReport {
+        summary: Summary::streaming(),
+        ..IngestReport::default()
+    };
     let mut batch = Vec::with_capacity(BATCH);
     let schema = engine.schema.clone();
-    for (i, line) in input.lines().enumerate() {
-        r.lines = i + 1;
-        let parsed = match line {
-            Ok(text) => parse_line(&schema, i + 1, &text),
+    let mut text = String::new();
+    loop {
+        text.clear();
+        let i = r.lines;
+        let parsed = match input.read_line(&mut text) {
+            Ok(0) => break,
+            Ok(n) => {
+                r.bytes += n as u64;
+                parse_line(&schema, i + 1, &text)
+            }
             Err(e) => Some(Err(EventError {
                 line: Some(i + 1),
                 id: None,
@@ -92,11 +119,13 @@ pub fn ingest<S: Store>(
                 message: format!("cannot read: {e}"),
             })),
         };
+        r.lines = i + 1;
         match parsed {
             None => {}
             Some(Ok(ev)) => batch.push(ev),
             Some(Err(e)) => {
-                r.invalid.push(e);
+                r.invalid += 1;
+                r.error(e.to_string());
                 if stop_on_error {
                     r.stopped = true;
                     break;
@@ -105,11 +134,11 @@ pub fn ingest<S: Store>(
         }
         if batch.len() >= BATCH {
             commit(engine, &mut batch, &mut r)?;
-            progress(r.lines);
+            progress(&r);
         }
     }
     commit(engine, &mut batch, &mut r)?;
-    progress(r.lines);
+    progress(&r);
     Ok(r)
 }
 
@@ -122,17 +151,19 @@ fn commit<S: Store>(
         return Ok(());
     }
     let c = engine.process(batch)?;
-    for (ev, o) in batch.iter().zip(c.outcomes) {
+    for o in c.outcomes {
         match o {
-            Outcome::Applied { .. } => {
-                r.applied += 1;
-                r.members.insert(ev.member.clone());
-            }
+            Outcome::Applied { .. } => r.applied += 1,
             Outcome::Duplicate => r.duplicates += 1,
-            Outcome::Rejected(e) => r.rejected.push(e.to_string()),
+            Outcome::Rejected(e) => {
+                r.rejected += 1;
+                r.error(e.to_string());
+            }
         }
     }
-    r.effects.extend(c.effects);
+    for e in &c.effects {
+        r.summary.add(e);
+    }
     batch.clear();
     deliver(engine)?;
     Ok(())

@@ -150,7 +150,10 @@ pub fn load(opts: &LoadOptions) -> Load {
     }
     let mut asts = Vec::new();
     for path in files {
-        let id = match read_source(&mut l.sources, &path) {
+        let project = project_root(&base);
+        let read = inside(&[&rules_path, &project], &path)
+            .and_then(|()| read_source(&mut l.sources, &path));
+        let id = match read {
             Ok(id) => id,
             Err(d) => {
                 l.diagnostics.push(d);
@@ -165,7 +168,13 @@ pub fn load(opts: &LoadOptions) -> Load {
         .as_ref()
         .map(|s| s.plugin_limits.clone())
         .unwrap_or_default();
-    let plugins = load_plugins(&mut l, &plugins_path, &mut hasher, &limits);
+    let plugins = load_plugins(
+        &mut l,
+        &plugins_path,
+        &project_root(&base),
+        &mut hasher,
+        &limits,
+    );
 
     match schema {
         Some(schema) => finish(&mut l, schema, &asts, plugins, hasher),
@@ -198,7 +207,7 @@ pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
     };
     let mut asts = Vec::new();
     for (name, text) in files {
-        let id = l.sources.add(Path::new(name), text.to_string());
+        let id = l.sources.add(Path::new(name), normalize(text.to_string()));
         hash_source(&mut hasher, &l.sources, id);
         asts.push(parse_rule_file(&mut l, id));
     }
@@ -323,35 +332,133 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(out)
 }
 
-/// Reads a text file into the source map, within the limits.
-fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnostic> {
-    let meta = std::fs::metadata(path).map_err(|e| {
+/// Reads at most `MAX_FILE_BYTES` of a regular file. What is read is what
+/// counts, not what the metadata says: a symlink to `/dev/zero` grows
+/// without end, and a FIFO would block the load (and a running daemon's
+/// reload) until someone writes to it, so both are refused before reading.
+pub fn read_capped(path: &Path) -> Result<Vec<u8>, Diagnostic> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| {
         Diagnostic::global(Code::Io, format!("cannot read {}: {e}", path.display()))
-    })?;
-    if meta.is_dir() {
+    };
+    let kind = std::fs::metadata(path).map_err(io)?.file_type();
+    if kind.is_dir() {
         return Err(Diagnostic::global(
             Code::Io,
             format!("{} is a folder, not a file", path.display()),
         )
         .hint("rule files are files ending in .rules, .yaml or .yml; rename the folder"));
     }
-    if meta.len() > MAX_FILE_BYTES {
+    if !kind.is_file() {
+        return Err(not_regular(path));
+    }
+    // Non-blocking open: if a FIFO took the file's place since the check,
+    // opening it does not wait for a writer; the check below refuses it.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.file_type().is_file() {
+        return Err(not_regular(path));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(Diagnostic::global(
             Code::TooLarge,
             format!(
-                "{} is {:.1} MB; the limit is {} MiB",
+                "{} is larger than the limit of {} MiB",
                 path.display(),
-                meta.len() as f64 / 1e6,
                 MAX_FILE_BYTES / (1024 * 1024)
             ),
         )
         .hint("split it into several files"));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostic::global(Code::Io, format!("cannot read {}: {e}", path.display()))
-    })?;
+    Ok(bytes)
+}
+
+fn not_regular(path: &Path) -> Diagnostic {
+    Diagnostic::global(
+        Code::Io,
+        format!(
+            "{} is not a regular file (a FIFO, socket or device)",
+            path.display()
+        ),
+    )
+    .hint("only regular files are read; remove it from the folder")
+}
+
+/// A rule or plugin file that resolves outside both its folder and the
+/// project (the config's folder) is refused: a symlink to a system file
+/// would have its lines echoed in diagnostics, which `/v1/status` serves.
+/// Links within the project (rule variants sharing files) are fine.
+fn inside(roots: &[&Path], path: &Path) -> Result<(), Diagnostic> {
+    let Ok(real) = path.canonicalize() else {
+        return Ok(()); // reading it reports the error
+    };
+    let roots: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
+    if roots.is_empty() || roots.iter().any(|r| real.starts_with(r)) {
+        return Ok(());
+    }
+    Err(Diagnostic::global(
+        Code::Io,
+        format!(
+            "{} links to {}, outside the project",
+            path.display(),
+            real.display(),
+        ),
+    )
+    .hint("rule and plugin files must lie inside the project's folder; copy the file in instead of linking"))
+}
+
+/// Line terminators as the parsers see them. A file saved with classic-Mac
+/// `\r` endings, or with U+0085 / U+2028 / U+2029 in it, would otherwise
+/// be one long line, and a comment on its first line would swallow every
+/// rule after it without a word. Each is replaced by `\n` padded with
+/// spaces to the same byte length, so every span still points into the
+/// file as saved. A leading byte-order mark (Windows editors) is dropped.
+pub fn normalize(text: String) -> String {
+    let text = match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    };
+    let unusual = |c: char| matches!(c, '\r' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    if !text.contains(unusual) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => out.push('\r'),
+            '\r' => out.push('\n'),
+            '\u{85}' => out.push_str("\n "),
+            '\u{2028}' | '\u{2029}' => out.push_str("\n  "),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The project's folder: the config's, or the working folder for a bare
+/// `nudge.yaml`.
+fn project_root(base: &Path) -> PathBuf {
+    if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base.to_path_buf()
+    }
+}
+
+/// Reads a text file into the source map, within the limits.
+fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnostic> {
+    let bytes = read_capped(path)?;
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(sources.add(path, text)),
+        Ok(text) => Ok(sources.add(path, normalize(text))),
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
@@ -378,6 +485,7 @@ fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnos
 fn load_plugins(
     l: &mut Load,
     dir: &Path,
+    project: &Path,
     hasher: &mut xxhash_rust::xxh3::Xxh3,
     limits: &crate::plugins::Limits,
 ) -> Vec<Plugin> {
@@ -393,7 +501,8 @@ fn load_plugins(
     paths.sort();
     let engine = crate::plugins::sandbox(limits);
     for path in paths {
-        let id = match read_source(&mut l.sources, &path) {
+        let read = inside(&[dir, project], &path).and_then(|()| read_source(&mut l.sources, &path));
+        let id = match read {
             Ok(id) => id,
             Err(d) => {
                 l.diagnostics.push(d);

@@ -13,6 +13,15 @@ use std::str::FromStr;
 pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_STRING_BYTES: usize = 4096;
 
+/// The largest magnitude a money or decimal field may have: 10^12 (a
+/// trillion in any currency unit, rupiah and won included). Why a bound at
+/// all: member state adds amounts up (spend, windowed sums, merges), and
+/// rust_decimal tops out near 7.9 * 10^28; with every amount at most 10^12,
+/// a member would need more than 10^16 purchases to overflow. An event past
+/// the bound is refused at validation, naming the field, instead of
+/// poisoning the member's next fold.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+
 /// A validated event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -288,6 +297,11 @@ pub fn field_value(ty: FieldType, v: &serde_json::Value) -> Result<Value, String
                 .map_err(|_| format!("{n} is out of range"))?;
             if ty == FieldType::Money && d.is_sign_negative() {
                 return Err(format!("money cannot be negative, found {n}"));
+            }
+            if d.abs() > MAX_AMOUNT {
+                return Err(format!(
+                    "{n} is out of range: amounts are at most 1000000000000 (10^12)"
+                ));
             }
             Ok(Value::Dec(d))
         }

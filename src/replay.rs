@@ -119,21 +119,49 @@ pub const STATUSES: [&str; 6] = [
     "redeemed",
 ];
 
-/// What a set of effects amounts to.
+/// What a set of effects amounts to. Built one effect at a time, so a
+/// stream of any length is summed in flat memory (`Summary::streaming`
+/// leaves out the one part that grows with members: reach).
 #[derive(Debug, Default, PartialEq)]
 pub struct Summary {
-    /// Per rule: effects per status, and `redeemed` (its coupons redeemed).
+    /// Per rule: firings per status, and `redeemed` (its coupons redeemed).
+    /// A firing is what one rule did for one member on one trigger, however
+    /// many effects (a gift rule with a coupon and a message is one firing).
     pub by_rule: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Effects that went out (`sent`), per action (`coupon`, `points`, ...).
+    pub sent_by_action: BTreeMap<String, usize>,
     /// Per rule: coupons that went out.
     pub coupons_by_rule: BTreeMap<String, usize>,
-    /// Members with at least one effect that went out (`sent`).
-    pub members_reached: usize,
+    /// Members sent at least one coupon, points award or message (tags,
+    /// attributes and tier changes are bookkeeping, not contact); `None`
+    /// when not counted (a streaming summary).
+    pub members_reached: Option<usize>,
     pub coupons: usize,
     pub coupon_value: Decimal,
     pub points_awarded: i64,
+    reached: Option<BTreeSet<String>>,
+    /// The firing the last effect belonged to: (rule, member, trigger, status).
+    last: Option<(String, String, String, String)>,
 }
 
+/// The actions that reach a member (count towards `members_reached`).
+const CONTACT: [&str; 3] = ["coupon", "points", "message"];
+
 impl Summary {
+    /// A summary that also counts the members reached.
+    pub fn new() -> Summary {
+        Summary {
+            reached: Some(BTreeSet::new()),
+            members_reached: Some(0),
+            ..Summary::default()
+        }
+    }
+
+    /// A summary without reach: its memory does not grow with members.
+    pub fn streaming() -> Summary {
+        Summary::default()
+    }
+
     /// A rule's response rate: its coupons redeemed per coupon sent.
     pub fn response_rate(&self, rule: &str) -> Option<f64> {
         let sent = *self.coupons_by_rule.get(rule)?;
@@ -145,43 +173,65 @@ impl Summary {
             .unwrap_or(0);
         (sent > 0).then(|| redeemed as f64 / sent as f64)
     }
-}
 
-/// Counts effects. A deferred effect counts as `deferred` when decided and
-/// as `sent` when released; only what went out (`sent`) counts as reach,
-/// coupons and points.
-pub fn summarize(effects: &[Effect]) -> Summary {
-    let mut s = Summary::default();
-    let mut reached = BTreeSet::new();
-    for e in effects {
+    /// Counts one effect. A deferred effect counts as `deferred` when
+    /// decided and as `sent` when released; only what went out (`sent`)
+    /// counts as reach, coupons and points. The effects of one firing come
+    /// one after another, so a firing is counted when its key changes.
+    pub fn add(&mut self, e: &Effect) {
         let status = if e.action == "redeem" {
             "redeemed"
         } else {
             e.status.as_str()
         };
-        *s.by_rule
-            .entry(e.rule.clone())
-            .or_default()
-            .entry(status.to_string())
-            .or_default() += 1;
-        if status != "sent" {
-            continue;
+        let same = self.last.as_ref().is_some_and(|(r, m, t, st)| {
+            *r == e.rule && *m == e.member && *t == e.trigger && st == status
+        });
+        if !same {
+            *self
+                .by_rule
+                .entry(e.rule.clone())
+                .or_default()
+                .entry(status.to_string())
+                .or_default() += 1;
+            self.last = Some((
+                e.rule.clone(),
+                e.member.clone(),
+                e.trigger.clone(),
+                status.to_string(),
+            ));
         }
-        reached.insert(e.member.as_str());
+        if status != "sent" {
+            return;
+        }
+        *self.sent_by_action.entry(e.action.clone()).or_default() += 1;
+        let contact = CONTACT.contains(&e.action.as_str())
+            && (e.action != "points" || e.points.unwrap_or(0) > 0);
+        if contact && let Some(reached) = &mut self.reached {
+            reached.insert(e.member.clone());
+            self.members_reached = Some(reached.len());
+        }
         if e.action == "coupon" {
-            s.coupons += 1;
-            *s.coupons_by_rule.entry(e.rule.clone()).or_default() += 1;
-            s.coupon_value += e
+            self.coupons += 1;
+            *self.coupons_by_rule.entry(e.rule.clone()).or_default() += 1;
+            self.coupon_value += e
                 .discount
                 .as_ref()
                 .and_then(|d| Decimal::from_str(&d.to_string()).ok())
                 .unwrap_or_default();
         }
         if e.action == "points" {
-            s.points_awarded += e.points.unwrap_or(0).max(0);
+            self.points_awarded += e.points.unwrap_or(0).max(0);
         }
     }
-    s.members_reached = reached.len();
+}
+
+/// Sums a whole list of effects, reach included.
+pub fn summarize(effects: &[Effect]) -> Summary {
+    let mut s = Summary::new();
+    for e in effects {
+        s.add(e);
+    }
     s
 }
 
@@ -212,10 +262,26 @@ mod tests {
         let s = summarize(&effects);
         assert_eq!(s.coupons, 2);
         assert_eq!(s.coupon_value, Decimal::from(12));
-        assert_eq!(s.members_reached, 2);
+        assert_eq!(s.members_reached, Some(2));
         assert_eq!(s.by_rule["w"]["redeemed"], 1);
         assert_eq!(s.by_rule["w"]["sent"], 2);
         assert_eq!(s.response_rate("w"), Some(0.5));
         assert_eq!(s.response_rate("none"), None);
+    }
+
+    #[test]
+    fn a_firing_with_two_effects_counts_once_and_tags_do_not_reach() {
+        let mut gift = effect("gift", "a", "coupon", "sent");
+        gift.trigger = "tick:2026-01-01".into();
+        let mut note = effect("gift", "a", "message", "sent");
+        note.trigger = gift.trigger.clone();
+        let effects = [gift, note, effect("vip", "b", "tag", "sent")];
+        let s = summarize(&effects);
+        assert_eq!(s.by_rule["gift"]["sent"], 1);
+        assert_eq!(s.sent_by_action["coupon"], 1);
+        assert_eq!(s.sent_by_action["message"], 1);
+        assert_eq!(s.sent_by_action["tag"], 1);
+        assert_eq!(s.members_reached, Some(1));
+        assert_eq!(Summary::streaming().members_reached, None);
     }
 }

@@ -101,7 +101,9 @@ pub fn json(l: &Load) -> String {
 
 /// The summary table of a run: effects per rule and status, reach, coupons, points.
 pub fn summary(s: &nudge::replay::Summary) -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "firings per rule (one firing: what a rule did for one member on one trigger)\n",
+    );
     let statuses = nudge::replay::STATUSES;
     let width = s.by_rule.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
     out.push_str(&format!("{:<width$}", "rule"));
@@ -120,9 +122,21 @@ pub fn summary(s: &nudge::replay::Summary) -> String {
         }
         out.push('\n');
     }
+    if !s.sent_by_action.is_empty() {
+        let actions: Vec<String> = s
+            .sent_by_action
+            .iter()
+            .map(|(a, n)| format!("{a} {n}"))
+            .collect();
+        out.push_str(&format!("effects sent: {}\n", actions.join(", ")));
+    }
+    if let Some(n) = s.members_reached {
+        out.push_str(&format!(
+            "members reached (sent a coupon, points or a message): {n}\n"
+        ));
+    }
     out.push_str(&format!(
-        "members reached: {}; coupons: {} worth {}; points awarded: {}\n",
-        s.members_reached,
+        "coupons: {} worth {}; points awarded: {}\n",
         s.coupons,
         s.coupon_value.normalize(),
         s.points_awarded

@@ -93,6 +93,36 @@ pub enum Top {
 
 /// Parses a YAML document. An empty document is an empty mapping or list.
 /// Duplicate keys are errors.
+/// The byte offset of a document marker (`---` or `...` at the start of a
+/// line) after the first document's content. marked-yaml reads the first
+/// document and silently drops the rest: rules or settings below a `---`
+/// would vanish from a file that "loads fine". A `---` before any content
+/// (the usual header) is fine.
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let marker = ["---", "..."].iter().any(|m| {
+            line.strip_prefix(m)
+                .is_some_and(|r| r.is_empty() || r.starts_with(char::is_whitespace))
+        });
+        let more = || {
+            text[offset + line.len()..]
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        };
+        if marker && content && more() {
+            return Some(offset);
+        }
+        let t = line.trim();
+        if !marker && !t.is_empty() && !t.starts_with('#') {
+            content = true;
+        }
+        offset += line.len();
+    }
+    None
+}
+
 pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
     if text
         .lines()
@@ -102,6 +132,12 @@ pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
         return Ok(match top {
             Top::Mapping => Node::from(MarkedMappingNode::new_empty(blank)),
             Top::List => Node::from(MarkedSequenceNode::new_empty(blank)),
+        });
+    }
+    if let Some(offset) = second_document(text) {
+        return Err(YamlError {
+            message: "a second YAML document starts here; nudge reads one document a file, and everything after this line would be lost".into(),
+            offset,
         });
     }
     let pos = Positions::new(text);

@@ -84,7 +84,11 @@ fn ten_megabyte_rule_file() {
     let dir = setup(&[("huge.rules", text.as_bytes())]);
     let r = check(dir.path(), &[]);
     assert_code(&r, "E102", 1);
-    assert!(r.out.contains("the limit is 1 MiB"), "{}", r.out);
+    assert!(
+        r.out.contains("larger than the limit of 1 MiB"),
+        "{}",
+        r.out
+    );
 }
 
 #[test]
@@ -234,4 +238,53 @@ fn duplicate_rule_names_across_files() {
         "{}",
         r.out
     );
+}
+
+/// Special files in the rules folder: a FIFO once blocked the load (and a
+/// running daemon's reloads) for ever, a link to /dev/zero read without
+/// end, and a link to a system file echoed its lines in diagnostics. Only
+/// regular files inside the folder are read, with a hard cap.
+#[test]
+fn fifos_devices_and_links_outside_the_folder_are_refused() {
+    let dir = setup(&[("good.rules", b"when tier >= silver then tag \"x\"\n")]);
+    let rules = dir.path().join("rules");
+    let fifo = std::ffi::CString::new(rules.join("pipe.rules").to_string_lossy().as_bytes())
+        .expect("path");
+    // SAFETY: a valid C string naming a new file in our temp folder.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", rules.join("zero.rules")).expect("symlink");
+    std::fs::write(dir.path().join("outside.txt"), "root:x:0:0:secret-line\n").expect("write");
+    std::os::unix::fs::symlink(dir.path().join("outside.txt"), rules.join("system.rules"))
+        .expect("symlink");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["check", "--color=never", "--config"])
+        .arg(format!(
+            "{}/tests/lang/nudge.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg("--rules")
+        .arg(&rules)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("nudge check hung on a special file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("pipe.rules is not a regular file"), "{text}");
+    assert!(
+        text.contains("zero.rules links to /dev/zero, outside the project"),
+        "{text}"
+    );
+    assert!(text.contains("system.rules links to"), "{text}");
+    assert!(!text.contains("secret-line"), "{text}");
 }

@@ -344,19 +344,3 @@ fn explain_says_why_a_cdnow_member_never_got_the_winback_coupon() {
     assert_eq!(code, 2);
     assert!(err.contains("already holds members"), "{err}");
 }
-
-#[test]
-fn the_readme_shows_what_the_cdnow_replay_prints() {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README");
-    let start = readme
-        .find("$ cargo run --release -- replay --config examples/cdnow/nudge.yaml")
-        .expect("the walk-through command");
-    let block: Vec<&str> = readme[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.starts_with("report:"))
-        .collect();
-    let (stdout, err, code) = replay(&[]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(block, stdout.lines().collect::<Vec<_>>());
-}

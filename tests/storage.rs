@@ -306,8 +306,12 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_after_a_restart() {
         sent += 5;
     }
     assert!(!acked.is_empty());
-    // Still serving reads and status while writes fail.
-    assert_eq!(http(&daemon.addr, "GET", "/v1/status", "").0, 200);
+    // Still serving reads and status while writes fail; status says they
+    // fail (503, `ok: false`, the storage error), so a health check sees it.
+    let (code, status) = http(&daemon.addr, "GET", "/v1/status", "");
+    assert_eq!(code, 503, "{status}");
+    assert!(status.contains("\"ok\":false"), "{status}");
+    assert!(status.contains("the last commit failed"), "{status}");
     assert_eq!(http(&daemon.addr, "GET", "/v1/members/m1", "").0, 200);
     drop(daemon);
     // Room again: every acknowledged event is there; the rest go in once.

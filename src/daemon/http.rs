@@ -250,7 +250,13 @@ async fn get_member(
 
 fn status_json(app: &App) -> serde_json::Value {
     let s = app.shared.status.load();
+    let unhealthy = app.shared.unhealthy();
     json!({
+        "ok": unhealthy.is_none(),
+        "writes": match &unhealthy {
+            None => json!({"ok": true}),
+            Some(why) => json!({"ok": false, "error": why}),
+        },
         "ruleset": s.ruleset,
         "rules": s.rules,
         "last_reload": {"ok": s.last_reload_ok, "diagnostics": s.last_reload_diagnostics},
@@ -271,7 +277,14 @@ async fn get_status(State(app): State<App>, headers: HeaderMap) -> Response {
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    reply(StatusCode::OK, status_json(&app))
+    // Not 200 while writes fail, so a health check that only reads the
+    // status code sees it.
+    let code = if app.shared.unhealthy().is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    reply(code, status_json(&app))
 }
 
 async fn post_reload(State(app): State<App>, headers: HeaderMap) -> Response {

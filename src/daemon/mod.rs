@@ -34,6 +34,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("the writer failed, so nothing more could be stored: {0}")]
+    Writer(String),
 }
 
 /// What the status endpoint shows; replaced whole on every reload.
@@ -71,6 +73,13 @@ pub struct Shared {
     pub budgets: Mutex<Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)>>,
     /// The running plugins (swapped with the rules).
     pub plugins: ArcSwap<Option<Arc<crate::plugins::Plugins>>>,
+    /// Why the last write (commit, tick, release) failed; `None` once one
+    /// succeeds again. Status is not ok while it is set.
+    pub write_error: Mutex<Option<String>>,
+    /// Set when the writer thread is gone for good (a panic): the daemon
+    /// stops with a non-zero exit so that a supervisor restarts it.
+    pub writer_failed: Mutex<Option<String>>,
+    pub fatal: tokio::sync::Notify,
 }
 
 pub const LATENCY_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
@@ -113,6 +122,19 @@ impl Shared {
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect()
+    }
+
+    /// Records the outcome of a write; `Err` keeps its message for status.
+    pub fn note_write(&self, result: Result<(), String>) {
+        if let Ok(mut w) = self.write_error.lock() {
+            *w = result.err();
+        }
+    }
+
+    /// Why writes do not work now, if they do not.
+    pub fn unhealthy(&self) -> Option<String> {
+        let failed = self.writer_failed.lock().ok().and_then(|w| w.clone());
+        failed.or_else(|| self.write_error.lock().ok().and_then(|w| w.clone()))
     }
 
     pub fn plugin_failures(&self) -> u64 {
@@ -183,6 +205,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         deliveries: Mutex::new(BTreeMap::new()),
         budgets: Mutex::new(Vec::new()),
         plugins: ArcSwap::from_pointee(plugins.clone()),
+        write_error: Mutex::new(None),
+        writer_failed: Mutex::new(None),
+        fatal: tokio::sync::Notify::new(),
     });
 
     let (tx, rx) = std::sync::mpsc::channel();
@@ -191,7 +216,20 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let opts = opts.load.clone();
         std::thread::Builder::new()
             .name("nudge-writer".into())
-            .spawn(move || writer::run(engine, opts, shared, rx))?
+            .spawn(move || {
+                // A panic in the writer must not leave a daemon that looks
+                // healthy but stores nothing: it is recorded, and the whole
+                // process stops with a non-zero exit.
+                let run = std::panic::AssertUnwindSafe(|| writer::run(engine, opts, &shared, rx));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let why = panic_message(panic.as_ref());
+                    tracing::error!(error = %why, "Writer failed; stopping.");
+                    if let Ok(mut w) = shared.writer_failed.lock() {
+                        *w = Some(why);
+                    }
+                    shared.fatal.notify_one();
+                }
+            })?
     };
     let watched = vec![
         opts.load
@@ -225,7 +263,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         dispatch::spawn(shared.clone());
         let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));
         let hup = tokio::spawn(on_sighup(tx.clone()));
-        http::serve(listener, app, schema.http_limits.clone(), shutdown_signal()).await;
+        let stop = shutdown_signal(shared.clone());
+        http::serve(listener, app, schema.http_limits.clone(), stop).await;
         ticks.abort();
         hup.abort();
         Ok::<(), DaemonError>(())
@@ -233,7 +272,19 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     tracing::info!("Stopping: finishing queued batches.");
     let _ = tx.send(writer::Command::Shutdown);
     let _ = writer.join();
-    result
+    result?;
+    match shared.writer_failed.lock().ok().and_then(|w| w.clone()) {
+        Some(why) => Err(DaemonError::Writer(why)),
+        None => Ok(()),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 async fn schedule(tx: std::sync::mpsc::Sender<writer::Command>, every: Duration) {
@@ -258,7 +309,7 @@ async fn on_sighup(tx: std::sync::mpsc::Sender<writer::Command>) {
     }
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(shared: Arc<Shared>) {
     let term = async {
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
@@ -268,6 +319,7 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term => {},
+        _ = shared.fatal.notified() => return,
     }
     tracing::info!("Shutdown signal received.");
 }

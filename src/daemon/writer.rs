@@ -52,7 +52,7 @@ struct Pending {
 pub fn run(
     mut engine: Engine<SledStore>,
     opts: LoadOptions,
-    shared: Arc<Shared>,
+    shared: &Shared,
     rx: Receiver<Command>,
 ) {
     let mut queue: Vec<Command> = Vec::new();
@@ -88,17 +88,17 @@ pub fn run(
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
-                commit(&mut engine, batch, &shared);
+                commit(&mut engine, batch, shared);
             }
             Command::Reload { reason, reply } => {
-                let ok = reload(&mut engine, &opts, &shared, reason);
+                let ok = reload(&mut engine, &opts, shared, reason);
                 if let Some(r) = reply {
                     let _ = r.send(ok);
                 }
             }
             Command::Tick => {
-                release(&mut engine, &shared);
-                tick(&mut engine, &shared);
+                release(&mut engine, shared);
+                tick(&mut engine, shared);
             }
             Command::Shutdown => {
                 // Whatever is still queued was accepted before the shutdown.
@@ -106,7 +106,7 @@ pub fn run(
                     if let Command::Ingest { events, reply } = c
                         && let Some(p) = validate(&engine, events, reply)
                     {
-                        commit(&mut engine, vec![p], &shared);
+                        commit(&mut engine, vec![p], shared);
                     }
                 }
                 tracing::info!("Writer stopped.");
@@ -125,11 +125,15 @@ fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
     };
     match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
         Ok(days) if !days.is_empty() => {
+            shared.note_write(Ok(()));
             tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = count, "Daily tick done.");
             after_commit(engine, shared);
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "Daily tick failed."),
+        Err(e) => {
+            tracing::error!(error = %e, "Daily tick failed.");
+            shared.note_write(Err(format!("the daily tick failed: {e}")));
+        }
     }
 }
 
@@ -145,7 +149,10 @@ fn release(engine: &mut Engine<SledStore>, shared: &Shared) {
             tracing::info!(effects = effects.len(), "Deferred effects released.");
             after_commit(engine, shared);
         }
-        Err(e) => tracing::error!(error = %e, "Releasing deferred effects failed."),
+        Err(e) => {
+            tracing::error!(error = %e, "Releasing deferred effects failed.");
+            shared.note_write(Err(format!("releasing deferred effects failed: {e}")));
+        }
     }
 }
 
@@ -219,6 +226,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
     let start = std::time::Instant::now();
     match engine.process(&all) {
         Ok(c) => {
+            shared.note_write(Ok(()));
             shared.observe_batch(start.elapsed(), all.len());
             // Published before the replies, so a client sees its own spend.
             let today = crate::engine::clock::local_day(
@@ -258,6 +266,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
         }
         Err(e) => {
             tracing::error!(error = %e, "Commit failed.");
+            shared.note_write(Err(format!("the last commit failed: {e}")));
             for (reply, _) in replies {
                 let _ = reply.send(IngestReply::Unavailable(e.to_string()));
             }

@@ -24,7 +24,7 @@ pub fn fold(
             _ => Decimal::ZERO,
         };
         rec.orders += 1;
-        rec.spend += amount;
+        rec.spend = rec.spend.saturating_add(amount);
         match (rec.first_purchase, rec.last_purchase) {
             (Some(first), Some(last)) => {
                 if day > last {
@@ -102,7 +102,7 @@ fn fold_aggregates(
             Ok(p) => {
                 let b = &mut state.buckets[p];
                 b.count += 1;
-                b.sum += value;
+                b.sum = b.sum.saturating_add(value);
                 b.min = b.min.min(value);
                 b.max = b.max.max(value);
             }

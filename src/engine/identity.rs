@@ -40,7 +40,7 @@ pub fn merge(into: &mut MemberRecord, from: MemberRecord) {
     into.last_purchase = into.last_purchase.max(from.last_purchase);
     into.purchase_days += from.purchase_days;
     into.orders += from.orders;
-    into.spend += from.spend;
+    into.spend = into.spend.saturating_add(from.spend);
     into.points = into.points.saturating_add(from.points);
     into.tier = into.tier.max(from.tier);
     for t in from.tags {
@@ -63,7 +63,7 @@ pub fn merge(into: &mut MemberRecord, from: MemberRecord) {
                         Ok(p) => {
                             let m = &mut mine.buckets[p];
                             m.count += b.count;
-                            m.sum += b.sum;
+                            m.sum = m.sum.saturating_add(b.sum);
                             m.min = m.min.min(b.min);
                             m.max = m.max.max(b.max);
                         }

@@ -953,7 +953,11 @@ impl<S: Store> Engine<S> {
         self.merges += removed;
         // Written members are due at once (an event may have made a tick
         // rule's condition turn), unless this batch's tick just placed them.
-        for (id, _) in &written {
+        // Until a full tick has read every member from the store, the next
+        // tick scans the store anyway: the index is only kept from then on,
+        // so an import without ticks does not hold every member in memory.
+        let keep_due = self.due_complete;
+        for (id, _) in written.iter().filter(|_| keep_due) {
             self.due.touch(id);
         }
         if let Some(cache) = &self.cache {
@@ -963,7 +967,7 @@ impl<S: Store> Engine<S> {
             }
             c.extend(written);
         }
-        for id in &p.new_members {
+        for id in p.new_members.iter().filter(|_| keep_due) {
             self.due.touch(id);
         }
         for (id, day) in &p.due {

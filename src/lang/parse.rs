@@ -875,6 +875,12 @@ fn unescape(raw: &str) -> String {
             match chars.next() {
                 Some('n') => out.push('\n'),
                 Some('t') => out.push('\t'),
+                // `\u{4f60}`: the grammar allows 1 to 6 hex digits.
+                Some('u') => {
+                    let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                    let c = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                    out.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+                }
                 Some(other) => out.push(other),
                 None => {}
             }
@@ -883,6 +889,50 @@ fn unescape(raw: &str) -> String {
         }
     }
     out
+}
+
+/// A hint naming a character that looks like punctuation but is not the
+/// ASCII the language uses (full-width forms from Chinese input methods,
+/// curly quotes from word processors), with what to write instead.
+fn unusual_char(c: char) -> Option<String> {
+    if c.is_ascii() {
+        return None;
+    }
+    let (name, ascii) = match c {
+        '\u{FF0C}' => ("FULLWIDTH COMMA", ","),
+        '\u{3001}' => ("IDEOGRAPHIC COMMA", ","),
+        '\u{3002}' => ("IDEOGRAPHIC FULL STOP", "."),
+        '\u{FF0E}' => ("FULLWIDTH FULL STOP", "."),
+        '\u{FF08}' => ("FULLWIDTH LEFT PARENTHESIS", "("),
+        '\u{FF09}' => ("FULLWIDTH RIGHT PARENTHESIS", ")"),
+        '\u{FF1A}' => ("FULLWIDTH COLON", ":"),
+        '\u{FF1B}' => ("FULLWIDTH SEMICOLON", ";"),
+        '\u{FF1D}' => ("FULLWIDTH EQUALS SIGN", "="),
+        '\u{FF1E}' => ("FULLWIDTH GREATER-THAN SIGN", ">"),
+        '\u{FF1C}' => ("FULLWIDTH LESS-THAN SIGN", "<"),
+        '\u{FF05}' => ("FULLWIDTH PERCENT SIGN", "%"),
+        '\u{FF0B}' => ("FULLWIDTH PLUS SIGN", "+"),
+        '\u{FF0D}' => ("FULLWIDTH HYPHEN-MINUS", "-"),
+        '\u{FF0A}' => ("FULLWIDTH ASTERISK", "*"),
+        '\u{FF0F}' => ("FULLWIDTH SOLIDUS", "/"),
+        '\u{FF02}' => ("FULLWIDTH QUOTATION MARK", "\""),
+        '\u{201C}' => ("LEFT DOUBLE QUOTATION MARK", "\""),
+        '\u{201D}' => ("RIGHT DOUBLE QUOTATION MARK", "\""),
+        '\u{2018}' => ("LEFT SINGLE QUOTATION MARK", "\""),
+        '\u{2019}' => ("RIGHT SINGLE QUOTATION MARK", "\""),
+        '\u{FEFF}' => ("ZERO WIDTH NO-BREAK SPACE (a byte-order mark)", " "),
+        '\u{200B}' => ("ZERO WIDTH SPACE", " "),
+        _ => {
+            return Some(format!(
+                "`{c}` (U+{:04X}) is not part of the rule language here; names may use letters of any script, but operators and punctuation are ASCII",
+                c as u32
+            ));
+        }
+    };
+    Some(format!(
+        "`{c}` is U+{:04X} {name} (an input method or word processor typed it); write `{ascii}` instead",
+        c as u32
+    ))
 }
 
 /// Depth of an expression tree, computed without recursion.
@@ -1057,6 +1107,17 @@ fn expected_list(rules: &[Rule]) -> String {
 
 /// Hints for the mistakes people actually make.
 fn syntax_hint(text: &str, pos: usize, found: Option<&str>) -> Option<String> {
+    if let Some(hint) = found.and_then(|f| f.chars().next()).and_then(unusual_char) {
+        return Some(hint);
+    }
+    if text.get(pos..).is_some_and(|r| r.starts_with('\\'))
+        || text.get(..pos).is_some_and(|b| b.ends_with('\\'))
+    {
+        return Some(
+            "strings know the escapes \\\", \\\\, \\n, \\t and \\u{4f60} (any character by its hex code)"
+                .into(),
+        );
+    }
     let before = text.get(..pos).unwrap_or("").trim_end();
     let last_word = before
         .rsplit(|c: char| c.is_whitespace())
