@@ -418,8 +418,8 @@ fn inside(roots: &[&Path], path: &Path) -> Result<(), Diagnostic> {
 /// Line terminators as the parsers see them. A file saved with classic-Mac
 /// `\r` endings, or with U+0085 / U+2028 / U+2029 in it, would otherwise
 /// be one long line, and a comment on its first line would swallow every
-/// rule after it without a word. Each is replaced by `\n` padded with
-/// spaces to the same byte length, so every span still points into the
+/// rule after it without a word. Each is replaced by `\n`, with spaces
+/// before it to the same byte length, so every span still points into the
 /// file as saved. A leading byte-order mark (Windows editors) is dropped.
 pub fn normalize(text: String) -> String {
     let text = match text.strip_prefix('\u{FEFF}') {
@@ -436,8 +436,9 @@ pub fn normalize(text: String) -> String {
         match c {
             '\r' if chars.peek() == Some(&'\n') => out.push('\r'),
             '\r' => out.push('\n'),
-            '\u{85}' => out.push_str("\n "),
-            '\u{2028}' | '\u{2029}' => out.push_str("\n  "),
+            // Padding before the break: the next line's columns stay right.
+            '\u{85}' => out.push_str(" \n"),
+            '\u{2028}' | '\u{2029}' => out.push_str("  \n"),
             c => out.push(c),
         }
     }

@@ -85,7 +85,41 @@ fn to_report(d: &Diagnostic, sources: &SourceMap) -> Report {
         .min(text.len() - start);
     m = m.with_label(LabeledSpan::new(d.label.clone(), start, len));
     let name = sources.path(src).display().to_string();
-    Report::new(m).with_source_code(NamedSource::new(name, text.to_string()))
+    Report::new(m).with_source_code(CharColumns(NamedSource::new(name, text.to_string())))
+}
+
+/// A source whose `file:line:col` header counts columns in characters, as
+/// editors and `--format json` do; miette counts bytes, which put a column
+/// after Chinese text several places too far.
+struct CharColumns(NamedSource<String>);
+
+impl miette::SourceCode for CharColumns {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let contents = self.0.read_span(span, before, after)?;
+        // Only the header's read (no context lines) reports a column.
+        if before > 0 || after > 0 {
+            return Ok(contents);
+        }
+        let text = self.0.inner();
+        let start = span.offset().min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let column = text
+            .get(line_start..start)
+            .map_or(contents.column(), |t| t.chars().count());
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            contents.name().unwrap_or_default().to_string(),
+            contents.data(),
+            *contents.span(),
+            contents.line(),
+            column,
+            contents.line_count(),
+        )))
+    }
 }
 
 pub fn json(l: &Load) -> String {

@@ -447,11 +447,13 @@ impl Validator<'_> {
     }
 
     fn name(&mut self, n: &S, what: &str) -> bool {
+        // As the grammar's `ident`: letters of any script, ASCII digits, `_`.
         let ok = n
             .chars()
             .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && n.chars()
+                .all(|c| c.is_alphabetic() || c.is_ascii_digit() || c == '_')
             && !crate::lang::KEYWORDS.contains(&n.as_str());
         if !ok {
             self.err(
@@ -464,6 +466,24 @@ impl Validator<'_> {
             );
         }
         ok
+    }
+
+    /// A tier named like a built-in field or `today`, `member`, `event`
+    /// would load and then be unusable: in a rule the name means the field.
+    fn not_reserved(&mut self, n: &S, what: &str) -> bool {
+        let name = n.as_str();
+        let builtin = crate::lang::check::BUILTIN_FIELDS
+            .iter()
+            .any(|(b, _)| *b == name);
+        if !builtin && !["today", "member", "event"].contains(&name) {
+            return true;
+        }
+        self.err(
+            n,
+            format!("`{name}` cannot be a {what} name: in rules it means the built-in `{name}`"),
+            Some(format!("pick another name, e.g. `{what}_{name}`")),
+        );
+        false
     }
 
     /// `refund:`, or a declared `refund` event type with a string field
@@ -620,7 +640,7 @@ impl Validator<'_> {
                     self.err(&ts[64], "more than 64 tiers", None);
                 }
                 for t in ts {
-                    if self.name(t, "tier") {
+                    if self.name(t, "tier") && self.not_reserved(t, "tier") {
                         if tiers.iter().any(|x| x == t.as_str()) {
                             self.err(t, format!("tier `{}` is listed twice", t.as_str()), None);
                         }

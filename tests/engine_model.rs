@@ -11,7 +11,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const CONFIG: &str = "timezone: UTC\ntiers: [member]\nevents:\n  purchase:\n    amount: money\n";
+const CONFIG: &str = "timezone: UTC\ntiers: [basic]\nevents:\n  purchase:\n    amount: money\n";
 const RULES: &str = "rule \"pts\" on purchase then award points floor(event.amount)\n\
 when days_since_last_purchase > cycle*1.5 and points >= 10 then send coupon 30-6\n\
 rule \"regular\" on purchase when count(purchase, 7d) >= 2 then send coupon 10-2 limit once per 14d\n";

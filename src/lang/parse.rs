@@ -220,6 +220,19 @@ impl<'a> Builder<'a> {
             pest::error::ErrorVariant::ParsingError { positives, .. } => expected_list(positives),
             pest::error::ErrorVariant::CustomError { message } => message.clone(),
         };
+        if found.as_deref() == Some("\"")
+            && let Some((at, esc)) = bad_escape(&self.text[pos + 1..])
+        {
+            let at = pos + 1 + at;
+            return self
+                .error(
+                    Code::Syntax,
+                    Span::new(at, at + esc.len()),
+                    format!("unknown escape `{esc}` in a string"),
+                )
+                .label("not an escape")
+                .hint(ESCAPES);
+        }
         let end = pos + found.as_ref().map_or(0, |f| f.len());
         let (msg, label) = match &found {
             Some(f) => (format!("unexpected `{f}`"), format!("expected {expected}")),
@@ -891,6 +904,34 @@ fn unescape(raw: &str) -> String {
     out
 }
 
+const ESCAPES: &str =
+    "strings know the escapes \\\", \\\\, \\n, \\t and \\u{4f60} (any character by its hex code)";
+
+/// The first escape the grammar does not know in a string's text (after
+/// its opening quote): its offset and the escape as written.
+fn bad_escape(rest: &str) -> Option<(usize, String)> {
+    let mut chars = rest.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' | '\n' => return None,
+            '\\' => {
+                let next = chars.next().map(|(_, n)| n);
+                let ok = match next {
+                    Some('"' | '\\' | 'n' | 't') => true,
+                    Some('u') => rest[i + 2..].starts_with('{'),
+                    _ => false,
+                };
+                if !ok {
+                    let esc: String = rest[i..].chars().take(2).collect();
+                    return Some((i, esc));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A hint naming a character that looks like punctuation but is not the
 /// ASCII the language uses (full-width forms from Chinese input methods,
 /// curly quotes from word processors), with what to write instead.
@@ -1109,14 +1150,6 @@ fn expected_list(rules: &[Rule]) -> String {
 fn syntax_hint(text: &str, pos: usize, found: Option<&str>) -> Option<String> {
     if let Some(hint) = found.and_then(|f| f.chars().next()).and_then(unusual_char) {
         return Some(hint);
-    }
-    if text.get(pos..).is_some_and(|r| r.starts_with('\\'))
-        || text.get(..pos).is_some_and(|b| b.ends_with('\\'))
-    {
-        return Some(
-            "strings know the escapes \\\", \\\\, \\n, \\t and \\u{4f60} (any character by its hex code)"
-                .into(),
-        );
     }
     let before = text.get(..pos).unwrap_or("").trim_end();
     let last_word = before
