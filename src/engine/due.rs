@@ -80,6 +80,14 @@ pub fn next_due(cx: &Ctx<'_>, rec: &MemberRecord, view: &View, today: i32) -> i3
         if !rule.edge_triggered() {
             return tomorrow;
         }
+        // A re-armed rule fires again tomorrow while its condition holds.
+        let key = cx.plan.rule_keys[ri as usize];
+        if rule.rearm
+            && !rec.rules.iter().any(|r| r.rule == key && r.armed)
+            && rule.matches(&env) == Some(true)
+        {
+            return tomorrow;
+        }
         match &cx.rules.timing[ri as usize] {
             Timing::Fixed => {}
             Timing::Daily => return tomorrow,

@@ -178,6 +178,11 @@ fn run_one(
         }
         if fire {
             record_firing(rule, &mut st.state, t.today);
+            // Armed again: the next evaluation fires if the condition
+            // still holds (the next 1,000 points, the next voucher).
+            if rule.rearm {
+                st.state.armed = false;
+            }
             out.changed = true;
         }
         out.changed |= st.put(rec, rule);

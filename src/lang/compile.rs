@@ -60,6 +60,11 @@ pub struct CompiledRule {
     pub reads: Option<Box<[u16]>>,
     /// The condition's tests, for `nudge explain`.
     pub terms: Vec<Term>,
+    /// A state rule whose own actions change what its condition reads
+    /// (`when points >= 1000 then deduct points 1000`): it is armed again
+    /// after each firing, so it fires once per evaluation for as long as
+    /// its condition holds, instead of once until the condition turns false.
+    pub rearm: bool,
 }
 
 /// How a rule's condition can change from one day to the next for a
@@ -329,6 +334,7 @@ pub fn compile(
                 }
             });
         let reads = rule_reads(&r);
+        let rearm = (t.state || t.tick) && writes_what_it_reads(&r, &set.layout);
         let terms = terms(r.cond.as_ref(), sources.text(r.source));
         set.timing.push(timing(r.cond.as_ref(), &set.layout));
         set.rules.push(CompiledRule {
@@ -344,9 +350,50 @@ pub fn compile(
             priority: r.priority,
             group,
             budget: r.budget,
+            rearm,
         });
     }
     set
+}
+
+/// Whether a rule's actions on its own member write a slot its condition
+/// reads (points, tags, tier, open coupons, attributes). A plugin action
+/// may award points, tag or issue coupons.
+fn writes_what_it_reads(r: &CheckedRule, layout: &Layout) -> bool {
+    let slot = |name: &str| layout.fields.iter().position(|(n, _)| n == name);
+    let (points, tags, tier, coupons) = (
+        slot("points"),
+        slot("tags"),
+        slot("tier"),
+        slot("coupons_open"),
+    );
+    let mut writes: Vec<Option<usize>> = Vec::new();
+    for a in &r.actions {
+        match a {
+            TAction::For { .. } | TAction::Message { .. } => {}
+            TAction::Points { .. } => writes.push(points),
+            TAction::SetTier(_) => writes.push(tier),
+            TAction::Set { slot, .. } => writes.push(Some(*slot as usize)),
+            TAction::Tag { .. } => writes.push(tags),
+            TAction::Coupon { .. } => writes.push(coupons),
+            TAction::Call { .. } => writes.extend([points, tags, coupons]),
+        }
+    }
+    let mut exprs: Vec<&TExpr> = r.cond.iter().collect();
+    while let Some(e) = exprs.pop() {
+        let read = match &e.kind {
+            TKind::Slot(s) => Some(*s as usize),
+            TKind::HasTag(_) => tags,
+            _ => {
+                push_children(e, &mut exprs);
+                continue;
+            }
+        };
+        if read.is_some() && writes.contains(&read) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The member slots a rule reads (condition and action values), or `None`
