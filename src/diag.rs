@@ -145,6 +145,7 @@ codes! {
     NeverTrue = "W401", Warning, "a rule's condition can never be true";
     EventOnTick = "W402", Warning, "a rule that also runs on ticks reads event fields, which are null on ticks";
     EmptyRules = "W403", Warning, "a rules folder has no rule files";
+    NullArithmetic = "W404", Warning, "a `set` computes with an attribute that is null until set (give it a default)";
 }
 
 /// One finding about the input: what, where, and what to do about it.

@@ -15,6 +15,24 @@ use std::str::FromStr;
 
 type S = Spanned<String>;
 
+/// An attribute: `stars: int`, or `stars: { type: int, default: 0 }`.
+/// Plain strings: positions do not survive serde's untagged buffering, so
+/// errors about them point at the attribute's name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AttrFile {
+    Type(String),
+    Full(AttrFull),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttrFull {
+    #[serde(rename = "type")]
+    ty: String,
+    default: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -22,7 +40,7 @@ struct ConfigFile {
     tiers: Option<Vec<S>>,
     purchase: Option<PurchaseFile>,
     #[serde(default)]
-    attributes: HashMap<S, S>,
+    attributes: HashMap<S, AttrFile>,
     #[serde(default)]
     events: HashMap<S, Option<HashMap<S, S>>>,
     #[serde(default)]
@@ -181,6 +199,18 @@ impl FieldType {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Int => "int",
+            FieldType::Decimal => "decimal",
+            FieldType::Money => "money",
+            FieldType::String => "string",
+            FieldType::Bool => "bool",
+            FieldType::Date => "date",
+            FieldType::Duration => "duration",
+        }
+    }
+
     fn parse(s: &str) -> Option<FieldType> {
         Some(match s {
             "int" => FieldType::Int,
@@ -201,6 +231,9 @@ pub struct Field {
     pub ty: FieldType,
     /// Written `type?`: events may leave it out (it is then null).
     pub optional: bool,
+    /// An attribute's value until a rule sets it (`default: 0`); without
+    /// one it is null, and arithmetic on it stays null.
+    pub default: Option<crate::lang::program::Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -468,6 +501,34 @@ impl Validator<'_> {
         ok
     }
 
+    /// An attribute's `default:` as a value of its type.
+    fn default_value(&mut self, ty: FieldType, d: &S) -> Option<crate::lang::program::Value> {
+        use crate::lang::program::Value;
+        let text = d.as_str().trim();
+        let v = match ty {
+            FieldType::Int => text.parse().ok().map(Value::Int),
+            FieldType::Decimal | FieldType::Money => rust_decimal::Decimal::from_str_exact(text)
+                .ok()
+                .map(Value::Dec),
+            FieldType::String => Some(Value::Str(text.into())),
+            FieldType::Bool => match text {
+                "true" => Some(Value::Bool(true)),
+                "false" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            FieldType::Date => crate::lang::parse::parse_date(text).map(Value::Date),
+            FieldType::Duration => None,
+        };
+        if v.is_none() {
+            self.err(
+                d,
+                format!("`{text}` is not a value of type {}", ty.name()),
+                Some("write a value of the attribute's type: `default: 0`, `default: \"none\"`, `default: 2026-01-01`; durations take no default".into()),
+            );
+        }
+        v
+    }
+
     /// A tier named like a built-in field or `today`, `member`, `event`
     /// would load and then be unusable: in a rule the name means the field.
     fn not_reserved(&mut self, n: &S, what: &str) -> bool {
@@ -651,7 +712,12 @@ impl Validator<'_> {
         }
 
         let mut attributes: Vec<Field> = Vec::new();
-        for (name, ty) in sorted(f.attributes) {
+        for (name, attr) in sorted(f.attributes) {
+            let at = |text: String| Spanned::new(*name.span(), text);
+            let (ty, default) = match attr {
+                AttrFile::Type(ty) => (at(ty), None),
+                AttrFile::Full(full) => (at(full.ty), full.default.map(at)),
+            };
             if !self.name(&name, "attribute") {
                 continue;
             }
@@ -667,11 +733,15 @@ impl Validator<'_> {
                 continue;
             }
             match FieldType::parse(ty.trim()) {
-                Some(t) => attributes.push(Field {
-                    name: name.to_string(),
-                    ty: t,
-                    optional: true,
-                }),
+                Some(t) => {
+                    let default = default.and_then(|d| self.default_value(t, &d));
+                    attributes.push(Field {
+                        name: name.to_string(),
+                        ty: t,
+                        optional: true,
+                        default,
+                    })
+                }
                 None => self.err(
                     &ty,
                     format!("unknown type `{}`", ty.as_str()),
@@ -714,6 +784,7 @@ impl Validator<'_> {
                 }
                 match FieldType::parse_field(&ty) {
                     Some((t, optional)) => et.fields.push(Field {
+                        default: None,
                         name: fname.to_string(),
                         ty: t,
                         optional,

@@ -874,6 +874,22 @@ fn act(
         Action::Set { slot, value } => {
             let v = value.value(env);
             let name = &cx.rules.layout.fields[*slot as usize].0;
+            // An action that changes nothing gives no effect: a null value
+            // (a sum over a field nobody set) or the value it already has.
+            // Read from the record: the view holds only the slots rules read.
+            let now = if *slot == crate::lang::check::slot::BIRTHDAY {
+                rec.birthday.map_or(Value::Null, Value::Date)
+            } else {
+                match rec.attribute(name) {
+                    Some(stored) => stored.into(),
+                    None => (cx.rules.layout.defaults.iter())
+                        .find(|(s, _)| s == slot)
+                        .map_or(Value::Null, |(_, d)| d.clone()),
+                }
+            };
+            if v == Value::Null || v == now {
+                return None;
+            }
             if apply {
                 if *slot == crate::lang::check::slot::BIRTHDAY {
                     rec.birthday = match v {

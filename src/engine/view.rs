@@ -144,10 +144,16 @@ impl View {
                 layout.fields.len() - n_builtin - layout.aggregates.len() - layout.expiring.len(),
             )
         {
-            if needed(i)
-                && let Some(v) = rec.attribute(name)
-            {
-                m[i] = v.into();
+            if !needed(i) {
+                continue;
+            }
+            match rec.attribute(name) {
+                Some(v) => m[i] = v.into(),
+                None => {
+                    if let Some((_, d)) = layout.defaults.iter().find(|(s, _)| *s as usize == i) {
+                        m[i] = d.clone();
+                    }
+                }
             }
         }
         for &(slot, days) in layout.expiring.iter().filter(|(s, _)| needed(*s as usize)) {

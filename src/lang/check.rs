@@ -221,6 +221,9 @@ pub struct Layout {
     pub event_fields: Vec<String>,
     /// Interned tags: bit i is `tags[i]`.
     pub tags: Vec<String>,
+    /// Attribute slots with a default (`default:` in the config), read as
+    /// that value until a rule sets them.
+    pub defaults: Vec<(u16, Value)>,
 }
 
 impl Layout {
@@ -342,6 +345,11 @@ pub fn check(
         layout.fields.push((name.to_string(), t.ty()));
     }
     for a in &schema.attributes {
+        if let Some(d) = &a.default {
+            layout
+                .defaults
+                .push((layout.fields.len() as u16, d.clone()));
+        }
         layout.fields.push((a.name.clone(), Ty::from_field(a.ty)));
     }
     let mut cx = Checker {
@@ -694,6 +702,7 @@ impl Checker<'_> {
                     let ty = self.layout.fields[i].1.clone();
                     let v =
                         self.expect(v, &ty, &format!("`{}` holds {}", target.name, ty.name()))?;
+                    self.warn_null_arithmetic(&v);
                     return Ok(TAction::Set {
                         slot: i as u16,
                         value: v,
@@ -764,6 +773,48 @@ impl Checker<'_> {
                     Some(hint),
                 );
                 Err(())
+            }
+        }
+    }
+
+    /// `set stars = stars + 1` on an attribute without a default: it is
+    /// null until set, so the sum stays null and the `set` never does
+    /// anything. Warned once per `set`, naming the attribute and the fix.
+    fn warn_null_arithmetic(&mut self, value: &TExpr) {
+        let first_attr = BUILTIN_FIELDS.len();
+        let n_attrs = self.schema.attributes.len();
+        let mut stack = vec![(value, false)];
+        while let Some((e, in_arith)) = stack.pop() {
+            match &e.kind {
+                TKind::Slot(s) if in_arith => {
+                    let s = *s as usize;
+                    let is_attr = (first_attr..first_attr + n_attrs).contains(&s);
+                    let has_default = self.layout.defaults.iter().any(|(d, _)| *d as usize == s);
+                    if is_attr && !has_default {
+                        let attr = &self.schema.attributes[s - first_attr];
+                        let (name, ty) = (attr.name.clone(), attr.ty);
+                        let d = Diagnostic::new(
+                            Code::NullArithmetic,
+                            self.source,
+                            e.span,
+                            format!("`{name}` is null until a rule sets it, so this arithmetic stays null and the `set` does nothing"),
+                        )
+                        .hint(format!(
+                            "give it a default in nudge.yaml: `{name}: {{ type: {}, default: {} }}`",
+                            ty.name(),
+                            if ty == crate::schema::FieldType::String { "\"\"" } else { "0" }
+                        ));
+                        self.err(d);
+                        return;
+                    }
+                }
+                TKind::Arith(_, a, b) => {
+                    stack.push((a, true));
+                    stack.push((b, true));
+                }
+                TKind::Neg(a) => stack.push((a, true)),
+                TKind::Func(_, a) => stack.push((a, in_arith)),
+                _ => {}
             }
         }
     }
