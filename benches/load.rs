@@ -56,6 +56,8 @@ fn main() {
         std::fs::write(rules.join(format!("gen{f:02}.rules")), text).expect("write");
     }
     let opts = nudge::load::LoadOptions {
+        builtin_config: false,
+        config_only: false,
         config: config.into(),
         rules: Some(rules),
         plugins: Some(dir.path().join("plugins")),

@@ -22,6 +22,8 @@ fn main() {
     .expect("plugin");
     std::fs::write(dir.path().join("rules/r.rules"), "rule \"scalar\" on purchase when p.yes(points) then tag \"a\"\nrule \"member\" on purchase when p.vip(member) then tag \"b\"\n").expect("rules");
     let l = nudge::load::load(&nudge::load::LoadOptions {
+        builtin_config: false,
+        config_only: false,
         config: dir.path().join("nudge.yaml"),
         rules: None,
         plugins: None,

@@ -18,6 +18,8 @@ const RUNS: usize = 5;
 
 fn bench(name: &str, config: &Path, rules: &Path, plugins: &Path, events: &Path) {
     let l = load(&LoadOptions {
+        builtin_config: false,
+        config_only: false,
         config: config.into(),
         rules: Some(rules.into()),
         plugins: Some(plugins.into()),

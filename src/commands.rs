@@ -376,7 +376,7 @@ pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
     };
     let (mut passed, mut failed) = (0, 0);
     for f in files {
-        let r = nudge::testcase::run(&f, &common.config);
+        let r = nudge::testcase::run(&f, &common.config_path(), common.plugins.as_deref());
         let (path, name) = (r.path.display(), &r.name);
         match &r.outcome {
             nudge::testcase::Outcome::Pass { effects } => {
@@ -405,12 +405,44 @@ pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+pub fn init(dir: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+    match nudge::init::init(&dir) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            let cd = if dir == Path::new(".") {
+                String::new()
+            } else {
+                format!("cd {} && ", dir.display())
+            };
+            println!("next: {cd}nudge check && nudge test");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 pub fn member(common: &Common, id: &str) -> ExitCode {
     code(member_inner(common, id))
 }
 
 fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
-    let (schema, rules, _) = load_rules(common)?;
+    // A member's state needs the config, not the rules: a missing or
+    // broken rules folder must not hide it.
+    let loaded = load(&nudge::load::LoadOptions {
+        config_only: true,
+        ..common.load_options()
+    });
+    if loaded.errors() > 0 || loaded.io_failure {
+        eprint!("{}", report::human(&loaded, common.color_on()));
+        return Err(ExitCode::from(2));
+    }
+    let (Some(schema), Some(rules)) = (loaded.schema, loaded.rules) else {
+        return Err(ExitCode::from(2));
+    };
+    let (schema, rules) = (Arc::new(schema), Arc::new(rules));
     let store = open_store(common, &schema)?;
     match nudge::engine::identity::find_member(&store, id).map_err(fail)? {
         Some((id, rec)) => {

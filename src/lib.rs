@@ -14,6 +14,7 @@ pub mod explain;
 pub mod html;
 pub mod import;
 pub mod ingest;
+pub mod init;
 pub mod lang;
 pub mod load;
 pub mod model;

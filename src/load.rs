@@ -20,6 +20,12 @@ pub const MAX_FILES: usize = 10_000;
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub config: PathBuf,
+    /// No config file: the built-in defaults ([`BUILTIN_CONFIG`]), for
+    /// `nudge check` and friends outside a project.
+    pub builtin_config: bool,
+    /// Only the config, with no rules and plugins (commands that read the
+    /// store, like `nudge member`, work while the rules are broken or gone).
+    pub config_only: bool,
     /// Overrides the config's `paths.rules`; a folder or one rule file.
     pub rules: Option<PathBuf>,
     pub plugins: Option<PathBuf>,
@@ -97,7 +103,13 @@ pub fn load(opts: &LoadOptions) -> Load {
     };
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
 
-    let config_id = match read_source(&mut l.sources, &opts.config) {
+    let config_read = if opts.builtin_config {
+        Ok(l.sources
+            .add(Path::new("(built-in defaults)"), BUILTIN_CONFIG.to_string()))
+    } else {
+        read_source(&mut l.sources, &opts.config)
+    };
+    let config_id = match config_read {
         Ok(id) => id,
         Err(d) => {
             l.diagnostics.push(d);
@@ -120,6 +132,12 @@ pub fn load(opts: &LoadOptions) -> Load {
         }
     };
 
+    if opts.config_only {
+        if let Some(schema) = schema {
+            finish(&mut l, schema, &[], Vec::new(), hasher);
+        }
+        return l;
+    }
     let rules_path = opts
         .rules
         .clone()
@@ -187,6 +205,18 @@ pub fn load(opts: &LoadOptions) -> Load {
 /// `(name, text)` rule files (`.yaml`/`.yml` names are YAML). No plugins.
 /// For tests, benchmarks and tools that generate rules.
 pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
+    load_texts_in(config, Path::new("."), files, None)
+}
+
+/// Like [`load_texts`], with the config's folder `base` (its relative
+/// paths start there) and the plugins of `plugins` (a folder) loaded too:
+/// rule test cases with inline rules use the project's plugins.
+pub fn load_texts_in(
+    config: &str,
+    base: &Path,
+    files: &[(&str, &str)],
+    plugins: Option<&Path>,
+) -> Load {
     let mut l = Load {
         sources: SourceMap::default(),
         diagnostics: Vec::new(),
@@ -198,7 +228,7 @@ pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let config_id = l.sources.add(Path::new("nudge.yaml"), config.to_string());
     hash_source(&mut hasher, &l.sources, config_id);
-    let schema = match schema::load(config_id, config, Path::new(".")) {
+    let schema = match schema::load(config_id, config, base) {
         Ok(s) => s,
         Err(ds) => {
             l.diagnostics.extend(ds);
@@ -211,7 +241,14 @@ pub fn load_texts(config: &str, files: &[(&str, &str)]) -> Load {
         hash_source(&mut hasher, &l.sources, id);
         asts.push(parse_rule_file(&mut l, id));
     }
-    finish(&mut l, schema, &asts, Vec::new(), hasher);
+    let plugins = match plugins {
+        Some(dir) => {
+            let limits = schema.plugin_limits.clone();
+            load_plugins(&mut l, dir, &project_root(base), &mut hasher, &limits)
+        }
+        None => Vec::new(),
+    };
+    finish(&mut l, schema, &asts, plugins, hasher);
     l
 }
 
@@ -414,6 +451,16 @@ fn inside(roots: &[&Path], path: &Path) -> Result<(), Diagnostic> {
     )
     .hint("rule and plugin files must lie inside the project's folder; copy the file in instead of linking"))
 }
+
+/// The config used when there is no `nudge.yaml` and no `--config`: what
+/// most programmes start with. `nudge init` writes a commented one.
+pub const BUILTIN_CONFIG: &str = "timezone: UTC
+tiers: [bronze, silver, gold, diamond]
+events:
+  purchase:
+    amount: money
+    category: string?
+";
 
 /// Line terminators as the parsers see them. A file saved with classic-Mac
 /// `\r` endings, or with U+0085 / U+2028 / U+2029 in it, would otherwise

@@ -24,9 +24,10 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub struct Common {
-    /// The config file.
-    #[arg(long, global = true, default_value = "nudge.yaml")]
-    pub config: PathBuf,
+    /// The config file [default: nudge.yaml; without one, the built-in
+    /// defaults].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// The rules folder (or one rule file); overrides the config's `paths.rules`.
     #[arg(long, global = true)]
     pub rules: Option<PathBuf>,
@@ -122,6 +123,11 @@ enum Command {
     },
     /// Run rule test cases (rules, events, expected effects).
     Test { path: Option<PathBuf> },
+    /// Write a starting project (nudge.yaml, rules/, tests/cases/, plugins/)
+    Init {
+        /// The project folder (default: here); nothing in it is overwritten
+        dir: Option<PathBuf>,
+    },
     /// Rewrite `.rules` files in the canonical layout (comments kept)
     Fmt {
         /// Files or folders (default: the rules folder)
@@ -160,14 +166,37 @@ enum Command {
     },
 }
 
+static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Common {
     /// What to load: the config, and `--rules` / `--plugins` over its paths.
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
-            config: self.config.clone(),
+            builtin_config: self.builtin_config(),
+            config_only: false,
+            config: self.config_path(),
             rules: self.rules.clone(),
             plugins: self.plugins.clone(),
         }
+    }
+
+    /// `--config`, else `nudge.yaml` here.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("nudge.yaml"))
+    }
+
+    /// No `--config` and no `nudge.yaml` here: the built-in defaults, said
+    /// once on stderr.
+    pub fn builtin_config(&self) -> bool {
+        let builtin = self.config.is_none() && !std::path::Path::new("nudge.yaml").exists();
+        if builtin && !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "note: no nudge.yaml here, so the built-in defaults: tiers bronze, silver, gold, diamond; `purchase` events with `amount` (and `category`); `nudge init` writes a project to start from"
+            );
+        }
+        builtin
     }
 
     pub fn color_on(&self) -> bool {
@@ -231,6 +260,7 @@ fn main() -> ExitCode {
             out,
         } => commands::import(&common, &input, &mapping, out.as_deref()),
         Command::Test { path } => commands::test(&common, path),
+        Command::Init { dir } => commands::init(dir),
         Command::Fmt { paths, check } => commands::fmt(&common, paths, check),
         Command::Export { file } => commands::export(&common, &file),
         Command::ImportState { file } => commands::import_state(&common, &file),

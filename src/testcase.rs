@@ -15,7 +15,7 @@
 //! ```
 
 use crate::engine::{Engine, clock};
-use crate::load::{LoadOptions, load, load_texts};
+use crate::load::{LoadOptions, load, load_texts_in};
 use crate::model::{Effect, Event, MemberRecord, Stored, event_from_json};
 use crate::store::{SledStore, Store, WriteSet};
 use crate::yaml::{self, Node, Positions};
@@ -76,7 +76,9 @@ pub fn find(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Runs one case file; `config` is the default config.
-pub fn run(path: &Path, config: &Path) -> CaseResult {
+/// Runs one case file with `config` unless the case names its own, and
+/// the plugins of `plugins` (`--plugins`) instead of the config's.
+pub fn run(path: &Path, config: &Path, plugins: Option<&Path>) -> CaseResult {
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -86,14 +88,19 @@ pub fn run(path: &Path, config: &Path) -> CaseResult {
         name,
         outcome: Outcome::Error(String::new()),
     };
-    r.outcome = match run_inner(path, config, &mut r.name) {
+    r.outcome = match run_inner(path, config, plugins, &mut r.name) {
         Ok(o) => o,
         Err(e) => Outcome::Error(e),
     };
     r
 }
 
-fn run_inner(path: &Path, default_config: &Path, name: &mut String) -> Result<Outcome, String> {
+fn run_inner(
+    path: &Path,
+    default_config: &Path,
+    plugins: Option<&Path>,
+    name: &mut String,
+) -> Result<Outcome, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let node = yaml::parse(&text, yaml::Top::Mapping)
         .map_err(|e| at(path, &text, e.offset, &e.message))?;
@@ -125,14 +132,29 @@ fn run_inner(path: &Path, default_config: &Path, name: &mut String) -> Result<Ou
 
     let loaded = match (str_of("rules"), str_of("rules_text")) {
         (Some(rules), None) => load(&LoadOptions {
+            builtin_config: false,
+            config_only: false,
             config: config.clone(),
             rules: Some(dir.join(rules)),
-            plugins: None,
+            plugins: plugins.map(Path::to_path_buf),
         }),
         (None, Some(inline)) => {
             let config_text = std::fs::read_to_string(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;
-            load_texts(&config_text, &[("case.rules", &inline)])
+            let base = config.parent().unwrap_or(Path::new("."));
+            // The config's plugins folder unless `--plugins` names one.
+            let mut scratch = crate::diag::SourceMap::default();
+            let id = scratch.add(&config, config_text.clone());
+            let config_plugins = crate::schema::load(id, &config_text, base)
+                .ok()
+                .map(|s| s.paths.plugins);
+            let plugins = plugins.map(Path::to_path_buf).or(config_plugins);
+            load_texts_in(
+                &config_text,
+                base,
+                &[("case.rules", &inline)],
+                plugins.as_deref(),
+            )
         }
         _ => {
             return Err(format!(

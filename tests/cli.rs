@@ -395,3 +395,76 @@ fn ingest_memory_stays_flat_with_the_file_size() {
         "peak RSS {small} KiB for 50,000 events, {large} KiB for 250,000"
     );
 }
+
+/// `nudge test --plugins DIR` loads the plugins from DIR (it was ignored,
+/// and cases calling a plugin failed with E207 unless it sat in the
+/// config's folder).
+#[test]
+fn test_cases_take_plugins_from_the_plugins_flag() {
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(
+        d.join("rules/vip.rules"),
+        "rule \"vip\" on purchase when crm.is_vip(member) then tag \"vip\"\n",
+    )
+    .expect("rule");
+    std::fs::create_dir(d.join("cases")).expect("cases");
+    std::fs::write(
+        d.join("cases/vip.yaml"),
+        "name: vip\nrules: ../rules/vip.rules\nevents:\n  - { id: 1, type: purchase, member: m, at: \"2026-03-01T04:00:00Z\", amount: 6000 }\nexpect:\n  - { rule: vip, member: m, action: tag, tag: vip }\n",
+    )
+    .expect("case");
+    let (out, _, code) = nudge(d, &["test", "cases"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown plugin `crm`"), "{out}");
+    let plugins = format!("{ROOT}/plugins");
+    let (out, err, code) = nudge(d, &["test", "cases", "--plugins", &plugins], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+}
+
+/// A newcomer's first commands: `nudge init` writes a project that checks,
+/// tests and is formatted; a second init overwrites nothing; outside a
+/// project `nudge check DIR` uses the built-in defaults and says so.
+#[test]
+fn init_writes_a_project_and_the_built_in_defaults_serve_outside_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (out, err, code) = nudge(d, &["init", "shop"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("wrote shop/nudge.yaml"), "{out}");
+    let shop = d.join("shop");
+    for args in [&["check"][..], &["test"], &["fmt", "--check"]] {
+        let (out, err, code) = nudge(&shop, args, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let (_, err, code) = nudge(d, &["init", "shop"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("exists already"), "{err}");
+
+    // No nudge.yaml here: the built-in defaults, said in one line.
+    std::fs::create_dir(d.join("mine")).expect("dir");
+    std::fs::write(
+        d.join("mine/r.rules"),
+        "when tier >= silver and event.category == \"tea\" then tag \"tea\"\n",
+    )
+    .expect("rule");
+    let (out, err, code) = nudge(d, &["check", "mine"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("built-in defaults"), "{err}");
+    assert!(out.contains("ok: 1 rule checked"), "{out}");
+}
+
+/// `nudge member` needs the config and the store, not the rules: it once
+/// failed with E100 when the rules folder was gone.
+#[test]
+fn member_works_without_a_rules_folder() {
+    let dir = project();
+    let d = dir.path();
+    let (_, err, code) = nudge(d, &["ingest", "-"], Some(EVENTS));
+    assert_eq!(code, 1, "{err}");
+    std::fs::remove_dir_all(d.join("rules")).expect("rm rules");
+    let (out, err, code) = nudge(d, &["member", "m1"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"member\":\"m1\""), "{out}");
+}

@@ -140,6 +140,8 @@ fn random_bytes_through_the_loader() {
             .collect();
         std::fs::write(dir.path().join("rules/r.rules"), &bytes).expect("write");
         let opts = nudge::load::LoadOptions {
+            builtin_config: false,
+            config_only: false,
             config: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lang/nudge.yaml"),
             rules: Some(dir.path().join("rules")),
             plugins: None,

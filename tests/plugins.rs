@@ -35,6 +35,8 @@ fn run(script: &str, as_condition: bool) -> Result<Run, String> {
     };
     std::fs::write(dir.path().join("rules/r.rules"), format!("rule \"points\" on purchase priority 10 then award points 1\n{test_rule}\nrule \"after\" on purchase then tag \"after\"\n")).expect("rules");
     let l = nudge::load::load(&nudge::load::LoadOptions {
+        builtin_config: false,
+        config_only: false,
         config: dir.path().join("nudge.yaml"),
         rules: None,
         plugins: None,
@@ -227,6 +229,8 @@ fn scripts_get_copies_of_the_member() {
 fn the_sms_gateway_turns_an_effect_into_a_request() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let l = nudge::load::load(&nudge::load::LoadOptions {
+        builtin_config: false,
+        config_only: false,
         config: root.join("nudge.yaml"),
         rules: None,
         plugins: None,

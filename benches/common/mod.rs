@@ -176,6 +176,8 @@ pub fn load_rules(bench: &Path, set: &str) -> (nudge::schema::Schema, nudge::lan
     std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
     std::fs::write(dir.path().join(format!("rules/{set}.rules")), &text).expect("rules");
     let l = nudge::load::load(&nudge::load::LoadOptions {
+        builtin_config: false,
+        config_only: false,
         config: dir.path().join("nudge.yaml"),
         rules: Some(dir.path().join("rules")),
         plugins: Some(dir.path().join("plugins")),

@@ -158,6 +158,15 @@ fn run_one(
         }
         let env = env(cx, view, t, &rule.name);
         let is_true = rule.matches(&env) == Some(true);
+        // A rule of custom actions only fires if they return intents; its
+        // firing count before, to take back when they return none.
+        let only_calls = is_true && rule.actions.iter().all(|a| matches!(a, Action::Call(_)));
+        let prior = only_calls.then(|| {
+            rec.rules
+                .iter()
+                .find(|r| r.rule == key)
+                .map_or((0, Vec::new()), |r| (r.fired, r.recent.clone()))
+        });
         let mut st = RuleStateSlot::get(rec, key);
         let fire = if rule.edge_triggered() {
             let rising = is_true && !st.state.armed;
@@ -194,6 +203,7 @@ fn run_one(
             continue;
         }
         let first_effect = out.effects.len();
+        let relays_before = out.relays.len();
         let held_out = held_out(rule, member) || in_control_group(cx.schema, member);
         // Held-out firings spend no budget; a spent budget caps the firing.
         let within_budget = held_out
@@ -266,6 +276,22 @@ fn run_one(
                 issue_coupon(cx.schema, rec, &mut e, key, t.today);
                 out.effects.push(e);
             }
+        }
+        if let Some((fired, recent)) = prior
+            && !failed
+            && out.effects.len() == first_effect
+            && out.relays.len() == relays_before
+        {
+            // Custom actions that returned nothing: not a firing, so no
+            // limit is used up and no decision recorded.
+            if let Some(r) = rec.rules.iter_mut().find(|r| r.rule == key) {
+                r.fired = fired;
+                r.recent = recent;
+            }
+            let limited = rule.limit.is_some();
+            rec.rules
+                .retain(|r| r.rule != key || r.armed || (limited && r.fired > 0));
+            continue;
         }
         if !failed {
             let outcome = outcome(status, &out.effects[first_effect.min(out.effects.len())..]);
