@@ -33,7 +33,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn post(addr: &str, body: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     let req = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).expect("send");

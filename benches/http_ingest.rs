@@ -42,7 +42,7 @@ fn main() {
                     let body = format!("[{}]", events.join(","));
                     let t = Instant::now();
                     let mut s = TcpStream::connect(&addr).expect("connect");
-                    let req = format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let req = format!("POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                     s.write_all(req.as_bytes()).expect("send");
                     let mut resp = String::new();
                     s.read_to_string(&mut resp).expect("read");

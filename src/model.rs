@@ -94,6 +94,13 @@ const LATEST_AT: i64 = 4_102_444_800;
 pub fn parse_event(schema: &Schema, text: &str) -> Result<Event, EventError> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| err(None, "", format!("not valid JSON: {e}")))?;
+    if let Some((_, path)) = duplicate_key(text.as_bytes()) {
+        return Err(err(
+            None,
+            &path,
+            "this key appears twice; which value is meant?",
+        ));
+    }
     event_from_json(schema, v)
 }
 
@@ -139,7 +146,7 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
             format!("unknown event type `{kind_name}`; {hint}"),
         ));
     };
-    let ids = event_ids(schema, idr, map.get("ids"))?;
+    let mut ids = event_ids(schema, idr, map.get("ids"))?;
     let member = match map.get("member") {
         Some(serde_json::Value::String(s)) if id_ok(s) => s.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -159,6 +166,26 @@ pub fn event_from_json(schema: &Schema, v: serde_json::Value) -> Result<Event, E
                 "missing: every event names its `member` (or its identifiers in `ids`)",
             ));
         }
+    };
+    // `phone:138` names the member with that identifier, as lookups do: a
+    // member id of that shape would otherwise shadow the identifier (a new
+    // member `phone:138` beside the one the phone is linked to).
+    let member = match member.split_once(':') {
+        Some((kind, value)) if schema.id_kinds.iter().any(|k| k == kind) => {
+            match ids.iter().find(|(k, _)| k == kind) {
+                Some((_, v)) if v != value => {
+                    return Err(err(
+                        idr,
+                        "member",
+                        format!("names `{kind}:{value}` but `ids.{kind}` is `{v}`"),
+                    ));
+                }
+                Some(_) => {}
+                None => ids.push((kind.to_string(), value.to_string())),
+            }
+            String::new()
+        }
+        _ => member,
     };
     let at = match map.get("at") {
         Some(serde_json::Value::String(s)) => jiff::Timestamp::from_str(s).map_err(|e| {
@@ -710,4 +737,101 @@ pub fn day_string(day: i32) -> String {
         .checked_add(jiff::Span::new().days(day as i64))
         .map(|d| d.to_string())
         .unwrap_or_default()
+}
+
+/// The first key that appears twice in one JSON object of `text`: the
+/// index of the event (when `text` is an array) and the key's path.
+/// serde_json keeps the last value of a repeated key, so
+/// `{"amount":10,"amount":1000}` would be taken as 1000 without a word;
+/// input with one is refused instead. `None` also for text that is not
+/// JSON (the parser reports that).
+pub fn duplicate_key(text: &[u8]) -> Option<(Option<usize>, String)> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let e = DupCheck {
+        path: String::new(),
+        top: true,
+    }
+    .deserialize(&mut de)
+    .err()?;
+    let found = e.to_string();
+    let rest = found.strip_prefix(DUP)?;
+    let rest = rest.split(" at line").next().unwrap_or(rest);
+    Some(match rest.split_once('\u{0}') {
+        Some((i, path)) => (i.parse().ok(), path.to_string()),
+        None => (None, rest.to_string()),
+    })
+}
+
+const DUP: &str = "duplicate key: ";
+
+/// Walks a JSON value, failing at the first repeated key.
+struct DupCheck {
+    path: String,
+    /// The top level: an array's items are events, named by index.
+    top: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DupCheck {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DupCheck {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            let path = if self.top {
+                format!("{i}\u{0}")
+            } else {
+                format!("{}[{i}]", self.path)
+            };
+            if seq
+                .next_element_seed(DupCheck { path, top: false })?
+                .is_none()
+            {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let path = match self.path.as_str() {
+                "" => k.clone(),
+                p if p.ends_with('\u{0}') => format!("{p}{k}"),
+                p => format!("{p}.{k}"),
+            };
+            if !keys.insert(k) {
+                return Err(serde::de::Error::custom(format!("{DUP}{path}")));
+            }
+            map.next_value_seed(DupCheck { path, top: false })?;
+        }
+        Ok(())
+    }
 }

@@ -963,11 +963,17 @@ impl Validator<'_> {
             }
             None => "127.0.0.1:8080".into(),
         };
-        let token = f
-            .http
-            .as_ref()
-            .and_then(|h| h.token.as_ref())
-            .map(|t| t.to_string());
+        let token = f.http.as_ref().and_then(|h| h.token.as_ref());
+        if let Some(t) = token
+            && t.trim().is_empty()
+        {
+            self.err(
+                t,
+                "an empty `http.token` would turn authentication off",
+                Some("set a long random string, or leave `token` out to answer only loopback names without one".into()),
+            );
+        }
+        let token = token.map(|t| t.to_string());
 
         let http_limits = self.http_limits(f.http.as_ref());
         let cache_bytes = f

@@ -87,6 +87,23 @@ pub fn sink_cursor(sink: &Sink) -> String {
     }
 }
 
+/// How a sink is named in metrics, logs and dead letters: a webhook's URL
+/// without its credentials (`user:secret@`) and query (`?token=...`),
+/// which `/metrics` and the logs must never show.
+pub fn sink_label(sink: &Sink) -> String {
+    match sink {
+        Sink::File { path } => format!("file:{}", path.display()),
+        Sink::Webhook { url } => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            format!("webhook:{scheme}://{host}{path}")
+        }
+        Sink::Plugin { plugin } => format!("plugin:{plugin}"),
+    }
+}
+
 /// Removes the outbox entries every sink of the config has delivered.
 pub fn release<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
     let sinks = engine.schema.sinks.clone();

@@ -195,7 +195,7 @@ fn sigterm_during_a_stream_loses_nothing_acknowledged() {
                 break;
             };
             let req = format!(
-                "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             if s.write_all(req.as_bytes()).is_err() {
@@ -333,7 +333,7 @@ fn a_permanent_webhook_error_is_dead_lettered() {
 }
 
 #[test]
-fn the_token_guards_everything_but_metrics() {
+fn the_token_guards_everything_metrics_included() {
     let dir = project("rule \"pts\" on purchase then award points 1\n");
     let config = std::fs::read_to_string(dir.path().join("nudge.yaml")).expect("config");
     std::fs::write(
@@ -350,11 +350,12 @@ fn the_token_guards_everything_but_metrics() {
         401
     );
     assert_eq!(http(&d.addr, "GET", "/v1/status", "").0, 401);
-    assert_eq!(http(&d.addr, "GET", "/metrics", "").0, 200);
+    // Metrics name rules and sinks: the token guards them too.
+    assert_eq!(http(&d.addr, "GET", "/metrics", "").0, 401);
     let mut s = TcpStream::connect(&d.addr).expect("connect");
     let body = purchase("t1", "m", 1.0);
     let req = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).expect("send");

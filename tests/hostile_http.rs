@@ -30,7 +30,7 @@ fn post(addr: &str, body: &str) -> (u16, serde_json::Value) {
 }
 
 fn members(addr: &str) -> u64 {
-    let (_, m) = http(addr, "GET", "/metrics", "");
+    let (_, m) = try_http(addr, "GET", "/metrics", &[AUTH], b"").expect("metrics");
     m.lines()
         .find_map(|l| l.strip_prefix("nudge_members "))
         .and_then(|v| v.parse().ok())
@@ -87,6 +87,10 @@ fn bad_requests_get_their_status_a_path_and_store_nothing() {
         // member's spend at the next purchase (which stopped every write).
         (event("h4", r#","amount":79228162514264337593543950335"#), 400, "amount"),
         (event("h5", r#","amount":1000000000000.01"#), 400, "amount"),
+        // `phone:...` as the member names the identifier: it must agree with `ids`.
+        (r#"{"id":"i5","type":"purchase","member":"phone:1","ids":{"phone":"2"},"at":"2026-01-01T12:00:00Z","amount":5}"#.into(), 400, "member"),
+        // A repeated key: which amount is meant? (serde kept the last.)
+        (event("d1", r#","amount":10,"amount":1000"#), 400, "amount"),
         (r#"{"id":"y1","type":"purchase","member":"m1","at":"1900-01-01T00:00:00Z","amount":5}"#.into(), 400, "at"),
         (r#"{"id":"y2","type":"purchase","member":"m1","at":"2200-01-01T00:00:00Z","amount":5}"#.into(), 400, "at"),
         (r#"{"id":"y3","type":"purchase","member":"m1","at":"yesterday","amount":5}"#.into(), 400, "at"),
@@ -160,7 +164,7 @@ fn slow_loris_clients_are_cut_off_and_others_are_served() {
     let mut slow: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(&a).expect("connect");
-            s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
                 .expect("write");
             s
         })
@@ -168,7 +172,7 @@ fn slow_loris_clients_are_cut_off_and_others_are_served() {
     let mut bodies: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut s = TcpStream::connect(&a).expect("connect");
-            s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 1000\r\n\r\n[{\"id\":")
+            s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret\r\nContent-Length: 1000\r\n\r\n[{\"id\":")
                 .expect("write");
             s
         })
@@ -304,4 +308,115 @@ fn a_daemon_full_of_idle_connections_still_stops_on_sigterm() {
         d.child.try_wait().ok().flatten().is_some()
     });
     assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+/// One raw request with the given Host (and Origin) header.
+fn raw(addr: &str, method: &str, path: &str, host: &str, origin: Option<&str>, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a web page can make a browser do to a tokenless daemon on
+/// localhost (a cross-site POST, DNS rebinding) is refused; a token edit
+/// takes effect on reload; an empty token is refused; webhook credentials
+/// and odd rule names never garble or leak through `/metrics`.
+#[test]
+fn browsers_tokens_and_metrics_are_safe() {
+    let config = "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://admin:hunter2@127.0.0.1:9/hook?key=abc\n";
+    let dir = project_with(
+        config,
+        "rule \"two\\nlines\" on purchase then award points 1\n",
+    );
+    let d = start_logged(dir.path());
+    let a = &d.addr;
+    let ev =
+        r#"{"id":"x1","type":"purchase","member":"m1","at":"2026-01-01T12:00:00Z","amount":5}"#;
+    // A page on another site posting text/plain: refused, nothing stored.
+    assert_eq!(
+        raw(a, "POST", "/v1/events", a, Some("http://evil.example"), ev),
+        403
+    );
+    // A domain name that resolves here (DNS rebinding): refused without a token.
+    assert_eq!(
+        raw(a, "GET", "/v1/members/m1", "evil.example:8080", None, ""),
+        403
+    );
+    // localhost and IP addresses are served; same-origin requests too.
+    let port = a.rsplit(':').next().expect("port");
+    let origin = format!("http://localhost:{port}");
+    assert_eq!(
+        raw(
+            a,
+            "POST",
+            "/v1/events",
+            &format!("localhost:{port}"),
+            Some(&origin),
+            ev
+        ),
+        202
+    );
+    let (code, metrics) = http(a, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(
+        !metrics.contains("hunter2") && !metrics.contains("key=abc"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webhook:http://127.0.0.1:9/hook"),
+        "{metrics}"
+    );
+    // Every sample line is `name{labels} value`: a newline in a rule name
+    // is escaped, not a broken line.
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            line.starts_with("nudge_"),
+            "a garbled line: {line:?}\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("two\\nlines"), "{metrics}");
+
+    // A token added by editing the config: required after the reload.
+    let with_token = config.replace(
+        "  listen: 127.0.0.1:0\n",
+        "  listen: 127.0.0.1:0\n  token: s3cret\n",
+    );
+    std::fs::write(dir.path().join("nudge.yaml"), &with_token).expect("config");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(a, "GET", "/v1/status", "").0 != 401 {
+        assert!(Instant::now() < deadline, "the new token never took effect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http(a, "GET", "/metrics", "").0, 401);
+    assert_eq!(
+        try_http(a, "GET", "/metrics", &[AUTH], b"").map(|r| r.0),
+        Some(200)
+    );
+    // An empty token would turn authentication off: the reload fails and
+    // the running token stays.
+    std::fs::write(
+        dir.path().join("nudge.yaml"),
+        with_token.replace("s3cret", "\"\""),
+    )
+    .expect("config");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(http(a, "GET", "/v1/status", "").0, 401);
+    let (_, status) = try_http(a, "GET", "/v1/status", &[AUTH], b"").expect("status");
+    assert!(status.contains("empty `http.token`"), "{status}");
 }

@@ -44,6 +44,8 @@ pub fn spawn(shared: Arc<Shared>) {
 
 async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink) {
     let cursor_key = sink_cursor(&sink);
+    // Credentials in a webhook URL stay out of metrics, logs and status.
+    let name = crate::sinks::sink_label(&sink);
     loop {
         let next = shared.store.meta_u64(&cursor_key).unwrap_or(0);
         let batch = shared.store.outbox(next, 256).unwrap_or_default();
@@ -69,13 +71,13 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                 attempt += 1;
                 match send(&shared, &client, &sink, &effect, &bytes).await {
                     Attempt::Delivered => {
-                        shared.count_delivery(&cursor_key, true);
+                        shared.count_delivery(&name, true);
                         break;
                     }
                     Attempt::Permanent(why) => {
-                        shared.count_delivery(&cursor_key, false);
-                        tracing::warn!(sink = %cursor_key, key = %effect.key, error = %why, "Delivery failed for good; dead-lettered.");
-                        let record = serde_json::json!({"sink": cursor_key, "seq": seq, "key": effect.key, "member": effect.member, "rule": effect.rule, "error": why});
+                        shared.count_delivery(&name, false);
+                        tracing::warn!(sink = %name, key = %effect.key, error = %why, "Delivery failed for good; dead-lettered.");
+                        let record = serde_json::json!({"sink": name, "seq": seq, "key": effect.key, "member": effect.member, "rule": effect.rule, "error": why});
                         let w = WriteSet {
                             meta: vec![(
                                 format!("dead:{cursor_key}:{seq:020}"),
@@ -89,14 +91,14 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                         break;
                     }
                     Attempt::Retry(wait) => {
-                        shared.count_delivery(&cursor_key, false);
+                        shared.count_delivery(&name, false);
                         let jitter = Duration::from_millis(
                             xxhash_rust::xxh3::xxh3_64(
                                 &[seq.to_le_bytes(), attempt.to_le_bytes()].concat(),
                             ) % (backoff.as_millis() as u64 / 2 + 1),
                         );
                         let pause = wait.unwrap_or(backoff + jitter);
-                        tracing::debug!(sink = %cursor_key, key = %effect.key, attempt, ?pause, "Delivery failed; retrying.");
+                        tracing::debug!(sink = %name, key = %effect.key, attempt, ?pause, "Delivery failed; retrying.");
                         tokio::time::sleep(pause).await;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }

@@ -39,8 +39,65 @@ pub fn router(shared: Arc<Shared>, writer: Sender<Command>) -> Router {
         .route("/v1/status", get(get_status))
         .route("/v1/reload", post(post_reload))
         .route("/metrics", get(get_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            same_origin,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(App { shared, writer })
+}
+
+/// Refuses what a web page could make a browser send (CSRF) and requests
+/// for a domain name that resolves here (DNS rebinding): a request whose
+/// `Origin` is not its own `Host`, and, when no token guards the API, a
+/// `Host` that is a domain name rather than `localhost` or an IP address.
+async fn same_origin(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (host, origin) = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        };
+        (header("host").unwrap_or_default(), header("origin"))
+    };
+    if let Some(origin) = origin {
+        let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
+        if origin_host != host {
+            return reply(
+                StatusCode::FORBIDDEN,
+                json!({"error": format!("cross-origin request from {origin} refused")}),
+            );
+        }
+    }
+    let open = shared.schema.load().token.is_none();
+    if open && !local_host(&host) {
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("host `{host}` refused: without `http.token`, nudge answers only `localhost` and IP addresses")}),
+        );
+    }
+    next.run(request).await
+}
+
+/// `localhost` or an IP address (with or without a port): names a DNS
+/// rebinding attack cannot take over.
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 fn reply(code: StatusCode, body: serde_json::Value) -> Response {
@@ -54,7 +111,9 @@ fn reply(code: StatusCode, body: serde_json::Value) -> Response {
 
 /// `Authorization: Bearer TOKEN`, compared in constant time.
 fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    let Some(token) = &app.shared.token else {
+    // The running config's token: a reload that changes it takes effect.
+    let schema = app.shared.schema.load();
+    let Some(token) = &schema.token else {
         return true;
     };
     let given = headers
@@ -79,6 +138,12 @@ fn unauthorized() -> Response {
 async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&app, &headers) {
         return unauthorized();
+    }
+    if let Some((index, path)) = crate::model::duplicate_key(&body) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": [{"index": index, "path": path, "message": "this key appears twice; which value is meant?"}], "stored": 0}),
+        );
     }
     let values = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(serde_json::Value::Array(a)) => a,
@@ -315,8 +380,20 @@ async fn post_reload(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 /// Prometheus text format.
-async fn get_metrics(State(app): State<App>) -> Response {
+/// A Prometheus label value: `\\`, `"` and line breaks escaped (a rule
+/// name with a newline once broke the whole scrape).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "")
+}
+
+async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     use crate::store::Store;
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
     let sh = &app.shared;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
@@ -371,7 +448,7 @@ async fn get_metrics(State(app): State<App>) -> Response {
             let _ = writeln!(
                 out,
                 "nudge_effects_total{{rule=\"{}\",status=\"{status}\"}} {n}",
-                rule.replace('\\', "\\\\").replace('"', "\\\"")
+                label(rule)
             );
         }
     }
@@ -402,7 +479,7 @@ async fn get_metrics(State(app): State<App>) -> Response {
     );
     if let Ok(m) = sh.deliveries.lock() {
         for (sink, (ok, failed)) in m.iter() {
-            let sink = sink.replace('"', "\\\"");
+            let sink = label(sink);
             let _ = writeln!(
                 out,
                 "nudge_deliveries_total{{sink=\"{sink}\",result=\"ok\"}} {ok}\nnudge_deliveries_total{{sink=\"{sink}\",result=\"failed\"}} {failed}"
@@ -418,7 +495,7 @@ async fn get_metrics(State(app): State<App>) -> Response {
             let _ = writeln!(
                 out,
                 "nudge_budget_left{{rule=\"{}\"}} {}",
-                rule.replace('"', "\\\""),
+                label(rule),
                 total - used
             );
         }

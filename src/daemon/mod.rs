@@ -56,7 +56,6 @@ pub struct Shared {
     pub schema: ArcSwap<Schema>,
     /// For reads (members, outbox depth); the writer alone writes.
     pub store: SledStore,
-    pub token: Option<String>,
     pub events_received: AtomicU64,
     pub events_applied: AtomicU64,
     pub events_rejected: AtomicU64,
@@ -193,7 +192,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         rules: ArcSwap::new(rules.clone()),
         schema: ArcSwap::new(schema.clone()),
         store,
-        token: schema.token.clone(),
         events_received: AtomicU64::new(0),
         events_applied: AtomicU64::new(0),
         events_rejected: AtomicU64::new(0),
@@ -256,6 +254,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 source,
             })?;
         let addr = listener.local_addr()?;
+        if schema.token.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "Listening beyond loopback without `http.token`: anyone who reaches this address can post events and read members.");
+        }
         tracing::info!(%addr, version = %rules.version, rules = rules.rules.len(), "Listening.");
         // Tests and scripts read this line to find the port.
         println!("nudge listening on http://{addr}");

@@ -135,6 +135,13 @@ pub fn find_member<S: crate::store::Store + ?Sized>(
     store: &S,
     id: &str,
 ) -> Result<Option<(String, MemberRecord)>, crate::store::StoreError> {
+    // `kind:value` is an identifier first (events treat it so too).
+    if id.contains(':')
+        && let Some(m) = store.identity(id)?
+        && let Some(rec) = store.member(&m)?
+    {
+        return Ok(Some((m, rec)));
+    }
     if let Some(rec) = store.member(id)? {
         return Ok(Some((id.to_string(), rec)));
     }
