@@ -96,11 +96,13 @@ fn main() {
         let t = Instant::now();
         let l = nudge::load::load(&opts);
         let (schema, rules) = (l.schema.expect("schema"), l.rules.expect("rules"));
-        engine.swap(
-            std::sync::Arc::new(schema),
-            std::sync::Arc::new(rules),
-            l.plugins,
-        );
+        engine
+            .swap(
+                std::sync::Arc::new(schema),
+                std::sync::Arc::new(rules),
+                l.plugins,
+            )
+            .expect("swap");
         reloads.push(t.elapsed().as_secs_f64() * 1e3);
     }
     reloads.sort_by(f64::total_cmp);

@@ -41,6 +41,8 @@ pub enum StoreError {
     Corrupt { member: String, message: String },
     #[error("storage error: {0}")]
     Io(String),
+    #[error("{0}")]
+    TiersChanged(String),
 }
 
 impl From<sled::Error> for StoreError {

@@ -468,3 +468,41 @@ fn member_works_without_a_rules_folder() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("\"member\":\"m1\""), "{out}");
 }
+
+/// Members keep their tier by position: a tier list edited so that members
+/// would be re-mapped (a tier inserted first, removed, reordered) is
+/// refused, saying what it would do; a tier added at the top is fine.
+#[test]
+fn a_tier_list_that_would_remap_members_is_refused() {
+    let dir = project();
+    let d = dir.path();
+    let (_, err, _) = nudge(d, &["ingest", "-"], Some(EVENTS));
+    assert!(!err.contains("tier list"), "{err}");
+    let config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
+    let write = |tiers: &str| {
+        std::fs::write(
+            d.join("nudge.yaml"),
+            config.replace("tiers: [bronze, silver]", tiers),
+        )
+        .expect("config")
+    };
+    let more =
+        r#"{"id":"e9","type":"purchase","member":"m1","at":"2026-01-09T12:00:00Z","amount":1}"#;
+    write("tiers: [basic, bronze, silver]");
+    let (out, err, code) = nudge(d, &["ingest", "-"], Some(more));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("members in `bronze` would read as `basic`"),
+        "{err}"
+    );
+    write("tiers: [bronze, silver, gold]");
+    let (out, err, code) = nudge(d, &["ingest", "-"], Some(more));
+    assert_eq!(code, 0, "{out}{err}");
+    write("tiers: [bronze, silver]");
+    let (_, err, code) = nudge(d, &["ingest", "-"], Some(more));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("members in `gold` would have no tier"),
+        "{err}"
+    );
+}

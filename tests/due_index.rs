@@ -139,8 +139,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Rules(m) => {
                 mask = m;
                 let (schema, rules) = load(mask);
-                ea.swap(schema.clone(), rules.clone(), None);
-                eb.swap(schema, rules, None);
+                ea.swap(schema.clone(), rules.clone(), None).expect("swap");
+                eb.swap(schema, rules, None).expect("swap");
             }
         }
     }

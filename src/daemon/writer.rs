@@ -285,21 +285,33 @@ fn reload(
     let l = load(opts);
     let diagnostics = l.diagnostics_json();
     let errors = l.errors();
-    let ok = errors == 0 && !l.io_failure;
+    let mut ok = errors == 0 && !l.io_failure;
     let mut status: Status = (**shared.status.load()).clone();
-    status.last_reload_ok = ok;
     status.last_reload_diagnostics = diagnostics;
     status.reloads += 1;
     if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
         let (schema, rules) = (Arc::new(schema), Arc::new(rules));
-        status.ruleset = rules.version.clone();
-        status.rules = rules.rules.len();
-        shared.rules.store(rules.clone());
-        shared.schema.store(schema.clone());
-        shared.plugins.store(Arc::new(l.plugins.clone()));
-        engine.swap(schema, rules, l.plugins);
-        tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
-    } else {
+        match engine.swap(schema.clone(), rules.clone(), l.plugins.clone()) {
+            Ok(()) => {
+                status.ruleset = rules.version.clone();
+                status.rules = rules.rules.len();
+                shared.rules.store(rules);
+                shared.schema.store(schema);
+                shared.plugins.store(Arc::new(l.plugins));
+                tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
+            }
+            Err(e) => {
+                // A config the store cannot take (tiers that would re-map).
+                ok = false;
+                status.last_reload_diagnostics = serde_json::json!([{
+                    "code": "E302", "severity": "error", "file": "nudge.yaml",
+                    "message": e.to_string(),
+                }]);
+            }
+        }
+    }
+    status.last_reload_ok = ok;
+    if !ok {
         status.failed_reloads += 1;
         tracing::error!(errors, reason, "Reload failed; the running rules stay.");
     }

@@ -29,6 +29,8 @@ use view::View;
 
 /// Meta key of the number of members in the store.
 pub const MEMBERS_KEY: &str = "members";
+/// The config's tier list the members' tiers refer to (by position).
+pub const TIERS_KEY: &str = "tiers";
 /// Members a daily tick evaluates and commits together (one flush each).
 const TICK_CHUNK: usize = 10_000;
 
@@ -281,7 +283,48 @@ impl<S: Store> Engine<S> {
             full_ticks: false,
         };
         engine.next_deferred = engine.first_deferred()?;
+        engine.keep_tiers(&engine.schema.tiers.clone())?;
         Ok(engine)
+    }
+
+    /// Members keep their tier by its position in the config's list, so a
+    /// new list must keep the old one as its start (tiers may only be added
+    /// at the top): inserting, removing or reordering would re-map every
+    /// member (gold read as silver) without a word. The list is kept in the
+    /// store; a change that would re-map is refused, saying what it would do.
+    fn keep_tiers(&mut self, tiers: &[String]) -> Result<(), StoreError> {
+        let stored: Option<Vec<String>> = self
+            .store
+            .meta(TIERS_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(old) = &stored {
+            if tiers.starts_with(old) {
+                if tiers.len() == old.len() {
+                    return Ok(());
+                }
+            } else {
+                let moves: Vec<String> = old
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, t)| tiers.get(*i) != Some(t))
+                    .map(|(i, t)| match tiers.get(i) {
+                        Some(n) => format!("members in `{t}` would read as `{n}`"),
+                        None => format!("members in `{t}` would have no tier"),
+                    })
+                    .collect();
+                return Err(StoreError::TiersChanged(format!(
+                    "the tier list changed from [{}] to [{}]: {}; members keep their tier by position, so tiers may only be added after the last one (move them back, or start a new data folder)",
+                    old.join(", "),
+                    tiers.join(", "),
+                    moves.join(", ")
+                )));
+            }
+        }
+        let list = serde_json::to_vec(tiers).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.store.commit(WriteSet {
+            meta: vec![(TIERS_KEY.into(), list)],
+            ..WriteSet::default()
+        })
     }
 
     /// What rule firing needs of the engine.
@@ -362,18 +405,22 @@ impl<S: Store> Engine<S> {
 
     /// Swaps config, rules and plugins together (a reload); rule state of
     /// rules with the same name carries over.
+    /// Puts a new config, rules and plugins in place; refused (nothing
+    /// changes) when the config's tier list would re-map members.
     pub fn swap(
         &mut self,
         schema: Arc<Schema>,
         rules: Arc<RuleSet>,
         plugins: Option<Arc<Plugins>>,
-    ) {
+    ) -> Result<(), StoreError> {
+        self.keep_tiers(&schema.tiers)?;
         self.plan = Plan::new(&schema, &rules);
         self.schema = schema;
         self.rules = rules;
         self.plugins = plugins;
         // Due days follow from the rules: the next tick visits everyone.
         self.due_ready = false;
+        Ok(())
     }
 
     pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
