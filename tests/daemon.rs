@@ -520,3 +520,48 @@ fn sighup_reloads_and_a_burst_of_saves_is_one_reload() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(reloads(&d.addr), 2, "one reload for the burst");
 }
+
+/// A file that changes every 100 ms in the rules folder (a sync tool, a
+/// log) once postponed reloads for ever: the debounce has a maximum wait,
+/// and a rule edit is live within 3 s all the same.
+#[test]
+fn a_file_changing_all_the_time_does_not_postpone_reloads() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let d = start(dir.path());
+    let busy = dir.path().join("rules/busy.rules");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = {
+        let (busy, stop) = (busy.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let _ = std::fs::write(&busy, format!("# save {i}\n"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(
+        dir.path().join("rules/r.rules"),
+        "rule \"pts\" on purchase then award points 10\n",
+    )
+    .expect("edit");
+    let saved = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let ev = purchase(&format!("b{n}"), &format!("probe{n}"), 1.0);
+        assert_eq!(http(&d.addr, "POST", "/v1/events", &ev).0, 202);
+        if points(&d.addr, &format!("probe{n}")) == 10 {
+            break;
+        }
+        assert!(
+            saved.elapsed() < Duration::from_secs(3),
+            "the edit was not live within 3 s while another file kept changing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    toucher.join().expect("toucher");
+}

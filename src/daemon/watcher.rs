@@ -2,7 +2,9 @@
 //! of its own and only *signals* a reload; the writer does the work. Bursts
 //! (an editor's save, a checkout of 500 files) are debounced into one
 //! signal. Once a second it checks whether a watched folder was deleted and
-//! recreated or swapped through a symlink, and then watches it anew.
+//! recreated or swapped through a symlink, and then watches it anew. A
+//! burst never delays a reload by more than `MAX_WAIT`, and changes to
+//! files that cannot matter (notes, editor swap files) are ignored.
 
 use super::writer::Command;
 use notify::{RecursiveMode, Watcher};
@@ -12,6 +14,27 @@ use std::time::{Duration, Instant};
 
 /// Quiet time after the last change before the reload is signalled.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The longest a reload waits for quiet: a file that changes every 100 ms
+/// (a log, a sync tool) would otherwise postpone reloads for ever.
+const MAX_WAIT: Duration = Duration::from_millis(1500);
+
+/// Whether a change to `p` can matter to a reload: rule files, plugins,
+/// the config, and folders (extensionless names); not `notes.txt`, editor
+/// swap and backup files (`.x.swp`, `x~`) or other hidden files.
+fn relevant(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if name.starts_with('.') || name.ends_with('~') {
+        return false;
+    }
+    match p.extension().and_then(|e| e.to_str()) {
+        None => true,
+        Some(e) => matches!(e, "rules" | "yaml" | "yml" | "rhai"),
+    }
+}
 
 /// Identity of what a path points at now (follows symlinks).
 fn identity(p: &Path) -> Option<(u64, u64)> {
@@ -28,6 +51,7 @@ pub fn spawn(
         let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res
                 && !matches!(ev.kind, notify::EventKind::Access(_))
+                && ev.paths.iter().any(|p| relevant(p))
             {
                 let _ = tx.send(());
             }
@@ -43,9 +67,15 @@ pub fn spawn(
             let _ = watcher.watch(p, RecursiveMode::Recursive);
         }
         let mut due: Option<Instant> = None;
+        // When the current burst of changes began (for `MAX_WAIT`).
+        let mut first: Option<Instant> = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(()) => due = Some(Instant::now() + DEBOUNCE),
+                Ok(()) => {
+                    let now = Instant::now();
+                    let began = *first.get_or_insert(now);
+                    due = Some((now + DEBOUNCE).min(began + MAX_WAIT));
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
@@ -63,6 +93,7 @@ pub fn spawn(
             }
             if due.is_some_and(|d| Instant::now() >= d) {
                 due = None;
+                first = None;
                 if writer.send(Command::Reload { reason: "files changed", reply: None }).is_err() {
                     return;
                 }
