@@ -506,3 +506,79 @@ fn a_tier_list_that_would_remap_members_is_refused() {
         "{err}"
     );
 }
+
+/// Refunds that cannot apply are refused with why, and nothing of them is
+/// stored (so they can be sent again): another member's purchase, one not
+/// received yet (it was accepted and silently lost), one dated before its
+/// purchase, and one later than `refund.within` (it took spend back 334
+/// days on).
+#[test]
+fn refunds_that_cannot_apply_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("nudge.yaml"),
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\n  refund:\n    purchase: string\nrefund:\n  within: 30d\n",
+    )
+    .expect("config");
+    std::fs::create_dir(d.join("rules")).expect("rules");
+    std::fs::write(
+        d.join("rules/p.rules"),
+        "rule \"pts\" on purchase then award points floor(event.amount)\n",
+    )
+    .expect("rule");
+    let refund = |id: &str, member: &str, day: &str, purchase: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"refund","member":"{member}","at":"2026-{day}T12:00:00Z","purchase":"{purchase}"}}"#
+        )
+    };
+    let purchase = |id: &str, member: &str, day: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"2026-{day}T12:00:00Z","amount":40}}"#
+        )
+    };
+    let input = [
+        refund("early", "a", "01-01", "pa"), // before its purchase arrives
+        purchase("pa", "a", "01-05"),
+        purchase("pb", "b", "01-05"),
+        refund("other", "a", "01-06", "pb"),  // b's purchase
+        refund("before", "a", "01-04", "pa"), // dated before the purchase
+        refund("late", "a", "03-01", "pa"),   // 55 days on, within 30d
+    ]
+    .join("\n");
+    let (out, err, code) = nudge(d, &["ingest", "-"], Some(&input));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("2 applied, 0 duplicates, 0 invalid, 4 rejected"),
+        "{out}"
+    );
+    assert!(
+        err.contains("refund \"early\": purchase \"pa\" is not known for member \"a\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("refund \"other\": purchase \"pb\" is not known for member \"a\""),
+        "{err}"
+    );
+    assert!(err.contains("refund \"before\": dated 2026-01-04"), "{err}");
+    assert!(err.contains("refund \"late\": 55 days after"), "{err}");
+    let (out, _, _) = nudge(d, &["member", "a"], None);
+    assert!(
+        out.contains("\"spend\":40"),
+        "nothing was taken back: {out}"
+    );
+    // No member was made by a refused refund; sent again once it can
+    // apply (its id was not used up), it goes through.
+    assert!(out.contains("\"member\":\"a\""), "{out}");
+    let (out, _, _) = nudge(d, &["member", "nobody"], None);
+    assert!(!out.contains("nobody"), "{out}");
+    let (out, err, code) = nudge(
+        d,
+        &["ingest", "-"],
+        Some(&refund("early", "a", "01-06", "pa")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("members in the store: 2"), "{out}");
+    let (out, _, _) = nudge(d, &["member", "a"], None);
+    assert!(out.contains("\"spend\":0"), "{out}");
+}

@@ -209,6 +209,20 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
                 json!({"error": "event ids already used with a different body", "ids": ids, "stored": 0}),
             )
         }
+        Ok(IngestReply::Refused {
+            applied,
+            duplicates,
+            why,
+        }) => {
+            app.shared
+                .events_rejected
+                .fetch_add(why.len() as u64, Ordering::Relaxed);
+            let errors: Vec<_> = why.iter().map(|m| json!({"message": m})).collect();
+            reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"errors": errors, "applied": applied, "duplicates": duplicates}),
+            )
+        }
         Ok(IngestReply::Unavailable(e)) => {
             reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e}))
         }

@@ -7,7 +7,7 @@
 
 use super::{Shared, Status};
 use crate::engine::clock::{CatchUp, SystemClock};
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Outcome, Rejected};
 use crate::ingest::deliver;
 use crate::load::{LoadOptions, load};
 use crate::model::{Event, EventError, event_from_json};
@@ -41,6 +41,13 @@ pub enum IngestReply {
     },
     Invalid(Vec<EventError>),
     Conflict(Vec<String>),
+    /// Events the engine could not apply (a refund of an unknown purchase),
+    /// with why; the request's other events were applied (durable).
+    Refused {
+        applied: usize,
+        duplicates: usize,
+        why: Vec<String>,
+    },
     Unavailable(String),
 }
 
@@ -241,18 +248,27 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
             let mut events = all.iter();
             for (reply, n) in replies {
                 let (mut applied, mut duplicates) = (0, 0);
-                let mut conflicts = Vec::new();
+                let (mut conflicts, mut refused) = (Vec::new(), Vec::new());
                 for ev in events.by_ref().take(n) {
                     match outcomes.next() {
                         Some(Outcome::Applied { .. }) => applied += 1,
                         Some(Outcome::Duplicate) => duplicates += 1,
+                        Some(Outcome::Rejected(r @ Rejected::Refund { .. })) => {
+                            refused.push(r.to_string())
+                        }
                         Some(Outcome::Rejected(_)) | None => conflicts.push(ev.id.clone()),
                     }
                 }
                 shared
                     .events_applied
                     .fetch_add(applied as u64, Ordering::Relaxed);
-                let reply_for = if conflicts.is_empty() {
+                let reply_for = if !refused.is_empty() {
+                    IngestReply::Refused {
+                        applied,
+                        duplicates,
+                        why: refused,
+                    }
+                } else if conflicts.is_empty() {
                     IngestReply::Accepted {
                         applied,
                         duplicates,

@@ -184,6 +184,10 @@ impl Evaluator {
 pub enum Rejected {
     #[error("event \"{id}\" was already processed with a different body; event ids must be unique")]
     Conflict { id: String },
+    /// A refund that cannot apply: nothing of it is stored, so it can be
+    /// sent again (after its purchase, say).
+    #[error("refund \"{id}\": {why}")]
+    Refund { id: String, why: String },
 }
 
 /// What happened to one event of a batch.
@@ -453,6 +457,16 @@ impl<S: Store> Engine<S> {
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
         let mut rec = self.record(&member, day, p)?;
+        if let Err(why) = self.refundable(&rec, ev, &member, day) {
+            // Nothing of it stays: not even the new member it would make.
+            if p.new_members.last() == Some(&member) && !p.members.contains_key(&member) {
+                p.new_members.pop();
+            }
+            return Ok(Outcome::Rejected(Rejected::Refund {
+                id: ev.id.clone(),
+                why,
+            }));
+        }
         for id in &ev.ids {
             identity::link(&mut rec, id.clone());
         }
@@ -709,6 +723,49 @@ impl<S: Store> Engine<S> {
                 }
             },
         })
+    }
+
+    /// Whether a refund event can apply: its purchase is this member's,
+    /// known, not after the refund and not longer ago than `refund.within`.
+    /// A refund that arrives before its purchase is refused (and can be
+    /// sent again), not accepted and silently lost.
+    fn refundable(
+        &self,
+        rec: &MemberRecord,
+        ev: &Event,
+        member: &str,
+        day: i32,
+    ) -> Result<(), String> {
+        let Some(policy) = self.schema.refund.as_ref() else {
+            return Ok(());
+        };
+        if ev.kind != policy.event {
+            return Ok(());
+        }
+        let Some(Value::Str(purchase)) = ev.fields.get(policy.purchase_field) else {
+            return Ok(());
+        };
+        let key = xxhash_rust::xxh3::xxh3_64(purchase.as_bytes());
+        let Some(entry) = rec.purchases.iter().find(|p| p.event == key) else {
+            return Err(format!(
+                "purchase \"{purchase}\" is not known for member \"{member}\" (not yet received, another member's, or older than refund.within); send the refund after its purchase"
+            ));
+        };
+        if day < entry.day {
+            return Err(format!(
+                "dated {} but its purchase \"{purchase}\" is of {}",
+                crate::model::day_string(day),
+                crate::model::day_string(entry.day)
+            ));
+        }
+        if day > entry.day + policy.within_days {
+            return Err(format!(
+                "{} days after its purchase \"{purchase}\"; refunds count within {} days (refund.within)",
+                day - entry.day,
+                policy.within_days
+            ));
+        }
+        Ok(())
     }
 
     /// A refund event: takes back what the purchase it names added.
