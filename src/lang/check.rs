@@ -1147,9 +1147,19 @@ impl Checker<'_> {
                 .chain(self.schema.tiers.iter().map(|t| t.as_str()))
                 .chain(["today"])
                 .collect();
-            let hint = did_you_mean(name, cands.iter().copied()).unwrap_or_else(|| {
-                "fields are the built-ins (see docs/language.md), the config's `attributes` and tier names".to_string()
-            });
+            // `category` for `event.category`: the most common slip.
+            let event_field = self
+                .schema
+                .events
+                .iter()
+                .any(|e| e.fields.iter().any(|f| f.name == name));
+            let hint = if event_field {
+                format!("`{name}` is a field of the event: write `event.{name}`")
+            } else {
+                did_you_mean(name, cands.iter().copied()).unwrap_or_else(|| {
+                    "fields are the built-ins (see docs/language.md), the config's `attributes` and tier names".to_string()
+                })
+            };
             self.error(
                 Code::UnknownName,
                 first.span,
@@ -1800,6 +1810,16 @@ impl Checker<'_> {
                 (Money, x) | (x, Money) if x.numeric() => Some("money compares with money or a plain amount like `100`, not with points or counts".into()),
                 (Tags, _) | (_, Tags) => Some("test tags with `\"mom\" in tags`".into()),
                 (Int | Dec, Duration) | (Duration, Int | Dec) => Some("durations need a unit: `30d`".into()),
+                (Date, Str) | (Str, Date) => {
+                    let quoted = [&l, &r].into_iter().find_map(|e| match &e.kind {
+                        TKind::Lit(Value::Str(t)) if crate::lang::parse::parse_date(t).is_some() => Some(t.to_string()),
+                        _ => None,
+                    });
+                    Some(match quoted {
+                        Some(d) => format!("write the date without quotes: `{d}`"),
+                        None => "dates are written without quotes, like `2026-02-14`".into(),
+                    })
+                }
                 _ => None,
             };
             self.error(

@@ -830,6 +830,10 @@ impl<'a> Builder<'a> {
                 Err(_) => Literal::Decimal(self.decimal(s, span)?),
             },
             Rule::decimal => Literal::Decimal(self.decimal(s, span)?),
+            Rule::percent_lit => {
+                let d = self.decimal(s.trim_end_matches('%'), span)?;
+                Literal::Decimal(d / Decimal::ONE_HUNDRED)
+            }
             Rule::string => Literal::Str(self.string(&p)),
             Rule::boolean => Literal::Bool(s == "true"),
             Rule::null => Literal::Null,
@@ -1190,6 +1194,22 @@ fn syntax_hint(text: &str, pos: usize, found: Option<&str>) -> Option<String> {
         && super::KEYWORDS.contains(&w)
     {
         return Some(format!("`{last_word}` needs a condition after it"));
+    }
+    if let Some(w) = found
+        && let Some(n) = w.strip_suffix(['y', 'm'])
+        && !n.is_empty()
+        && n.chars().all(|c| c.is_ascii_digit())
+    {
+        let (unit, days) = if w.ends_with('y') {
+            ("years", 365)
+        } else {
+            ("months", 30)
+        };
+        let n: i64 = n.parse().unwrap_or(1);
+        return Some(format!(
+            "durations are in days, hours or weeks (`d`, `h`, `w`); for {unit} write days: `{}d`",
+            n.saturating_mul(days)
+        ));
     }
     match found {
         Some("coupon" | "points" | "message") if last_word == "then" || last_word.ends_with(',') => {
