@@ -444,6 +444,11 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
     };
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
     let store = open_store(common, &schema)?;
+    // Tier names come from the config by position: refuse to show them
+    // through a list that would re-map them (as the engine refuses).
+    if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
+        return Err(fail(why));
+    }
     match nudge::engine::identity::find_member(&store, id).map_err(fail)? {
         Some((id, rec)) => {
             println!("{}", nudge::engine::member_json(&id, &rec, &schema, &rules));
@@ -633,8 +638,13 @@ fn fmt_inner(common: &Common, paths: Vec<PathBuf>, check: bool) -> Result<ExitCo
     }
     let (mut changed, mut broken) = (0, 0);
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+        // As the loader reads: regular files only, capped (a FIFO once hung
+        // `nudge fmt`), line terminators and a BOM normalised; the file is
+        // rewritten when it differs from the canonical text as saved.
+        let raw = nudge::load::read_capped(&file).map_err(|d| fail(d.message))?;
+        let raw = String::from_utf8(raw)
+            .map_err(|_| fail(format!("{} is not UTF-8 text", file.display())))?;
+        let text = nudge::load::normalize(raw.clone());
         let mut sources = nudge::diag::SourceMap::default();
         let id = sources.add(&file, text.clone());
         let stem = file
@@ -656,7 +666,7 @@ fn fmt_inner(common: &Common, paths: Vec<PathBuf>, check: bool) -> Result<ExitCo
                 continue;
             }
         };
-        if formatted == text {
+        if formatted == raw {
             continue;
         }
         // Never write a file whose rules would read differently.

@@ -151,6 +151,13 @@ fn commit<S: Store>(
         return Ok(());
     }
     let c = engine.process(batch)?;
+    // Messages held for quiet hours go out once the history has passed
+    // their time, as in replay: not at the next daemon start, however late.
+    let latest = batch.iter().map(|e| e.at).max();
+    let released = match latest {
+        Some(at) if engine.deferred_due(at) => engine.release_deferred(at)?,
+        _ => Vec::new(),
+    };
     for o in c.outcomes {
         match o {
             Outcome::Applied { .. } => r.applied += 1,
@@ -161,7 +168,7 @@ fn commit<S: Store>(
             }
         }
     }
-    for e in &c.effects {
+    for e in c.effects.iter().chain(&released) {
         r.summary.add(e);
     }
     batch.clear();

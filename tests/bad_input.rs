@@ -256,14 +256,33 @@ fn fifos_devices_and_links_outside_the_folder_are_refused() {
     std::fs::write(dir.path().join("outside.txt"), "root:x:0:0:secret-line\n").expect("write");
     std::os::unix::fs::symlink(dir.path().join("outside.txt"), rules.join("system.rules"))
         .expect("symlink");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(["check", "--color=never", "--config"])
-        .arg(format!(
-            "{}/tests/lang/nudge.yaml",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg("--rules")
-        .arg(&rules)
+    let config = format!("{}/tests/lang/nudge.yaml", env!("CARGO_MANIFEST_DIR"));
+    let (code, text) = within_20s(
+        Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .args(["check", "--color=never", "--config", &config, "--rules"])
+            .arg(&rules),
+    );
+    // `nudge fmt` read the FIFO too, and hung.
+    let (fmt_code, fmt_text) = within_20s(
+        Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .args(["fmt", "--check", "--config", &config])
+            .arg(rules.join("pipe.rules")),
+    );
+    assert_eq!(fmt_code, Some(2), "{fmt_text}");
+    assert!(fmt_text.contains("not a regular file"), "{fmt_text}");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("pipe.rules is not a regular file"), "{text}");
+    assert!(
+        text.contains("zero.rules links to /dev/zero, outside the project"),
+        "{text}"
+    );
+    assert!(text.contains("system.rules links to"), "{text}");
+    assert!(!text.contains("secret-line"), "{text}");
+}
+
+/// Runs `cmd`, failing the test if it takes more than 20 s (a hang).
+fn within_20s(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -272,19 +291,12 @@ fn fifos_devices_and_links_outside_the_folder_are_refused() {
     while child.try_wait().expect("wait").is_none() {
         if started.elapsed() > std::time::Duration::from_secs(20) {
             let _ = child.kill();
-            panic!("nudge check hung on a special file");
+            panic!("nudge hung on a special file");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().expect("output");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("pipe.rules is not a regular file"), "{text}");
-    assert!(
-        text.contains("zero.rules links to /dev/zero, outside the project"),
-        "{text}"
-    );
-    assert!(text.contains("system.rules links to"), "{text}");
-    assert!(!text.contains("secret-line"), "{text}");
+    (out.status.code(), text)
 }

@@ -495,6 +495,10 @@ fn a_tier_list_that_would_remap_members_is_refused() {
         err.contains("members in `bronze` would read as `basic`"),
         "{err}"
     );
+    // `nudge member` does not show the tier through the new list either.
+    let (out, err, code) = nudge(d, &["member", "m1"], None);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("the tier list changed"), "{err}");
     write("tiers: [bronze, silver, gold]");
     let (out, err, code) = nudge(d, &["ingest", "-"], Some(more));
     assert_eq!(code, 0, "{out}{err}");
@@ -581,4 +585,39 @@ fn refunds_that_cannot_apply_are_refused() {
     assert!(out.contains("members in the store: 2"), "{out}");
     let (out, _, _) = nudge(d, &["member", "a"], None);
     assert!(out.contains("\"spend\":0"), "{out}");
+}
+
+/// Ingesting history releases what quiet hours held once the history has
+/// passed their end (as replay does); they were held until the next daemon
+/// start and then sent, a year late.
+#[test]
+fn ingest_releases_what_quiet_hours_held() {
+    let dir = project();
+    let d = dir.path();
+    let mut config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
+    config.push_str("channels:\n  sms: { quiet_hours: \"21:00-09:00\" }\n");
+    std::fs::write(d.join("nudge.yaml"), config).expect("config");
+    std::fs::write(
+        d.join("rules/thanks.rules"),
+        "rule \"thanks\" on purchase then send message \"thanks\" via sms\n",
+    )
+    .expect("rule");
+    let input = [
+        r#"{"id":"late","type":"purchase","member":"m","at":"2025-03-01T23:00:00Z","amount":1}"#,
+        r#"{"id":"next","type":"purchase","member":"m","at":"2025-03-02T12:00:00Z","amount":1}"#,
+    ]
+    .join("\n");
+    let (out, err, code) = nudge(d, &["ingest", "-"], Some(&input));
+    assert_eq!(code, 0, "{out}{err}");
+    let effects = std::fs::read_to_string(d.join("out/effects.ndjson")).expect("effects");
+    let released: Vec<&str> = effects
+        .lines()
+        .filter(|l| l.contains("\"trigger\":\"event:late\"") && l.contains("\"message\""))
+        .collect();
+    assert!(
+        released.iter().any(
+            |l| l.contains("\"status\":\"sent\"") && l.contains("\"at\":\"2025-03-02T09:00:00")
+        ),
+        "{effects}"
+    );
 }

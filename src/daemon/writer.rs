@@ -302,6 +302,23 @@ fn reload(
     let diagnostics = l.diagnostics_json();
     let errors = l.errors();
     let mut ok = errors == 0 && !l.io_failure;
+    // The first error, for the log line (status has them all).
+    let mut why = l
+        .diagnostics
+        .iter()
+        .find(|d| d.is_error())
+        .map(|d| match d.source {
+            Some(src) => {
+                let (line, col) = l.sources.line_col(src, d.span.start);
+                format!(
+                    "{}:{line}:{col}: {}",
+                    l.sources.path(src).display(),
+                    d.message
+                )
+            }
+            None => d.message.clone(),
+        })
+        .unwrap_or_default();
     let mut status: Status = (**shared.status.load()).clone();
     status.last_reload_diagnostics = diagnostics;
     status.reloads += 1;
@@ -319,6 +336,7 @@ fn reload(
             Err(e) => {
                 // A config the store cannot take (tiers that would re-map).
                 ok = false;
+                why = e.to_string();
                 status.last_reload_diagnostics = serde_json::json!([{
                     "code": "E302", "severity": "error", "file": "nudge.yaml",
                     "message": e.to_string(),
@@ -329,7 +347,7 @@ fn reload(
     status.last_reload_ok = ok;
     if !ok {
         status.failed_reloads += 1;
-        tracing::error!(errors, reason, "Reload failed; the running rules stay.");
+        tracing::error!(errors, reason, error = %why, "Reload failed; the running rules stay.");
     }
     shared.status.store(Arc::new(status));
     ok

@@ -31,6 +31,38 @@ use view::View;
 pub const MEMBERS_KEY: &str = "members";
 /// The config's tier list the members' tiers refer to (by position).
 pub const TIERS_KEY: &str = "tiers";
+
+/// What reading `store` with the tier list `tiers` would re-map, if
+/// anything: `Some(why)` when the store's list is not the start of it.
+pub fn tier_change<S: Store + ?Sized>(
+    store: &S,
+    tiers: &[String],
+) -> Result<Option<String>, StoreError> {
+    let Some(old) = store
+        .meta(TIERS_KEY)?
+        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+    else {
+        return Ok(None);
+    };
+    if tiers.starts_with(&old) {
+        return Ok(None);
+    }
+    let moves: Vec<String> = old
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| tiers.get(*i) != Some(t))
+        .map(|(i, t)| match tiers.get(i) {
+            Some(n) => format!("members in `{t}` would read as `{n}`"),
+            None => format!("members in `{t}` would have no tier"),
+        })
+        .collect();
+    Ok(Some(format!(
+        "the tier list changed from [{}] to [{}]: {}; members keep their tier by position, so tiers may only be added after the last one (move them back, or start a new data folder)",
+        old.join(", "),
+        tiers.join(", "),
+        moves.join(", ")
+    )))
+}
 /// Members a daily tick evaluates and commits together (one flush each).
 const TICK_CHUNK: usize = 10_000;
 
@@ -297,32 +329,14 @@ impl<S: Store> Engine<S> {
     /// member (gold read as silver) without a word. The list is kept in the
     /// store; a change that would re-map is refused, saying what it would do.
     fn keep_tiers(&mut self, tiers: &[String]) -> Result<(), StoreError> {
-        let stored: Option<Vec<String>> = self
-            .store
-            .meta(TIERS_KEY)?
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(old) = &stored {
-            if tiers.starts_with(old) {
-                if tiers.len() == old.len() {
-                    return Ok(());
-                }
-            } else {
-                let moves: Vec<String> = old
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, t)| tiers.get(*i) != Some(t))
-                    .map(|(i, t)| match tiers.get(i) {
-                        Some(n) => format!("members in `{t}` would read as `{n}`"),
-                        None => format!("members in `{t}` would have no tier"),
-                    })
-                    .collect();
-                return Err(StoreError::TiersChanged(format!(
-                    "the tier list changed from [{}] to [{}]: {}; members keep their tier by position, so tiers may only be added after the last one (move them back, or start a new data folder)",
-                    old.join(", "),
-                    tiers.join(", "),
-                    moves.join(", ")
-                )));
-            }
+        if let Some(why) = tier_change(&self.store, tiers)? {
+            return Err(StoreError::TiersChanged(why));
+        }
+        let stored = self.store.meta(TIERS_KEY)?;
+        if stored.is_some_and(|b| {
+            serde_json::from_slice::<Vec<String>>(&b).ok().as_deref() == Some(tiers)
+        }) {
+            return Ok(());
         }
         let list = serde_json::to_vec(tiers).map_err(|e| StoreError::Io(e.to_string()))?;
         self.store.commit(WriteSet {
