@@ -59,6 +59,27 @@ impl Load {
     pub fn errors(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
+    /// Each error as one line, `file:line:col: message [CODE]`, for logs
+    /// and test-case reports (people get miette's rendering instead).
+    pub fn error_lines(&self) -> Vec<String> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| match d.source {
+                Some(s) => {
+                    let (l, c) = self.sources.line_col(s, d.span.start);
+                    format!(
+                        "{}:{l}:{c}: {} [{}]",
+                        self.sources.path(s).display(),
+                        d.message,
+                        d.code.as_str()
+                    )
+                }
+                None => format!("{} [{}]", d.message, d.code.as_str()),
+            })
+            .collect()
+    }
+
     pub fn warnings(&self) -> usize {
         self.diagnostics.len() - self.errors()
     }

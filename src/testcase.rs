@@ -164,23 +164,7 @@ fn run_inner(
         }
     };
     if loaded.errors() > 0 {
-        let msgs: Vec<String> = loaded
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| match d.source {
-                Some(s) => {
-                    let (l, c) = loaded.sources.line_col(s, d.span.start);
-                    format!(
-                        "{}:{l}:{c}: {} [{}]",
-                        loaded.sources.path(s).display(),
-                        d.message,
-                        d.code.as_str()
-                    )
-                }
-                None => format!("{} [{}]", d.message, d.code.as_str()),
-            })
-            .collect();
+        let msgs = loaded.error_lines();
         return Err(format!(
             "{}: the rules do not load:\n  {}",
             path.display(),

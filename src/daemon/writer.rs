@@ -303,22 +303,7 @@ fn reload(
     let errors = l.errors();
     let mut ok = errors == 0 && !l.io_failure;
     // The first error, for the log line (status has them all).
-    let mut why = l
-        .diagnostics
-        .iter()
-        .find(|d| d.is_error())
-        .map(|d| match d.source {
-            Some(src) => {
-                let (line, col) = l.sources.line_col(src, d.span.start);
-                format!(
-                    "{}:{line}:{col}: {}",
-                    l.sources.path(src).display(),
-                    d.message
-                )
-            }
-            None => d.message.clone(),
-        })
-        .unwrap_or_default();
+    let mut why = l.error_lines().into_iter().next().unwrap_or_default();
     let mut status: Status = (**shared.status.load()).clone();
     status.last_reload_diagnostics = diagnostics;
     status.reloads += 1;

@@ -38,14 +38,19 @@ pub fn tier_change<S: Store + ?Sized>(
     store: &S,
     tiers: &[String],
 ) -> Result<Option<String>, StoreError> {
-    let Some(old) = store
+    Ok(stored_tiers(store)?.and_then(|old| remap(&old, tiers)))
+}
+
+fn stored_tiers<S: Store + ?Sized>(store: &S) -> Result<Option<Vec<String>>, StoreError> {
+    Ok(store
         .meta(TIERS_KEY)?
-        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
-    else {
-        return Ok(None);
-    };
-    if tiers.starts_with(&old) {
-        return Ok(None);
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Why going from `old` to `tiers` would re-map members, if it would.
+fn remap(old: &[String], tiers: &[String]) -> Option<String> {
+    if tiers.starts_with(old) {
+        return None;
     }
     let moves: Vec<String> = old
         .iter()
@@ -56,12 +61,12 @@ pub fn tier_change<S: Store + ?Sized>(
             None => format!("members in `{t}` would have no tier"),
         })
         .collect();
-    Ok(Some(format!(
+    Some(format!(
         "the tier list changed from [{}] to [{}]: {}; members keep their tier by position, so tiers may only be added after the last one (move them back, or start a new data folder)",
         old.join(", "),
         tiers.join(", "),
         moves.join(", ")
-    )))
+    ))
 }
 /// Members a daily tick evaluates and commits together (one flush each).
 const TICK_CHUNK: usize = 10_000;
@@ -329,13 +334,11 @@ impl<S: Store> Engine<S> {
     /// member (gold read as silver) without a word. The list is kept in the
     /// store; a change that would re-map is refused, saying what it would do.
     fn keep_tiers(&mut self, tiers: &[String]) -> Result<(), StoreError> {
-        if let Some(why) = tier_change(&self.store, tiers)? {
+        let old = stored_tiers(&self.store)?;
+        if let Some(why) = old.as_deref().and_then(|o| remap(o, tiers)) {
             return Err(StoreError::TiersChanged(why));
         }
-        let stored = self.store.meta(TIERS_KEY)?;
-        if stored.is_some_and(|b| {
-            serde_json::from_slice::<Vec<String>>(&b).ok().as_deref() == Some(tiers)
-        }) {
+        if old.as_deref() == Some(tiers) {
             return Ok(());
         }
         let list = serde_json::to_vec(tiers).map_err(|e| StoreError::Io(e.to_string()))?;
