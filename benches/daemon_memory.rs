@@ -7,6 +7,9 @@
 //! Run: `cargo bench --bench daemon_memory` (`NUDGE_BENCH_MEMBERS` for
 //! fewer). Target: peak RSS under 1 GiB with 1,000,000 members.
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod common;
 
 use nudge::store::SledStore;

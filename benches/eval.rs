@@ -13,6 +13,9 @@
 //! shorter run, `NUDGE_BENCH_SETS=r20` for one rule set). Target: at
 //! least 0.5x the baseline.
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod common;
 
 use common::{Member, TAGS, TODAY, members, record};

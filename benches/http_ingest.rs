@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench http_ingest`.
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod common;
 
 use std::io::{Read, Write};

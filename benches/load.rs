@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench load`. Targets: load under 100 ms, reload
 //! under 200 ms, for 1,000 rules.
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -55,7 +58,7 @@ fn main() {
         }
         std::fs::write(rules.join(format!("gen{f:02}.rules")), text).expect("write");
     }
-    let opts = nudge::load::LoadOptions {
+    let opts = nudge::project::load::LoadOptions {
         builtin_config: false,
         config_only: false,
         config: config.into(),
@@ -67,7 +70,7 @@ fn main() {
     let mut n_rules = 0;
     for _ in 0..15 {
         let t = Instant::now();
-        let l = nudge::load::load(&opts);
+        let l = nudge::project::load::load(&opts);
         times.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(l.errors(), 0, "generated rules must check clean");
         n_rules = l.rules.as_ref().map_or(0, |r| r.rules.len());
@@ -84,7 +87,7 @@ fn main() {
     // A reload as the daemon's writer does it: load, check and compile
     // aside, then swap into a running engine (which rebuilds its plan).
     let store = nudge::store::SledStore::temporary().expect("store");
-    let first = nudge::load::load(&opts);
+    let first = nudge::project::load::load(&opts);
     let mut engine = nudge::engine::Engine::new(
         std::sync::Arc::new(first.schema.expect("schema")),
         std::sync::Arc::new(first.rules.expect("rules")),
@@ -94,7 +97,7 @@ fn main() {
     let mut reloads = Vec::new();
     for _ in 0..15 {
         let t = Instant::now();
-        let l = nudge::load::load(&opts);
+        let l = nudge::project::load::load(&opts);
         let (schema, rules) = (l.schema.expect("schema"), l.rules.expect("rules"));
         engine
             .swap(

@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench plugin_call`. Target: under 5 µs per call.
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use nudge::lang::program::{Env, PluginHost, Value};
 use std::time::Instant;
 
@@ -21,7 +24,7 @@ fn main() {
     )
     .expect("plugin");
     std::fs::write(dir.path().join("rules/r.rules"), "rule \"scalar\" on purchase when p.yes(points) then tag \"a\"\nrule \"member\" on purchase when p.vip(member) then tag \"b\"\n").expect("rules");
-    let l = nudge::load::load(&nudge::load::LoadOptions {
+    let l = nudge::project::load::load(&nudge::project::load::LoadOptions {
         builtin_config: false,
         config_only: false,
         config: dir.path().join("nudge.yaml"),

@@ -7,8 +7,11 @@
 //!
 //! Run: `cargo bench --bench replay`.
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use nudge::engine::Engine;
-use nudge::load::{LoadOptions, load};
+use nudge::project::load::{LoadOptions, load};
 use nudge::store::SledStore;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ fn bench(name: &str, config: &Path, rules: &Path, plugins: &Path, events: &Path)
         Arc::new(l.rules.expect("rules")),
     );
     let file = std::fs::File::open(events).expect("events");
-    let (evs, bad) = nudge::ingest::read_all(&schema, std::io::BufReader::new(file));
+    let (evs, bad) = nudge::io::ingest::read_all(&schema, std::io::BufReader::new(file));
     assert!(bad.is_empty());
     let mut times = Vec::new();
     let mut last = None;
@@ -41,7 +44,8 @@ fn bench(name: &str, config: &Path, rules: &Path, plugins: &Path, events: &Path)
             .with_plugins(l.plugins.clone())
             .cache_members();
         let start = Instant::now();
-        let r = nudge::replay::replay(&mut engine, evs.clone(), None, &mut |_| {}).expect("replay");
+        let r = nudge::sim::replay::replay(&mut engine, evs.clone(), None, &mut |_| {})
+            .expect("replay");
         times.push(start.elapsed().as_secs_f64());
         last = Some(r);
     }

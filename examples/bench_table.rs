@@ -6,6 +6,9 @@
 //! peers' figure from `../shared/bench/README.md` where there is one; the
 //! machine line comes from /proc/cpuinfo and /proc/meminfo.
 
+// The table is printed for the README.
+#![allow(clippy::print_stdout)]
+
 use serde_json::Value;
 use std::io::BufRead;
 

@@ -1,27 +1,35 @@
 //! nudge: a rules engine for member (loyalty) marketing.
 //!
-//! The library holds everything but the command line: the rule language
-//! (`lang`), the config (`schema`), loading from disk (`load`) and
-//! diagnostics as data (`diag`). The `nudge` binary (src/main.rs) parses
-//! arguments and renders diagnostics; nothing here prints.
+//! The library holds everything but the command line. Its modules are
+//! layers, listed here from the bottom up: a module imports only from the
+//! layers above it in this list (the tidy test in `tests/it/tidy.rs` reads
+//! this table and enforces it). The `nudge` binary (`src/main.rs` and
+//! `src/cli/`) sits on top: it parses arguments and renders diagnostics;
+//! nothing in the library prints.
 
-pub mod backtest;
-pub mod backup;
-pub mod daemon;
-pub mod diag;
-pub mod engine;
-pub mod explain;
-pub mod html;
-pub mod import;
-pub mod ingest;
-pub mod init;
-pub mod lang;
-pub mod load;
+/// Diagnostics, YAML positions, `Value`, days and durations, reserved names.
+pub mod base;
+/// Plain data: events, member records, built-in fields, effects, summaries.
 pub mod model;
-pub mod plugins;
-pub mod replay;
-pub mod schema;
-pub mod sinks;
+/// `nudge.yaml` -> `Schema`, validated section by section.
+pub mod config;
+/// Rule text and YAML -> a checked, compiled `RuleSet`.
+pub mod lang;
+/// The sled store, every key and meta name, backup.
 pub mod store;
-pub mod testcase;
-pub mod yaml;
+/// The sandboxed rhai host.
+pub mod plugins;
+/// A project folder on disk: config, rules and plugins loaded together.
+pub mod project;
+/// The event path, points, ticks, firing, folding, budgets, the clock.
+pub mod engine;
+/// Committed effects out: sink cursors, the file sink, trimming.
+pub mod outbox;
+/// Events in: JSON validation, NDJSON ingest, CSV import.
+pub mod io;
+/// Replay, backtest and uplift, rule test cases, explain.
+pub mod sim;
+/// The HTML report and member JSON.
+pub mod report;
+/// The long-running service: writer, HTTP, watcher, dispatch.
+pub mod daemon;

@@ -1,11 +1,15 @@
 //! The `nudge` command line: argument parsing, and rendering diagnostics
 //! (miette for people, JSON for tools). All the work is in the library.
 
-mod commands;
-mod report;
+// The command line is the one place that prints (the library returns data).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+
+use cli::{commands, render};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nudge::load::{LoadOptions, load};
+use nudge::project::load::{LoadOptions, load};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -287,8 +291,8 @@ fn check(common: &Common, path: Option<PathBuf>, format: Format) -> ExitCode {
     };
     let loaded = load(&opts);
     match format {
-        Format::Json => println!("{}", report::json(&loaded)),
-        Format::Human => print!("{}", report::human(&loaded, common.color_on())),
+        Format::Json => println!("{}", render::json(&loaded)),
+        Format::Human => print!("{}", render::human(&loaded, common.color_on())),
     }
     if loaded.io_failure {
         ExitCode::from(2)

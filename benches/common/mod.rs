@@ -87,7 +87,7 @@ pub const TODAY: i32 = 20_000;
 pub fn record(m: &Member) -> MemberRecord {
     let last = TODAY - m.days as i32;
     let birthday =
-        nudge::lang::parse::parse_date(&format!("1990-{:02}-15", m.birthday_month)).expect("date");
+        nudge::base::time::parse_date(&format!("1990-{:02}-15", m.birthday_month)).expect("date");
     MemberRecord {
         joined: last - m.cycle as i32,
         first_purchase: Some(last - m.cycle as i32),
@@ -169,13 +169,13 @@ pub fn cond_text(c: &J) -> String {
 
 /// The reference rule set `set` (`r20`, `r200`) as a nudge rule file of tick
 /// rules, loaded through the real loader with the bench config.
-pub fn load_rules(bench: &Path, set: &str) -> (nudge::schema::Schema, nudge::lang::RuleSet) {
+pub fn load_rules(bench: &Path, set: &str) -> (nudge::config::Schema, nudge::lang::RuleSet) {
     let text = rules_text(bench, set);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("nudge.yaml"), CONFIG).expect("config");
     std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
     std::fs::write(dir.path().join(format!("rules/{set}.rules")), &text).expect("rules");
-    let l = nudge::load::load(&nudge::load::LoadOptions {
+    let l = nudge::project::load::load(&nudge::project::load::LoadOptions {
         builtin_config: false,
         config_only: false,
         config: dir.path().join("nudge.yaml"),

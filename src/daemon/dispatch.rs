@@ -8,9 +8,10 @@
 //! written by the writer after each commit.
 
 use super::Shared;
+use crate::config::Sink;
 use crate::model::Effect;
-use crate::schema::Sink;
-use crate::sinks::sink_cursor;
+use crate::model::Status;
+use crate::store::keys::sink_cursor;
 use crate::store::{Store, WriteSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,10 +46,22 @@ pub fn spawn(shared: Arc<Shared>) {
 async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink) {
     let cursor_key = sink_cursor(&sink);
     // Credentials in a webhook URL stay out of metrics, logs and status.
-    let name = crate::sinks::sink_label(&sink);
+    let name = crate::outbox::sink_label(&sink);
     loop {
-        let next = shared.store.meta_u64(&cursor_key).unwrap_or(0);
-        let batch = shared.store.outbox(next, 256).unwrap_or_default();
+        // A failed read is retried, never taken as "start from 0": that
+        // would deliver everything again.
+        let batch = match shared
+            .store
+            .meta_u64(&cursor_key)
+            .and_then(|next| shared.store.outbox(next, 256))
+        {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::error!(sink = %name, %error, "Reading the outbox failed; retrying.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if batch.is_empty() {
             tokio::select! {
                 _ = shared.outbox_changed.notified() => {},
@@ -59,7 +72,7 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
         for (seq, bytes) in batch {
             let effect = match serde_json::from_slice::<Effect>(&bytes) {
                 // A deferred record goes out when released, as `sent`.
-                Ok(e) if e.status != "deferred" => e,
+                Ok(e) if e.status != Status::Deferred => e,
                 _ => {
                     advance(&shared, &cursor_key, seq);
                     continue;
@@ -80,7 +93,7 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                         let record = serde_json::json!({"sink": name, "seq": seq, "key": effect.key, "member": effect.member, "rule": effect.rule, "error": why});
                         let w = WriteSet {
                             meta: vec![(
-                                format!("dead:{cursor_key}:{seq:020}"),
+                                crate::store::keys::dead_letter(&cursor_key, seq),
                                 record.to_string().into_bytes(),
                             )],
                             ..WriteSet::default()

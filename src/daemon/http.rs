@@ -139,7 +139,7 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    if let Some((index, path)) = crate::model::duplicate_key(&body) {
+    if let Some((index, path)) = crate::io::event::duplicate_key(&body) {
         return reply(
             StatusCode::BAD_REQUEST,
             json!({"errors": [{"index": index, "path": path, "message": "this key appears twice; which value is meant?"}], "stored": 0}),
@@ -253,7 +253,7 @@ async fn get_explain(
     }
     let schema = app.shared.schema.load();
     let day = match q.at.as_deref() {
-        Some(d) => match crate::lang::parse::parse_date(d) {
+        Some(d) => match crate::base::time::parse_date(d) {
             Some(day) => day,
             None => {
                 return reply(
@@ -284,7 +284,7 @@ async fn get_explain(
     };
     let rules = app.shared.rules.load();
     let plugins = app.shared.plugins.load();
-    match crate::explain::explain(
+    match crate::sim::explain::explain(
         &schema,
         &rules,
         plugins.as_ref().as_deref(),
@@ -309,7 +309,7 @@ async fn get_member(
     match crate::engine::identity::find_member(&app.shared.store, &id) {
         Ok(Some((id, rec))) => reply(
             StatusCode::OK,
-            crate::engine::member_json(
+            crate::report::member::member_json(
                 &id,
                 &rec,
                 &app.shared.schema.load(),
@@ -403,6 +403,7 @@ fn label(v: &str) -> String {
         .replace('\r', "")
 }
 
+// Long because the Prometheus exposition, one metric family after another in the order a scrape shows them.
 async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     use crate::store::Store;
     if !authorized(&app, &headers) {
@@ -517,7 +518,10 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     // Both from counters, not scans: a scrape must stay cheap with millions of members.
     // Depth is what the slowest sink has left: entries it delivered stay in
     // the store until the writer's next commit trims them.
-    let next = sh.store.meta_u64("outbox_next").unwrap_or(0);
+    let next = sh
+        .store
+        .meta_u64(crate::store::keys::OUTBOX_NEXT)
+        .unwrap_or(0);
     let sinks = &sh.schema.load().sinks;
     let first = if sinks.is_empty() {
         sh.store
@@ -530,14 +534,14 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
             .iter()
             .map(|s| {
                 sh.store
-                    .meta_u64(&crate::sinks::sink_cursor(s))
+                    .meta_u64(&crate::store::keys::sink_cursor(s))
                     .unwrap_or(0)
             })
             .min()
             .unwrap_or(next)
     };
     let depth = next.saturating_sub(first);
-    let members = sh.store.meta_u64(crate::engine::MEMBERS_KEY).unwrap_or(0);
+    let members = sh.store.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0);
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"
@@ -564,7 +568,7 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    limits: crate::schema::HttpLimits,
+    limits: crate::config::HttpLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

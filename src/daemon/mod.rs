@@ -8,11 +8,11 @@ pub mod http;
 pub mod watcher;
 pub mod writer;
 
+use crate::config::Schema;
 use crate::engine::Engine;
 use crate::lang::RuleSet;
-use crate::load::{LoadOptions, load};
 use crate::model::Effect;
-use crate::schema::Schema;
+use crate::project::load::{LoadOptions, load};
 use crate::store::{SledStore, StoreError};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("the rules do not load; run `nudge check` to see why")]
-    Rules(Box<crate::load::Load>),
+    Rules(Box<crate::project::load::Load>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -87,7 +87,8 @@ impl Shared {
     pub fn count_effects(&self, effects: &[Effect]) {
         if let Ok(mut m) = self.effects.lock() {
             for e in effects {
-                *m.entry((e.rule.clone(), e.status.clone())).or_default() += 1;
+                *m.entry((e.rule.clone(), e.status.as_str().to_string()))
+                    .or_default() += 1;
             }
         }
     }
@@ -116,7 +117,7 @@ impl Shared {
     pub fn dead_letters(&self, limit: usize) -> Vec<serde_json::Value> {
         use crate::store::Store;
         self.store
-            .meta_prefix("dead:", limit)
+            .meta_prefix(crate::store::keys::DEAD_PREFIX, limit)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
@@ -152,9 +153,13 @@ pub struct DaemonOptions {
     pub listen: Option<String>,
     /// How often the schedule checks for due daily ticks.
     pub tick_every: Duration,
+    /// Called once with the address the server listens on (the command
+    /// line prints it: tests and scripts read the port from that line).
+    pub on_listen: fn(std::net::SocketAddr),
 }
 
 /// Runs until SIGINT or SIGTERM; returns after a clean shutdown.
+// Long because the daemon's life cycle in start order (load, store, engine, writer thread, listener, dispatch, schedule, shutdown); split, the order would be hidden.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // A write past the file size limit (`ulimit -f`, a quota) would kill
     // the process with SIGXFSZ; ignored, it is an error the writer reports
@@ -170,7 +175,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let diagnostics = l.diagnostics_json();
     let plugins = l.plugins.clone();
     let (Some(schema), Some(rules)) = (l.schema, l.rules) else {
-        return Err(DaemonError::Rules(Box::new(crate::load::load(&opts.load))));
+        return Err(DaemonError::Rules(Box::new(crate::project::load::load(
+            &opts.load,
+        ))));
     };
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
     let data = opts
@@ -200,7 +207,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         latency_sum_us: AtomicU64::new(0),
         outbox_depth: AtomicU64::new(0),
         outbox_changed: tokio::sync::Notify::new(),
-        deliveries: Mutex::new(BTreeMap::new()),
+        // Every configured sink is listed from the start, at zero: a
+        // scrape before the first delivery still shows what is wired.
+        deliveries: Mutex::new(
+            schema
+                .sinks
+                .iter()
+                .map(|s| (crate::outbox::sink_label(s), (0, 0)))
+                .collect(),
+        ),
         budgets: Mutex::new(Vec::new()),
         plugins: ArcSwap::from_pointee(plugins.clone()),
         write_error: Mutex::new(None),
@@ -258,8 +273,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             tracing::warn!(%addr, "Listening beyond loopback without `http.token`: anyone who reaches this address can post events and read members.");
         }
         tracing::info!(%addr, version = %rules.version, rules = rules.rules.len(), "Listening.");
-        // Tests and scripts read this line to find the port.
-        println!("nudge listening on http://{addr}");
+        (opts.on_listen)(addr);
         let app = http::router(shared.clone(), tx.clone());
         dispatch::spawn(shared.clone());
         let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));

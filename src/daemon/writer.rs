@@ -7,10 +7,10 @@
 
 use super::{Shared, Status};
 use crate::engine::clock::{CatchUp, SystemClock};
-use crate::engine::{Engine, Outcome, Rejected};
-use crate::ingest::deliver;
-use crate::load::{LoadOptions, load};
-use crate::model::{Event, EventError, event_from_json};
+use crate::engine::{Engine, EventOutcome, Rejected};
+use crate::io::event::event_from_json;
+use crate::model::{Event, EventError};
+use crate::project::load::{LoadOptions, load};
 use crate::store::{SledStore, Store};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,7 +51,7 @@ pub enum IngestReply {
     Unavailable(String),
 }
 
-struct Pending {
+struct IngestRequest {
     events: Vec<Event>,
     reply: oneshot::Sender<IngestReply>,
 }
@@ -104,7 +104,7 @@ pub fn run(
                 }
             }
             Command::Tick => {
-                release(&mut engine, shared);
+                release_deferred(&mut engine, shared);
                 tick(&mut engine, shared);
             }
             Command::Shutdown => {
@@ -133,7 +133,7 @@ fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
     match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
         Ok(days) if !days.is_empty() => {
             shared.note_write(Ok(()));
-            tracing::info!(days = ?days.iter().map(|d| crate::model::day_string(*d)).collect::<Vec<_>>(), effects = count, "Daily tick done.");
+            tracing::info!(days = ?days.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), effects = count, "Daily tick done.");
             after_commit(engine, shared);
         }
         Ok(_) => {}
@@ -145,7 +145,7 @@ fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
 }
 
 /// Releases the effects whose quiet hours are over.
-fn release(engine: &mut Engine<SledStore>, shared: &Shared) {
+fn release_deferred(engine: &mut Engine<SledStore>, shared: &Shared) {
     let now = crate::engine::clock::Clock::now(&SystemClock);
     if !engine.deferred_due(now) {
         return;
@@ -165,7 +165,7 @@ fn release(engine: &mut Engine<SledStore>, shared: &Shared) {
 
 /// Writes file sinks and wakes the dispatcher.
 fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
-    if let Err(e) = deliver(engine) {
+    if let Err(e) = crate::outbox::deliver_to_files(engine) {
         tracing::error!(error = %e, "Delivery failed.");
     }
     shared.outbox_changed.notify_waiters();
@@ -178,7 +178,7 @@ fn validate(
     engine: &Engine<SledStore>,
     values: Vec<serde_json::Value>,
     reply: oneshot::Sender<IngestReply>,
-) -> Option<Pending> {
+) -> Option<IngestRequest> {
     let mut events = Vec::with_capacity(values.len());
     let mut errors = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
@@ -216,10 +216,10 @@ fn validate(
         let _ = reply.send(IngestReply::Conflict(conflicts));
         return None;
     }
-    Some(Pending { events, reply })
+    Some(IngestRequest { events, reply })
 }
 
-fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) {
+fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Shared) {
     if batch.is_empty() {
         return;
     }
@@ -251,12 +251,12 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<Pending>, shared: &Shared) 
                 let (mut conflicts, mut refused) = (Vec::new(), Vec::new());
                 for ev in events.by_ref().take(n) {
                     match outcomes.next() {
-                        Some(Outcome::Applied { .. }) => applied += 1,
-                        Some(Outcome::Duplicate) => duplicates += 1,
-                        Some(Outcome::Rejected(r @ Rejected::Refund { .. })) => {
+                        Some(EventOutcome::Applied { .. }) => applied += 1,
+                        Some(EventOutcome::Duplicate) => duplicates += 1,
+                        Some(EventOutcome::Rejected(r @ Rejected::Refund { .. })) => {
                             refused.push(r.to_string())
                         }
-                        Some(Outcome::Rejected(_)) | None => conflicts.push(ev.id.clone()),
+                        Some(EventOutcome::Rejected(_)) | None => conflicts.push(ev.id.clone()),
                     }
                 }
                 shared

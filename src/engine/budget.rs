@@ -4,9 +4,9 @@
 //! the only one spending, so the count is exact. Updates are committed with
 //! the batch that spent them.
 
+use crate::config::Schema;
 use crate::lang::check::{BudgetSpec, CouponSpec, Period};
 use crate::lang::compile::{Action, CompiledRule};
-use crate::schema::Schema;
 use crate::store::{Store, StoreError};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +35,7 @@ pub fn budget_key(rule: &CompiledRule, today: i32) -> Option<String> {
             }
         }
     };
-    Some(format!("budget:{}:{period}", rule.name))
+    Some(crate::store::keys::budget(&rule.name, &period))
 }
 
 /// What one firing of `rule` costs its budget: 1 firing, or the discount

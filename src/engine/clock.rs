@@ -2,7 +2,7 @@
 //! drive, and the calendar arithmetic in the config's time zone (days,
 //! tick instants). `SystemClock::now` is the only read of wall time in nudge.
 
-use crate::schema::Schema;
+use crate::config::Schema;
 use jiff::Timestamp;
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -9,10 +9,10 @@
 //! start or a rule change) and computing them; the tick (`engine/mod.rs`)
 //! decides whom to visit.
 
-use super::fire::Ctx;
+use super::effect::Ctx;
 use super::view::View;
+use crate::base::value::Value;
 use crate::lang::compile::Timing;
-use crate::lang::program::Value;
 use crate::model::MemberRecord;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;

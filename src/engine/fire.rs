@@ -3,54 +3,17 @@
 //! by the rules after), effects, and the `tier_up`/`tier_down` triggers a
 //! tier change raises.
 
-use super::Plan;
+use super::act::{act_all, issue_coupon};
+use super::contact::{defer, held_out, in_control_group, reach};
+use super::effect::{Ctx, Out, Trigger, effect_key};
 use super::view::View;
-use crate::lang::RuleSet;
-use crate::lang::check::CouponSpec;
 use crate::lang::compile::{Action, CompiledRule};
-use crate::lang::program::{Env, IntCode, PluginHost, Value};
-use crate::model::{
-    Effect, MemberRecord, Outcome, RuleState, Stored, day_string, json_number, value_json,
-};
-use crate::plugins::{Intent, PluginError, Plugins};
-use crate::schema::Schema;
+use crate::lang::program::{Env, PluginHost};
+use crate::model::{Effect, MemberRecord, Outcome, RuleState, Status};
 
 /// Tier changes raise triggers, which may change the tier again; this many
 /// rounds at most, so two rules cannot bounce a member between tiers forever.
 const MAX_TIER_ROUNDS: usize = 4;
-
-pub struct Ctx<'a> {
-    pub schema: &'a Schema,
-    pub rules: &'a RuleSet,
-    pub plan: &'a Plan,
-    pub host: Option<&'a Plugins>,
-    pub budgets: &'a std::cell::RefCell<super::budget::Budgets>,
-    pub store: &'a dyn crate::store::Store,
-}
-
-/// One trigger: which rules, on which day, at what instant, with which event.
-pub struct Trigger<'a> {
-    /// `event:<id>` or `tick:<date>`.
-    pub name: &'a str,
-    pub rules: &'a [u32],
-    /// The member slots those rules read (`None`: all).
-    pub need: Option<&'a [bool]>,
-    pub today: i32,
-    pub at: jiff::Timestamp,
-    /// The event's fields by event slot; empty on ticks.
-    pub event: &'a [Value],
-}
-
-/// What firing produces: effects on the member, and effects for other
-/// members (`to`), to be relayed to them as internal events.
-#[derive(Default)]
-pub struct Out {
-    pub effects: Vec<Effect>,
-    pub relays: Vec<Effect>,
-    /// Set when a run changed the member's record (a firing, a rule's
-    /// edge state): a tick writes only members it changed.
-    pub changed: bool,
-}
 
 /// Runs `trigger` and the tier triggers it raises; appends effects.
 pub fn run(
@@ -136,6 +99,9 @@ fn env<'e>(cx: &'e Ctx<'_>, view: &'e View, t: &'e Trigger<'_>, rule: &'e str) -
     }
 }
 
+// The rules of one trigger for one member share the record, its view and
+// the batch's output; bundling them in a struct would only rename them.
+// Long because the firing algorithm of one trigger in the order the docs give it (edge, limit, group, holdout, actions, state); read top to bottom it is the spec.
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     cx: &Ctx<'_>,
@@ -206,18 +172,26 @@ fn run_one(
         let relays_before = out.relays.len();
         let held_out = held_out(rule, member) || in_control_group(cx.schema, member);
         // Held-out firings spend no budget; a spent budget caps the firing.
+        // A store error reading the budget fails the batch (see `Out`); it
+        // is not taken as a spent budget.
         let within_budget = held_out
-            || cx
+            || match cx
                 .budgets
                 .borrow_mut()
                 .try_spend(rule, cx.schema, t.today, cx.store)
-                .unwrap_or(false);
+            {
+                Ok(room) => room,
+                Err(e) => {
+                    out.failed.get_or_insert(e);
+                    false
+                }
+            };
         let (status, reason) = match (held_out, within_budget) {
-            (true, _) => ("held_out", None),
-            (false, false) => ("capped", Some("budget")),
-            (false, true) => ("sent", None),
+            (true, _) => (Status::HeldOut, None),
+            (false, false) => (Status::Capped, Some("budget")),
+            (false, true) => (Status::Sent, None),
         };
-        let apply = status == "sent";
+        let apply = status == Status::Sent;
         // A plugin action that fails undoes the whole rule: the event is
         // applied without this rule's effects.
         let undo = rule
@@ -256,7 +230,7 @@ fn run_one(
                 e.rule = rule.name.clone();
                 e.ruleset = cx.rules.version.clone();
                 e.trigger = t.name.to_string();
-                e.status = status.to_string();
+                e.status = status;
                 e.reason = reason.map(str::to_string);
                 if let Some(target) = change.to {
                     // For another member: relayed when it applies, else recorded.
@@ -301,382 +275,22 @@ fn run_one(
 }
 
 /// How a firing went: its status, or what stopped its contacts.
-fn outcome(status: &str, effects: &[Effect]) -> Outcome {
+fn outcome(status: Status, effects: &[Effect]) -> Outcome {
     match status {
-        "held_out" => return Outcome::HeldOut,
-        "capped" => return Outcome::Budget,
+        Status::HeldOut => return Outcome::HeldOut,
+        Status::Capped => return Outcome::Budget,
         _ => {}
     }
-    let has = |s: &str| effects.iter().any(|e| e.status == s);
-    if has("no_consent") {
+    let has = |s: Status| effects.iter().any(|e| e.status == s);
+    if has(Status::NoConsent) {
         Outcome::NoConsent
-    } else if has("capped") {
+    } else if has(Status::Capped) {
         Outcome::Cap
-    } else if has("deferred") {
+    } else if has(Status::Deferred) {
         Outcome::Deferred
     } else {
         Outcome::Sent
     }
-}
-
-/// Signs a coupon effect's code (with the config's secret) and, when it goes
-/// out, keeps the coupon in the member's record for redemption.
-fn issue_coupon(schema: &Schema, rec: &mut MemberRecord, e: &mut Effect, rule: u64, today: i32) {
-    if e.action != "coupon" {
-        return;
-    }
-    let Some(secret) = &schema.coupon_secret else {
-        return;
-    };
-    let code = coupon_code(secret, &e.key);
-    if e.status == "sent" || e.status == "deferred" {
-        let valid_until = e
-            .valid_until
-            .as_deref()
-            .and_then(crate::lang::parse::parse_date)
-            .unwrap_or(today + 30);
-        rec.coupons.push(crate::model::IssuedCoupon {
-            code: code.clone(),
-            rule,
-            valid_until,
-            redeemed: None,
-        });
-    }
-    e.code = Some(code);
-}
-
-/// Applies an effect relayed from another member's rule to its recipient
-/// (`rec`): points to the balance; coupons and messages through consent,
-/// caps and quiet hours. Relays run no rules of the recipient's.
-pub fn apply_relay(cx: &Ctx<'_>, rec: &mut MemberRecord, e: &mut Effect, today: i32) {
-    let at = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    match e.action.as_str() {
-        "points" => {
-            let n = e.points.unwrap_or(0);
-            rec.points = rec.points.saturating_add(n);
-            if cx.schema.points.expire_after_days.is_some() && n > 0 {
-                rec.point_lots.push((today, n));
-            }
-        }
-        _ => {
-            reach(cx.schema, rec, e, today);
-            defer(cx.schema, e, at);
-            let rule = xxhash_rust::xxh3::xxh3_64(e.rule.as_bytes());
-            issue_coupon(cx.schema, rec, e, rule, today);
-        }
-    }
-}
-
-/// The changes of one action: a plugin call may ask for several.
-fn act_all(
-    cx: &Ctx<'_>,
-    rec: &mut MemberRecord,
-    action: &Action,
-    env: &Env<'_>,
-    today: i32,
-    apply: bool,
-) -> Result<Vec<Change>, PluginError> {
-    let Action::Call(call) = action else {
-        return Ok(act(cx, rec, action, env, today, apply)
-            .into_iter()
-            .collect());
-    };
-    let plugin_name = cx
-        .plan
-        .plugin_names
-        .get(call.plugin as usize)
-        .cloned()
-        .unwrap_or_default();
-    let fail = |message: String| PluginError {
-        plugin: plugin_name.clone(),
-        function: call.function.to_string(),
-        rule: Some(env.rule.to_string()),
-        message,
-    };
-    let Some(host) = cx.host else {
-        return Err(fail("no plugin host is loaded".into()));
-    };
-    let intents = host.intents(
-        call.plugin as usize,
-        &call.function,
-        &call.args(env),
-        env,
-        env.rule,
-    )?;
-    let mut out = Vec::new();
-    for intent in intents {
-        let action = match intent {
-            Intent::Payload(value) => {
-                let mut e = blank("plugin");
-                e.plugin = Some(format!("{plugin_name}.{}", call.function));
-                e.value = Some(value);
-                out.push(Change {
-                    effect: e,
-                    to: None,
-                    changed_state: false,
-                    tier_change: None,
-                });
-                continue;
-            }
-            Intent::Points(n) => Action::Points {
-                deduct: n < 0,
-                amount: IntCode::Const(n.abs()),
-            },
-            Intent::Tag(tag) => Action::Tag {
-                tag: tag.into(),
-                bit: 0,
-                untag: false,
-            },
-            Intent::Untag(tag) => Action::Tag {
-                tag: tag.into(),
-                bit: 0,
-                untag: true,
-            },
-            Intent::Message { message, channel } => {
-                let ch = cx.schema.channel(&channel).map(|(i, _)| i).ok_or_else(|| {
-                    host.report(fail(format!(
-                        "unknown channel `{channel}` in a message intent"
-                    )))
-                })?;
-                Action::Message {
-                    template: message.into(),
-                    channel: ch,
-                }
-            }
-            Intent::Coupon { coupon, channel } => {
-                let spec = match cx.schema.coupon(&coupon) {
-                    Some((i, _)) => CouponSpec::Template(i),
-                    None => literal_coupon(&coupon).ok_or_else(|| {
-                        host.report(fail(format!(
-                            "unknown coupon `{coupon}`: not a template and not like `30-6`"
-                        )))
-                    })?,
-                };
-                let ch = match channel {
-                    Some(c) => Some(cx.schema.channel(&c).map(|(i, _)| i).ok_or_else(|| {
-                        host.report(fail(format!("unknown channel `{c}` in a coupon intent")))
-                    })?),
-                    None => None,
-                };
-                Action::Coupon {
-                    coupon: spec,
-                    channel: ch,
-                }
-            }
-        };
-        out.extend(act(cx, rec, &action, env, today, apply));
-    }
-    Ok(out)
-}
-
-/// `30-6` as a threshold coupon.
-fn literal_coupon(s: &str) -> Option<CouponSpec> {
-    let (a, b) = s.split_once('-')?;
-    let threshold: rust_decimal::Decimal = a.trim().parse().ok()?;
-    let discount: rust_decimal::Decimal = b.trim().parse().ok()?;
-    (discount > rust_decimal::Decimal::ZERO && (threshold.is_zero() || discount < threshold))
-        .then_some(CouponSpec::Literal {
-            threshold,
-            discount,
-        })
-}
-
-/// The idempotency key: the same rule, member, trigger and action always
-/// give the same key, whatever the rule set version.
-pub fn effect_key(rule: &str, member: &str, trigger: &str, action: usize) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for part in [
-        rule.as_bytes(),
-        member.as_bytes(),
-        trigger.as_bytes(),
-        &action.to_le_bytes(),
-    ] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    format!("{:032x}", h.digest128())
-}
-
-/// Expires the member's point lots that are `points.expire_after` old by
-/// `today`, oldest first; the effect (rule `points expiry`) says how many.
-pub fn expire_points(
-    cx: &Ctx<'_>,
-    rec: &mut MemberRecord,
-    member: &str,
-    trigger: &str,
-    at: jiff::Timestamp,
-    today: i32,
-) -> Option<Effect> {
-    let after = cx.schema.points.expire_after_days? as i32;
-    let expired: i64 = rec
-        .point_lots
-        .iter()
-        .filter(|(d, _)| d + after <= today)
-        .map(|(_, n)| n)
-        .sum();
-    rec.point_lots.retain(|(d, _)| d + after > today);
-    let taken = expired.min(rec.points.max(0));
-    if taken == 0 {
-        return None;
-    }
-    rec.points -= taken;
-    Some(points_effect(cx, EXPIRY_RULE, member, trigger, at, -taken))
-}
-
-/// A points change the engine made itself (expiry, refund), under `rule`.
-pub fn points_effect(
-    cx: &Ctx<'_>,
-    rule: &str,
-    member: &str,
-    trigger: &str,
-    at: jiff::Timestamp,
-    points: i64,
-) -> Effect {
-    let key = effect_key(rule, member, trigger, 0);
-    let mut e = engine_effect(cx, rule, member, trigger, at, "points", key);
-    e.points = Some(points);
-    e
-}
-
-/// An effect the engine makes itself, not a rule's action (expiry, refund,
-/// redemption, merge): `sent`, under `rule`, with the given key.
-pub fn engine_effect(
-    cx: &Ctx<'_>,
-    rule: &str,
-    member: &str,
-    trigger: &str,
-    at: jiff::Timestamp,
-    action: &str,
-    key: String,
-) -> Effect {
-    let mut e = blank(action);
-    e.key = key;
-    e.at = at.to_string();
-    e.member = member.to_string();
-    e.rule = rule.to_string();
-    e.ruleset = cx.rules.version.clone();
-    e.trigger = trigger.to_string();
-    e.status = "sent".to_string();
-    e
-}
-
-/// The rule name refund effects carry.
-pub const REFUND_RULE: &str = "refund";
-
-/// The rule name expiry effects carry.
-pub const EXPIRY_RULE: &str = "points expiry";
-
-/// Takes `n` points from the oldest lots first.
-pub fn take_from_lots(lots: &mut Vec<(i32, i64)>, mut n: i64) {
-    while n > 0 && !lots.is_empty() {
-        let take = lots[0].1.min(n);
-        lots[0].1 -= take;
-        n -= take;
-        if lots[0].1 == 0 {
-            lots.remove(0);
-        }
-    }
-}
-
-/// In the config's global control group: no marketing effect at all.
-pub fn in_control_group(schema: &Schema, member: &str) -> bool {
-    schema.control_group_ppm > 0
-        && control_hash(member) % 1_000_000 < schema.control_group_ppm as u64
-}
-
-/// A stable hash of the member for the control group (no allocation: it
-/// runs for every firing).
-fn control_hash(member: &str) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(b"control\0");
-    h.update(member.as_bytes());
-    h.digest()
-}
-
-/// Consent and frequency caps for an effect on a channel: `no_consent` if
-/// the member has not consented (opt-in channels) or has withdrawn;
-/// `capped` if the channel's cap is reached; otherwise the contact counts.
-fn reach(schema: &Schema, rec: &mut MemberRecord, e: &mut Effect, today: i32) {
-    let Some(name) = e.channel.clone() else {
-        return;
-    };
-    let Some((_, ch)) = schema.channel(&name) else {
-        return;
-    };
-    let consent = rec
-        .consent
-        .iter()
-        .find(|(c, _)| *c == name)
-        .map(|(_, g)| *g);
-    if consent == Some(false) || (ch.opt_in && consent != Some(true)) {
-        e.status = "no_consent".into();
-        return;
-    }
-    if let Some(cap) = ch.cap {
-        let window_days = (cap.per_secs / 86_400).max(1) as i32;
-        rec.contacts
-            .retain(|(c, d)| *c != name || *d > today - window_days);
-        let recent = rec.contacts.iter().filter(|(c, _)| *c == name).count();
-        if recent >= cap.count as usize {
-            e.status = "capped".into();
-            e.reason = Some("cap".into());
-            return;
-        }
-        rec.contacts.push((name, today));
-    }
-}
-
-/// Quiet hours: a contact that would go out while its channel is quiet is
-/// `deferred` to the end of the quiet hours (the engine releases it then).
-fn defer(schema: &Schema, e: &mut Effect, at: jiff::Timestamp) {
-    if e.status != "sent" {
-        return;
-    }
-    let Some((_, ch)) = e.channel.as_deref().and_then(|c| schema.channel(c)) else {
-        return;
-    };
-    if let Some(until) = ch
-        .quiet_hours
-        .and_then(|q| super::clock::quiet_until(schema, q, at))
-    {
-        e.status = "deferred".into();
-        e.deliver_at = Some(until.to_string());
-    }
-}
-
-/// A coupon code: the effect key signed with the config's secret
-/// (HMAC-SHA256), 12 characters of Crockford base32. The same effect (a
-/// re-issue) gives the same code; without the secret, codes cannot be
-/// made up.
-pub fn coupon_code(secret: &str, key: &str) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-        return String::new();
-    };
-    mac.update(key.as_bytes());
-    let bytes = mac.finalize().into_bytes();
-    let mut bits = u64::from_be_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-    (0..12)
-        .map(|_| {
-            let c = ALPHABET[(bits & 31) as usize] as char;
-            bits >>= 5;
-            c
-        })
-        .collect()
-}
-
-/// Held out by a stable hash of (rule, member): the same member is held out
-/// of the same rule every time, whatever else changes.
-pub fn held_out(rule: &CompiledRule, member: &str) -> bool {
-    if rule.holdout_ppm == 0 {
-        return false;
-    }
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(rule.name.as_bytes());
-    h.update(&[0]);
-    h.update(member.as_bytes());
-    (h.digest() % 1_000_000) < rule.holdout_ppm as u64
 }
 
 /// A rule's state for one member, taken out of the record and put back
@@ -763,209 +377,4 @@ fn record_firing(rule: &CompiledRule, st: &mut RuleState, today: i32) {
         let excess = st.recent.len().saturating_sub(count as usize);
         st.recent.drain(..excess);
     }
-}
-
-struct Change {
-    effect: Effect,
-    /// For another member (by id).
-    to: Option<String>,
-    changed_state: bool,
-    /// `Some(true)` for a tier up, `Some(false)` for down.
-    tier_change: Option<bool>,
-}
-
-fn blank(action: &str) -> Effect {
-    Effect {
-        key: String::new(),
-        at: String::new(),
-        member: String::new(),
-        rule: String::new(),
-        ruleset: String::new(),
-        trigger: String::new(),
-        action: action.to_string(),
-        coupon: None,
-        threshold: None,
-        discount: None,
-        valid_until: None,
-        points: None,
-        tier: None,
-        from_tier: None,
-        tag: None,
-        attribute: None,
-        value: None,
-        message: None,
-        plugin: None,
-        args: None,
-        channel: None,
-        code: None,
-        status: String::new(),
-        reason: None,
-        deliver_at: None,
-        from: None,
-    }
-}
-
-/// The effect of one action, applying its state change when `apply`.
-/// `None` when it would change nothing (a tag already there, zero points).
-fn act(
-    cx: &Ctx<'_>,
-    rec: &mut MemberRecord,
-    action: &Action,
-    env: &Env<'_>,
-    today: i32,
-    apply: bool,
-) -> Option<Change> {
-    let schema = cx.schema;
-    let mut changed_state = false;
-    let mut tier_change = None;
-    let effect = match action {
-        Action::Coupon { coupon, channel } => {
-            let mut e = blank("coupon");
-            match coupon {
-                CouponSpec::Template(i) => {
-                    let c = &schema.coupons[*i];
-                    e.coupon = Some(c.name.clone());
-                    e.threshold = Some(json_number(c.threshold));
-                    e.discount = Some(json_number(c.discount));
-                    e.valid_until = Some(day_string(today + c.valid_days as i32));
-                    e.channel = channel
-                        .map(|ch| schema.channels[ch].name.clone())
-                        .or_else(|| c.channel.clone());
-                }
-                CouponSpec::Literal {
-                    threshold,
-                    discount,
-                } => {
-                    e.coupon = Some(format!(
-                        "{}-{}",
-                        threshold.normalize(),
-                        discount.normalize()
-                    ));
-                    e.threshold = Some(json_number(*threshold));
-                    e.discount = Some(json_number(*discount));
-                    e.channel = channel.map(|ch| schema.channels[ch].name.clone());
-                }
-            }
-            e
-        }
-        Action::Message { template, channel } => {
-            let mut e = blank("message");
-            e.message = Some(template.to_string());
-            e.channel = Some(schema.channels[*channel].name.clone());
-            e
-        }
-        Action::Points { deduct, amount } => {
-            let n = amount.eval(env)?;
-            let delta = if *deduct {
-                -(n.min(rec.points.max(0)))
-            } else {
-                n
-            };
-            if n <= 0 || delta == 0 {
-                return None;
-            }
-            if apply {
-                rec.points = rec.points.saturating_add(delta);
-                if schema.points.expire_after_days.is_some() {
-                    if delta > 0 {
-                        rec.point_lots.push((today, delta));
-                    } else {
-                        take_from_lots(&mut rec.point_lots, -delta);
-                    }
-                }
-                changed_state = true;
-            }
-            let mut e = blank("points");
-            e.points = Some(delta);
-            e
-        }
-        Action::SetTier(code) => {
-            let t = code.eval(env)?.clamp(0, schema.tiers.len() as i64 - 1) as u8;
-            if t == rec.tier {
-                return None;
-            }
-            let mut e = blank("tier");
-            e.tier = schema.tiers.get(t as usize).cloned();
-            e.from_tier = schema.tiers.get(rec.tier as usize).cloned();
-            if apply {
-                tier_change = Some(t > rec.tier);
-                rec.tier = t;
-                rec.tier_history.push((today, t));
-                let excess = rec.tier_history.len().saturating_sub(32);
-                rec.tier_history.drain(..excess);
-                changed_state = true;
-            }
-            e
-        }
-        Action::Set { slot, value } => {
-            let v = value.value(env);
-            let name = &cx.rules.layout.fields[*slot as usize].0;
-            // An action that changes nothing gives no effect: a null value
-            // (a sum over a field nobody set) or the value it already has.
-            // Read from the record: the view holds only the slots rules read.
-            let now = if *slot == crate::lang::check::slot::BIRTHDAY {
-                rec.birthday.map_or(Value::Null, Value::Date)
-            } else {
-                match rec.attribute(name) {
-                    Some(stored) => stored.into(),
-                    None => (cx.rules.layout.defaults.iter())
-                        .find(|(s, _)| s == slot)
-                        .map_or(Value::Null, |(_, d)| d.clone()),
-                }
-            };
-            if v == Value::Null || v == now {
-                return None;
-            }
-            if apply {
-                if *slot == crate::lang::check::slot::BIRTHDAY {
-                    rec.birthday = match v {
-                        Value::Date(d) => Some(d),
-                        _ => None,
-                    };
-                } else {
-                    rec.set_attribute(name, Stored::from(&v));
-                }
-                changed_state = true;
-            }
-            let mut e = blank("set");
-            e.attribute = Some(name.clone());
-            e.value = Some(value_json(&v, &schema.tiers));
-            e
-        }
-        Action::Tag { tag, untag, .. } => {
-            let has = rec.has_tag(tag);
-            if has != *untag {
-                return None;
-            }
-            if apply {
-                if *untag {
-                    rec.tags.retain(|t| **t != **tag);
-                } else {
-                    rec.tags.push(tag.to_string());
-                }
-                changed_state = true;
-            }
-            let mut e = blank(if *untag { "untag" } else { "tag" });
-            e.tag = Some(tag.to_string());
-            e
-        }
-        // For another member: the effect without changing this member.
-        Action::For { to, action } => {
-            let target = to.eval(env)?;
-            if target.is_empty() || target.len() > crate::model::MAX_ID_BYTES {
-                return None;
-            }
-            let mut change = act(cx, rec, action, env, today, false)?;
-            change.to = Some(target.into_owned());
-            return Some(change);
-        }
-        // Plugin calls go through `act_all`.
-        Action::Call(_) => return None,
-    };
-    Some(Change {
-        effect,
-        to: None,
-        changed_state,
-        tier_change,
-    })
 }

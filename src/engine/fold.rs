@@ -183,7 +183,7 @@ pub fn refund(
     // Points already spent leave the balance below zero: the member owes them.
     rec.points -= points;
     if expiring_lots {
-        super::fire::take_from_lots(&mut rec.point_lots, points);
+        super::points::take_from_lots(&mut rec.point_lots, points);
     }
     Some(points)
 }

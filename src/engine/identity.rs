@@ -3,7 +3,9 @@
 //! an event links identifiers of both. Owns the merge rules for every part
 //! of a member record; the engine owns the reads and writes around them.
 
-use crate::model::MemberRecord;
+use super::{Engine, IDENTITY_RULE, Uncommitted, effect};
+use crate::model::{Event, MemberRecord};
+use crate::store::{Store, StoreError};
 
 /// Identifiers kept in a member's record at most; merged members stay
 /// reachable through their `member:ID` alias beyond that.
@@ -153,4 +155,154 @@ pub fn find_member<S: crate::store::Store + ?Sized>(
         }
     }
     Ok(None)
+}
+
+impl<S: Store> Engine<S> {
+    /// One ID: the member an event is for. A named member that was merged
+    /// into another leads to that one. The event's identifiers lead to their
+    /// members; when they lead to more than one (or to another member than
+    /// the named one), those members are merged into one: the named member
+    /// if it exists, else the one that joined first (then the smallest id).
+    /// Each merge is an effect (`rule: identity`, `action: merge`).
+    pub(super) fn resolve(
+        &mut self,
+        ev: &Event,
+        day: i32,
+        p: &mut Uncommitted,
+    ) -> Result<String, StoreError> {
+        let named = if ev.member.is_empty() {
+            None
+        } else {
+            Some(self.canonical(&ev.member, p)?)
+        };
+        if ev.ids.is_empty()
+            && let Some(n) = named
+        {
+            return Ok(n);
+        }
+        let mut found: Vec<String> = Vec::new();
+        for (kind, value) in &ev.ids {
+            let key = id_key(kind, value);
+            let owner = match p.identities.get(&key) {
+                Some(m) => Some(m.clone()),
+                None => self.store.identity(&key)?,
+            };
+            if let Some(o) = owner {
+                let o = self.canonical(&o, p)?;
+                if !found.contains(&o) {
+                    found.push(o);
+                }
+            }
+        }
+        let mut existing = Vec::new();
+        for m in named.iter().chain(&found) {
+            if let Some(rec) = self.existing(m, p)?
+                && !existing
+                    .iter()
+                    .any(|(x, _): &(String, MemberRecord)| x == m)
+            {
+                existing.push((m.clone(), rec));
+            }
+        }
+        let survivor = match (&named, existing.is_empty()) {
+            (Some(n), _) if existing.iter().any(|(m, _)| m == n) => n.clone(),
+            (_, false) => existing
+                .iter()
+                .min_by(|a, b| (a.1.joined, &a.0).cmp(&(b.1.joined, &b.0)))
+                .map(|(m, _)| m.clone())
+                .unwrap_or_default(),
+            (Some(n), true) => n.clone(),
+            (None, true) => new_member_id(&ev.ids).unwrap_or_default(),
+        };
+        // A named member that does not exist yet becomes an alias of the
+        // member its identifiers lead to.
+        if let Some(n) = &named
+            && *n != survivor
+            && !existing.iter().any(|(m, _)| m == n)
+        {
+            p.identities.insert(alias_key(n), survivor.clone());
+        }
+        let trigger = format!("event:{}", ev.id);
+        for (i, (absorbed, rec)) in existing.into_iter().enumerate() {
+            if absorbed != survivor {
+                self.merge(&survivor, &absorbed, rec, day, p)?;
+                let key = effect::effect_key(IDENTITY_RULE, &survivor, &trigger, i);
+                let cx = self.ctx();
+                let mut e = effect::engine_effect(
+                    &cx,
+                    IDENTITY_RULE,
+                    &survivor,
+                    &trigger,
+                    ev.at,
+                    crate::model::Action::Merge,
+                    key,
+                );
+                e.value = Some(serde_json::json!({ "merged": absorbed }));
+                p.out.effects.push(e);
+            }
+        }
+        for (kind, value) in &ev.ids {
+            p.identities.insert(id_key(kind, value), survivor.clone());
+        }
+        Ok(survivor)
+    }
+
+    /// Follows a merged member's alias to the member it joined.
+    pub(super) fn canonical(&self, member: &str, p: &Uncommitted) -> Result<String, StoreError> {
+        if self.merges == 0 && p.removed.is_empty() {
+            return Ok(member.to_string());
+        }
+        let key = alias_key(member);
+        Ok(match p.identities.get(&key) {
+            Some(m) => m.clone(),
+            None => self
+                .store
+                .identity(&key)?
+                .unwrap_or_else(|| member.to_string()),
+        })
+    }
+
+    /// A member's record if it exists (in the batch or the store).
+    pub(super) fn existing(
+        &self,
+        member: &str,
+        p: &Uncommitted,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        match p.members.get(member) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.load(member),
+        }
+    }
+
+    /// Merges `absorbed` (with its record) into `survivor`: its record is
+    /// folded in and deleted, and its id, the members it had absorbed and
+    /// its identifiers lead to `survivor` from now on.
+    pub(super) fn merge(
+        &mut self,
+        survivor: &str,
+        absorbed: &str,
+        from: MemberRecord,
+        day: i32,
+        p: &mut Uncommitted,
+    ) -> Result<(), StoreError> {
+        let mut into = self.record(survivor, day, p)?;
+        for m in from.merged.iter().map(String::as_str).chain([absorbed]) {
+            p.identities.insert(alias_key(m), survivor.to_string());
+        }
+        for (kind, value) in &from.ids {
+            p.identities
+                .insert(id_key(kind, value), survivor.to_string());
+        }
+        merge(&mut into, from);
+        into.merged.push(absorbed.to_string());
+        if p.members.remove(absorbed).is_some() {
+            p.order.retain(|m| m != absorbed);
+        }
+        p.removed.push(absorbed.to_string());
+        if !p.members.contains_key(survivor) {
+            p.order.push(survivor.to_string());
+        }
+        p.members.insert(survivor.to_string(), into);
+        Ok(())
+    }
 }

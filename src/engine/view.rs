@@ -3,9 +3,9 @@
 //! `cycle` and windowed aggregates), and tags as bits. Buffers are reused
 //! between evaluations.
 
+use crate::base::value::Value;
 use crate::lang::ast::AggFn;
 use crate::lang::check::{Layout, slot};
-use crate::lang::program::Value;
 use crate::model::{AggState, MemberRecord};
 use rust_decimal::Decimal;
 
@@ -34,6 +34,7 @@ impl View {
 
     /// Fills the buffers for `rec` on `today`, computing the attributes and
     /// aggregates `need` marks (all without it).
+    // Long because one match over the built-in slots, each arm one computed field.
     pub fn fill(
         &mut self,
         rec: &MemberRecord,

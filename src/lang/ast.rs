@@ -1,7 +1,7 @@
 //! The syntax tree of rule files, as written, with spans. Both rule forms
 //! (`.rules` text and YAML) produce it; nothing here knows names or types.
 
-use crate::diag::{SourceId, Span};
+use crate::base::diag::{SourceId, Span};
 use rust_decimal::Decimal;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -7,7 +7,7 @@ use super::check::{
     Arith, BudgetSpec, CheckedRule, CouponSpec, Func, Layout, TAction, TExpr, TKind, Triggers, Ty,
 };
 use super::program::*;
-use crate::diag::SourceId;
+use crate::base::diag::{Code, Diagnostic, SourceId};
 use rust_decimal::Decimal;
 use std::sync::Arc;
 
@@ -282,7 +282,7 @@ pub enum Action {
 
 /// Compiles checked rules. `version` identifies the inputs.
 pub fn compile(
-    sources: &crate::diag::SourceMap,
+    sources: &crate::base::diag::SourceMap,
     rules: Vec<CheckedRule>,
     layout: Layout,
     n_event_types: usize,
@@ -470,6 +470,31 @@ fn plugin_code(plugin: u16, function: &str, args: &[TExpr]) -> PluginCode {
         function: function.into(),
         args: args.iter().map(any_code).collect(),
     }
+}
+
+/// Warnings for conditions made of literals that are not true: such a
+/// rule never fires.
+pub fn never_true(conds: &[(SourceId, TExpr)]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (source, c) in conds {
+        let v = const_bool(c);
+        if v != Some(true) {
+            out.push(
+                Diagnostic::new(
+                    Code::NeverTrue,
+                    *source,
+                    c.span,
+                    "this condition is never true",
+                )
+                .label(format!(
+                    "always {}",
+                    v.map_or("unknown (null)".to_string(), |b| b.to_string())
+                ))
+                .hint("the rule will never fire; check the values"),
+            );
+        }
+    }
+    out
 }
 
 /// The value of a condition made of literals only.

@@ -9,7 +9,7 @@
 
 use super::ast::*;
 use super::parse::parse_file;
-use crate::diag::{Diagnostic, SourceId};
+use crate::base::diag::{Diagnostic, SourceId};
 use std::fmt::Write as _;
 
 /// The formatted text of a `.rules` file, or the parse errors that stop it.

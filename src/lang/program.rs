@@ -7,58 +7,23 @@
 //! lookups and no heap allocation. Null follows SQL: comparisons with null
 //! are unknown (`None`), and `and`/`or`/`not` use three-valued logic.
 
+pub use crate::base::value::Value;
 use rust_decimal::Decimal;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// A value in a member, event or attribute slot.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub enum Value {
-    #[default]
-    Null,
-    Bool(bool),
-    Int(i64),
-    /// Decimals and money: exact.
-    Dec(Decimal),
-    Str(Arc<str>),
-    /// Days since 1970-01-01.
-    Date(i32),
-    /// Seconds.
-    Duration(i64),
-    /// Ordinal in the config's tier list.
-    Tier(u8),
-    /// Stands for the member being evaluated, as a plugin argument.
-    Member,
-}
-
-impl Value {
-    fn int(&self) -> Option<i64> {
-        match *self {
-            Value::Int(i) | Value::Duration(i) => Some(i),
-            Value::Date(d) => Some(d as i64),
-            Value::Tier(t) => Some(t as i64),
-            _ => None,
-        }
-    }
-    fn dec(&self) -> Option<Decimal> {
-        match *self {
-            Value::Dec(d) => Some(d),
-            Value::Int(i) => Some(Decimal::from(i)),
-            _ => None,
-        }
-    }
-    fn str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    fn bool(&self) -> Option<bool> {
-        match *self {
-            Value::Bool(b) => Some(b),
-            _ => None,
-        }
-    }
+/// A built-in function of one argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Floor,
+    Ceil,
+    Round,
+    Abs,
+    /// Of a date: the day of the month (1-31), the ISO weekday (1 = Monday)
+    /// and the month (1-12).
+    DayOfMonth,
+    Weekday,
+    Month,
 }
 
 /// What an expression is evaluated against.
@@ -324,7 +289,7 @@ pub enum IntCode {
     Ceil(Box<DecCode>),
     Round(Box<DecCode>),
     /// `day_of_month`, `weekday` or `month` of a date (a day number).
-    Calendar(crate::lang::check::Func, Box<IntCode>),
+    Calendar(Func, Box<IntCode>),
     Plugin(Box<PluginCode>),
 }
 
@@ -564,8 +529,7 @@ impl AnyCode {
 }
 
 /// A calendar part of a day number (days since 1970-01-01).
-fn calendar(f: crate::lang::check::Func, day: i64) -> Option<i64> {
-    use crate::lang::check::Func;
+fn calendar(f: Func, day: i64) -> Option<i64> {
     let date = jiff::civil::date(1970, 1, 1)
         .checked_add(jiff::Span::new().try_days(day).ok()?)
         .ok()?;

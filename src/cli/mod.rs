@@ -1,0 +1,6 @@
+//! The edge: what each command does with the library, and the rendering of
+//! diagnostics and summaries for people (miette) and tools (JSON). Nothing
+//! below this layer prints.
+
+pub mod commands;
+pub mod render;

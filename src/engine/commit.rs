@@ -1,0 +1,145 @@
+//! Group commit: a batch's members, seen markers, outbox entries, deferred
+//! effects and counters in one atomic write; then the caches and the due
+//! index follow. Also reading and trimming the outbox.
+
+use super::deferred::{deferred_key, deferred_until};
+use super::{Engine, Uncommitted};
+use crate::model::Effect;
+use crate::model::Status;
+use crate::store::{Store, StoreError, WriteSet, keys};
+
+impl<S: Store> Engine<S> {
+    pub(super) fn commit(
+        &mut self,
+        mut p: Uncommitted,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Effect>, StoreError> {
+        let result = match p.out.failed.take() {
+            Some(e) => Err(e),
+            None => self.write(p, meta),
+        };
+        if result.is_err() {
+            // The batch is not stored: what its rules spent is not spent.
+            self.budgets.borrow_mut().forget();
+        }
+        result
+    }
+
+    // Long because it is one write set, built part by part (members, seen
+    // markers, outbox, deferred effects, counters), then the caches after it.
+    fn write(
+        &mut self,
+        p: Uncommitted,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Effect>, StoreError> {
+        let mut w = WriteSet {
+            meta,
+            ..WriteSet::default()
+        };
+        let mut members = p.members;
+        let mut written = Vec::with_capacity(p.order.len());
+        for id in p.order {
+            if let Some(rec) = members.remove(&id) {
+                w.members.push((id.clone(), rec.encode()));
+                written.push((id, rec));
+            }
+        }
+        w.seen = p.seen.into_iter().collect();
+        w.seen.sort();
+        let mut seq = self.next_seq;
+        let mut next_deferred = self.next_deferred;
+        // An effect that cannot be encoded fails the commit: an empty
+        // outbox entry would be an effect lost without a word.
+        let encode = |e: &Effect| {
+            serde_json::to_vec(e)
+                .map_err(|err| StoreError::Io(format!("encoding an effect: {err}")))
+        };
+        for e in &p.out.effects {
+            w.outbox.push((seq, encode(e)?));
+            if let Some(at) = deferred_until(e) {
+                let mut later = e.clone();
+                later.status = Status::Sent;
+                later.at = at.to_string();
+                w.meta.push((deferred_key(at, seq), encode(&later)?));
+                next_deferred = Some(next_deferred.map_or(at, |n| n.min(at)));
+            }
+            seq += 1;
+        }
+        if seq != self.next_seq {
+            w.meta
+                .push((keys::OUTBOX_NEXT.into(), seq.to_le_bytes().to_vec()));
+        }
+        w.meta.extend(self.budgets.borrow_mut().take_dirty());
+        let removed = p.removed.len() as u64;
+        let added = p.new_members.len() as u64;
+        if added > 0 || removed > 0 {
+            let total = (self.store.meta_u64(keys::MEMBERS)? + added).saturating_sub(removed);
+            w.meta
+                .push((keys::MEMBERS.into(), total.to_le_bytes().to_vec()));
+        }
+        if removed > 0 {
+            w.meta.push((
+                keys::MERGES.into(),
+                (self.merges + removed).to_le_bytes().to_vec(),
+            ));
+        }
+        w.identities = p.identities.into_iter().collect();
+        w.identities.sort();
+        let w_removed = p.removed.clone();
+        w.members_removed = p.removed;
+        self.store.commit(w)?;
+        self.next_seq = seq;
+        self.next_deferred = next_deferred;
+        self.merges += removed;
+        // Written members are due at once (an event may have made a tick
+        // rule's condition turn), unless this batch's tick just placed them.
+        // Until a full tick has read every member from the store, the next
+        // tick scans the store anyway: the index is only kept from then on,
+        // so an import without ticks does not hold every member in memory.
+        let keep_due = self.due_complete;
+        for (id, _) in written.iter().filter(|_| keep_due) {
+            self.due.touch(id);
+        }
+        if let Some(cache) = &self.cache {
+            let mut c = cache.borrow_mut();
+            for id in &w_removed {
+                c.remove(id);
+            }
+            c.extend(written);
+        }
+        for id in p.new_members.iter().filter(|_| keep_due) {
+            self.due.touch(id);
+        }
+        for (id, day) in &p.due {
+            self.due.set(id, *day);
+        }
+        for id in w_removed.iter().chain(&p.gone) {
+            self.due.forget(id);
+        }
+        Ok(p.out.effects)
+    }
+
+    /// Outbox entries not yet delivered, from `from` on.
+    pub fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Effect)>, StoreError> {
+        Ok(self
+            .store
+            .outbox(from, limit)?
+            .into_iter()
+            .filter_map(|(s, b)| serde_json::from_slice(&b).ok().map(|e| (s, e)))
+            .collect())
+    }
+
+    /// Removes the outbox entries below `below` (every sink has them) and
+    /// records sink progress, atomically.
+    pub fn delivered(
+        &mut self,
+        below: Option<u64>,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.store.commit(WriteSet {
+            delivered_below: below,
+            meta,
+            ..WriteSet::default()
+        })
+    }
+}

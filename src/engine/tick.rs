@@ -1,0 +1,176 @@
+//! The daily tick: every member due that day (all of them after a start
+//! or a rule change) has its points expired and its tick rules run, in
+//! chunks of one commit each.
+
+use super::effect::Trigger;
+use super::fire;
+use super::points;
+use super::{Engine, Uncommitted, clock, due, prune};
+use crate::model::{Effect, MemberRecord};
+use crate::store::{Store, StoreError, WriteSet, keys};
+
+/// Members a daily tick evaluates and commits together (one flush each).
+const TICK_CHUNK: usize = 10_000;
+
+impl<S: Store> Engine<S> {
+    /// Runs the daily tick of `day` for every member and commits it
+    /// (in chunks); records `day` as the last completed tick.
+    pub fn tick(&mut self, day: i32) -> Result<Vec<Effect>, StoreError> {
+        let mut all = Vec::new();
+        self.tick_with(day, &mut |effects| all.extend(effects))?;
+        Ok(all)
+    }
+
+    /// The tick, handing each commit's effects to `on_effects` instead of
+    /// keeping them all: a first tick over millions of members makes
+    /// millions of effects, and the daemon only counts them.
+    pub fn tick_with(
+        &mut self,
+        day: i32,
+        on_effects: &mut dyn FnMut(Vec<Effect>),
+    ) -> Result<(), StoreError> {
+        let at = clock::tick_instant(&self.schema, day);
+        let tick_name = format!("tick:{}", crate::base::time::day_string(day));
+        if self.ticks_do_something() {
+            // After a start or a rule change every member is visited (and
+            // gets a due day); after that only the members due.
+            let members = if self.due_ready && !self.full_ticks {
+                self.due.on(day)
+            } else if self.due_complete {
+                self.due.on(i32::MAX)
+            } else {
+                self.store.member_ids()?
+            };
+            for chunk in members.chunks(TICK_CHUNK) {
+                let mut p = Uncommitted::default();
+                for id in chunk {
+                    match self.take(id)? {
+                        Some(rec) => self.tick_record(id, rec, day, at, &tick_name, &mut p),
+                        None => p.gone.push(id.clone()),
+                    }
+                }
+                self.settle_relays(&mut p)?;
+                on_effects(self.commit(p, Vec::new())?);
+            }
+            // Only a completed full tick leaves every member with a due day.
+            self.due_ready = true;
+            self.due_complete = true;
+        }
+        self.store.commit(WriteSet {
+            meta: vec![(keys::LAST_TICK.into(), day.to_le_bytes().to_vec())],
+            ..WriteSet::default()
+        })?;
+        Ok(())
+    }
+
+    /// Whether a tick has anything to do: tick rules, or points that expire.
+    pub(super) fn ticks_do_something(&self) -> bool {
+        !self.rules.on_tick.is_empty() || self.schema.points.expire_after_days.is_some()
+    }
+
+    /// How many members a tick on `day` would visit (`None` before the
+    /// first full tick, which visits all); for benchmarks and tests.
+    pub fn due_on(&self, day: i32) -> Option<usize> {
+        self.due_ready.then(|| self.due.count_on(day))
+    }
+
+    /// Evaluates the tick rules for one member on `day` and commits.
+    pub fn tick_member(&mut self, member: &str, day: i32) -> Result<Vec<Effect>, StoreError> {
+        let at = clock::tick_instant(&self.schema, day);
+        let mut p = Uncommitted::default();
+        self.tick_into(member, day, at, &mut p)?;
+        self.settle_relays(&mut p)?;
+        self.commit(p, Vec::new())
+    }
+
+    pub(super) fn tick_into(
+        &mut self,
+        member: &str,
+        day: i32,
+        at: jiff::Timestamp,
+        p: &mut Uncommitted,
+    ) -> Result<(), StoreError> {
+        if !self.ticks_do_something() {
+            return Ok(());
+        }
+        let Some(rec) = self.take(member)? else {
+            return Ok(());
+        };
+        let tick_name = format!("tick:{}", crate::base::time::day_string(day));
+        self.tick_record(member, rec, day, at, &tick_name, p);
+        Ok(())
+    }
+
+    /// The tick of one member's record: expiry, then the tick rules; the
+    /// record joins the batch if it changed, else goes back to the cache.
+    pub(super) fn tick_record(
+        &mut self,
+        member: &str,
+        mut rec: MemberRecord,
+        day: i32,
+        at: jiff::Timestamp,
+        tick_name: &str,
+        p: &mut Uncommitted,
+    ) {
+        let cx = self.ctx();
+        let lots = rec.point_lots.len();
+        p.out.effects.extend(points::expire_points(
+            &cx, &mut rec, member, tick_name, at, day,
+        ));
+        // Lots that expired (even with nothing left to take) change the record.
+        p.out.changed = rec.point_lots.len() != lots;
+        let trigger = || Trigger {
+            name: tick_name,
+            need: self.plan.need_tick.as_deref(),
+            rules: &self.rules.on_tick,
+            today: day,
+            at,
+            event: &[],
+        };
+        let mut view = self.view.borrow_mut();
+        let mut next = day.saturating_add(1);
+        if fire::idle(&cx, &rec, &trigger(), &mut view) {
+            next = due::next_due(&cx, &rec, &view, day);
+        } else {
+            fire::run(&cx, &mut rec, member, trigger(), &mut view, &mut p.out);
+            // Still turning after its run (a rule held back): due tomorrow.
+            if fire::idle(&cx, &rec, &trigger(), &mut view) {
+                next = due::next_due(&cx, &rec, &view, day);
+            }
+        }
+        drop(view);
+        p.due.push((member.to_string(), next));
+        let pruned = prune(&mut rec, &self.plan);
+        // Most ticks change nothing; only changed members are written.
+        if p.out.changed || pruned {
+            p.order.push(member.to_string());
+            p.members.insert(member.to_string(), rec);
+        } else if let Some(cache) = &self.cache {
+            cache.borrow_mut().insert(member.to_string(), rec);
+        }
+    }
+
+    /// Runs the daily ticks due at the clock's time (see [`clock::due_ticks`]);
+    /// returns the days ticked and their effects.
+    pub fn run_due_ticks(
+        &mut self,
+        clock: &dyn clock::Clock,
+        catch_up: clock::CatchUp,
+        on_effects: &mut dyn FnMut(Vec<Effect>),
+    ) -> Result<Vec<i32>, StoreError> {
+        let days = clock::due_ticks(&self.schema, self.last_tick()?, clock.now(), catch_up);
+        for &d in &days {
+            self.tick_with(d, on_effects)?;
+        }
+        Ok(days)
+    }
+
+    /// The last day whose tick completed.
+    pub fn last_tick(&self) -> Result<Option<i32>, StoreError> {
+        Ok(self
+            .store
+            .meta(keys::LAST_TICK)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(i32::from_le_bytes))
+    }
+}

@@ -1,0 +1,178 @@
+//! Reading NDJSON events (a file or stdin) into the engine in batches:
+//! each batch is committed (group commit) and then drained to the file
+//! sinks. A malformed line is reported with its line number and skipped,
+//! or stops the run; it is never half applied.
+
+use crate::config::Schema;
+use crate::engine::{Engine, EventOutcome};
+use crate::io::event::parse_event;
+use crate::model::summary::Summary;
+use crate::model::{Event, EventError};
+use crate::outbox::SinkError;
+use crate::store::Store;
+use std::io::BufRead;
+
+/// Parses line `line` (1-based) of an NDJSON input; `None` for a blank line.
+pub fn parse_line(schema: &Schema, line: usize, text: &str) -> Option<Result<Event, EventError>> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some(parse_event(schema, text).map_err(|mut e| {
+        e.line = Some(line);
+        e
+    }))
+}
+
+/// Reads all events of an NDJSON input; bad lines come back as errors.
+pub fn read_all(schema: &Schema, input: impl BufRead) -> (Vec<Event>, Vec<EventError>) {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let text = match line {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(EventError {
+                    line: Some(i + 1),
+                    id: None,
+                    path: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match parse_line(schema, i + 1, &text) {
+            Some(Ok(ev)) => events.push(ev),
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
+    }
+    (events, errors)
+}
+
+/// What an ingest did. Counts, not lists: an import of any size runs in
+/// flat memory (the effects themselves go to the sinks).
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    pub lines: usize,
+    /// Bytes read so far (for progress against the file's size).
+    pub bytes: u64,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub invalid: usize,
+    pub rejected: usize,
+    /// The first [`SHOWN`] bad lines and rejected events, to print.
+    pub errors: Vec<String>,
+    pub summary: Summary,
+    /// Stopped at the first bad line (`stop_on_error`).
+    pub stopped: bool,
+}
+
+/// Bad lines kept to show; the rest are only counted.
+pub const SHOWN: usize = 20;
+
+impl IngestReport {
+    fn error(&mut self, e: String) {
+        if self.errors.len() < SHOWN {
+            self.errors.push(e);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Events per group commit.
+pub const BATCH: usize = 1000;
+
+/// Reads `input` to the end, committing every [`BATCH`] events; `progress`
+/// gets the report so far after each commit.
+pub fn ingest<S: Store>(
+    engine: &mut Engine<S>,
+    mut input: impl BufRead,
+    stop_on_error: bool,
+    progress: &mut dyn FnMut(&IngestReport),
+) -> Result<IngestReport, IngestError> {
+    let mut r = IngestReport {
+        summary: Summary::streaming(),
+        ..IngestReport::default()
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    let schema = engine.schema.clone();
+    let mut text = String::new();
+    loop {
+        text.clear();
+        let i = r.lines;
+        let parsed = match input.read_line(&mut text) {
+            Ok(0) => break,
+            Ok(n) => {
+                r.bytes += n as u64;
+                parse_line(&schema, i + 1, &text)
+            }
+            Err(e) => Some(Err(EventError {
+                line: Some(i + 1),
+                id: None,
+                path: String::new(),
+                message: format!("cannot read: {e}"),
+            })),
+        };
+        r.lines = i + 1;
+        match parsed {
+            None => {}
+            Some(Ok(ev)) => batch.push(ev),
+            Some(Err(e)) => {
+                r.invalid += 1;
+                r.error(e.to_string());
+                if stop_on_error {
+                    r.stopped = true;
+                    break;
+                }
+            }
+        }
+        if batch.len() >= BATCH {
+            commit(engine, &mut batch, &mut r)?;
+            progress(&r);
+        }
+    }
+    commit(engine, &mut batch, &mut r)?;
+    progress(&r);
+    Ok(r)
+}
+
+fn commit<S: Store>(
+    engine: &mut Engine<S>,
+    batch: &mut Vec<Event>,
+    r: &mut IngestReport,
+) -> Result<(), IngestError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let c = engine.process(batch)?;
+    // Messages held for quiet hours go out once the history has passed
+    // their time, as in replay: not at the next daemon start, however late.
+    let latest = batch.iter().map(|e| e.at).max();
+    let released = match latest {
+        Some(at) if engine.deferred_due(at) => engine.release_deferred(at)?,
+        _ => Vec::new(),
+    };
+    for o in c.outcomes {
+        match o {
+            EventOutcome::Applied { .. } => r.applied += 1,
+            EventOutcome::Duplicate => r.duplicates += 1,
+            EventOutcome::Rejected(e) => {
+                r.rejected += 1;
+                r.error(e.to_string());
+            }
+        }
+    }
+    for e in c.effects.iter().chain(&released) {
+        r.summary.add(e);
+    }
+    batch.clear();
+    crate::outbox::deliver_to_files(engine)?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! YAML rule files: the same rules as keys, for marketers who prefer forms.
+//!
+//! ```yaml
+//! - rule: win back late silver+
+//!   on: tick
+//!   when: days_since_last_purchase > cycle * 1.5 and tier >= silver
+//!   then: [send coupon 30-6 via sms, tag "winback"]
+//!   limit: once per 30d
+//! ```
+//!
+//! Each value is parsed by the rule grammar (`parse::parse_fragment`) with
+//! its spans mapped back into the YAML file. Produces the same syntax tree
+//! as `.rules` files; knows nothing of names or types.
+
+use super::ast::{Rule, RuleFile};
+use super::parse::{Fragment, FragmentKind, Offsets, parse_fragment};
+use crate::base::diag::{Code, Diagnostic, SourceId, Span, did_you_mean};
+use crate::base::yaml::{self, MarkedScalarNode, Node, Positions};
+
+const KEYS: &[&str] = &[
+    "rule", "on", "when", "then", "limit", "holdout", "priority", "group", "budget",
+];
+
+/// Parses a YAML rule file: a list of rules.
+pub fn parse_yaml_rules(source: SourceId, text: &str) -> (RuleFile, Vec<Diagnostic>) {
+    let mut file = RuleFile {
+        source,
+        rules: Vec::new(),
+    };
+    let node = match yaml::parse(text, yaml::Top::List) {
+        Ok(n) => n,
+        Err(e) => {
+            let d = Diagnostic::new(
+                Code::YamlSyntax,
+                source,
+                Span::char_at(text, e.offset),
+                e.message,
+            )
+            .label("here");
+            return (file, vec![d]);
+        }
+    };
+    let pos = Positions::new(text);
+    let mut cx = Cx {
+        source,
+        text,
+        pos: &pos,
+        diags: Vec::new(),
+        broken: false,
+    };
+    match &node {
+        Node::Sequence(seq) => {
+            for item in seq.iter() {
+                if let Some(r) = cx.rule(item) {
+                    file.rules.push(r);
+                }
+            }
+        }
+        other => cx.shape(
+            other,
+            "a YAML rule file is a list of rules",
+            "start each rule with `- rule: NAME`",
+        ),
+    }
+    (file, cx.diags)
+}
+
+struct Cx<'a> {
+    source: SourceId,
+    text: &'a str,
+    pos: &'a Positions<'a>,
+    diags: Vec<Diagnostic>,
+    /// A value of the current rule did not parse: do not check the rest.
+    broken: bool,
+}
+
+impl Cx<'_> {
+    fn span(&self, node: &Node) -> Span {
+        self.pos.span(node.span())
+    }
+
+    fn shape(&mut self, node: &Node, msg: &str, hint: &str) {
+        let d = Diagnostic::new(Code::YamlShape, self.source, self.span(node), msg).hint(hint);
+        self.diags.push(d);
+    }
+
+    fn scalar<'n>(&mut self, node: &'n Node, key: &str) -> Option<&'n MarkedScalarNode> {
+        match node {
+            Node::Scalar(s) => Some(s),
+            _ => {
+                self.shape(
+                    node,
+                    &format!("`{key}` must be a single value"),
+                    "write it on one line after the key",
+                );
+                None
+            }
+        }
+    }
+
+    /// A scalar, or a list of scalars (for `on` and `then`).
+    fn scalars<'n>(&mut self, node: &'n Node, key: &str) -> Vec<&'n MarkedScalarNode> {
+        match node {
+            Node::Scalar(s) => vec![s],
+            Node::Sequence(seq) => seq.iter().filter_map(|n| self.scalar(n, key)).collect(),
+            Node::Mapping(_) => {
+                self.shape(
+                    node,
+                    &format!("`{key}` must be a value or a list of values"),
+                    "write e.g. `then: [award points 10, tag \"vip\"]`",
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn fragment(&mut self, s: &MarkedScalarNode, kind: FragmentKind) -> Option<Fragment> {
+        let offsets = self.pos.scalar_offsets(s);
+        match parse_fragment(kind, self.source, s.as_str(), Offsets::Table(&offsets)) {
+            Ok(f) => Some(f),
+            Err(ds) => {
+                self.diags.extend(ds);
+                self.broken = true;
+                None
+            }
+        }
+    }
+
+    // Long because each key of a YAML rule is read in turn with its own error.
+    fn rule(&mut self, item: &Node) -> Option<Rule> {
+        let Node::Mapping(m) = item else {
+            self.shape(
+                item,
+                "each rule is a mapping of keys",
+                "write `- rule: NAME` and then `when:`, `then:`, ... indented below it",
+            );
+            return None;
+        };
+        let Some(name_node) = m.get_node("rule") else {
+            self.shape(
+                item,
+                "this rule has no `rule:` name",
+                "add `rule: NAME` as its first key",
+            );
+            return None;
+        };
+        let name_scalar = self.scalar(name_node, "rule")?;
+        let name_span = self.pos.span(name_scalar.span());
+        let mut rule = Rule::named(name_scalar.as_str().to_string(), name_span);
+        if rule.name.trim().is_empty() {
+            self.shape(
+                name_node,
+                "a rule name cannot be empty",
+                "write `rule: NAME`",
+            );
+        }
+        self.broken = false;
+        for (key, value) in m.iter() {
+            let k = key.as_str();
+            match k {
+                "rule" => {}
+                "on" => {
+                    let mut on = Vec::new();
+                    for s in self.scalars(value, k) {
+                        if let Some(Fragment::On(ids)) = self.fragment(s, FragmentKind::On) {
+                            on.extend(ids);
+                        }
+                    }
+                    rule.on = Some(on);
+                }
+                "when" => {
+                    if let Some(s) = self.scalar(value, k)
+                        && let Some(Fragment::Expr(e)) = self.fragment(s, FragmentKind::Expr)
+                    {
+                        rule.when = Some(e);
+                    }
+                }
+                "then" => {
+                    rule.then_span = Some(self.span(value));
+                    for s in self.scalars(value, k) {
+                        if let Some(Fragment::Actions(a)) = self.fragment(s, FragmentKind::Actions)
+                        {
+                            rule.then.extend(a);
+                        }
+                    }
+                }
+                "limit" => {
+                    if let Some(s) = self.scalar(value, k)
+                        && let Some(Fragment::Limit(l)) = self.fragment(s, FragmentKind::Limit)
+                    {
+                        rule.limit = Some(l);
+                    }
+                }
+                "holdout" => {
+                    if let Some(s) = self.scalar(value, k)
+                        && let Some(Fragment::Holdout(h)) = self.fragment(s, FragmentKind::Holdout)
+                    {
+                        rule.holdout = Some(h);
+                    }
+                }
+                "budget" => {
+                    if let Some(s) = self.scalar(value, k)
+                        && let Some(Fragment::Budget(b)) = self.fragment(s, FragmentKind::Budget)
+                    {
+                        rule.budget = Some(b);
+                    }
+                }
+                "priority" => {
+                    if let Some(s) = self.scalar(value, k) {
+                        let span = self.pos.span(s.span());
+                        match s.as_str().trim().parse::<i64>() {
+                            Ok(p) => rule.priority = Some((p, span)),
+                            Err(_) => self.shape(
+                                value,
+                                "`priority` must be a whole number",
+                                "write e.g. `priority: 10`; higher runs first",
+                            ),
+                        }
+                    }
+                }
+                "group" => {
+                    if let Some(s) = self.scalar(value, k) {
+                        rule.group = Some((s.as_str().to_string(), self.pos.span(s.span())));
+                    }
+                }
+                other => {
+                    let hint = did_you_mean(other, KEYS.iter().copied())
+                        .unwrap_or_else(|| format!("keys are: {}", KEYS.join(", ")));
+                    let span = self.pos.span(key.span());
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::YamlShape,
+                            self.source,
+                            span,
+                            format!("unknown key `{other}`"),
+                        )
+                        .hint(hint),
+                    );
+                }
+            }
+        }
+        let _ = self.text;
+        (!self.broken).then_some(rule)
+    }
+}

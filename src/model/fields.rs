@@ -1,0 +1,110 @@
+//! The vocabulary of member and event data: the types a declared field may
+//! have, and the fields and triggers every project has built in.
+
+/// The type of a declared attribute or event field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    Int,
+    Decimal,
+    Money,
+    String,
+    Bool,
+    Date,
+    Duration,
+}
+
+impl FieldType {
+    pub const NAMES: &'static [&'static str] = &[
+        "int", "decimal", "money", "string", "bool", "date", "duration",
+    ];
+    /// `money`, or `money?` for an optional event field.
+    pub fn parse_field(s: &str) -> Option<(FieldType, bool)> {
+        let s = s.trim();
+        match s.strip_suffix('?') {
+            Some(t) => Some((FieldType::parse(t.trim())?, true)),
+            None => Some((FieldType::parse(s)?, false)),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Int => "int",
+            FieldType::Decimal => "decimal",
+            FieldType::Money => "money",
+            FieldType::String => "string",
+            FieldType::Bool => "bool",
+            FieldType::Date => "date",
+            FieldType::Duration => "duration",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FieldType> {
+        Some(match s {
+            "int" => FieldType::Int,
+            "decimal" => FieldType::Decimal,
+            "money" => FieldType::Money,
+            "string" => FieldType::String,
+            "bool" => FieldType::Bool,
+            "date" => FieldType::Date,
+            "duration" => FieldType::Duration,
+            _ => return None,
+        })
+    }
+}
+
+/// Member fields the engine keeps itself, in slot order. `writable`: rules
+/// may `set` it.
+pub const BUILTIN_FIELDS: &[(&str, BuiltinTy)] = &[
+    ("days_since_last_purchase", BuiltinTy::Int),
+    ("cycle", BuiltinTy::Dec),
+    ("orders", BuiltinTy::Int),
+    ("spend", BuiltinTy::Money),
+    ("avg_order", BuiltinTy::Money),
+    ("points", BuiltinTy::Int),
+    ("tier", BuiltinTy::Tier),
+    ("tags", BuiltinTy::Tags),
+    ("member_days", BuiltinTy::Int),
+    ("joined_at", BuiltinTy::Date),
+    ("first_purchase_at", BuiltinTy::Date),
+    ("last_purchase_at", BuiltinTy::Date),
+    ("birthday", BuiltinTy::Date),
+    ("days_to_birthday", BuiltinTy::Int),
+    ("birthday_month", BuiltinTy::Int),
+    ("coupons_open", BuiltinTy::Int),
+    ("coupons_redeemed", BuiltinTy::Int),
+];
+
+/// Const-friendly mirror of the types built-in fields have.
+#[derive(Clone, Copy, Debug)]
+pub enum BuiltinTy {
+    Int,
+    Dec,
+    Money,
+    Tier,
+    Tags,
+    Date,
+}
+
+/// The slot of each built-in field.
+pub mod slot {
+    pub const DAYS_SINCE_LAST_PURCHASE: u16 = 0;
+    pub const CYCLE: u16 = 1;
+    pub const ORDERS: u16 = 2;
+    pub const SPEND: u16 = 3;
+    pub const AVG_ORDER: u16 = 4;
+    pub const POINTS: u16 = 5;
+    pub const TIER: u16 = 6;
+    pub const TAGS: u16 = 7;
+    pub const MEMBER_DAYS: u16 = 8;
+    pub const JOINED_AT: u16 = 9;
+    pub const FIRST_PURCHASE_AT: u16 = 10;
+    pub const LAST_PURCHASE_AT: u16 = 11;
+    pub const BIRTHDAY: u16 = 12;
+    pub const DAYS_TO_BIRTHDAY: u16 = 13;
+    pub const BIRTHDAY_MONTH: u16 = 14;
+    pub const COUPONS_OPEN: u16 = 15;
+    pub const COUPONS_REDEEMED: u16 = 16;
+}
+
+/// Triggers that are not event types.
+pub const BUILTIN_TRIGGERS: &[&str] = &["tick", "tier_up", "tier_down"];

@@ -1,0 +1,132 @@
+//! Where effects go. The NDJSON file sink: drains the outbox to a file,
+//! each effect once, in outbox order (so in order per member). A sink gets
+//! each key once: a `deferred` record (quiet hours) is not delivered; the
+//! same effect is, as `sent`, when the engine releases it.
+//!
+//! Exactly once across crashes: after each write the file is synced, and
+//! its length and the next outbox entry are committed together. On the next
+//! drain, bytes past the committed length (written, but the crash came
+//! before the commit) are cut off and written again from the outbox.
+
+use crate::config::Sink;
+use crate::engine::Engine;
+use crate::model::Effect;
+use crate::model::Status;
+use crate::store::{Store, StoreError};
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot write effects to {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes every outbox entry past this sink's cursor to the NDJSON file at
+/// `path`; returns how many. Entries stay in the outbox until every sink
+/// has them (see [`trim_delivered`]).
+pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<usize, SinkError> {
+    let io = |source| SinkError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let len_key = crate::store::keys::file_len(path);
+    let next_key = crate::store::keys::file_cursor(path);
+    let committed = engine.store().meta_u64(&len_key)?;
+    let mut next = engine.store().meta_u64(&next_key)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let mut len = file.metadata().map_err(io)?.len();
+    if len > committed {
+        file.set_len(committed).map_err(io)?;
+        len = committed;
+    }
+    let mut total = 0;
+    loop {
+        let batch = engine.outbox(next, 4096)?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(total);
+        };
+        next = last + 1;
+        let mut buf = Vec::new();
+        for (_, effect) in batch.iter().filter(|(_, e)| e.status != Status::Deferred) {
+            write_line(&mut buf, effect);
+        }
+        file.write_all(&buf).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        len += buf.len() as u64;
+        total += batch.len();
+        let meta = vec![
+            (len_key.clone(), len.to_le_bytes().to_vec()),
+            (next_key.clone(), next.to_le_bytes().to_vec()),
+        ];
+        engine.delivered(None, meta)?;
+    }
+}
+
+/// How a sink is named in metrics, logs and dead letters: a webhook's URL
+/// without its credentials (`user:secret@`) and query (`?token=...`),
+/// which `/metrics` and the logs must never show.
+pub fn sink_label(sink: &Sink) -> String {
+    match sink {
+        Sink::File { path } => format!("file:{}", path.display()),
+        Sink::Webhook { url } => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            format!("webhook:{scheme}://{host}{path}")
+        }
+        Sink::Plugin { plugin } => format!("plugin:{plugin}"),
+    }
+}
+
+/// Removes the outbox entries every sink of the config has delivered.
+pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
+    let sinks = engine.schema.sinks.clone();
+    let mut upto = u64::MAX;
+    for s in &sinks {
+        upto = upto.min(
+            engine
+                .store()
+                .meta_u64(&crate::store::keys::sink_cursor(s))?,
+        );
+    }
+    if sinks.is_empty() || upto == 0 {
+        return Ok(());
+    }
+    engine.delivered(Some(upto), Vec::new())?;
+    Ok(())
+}
+
+/// One effect as a JSON line.
+pub fn write_line(buf: &mut Vec<u8>, e: &Effect) {
+    if serde_json::to_writer(&mut *buf, e).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+/// Drains the outbox to the config's file sinks, then drops what every
+/// sink has (webhook and plugin sinks are delivered by the daemon).
+pub fn deliver_to_files<S: Store>(engine: &mut Engine<S>) -> Result<usize, SinkError> {
+    let schema = engine.schema.clone();
+    let mut n = 0;
+    for sink in &schema.sinks {
+        if let Sink::File { path } = sink {
+            n += drain_to_file(engine, path)?;
+        }
+    }
+    trim_delivered(engine)?;
+    Ok(n)
+}

@@ -1,0 +1,55 @@
+//! A member's stored state as JSON (`nudge member`, `GET /v1/members/ID`).
+
+use crate::config::Schema;
+use crate::engine::identity;
+use crate::lang::RuleSet;
+
+/// A member's stored state as JSON.
+pub fn member_json(
+    id: &str,
+    rec: &crate::model::MemberRecord,
+    schema: &Schema,
+    rules: &RuleSet,
+) -> serde_json::Value {
+    use crate::base::time::day_string;
+    let day = |d: Option<i32>| d.map(day_string);
+    let rule_name = |k: u64| {
+        rules
+            .rules
+            .iter()
+            .find(|r| xxhash_rust::xxh3::xxh3_64(r.name.as_bytes()) == k)
+            .map_or(format!("{k:016x}"), |r| r.name.clone())
+    };
+    let attrs: serde_json::Map<String, serde_json::Value> = rec
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                crate::model::value_json(&v.into(), &schema.tiers),
+            )
+        })
+        .collect();
+    let rule_states: Vec<serde_json::Value> = rec
+        .rules
+        .iter()
+        .map(|r| serde_json::json!({"rule": rule_name(r.rule), "armed": r.armed, "fired": r.fired, "recent": r.recent.iter().map(|d| day_string(*d)).collect::<Vec<_>>()}))
+        .collect();
+    serde_json::json!({
+        "member": id,
+        "tier": schema.tiers.get(rec.tier as usize),
+        "points": rec.points,
+        "orders": rec.orders,
+        "spend": crate::model::json_number(rec.spend),
+        "joined_at": day_string(rec.joined),
+        "first_purchase_at": day(rec.first_purchase),
+        "last_purchase_at": day(rec.last_purchase),
+        "purchase_days": rec.purchase_days,
+        "tags": rec.tags,
+        "birthday": day(rec.birthday),
+        "attributes": attrs,
+        "ids": rec.ids.iter().map(|(k, v)| identity::id_key(k, v)).collect::<Vec<_>>(),
+        "merged": rec.merged,
+        "rules": rule_states,
+    })
+}

@@ -1,0 +1,183 @@
+//! `nudge explain` and `GET /v1/members/{id}/explain`: why a rule did or
+//! did not fire for a member. Two parts: the rules evaluated now against
+//! the member's state (each test of each condition with its values), and
+//! the member's recent decisions per rule (fired, or stopped by a limit,
+//! group, holdout, budget, cap, consent or quiet hours), which the engine
+//! keeps in the member's record (bounded). Owns the explanation as data;
+//! the binary renders it as text, the HTTP API as JSON.
+
+use crate::base::time::day_string;
+use crate::config::Schema;
+use crate::engine::Plan;
+use crate::engine::view::View;
+use crate::lang::RuleSet;
+use crate::lang::program::{Cmp, Env, PluginHost, Value};
+use crate::model::{MemberRecord, value_json};
+use crate::plugins::Plugins;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("no rule `{name}`{hint}")]
+    UnknownRule { name: String, hint: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub member: String,
+    /// The day the rules were evaluated for.
+    pub day: String,
+    pub rules: Vec<RuleExplanation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleExplanation {
+    pub rule: String,
+    /// The condition now: true, false or null (unknown: does not fire).
+    pub result: Option<bool>,
+    pub tests: Vec<Test>,
+    /// Why it fires or not now, in a sentence.
+    pub now: String,
+    /// Recent decisions, oldest first: (day, what happened).
+    pub history: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Test {
+    /// The test as written.
+    pub text: String,
+    /// Its values: `bronze >= silver`, or `cycle = null`.
+    pub values: String,
+    pub result: Option<bool>,
+}
+
+/// Explains the rules (or only `only`) for `member` as of `day`. Event
+/// fields read by event rules are null here: the evaluation is of the
+/// member's state, as a daily tick sees it.
+// Long because the explanation follows the firing algorithm step by step, as `run_one` does.
+pub fn explain(
+    schema: &Schema,
+    rules: &RuleSet,
+    plugins: Option<&Plugins>,
+    member: &str,
+    rec: &MemberRecord,
+    day: i32,
+    only: Option<&str>,
+) -> Result<Explanation, ExplainError> {
+    if let Some(name) = only
+        && rules.rule(name).is_none()
+    {
+        let hint =
+            crate::base::diag::did_you_mean(name, rules.rules.iter().map(|r| r.name.as_str()))
+                .map_or(String::new(), |h| format!("; {h}"));
+        return Err(ExplainError::UnknownRule {
+            name: name.to_string(),
+            hint,
+        });
+    }
+    let plan = Plan::new(schema, rules);
+    let mut view = View::default();
+    let expire = schema.points.expire_after_days.map(|d| d as i32);
+    view.fill(rec, &rules.layout, &plan, None, day, expire);
+    let env = Env {
+        member: &view.member,
+        tags: &view.tags,
+        tag_names: &view.tag_names,
+        event: &[],
+        today: day,
+        host: plugins.map(|h| h as &dyn PluginHost),
+        rule: "",
+    };
+    let show = |v: Value| match value_json(&v, &schema.tiers) {
+        serde_json::Value::Null => "null".to_string(),
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let mut out = Vec::new();
+    for (i, rule) in rules.rules.iter().enumerate() {
+        if only.is_some_and(|n| n != rule.name) {
+            continue;
+        }
+        let env = Env {
+            rule: &rule.name,
+            ..env
+        };
+        let tests = rule
+            .terms
+            .iter()
+            .map(|t| {
+                let values: Vec<String> = t
+                    .operands
+                    .iter()
+                    .map(|(_, code)| show(code.value(&env)))
+                    .collect();
+                let values = match (t.cmp, values.as_slice()) {
+                    (Some(op), [a, b]) => format!("{a} {} {b}", symbol(op)),
+                    _ => t
+                        .operands
+                        .iter()
+                        .zip(&values)
+                        .map(|((text, _), v)| format!("{text} = {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                Test {
+                    text: t.text.clone(),
+                    values,
+                    result: t.test.eval(&env),
+                }
+            })
+            .collect();
+        let result = rule.matches(&env);
+        let key = plan.rule_keys[i];
+        let state = rec.rules.iter().find(|s| s.rule == key);
+        let limited = state.is_some_and(|s| !crate::engine::fire::within_limit(rule, s, day));
+        let now = match result {
+            Some(true) if limited => format!(
+                "true, but its limit is reached ({} firing{} so far): it does not fire",
+                state.map_or(0, |s| s.fired),
+                if state.is_some_and(|s| s.fired == 1) {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+            Some(true) if rule.edge_triggered() && state.is_some_and(|s| s.armed) => {
+                "true, but it fired when it became true: it fires again after it turns false"
+                    .to_string()
+            }
+            Some(true) => "true: it fires on its next trigger".to_string(),
+            Some(false) => "false: it does not fire (see the tests that are false)".to_string(),
+            None => "unknown (a value is null): it does not fire".to_string(),
+        };
+        let history = rec
+            .history
+            .iter()
+            .filter(|d| d.rule == key)
+            .map(|d| (day_string(d.day), d.outcome.as_str().to_string()))
+            .collect();
+        out.push(RuleExplanation {
+            rule: rule.name.clone(),
+            result,
+            tests,
+            now,
+            history,
+        });
+    }
+    Ok(Explanation {
+        member: member.to_string(),
+        day: day_string(day),
+        rules: out,
+    })
+}
+
+fn symbol(op: Cmp) -> &'static str {
+    match op {
+        Cmp::Eq => "==",
+        Cmp::Ne => "!=",
+        Cmp::Lt => "<",
+        Cmp::Le => "<=",
+        Cmp::Gt => ">",
+        Cmp::Ge => ">=",
+    }
+}

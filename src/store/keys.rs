@@ -1,0 +1,71 @@
+//! Every key and meta name the data folder holds, in one place. Keys are
+//! a one-byte prefix and a name; meta values are little-endian numbers or
+//! JSON. Renaming any of these strands existing data folders: they are the
+//! on-disk format (see `FORMAT_VERSION`).
+
+use crate::config::Sink;
+use std::path::Path;
+
+/// Key prefixes, one per kind of entry.
+pub const MEMBER: u8 = b'm';
+/// Seen event ids (the event's body hash), for dedup.
+pub const SEEN: u8 = b's';
+/// Outbox batches by first sequence number (big-endian, so key order is
+/// sequence order).
+pub const OUTBOX: u8 = b'o';
+/// One ID: identifier or alias -> member.
+pub const IDENTITY: u8 = b'i';
+/// Named values below.
+pub const META: u8 = b'x';
+
+/// The data folder's format number (named before formats were called
+/// formats).
+pub const FORMAT: &str = "schema_version";
+/// The number of the last commit (checked against `nudge.commit`).
+pub const COMMIT_SEQ: &str = "commit_seq";
+/// The next outbox sequence number.
+pub const OUTBOX_NEXT: &str = "outbox_next";
+/// The last day the daily tick ran.
+pub const LAST_TICK: &str = "last_tick";
+/// The number of members in the store.
+pub const MEMBERS: &str = "members";
+/// The config's tier list the members' tiers refer to (by position).
+pub const TIERS: &str = "tiers";
+/// The number of One ID merges so far.
+pub const MERGES: &str = "merges";
+/// Deferred effects: `defer:` + due time + outbox sequence, so key order is
+/// due order.
+pub const DEFERRED_PREFIX: &str = "defer:";
+
+/// What a rule's budget has spent in one period.
+pub fn budget(rule: &str, period: &str) -> String {
+    format!("budget:{rule}:{period}")
+}
+
+/// The next outbox entry a sink has not delivered.
+pub fn sink_cursor(sink: &Sink) -> String {
+    match sink {
+        Sink::File { path } => file_cursor(path),
+        Sink::Webhook { url } => format!("sink:webhook:{url}:next"),
+        Sink::Plugin { plugin } => format!("sink:plugin:{plugin}:next"),
+    }
+}
+
+/// The cursor of a file sink (also used by `nudge ingest --effects`).
+pub fn file_cursor(path: &Path) -> String {
+    format!("sink:file:{}:next", path.display())
+}
+
+/// The bytes a file sink's file held at its last commit (a torn write
+/// past it is cut off on the next start).
+pub fn file_len(path: &Path) -> String {
+    format!("sink:file:{}:len", path.display())
+}
+
+/// Dead letters: outbox entries sinks gave up on.
+pub const DEAD_PREFIX: &str = "dead:";
+
+/// An outbox entry a sink gave up on, under the sink's cursor name.
+pub fn dead_letter(cursor: &str, seq: u64) -> String {
+    format!("{DEAD_PREFIX}{cursor}:{seq:020}")
+}

@@ -1,0 +1,586 @@
+//! Where member state lives: a small [`Store`] trait and its sled
+//! implementation. One sled tree with key prefixes (`m` members, `s` seen
+//! event ids, `o` outbox, `x` meta, `i` identifiers), so that one sled batch carries
+//! everything an event changes and is applied atomically; `commit` then
+//! flushes, so a commit that returned is durable. Knows nothing of rules.
+
+pub mod backup;
+pub mod keys;
+
+use crate::model::MemberRecord;
+use std::path::{Path, PathBuf};
+
+/// Format of the data folder. A folder written by a newer nudge is refused.
+/// 2: outbox entries in batches, member records of format 2. (Kept under
+/// the meta key `schema_version`, its name since format 1.)
+pub const FORMAT_VERSION: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data folder {path} is in use by another nudge process (it is locked); stop that process or use another --data folder"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "the data folder {path} was written by a newer nudge (format {found}, this one reads {FORMAT_VERSION}); upgrade nudge or use another --data folder"
+    )]
+    NewerVersion { path: PathBuf, found: u32 },
+    #[error(
+        "the data folder {path} was written by an older nudge (store format {found}; this one reads {FORMAT_VERSION}); ingest its events again into a new data folder"
+    )]
+    OlderVersion { path: PathBuf, found: u32 },
+    #[error(
+        "the data folder {path} cannot be opened: {message}; if it is damaged, restore it from a backup or move it away to start empty"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "the data folder {path} is damaged: it holds {stored} commits but {flushed} were flushed (a store file was truncated, replaced or lost); restore it from a backup (`nudge import-state`) or move it away to start empty"
+    )]
+    LostCommits {
+        path: PathBuf,
+        stored: u64,
+        flushed: u64,
+    },
+    #[error("member `{member}` has a damaged record: {message}")]
+    Corrupt { member: String, message: String },
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("{0}")]
+    TiersChanged(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// Everything one commit writes; applied atomically and durably.
+#[derive(Default, Debug)]
+pub struct WriteSet {
+    pub members: Vec<(String, Vec<u8>)>,
+    pub seen: Vec<(String, u128)>,
+    /// New outbox entries, by sequence number (consecutive).
+    pub outbox: Vec<(u64, Vec<u8>)>,
+    /// Every sink has the entries below this sequence number: they go.
+    pub delivered_below: Option<u64>,
+    pub meta: Vec<(String, Vec<u8>)>,
+    pub meta_removed: Vec<String>,
+    /// One ID: identifier (`kind:value`, or `member:ID` for a merged member)
+    /// to the member it belongs to.
+    pub identities: Vec<(String, String)>,
+    /// Members merged into others.
+    pub members_removed: Vec<String>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+            && self.seen.is_empty()
+            && self.outbox.is_empty()
+            && self.delivered_below.is_none()
+            && self.meta.is_empty()
+            && self.meta_removed.is_empty()
+            && self.identities.is_empty()
+            && self.members_removed.is_empty()
+    }
+}
+
+pub trait Store {
+    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
+    /// The body hash an event id was committed with.
+    fn seen(&self, event_id: &str) -> Result<Option<u128>, StoreError>;
+    /// Applies `w` atomically and returns once it is durable.
+    fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
+    /// Member ids in key order.
+    fn member_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Outbox entries from `from` on, in order, at most `limit`.
+    fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The member an identifier (`kind:value`, `member:ID`) belongs to.
+    fn identity(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Meta entries whose key starts with `prefix`, in key order.
+    fn meta_prefix(&self, prefix: &str, limit: usize)
+    -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// A counter or cursor kept in meta (0 when absent).
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta(key)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0))
+    }
+}
+
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    path: PathBuf,
+    /// Commits flush to disk. A temporary store (replay, tests) skips the
+    /// flush: it is deleted when dropped, so durability buys nothing.
+    durable: bool,
+    commits: std::sync::Arc<Commits>,
+}
+
+/// sled's page cache unless the config says otherwise (`storage.cache_mb`).
+/// sled's own default (1 GiB) is most of a daemon's memory, and its
+/// accounting is loose: measured with 1,000,000 members, a 256 MiB cache
+/// took the daemon to 1.4 GiB and 64 MiB kept it under 1 GiB at its peak
+/// (the first tick), with no loss of ingest speed within the noise: the
+/// operating system's file cache holds the rest of the store.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+/// The file beside sled's own that holds the last flushed commit number.
+pub const COMMIT_MARK: &str = "nudge.commit";
+
+/// Every commit carries its number into the store; after the flush the
+/// number also goes to [`COMMIT_MARK`], outside sled. sled recovers a
+/// truncated log to its last whole entry without a word, so a store that
+/// opens with a number below the mark has lost flushed commits: the open
+/// fails instead of serving (and re-sending) from an older state. The mark
+/// is written after the flush, so it is never ahead of a healthy store;
+/// the lock keeps commit numbers in the order they are applied.
+struct Commits {
+    last: std::sync::Mutex<u64>,
+    mark: Option<std::fs::File>,
+}
+
+impl Commits {
+    fn new(last: u64, mark: Option<std::fs::File>) -> std::sync::Arc<Commits> {
+        std::sync::Arc::new(Commits {
+            last: std::sync::Mutex::new(last),
+            mark,
+        })
+    }
+
+    /// Writes `n` to the mark, when the store has one.
+    fn mark(&self, n: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        match &self.mark {
+            Some(f) => f.write_all_at(&n.to_le_bytes(), 0),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    // sled wraps the failed flock in an error of its own kind; its text
+    // keeps the OS error.
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("WouldBlock"))
+}
+
+/// Consecutive runs of outbox entries: (first sequence number, entries).
+fn runs(entries: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Vec<Vec<u8>>)> {
+    let mut out: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+    for (seq, bytes) in entries {
+        match out.last_mut() {
+            Some((first, run)) if *first + run.len() as u64 == seq => run.push(bytes),
+            _ => out.push((seq, vec![bytes])),
+        }
+    }
+    out
+}
+
+/// A batch of outbox entries: their count, then each as length and bytes
+/// (u32, little-endian).
+fn encode_batch(entries: &[Vec<u8>]) -> Vec<u8> {
+    let size = 4 + entries.iter().map(|e| 4 + e.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+fn batch_len(v: &[u8]) -> u32 {
+    v.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// The entries of a batch; a torn or short value yields what it holds.
+fn decode_batch(v: &[u8]) -> Vec<&[u8]> {
+    let n = batch_len(v) as usize;
+    let mut out = Vec::with_capacity(n);
+    let mut at = 4;
+    for _ in 0..n {
+        let Some(len) = v.get(at..at + 4).and_then(|b| b.try_into().ok()) else {
+            break;
+        };
+        let len = u32::from_le_bytes(len) as usize;
+        let Some(entry) = v.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        out.push(entry);
+        at += 4 + len;
+    }
+    out
+}
+
+fn batch_first(k: &[u8]) -> u64 {
+    k.get(1..9)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+impl SledStore {
+    /// Opens (or creates) the data folder.
+    ///
+    /// sled's periodic flusher is off: every commit flushes itself, and the
+    /// flusher thread would hold the folder's lock for a moment after the
+    /// store is dropped. A lock still held is waited for up to a second (a
+    /// process that just exited), then reported as `Locked`.
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens with a page cache of `cache_bytes` (the config's
+    /// `storage.cache_mb`), [`DEFAULT_CACHE_BYTES`] when not given.
+    pub fn open_with(path: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
+        let config = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES))
+            .flush_every_ms(None);
+        let mut tries = 0;
+        let db = loop {
+            // sled can panic on some damaged files instead of failing: that
+            // is a damaged folder too, not a crash (and no restart loop).
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                .map_err(|panic| StoreError::Open {
+                path: path.to_path_buf(),
+                message: panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled stopped on damaged data".into()),
+            })?;
+            match opened {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) if is_lock_error(&e) => {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        };
+        let mut s = SledStore {
+            db,
+            path: path.to_path_buf(),
+            durable: true,
+            commits: Commits::new(0, None),
+        };
+        s.check_version()?;
+        s.check_commits()?;
+        Ok(s)
+    }
+
+    /// Compares the store's commit number with the mark, and opens the
+    /// mark for writing.
+    fn check_commits(&mut self) -> Result<(), StoreError> {
+        let stored = self.meta_u64(keys::COMMIT_SEQ)?;
+        let mark_path = self.path.join(COMMIT_MARK);
+        let flushed = std::fs::read(&mark_path)
+            .ok()
+            .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_le_bytes);
+        if stored < flushed {
+            return Err(StoreError::LostCommits {
+                path: self.path.clone(),
+                stored,
+                flushed,
+            });
+        }
+        let mark = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&mark_path)
+            .map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                message: format!("cannot write {}: {e}", mark_path.display()),
+            })?;
+        self.commits = Commits::new(stored, Some(mark));
+        Ok(())
+    }
+
+    /// A store in a fresh temporary folder, removed when dropped.
+    pub fn temporary() -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let s = SledStore {
+            db,
+            path: PathBuf::from("(temporary)"),
+            durable: false,
+            commits: Commits::new(0, None),
+        };
+        s.check_version()?;
+        Ok(s)
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        match self.meta(keys::FORMAT)? {
+            Some(b) => {
+                let found = b
+                    .as_slice()
+                    .try_into()
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerVersion {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+                if found < FORMAT_VERSION {
+                    return Err(StoreError::OlderVersion {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                self.db.insert(
+                    key(keys::META, keys::FORMAT.as_bytes()),
+                    &FORMAT_VERSION.to_le_bytes(),
+                )?;
+                self.db.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies a batch with the next commit number, flushes, then moves
+    /// the mark on.
+    fn apply(&self, mut b: sled::Batch) -> Result<(), StoreError> {
+        let mut last = self
+            .commits
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = *last + 1;
+        b.insert(
+            key(keys::META, keys::COMMIT_SEQ.as_bytes()),
+            &next.to_le_bytes(),
+        );
+        self.db.apply_batch(b)?;
+        *last = next;
+        if self.durable {
+            self.db.flush()?;
+            // Best effort: a mark left behind only weakens the check.
+            let _ = self.commits.mark(next);
+        }
+        Ok(())
+    }
+
+    /// Every key and value of the store, in key order (for backups).
+    pub fn raw_entries(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.db.iter().map(|kv| {
+            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(Into::into)
+        })
+    }
+
+    /// True when the store holds nothing but its format version.
+    pub fn is_blank(&self) -> Result<bool, StoreError> {
+        let version = key(keys::META, keys::FORMAT.as_bytes());
+        for kv in self.db.iter().keys() {
+            if kv? != version.as_slice() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes raw entries (a restore), without a commit number of its own.
+    pub fn raw_insert(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in entries {
+            b.insert(k, v);
+        }
+        self.db.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// After a restore: flush, and take the restored commit number as the
+    /// last one (and the mark's).
+    pub fn raw_finish(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let restored = self.meta_u64(keys::COMMIT_SEQ)?;
+        let mut last = self
+            .commits
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = restored;
+        self.commits
+            .mark(restored)
+            .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Store for SledStore {
+    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
+            None => Ok(None),
+            Some(b) => MemberRecord::decode(&b)
+                .map(Some)
+                .map_err(|message| StoreError::Corrupt {
+                    member: id.to_string(),
+                    message,
+                }),
+        }
+    }
+
+    fn seen(&self, event_id: &str) -> Result<Option<u128>, StoreError> {
+        Ok(self
+            .db
+            .get(key(keys::SEEN, event_id.as_bytes()))?
+            .and_then(|b| b.as_ref().try_into().ok())
+            .map(u128::from_le_bytes))
+    }
+
+    fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for (id, bytes) in w.members {
+            b.insert(key(keys::MEMBER, id.as_bytes()), bytes);
+        }
+        for (id, hash) in w.seen {
+            b.insert(key(keys::SEEN, id.as_bytes()), &hash.to_le_bytes());
+        }
+        // The outbox is kept in batches: one value per run of consecutive
+        // entries of a commit, under the first's sequence number, so a
+        // commit of a thousand effects is one write, not a thousand.
+        for (first, entries) in runs(w.outbox) {
+            b.insert(
+                key(keys::OUTBOX, &first.to_be_bytes()),
+                encode_batch(&entries),
+            );
+        }
+        if let Some(below) = w.delivered_below {
+            for kv in self.db.range(vec![keys::OUTBOX]..vec![keys::OUTBOX + 1]) {
+                let (k, v) = kv?;
+                let (first, n) = (batch_first(&k), batch_len(&v));
+                if first + n as u64 > below {
+                    break;
+                }
+                b.remove(k);
+            }
+        }
+        for (k, v) in w.meta {
+            b.insert(key(keys::META, k.as_bytes()), v);
+        }
+        for k in w.meta_removed {
+            b.remove(key(keys::META, k.as_bytes()));
+        }
+        for (k, member) in w.identities {
+            b.insert(key(keys::IDENTITY, k.as_bytes()), member.as_bytes());
+        }
+        for id in w.members_removed {
+            b.remove(key(keys::MEMBER, id.as_bytes()));
+        }
+        self.apply(b)
+    }
+
+    fn member_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([keys::MEMBER]).keys() {
+            let k = kv?;
+            out.push(String::from_utf8_lossy(&k[1..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        // The batch holding `from` starts at or before it.
+        let start = match self
+            .db
+            .range(vec![keys::OUTBOX]..=key(keys::OUTBOX, &from.to_be_bytes()))
+            .next_back()
+        {
+            Some(kv) => kv?.0.to_vec(),
+            None => vec![keys::OUTBOX],
+        };
+        for kv in self.db.range(start..vec![keys::OUTBOX + 1]) {
+            let (k, v) = kv?;
+            let first = batch_first(&k);
+            for (i, entry) in decode_batch(&v).into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq >= from {
+                    out.push((seq, entry.to_vec()));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn meta_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .scan_prefix(key(keys::META, prefix.as_bytes()))
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn identity(&self, k: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .get(key(keys::IDENTITY, k.as_bytes()))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get(key(keys::META, k.as_bytes()))?
+            .map(|v| v.to_vec()))
+    }
+}

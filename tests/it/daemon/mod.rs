@@ -1,0 +1,7 @@
+//! `nudge run`, the real binary: the service (HTTP, members, status,
+//! metrics, live edits, SIGTERM), hostile HTTP input, and live reload under
+//! stress.
+
+mod hostile_http;
+mod reload;
+mod service;

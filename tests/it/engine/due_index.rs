@@ -1,0 +1,183 @@
+//! The tick's due index visits only the members whose tick rules can
+//! change that day. Property: over random purchases, days, rule edits and
+//! restarts, an engine with the index gives exactly the effects (bytes) of
+//! an engine that visits every member every day, for rules that turn on
+//! day counts (`>`, `<`, `==`, `between`, against constants and against
+//! `cycle * k`), on windows, birthdays and point expiry.
+
+use nudge::engine::Engine;
+use nudge::io::event::event_from_json;
+use nudge::store::SledStore;
+use proptest::prelude::*;
+use serde_json::json;
+use std::sync::Arc;
+
+const CONFIG: &str = "timezone: UTC\ntiers: [bronze, silver]\nchannels:\n  app: {}\npoints:\n  expire_after: 20d\nevents:\n  purchase:\n    amount: money\n  signup:\n    birthday: date\n";
+
+/// Tick rules of every timing: fixed, day counts, daily.
+const RULES: &[&str] = &[
+    "rule \"late\" on tick when days_since_last_purchase > cycle * 1.5 then send coupon 30-6",
+    "rule \"gone\" on tick when days_since_last_purchase > 9 and points >= 5 then tag \"gone\"",
+    "rule \"fresh\" on tick when days_since_last_purchase < 4 then tag \"fresh\"",
+    "rule \"exact\" on tick when days_since_last_purchase == 6 then award points 1",
+    "rule \"band\" on tick when days_since_last_purchase between 3 and 5 then untag \"fresh\"",
+    "rule \"anniversary\" on tick when member_days == 12 then award points 2",
+    "rule \"rich\" on tick when spend > 40 then tag \"rich\"",
+    "rule \"window\" on tick when count(purchase, 7d) == 0 and orders > 0 then tag \"quiet\"",
+    "rule \"birthday\" on tick when days_to_birthday == 3 then send message \"soon\" via app",
+    "rule \"month\" on tick when birthday_month == 2 and days_since_last_purchase > 2 then tag \"feb\"",
+    "rule \"state\" when days_since_last_purchase >= 8 then award points 3",
+    "rule \"pts\" on purchase then award points floor(event.amount)",
+];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Purchase {
+        member: u8,
+        amount: u8,
+    },
+    Signup {
+        member: u8,
+        birthday: u16,
+    },
+    Advance(u8),
+    Restart,
+    /// Swap in a subset of the rules (bit mask over RULES).
+    Rules(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0u8..6, 1u8..30).prop_map(|(member, amount)| Op::Purchase { member, amount }),
+        1 => (0u8..6, 0u16..40).prop_map(|(member, birthday)| Op::Signup { member, birthday }),
+        5 => (1u8..6).prop_map(Op::Advance),
+        1 => Just(Op::Restart),
+        1 => any::<u16>().prop_map(Op::Rules),
+    ]
+}
+
+fn load(mask: u16) -> (Arc<nudge::config::Schema>, Arc<nudge::lang::RuleSet>) {
+    let text: String = RULES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0 || *i == RULES.len() - 1)
+        .map(|(_, r)| format!("{r}\n"))
+        .collect();
+    let loaded = nudge::project::load::load_texts(CONFIG, &[("r.rules", &text)]);
+    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+    (
+        Arc::new(loaded.schema.expect("schema")),
+        Arc::new(loaded.rules.expect("rules")),
+    )
+}
+
+const DAY0: i64 = 20_454; // 2026-01-01
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let mut mask = u16::MAX;
+    let open = |dir: &std::path::Path, mask: u16, full: bool| {
+        let (schema, rules) = load(mask);
+        let e = Engine::new(schema, rules, SledStore::open(dir).expect("open")).expect("engine");
+        if full { e.full_ticks() } else { e }
+    };
+    let (mut a, mut b) = (
+        Some(open(dir_a.path(), mask, false)),
+        Some(open(dir_b.path(), mask, true)),
+    );
+    let mut day = DAY0;
+    let mut n = 0;
+    for op in ops {
+        let (ea, eb) = (a.as_mut().expect("a"), b.as_mut().expect("b"));
+        match op {
+            Op::Purchase { .. } | Op::Signup { .. } => {
+                n += 1;
+                let at = nudge::base::time::day_string(day as i32);
+                let v = match op {
+                    Op::Purchase { member, amount } => {
+                        json!({"id": format!("e{n}"), "type": "purchase", "member": format!("m{member}"), "at": format!("{at}T12:00:00Z"), "amount": amount})
+                    }
+                    Op::Signup { member, birthday } => {
+                        let bday = nudge::base::time::day_string(
+                            (DAY0 - 9000 + i64::from(birthday)) as i32,
+                        );
+                        json!({"id": format!("e{n}"), "type": "signup", "member": format!("m{member}"), "at": format!("{at}T09:00:00Z"), "birthday": bday})
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let ev = event_from_json(&ea.schema, v).expect("event");
+                let (x, y) = (
+                    ea.process(std::slice::from_ref(&ev)).expect("a"),
+                    eb.process(&[ev]).expect("b"),
+                );
+                prop_assert_eq!(
+                    serde_json::to_string(&x.effects).ok(),
+                    serde_json::to_string(&y.effects).ok()
+                );
+            }
+            Op::Advance(k) => {
+                for _ in 0..k {
+                    day += 1;
+                    let x = ea.tick(day as i32).expect("tick a");
+                    let y = eb.tick(day as i32).expect("tick b");
+                    prop_assert_eq!(
+                        serde_json::to_string(&x).ok(),
+                        serde_json::to_string(&y).ok(),
+                        "day {}",
+                        day
+                    );
+                }
+            }
+            Op::Restart => {
+                drop(a.take());
+                drop(b.take());
+                a = Some(open(dir_a.path(), mask, false));
+                b = Some(open(dir_b.path(), mask, true));
+            }
+            Op::Rules(m) => {
+                mask = m;
+                let (schema, rules) = load(mask);
+                ea.swap(schema.clone(), rules.clone(), None).expect("swap");
+                eb.swap(schema, rules, None).expect("swap");
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_due_index_gives_the_effects_of_visiting_everyone(ops in prop::collection::vec(op(), 1..60)) {
+        run(ops)?;
+    }
+}
+
+/// The index does skip: on a quiet day only members whose counts cross a
+/// bound are visited.
+#[test]
+fn a_quiet_day_visits_only_the_members_due() {
+    let (schema, rules) = load(0b11); // late, gone
+    let dir = tempfile::tempdir().expect("dir");
+    let mut e = Engine::new(
+        schema.clone(),
+        rules,
+        SledStore::open(dir.path()).expect("open"),
+    )
+    .expect("engine");
+    for m in 0..100 {
+        for (k, d) in [(0, 0), (1, 10 + m % 7)] {
+            let v = json!({"id": format!("e{m}-{k}"), "type": "purchase", "member": format!("m{m}"), "at": format!("{}T12:00:00Z", nudge::base::time::day_string((DAY0 + d) as i32)), "amount": 10});
+            e.process(&[event_from_json(&schema, v).expect("event")])
+                .expect("process");
+        }
+    }
+    let day = (DAY0 + 17) as i32;
+    e.tick(day).expect("full tick");
+    let next = e.due_on(day + 1).expect("ready");
+    assert!(next < 100 / 2, "{next} of 100 members due the next day");
+}

@@ -1,0 +1,137 @@
+//! One ID: identifiers and merges, stored, counted and found by any
+//! identifier; a merge combines every part of two records.
+
+use super::*;
+
+#[test]
+fn one_id_merges_are_stored_counted_and_found_by_any_identifier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!("{CONFIG}ids: [phone, card]\n");
+    let (s, r) = build(&config, "rule \"pts\" on purchase then award points 1");
+    let ev = |v: serde_json::Value| event_from_json(&s, v).expect("event");
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        let mut e = Engine::new(s.clone(), r.clone(), store).expect("engine");
+        e.process(&[
+            ev(json!({"id": "1", "type": "purchase", "ids": {"phone": "138"}, "at": "2026-01-01T10:00:00Z", "amount": 1})),
+            ev(json!({"id": "2", "type": "purchase", "member": "m2", "ids": {"card": "c"}, "at": "2026-01-02T10:00:00Z", "amount": 1})),
+        ])
+        .expect("process");
+        assert_eq!(
+            e.store()
+                .meta_u64(nudge::store::keys::MEMBERS)
+                .expect("meta"),
+            2
+        );
+    }
+    // After a restart, an event linking both merges m2 into phone:138 (joined first).
+    let store = SledStore::open(dir.path()).expect("reopen");
+    let mut e = Engine::new(s.clone(), r, store).expect("engine");
+    let c = e
+        .process(&[ev(json!({"id": "3", "type": "purchase", "ids": {"phone": "138", "card": "c"}, "at": "2026-01-03T10:00:00Z", "amount": 1}))])
+        .expect("merge");
+    assert_eq!(c.effects[0].action, Action::Merge);
+    assert_eq!(c.effects[0].value, Some(json!({"merged": "m2"})));
+    let st = e.store();
+    assert_eq!(st.meta_u64(nudge::store::keys::MEMBERS).expect("meta"), 1);
+    assert!(
+        st.member("m2").expect("read").is_none(),
+        "the merged record is gone"
+    );
+    let ids = st.member_ids().expect("ids");
+    assert_eq!(ids, ["phone:138"]);
+    for key in ["phone:138", "m2", "card:c"] {
+        let (id, rec) = nudge::engine::identity::find_member(st, key)
+            .expect("read")
+            .expect("found");
+        assert_eq!(id, "phone:138");
+        assert_eq!(rec.points, 3);
+        assert_eq!(rec.orders, 3);
+        assert_eq!(rec.merged, ["m2"]);
+    }
+    // Later events for the merged member's id go to the survivor.
+    e.process(&[ev(json!({"id": "4", "type": "purchase", "member": "m2", "at": "2026-01-04T10:00:00Z", "amount": 1}))])
+        .expect("alias");
+    assert_eq!(e.member("phone:138").expect("read").expect("m").points, 4);
+    assert!(e.member("m2").expect("read").is_none());
+    // Unknown kinds and wrong types are refused with the field path.
+    let bad = event_from_json(
+        &s,
+        json!({"id": "5", "type": "purchase", "ids": {"email": "x"}, "at": "2026-01-04T10:00:00Z", "amount": 1}),
+    );
+    assert_eq!(bad.expect_err("kind").path, "ids.email");
+    let bad = event_from_json(
+        &s,
+        json!({"id": "6", "type": "purchase", "ids": {"phone": true}, "at": "2026-01-04T10:00:00Z", "amount": 1}),
+    );
+    assert_eq!(bad.expect_err("type").path, "ids.phone");
+    let bad = event_from_json(
+        &s,
+        json!({"id": "7", "type": "purchase", "at": "2026-01-04T10:00:00Z", "amount": 1}),
+    );
+    assert_eq!(bad.expect_err("none").path, "member");
+}
+
+#[test]
+fn merging_combines_every_part_of_a_record() {
+    use nudge::engine::identity::merge;
+    use nudge::model::{MemberRecord, RuleState};
+    let mut a = MemberRecord {
+        joined: 10,
+        first_purchase: Some(12),
+        last_purchase: Some(20),
+        purchase_days: 2,
+        orders: 2,
+        points: 5,
+        tier: 1,
+        tags: vec!["x".into()],
+        consent: vec![("sms".into(), true)],
+        rules: vec![RuleState {
+            rule: 7,
+            armed: false,
+            fired: 1,
+            recent: vec![20],
+        }],
+        ..MemberRecord::default()
+    };
+    let b = MemberRecord {
+        joined: 5,
+        first_purchase: Some(6),
+        last_purchase: Some(15),
+        purchase_days: 3,
+        orders: 4,
+        points: -2,
+        tier: 2,
+        tags: vec!["x".into(), "y".into()],
+        consent: vec![("sms".into(), false), ("app".into(), true)],
+        rules: vec![RuleState {
+            rule: 7,
+            armed: true,
+            fired: 2,
+            recent: vec![8, 14],
+        }],
+        ids: vec![("card".into(), "c".into())],
+        ..MemberRecord::default()
+    };
+    merge(&mut a, b);
+    assert_eq!(
+        (a.joined, a.first_purchase, a.last_purchase),
+        (5, Some(6), Some(20))
+    );
+    assert_eq!((a.purchase_days, a.orders, a.points, a.tier), (5, 6, 3, 2));
+    assert_eq!(a.tags, ["x", "y"]);
+    assert_eq!(
+        a.consent,
+        [("sms".to_string(), false), ("app".to_string(), true)]
+    );
+    assert_eq!(
+        a.rules[0],
+        RuleState {
+            rule: 7,
+            armed: true,
+            fired: 3,
+            recent: vec![8, 14, 20]
+        }
+    );
+    assert_eq!(a.ids, [("card".to_string(), "c".to_string())]);
+}

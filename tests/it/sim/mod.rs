@@ -1,0 +1,5 @@
+//! Simulation: the CDNOW history replayed against an independent
+//! computation, and `explain`.
+
+mod cdnow;
+mod explain;
