@@ -1,8 +1,8 @@
 //! nudge: a rules engine for member (loyalty) marketing.
 //!
 //! The library holds everything but the command line. Its modules are
-//! layers, listed here from the bottom up: a module imports only from the
-//! layers above it in this list (the tidy test in `tests/it/tidy.rs` reads
+//! layers, listed here from the bottom up: a module imports only from its
+//! own layer or the layers listed before it (the tidy test in `tests/it/tidy.rs` reads
 //! this table and enforces it). The `nudge` binary (`src/main.rs` and
 //! `src/cli/`) sits on top: it parses arguments and renders diagnostics;
 //! nothing in the library prints.

@@ -1,5 +1,6 @@
-//! The commands that run the engine: `ingest`, `replay`, `test`, `member`.
-//! Each loads the rules (printing diagnostics if they do not load), does
+//! Every subcommand but `check` (which `main` handles): `run`, `ingest`,
+//! `replay`, `import`, `test`, `init`, `fmt`, `member`, `explain`,
+//! `export`, `import-state`. Each loads the rules (printing diagnostics if they do not load), does
 //! its work through the library, and prints a summary.
 
 use crate::Common;

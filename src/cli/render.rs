@@ -1,5 +1,6 @@
-//! Rendering diagnostics at the edge: miette's graphical reports for
-//! people, JSON for editors and CI. Only the binary renders.
+//! Rendering at the edge: diagnostics (miette's graphical reports for
+//! people, JSON for editors and CI), run summaries, uplift, comparisons
+//! and explanations. Only the binary renders.
 
 use miette::{
     GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource, Report,

@@ -3,7 +3,7 @@
 //! rewards for another member are relayed.
 
 use super::contact::{coupon_code, defer, reach};
-use super::effect::{Ctx, blank};
+use super::ctx::{Ctx, blank};
 use super::points::take_from_lots;
 use crate::base::time::day_string;
 use crate::config::Schema;

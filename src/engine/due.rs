@@ -6,10 +6,10 @@
 //! cycle * 1.5`), and that day can be computed; the rest are due daily.
 //!
 //! Owns the per-member due days (in memory, rebuilt by a full tick after a
-//! start or a rule change) and computing them; the tick (`engine/mod.rs`)
+//! start or a rule change) and computing them; the tick (`engine/tick.rs`)
 //! decides whom to visit.
 
-use super::effect::Ctx;
+use super::ctx::Ctx;
 use super::view::View;
 use crate::base::value::Value;
 use crate::lang::compile::Timing;

@@ -5,7 +5,7 @@
 
 use super::act::{act_all, issue_coupon};
 use super::contact::{defer, held_out, in_control_group, reach};
-use super::effect::{Ctx, Out, Trigger, effect_key};
+use super::ctx::{Ctx, Out, Trigger, effect_key};
 use super::view::View;
 use crate::lang::compile::{Action, CompiledRule};
 use crate::lang::program::{Env, PluginHost};

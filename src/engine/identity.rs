@@ -3,7 +3,7 @@
 //! an event links identifiers of both. Owns the merge rules for every part
 //! of a member record; the engine owns the reads and writes around them.
 
-use super::{Engine, IDENTITY_RULE, Uncommitted, effect};
+use super::{Engine, IDENTITY_RULE, Uncommitted, ctx};
 use crate::model::{Event, MemberRecord};
 use crate::store::{Store, StoreError};
 
@@ -226,9 +226,9 @@ impl<S: Store> Engine<S> {
         for (i, (absorbed, rec)) in existing.into_iter().enumerate() {
             if absorbed != survivor {
                 self.merge(&survivor, &absorbed, rec, day, p)?;
-                let key = effect::effect_key(IDENTITY_RULE, &survivor, &trigger, i);
+                let key = ctx::effect_key(IDENTITY_RULE, &survivor, &trigger, i);
                 let cx = self.ctx();
-                let mut e = effect::engine_effect(
+                let mut e = ctx::engine_effect(
                     &cx,
                     IDENTITY_RULE,
                     &survivor,

@@ -1,5 +1,6 @@
-//! Processing events and ticks: validate, dedup, fold the event into the
-//! member's record, run the triggered rules, and commit the member, the
+//! Processing events and ticks (events arrive validated by `io::event`):
+//! dedup, resolve the member (One ID), check refunds, fold the event into
+//! the member's record, run the triggered rules, and commit the member, the
 //! rule states, the outbox entries and the seen-event markers of a whole
 //! batch at once (group commit: one atomic, flushed write per batch).
 //!
@@ -15,7 +16,7 @@ mod commit;
 pub mod contact;
 mod deferred;
 pub mod due;
-pub mod effect;
+pub mod ctx;
 pub mod fire;
 pub mod fold;
 pub mod identity;
@@ -35,7 +36,7 @@ use crate::lang::RuleSet;
 use crate::model::{Effect, Event, MemberRecord};
 use crate::plugins::Plugins;
 use crate::store::{Store, StoreError, keys};
-use effect::{Ctx, Trigger};
+use ctx::{Ctx, Trigger};
 use std::collections::HashMap;
 use std::sync::Arc;
 use view::View;
@@ -107,7 +108,7 @@ struct Uncommitted {
     /// Members in the order they were first touched, for a stable write order.
     order: Vec<String>,
     seen: HashMap<String, u128>,
-    out: effect::Out,
+    out: ctx::Out,
     /// Members seen for the first time in this batch.
     new_members: Vec<String>,
     /// One ID links made in this batch (identifier or alias -> member).
@@ -303,9 +304,9 @@ impl<S: Store> Engine<S> {
         let before = p.out.effects.len();
         let trigger_name = format!("event:{}", ev.id);
         if let Some((rule, code)) = redeemed {
-            let key = effect::effect_key("redeem", &member, &trigger_name, 0);
+            let key = ctx::effect_key("redeem", &member, &trigger_name, 0);
             let name = self.rule_name(rule);
-            let mut e = effect::engine_effect(
+            let mut e = ctx::engine_effect(
                 &cx,
                 &name,
                 &member,

@@ -2,7 +2,7 @@
 //! lots that expire (oldest first), and the rule names the engine gives
 //! the effects it makes itself.
 
-use super::effect::{Ctx, effect_key, engine_effect};
+use super::ctx::{Ctx, effect_key, engine_effect};
 use crate::model::{Effect, MemberRecord};
 
 /// Expires the member's point lots that are `points.expire_after` old by

@@ -2,7 +2,7 @@
 //! or a rule change) has its points expired and its tick rules run, in
 //! chunks of one commit each.
 
-use super::effect::Trigger;
+use super::ctx::Trigger;
 use super::fire;
 use super::points;
 use super::{Engine, Uncommitted, clock, due, prune};

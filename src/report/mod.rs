@@ -1,4 +1,5 @@
-//! Reports for people: the self-contained HTML report of a replay.
+//! Reports for people and tools: the self-contained HTML report of a
+//! replay, and a member as JSON.
 
 pub mod html;
 pub mod member;

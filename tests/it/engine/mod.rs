@@ -15,7 +15,7 @@ mod due_index;
 mod firing;
 mod fold;
 mod identity;
-mod model;
+mod against_model;
 mod restart;
 
 pub(crate) const CONFIG: &str = r#"

@@ -4,4 +4,4 @@
 mod crash;
 mod faults;
 mod format;
-mod model;
+mod against_model;
