@@ -22,6 +22,12 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     n.checked_mul(mult).filter(|v| *v > 0)
 }
 
+/// The UTC day (days since 1970-01-01) of an instant: the bucket event
+/// ids are deduplicated in (the same everywhere, whatever the time zone).
+pub fn utc_day(at: jiff::Timestamp) -> i32 {
+    at.as_second().div_euclid(86_400) as i32
+}
+
 /// `YYYY-MM-DD` of a day number.
 pub fn day_string(day: i32) -> String {
     let epoch = jiff::civil::date(1970, 1, 1);

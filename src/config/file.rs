@@ -62,6 +62,8 @@ pub(crate) struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct StorageFile {
     pub(crate) cache_mb: Option<S>,
+    pub(crate) dedup_window: Option<S>,
+    pub(crate) outbox_retention: Option<S>,
 }
 
 #[derive(Deserialize)]

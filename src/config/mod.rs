@@ -119,6 +119,12 @@ pub struct Schema {
     pub http_limits: HttpLimits,
     /// sled's page cache, in bytes (`storage.cache_mb`).
     pub cache_bytes: Option<u64>,
+    /// Days of event time within which a redelivered event id is a
+    /// duplicate (`storage.dedup_window`); older events are refused.
+    pub dedup_window_days: i32,
+    /// Days of event time the outbox keeps entries when no sink takes them
+    /// (`storage.outbox_retention`).
+    pub outbox_retention_days: i32,
     pub sinks: Vec<Sink>,
     pub plugin_limits: PluginLimits,
     /// Members held out of every rule, in parts per million.

@@ -203,7 +203,7 @@ fn validate(
         }
     }
     for e in &events {
-        match engine.store().seen(&e.id) {
+        match engine.store().seen(crate::base::time::utc_day(e.at), &e.id) {
             Ok(Some(h)) if h != e.body_hash => conflicts.push(e.id.clone()),
             Ok(_) => {}
             Err(err) => {
@@ -253,9 +253,9 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
                     match outcomes.next() {
                         Some(EventOutcome::Applied { .. }) => applied += 1,
                         Some(EventOutcome::Duplicate) => duplicates += 1,
-                        Some(EventOutcome::Rejected(r @ Rejected::Refund { .. })) => {
-                            refused.push(r.to_string())
-                        }
+                        Some(EventOutcome::Rejected(
+                            r @ (Rejected::Refund { .. } | Rejected::TooOld { .. }),
+                        )) => refused.push(r.to_string()),
                         Some(EventOutcome::Rejected(_)) | None => conflicts.push(ev.id.clone()),
                     }
                 }

@@ -44,8 +44,19 @@ impl<S: Store> Engine<S> {
                 written.push((id, rec));
             }
         }
-        w.seen = p.seen.into_iter().collect();
+        w.seen = p
+            .seen
+            .into_iter()
+            .map(|((day, id), hash)| (day, id, hash))
+            .collect();
         w.seen.sort();
+        let newest = p.newest_day.or(self.newest_day);
+        if let Some(day) = p.newest_day {
+            w.meta
+                .push((keys::NEWEST_EVENT_DAY.into(), day.to_le_bytes().to_vec()));
+        }
+        // The days before the window go (a bounded part per commit).
+        w.seen_before = newest.map(|n| n - self.schema.dedup_window_days);
         let mut seq = self.next_seq;
         let mut next_deferred = self.next_deferred;
         // An effect that cannot be encoded fails the commit: an empty
@@ -91,6 +102,7 @@ impl<S: Store> Engine<S> {
         self.next_seq = seq;
         self.next_deferred = next_deferred;
         self.merges += removed;
+        self.newest_day = newest;
         // Written members are due at once (an event may have made a tick
         // rule's condition turn), unless this batch's tick just placed them.
         // Until a full tick has read every member from the store, the next
@@ -117,6 +129,11 @@ impl<S: Store> Engine<S> {
             self.due.forget(id);
         }
         Ok(p.out.effects)
+    }
+
+    /// The newest event day (UTC) committed, if any event was.
+    pub fn newest_day(&self) -> Option<i32> {
+        self.newest_day
     }
 
     /// Outbox entries not yet delivered, from `from` on.

@@ -50,6 +50,17 @@ pub enum Rejected {
     /// sent again (after its purchase, say).
     #[error("refund \"{id}\": {why}")]
     Refund { id: String, why: String },
+    /// Older than the dedup window: a redelivery that old could not be told
+    /// from a new event, so it is refused rather than risk applying twice.
+    #[error(
+        "event \"{id}\" at {at} is older than the dedup window ({window} days before the newest event seen, {newest}): it cannot be told from a duplicate; load older history in time order, or raise `storage.dedup_window`"
+    )]
+    TooOld {
+        id: String,
+        at: String,
+        newest: String,
+        window: i32,
+    },
 }
 
 /// What happened to one event of a batch.
@@ -83,6 +94,8 @@ pub struct Engine<S: Store> {
     next_deferred: Option<jiff::Timestamp>,
     /// Merges so far: until the first, no event needs an alias lookup.
     merges: u64,
+    /// The newest event day (UTC) committed: the dedup window ends there.
+    newest_day: Option<i32>,
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
@@ -107,7 +120,10 @@ struct Uncommitted {
     members: HashMap<String, MemberRecord>,
     /// Members in the order they were first touched, for a stable write order.
     order: Vec<String>,
-    seen: HashMap<String, u128>,
+    /// Event ids applied in this batch, by UTC day of the event and id.
+    seen: HashMap<(i32, String), u128>,
+    /// The newest event day of the batch, when it is past the stored one.
+    newest_day: Option<i32>,
     out: ctx::Out,
     /// Members seen for the first time in this batch.
     new_members: Vec<String>,
@@ -130,6 +146,10 @@ impl<S: Store> Engine<S> {
     ) -> Result<Engine<S>, StoreError> {
         let next_seq = store.meta_u64(keys::OUTBOX_NEXT)?;
         let merges = store.meta_u64(keys::MERGES)?;
+        let newest_day = store
+            .meta(keys::NEWEST_EVENT_DAY)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(i32::from_le_bytes);
         let plan = Plan::new(&schema, &rules);
         let mut engine = Engine {
             schema,
@@ -142,6 +162,7 @@ impl<S: Store> Engine<S> {
             budgets: Default::default(),
             next_deferred: None,
             merges,
+            newest_day,
             cache: None,
             due: Default::default(),
             due_complete: false,
@@ -266,19 +287,42 @@ impl<S: Store> Engine<S> {
         Ok(Committed { outcomes, effects })
     }
 
-    fn process_one(&mut self, ev: &Event, p: &mut Uncommitted) -> Result<EventOutcome, StoreError> {
-        let known = match p.seen.get(&ev.id) {
+    /// The outcome of an event the dedup window decides on its own: too old
+    /// to tell from a duplicate, a duplicate, or an id reused with another
+    /// body. `None`: a new event.
+    fn already_seen(
+        &self,
+        ev: &Event,
+        utc: i32,
+        p: &Uncommitted,
+    ) -> Result<Option<EventOutcome>, StoreError> {
+        if let Some(newest) = p.newest_day.or(self.newest_day)
+            && utc < newest - self.schema.dedup_window_days
+        {
+            return Ok(Some(EventOutcome::Rejected(Rejected::TooOld {
+                id: ev.id.clone(),
+                at: ev.at.to_string(),
+                newest: crate::base::time::day_string(newest),
+                window: self.schema.dedup_window_days,
+            })));
+        }
+        let known = match p.seen.get(&(utc, ev.id.clone())) {
             Some(h) => Some(*h),
-            None => self.store.seen(&ev.id)?,
+            None => self.store.seen(utc, &ev.id)?,
         };
-        match known {
-            Some(h) if h == ev.body_hash => return Ok(EventOutcome::Duplicate),
-            Some(_) => {
-                return Ok(EventOutcome::Rejected(Rejected::Conflict {
-                    id: ev.id.clone(),
-                }));
-            }
-            None => {}
+        Ok(match known {
+            Some(h) if h == ev.body_hash => Some(EventOutcome::Duplicate),
+            Some(_) => Some(EventOutcome::Rejected(Rejected::Conflict {
+                id: ev.id.clone(),
+            })),
+            None => None,
+        })
+    }
+
+    fn process_one(&mut self, ev: &Event, p: &mut Uncommitted) -> Result<EventOutcome, StoreError> {
+        let utc = crate::base::time::utc_day(ev.at);
+        if let Some(known) = self.already_seen(ev, utc, p)? {
+            return Ok(known);
         }
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
@@ -359,7 +403,10 @@ impl<S: Store> Engine<S> {
             p.order.push(member.clone());
         }
         p.members.insert(member.clone(), rec);
-        p.seen.insert(ev.id.clone(), ev.body_hash);
+        p.seen.insert((utc, ev.id.clone()), ev.body_hash);
+        if p.newest_day.or(self.newest_day).is_none_or(|n| utc > n) {
+            p.newest_day = Some(utc);
+        }
         Ok(EventOutcome::Applied {
             effects: p.out.effects.len() - before,
         })
@@ -373,10 +420,11 @@ impl<S: Store> Engine<S> {
         for mut e in std::mem::take(&mut p.out.relays) {
             let id = format!("relay:{}", e.key);
             let hash = xxhash_rust::xxh3::xxh3_128(e.key.as_bytes());
-            if p.seen.contains_key(&id) || self.store.seen(&id)?.is_some() {
+            let at: jiff::Timestamp = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let utc = crate::base::time::utc_day(at);
+            if p.seen.contains_key(&(utc, id.clone())) || self.store.seen(utc, &id)?.is_some() {
                 continue;
             }
-            let at: jiff::Timestamp = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             let day = clock::local_day(&self.schema, at);
             let mut rec = self.record(&e.member, day, p)?;
             act::apply_relay(&self.ctx(), &mut rec, &mut e, day);
@@ -384,7 +432,7 @@ impl<S: Store> Engine<S> {
                 p.order.push(e.member.clone());
             }
             p.members.insert(e.member.clone(), rec);
-            p.seen.insert(id, hash);
+            p.seen.insert((utc, id), hash);
             p.out.effects.push(e);
         }
         Ok(())

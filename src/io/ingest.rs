@@ -102,6 +102,8 @@ pub fn ingest<S: Store>(
         ..IngestReport::default()
     };
     let mut batch = Vec::with_capacity(BATCH);
+    // The line of each event of the batch, to name in a rejection.
+    let mut lines = Vec::with_capacity(BATCH);
     let schema = engine.schema.clone();
     let mut text = String::new();
     loop {
@@ -123,7 +125,10 @@ pub fn ingest<S: Store>(
         r.lines = i + 1;
         match parsed {
             None => {}
-            Some(Ok(ev)) => batch.push(ev),
+            Some(Ok(ev)) => {
+                batch.push(ev);
+                lines.push(i + 1);
+            }
             Some(Err(e)) => {
                 r.invalid += 1;
                 r.error(e.to_string());
@@ -134,11 +139,11 @@ pub fn ingest<S: Store>(
             }
         }
         if batch.len() >= BATCH {
-            commit(engine, &mut batch, &mut r)?;
+            commit(engine, &mut batch, &mut lines, &mut r)?;
             progress(&r);
         }
     }
-    commit(engine, &mut batch, &mut r)?;
+    commit(engine, &mut batch, &mut lines, &mut r)?;
     progress(&r);
     Ok(r)
 }
@@ -146,6 +151,7 @@ pub fn ingest<S: Store>(
 fn commit<S: Store>(
     engine: &mut Engine<S>,
     batch: &mut Vec<Event>,
+    lines: &mut Vec<usize>,
     r: &mut IngestReport,
 ) -> Result<(), IngestError> {
     if batch.is_empty() {
@@ -159,13 +165,13 @@ fn commit<S: Store>(
         Some(at) if engine.deferred_due(at) => engine.release_deferred(at)?,
         _ => Vec::new(),
     };
-    for o in c.outcomes {
+    for (o, line) in c.outcomes.into_iter().zip(lines.iter()) {
         match o {
             EventOutcome::Applied { .. } => r.applied += 1,
             EventOutcome::Duplicate => r.duplicates += 1,
             EventOutcome::Rejected(e) => {
                 r.rejected += 1;
-                r.error(e.to_string());
+                r.error(format!("line {line}: {e}"));
             }
         }
     }
@@ -173,6 +179,7 @@ fn commit<S: Store>(
         r.summary.add(e);
     }
     batch.clear();
+    lines.clear();
     crate::outbox::deliver_to_files(engine)?;
     Ok(())
 }

@@ -95,6 +95,9 @@ pub fn sink_label(sink: &Sink) -> String {
 /// Removes the outbox entries every sink of the config has delivered.
 pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
     let sinks = engine.schema.sinks.clone();
+    if sinks.is_empty() {
+        return trim_retained(engine);
+    }
     let mut upto = u64::MAX;
     for s in &sinks {
         upto = upto.min(
@@ -103,10 +106,41 @@ pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError>
                 .meta_u64(&crate::store::keys::sink_cursor(s))?,
         );
     }
-    if sinks.is_empty() || upto == 0 {
+    if upto == 0 {
         return Ok(());
     }
     engine.delivered(Some(upto), Vec::new())?;
+    Ok(())
+}
+
+/// With no sink the outbox is only a record, kept for
+/// `storage.outbox_retention` days of event time (before the newest event
+/// seen): older entries go. Entries are in commit order, which follows
+/// event time closely enough to stop at the first one still kept.
+fn trim_retained<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
+    let Some(newest) = engine.newest_day() else {
+        return Ok(());
+    };
+    let cutoff = newest - engine.schema.outbox_retention_days;
+    let mut below = 0;
+    'scan: loop {
+        let entries = engine.outbox(below, 1024)?;
+        if entries.is_empty() {
+            break;
+        }
+        for (seq, e) in entries {
+            let day =
+                e.at.parse::<jiff::Timestamp>()
+                    .map_or(i32::MAX, crate::base::time::utc_day);
+            if day >= cutoff {
+                break 'scan;
+            }
+            below = seq + 1;
+        }
+    }
+    if below > 0 {
+        engine.delivered(Some(below), Vec::new())?;
+    }
     Ok(())
 }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 
 /// Key prefixes, one per kind of entry.
 pub const MEMBER: u8 = b'm';
-/// Seen event ids (the event's body hash), for dedup.
+/// Seen event ids (the event's body hash), for dedup: under the UTC day
+/// of the event's time, then the id (see `seen`), so the days that fall
+/// out of the dedup window go a key range at a time.
 pub const SEEN: u8 = b's';
 /// Outbox batches by first sequence number (big-endian, so key order is
 /// sequence order).
@@ -36,6 +38,19 @@ pub const MERGES: &str = "merges";
 /// Deferred effects: `defer:` + due time + outbox sequence, so key order is
 /// due order.
 pub const DEFERRED_PREFIX: &str = "defer:";
+
+/// The newest event day seen (UTC): the dedup window ends there.
+pub const NEWEST_EVENT_DAY: &str = "newest_event_day";
+
+/// A seen marker's key after its prefix: the day (sign-flipped, big-endian,
+/// so key order is day order) and the event id.
+pub fn seen(day: i32, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + id.len());
+    k.push(SEEN);
+    k.extend_from_slice(&((day as u32) ^ 0x8000_0000).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 
 /// What a rule's budget has spent in one period.
 pub fn budget(rule: &str, period: &str) -> String {

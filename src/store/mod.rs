@@ -11,9 +11,16 @@ use crate::model::MemberRecord;
 use std::path::{Path, PathBuf};
 
 /// Format of the data folder. A folder written by a newer nudge is refused.
-/// 2: outbox entries in batches, member records of format 2. (Kept under
-/// the meta key `schema_version`, its name since format 1.)
-pub const FORMAT_VERSION: u32 = 2;
+/// 2: outbox entries in batches, member records of format 2.
+/// 3: seen markers under the day of their event (the dedup window).
+/// (Kept under the meta key `schema_version`, its name since format 1.)
+pub const FORMAT_VERSION: u32 = 3;
+
+/// Expired seen markers one commit removes at most. A day of a busy
+/// programme is a million markers; spread over commits, no commit pays for
+/// a whole day, and markers past the window are harmless until they go
+/// (events that old are refused before their marker is looked up).
+const SEEN_PRUNE_PER_COMMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,7 +66,10 @@ impl From<sled::Error> for StoreError {
 #[derive(Default, Debug)]
 pub struct WriteSet {
     pub members: Vec<(String, Vec<u8>)>,
-    pub seen: Vec<(String, u128)>,
+    /// Seen event ids: the UTC day of the event, the id, the body hash.
+    pub seen: Vec<(i32, String, u128)>,
+    /// Seen markers of days before this one go (out of the dedup window).
+    pub seen_before: Option<i32>,
     /// New outbox entries, by sequence number (consecutive).
     pub outbox: Vec<(u64, Vec<u8>)>,
     /// Every sink has the entries below this sequence number: they go.
@@ -77,6 +87,7 @@ impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
             && self.seen.is_empty()
+            && self.seen_before.is_none()
             && self.outbox.is_empty()
             && self.delivered_below.is_none()
             && self.meta.is_empty()
@@ -89,7 +100,8 @@ impl WriteSet {
 pub trait Store {
     fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
     /// The body hash an event id was committed with.
-    fn seen(&self, event_id: &str) -> Result<Option<u128>, StoreError>;
+    /// `day` is the UTC day of the event's time (`base::time::utc_day`).
+    fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError>;
     /// Applies `w` atomically and returns once it is durable.
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
@@ -464,10 +476,10 @@ impl Store for SledStore {
         }
     }
 
-    fn seen(&self, event_id: &str) -> Result<Option<u128>, StoreError> {
+    fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError> {
         Ok(self
             .db
-            .get(key(keys::SEEN, event_id.as_bytes()))?
+            .get(keys::seen(day, event_id))?
             .and_then(|b| b.as_ref().try_into().ok())
             .map(u128::from_le_bytes))
     }
@@ -480,8 +492,20 @@ impl Store for SledStore {
         for (id, bytes) in w.members {
             b.insert(key(keys::MEMBER, id.as_bytes()), bytes);
         }
-        for (id, hash) in w.seen {
-            b.insert(key(keys::SEEN, id.as_bytes()), &hash.to_le_bytes());
+        for (day, id, hash) in w.seen {
+            b.insert(keys::seen(day, &id), &hash.to_le_bytes());
+        }
+        if let Some(day) = w.seen_before {
+            // Bounded per commit: a backlog of expired days goes over the
+            // next commits instead of stalling one.
+            for k in self
+                .db
+                .range(vec![keys::SEEN]..keys::seen(day, ""))
+                .keys()
+                .take(SEEN_PRUNE_PER_COMMIT)
+            {
+                b.remove(k?);
+            }
         }
         // The outbox is kept in batches: one value per run of consecutive
         // entries of a commit, under the first's sequence number, so a

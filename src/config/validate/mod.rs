@@ -257,6 +257,8 @@ impl Validator<'_> {
             token,
             http_limits: self.http_limits(f.http.as_ref()),
             cache_bytes: self.cache_bytes(&f),
+            dedup_window_days: self.storage_days(&f, |s| s.dedup_window.as_ref(), 30),
+            outbox_retention_days: self.storage_days(&f, |s| s.outbox_retention.as_ref(), 7),
             sinks: self.sinks(&f, base),
         }
     }

@@ -2,7 +2,7 @@
 //! limits), storage, sinks and plugin limits.
 
 use super::{S, Validator, parse_hhmm};
-use crate::config::file::ConfigFile;
+use crate::config::file::{ConfigFile, StorageFile};
 use crate::config::{Paths, Sink};
 use std::path::Path;
 
@@ -67,6 +67,21 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|st| self.positive(&st.cache_mb))
             .map(|mb| mb.saturating_mul(1 << 20))
+    }
+
+    /// A `storage:` duration in whole days (`30d`), or its default.
+    pub(super) fn storage_days(
+        &mut self,
+        f: &ConfigFile,
+        key: impl Fn(&StorageFile) -> Option<&S>,
+        default: i32,
+    ) -> i32 {
+        match f.storage.as_ref().and_then(key) {
+            Some(s) => self
+                .duration_days(s)
+                .map_or(default, |d| d.min(36_500) as i32),
+            None => default,
+        }
     }
 
     /// Where effects go.

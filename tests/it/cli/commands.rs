@@ -587,6 +587,61 @@ fn refunds_that_cannot_apply_are_refused() {
     assert!(out.contains("\"spend\":0"), "{out}");
 }
 
+/// An event older than the dedup window is refused with a line saying why
+/// and what to do, and nothing of it is stored; history in time order loads.
+#[test]
+fn events_older_than_the_dedup_window_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("nudge.yaml"),
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nstorage:\n  dedup_window: 7d\n",
+    )
+    .expect("config");
+    std::fs::create_dir(d.join("rules")).expect("rules");
+    std::fs::write(
+        d.join("rules/p.rules"),
+        "rule \"pts\" on purchase then award points 1\n",
+    )
+    .expect("rule");
+    let purchase = |id: &str, member: &str, day: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"2026-{day}T12:00:00Z","amount":40}}"#
+        )
+    };
+    // A year of history in time order: all of it goes in.
+    let history: Vec<String> = (1..=12)
+        .map(|m| purchase(&format!("h{m}"), "a", &format!("{m:02}-01")))
+        .collect();
+    let (out, err, code) = nudge(d, &["ingest", "-"], Some(&history.join("\n")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("12 applied, 0 duplicates, 0 invalid, 0 rejected"),
+        "{out}"
+    );
+    let input = [
+        purchase("h12", "a", "12-01"), // a redelivery: a duplicate
+        purchase("new", "b", "11-20"), // 11 days before the newest
+        purchase("h1", "a", "01-01"),  // long past: refused, not a duplicate
+    ]
+    .join("\n");
+    let (out, err, code) = nudge(d, &["ingest", "-"], Some(&input));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("0 applied, 1 duplicates, 0 invalid, 2 rejected"),
+        "{out}"
+    );
+    assert!(
+        err.contains("line 2: event \"new\" at 2026-11-20T12:00:00Z is older than the dedup window (7 days before the newest event seen, 2026-12-01)"),
+        "{err}"
+    );
+    assert!(err.contains("raise `storage.dedup_window`"), "{err}");
+    let (out, _, _) = nudge(d, &["member", "b"], None);
+    assert!(!out.contains("\"member\":\"b\""), "{out}");
+    let (out, _, _) = nudge(d, &["member", "a"], None);
+    assert!(out.contains("\"points\":12"), "{out}");
+}
+
 /// Ingesting history releases what quiet hours held once the history has
 /// passed their end (as replay does); they were held until the next daemon
 /// start and then sent, a year late.

@@ -95,6 +95,25 @@ fn ingest_members_status_and_metrics_over_http() {
             && metrics.lines().any(|l| l == "nudge_outbox_depth 0"),
         "{metrics}"
     );
+    // Past the dedup window (30 days before the newest event): 422 naming
+    // the event and the window; the request's other events are applied.
+    let late = purchase("e20", "m20", 1.0).replace("2026-01-01", "2026-03-01");
+    assert_eq!(http(&d.addr, "POST", "/v1/events", &late).0, 202);
+    let old = format!(
+        "[{},{}]",
+        purchase("e21", "m21", 1.0),
+        purchase("e22", "m20", 3.0).replace("2026-01-01", "2026-02-28")
+    );
+    let (code, body) = http(&d.addr, "POST", "/v1/events", &old);
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains(
+            "event \\\"e21\\\" at 2026-01-01T12:00:00Z is older than the dedup window (30 days"
+        ) && body.contains("\"applied\":1,"),
+        "{body}"
+    );
+    assert_eq!(http(&d.addr, "GET", "/v1/members/m21", "").0, 404);
+    assert_eq!(points(&d.addr, "m20"), 4);
 }
 
 #[test]

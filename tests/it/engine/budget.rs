@@ -83,8 +83,8 @@ impl Store for BrokenBudgets {
     fn member(&self, id: &str) -> Result<Option<nudge::model::MemberRecord>, StoreError> {
         self.inner.member(id)
     }
-    fn seen(&self, id: &str) -> Result<Option<u128>, StoreError> {
-        self.inner.seen(id)
+    fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
+        self.inner.seen(day, id)
     }
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
         self.inner.commit(w)

@@ -11,6 +11,7 @@ pub(crate) use std::path::Path;
 pub(crate) use std::sync::Arc;
 
 mod budget;
+mod dedup;
 mod due_index;
 mod firing;
 mod fold;

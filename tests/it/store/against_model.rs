@@ -71,7 +71,10 @@ fn agree(store: &SledStore, m: &Model) -> Result<(), TestCaseError> {
         let got = store.member(&id).expect("member").map(|r| r.points);
         prop_assert_eq!(got, m.members.get(&id).copied(), "member {}", id);
         let e = format!("e{i}");
-        prop_assert_eq!(store.seen(&e).expect("seen"), m.seen.get(&e).copied());
+        prop_assert_eq!(
+            store.seen(seen_day(i), &e).expect("seen"),
+            m.seen.get(&e).copied()
+        );
         let k = format!("k{i}");
         prop_assert_eq!(store.meta(&k).expect("meta"), m.meta.get(&k).cloned());
         let ident = format!("phone:{i}");
@@ -127,7 +130,7 @@ proptest! {
                     }
                     for (i, h) in seen {
                         let id = format!("e{i}");
-                        w.seen.push((id.clone(), h));
+                        w.seen.push((seen_day(i), id.clone(), h));
                         m.seen.insert(id, h);
                     }
                     // Released first: the batches committed before this one
@@ -176,4 +179,9 @@ proptest! {
             agree(&store, &m)?;
         }
     }
+}
+
+/// The event day of seen id `e{i}`: ids spread over three days.
+fn seen_day(i: u8) -> i32 {
+    20_000 + i32::from(i % 3)
 }

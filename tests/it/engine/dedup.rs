@@ -1,0 +1,127 @@
+//! The dedup window: a redelivery within `storage.dedup_window` (of event
+//! time) is a duplicate, an event older than the window is refused, the
+//! seen markers of days past the window go, and with no sink the outbox
+//! keeps `storage.outbox_retention` days.
+
+use super::*;
+
+const STORAGE: &str = "storage:\n  dedup_window: 10d\n  outbox_retention: 3d\n";
+
+fn date(base: &str, plus: i32) -> String {
+    nudge::base::time::day_string(day(base) + plus)
+}
+
+#[test]
+fn a_redelivery_within_the_window_is_a_duplicate_and_older_events_are_refused() {
+    let (s, r) = build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let first = purchase(&s, "e1", "m1", "2026-03-01", 5.0);
+    e.process(std::slice::from_ref(&first)).expect("process");
+    // Nine days later the first event comes again: within the window.
+    let later = purchase(&s, "e2", "m1", "2026-03-10", 5.0);
+    let c = e.process(&[later, first.clone()]).expect("process");
+    assert_eq!(
+        c.outcomes,
+        [
+            EventOutcome::Applied { effects: 1 },
+            EventOutcome::Duplicate
+        ]
+    );
+    // Once the newest event is 11 days past it, it is refused, not applied.
+    let c = e
+        .process(&[purchase(&s, "e3", "m2", "2026-03-12", 5.0), first])
+        .expect("process");
+    assert_eq!(c.outcomes[0], EventOutcome::Applied { effects: 1 });
+    match &c.outcomes[1] {
+        EventOutcome::Rejected(r @ nudge::engine::Rejected::TooOld { window: 10, .. }) => {
+            let msg = r.to_string();
+            assert!(
+                msg.contains("\"e1\"") && msg.contains("2026-03-12"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.member("m1").expect("read").expect("m1").points, 2);
+    // A new event just inside the window is taken.
+    let edge = purchase(&s, "e4", "m3", "2026-03-02", 5.0);
+    let c = e.process(&[edge]).expect("process");
+    assert_eq!(c.outcomes, [EventOutcome::Applied { effects: 1 }]);
+}
+
+#[test]
+fn seen_markers_past_the_window_go_and_recent_ones_stay_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    {
+        let mut e = engine_at(dir.path(), &s, &r);
+        // 40 days of 5 new events a day, one batch a day.
+        for d in 0..40 {
+            let evs: Vec<Event> = (0..5)
+                .map(|i| {
+                    purchase(
+                        &s,
+                        &format!("d{d}-{i}"),
+                        &format!("m{i}"),
+                        &date("2026-01-01", d),
+                        1.0,
+                    )
+                })
+                .collect();
+            e.process(&evs).expect("process");
+        }
+        let store = e.store();
+        let utc = |d: i32| day("2026-01-01") + d;
+        // Day 39 is the newest: days before 29 are past the window.
+        assert_eq!(store.seen(utc(5), "d5-0").expect("seen"), None);
+        assert_eq!(store.seen(utc(28), "d28-4").expect("seen"), None);
+        assert!(store.seen(utc(29), "d29-0").expect("seen").is_some());
+        assert!(store.seen(utc(39), "d39-4").expect("seen").is_some());
+    }
+    // After a restart the window still holds: a redelivery is a duplicate,
+    // an event from day 20 is refused.
+    let mut e = engine_at(dir.path(), &s, &r);
+    let c = e
+        .process(&[
+            purchase(&s, "d35-1", "m1", &date("2026-01-01", 35), 1.0),
+            purchase(&s, "d20-1", "m1", &date("2026-01-01", 20), 1.0),
+        ])
+        .expect("process");
+    assert_eq!(c.outcomes[0], EventOutcome::Duplicate);
+    assert!(matches!(
+        c.outcomes[1],
+        EventOutcome::Rejected(nudge::engine::Rejected::TooOld { .. })
+    ));
+}
+
+#[test]
+fn with_no_sink_the_outbox_keeps_its_retention_of_event_time() {
+    let (s, r) = build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    assert!(s.sinks.is_empty());
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    for d in 0..10 {
+        let ev = purchase(&s, &format!("e{d}"), "m1", &date("2026-05-01", d), 1.0);
+        e.process(&[ev]).expect("process");
+        nudge::outbox::trim_delivered(&mut e).expect("trim");
+    }
+    // The newest event is of day 9: entries of days 6 to 9 stay.
+    let kept: Vec<String> = e
+        .outbox(0, 100)
+        .expect("outbox")
+        .into_iter()
+        .map(|(_, x)| x.at[..10].to_string())
+        .collect();
+    assert_eq!(
+        kept,
+        (6..10).map(|d| date("2026-05-01", d)).collect::<Vec<_>>()
+    );
+}
