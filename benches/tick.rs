@@ -36,24 +36,35 @@ fn main() {
     common::preload(&store, &people);
     let load_s = start.elapsed().as_secs_f64();
     let bytes = store.size_on_disk();
+    let (schema, rules) = (Arc::new(schema), Arc::new(rules));
     let cached = std::env::var_os("NUDGE_BENCH_CACHE").is_some();
-    let mut engine = Engine::new(Arc::new(schema), Arc::new(rules), store).expect("engine");
-    if cached {
-        engine = engine.cache_members();
-    }
     let full = std::env::var_os("NUDGE_BENCH_FULL").is_some();
-    if full {
-        engine = engine.full_ticks();
-    }
+    let open = |store: SledStore| {
+        let mut engine = Engine::new(schema.clone(), rules.clone(), store).expect("engine");
+        if cached {
+            engine = engine.cache_members();
+        }
+        if full {
+            engine = engine.full_ticks();
+        }
+        engine
+    };
+    let mut engine = open(store);
+    // The first tick after a restart reads the due index from the store.
     for (label, day) in [
         ("first", common::TODAY),
         ("steady", common::TODAY + 1),
         ("steady", common::TODAY + 2),
+        ("after_restart", common::TODAY + 3),
     ] {
+        if label == "after_restart" {
+            drop(engine);
+            engine = open(SledStore::open(&dir.path().join("data")).expect("store"));
+        }
         let visited = if full {
             n
         } else {
-            engine.due_on(day).unwrap_or(n)
+            engine.due_on(day).expect("due index").unwrap_or(n)
         };
         let start = Instant::now();
         let effects = engine.tick(day).expect("tick");

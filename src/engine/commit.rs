@@ -94,6 +94,9 @@ impl<S: Store> Engine<S> {
                 (self.merges + removed).to_le_bytes().to_vec(),
             ));
         }
+        if let Some(generation) = self.due_index {
+            self.due_entries(&mut w, generation, &p.due, p.due_done, &p.new_members);
+        }
         w.identities = p.identities.into_iter().collect();
         w.identities.sort();
         let w_removed = p.removed.clone();
@@ -103,15 +106,6 @@ impl<S: Store> Engine<S> {
         self.next_deferred = next_deferred;
         self.merges += removed;
         self.newest_day = newest;
-        // Written members are due at once (an event may have made a tick
-        // rule's condition turn), unless this batch's tick just placed them.
-        // Until a full tick has read every member from the store, the next
-        // tick scans the store anyway: the index is only kept from then on,
-        // so an import without ticks does not hold every member in memory.
-        let keep_due = self.due_complete;
-        for (id, _) in written.iter().filter(|_| keep_due) {
-            self.due.touch(id);
-        }
         if let Some(cache) = &self.cache {
             let mut c = cache.borrow_mut();
             for id in &w_removed {
@@ -119,16 +113,39 @@ impl<S: Store> Engine<S> {
             }
             c.extend(written);
         }
-        for id in p.new_members.iter().filter(|_| keep_due) {
-            self.due.touch(id);
-        }
-        for (id, day) in &p.due {
-            self.due.set(id, *day);
-        }
-        for id in w_removed.iter().chain(&p.gone) {
-            self.due.forget(id);
-        }
         Ok(p.out.effects)
+    }
+
+    /// The due index entries of a commit: the visited ones go, visited
+    /// members get their next due day, and members written or new are due
+    /// at once (an event may have made a tick rule's condition turn),
+    /// unless this batch's tick just placed them. Older generations go
+    /// once this one is complete.
+    fn due_entries(
+        &self,
+        w: &mut WriteSet,
+        generation: u32,
+        due: &[(String, i32)],
+        done: Vec<(i32, String)>,
+        new_members: &[String],
+    ) {
+        w.due_removed = done.into_iter().map(|(d, m)| (generation, d, m)).collect();
+        let placed: std::collections::HashSet<&str> = due.iter().map(|(m, _)| m.as_str()).collect();
+        let written = w.members.iter().map(|(m, _)| m).chain(new_members);
+        let touched: std::collections::BTreeSet<&String> =
+            written.filter(|m| !placed.contains(m.as_str())).collect();
+        w.due = due
+            .iter()
+            .map(|(m, d)| (generation, *d, m.clone()))
+            .chain(
+                touched
+                    .into_iter()
+                    .map(|m| (generation, i32::MIN, m.clone())),
+            )
+            .collect();
+        if self.due_ready {
+            w.due_before = Some(generation);
+        }
     }
 
     /// The newest event day (UTC) committed, if any event was.

@@ -5,9 +5,12 @@
 //! turn only when a day count crosses a bound (`days_since_last_purchase >
 //! cycle * 1.5`), and that day can be computed; the rest are due daily.
 //!
-//! Owns the per-member due days (in memory, rebuilt by a full tick after a
-//! start or a rule change) and computing them; the tick (`engine/tick.rs`)
-//! decides whom to visit.
+//! Owns computing a member's next due day. The days are kept in the store
+//! (`store::keys::due`: one key per member and day, read a day range at a
+//! time), built by a full tick under the running rules and kept by every
+//! commit after it, so a restart needs no full tick; the tick
+//! (`engine/tick.rs`) decides whom to visit, the commit
+//! (`engine/commit.rs`) what the index gets.
 
 use super::ctx::Ctx;
 use super::view::View;
@@ -16,53 +19,6 @@ use crate::lang::compile::Timing;
 use crate::model::MemberRecord;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use std::collections::HashMap;
-
-/// The first day each member must be visited on. Members not in it are
-/// visited by the next full tick only, so every member the engine writes
-/// is put in (due at once) after its commit.
-#[derive(Default)]
-pub struct Due {
-    days: HashMap<String, i32>,
-}
-
-impl Due {
-    /// The members due on or before `day`, in id order (ticks are
-    /// deterministic).
-    pub fn on(&self, day: i32) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .days
-            .iter()
-            .filter(|(_, d)| **d <= day)
-            .map(|(m, _)| m.clone())
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
-    /// How many members are due on or before `day`.
-    pub fn count_on(&self, day: i32) -> usize {
-        self.days.values().filter(|d| **d <= day).count()
-    }
-
-    pub fn set(&mut self, member: &str, day: i32) {
-        match self.days.get_mut(member) {
-            Some(d) => *d = day,
-            None => {
-                self.days.insert(member.to_string(), day);
-            }
-        }
-    }
-
-    /// A member whose record changed: visited by the next tick.
-    pub fn touch(&mut self, member: &str) {
-        self.set(member, i32::MIN);
-    }
-
-    pub fn forget(&mut self, member: &str) {
-        self.days.remove(member);
-    }
-}
 
 /// The first day after `today` on which `rec`'s tick can do anything, with
 /// `view` filled for `rec` on `today` for the tick rules.

@@ -99,16 +99,11 @@ pub struct Engine<S: Store> {
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
-    /// The first day each member's tick can do anything; see [`due`].
-    /// Every member the engine writes goes in, so after one full tick it
-    /// holds every member.
-    due: due::Due,
-    /// Whether `due` holds every member (a full tick since the start read
-    /// them all from the store): a full tick after a rule change then
-    /// needs no key scan.
-    due_complete: bool,
-    /// Whether the due days were computed under the running rules (by a
-    /// full tick since the start or the last rule change).
+    /// The due index ticks write to (see [`due`]): its generation, and
+    /// whether it holds every member under the running rules (a full tick
+    /// built it). Events touch it whenever there is one, so that members
+    /// written since are visited whichever rules the next tick runs.
+    due_index: Option<u32>,
     due_ready: bool,
     /// Every tick visits every member (to check the due index against).
     full_ticks: bool,
@@ -131,9 +126,11 @@ struct Uncommitted {
     identities: HashMap<String, String>,
     /// Members merged into others in this batch.
     removed: Vec<String>,
-    /// Due days computed by this batch's tick visits (after its commit,
-    /// they replace "due at once" for the members written).
+    /// Due days computed by this batch's tick visits (they replace "due at
+    /// once" for the members written).
     due: Vec<(String, i32)>,
+    /// The due index entries this batch's tick visited (they go).
+    due_done: Vec<(i32, String)>,
     /// Members a tick found gone (merged away).
     gone: Vec<String>,
 }
@@ -150,6 +147,14 @@ impl<S: Store> Engine<S> {
             .meta(keys::NEWEST_EVENT_DAY)?
             .and_then(|b| b.as_slice().try_into().ok())
             .map(i32::from_le_bytes);
+        let (due_index, due_version) = match store.meta(keys::DUE_INDEX)? {
+            Some(v) if v.len() >= 4 => (
+                Some(u32::from_le_bytes([v[0], v[1], v[2], v[3]])),
+                String::from_utf8_lossy(&v[4..]).into_owned(),
+            ),
+            _ => (None, String::new()),
+        };
+        let due_ready = due_index.is_some() && due_version == rules.version;
         let plan = Plan::new(&schema, &rules);
         let mut engine = Engine {
             schema,
@@ -164,9 +169,8 @@ impl<S: Store> Engine<S> {
             merges,
             newest_day,
             cache: None,
-            due: Default::default(),
-            due_complete: false,
-            due_ready: false,
+            due_index,
+            due_ready,
             full_ticks: false,
         };
         engine.next_deferred = engine.first_deferred()?;
@@ -261,12 +265,13 @@ impl<S: Store> Engine<S> {
         plugins: Option<Arc<Plugins>>,
     ) -> Result<(), StoreError> {
         self.keep_tiers(&schema.tiers)?;
+        // Due days follow from the config, rules and plugins (the version
+        // hashes them all): after a change the next tick visits everyone.
+        self.due_ready &= rules.version == self.rules.version;
         self.plan = Plan::new(&schema, &rules);
         self.schema = schema;
         self.rules = rules;
         self.plugins = plugins;
-        // Due days follow from the rules: the next tick visits everyone.
-        self.due_ready = false;
         Ok(())
     }
 

@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 /// (Kept under the meta key `schema_version`, its name since format 1.)
 pub const FORMAT_VERSION: u32 = 3;
 
-/// Expired seen markers one commit removes at most. A day of a busy
-/// programme is a million markers; spread over commits, no commit pays for
-/// a whole day, and markers past the window are harmless until they go
-/// (events that old are refused before their marker is looked up).
-const SEEN_PRUNE_PER_COMMIT: usize = 20_000;
+/// Expired keys (seen markers past the dedup window, due index entries of
+/// an old generation) one commit removes at most, of each kind. A day of a
+/// busy programme is a million markers, a due index one key per member;
+/// spread over commits, no commit pays for a whole day or index, and the
+/// keys are harmless until they go (events that old are refused before
+/// their marker is looked up; ticks read the current generation only).
+const PRUNE_PER_COMMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,6 +72,11 @@ pub struct WriteSet {
     pub seen: Vec<(i32, String, u128)>,
     /// Seen markers of days before this one go (out of the dedup window).
     pub seen_before: Option<i32>,
+    /// Due index entries to remove, then to put: generation, day, member.
+    pub due_removed: Vec<(u32, i32, String)>,
+    pub due: Vec<(u32, i32, String)>,
+    /// Due index entries of generations before this one go.
+    pub due_before: Option<u32>,
     /// New outbox entries, by sequence number (consecutive).
     pub outbox: Vec<(u64, Vec<u8>)>,
     /// Every sink has the entries below this sequence number: they go.
@@ -88,6 +95,9 @@ impl WriteSet {
         self.members.is_empty()
             && self.seen.is_empty()
             && self.seen_before.is_none()
+            && self.due_removed.is_empty()
+            && self.due.is_empty()
+            && self.due_before.is_none()
             && self.outbox.is_empty()
             && self.delivered_below.is_none()
             && self.meta.is_empty()
@@ -106,6 +116,9 @@ pub trait Store {
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
     fn member_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// The due index of `generation` up to `day` (inclusive): the day and
+    /// member of each entry, in day order.
+    fn due(&self, generation: u32, day: i32) -> Result<Vec<(i32, String)>, StoreError>;
     /// Outbox entries from `from` on, in order, at most `limit`.
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -246,6 +259,18 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 impl SledStore {
+    /// Adds to `b` the removal of the first `PRUNE_PER_COMMIT` keys of `range`.
+    fn remove_range(
+        &self,
+        b: &mut sled::Batch,
+        range: std::ops::Range<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        for k in self.db.range(range).keys().take(PRUNE_PER_COMMIT) {
+            b.remove(k?);
+        }
+        Ok(())
+    }
+
     /// Opens (or creates) the data folder.
     ///
     /// sled's periodic flusher is off: every commit flushes itself, and the
@@ -495,17 +520,19 @@ impl Store for SledStore {
         for (day, id, hash) in w.seen {
             b.insert(keys::seen(day, &id), &hash.to_le_bytes());
         }
+        // Bounded per commit: a backlog of expired keys goes over the next
+        // commits instead of stalling one.
         if let Some(day) = w.seen_before {
-            // Bounded per commit: a backlog of expired days goes over the
-            // next commits instead of stalling one.
-            for k in self
-                .db
-                .range(vec![keys::SEEN]..keys::seen(day, ""))
-                .keys()
-                .take(SEEN_PRUNE_PER_COMMIT)
-            {
-                b.remove(k?);
-            }
+            self.remove_range(&mut b, vec![keys::SEEN]..keys::seen(day, ""))?;
+        }
+        if let Some(generation) = w.due_before {
+            self.remove_range(&mut b, vec![keys::DUE]..keys::due(generation, i32::MIN, ""))?;
+        }
+        for (g, day, member) in w.due_removed {
+            b.remove(keys::due(g, day, &member));
+        }
+        for (g, day, member) in w.due {
+            b.insert(keys::due(g, day, &member), &[]);
         }
         // The outbox is kept in batches: one value per run of consecutive
         // entries of a commit, under the first's sequence number, so a
@@ -573,6 +600,26 @@ impl Store for SledStore {
                     }
                 }
             }
+        }
+        Ok(out)
+    }
+
+    fn due(&self, generation: u32, day: i32) -> Result<Vec<(i32, String)>, StoreError> {
+        let from = keys::due(generation, i32::MIN, "");
+        let mut out = Vec::new();
+        for k in self.db.range(from.clone()..).keys() {
+            let k = k?;
+            // Past the day (or the generation): done.
+            if k.get(..5) != Some(&from[..5]) {
+                break;
+            }
+            let Some((d, member)) = keys::due_parts(&k) else {
+                continue;
+            };
+            if d > day {
+                break;
+            }
+            out.push((d, member.to_string()));
         }
         Ok(out)
     }
