@@ -90,11 +90,13 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     };
     let bar = ingest_progress(size);
     let started = std::time::Instant::now();
-    let result = nudge::io::ingest::ingest(&mut engine, input, stop_on_error, &mut |r| {
-        bar.set_position(r.bytes);
-        let rate = r.lines as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        bar.set_message(format!("{} events, {rate:.0} events/s", r.lines));
-    });
+    let now = nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock);
+    let result =
+        nudge::io::ingest::ingest(&mut engine, input, stop_on_error, Some(now), &mut |r| {
+            bar.set_position(r.bytes);
+            let rate = r.lines as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{} events, {rate:.0} events/s", r.lines));
+        });
     bar.finish_and_clear();
     let r = result.map_err(fail)?;
     for e in &r.errors {

@@ -217,7 +217,10 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             app.shared
                 .events_rejected
                 .fetch_add(why.len() as u64, Ordering::Relaxed);
-            let errors: Vec<_> = why.iter().map(|m| json!({"message": m})).collect();
+            let errors: Vec<_> = why
+                .iter()
+                .map(|(index, id, m)| json!({"index": index, "id": id, "message": m}))
+                .collect();
             reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"errors": errors, "applied": applied, "duplicates": duplicates}),

@@ -46,7 +46,8 @@ pub enum IngestReply {
     Refused {
         applied: usize,
         duplicates: usize,
-        why: Vec<String>,
+        /// The index in the request, the event id, and why.
+        why: Vec<(usize, String, String)>,
     },
     Unavailable(String),
 }
@@ -181,8 +182,11 @@ fn validate(
 ) -> Option<IngestRequest> {
     let mut events = Vec::with_capacity(values.len());
     let mut errors = Vec::new();
+    let now = crate::engine::clock::Clock::now(&SystemClock);
     for (i, v) in values.into_iter().enumerate() {
-        match event_from_json(&engine.schema, v) {
+        let parsed = event_from_json(&engine.schema, v)
+            .and_then(|e| crate::io::event::check_not_ahead(&e, now).map(|()| e));
+        match parsed {
             Ok(e) => events.push(e),
             Err(mut e) => {
                 e.line = Some(i + 1);
@@ -249,13 +253,13 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
             for (reply, n) in replies {
                 let (mut applied, mut duplicates) = (0, 0);
                 let (mut conflicts, mut refused) = (Vec::new(), Vec::new());
-                for ev in events.by_ref().take(n) {
+                for (index, ev) in events.by_ref().take(n).enumerate() {
                     match outcomes.next() {
                         Some(EventOutcome::Applied { .. }) => applied += 1,
                         Some(EventOutcome::Duplicate) => duplicates += 1,
                         Some(EventOutcome::Rejected(
                             r @ (Rejected::Refund { .. } | Rejected::TooOld { .. }),
-                        )) => refused.push(r.to_string()),
+                        )) => refused.push((index, ev.id.clone(), r.to_string())),
                         Some(EventOutcome::Rejected(_)) | None => conflicts.push(ev.id.clone()),
                     }
                 }

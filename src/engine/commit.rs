@@ -55,8 +55,16 @@ impl<S: Store> Engine<S> {
             w.meta
                 .push((keys::NEWEST_EVENT_DAY.into(), day.to_le_bytes().to_vec()));
         }
-        // The days before the window go (a bounded part per commit).
-        w.seen_before = newest.map(|n| n - self.schema.dedup_window_days);
+        // The days before the window go (a bounded part per commit); the
+        // window's start is kept so that it never moves back.
+        let floor = newest.map(|n| self.window_start(n));
+        if floor != self.seen_floor
+            && let Some(f) = floor
+        {
+            w.meta
+                .push((keys::SEEN_FLOOR.into(), f.to_le_bytes().to_vec()));
+        }
+        w.seen_before = floor;
         let mut seq = self.next_seq;
         let mut next_deferred = self.next_deferred;
         // An effect that cannot be encoded fails the commit: an empty
@@ -106,6 +114,7 @@ impl<S: Store> Engine<S> {
         self.next_deferred = next_deferred;
         self.merges += removed;
         self.newest_day = newest;
+        self.seen_floor = floor;
         if let Some(cache) = &self.cache {
             let mut c = cache.borrow_mut();
             for id in &w_removed {

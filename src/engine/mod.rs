@@ -53,11 +53,12 @@ pub enum Rejected {
     /// Older than the dedup window: a redelivery that old could not be told
     /// from a new event, so it is refused rather than risk applying twice.
     #[error(
-        "event \"{id}\" at {at} is older than the dedup window ({window} days before the newest event seen, {newest}): it cannot be told from a duplicate; load older history in time order, or raise `storage.dedup_window`"
+        "event \"{id}\" at {at} is older than the dedup window, which starts at {from} ({window} days before the newest event seen, {newest}): it cannot be told from a duplicate; load older history in time order, or raise `storage.dedup_window` before loading it"
     )]
     TooOld {
         id: String,
         at: String,
+        from: String,
         newest: String,
         window: i32,
     },
@@ -96,6 +97,10 @@ pub struct Engine<S: Store> {
     merges: u64,
     /// The newest event day (UTC) committed: the dedup window ends there.
     newest_day: Option<i32>,
+    /// The first day whose seen markers are all kept: the window's start
+    /// never moves back before it (a window raised later cannot bring
+    /// back markers already removed).
+    seen_floor: Option<i32>,
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
@@ -143,10 +148,13 @@ impl<S: Store> Engine<S> {
     ) -> Result<Engine<S>, StoreError> {
         let next_seq = store.meta_u64(keys::OUTBOX_NEXT)?;
         let merges = store.meta_u64(keys::MERGES)?;
-        let newest_day = store
-            .meta(keys::NEWEST_EVENT_DAY)?
-            .and_then(|b| b.as_slice().try_into().ok())
-            .map(i32::from_le_bytes);
+        let day = |key| -> Result<Option<i32>, StoreError> {
+            Ok(store
+                .meta(key)?
+                .and_then(|b| b.as_slice().try_into().ok())
+                .map(i32::from_le_bytes))
+        };
+        let (newest_day, seen_floor) = (day(keys::NEWEST_EVENT_DAY)?, day(keys::SEEN_FLOOR)?);
         let (due_index, due_version) = match store.meta(keys::DUE_INDEX)? {
             Some(v) if v.len() >= 4 => (
                 Some(u32::from_le_bytes([v[0], v[1], v[2], v[3]])),
@@ -168,6 +176,7 @@ impl<S: Store> Engine<S> {
             next_deferred: None,
             merges,
             newest_day,
+            seen_floor,
             cache: None,
             due_index,
             due_ready,
@@ -292,6 +301,12 @@ impl<S: Store> Engine<S> {
         Ok(Committed { outcomes, effects })
     }
 
+    /// The first day of the dedup window when the newest event is of `newest`.
+    fn window_start(&self, newest: i32) -> i32 {
+        let start = newest.saturating_sub(self.schema.dedup_window_days);
+        self.seen_floor.map_or(start, |f| f.max(start))
+    }
+
     /// The outcome of an event the dedup window decides on its own: too old
     /// to tell from a duplicate, a duplicate, or an id reused with another
     /// body. `None`: a new event.
@@ -302,11 +317,13 @@ impl<S: Store> Engine<S> {
         p: &Uncommitted,
     ) -> Result<Option<EventOutcome>, StoreError> {
         if let Some(newest) = p.newest_day.or(self.newest_day)
-            && utc < newest - self.schema.dedup_window_days
+            && let from = self.window_start(newest)
+            && utc < from
         {
             return Ok(Some(EventOutcome::Rejected(Rejected::TooOld {
                 id: ev.id.clone(),
                 at: ev.at.to_string(),
+                from: crate::base::time::day_string(from),
                 newest: crate::base::time::day_string(newest),
                 window: self.schema.dedup_window_days,
             })));

@@ -32,6 +32,31 @@ fn id_ok(s: &str) -> bool {
 const EARLIEST_AT: i64 = 0;
 const LATEST_AT: i64 = 4_102_444_800;
 
+/// How far past the receiving machine's clock an event's time may be.
+/// Client clocks drift and time zones get mixed up by hours; more than a
+/// day ahead is a mistyped date (`2062` for `2026`), and one such event
+/// would move the dedup window's end years ahead and refuse every real
+/// event after it.
+pub const MAX_AHEAD_SECONDS: i64 = 86_400;
+
+/// Refuses an event dated more than a day past `now` (the daemon's clock,
+/// or the wall clock where `nudge ingest` runs). Not part of parsing: the
+/// engine and replays take event times as they are.
+pub fn check_not_ahead(e: &Event, now: jiff::Timestamp) -> Result<(), EventError> {
+    if e.at.as_second() <= now.as_second().saturating_add(MAX_AHEAD_SECONDS) {
+        return Ok(());
+    }
+    Err(err(
+        Some(&e.id),
+        "at",
+        format!(
+            "{} is more than a day past this machine's clock ({}): a mistyped date? It would move the dedup window past every later event",
+            e.at,
+            now.round(jiff::Unit::Second).unwrap_or(now)
+        ),
+    ))
+}
+
 /// Parses and validates one event from JSON text.
 pub fn parse_event(schema: &Schema, text: &str) -> Result<Event, EventError> {
     let v: serde_json::Value =

@@ -90,11 +90,13 @@ pub enum IngestError {
 pub const BATCH: usize = 1000;
 
 /// Reads `input` to the end, committing every [`BATCH`] events; `progress`
-/// gets the report so far after each commit.
+/// gets the report so far after each commit. Events dated more than a day
+/// past `now` (when given) are invalid lines.
 pub fn ingest<S: Store>(
     engine: &mut Engine<S>,
     mut input: impl BufRead,
     stop_on_error: bool,
+    now: Option<jiff::Timestamp>,
     progress: &mut dyn FnMut(&IngestReport),
 ) -> Result<IngestReport, IngestError> {
     let mut r = IngestReport {
@@ -113,7 +115,17 @@ pub fn ingest<S: Store>(
             Ok(0) => break,
             Ok(n) => {
                 r.bytes += n as u64;
-                parse_line(&schema, i + 1, &text)
+                parse_line(&schema, i + 1, &text).map(|parsed| {
+                    parsed.and_then(|ev| match now {
+                        Some(now) => crate::io::event::check_not_ahead(&ev, now)
+                            .map(|()| ev)
+                            .map_err(|mut e| {
+                                e.line = Some(i + 1);
+                                e
+                            }),
+                        None => Ok(ev),
+                    })
+                })
             }
             Err(e) => Some(Err(EventError {
                 line: Some(i + 1),

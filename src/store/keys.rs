@@ -77,6 +77,10 @@ fn flip_back(v: u32) -> i32 {
     (v ^ 0x8000_0000) as i32
 }
 
+/// The first day (UTC) whose seen markers are all kept: the dedup window
+/// never starts before it.
+pub const SEEN_FLOOR: &str = "seen_floor";
+
 /// The newest event day seen (UTC): the dedup window ends there.
 pub const NEWEST_EVENT_DAY: &str = "newest_event_day";
 

@@ -196,17 +196,17 @@ impl Validator<'_> {
     }
 
     pub(super) fn duration_days(&mut self, s: &S) -> Option<i64> {
-        match parse_duration(s) {
-            Some(secs) if secs % 86_400 == 0 && secs > 0 => Some(secs / 86_400),
-            _ => {
-                self.err(
-                    s,
-                    format!("`{}` is not a duration in days", s.as_str()),
-                    Some("write e.g. `30d` or `2w`".into()),
-                );
-                None
-            }
-        }
+        let text = s.as_str().trim();
+        let (message, hint) = match parse_duration(text) {
+            Some(secs) if secs % 86_400 == 0 => return Some(secs / 86_400),
+            Some(_) => (
+                format!("`{text}` is not a whole number of days"),
+                "write days or weeks, e.g. `1d` or `2w`".to_string(),
+            ),
+            None => duration_mistake(text),
+        };
+        self.err(s, message, Some(hint));
+        None
     }
 
     pub(super) fn money(&mut self, s: &S) -> Option<Decimal> {
@@ -364,4 +364,27 @@ pub(super) fn parse_quiet_hours(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-')?;
     let (a, b) = (parse_hhmm(a)?, parse_hhmm(b)?);
     (a != b).then_some((a, b))
+}
+
+/// What is wrong with a duration that does not parse, and the fix.
+fn duration_mistake(text: &str) -> (String, String) {
+    let (number, unit) = text.split_at(text.len() - text.chars().last().map_or(0, char::len_utf8));
+    match (number.trim().parse::<i64>(), unit) {
+        (Ok(n), "h" | "d" | "w") if n <= 0 => (
+            format!("`{text}` is not more than zero"),
+            "write a positive number of days, e.g. `30d`".into(),
+        ),
+        (Ok(n), "y") => (
+            format!("`{text}`: years are not a unit here"),
+            format!("write days: `{}d`", n.saturating_mul(365)),
+        ),
+        (Ok(_), "m" | "M") => (
+            format!("`{text}`: months (or minutes) are not a unit here"),
+            "write days, e.g. `30d`".into(),
+        ),
+        _ => (
+            format!("`{text}` is not a duration in days"),
+            "write e.g. `30d` or `2w`".into(),
+        ),
+    }
 }

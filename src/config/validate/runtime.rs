@@ -6,6 +6,10 @@ use crate::config::file::{ConfigFile, StorageFile};
 use crate::config::{Paths, Sink};
 use std::path::Path;
 
+/// The longest `storage.dedup_window` or `storage.outbox_retention`: a
+/// hundred years, which covers any history; more is a typo.
+pub const MAX_STORAGE_DAYS: i64 = 36_500;
+
 impl Validator<'_> {
     /// The local time of the daily tick, in minutes after midnight.
     pub(super) fn daily_at(&mut self, f: &ConfigFile) -> u16 {
@@ -69,17 +73,27 @@ impl Validator<'_> {
             .map(|mb| mb.saturating_mul(1 << 20))
     }
 
-    /// A `storage:` duration in whole days (`30d`), or its default.
+    /// A `storage:` duration in whole days (`30d`), at most
+    /// [`MAX_STORAGE_DAYS`], or its default.
     pub(super) fn storage_days(
         &mut self,
         f: &ConfigFile,
         key: impl Fn(&StorageFile) -> Option<&S>,
         default: i32,
     ) -> i32 {
-        match f.storage.as_ref().and_then(key) {
-            Some(s) => self
-                .duration_days(s)
-                .map_or(default, |d| d.min(36_500) as i32),
+        let Some(s) = f.storage.as_ref().and_then(key) else {
+            return default;
+        };
+        match self.duration_days(s) {
+            Some(d) if d > MAX_STORAGE_DAYS => {
+                self.err(
+                    s,
+                    format!("`{}` is more than 100 years", s.as_str().trim()),
+                    Some(format!("write at most `{MAX_STORAGE_DAYS}d`")),
+                );
+                default
+            }
+            Some(d) => d as i32,
             None => default,
         }
     }

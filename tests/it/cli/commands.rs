@@ -632,7 +632,7 @@ fn events_older_than_the_dedup_window_are_refused() {
         "{out}"
     );
     assert!(
-        err.contains("line 2: event \"new\" at 2026-11-20T12:00:00Z is older than the dedup window (7 days before the newest event seen, 2026-12-01)"),
+        err.contains("line 2: event \"new\" at 2026-11-20T12:00:00Z is older than the dedup window, which starts at 2026-11-24 (7 days before the newest event seen, 2026-12-01)"),
         "{err}"
     );
     assert!(err.contains("raise `storage.dedup_window`"), "{err}");

@@ -108,11 +108,21 @@ fn ingest_members_status_and_metrics_over_http() {
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains(
-            "event \\\"e21\\\" at 2026-01-01T12:00:00Z is older than the dedup window (30 days"
-        ) && body.contains("\"applied\":1,"),
+            "event \\\"e21\\\" at 2026-01-01T12:00:00Z is older than the dedup window, which starts at 2026-01-30 (30 days"
+        ) && body.contains("\"applied\":1,")
+            && body.contains("{\"id\":\"e21\",\"index\":0,"),
         "{body}"
     );
     assert_eq!(http(&d.addr, "GET", "/v1/members/m21", "").0, 404);
+    assert_eq!(points(&d.addr, "m20"), 4);
+    // A mistyped year is bad input (it would refuse every later event).
+    let typo = purchase("e23", "m20", 1.0).replace("2026", "2062");
+    let (code, body) = http(&d.addr, "POST", "/v1/events", &typo);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("\"path\":\"at\"") && body.contains("more than a day past"),
+        "{body}"
+    );
     assert_eq!(points(&d.addr, "m20"), 4);
 }
 

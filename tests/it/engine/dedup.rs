@@ -98,6 +98,28 @@ fn seen_markers_past_the_window_go_and_recent_ones_stay_across_a_restart() {
         c.outcomes[1],
         EventOutcome::Rejected(nudge::engine::Rejected::TooOld { .. })
     ));
+    // A window raised later cannot bring back removed markers: day 20 is
+    // still refused (it would be applied a second time), day 30 is not.
+    drop(e);
+    let (s, r) = build(
+        &format!("{CONFIG}storage:\n  dedup_window: 100d\n"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    let mut e = engine_at(dir.path(), &s, &r);
+    let c = e
+        .process(&[
+            purchase(&s, "d20-1", "m1", &date("2026-01-01", 20), 1.0),
+            purchase(&s, "d30-1", "m1", &date("2026-01-01", 30), 1.0),
+        ])
+        .expect("process");
+    match &c.outcomes[0] {
+        EventOutcome::Rejected(r @ nudge::engine::Rejected::TooOld { .. }) => {
+            let want = format!("which starts at {}", date("2026-01-01", 29));
+            assert!(r.to_string().contains(&want), "{r}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.outcomes[1], EventOutcome::Duplicate);
 }
 
 #[test]
@@ -123,5 +145,49 @@ fn with_no_sink_the_outbox_keeps_its_retention_of_event_time() {
     assert_eq!(
         kept,
         (6..10).map(|d| date("2026-05-01", d)).collect::<Vec<_>>()
+    );
+}
+
+/// The store stays bounded under steady traffic: 60 days of new events
+/// (unique ids, daily ticks, no sink) leave as many entries as 30 days do,
+/// within 10%: seen markers, outbox entries and due index entries go as
+/// fast as they come once the windows are full.
+#[test]
+fn the_store_stays_bounded_under_steady_traffic() {
+    let rules = "rule \"p\" on purchase then award points 1\n\
+                 rule \"late\" on tick when days_since_last_purchase > 5 then tag \"late\"";
+    let (s, r) = build(&format!("{CONFIG}{STORAGE}"), rules);
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let entries = |e: &Engine<SledStore>| {
+        nudge::store::backup::export(e.store(), &mut std::io::sink())
+            .expect("export")
+            .entries
+    };
+    let mut at_30 = 0;
+    for d in 0..60 {
+        let evs: Vec<Event> = (0..50)
+            .map(|i| {
+                let member = format!("m{}", (d * 7 + i * 13) % 100);
+                purchase(
+                    &s,
+                    &format!("d{d}-{i}"),
+                    &member,
+                    &date("2026-01-01", d),
+                    1.0,
+                )
+            })
+            .collect();
+        e.process(&evs).expect("process");
+        nudge::outbox::trim_delivered(&mut e).expect("trim");
+        e.tick(day("2026-01-01") + d + 1).expect("tick");
+        if d == 29 {
+            at_30 = entries(&e);
+        }
+    }
+    let at_60 = entries(&e);
+    assert!(at_30 > 500, "{at_30}");
+    assert!(
+        (at_60 as f64) <= at_30 as f64 * 1.1,
+        "{at_30} entries after 30 days, {at_60} after 60"
     );
 }
