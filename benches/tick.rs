@@ -58,13 +58,15 @@ fn main() {
         ("after_restart", common::TODAY + 3),
     ] {
         if label == "after_restart" {
+            // A clean stop: the due index is saved and taken up again.
+            engine.save_due().expect("save the due index");
             drop(engine);
             engine = open(SledStore::open(&dir.path().join("data")).expect("store"));
         }
         let visited = if full {
             n
         } else {
-            engine.due_on(day).expect("due index").unwrap_or(n)
+            engine.due_on(day).unwrap_or(n)
         };
         let start = Instant::now();
         let effects = engine.tick(day).expect("tick");

@@ -99,6 +99,7 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
         });
     bar.finish_and_clear();
     let r = result.map_err(fail)?;
+    engine.save_due().map_err(fail)?;
     for e in &r.errors {
         eprintln!("error: {e}");
     }
@@ -434,11 +435,17 @@ pub fn member(common: &Common, id: &str) -> ExitCode {
 
 fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
     // A member's state needs the config, not the rules: a missing or
-    // broken rules folder must not hide it.
-    let loaded = load(&nudge::project::load::LoadOptions {
-        config_only: true,
-        ..common.load_options()
-    });
+    // broken rules folder must not hide it. The rules, when they load,
+    // name the member's rule states (as `GET /v1/members/ID` does).
+    let full = load(&common.load_options());
+    let loaded = if full.errors() == 0 && !full.io_failure && full.rules.is_some() {
+        full
+    } else {
+        load(&nudge::project::load::LoadOptions {
+            config_only: true,
+            ..common.load_options()
+        })
+    };
     if loaded.errors() > 0 || loaded.io_failure {
         eprint!("{}", render::human(&loaded, common.color_on()));
         return Err(ExitCode::from(2));

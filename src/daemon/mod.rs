@@ -272,6 +272,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         if schema.token.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "Listening beyond loopback without `http.token`: anyone who reaches this address can post events and read members.");
         }
+        if schema.sinks.is_empty() {
+            tracing::warn!(
+                retention_days = schema.outbox_retention_days,
+                "No sink is configured: effects are delivered nowhere and kept only for `storage.outbox_retention`."
+            );
+        }
         tracing::info!(%addr, version = %rules.version, rules = rules.rules.len(), "Listening.");
         (opts.on_listen)(addr);
         let app = http::router(shared.clone(), tx.clone());

@@ -117,6 +117,11 @@ pub fn run(
                         commit(&mut engine, vec![p], shared);
                     }
                 }
+                // The next start takes up the due index instead of a full
+                // tick (a failure here only costs that tick).
+                if let Err(e) = engine.save_due() {
+                    tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.");
+                }
                 tracing::info!("Writer stopped.");
                 return;
             }

@@ -102,9 +102,6 @@ impl<S: Store> Engine<S> {
                 (self.merges + removed).to_le_bytes().to_vec(),
             ));
         }
-        if let Some(generation) = self.due_index {
-            self.due_entries(&mut w, generation, &p.due, p.due_done, &p.new_members);
-        }
         w.identities = p.identities.into_iter().collect();
         w.identities.sort();
         let w_removed = p.removed.clone();
@@ -115,6 +112,15 @@ impl<S: Store> Engine<S> {
         self.merges += removed;
         self.newest_day = newest;
         self.seen_floor = floor;
+        // Written members are due at once (an event may have made a tick
+        // rule's condition turn), unless this batch's tick just placed them.
+        // Until a full tick has read every member from the store, the next
+        // tick scans the store anyway: the index is only kept from then on,
+        // so an import without ticks does not hold every member in memory.
+        let keep_due = self.due_complete;
+        for (id, _) in written.iter().filter(|_| keep_due) {
+            self.due.touch(id);
+        }
         if let Some(cache) = &self.cache {
             let mut c = cache.borrow_mut();
             for id in &w_removed {
@@ -122,39 +128,33 @@ impl<S: Store> Engine<S> {
             }
             c.extend(written);
         }
+        for id in p.new_members.iter().filter(|_| keep_due) {
+            self.due.touch(id);
+        }
+        for (id, day) in &p.due {
+            self.due.set(id, *day);
+        }
+        for id in w_removed.iter().chain(&p.gone) {
+            self.due.forget(id);
+        }
         Ok(p.out.effects)
     }
 
-    /// The due index entries of a commit: the visited ones go, visited
-    /// members get their next due day, and members written or new are due
-    /// at once (an event may have made a tick rule's condition turn),
-    /// unless this batch's tick just placed them. Older generations go
-    /// once this one is complete.
-    fn due_entries(
-        &self,
-        w: &mut WriteSet,
-        generation: u32,
-        due: &[(String, i32)],
-        done: Vec<(i32, String)>,
-        new_members: &[String],
-    ) {
-        w.due_removed = done.into_iter().map(|(d, m)| (generation, d, m)).collect();
-        let placed: std::collections::HashSet<&str> = due.iter().map(|(m, _)| m.as_str()).collect();
-        let written = w.members.iter().map(|(m, _)| m).chain(new_members);
-        let touched: std::collections::BTreeSet<&String> =
-            written.filter(|m| !placed.contains(m.as_str())).collect();
-        w.due = due
-            .iter()
-            .map(|(m, d)| (generation, *d, m.clone()))
-            .chain(
-                touched
-                    .into_iter()
-                    .map(|m| (generation, i32::MIN, m.clone())),
-            )
-            .collect();
-        if self.due_ready {
-            w.due_before = Some(generation);
+    /// Saves the due index for the next start (a clean stop: the daemon's
+    /// shutdown, the end of `nudge ingest`), when it holds every member
+    /// under the running rules. Any commit after it makes it stale, so
+    /// call it last.
+    pub fn save_due(&mut self) -> Result<(), StoreError> {
+        if !(self.due_ready && self.due_complete) {
+            return Ok(());
         }
+        self.store.commit(WriteSet {
+            meta: vec![(
+                keys::DUE_SNAPSHOT.into(),
+                self.due.encode(&self.rules.version),
+            )],
+            ..WriteSet::default()
+        })
     }
 
     /// The newest event day (UTC) committed, if any event was.

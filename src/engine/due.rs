@@ -5,12 +5,12 @@
 //! turn only when a day count crosses a bound (`days_since_last_purchase >
 //! cycle * 1.5`), and that day can be computed; the rest are due daily.
 //!
-//! Owns computing a member's next due day. The days are kept in the store
-//! (`store::keys::due`: one key per member and day, read a day range at a
-//! time), built by a full tick under the running rules and kept by every
-//! commit after it, so a restart needs no full tick; the tick
-//! (`engine/tick.rs`) decides whom to visit, the commit
-//! (`engine/commit.rs`) what the index gets.
+//! Owns the per-member due days (in memory: built by a full tick under the
+//! running rules, kept by every commit after it) and computing them; the
+//! tick (`engine/tick.rs`) decides whom to visit. A clean stop saves the
+//! index as one value (`Engine::save_due`) and the next start under the
+//! same rules takes it up, so it needs no full tick; after a crash, a
+//! full tick rebuilds it.
 
 use super::ctx::Ctx;
 use super::view::View;
@@ -19,6 +19,101 @@ use crate::lang::compile::Timing;
 use crate::model::MemberRecord;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use std::collections::HashMap;
+
+/// The first day each member must be visited on. Members not in it are
+/// visited by the next full tick only, so every member the engine writes
+/// is put in (due at once) after its commit.
+#[derive(Default)]
+pub struct Due {
+    days: HashMap<String, i32>,
+}
+
+impl Due {
+    /// The members due on or before `day`, in id order (ticks are
+    /// deterministic).
+    pub fn on(&self, day: i32) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .days
+            .iter()
+            .filter(|(_, d)| **d <= day)
+            .map(|(m, _)| m.clone())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// How many members are due on or before `day`.
+    pub fn count_on(&self, day: i32) -> usize {
+        self.days.values().filter(|d| **d <= day).count()
+    }
+
+    pub fn set(&mut self, member: &str, day: i32) {
+        match self.days.get_mut(member) {
+            Some(d) => *d = day,
+            None => {
+                self.days.insert(member.to_string(), day);
+            }
+        }
+    }
+
+    /// A member whose record changed: visited by the next tick.
+    pub fn touch(&mut self, member: &str) {
+        self.set(member, i32::MIN);
+    }
+
+    pub fn forget(&mut self, member: &str) {
+        self.days.remove(member);
+    }
+
+    /// The index as one value (see `store::keys::DUE_SNAPSHOT`): the
+    /// version of the rules it was built under, then each member and day.
+    pub fn encode(&self, version: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + version.len() + self.days.len() * 16);
+        put_bytes(&mut out, version.as_bytes());
+        out.extend_from_slice(&(self.days.len() as u64).to_le_bytes());
+        let mut days: Vec<(&String, &i32)> = self.days.iter().collect();
+        days.sort_unstable();
+        for (member, day) in days {
+            put_bytes(&mut out, member.as_bytes());
+            out.extend_from_slice(&day.to_le_bytes());
+        }
+        out
+    }
+
+    /// The index a snapshot holds, when it was built under `version`
+    /// (else, or when it does not decode, `None`: a full tick rebuilds it).
+    pub fn decode(bytes: &[u8], version: &str) -> Option<Due> {
+        let mut r = bytes;
+        if take_bytes(&mut r)? != version.as_bytes() {
+            return None;
+        }
+        let n = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
+        let mut days = HashMap::with_capacity(usize::try_from(n).ok()?.min(r.len() / 8));
+        for _ in 0..n {
+            let member = std::str::from_utf8(take_bytes(&mut r)?).ok()?.to_string();
+            let day = i32::from_le_bytes(take(&mut r, 4)?.try_into().ok()?);
+            days.insert(member, day);
+        }
+        r.is_empty().then_some(Due { days })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = (r.get(..n)?, r.get(n..)?);
+    *r = rest;
+    Some(head)
+}
+
+fn take_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = u32::from_le_bytes(take(r, 4)?.try_into().ok()?) as usize;
+    take(r, n)
+}
 
 /// The first day after `today` on which `rec`'s tick can do anything, with
 /// `view` filled for `rec` on `today` for the tick rules.
@@ -98,5 +193,18 @@ mod tests {
         assert_eq!(next_step(3, &b), Some(23));
         assert_eq!(next_step(23, &b), None);
         assert_eq!(next_step(5, &Value::Null), None);
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_under_its_version_only() {
+        let mut due = Due::default();
+        due.set("m1", 20_500);
+        due.touch("m2");
+        let bytes = due.encode("v1");
+        let back = Due::decode(&bytes, "v1").expect("decodes");
+        assert_eq!(back.days, due.days);
+        assert!(Due::decode(&bytes, "v2").is_none());
+        assert!(Due::decode(&bytes[..bytes.len() - 1], "v1").is_none());
+        assert!(Due::decode(&[], "v1").is_none());
     }
 }

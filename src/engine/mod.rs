@@ -35,7 +35,7 @@ use crate::config::Schema;
 use crate::lang::RuleSet;
 use crate::model::{Effect, Event, MemberRecord};
 use crate::plugins::Plugins;
-use crate::store::{Store, StoreError, keys};
+use crate::store::{Store, StoreError, WriteSet, keys};
 use ctx::{Ctx, Trigger};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,11 +104,15 @@ pub struct Engine<S: Store> {
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
-    /// The due index ticks write to (see [`due`]): its generation, and
-    /// whether it holds every member under the running rules (a full tick
-    /// built it). Events touch it whenever there is one, so that members
-    /// written since are visited whichever rules the next tick runs.
-    due_index: Option<u32>,
+    /// The first day each member's tick can do anything; see [`due`].
+    /// Every member the engine writes goes in, so after one full tick (or
+    /// a snapshot taken up at the start) it holds every member.
+    due: due::Due,
+    /// Whether `due` holds every member: a full tick after a rule change
+    /// then needs no key scan.
+    due_complete: bool,
+    /// Whether the due days were computed under the running rules (by a
+    /// full tick since the start or the last rule change, or a snapshot).
     due_ready: bool,
     /// Every tick visits every member (to check the due index against).
     full_ticks: bool,
@@ -131,11 +135,9 @@ struct Uncommitted {
     identities: HashMap<String, String>,
     /// Members merged into others in this batch.
     removed: Vec<String>,
-    /// Due days computed by this batch's tick visits (they replace "due at
-    /// once" for the members written).
+    /// Due days computed by this batch's tick visits (after its commit,
+    /// they replace "due at once" for the members written).
     due: Vec<(String, i32)>,
-    /// The due index entries this batch's tick visited (they go).
-    due_done: Vec<(i32, String)>,
     /// Members a tick found gone (merged away).
     gone: Vec<String>,
 }
@@ -155,14 +157,18 @@ impl<S: Store> Engine<S> {
                 .map(i32::from_le_bytes))
         };
         let (newest_day, seen_floor) = (day(keys::NEWEST_EVENT_DAY)?, day(keys::SEEN_FLOOR)?);
-        let (due_index, due_version) = match store.meta(keys::DUE_INDEX)? {
-            Some(v) if v.len() >= 4 => (
-                Some(u32::from_le_bytes([v[0], v[1], v[2], v[3]])),
-                String::from_utf8_lossy(&v[4..]).into_owned(),
-            ),
-            _ => (None, String::new()),
-        };
-        let due_ready = due_index.is_some() && due_version == rules.version;
+        let snapshot = store.meta(keys::DUE_SNAPSHOT)?.filter(|b| !b.is_empty());
+        let due = snapshot
+            .as_ref()
+            .and_then(|b| due::Due::decode(b, &rules.version));
+        if snapshot.is_some() {
+            // Taken up (or of other rules): from here on members change
+            // without it, so a crash must not bring it back, stale.
+            store.commit(WriteSet {
+                meta: vec![(keys::DUE_SNAPSHOT.into(), Vec::new())],
+                ..WriteSet::default()
+            })?;
+        }
         let plan = Plan::new(&schema, &rules);
         let mut engine = Engine {
             schema,
@@ -178,8 +184,9 @@ impl<S: Store> Engine<S> {
             newest_day,
             seen_floor,
             cache: None,
-            due_index,
-            due_ready,
+            due_complete: due.is_some(),
+            due_ready: due.is_some(),
+            due: due.unwrap_or_default(),
             full_ticks: false,
         };
         engine.next_deferred = engine.first_deferred()?;

@@ -1,7 +1,6 @@
-//! The daily tick: every member due that day by the due index (all of
-//! them when the index was built under other rules, or there is none yet)
-//! has its points expired and its tick rules run, in chunks of one commit
-//! each.
+//! The daily tick: every member due that day (all of them after a start
+//! without a due index snapshot, or a rule change) has its points expired
+//! and its tick rules run, in chunks of one commit each.
 
 use super::ctx::Trigger;
 use super::fire;
@@ -33,11 +32,22 @@ impl<S: Store> Engine<S> {
         let at = clock::tick_instant(&self.schema, day);
         let tick_name = format!("tick:{}", crate::base::time::day_string(day));
         if self.ticks_do_something() {
-            if self.due_ready && !self.full_ticks {
-                self.tick_due(day, at, &tick_name, on_effects)?;
+            // After a start without a snapshot, or a rule change, every
+            // member is visited (and gets a due day); after that only the
+            // members due.
+            let members = if self.due_ready && !self.full_ticks {
+                self.due.on(day)
+            } else if self.due_complete {
+                self.due.on(i32::MAX)
             } else {
-                self.tick_everyone(day, at, &tick_name, on_effects)?;
+                self.store.member_ids()?
+            };
+            for chunk in members.chunks(TICK_CHUNK) {
+                self.tick_chunk(chunk, day, at, &tick_name, on_effects)?;
             }
+            // Only a completed full tick leaves every member with a due day.
+            self.due_ready = true;
+            self.due_complete = true;
         }
         self.store.commit(WriteSet {
             meta: vec![(keys::LAST_TICK.into(), day.to_le_bytes().to_vec())],
@@ -46,84 +56,24 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// The tick of the members due on `day` by the due index (and those
-    /// written since the last tick), in id order.
-    fn tick_due(
+    /// One commit of a tick: the members `ids`.
+    fn tick_chunk(
         &mut self,
+        ids: &[String],
         day: i32,
         at: jiff::Timestamp,
         tick_name: &str,
         on_effects: &mut dyn FnMut(Vec<Effect>),
     ) -> Result<(), StoreError> {
-        let Some(generation) = self.due_index else {
-            return Ok(());
-        };
-        // A member can be in the index under more than one day (written
-        // since its due day was placed): one visit removes them all.
-        let mut entries = self.store.due(generation, day)?;
-        entries.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-        for chunk in entries
-            .chunk_by(|a, b| a.1 == b.1)
-            .collect::<Vec<_>>()
-            .chunks(TICK_CHUNK)
-        {
-            let mut p = Uncommitted::default();
-            for member in chunk {
-                let id = &member[0].1;
-                p.due_done.extend(member.iter().cloned());
-                match self.take(id)? {
-                    Some(rec) => self.tick_record(id, rec, day, at, tick_name, &mut p),
-                    None => p.gone.push(id.clone()),
-                }
+        let mut p = Uncommitted::default();
+        for id in ids {
+            match self.take(id)? {
+                Some(rec) => self.tick_record(id, rec, day, at, tick_name, &mut p),
+                None => p.gone.push(id.clone()),
             }
-            self.settle_relays(&mut p)?;
-            on_effects(self.commit(p, Vec::new())?);
         }
-        Ok(())
-    }
-
-    /// The tick of every member (after a start on an index built under
-    /// other rules, or a rule change): it builds a new due index, which
-    /// the ticks after it use once it is complete.
-    fn tick_everyone(
-        &mut self,
-        day: i32,
-        at: jiff::Timestamp,
-        tick_name: &str,
-        on_effects: &mut dyn FnMut(Vec<Effect>),
-    ) -> Result<(), StoreError> {
-        // A new generation for every build, taken before the build starts:
-        // a build cut short leaves entries no later build reads.
-        let generation =
-            u32::try_from(self.store.meta_u64(keys::DUE_NEXT_GENERATION)?).unwrap_or(u32::MAX);
-        self.store.commit(WriteSet {
-            meta: vec![(
-                keys::DUE_NEXT_GENERATION.into(),
-                (u64::from(generation) + 1).to_le_bytes().to_vec(),
-            )],
-            ..WriteSet::default()
-        })?;
-        self.due_index = Some(generation);
-        self.due_ready = false;
-        let members = self.store.member_ids()?;
-        for chunk in members.chunks(TICK_CHUNK) {
-            let mut p = Uncommitted::default();
-            for id in chunk {
-                match self.take(id)? {
-                    Some(rec) => self.tick_record(id, rec, day, at, tick_name, &mut p),
-                    None => p.gone.push(id.clone()),
-                }
-            }
-            self.settle_relays(&mut p)?;
-            on_effects(self.commit(p, Vec::new())?);
-        }
-        let mut index = generation.to_le_bytes().to_vec();
-        index.extend_from_slice(self.rules.version.as_bytes());
-        self.store.commit(WriteSet {
-            meta: vec![(keys::DUE_INDEX.into(), index)],
-            ..WriteSet::default()
-        })?;
-        self.due_ready = true;
+        self.settle_relays(&mut p)?;
+        on_effects(self.commit(p, Vec::new())?);
         Ok(())
     }
 
@@ -134,19 +84,8 @@ impl<S: Store> Engine<S> {
 
     /// How many members a tick on `day` would visit (`None` before the
     /// first full tick, which visits all); for benchmarks and tests.
-    pub fn due_on(&self, day: i32) -> Result<Option<usize>, StoreError> {
-        let Some(generation) = self.due_index.filter(|_| self.due_ready) else {
-            return Ok(None);
-        };
-        let mut members: Vec<String> = self
-            .store
-            .due(generation, day)?
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect();
-        members.sort_unstable();
-        members.dedup();
-        Ok(Some(members.len()))
+    pub fn due_on(&self, day: i32) -> Option<usize> {
+        self.due_ready.then(|| self.due.count_on(day))
     }
 
     /// Evaluates the tick rules for one member on `day` and commits.

@@ -367,29 +367,37 @@ fn writes_what_it_reads(r: &CheckedRule, layout: &Layout) -> bool {
         slot("tier"),
         slot("coupons_open"),
     );
+    // Tags by tag: a rule that reads the tag "mom" (`"mom" in tags`) and writes the tag
+    // "coupon" does not change its own condition (and re-arming it would
+    // make every member it fired for due for a visit every day).
     let mut writes: Vec<Option<usize>> = Vec::new();
+    let mut tag_writes: Vec<u32> = Vec::new();
     for a in &r.actions {
         match a {
             TAction::For { .. } | TAction::Message { .. } => {}
             TAction::Points { .. } => writes.push(points),
             TAction::SetTier(_) => writes.push(tier),
             TAction::Set { slot, .. } => writes.push(Some(*slot as usize)),
-            TAction::Tag { .. } => writes.push(tags),
+            TAction::Tag { bit, .. } => tag_writes.push(*bit),
             TAction::Coupon { .. } => writes.push(coupons),
             TAction::Call { .. } => writes.extend([points, tags, coupons]),
         }
     }
+    let all_tags_written = tags.is_some() && writes.contains(&tags);
     let mut exprs: Vec<&TExpr> = r.cond.iter().collect();
     while let Some(e) = exprs.pop() {
-        let read = match &e.kind {
-            TKind::Slot(s) => Some(*s as usize),
-            TKind::HasTag(_) => tags,
+        let hit = match &e.kind {
+            TKind::Slot(s) => {
+                let s = Some(*s as usize);
+                writes.contains(&s) || (s == tags && !tag_writes.is_empty())
+            }
+            TKind::HasTag(bit) => all_tags_written || tag_writes.contains(bit),
             _ => {
                 push_children(e, &mut exprs);
                 continue;
             }
         };
-        if read.is_some() && writes.contains(&read) {
+        if hit {
             return true;
         }
     }

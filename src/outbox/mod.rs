@@ -6,7 +6,9 @@
 //! Exactly once across crashes: after each write the file is synced, and
 //! its length and the next outbox entry are committed together. On the next
 //! drain, bytes past the committed length (written, but the crash came
-//! before the commit) are cut off and written again from the outbox.
+//! before the commit) are cut off and written again from the outbox, once
+//! they are checked to be the start of what it would write: bytes of
+//! another writer (two data folders on one sink path) are refused, not cut.
 
 use crate::config::Sink;
 use crate::engine::Engine;
@@ -23,6 +25,12 @@ pub enum SinkError {
         path: String,
         source: std::io::Error,
     },
+    /// Bytes past this data folder's committed length that are not the
+    /// start of what it would write: someone else writes to the file.
+    #[error(
+        "the file sink {path} holds {extra} bytes this data folder did not write (another data folder or program writes to it); nothing was cut or written: give each data folder its own sink path, or move the file away"
+    )]
+    Foreign { path: String, extra: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,6 +57,16 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         .map_err(io)?;
     let mut len = file.metadata().map_err(io)?.len();
     if len > committed {
+        // Only a write of ours cut short is cut off; a file another data
+        // folder shares (the config's sink path, two `--data` folders)
+        // would otherwise lose that folder's effects.
+        let tail = read_tail(path, committed, len).map_err(io)?;
+        if !expected_from(engine, next, tail.len())?.starts_with(&tail) {
+            return Err(SinkError::Foreign {
+                path: path.display().to_string(),
+                extra: len - committed,
+            });
+        }
         file.set_len(committed).map_err(io)?;
         len = committed;
     }
@@ -73,6 +91,42 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         ];
         engine.delivered(None, meta)?;
     }
+}
+
+/// The file's bytes from `from` to `to`, at most what one drain writes
+/// and a byte more (enough to tell a foreign file).
+fn read_tail(path: &Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    f.take((to - from).min(MAX_TAIL)).read_to_end(&mut tail)?;
+    Ok(tail)
+}
+
+/// The most a torn drain can have left: one read of the outbox, 4096
+/// effects of at most a few KiB each.
+const MAX_TAIL: u64 = 64 << 20;
+
+/// What this sink would write from outbox entry `next` on, at least `want`
+/// bytes of it when the outbox has them.
+fn expected_from<S: Store>(
+    engine: &Engine<S>,
+    mut next: u64,
+    want: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let mut buf = Vec::new();
+    while buf.len() < want {
+        let batch = engine.outbox(next, 4096)?;
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        next = last + 1;
+        for (_, effect) in batch.iter().filter(|(_, e)| e.status != Status::Deferred) {
+            write_line(&mut buf, effect);
+        }
+    }
+    Ok(buf)
 }
 
 /// How a sink is named in metrics, logs and dead letters: a webhook's URL

@@ -17,10 +17,6 @@ pub const SEEN: u8 = b's';
 pub const OUTBOX: u8 = b'o';
 /// One ID: identifier or alias -> member.
 pub const IDENTITY: u8 = b'i';
-/// The due index: the first day each member's daily tick can do
-/// anything, as keys (see `due`) with empty values, so a tick reads the
-/// members due as one key range.
-pub const DUE: u8 = b'd';
 /// Named values below.
 pub const META: u8 = b'x';
 
@@ -43,38 +39,15 @@ pub const MERGES: &str = "merges";
 /// due order.
 pub const DEFERRED_PREFIX: &str = "defer:";
 
-/// The due index the ticks use: its generation (u32) and the version of
-/// the rules it was built under (the rest of the value). A build under
-/// other rules takes a new generation; older ones go a range at a time.
-pub const DUE_INDEX: &str = "due_index";
-/// The generation the next due index build takes.
-pub const DUE_NEXT_GENERATION: &str = "due_next_generation";
-
-/// A due index key: the generation, the day (sign-flipped, both
-/// big-endian, so key order is day order within a generation), the member.
-pub fn due(generation: u32, day: i32, member: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + member.len());
-    k.push(DUE);
-    k.extend_from_slice(&generation.to_be_bytes());
-    k.extend_from_slice(&flip(day).to_be_bytes());
-    k.extend_from_slice(member.as_bytes());
-    k
-}
-
-/// The day and member of a due index key.
-pub fn due_parts(key: &[u8]) -> Option<(i32, &str)> {
-    let day = key.get(5..9)?.try_into().ok().map(u32::from_be_bytes)?;
-    let member = std::str::from_utf8(key.get(9..)?).ok()?;
-    Some((flip_back(day), member))
-}
+/// The tick's due index as it was at a clean stop (see
+/// `engine::due`): the version of the rules it was built under and every
+/// member's due day. Empty once an engine has taken it up, so a crash
+/// after that never brings back a stale one.
+pub const DUE_SNAPSHOT: &str = "due_snapshot";
 
 /// A day as a u32 whose big-endian bytes sort in day order.
 fn flip(day: i32) -> u32 {
     (day as u32) ^ 0x8000_0000
-}
-
-fn flip_back(v: u32) -> i32 {
-    (v ^ 0x8000_0000) as i32
 }
 
 /// The first day (UTC) whose seen markers are all kept: the dedup window

@@ -16,12 +16,11 @@ use std::path::{Path, PathBuf};
 /// (Kept under the meta key `schema_version`, its name since format 1.)
 pub const FORMAT_VERSION: u32 = 3;
 
-/// Expired keys (seen markers past the dedup window, due index entries of
-/// an old generation) one commit removes at most, of each kind. A day of a
-/// busy programme is a million markers, a due index one key per member;
-/// spread over commits, no commit pays for a whole day or index, and the
-/// keys are harmless until they go (events that old are refused before
-/// their marker is looked up; ticks read the current generation only).
+/// Expired seen markers (past the dedup window) one commit removes at
+/// most. A day of a busy programme is a million markers; spread over
+/// commits, no commit pays for a whole day, and markers past the window
+/// are harmless until they go (events that old are refused before their
+/// marker is looked up).
 const PRUNE_PER_COMMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +71,6 @@ pub struct WriteSet {
     pub seen: Vec<(i32, String, u128)>,
     /// Seen markers of days before this one go (out of the dedup window).
     pub seen_before: Option<i32>,
-    /// Due index entries to remove, then to put: generation, day, member.
-    pub due_removed: Vec<(u32, i32, String)>,
-    pub due: Vec<(u32, i32, String)>,
-    /// Due index entries of generations before this one go.
-    pub due_before: Option<u32>,
     /// New outbox entries, by sequence number (consecutive).
     pub outbox: Vec<(u64, Vec<u8>)>,
     /// Every sink has the entries below this sequence number: they go.
@@ -95,9 +89,6 @@ impl WriteSet {
         self.members.is_empty()
             && self.seen.is_empty()
             && self.seen_before.is_none()
-            && self.due_removed.is_empty()
-            && self.due.is_empty()
-            && self.due_before.is_none()
             && self.outbox.is_empty()
             && self.delivered_below.is_none()
             && self.meta.is_empty()
@@ -116,9 +107,6 @@ pub trait Store {
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
     fn member_ids(&self) -> Result<Vec<String>, StoreError>;
-    /// The due index of `generation` up to `day` (inclusive): the day and
-    /// member of each entry, in day order.
-    fn due(&self, generation: u32, day: i32) -> Result<Vec<(i32, String)>, StoreError>;
     /// Outbox entries from `from` on, in order, at most `limit`.
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -525,15 +513,7 @@ impl Store for SledStore {
         if let Some(day) = w.seen_before {
             self.remove_range(&mut b, vec![keys::SEEN]..keys::seen(day, ""))?;
         }
-        if let Some(generation) = w.due_before {
-            self.remove_range(&mut b, vec![keys::DUE]..keys::due(generation, i32::MIN, ""))?;
-        }
-        for (g, day, member) in w.due_removed {
-            b.remove(keys::due(g, day, &member));
-        }
-        for (g, day, member) in w.due {
-            b.insert(keys::due(g, day, &member), &[]);
-        }
+
         // The outbox is kept in batches: one value per run of consecutive
         // entries of a commit, under the first's sequence number, so a
         // commit of a thousand effects is one write, not a thousand.
@@ -600,26 +580,6 @@ impl Store for SledStore {
                     }
                 }
             }
-        }
-        Ok(out)
-    }
-
-    fn due(&self, generation: u32, day: i32) -> Result<Vec<(i32, String)>, StoreError> {
-        let from = keys::due(generation, i32::MIN, "");
-        let mut out = Vec::new();
-        for k in self.db.range(from.clone()..).keys() {
-            let k = k?;
-            // Past the day (or the generation): done.
-            if k.get(..5) != Some(&from[..5]) {
-                break;
-            }
-            let Some((d, member)) = keys::due_parts(&k) else {
-                continue;
-            };
-            if d > day {
-                break;
-            }
-            out.push((d, member.to_string()));
         }
         Ok(out)
     }

@@ -26,11 +26,17 @@ fn the_file_sink_writes_each_effect_once_even_after_a_torn_write() {
     // committed length: they are cut and the entries written again.
     e.process(&[purchase(&s, "3", "c", "2026-01-02", 1.0)])
         .expect("process");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"torn\":"))
-        .expect("tear");
+    let (_, third) = e.outbox(2, 1).expect("outbox").remove(0);
+    let line = serde_json::to_string(&third).expect("json");
+    let torn = &line.as_bytes()[..line.len() / 2];
+    let append = |bytes: &[u8]| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+            .expect("append")
+    };
+    append(torn);
     assert_eq!(
         nudge::outbox::drain_to_file(&mut e, &file).expect("drain"),
         1
@@ -44,9 +50,22 @@ fn the_file_sink_writes_each_effect_once_even_after_a_torn_write() {
     let mut unique = keys.clone();
     unique.dedup();
     assert_eq!(unique.len(), 3);
+    // Bytes this engine did not write are not cut: another data folder
+    // shares the file. Nothing is written until the file is its own again.
+    e.process(&[purchase(&s, "4", "d", "2026-01-03", 1.0)])
+        .expect("process");
+    append(b"{\"someone\":\"else\"}\n");
+    let before = std::fs::read(&file).expect("read");
+    let err = nudge::outbox::drain_to_file(&mut e, &file).expect_err("foreign bytes");
+    assert!(
+        err.to_string()
+            .contains("holds 19 bytes this data folder did not write"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), before);
     // Without a sink in the config, nothing is released.
     nudge::outbox::trim_delivered(&mut e).expect("release");
-    assert_eq!(e.outbox(0, 10).expect("outbox").len(), 3);
+    assert_eq!(e.outbox(0, 10).expect("outbox").len(), 4);
 }
 
 #[test]

@@ -676,3 +676,37 @@ fn ingest_releases_what_quiet_hours_held() {
         "{effects}"
     );
 }
+
+/// Two data folders on one config share its file sink path: the second
+/// refuses to cut the first's effects (it cut them to its own length) and
+/// says what to do; `nudge member` names rule states by rule, as HTTP does.
+#[test]
+fn a_file_sink_of_another_data_folder_is_not_cut() {
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(
+        d.join("rules/big.rules"),
+        "rule \"big\" when spend > 10 then tag \"big\"\n",
+    )
+    .expect("rule");
+    let event = |id: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"purchase","member":"a","at":"2026-01-01T12:00:00Z","amount":40}}"#
+        )
+    };
+    let (out, err, code) = nudge(d, &["ingest", "-", "--data", "one"], Some(&event("e1")));
+    assert_eq!(code, 0, "{out}{err}");
+    let sink = d.join("out/effects.ndjson");
+    let first = std::fs::read_to_string(&sink).expect("sink");
+    assert_eq!(first.lines().count(), 2, "{first}");
+    let (out, err, code) = nudge(d, &["ingest", "-", "--data", "two"], Some(&event("e2")));
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("holds") && err.contains("bytes this data folder did not write"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&sink).expect("sink"), first);
+    let (out, err, code) = nudge(d, &["member", "a", "--data", "one"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"rule\":\"big\""), "{out}");
+}

@@ -92,9 +92,6 @@ impl Store for BrokenBudgets {
     fn member_ids(&self) -> Result<Vec<String>, StoreError> {
         self.inner.member_ids()
     }
-    fn due(&self, generation: u32, day: i32) -> Result<Vec<(i32, String)>, StoreError> {
-        self.inner.due(generation, day)
-    }
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.outbox(from, limit)
     }
