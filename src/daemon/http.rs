@@ -347,6 +347,7 @@ fn status_json(app: &App) -> serde_json::Value {
         "events": {
             "received": app.shared.events_received.load(Ordering::Relaxed),
             "applied": app.shared.events_applied.load(Ordering::Relaxed),
+            "duplicates": app.shared.events_duplicate.load(Ordering::Relaxed),
             "rejected": app.shared.events_rejected.load(Ordering::Relaxed),
         },
         "plugin_failures": app.shared.plugin_failures(),
@@ -429,6 +430,11 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         "nudge_events_applied_total",
         "Events applied (durable).",
         sh.events_applied.load(Ordering::Relaxed),
+    );
+    counter(
+        "nudge_events_duplicate_total",
+        "Redelivered events (already applied; nothing changed).",
+        sh.events_duplicate.load(Ordering::Relaxed),
     );
     counter(
         "nudge_events_rejected_total",

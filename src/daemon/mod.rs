@@ -58,6 +58,8 @@ pub struct Shared {
     pub store: SledStore,
     pub events_received: AtomicU64,
     pub events_applied: AtomicU64,
+    /// Redelivered events (already applied: nothing changed).
+    pub events_duplicate: AtomicU64,
     pub events_rejected: AtomicU64,
     pub effects: Mutex<BTreeMap<(String, String), u64>>,
     /// Batch commit latency histogram: counts per bucket (seconds).
@@ -107,9 +109,14 @@ impl Shared {
     }
 
     pub fn count_delivery(&self, sink: &str, ok: bool) {
+        self.count_deliveries(sink, 1, ok);
+    }
+
+    /// `n` deliveries to `sink` (a file sink writes many at once).
+    pub fn count_deliveries(&self, sink: &str, n: u64, ok: bool) {
         if let Ok(mut m) = self.deliveries.lock() {
             let e = m.entry(sink.to_string()).or_default();
-            if ok { e.0 += 1 } else { e.1 += 1 }
+            if ok { e.0 += n } else { e.1 += n }
         }
     }
 
@@ -201,6 +208,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         store,
         events_received: AtomicU64::new(0),
         events_applied: AtomicU64::new(0),
+        events_duplicate: AtomicU64::new(0),
         events_rejected: AtomicU64::new(0),
         effects: Mutex::new(BTreeMap::new()),
         latency: Mutex::new([0; LATENCY_BUCKETS.len() + 1]),

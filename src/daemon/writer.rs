@@ -169,10 +169,25 @@ fn release_deferred(engine: &mut Engine<SledStore>, shared: &Shared) {
     }
 }
 
-/// Writes file sinks and wakes the dispatcher.
+/// Writes file sinks (counted per sink in `/metrics`), trims the outbox
+/// and wakes the dispatcher.
 fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
-    if let Err(e) = crate::outbox::deliver_to_files(engine) {
-        tracing::error!(error = %e, "Delivery failed.");
+    let sinks = engine.schema.sinks.clone();
+    for sink in &sinks {
+        let crate::config::Sink::File { path } = sink else {
+            continue;
+        };
+        let label = crate::outbox::sink_label(sink);
+        match crate::outbox::drain_to_file(engine, path) {
+            Ok(n) => shared.count_deliveries(&label, n as u64, true),
+            Err(e) => {
+                shared.count_deliveries(&label, 1, false);
+                tracing::error!(sink = %label, error = %e, "Delivery failed.");
+            }
+        }
+    }
+    if let Err(e) = crate::outbox::trim_delivered(engine) {
+        tracing::error!(error = %e, "Trimming the outbox failed.");
     }
     shared.outbox_changed.notify_waiters();
 }
@@ -271,6 +286,9 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
                 shared
                     .events_applied
                     .fetch_add(applied as u64, Ordering::Relaxed);
+                shared
+                    .events_duplicate
+                    .fetch_add(duplicates as u64, Ordering::Relaxed);
                 let reply_for = if !refused.is_empty() {
                     IngestReply::Refused {
                         applied,

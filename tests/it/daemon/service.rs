@@ -83,11 +83,23 @@ fn ingest_members_status_and_metrics_over_http() {
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["events"]["applied"], 1, "{status}");
+    assert_eq!(status["events"]["duplicates"], 1, "{status}");
     let (code, metrics) = http(&d.addr, "GET", "/metrics", "");
     assert_eq!(code, 200);
     assert!(
         metrics.contains("nudge_events_applied_total 1")
-            && metrics.contains("nudge_effects_total{rule=\"pts\",status=\"sent\"} 1"),
+            && metrics.contains("nudge_effects_total{rule=\"pts\",status=\"sent\"} 1")
+            && metrics
+                .lines()
+                .any(|l| l == "nudge_events_duplicate_total 1"),
+        "{metrics}"
+    );
+    // The file sink's writes are counted: one effect, written once.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("nudge_deliveries_total{sink=\"file:")
+                && l.ends_with("result=\"ok\"} 1")),
         "{metrics}"
     );
     assert!(
