@@ -53,13 +53,14 @@ pub enum Rejected {
     /// Older than the dedup window: a redelivery that old could not be told
     /// from a new event, so it is refused rather than risk applying twice.
     #[error(
-        "event \"{id}\" at {at} is older than the dedup window, which starts at {from} ({window} days before the newest event seen, {newest}): it cannot be told from a duplicate; load older history in time order, or raise `storage.dedup_window` before loading it"
+        "event \"{id}\" at {at} is older than the dedup window, which starts at {from} (UTC; {why}): it cannot be told from a duplicate; load older history in time order, or raise `storage.dedup_window` before loading it"
     )]
     TooOld {
         id: String,
         at: String,
         from: String,
-        newest: String,
+        /// Where the start comes from, in words.
+        why: String,
         window: i32,
     },
 }
@@ -331,7 +332,16 @@ impl<S: Store> Engine<S> {
                 id: ev.id.clone(),
                 at: ev.at.to_string(),
                 from: crate::base::time::day_string(from),
-                newest: crate::base::time::day_string(newest),
+                why: if from > newest.saturating_sub(self.schema.dedup_window_days) {
+                    "where it started before the window was raised: the markers before it are gone"
+                        .into()
+                } else {
+                    format!(
+                        "{} days before the newest event seen, {}",
+                        self.schema.dedup_window_days,
+                        crate::base::time::day_string(newest)
+                    )
+                },
                 window: self.schema.dedup_window_days,
             })));
         }

@@ -31,6 +31,11 @@ pub enum SinkError {
         "the file sink {path} holds {extra} bytes this data folder did not write (another data folder or program writes to it); nothing was cut or written: give each data folder its own sink path, or move the file away"
     )]
     Foreign { path: String, extra: u64 },
+    /// The sink file's owner file names another data folder.
+    #[error(
+        "the file sink {path} belongs to another data folder ({owner} names it); nothing was written: give each data folder its own sink path, or move both files away"
+    )]
+    Owned { path: String, owner: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,6 +48,7 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         path: path.display().to_string(),
         source,
     };
+    claim(engine, path)?;
     let len_key = crate::store::keys::file_len(path);
     let next_key = crate::store::keys::file_cursor(path);
     let committed = engine.store().meta_u64(&len_key)?;
@@ -91,6 +97,66 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         ];
         engine.delivered(None, meta)?;
     }
+}
+
+/// Makes sure the sink file is this data folder's: its owner file
+/// (`PATH.owner`) names this folder, or is made to. Two folders on one
+/// config write the same bytes for the same events, so the content alone
+/// cannot tell whose a file is.
+fn claim<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<(), SinkError> {
+    let mut owner = path.as_os_str().to_owned();
+    owner.push(".owner");
+    let owner = std::path::PathBuf::from(owner);
+    let io = |source| SinkError::File {
+        path: owner.display().to_string(),
+        source,
+    };
+    let me = folder_id(engine)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&owner)
+        .and_then(|mut f| {
+            f.write_all(format!("{me}\n").as_bytes())?;
+            f.sync_all()
+        });
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&owner).map_err(io)?;
+            if text.trim() == me {
+                Ok(())
+            } else {
+                Err(SinkError::Owned {
+                    path: path.display().to_string(),
+                    owner: owner.display().to_string(),
+                })
+            }
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// This data folder's id, made on first use.
+fn folder_id<S: Store>(engine: &mut Engine<S>) -> Result<String, StoreError> {
+    use std::hash::BuildHasher;
+    let key = crate::store::keys::FOLDER_ID;
+    if let Some(id) = engine.store().meta(key)?.filter(|v| !v.is_empty()) {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    // Random keys per process (std's hasher seed), so two folders made
+    // at once by two processes still differ.
+    let seed = std::collections::hash_map::RandomState::new();
+    let id = format!(
+        "{:016x}{:016x}",
+        seed.hash_one(std::process::id()),
+        seed.hash_one(engine.store().meta_u64(crate::store::keys::COMMIT_SEQ)?)
+    );
+    engine.delivered(None, vec![(key.into(), id.as_bytes().to_vec())])?;
+    Ok(id)
 }
 
 /// The file's bytes from `from` to `to`, at most what one drain writes

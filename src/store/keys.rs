@@ -54,6 +54,10 @@ fn flip(day: i32) -> u32 {
 /// never starts before it.
 pub const SEEN_FLOOR: &str = "seen_floor";
 
+/// This data folder's id (made at its first file sink drain): file sinks
+/// name their owner with it (`PATH.owner`). A backup restored keeps it.
+pub const FOLDER_ID: &str = "folder_id";
+
 /// The newest event day seen (UTC): the dedup window ends there.
 pub const NEWEST_EVENT_DAY: &str = "newest_event_day";
 

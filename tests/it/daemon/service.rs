@@ -120,7 +120,7 @@ fn ingest_members_status_and_metrics_over_http() {
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains(
-            "event \\\"e21\\\" at 2026-01-01T12:00:00Z is older than the dedup window, which starts at 2026-01-30 (30 days"
+            "event \\\"e21\\\" at 2026-01-01T12:00:00Z is older than the dedup window, which starts at 2026-01-30 (UTC; 30 days"
         ) && body.contains("\"applied\":1,")
             && body.contains("{\"id\":\"e21\",\"index\":0,"),
         "{body}"

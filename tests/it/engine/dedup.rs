@@ -114,7 +114,10 @@ fn seen_markers_past_the_window_go_and_recent_ones_stay_across_a_restart() {
         .expect("process");
     match &c.outcomes[0] {
         EventOutcome::Rejected(r @ nudge::engine::Rejected::TooOld { .. }) => {
-            let want = format!("which starts at {}", date("2026-01-01", 29));
+            let want = format!(
+                "which starts at {} (UTC; where it started before the window was raised",
+                date("2026-01-01", 29)
+            );
             assert!(r.to_string().contains(&want), "{r}");
         }
         other => panic!("{other:?}"),
