@@ -122,6 +122,11 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
         .map_err(fail)?;
     println!("members in the store: {members}");
     print!("{}", render::summary(&r.summary));
+    if engine.schema.sinks.is_empty() {
+        eprintln!(
+            "note: no sink is configured: these effects are delivered nowhere and kept only for `storage.outbox_retention`"
+        );
+    }
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {

@@ -195,6 +195,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
     let engine =
         Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());
+    match engine.due_on(i32::MAX) {
+        Some(members) => tracing::info!(
+            members,
+            "Due index taken up: the first tick visits only the members due."
+        ),
+        None => tracing::info!(
+            "No due index saved under these rules: the first tick visits every member."
+        ),
+    }
     let shared = Arc::new(Shared {
         status: ArcSwap::from_pointee(Status {
             ruleset: rules.version.clone(),

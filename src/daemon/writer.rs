@@ -119,8 +119,14 @@ pub fn run(
                 }
                 // The next start takes up the due index instead of a full
                 // tick (a failure here only costs that tick).
-                if let Err(e) = engine.save_due() {
-                    tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.");
+                match engine.save_due() {
+                    Ok(()) if engine.due_on(i32::MAX).is_some() => {
+                        tracing::info!("Due index saved for the next start.");
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.")
+                    }
                 }
                 tracing::info!("Writer stopped.");
                 return;

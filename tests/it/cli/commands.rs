@@ -636,6 +636,7 @@ fn events_older_than_the_dedup_window_are_refused() {
         "{err}"
     );
     assert!(err.contains("raise `storage.dedup_window`"), "{err}");
+    assert!(err.contains("note: no sink is configured"), "{err}");
     let (out, _, _) = nudge(d, &["member", "b"], None);
     assert!(!out.contains("\"member\":\"b\""), "{out}");
     let (out, _, _) = nudge(d, &["member", "a"], None);
