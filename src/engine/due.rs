@@ -67,52 +67,22 @@ impl Due {
     }
 
     /// The index as one value (see `store::keys::DUE_SNAPSHOT`): the
-    /// version of the rules it was built under, then each member and day.
+    /// version of the rules it was built under, then each member and day
+    /// (postcard, as member records are).
     pub fn encode(&self, version: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + version.len() + self.days.len() * 16);
-        put_bytes(&mut out, version.as_bytes());
-        out.extend_from_slice(&(self.days.len() as u64).to_le_bytes());
         let mut days: Vec<(&String, &i32)> = self.days.iter().collect();
         days.sort_unstable();
-        for (member, day) in days {
-            put_bytes(&mut out, member.as_bytes());
-            out.extend_from_slice(&day.to_le_bytes());
-        }
-        out
+        postcard::to_allocvec(&(version, days)).unwrap_or_default()
     }
 
     /// The index a snapshot holds, when it was built under `version`
     /// (else, or when it does not decode, `None`: a full tick rebuilds it).
     pub fn decode(bytes: &[u8], version: &str) -> Option<Due> {
-        let mut r = bytes;
-        if take_bytes(&mut r)? != version.as_bytes() {
-            return None;
-        }
-        let n = u64::from_le_bytes(take(&mut r, 8)?.try_into().ok()?);
-        let mut days = HashMap::with_capacity(usize::try_from(n).ok()?.min(r.len() / 8));
-        for _ in 0..n {
-            let member = std::str::from_utf8(take_bytes(&mut r)?).ok()?.to_string();
-            let day = i32::from_le_bytes(take(&mut r, 4)?.try_into().ok()?);
-            days.insert(member, day);
-        }
-        r.is_empty().then_some(Due { days })
+        let (v, days): (String, Vec<(String, i32)>) = postcard::from_bytes(bytes).ok()?;
+        (v == version).then(|| Due {
+            days: days.into_iter().collect(),
+        })
     }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    let (head, rest) = (r.get(..n)?, r.get(n..)?);
-    *r = rest;
-    Some(head)
-}
-
-fn take_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let n = u32::from_le_bytes(take(r, 4)?.try_into().ok()?) as usize;
-    take(r, n)
 }
 
 /// The first day after `today` on which `rec`'s tick can do anything, with

@@ -33,6 +33,7 @@ pub struct LoadOptions {
 
 /// What a load found: the sources read, every diagnostic, and the rule set
 /// if there were no errors.
+#[derive(Default)]
 pub struct Load {
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
@@ -115,14 +116,7 @@ impl Load {
 /// Loads and checks everything; never panics on bad input.
 // Long because the project's load sequence (config, rules, plugins, check, compile) with the failure of each step reported where it happens.
 pub fn load(opts: &LoadOptions) -> Load {
-    let mut l = Load {
-        sources: SourceMap::default(),
-        diagnostics: Vec::new(),
-        schema: None,
-        rules: None,
-        plugins: None,
-        io_failure: false,
-    };
+    let mut l = Load::default();
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
 
     let config_read = if opts.builtin_config {
@@ -239,14 +233,7 @@ pub fn load_texts_in(
     files: &[(&str, &str)],
     plugins: Option<&Path>,
 ) -> Load {
-    let mut l = Load {
-        sources: SourceMap::default(),
-        diagnostics: Vec::new(),
-        schema: None,
-        rules: None,
-        plugins: None,
-        io_failure: false,
-    };
+    let mut l = Load::default();
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let config_id = l.sources.add(Path::new("nudge.yaml"), config.to_string());
     hash_source(&mut hasher, &l.sources, config_id);
