@@ -178,21 +178,17 @@ fn release_deferred(engine: &mut Engine<SledStore>, shared: &Shared) {
 /// Writes file sinks (counted per sink in `/metrics`), trims the outbox
 /// and wakes the dispatcher.
 fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
-    let sinks = engine.schema.sinks.clone();
-    for sink in &sinks {
-        let crate::config::Sink::File { path } = sink else {
-            continue;
-        };
+    let counted = crate::outbox::drain_file_sinks(engine, &mut |sink, r| {
         let label = crate::outbox::sink_label(sink);
-        match crate::outbox::drain_to_file(engine, path) {
+        match r {
             Ok(n) => shared.count_deliveries(&label, n as u64, true),
             Err(e) => {
                 shared.count_deliveries(&label, 1, false);
                 tracing::error!(sink = %label, error = %e, "Delivery failed.");
             }
         }
-    }
-    if let Err(e) = crate::outbox::trim_delivered(engine) {
+    });
+    if let Err(e) = counted {
         tracing::error!(error = %e, "Trimming the outbox failed.");
     }
     shared.outbox_changed.notify_waiters();

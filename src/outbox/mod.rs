@@ -276,16 +276,32 @@ pub fn write_line(buf: &mut Vec<u8>, e: &Effect) {
     }
 }
 
-/// Drains the outbox to the config's file sinks, then drops what every
-/// sink has (webhook and plugin sinks are delivered by the daemon).
-pub fn deliver_to_files<S: Store>(engine: &mut Engine<S>) -> Result<usize, SinkError> {
+/// Drains the outbox to each of the config's file sinks, handing each
+/// sink's result to `on_sink` (one failing file does not hold back the
+/// others), then drops what every sink has (webhook and plugin sinks are
+/// delivered by the daemon).
+pub fn drain_file_sinks<S: Store>(
+    engine: &mut Engine<S>,
+    on_sink: &mut dyn FnMut(&Sink, Result<usize, SinkError>),
+) -> Result<(), SinkError> {
     let schema = engine.schema.clone();
-    let mut n = 0;
     for sink in &schema.sinks {
         if let Sink::File { path } = sink {
-            n += drain_to_file(engine, path)?;
+            on_sink(sink, drain_to_file(engine, path));
         }
     }
-    trim_delivered(engine)?;
-    Ok(n)
+    trim_delivered(engine)
+}
+
+/// [`drain_file_sinks`], failing with the first sink's error: how many
+/// effects were written.
+pub fn deliver_to_files<S: Store>(engine: &mut Engine<S>) -> Result<usize, SinkError> {
+    let (mut n, mut first) = (0, None);
+    drain_file_sinks(engine, &mut |_, r| match r {
+        Ok(k) => n += k,
+        Err(e) => {
+            first.get_or_insert(e);
+        }
+    })?;
+    first.map_or(Ok(n), Err)
 }
