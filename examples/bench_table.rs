@@ -49,14 +49,16 @@ fn row(v: &Value) -> Option<[String; 4]> {
         "ingest" => [
             format!("ingest, durable, {} members", v["members"]),
             format!(
-                "{} events/s (p50 {:.0} ms, p99 {:.0} ms per {}); raw sled {}: {:.2}x; {:.0} B/member; peak {} MB",
+                "{} events/s (p50 {:.0} ms, p99 {:.0} ms per {}); raw sled {}: {:.2}x; {:.0} B/member loaded, {:.0} after (raw {:.0}); peak {} MB",
                 k(num(v, "events_per_s")),
                 num(v, "p50_batch_ms"),
                 num(v, "p99_batch_ms"),
                 v["batch"],
                 k(num(v, "raw_events_per_s")),
                 num(v, "ratio"),
+                num(v, "bytes_on_disk_per_member_loaded"),
                 num(v, "bytes_on_disk_per_member"),
+                num(v, "raw_bytes_on_disk_per_member"),
                 v["peak_rss_mb"]
             ),
             "40 k/s, 0.7x raw, < 200 B/member".into(),
@@ -97,6 +99,19 @@ fn row(v: &Value) -> Option<[String; 4]> {
                 m(num(v, "member_days_per_s"))
             ),
             "< 1 s (example rules)".into(),
+            String::new(),
+        ],
+        "sled_overhead" if v.get("case").is_some() => [
+            format!(
+                "sled alone, {} keys: {}",
+                v["keys_or_members"],
+                v["case"].as_str().unwrap_or("")
+            ),
+            format!(
+                "{:.0} B/key on disk",
+                num(v, "bytes_on_disk_per_key_or_member")
+            ),
+            String::new(),
             String::new(),
         ],
         _ => return None,
