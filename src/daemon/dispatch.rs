@@ -23,7 +23,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Attempt {
     Delivered,
-    Retry(Option<Duration>),
+    /// Try again (after the given wait, else the backoff); why it failed.
+    Retry(Option<Duration>, String),
     Permanent(String),
 }
 
@@ -84,11 +85,11 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                 attempt += 1;
                 match send(&shared, &client, &sink, &effect, &bytes).await {
                     Attempt::Delivered => {
-                        shared.count_delivery(&name, true);
+                        shared.count_delivery(&name, Ok(()));
                         break;
                     }
                     Attempt::Permanent(why) => {
-                        shared.count_delivery(&name, false);
+                        shared.count_delivery(&name, Err(why.clone()));
                         tracing::warn!(sink = %name, key = %effect.key, error = %why, "Delivery failed for good; dead-lettered.");
                         let record = serde_json::json!({"sink": name, "seq": seq, "key": effect.key, "member": effect.member, "rule": effect.rule, "error": why});
                         let w = WriteSet {
@@ -103,8 +104,8 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                         }
                         break;
                     }
-                    Attempt::Retry(wait) => {
-                        shared.count_delivery(&name, false);
+                    Attempt::Retry(wait, why) => {
+                        shared.count_delivery(&name, Err(why));
                         let jitter = Duration::from_millis(
                             xxhash_rust::xxh3::xxh3_64(
                                 &[seq.to_le_bytes(), attempt.to_le_bytes()].concat(),
@@ -149,7 +150,7 @@ async fn send(
         Sink::Plugin { plugin } => {
             let plugins = shared.plugins.load();
             let Some(p) = plugins.as_ref().as_ref() else {
-                return Attempt::Retry(None);
+                return Attempt::Retry(None, "no plugins are loaded".into());
             };
             let req = match p.delivery_request(plugin, effect) {
                 Ok(r) => r,
@@ -179,14 +180,17 @@ async fn send(
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
-                Attempt::Retry(after.map(|s| Duration::from_secs(s).min(BACKOFF_MAX)))
+                Attempt::Retry(
+                    after.map(|s| Duration::from_secs(s).min(BACKOFF_MAX)),
+                    format!("HTTP {status}"),
+                )
             } else if status.is_server_error() || status.as_u16() == 408 {
-                Attempt::Retry(None)
+                Attempt::Retry(None, format!("HTTP {status}"))
             } else {
                 Attempt::Permanent(format!("HTTP {status}"))
             }
         }
         // Timeouts, refused connections, resets: try again.
-        Err(_) => Attempt::Retry(None),
+        Err(e) => Attempt::Retry(None, e.to_string()),
     }
 }

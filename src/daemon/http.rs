@@ -333,8 +333,13 @@ async fn get_member(
 fn status_json(app: &App) -> serde_json::Value {
     let s = app.shared.status.load();
     let unhealthy = app.shared.unhealthy();
+    let sinks = app.shared.sink_health();
     json!({
-        "ok": unhealthy.is_none(),
+        "ok": unhealthy.is_none() && sinks.iter().all(|(_, e)| e.is_none()),
+        "sinks": sinks.iter().map(|(sink, error)| match error {
+            None => json!({"sink": sink, "ok": true}),
+            Some(e) => json!({"sink": sink, "ok": false, "error": e}),
+        }).collect::<Vec<_>>(),
         "writes": match &unhealthy {
             None => json!({"ok": true}),
             Some(why) => json!({"ok": false, "error": why}),

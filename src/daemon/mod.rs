@@ -70,6 +70,9 @@ pub struct Shared {
     pub outbox_changed: tokio::sync::Notify,
     /// Deliveries by sink: (succeeded, failed attempts).
     pub deliveries: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Why each sink's last delivery attempt failed; `None` once one
+    /// succeeds (or before any failed). Status is not ok while any is set.
+    pub sink_errors: Mutex<BTreeMap<String, Option<String>>>,
     /// Budget use per rule for the current period: (rule, used, total).
     pub budgets: Mutex<Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)>>,
     /// The running plugins (swapped with the rules).
@@ -108,16 +111,42 @@ impl Shared {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub fn count_delivery(&self, sink: &str, ok: bool) {
-        self.count_deliveries(sink, 1, ok);
+    pub fn count_delivery(&self, sink: &str, result: Result<(), String>) {
+        self.count_deliveries(sink, 1, result);
     }
 
-    /// `n` deliveries to `sink` (a file sink writes many at once).
-    pub fn count_deliveries(&self, sink: &str, n: u64, ok: bool) {
+    /// `n` deliveries to `sink` (a file sink writes many at once), or one
+    /// failed attempt and why.
+    pub fn count_deliveries(&self, sink: &str, n: u64, result: Result<(), String>) {
         if let Ok(mut m) = self.deliveries.lock() {
             let e = m.entry(sink.to_string()).or_default();
-            if ok { e.0 += n } else { e.1 += n }
+            if result.is_ok() { e.0 += n } else { e.1 += n }
         }
+        if let Ok(mut m) = self.sink_errors.lock() {
+            m.insert(sink.to_string(), result.err());
+        }
+    }
+
+    /// Every configured sink and why its last delivery attempt failed
+    /// (`None`: it worked, or nothing was tried yet).
+    pub fn sink_health(&self) -> Vec<(String, Option<String>)> {
+        let sinks: Vec<String> = self
+            .deliveries
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let errors = self
+            .sink_errors
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        sinks
+            .into_iter()
+            .map(|s| {
+                let e = errors.get(&s).cloned().flatten();
+                (s, e)
+            })
+            .collect()
     }
 
     /// Dead letters kept in the store, oldest first (at most `limit`).
@@ -233,6 +262,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 .map(|s| (crate::outbox::sink_label(s), (0, 0)))
                 .collect(),
         ),
+        sink_errors: Mutex::new(BTreeMap::new()),
         budgets: Mutex::new(Vec::new()),
         plugins: ArcSwap::from_pointee(plugins.clone()),
         write_error: Mutex::new(None),

@@ -181,9 +181,9 @@ fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
     let counted = crate::outbox::drain_file_sinks(engine, &mut |sink, r| {
         let label = crate::outbox::sink_label(sink);
         match r {
-            Ok(n) => shared.count_deliveries(&label, n as u64, true),
+            Ok(n) => shared.count_deliveries(&label, n as u64, Ok(())),
             Err(e) => {
-                shared.count_deliveries(&label, 1, false);
+                shared.count_deliveries(&label, 1, Err(e.to_string()));
                 tracing::error!(sink = %label, error = %e, "Delivery failed.");
             }
         }

@@ -84,6 +84,14 @@ fn ingest_members_status_and_metrics_over_http() {
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["events"]["applied"], 1, "{status}");
     assert_eq!(status["events"]["duplicates"], 1, "{status}");
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["sinks"][0]["ok"], true, "{status}");
+    assert!(
+        status["sinks"][0]["sink"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("file:")),
+        "{status}"
+    );
     let (code, metrics) = http(&d.addr, "GET", "/metrics", "");
     assert_eq!(code, 200);
     assert!(
@@ -359,7 +367,8 @@ fn a_permanent_webhook_error_is_dead_lettered() {
     let start = Instant::now();
     let status = loop {
         let (_, s) = http(&d.addr, "GET", "/v1/status", "");
-        if s.matches("HTTP 422").count() == 2 {
+        let parsed: serde_json::Value = serde_json::from_str(&s).expect("status JSON");
+        if parsed["dead_letters"].as_array().map_or(0, Vec::len) == 2 {
             break s;
         }
         assert!(
@@ -370,6 +379,66 @@ fn a_permanent_webhook_error_is_dead_lettered() {
     };
     assert!(status.contains("\"rule\":\"pts\""), "{status}");
     assert_eq!(seen.lock().expect("log").len(), 2, "no retries for a 4xx");
+    // The sink's failure shows in status; writes still work (200).
+    let (code, status) = http(&d.addr, "GET", "/v1/status", "");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["ok"], false, "{status}");
+    assert_eq!(status["writes"]["ok"], true, "{status}");
+    let webhook = &status["sinks"][1];
+    assert_eq!(webhook["ok"], false, "{status}");
+    assert!(
+        webhook["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 422")),
+        "{status}"
+    );
+}
+
+/// A file sink another data folder owns is refused, and status says so
+/// (it said `"ok": true` while no effect reached the file).
+#[test]
+fn a_refused_file_sink_shows_in_status() {
+    let dir = project("rule \"pts\" on purchase then award points floor(event.amount)\n");
+    let first = start(dir.path());
+    assert_eq!(
+        http(
+            &first.addr,
+            "POST",
+            "/v1/events",
+            &purchase("o1", "m1", 2.0)
+        )
+        .0,
+        202
+    );
+    // The file is written after the answer: wait for it.
+    let effects = dir.path().join("out/effects.ndjson");
+    let start = Instant::now();
+    while std::fs::metadata(&effects).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no file sink write"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(first);
+    let mut cmd = crate::common::daemon_cmd(dir.path());
+    cmd.args(["--data", "other"]);
+    let d = crate::common::start_cmd(cmd, None);
+    assert_eq!(
+        http(&d.addr, "POST", "/v1/events", &purchase("o2", "m2", 2.0)).0,
+        202
+    );
+    let (code, status) = http(&d.addr, "GET", "/v1/status", "");
+    assert_eq!(code, 200, "writes work: {status}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["ok"], false, "{status}");
+    assert!(
+        status["sinks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("belongs to another data folder")),
+        "{status}"
+    );
 }
 
 #[test]
