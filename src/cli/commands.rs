@@ -446,6 +446,9 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
     let loaded = if full.errors() == 0 && !full.io_failure && full.rules.is_some() {
         full
     } else {
+        eprintln!(
+            "note: the rules do not load (`nudge check` says why): rule states are shown by their ids, not their names"
+        );
         load(&nudge::project::load::LoadOptions {
             config_only: true,
             ..common.load_options()

@@ -80,8 +80,16 @@ impl IngestReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error(transparent)]
-    Sink(#[from] SinkError),
+    /// A file sink failed after a commit: what is committed stays.
+    #[error(
+        "{source}; the events up to line {line} are stored ({applied} applied, {duplicates} duplicates) and their effects wait in the outbox: fix the sink and ingest the file again (stored events count as duplicates)"
+    )]
+    Sink {
+        source: SinkError,
+        line: usize,
+        applied: usize,
+        duplicates: usize,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -190,8 +198,14 @@ fn commit<S: Store>(
     for e in c.effects.iter().chain(&released) {
         r.summary.add(e);
     }
+    let line = lines.last().copied().unwrap_or(0);
     batch.clear();
     lines.clear();
-    crate::outbox::deliver_to_files(engine)?;
+    crate::outbox::deliver_to_files(engine).map_err(|source| IngestError::Sink {
+        source,
+        line,
+        applied: r.applied,
+        duplicates: r.duplicates,
+    })?;
     Ok(())
 }

@@ -705,6 +705,12 @@ fn a_file_sink_of_another_data_folder_is_not_cut() {
         let (out, err, code) = nudge(d, &["ingest", "-", "--data", "two"], Some(&event(ev)));
         assert_ne!(code, 0, "{out}{err}");
         assert!(err.contains("belongs to another data folder"), "{err}");
+        // What was stored is said, and what to do.
+        assert!(
+            err.contains("the events up to line 1 are stored (1 applied, 0 duplicates)")
+                && err.contains("ingest the file again"),
+            "{err}"
+        );
     }
     assert_eq!(std::fs::read_to_string(&sink).expect("sink"), first);
     // The owner goes on writing.
@@ -714,4 +720,11 @@ fn a_file_sink_of_another_data_folder_is_not_cut() {
     let (out, err, code) = nudge(d, &["member", "a", "--data", "one"], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"rule\":\"big\""), "{out}");
+    // Broken rules: the state still shows, and stderr says why rule
+    // states have no names.
+    std::fs::write(d.join("rules/big.rules"), "rule \"big\" when then\n").expect("rule");
+    let (out, err, code) = nudge(d, &["member", "a", "--data", "one"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("\"rule\":\"big\""), "{out}");
+    assert!(err.contains("note: the rules do not load"), "{err}");
 }
