@@ -63,6 +63,10 @@ pub fn run(
     shared: &Shared,
     rx: Receiver<Command>,
 ) {
+    // What the outbox holds from before the start goes to the file sinks
+    // now, so a refused sink shows in status at once, not at the first
+    // commit.
+    after_commit(&mut engine, shared);
     let mut queue: Vec<Command> = Vec::new();
     loop {
         let cmd = match queue.pop() {

@@ -82,7 +82,7 @@ impl IngestReport {
 pub enum IngestError {
     /// A file sink failed after a commit: what is committed stays.
     #[error(
-        "{source}; the events up to line {line} are stored ({applied} applied, {duplicates} duplicates) and their effects wait in the outbox: fix the sink and ingest the file again (stored events count as duplicates)"
+        "{source}. The data folder does hold the events up to line {line} ({applied} applied, {duplicates} duplicates), and their effects wait in its outbox: fix the sink and ingest the file again (the stored events count as duplicates, or are refused as older than the dedup window when the file spans more than it)"
     )]
     Sink {
         source: SinkError,

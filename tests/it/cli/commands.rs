@@ -707,8 +707,9 @@ fn a_file_sink_of_another_data_folder_is_not_cut() {
         assert!(err.contains("belongs to another data folder"), "{err}");
         // What was stored is said, and what to do.
         assert!(
-            err.contains("the events up to line 1 are stored (1 applied, 0 duplicates)")
-                && err.contains("ingest the file again"),
+            err.contains(
+                "The data folder does hold the events up to line 1 (1 applied, 0 duplicates)"
+            ) && err.contains("ingest the file again"),
             "{err}"
         );
     }
