@@ -507,8 +507,8 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         "# HELP nudge_deliveries_total Delivery attempts by sink and result.\n# TYPE nudge_deliveries_total counter"
     );
     if let Ok(m) = sh.deliveries.lock() {
-        for (sink, (ok, failed)) in m.iter() {
-            let sink = label(sink);
+        for (sink, d) in m.iter() {
+            let (sink, ok, failed) = (label(sink), d.ok, d.failed);
             let _ = writeln!(
                 out,
                 "nudge_deliveries_total{{sink=\"{sink}\",result=\"ok\"}} {ok}\nnudge_deliveries_total{{sink=\"{sink}\",result=\"failed\"}} {failed}"

@@ -68,11 +68,8 @@ pub struct Shared {
     pub outbox_depth: AtomicU64,
     /// Woken after each commit, for the dispatcher.
     pub outbox_changed: tokio::sync::Notify,
-    /// Deliveries by sink: (succeeded, failed attempts).
-    pub deliveries: Mutex<BTreeMap<String, (u64, u64)>>,
-    /// Why each sink's last delivery attempt failed; `None` once one
-    /// succeeds (or before any failed). Status is not ok while any is set.
-    pub sink_errors: Mutex<BTreeMap<String, Option<String>>>,
+    /// Deliveries by sink.
+    pub deliveries: Mutex<BTreeMap<String, Deliveries>>,
     /// Budget use per rule for the current period: (rule, used, total).
     pub budgets: Mutex<Vec<(String, rust_decimal::Decimal, rust_decimal::Decimal)>>,
     /// The running plugins (swapped with the rules).
@@ -84,6 +81,17 @@ pub struct Shared {
     /// stops with a non-zero exit so that a supervisor restarts it.
     pub writer_failed: Mutex<Option<String>>,
     pub fatal: tokio::sync::Notify,
+}
+
+/// One sink's deliveries so far.
+#[derive(Clone, Debug, Default)]
+pub struct Deliveries {
+    pub ok: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    /// Why the last attempt failed; `None` once one succeeds (or before
+    /// any failed). Status is not ok while any sink has one.
+    pub error: Option<String>,
 }
 
 pub const LATENCY_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
@@ -119,34 +127,27 @@ impl Shared {
     /// failed attempt and why.
     pub fn count_deliveries(&self, sink: &str, n: u64, result: Result<(), String>) {
         if let Ok(mut m) = self.deliveries.lock() {
-            let e = m.entry(sink.to_string()).or_default();
-            if result.is_ok() { e.0 += n } else { e.1 += n }
-        }
-        if let Ok(mut m) = self.sink_errors.lock() {
-            m.insert(sink.to_string(), result.err());
+            let d = m.entry(sink.to_string()).or_default();
+            if result.is_ok() {
+                d.ok += n
+            } else {
+                d.failed += n
+            }
+            d.error = result.err();
         }
     }
 
     /// Every configured sink and why its last delivery attempt failed
     /// (`None`: it worked, or nothing was tried yet).
     pub fn sink_health(&self) -> Vec<(String, Option<String>)> {
-        let sinks: Vec<String> = self
-            .deliveries
+        self.deliveries
             .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        let errors = self
-            .sink_errors
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        sinks
-            .into_iter()
-            .map(|s| {
-                let e = errors.get(&s).cloned().flatten();
-                (s, e)
+            .map(|m| {
+                m.iter()
+                    .map(|(s, d)| (s.clone(), d.error.clone()))
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default()
     }
 
     /// Dead letters kept in the store, oldest first (at most `limit`).
@@ -259,10 +260,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             schema
                 .sinks
                 .iter()
-                .map(|s| (crate::outbox::sink_label(s), (0, 0)))
+                .map(|s| (crate::outbox::sink_label(s), Deliveries::default()))
                 .collect(),
         ),
-        sink_errors: Mutex::new(BTreeMap::new()),
         budgets: Mutex::new(Vec::new()),
         plugins: ArcSwap::from_pointee(plugins.clone()),
         write_error: Mutex::new(None),

@@ -117,9 +117,10 @@ impl<S: Store> Engine<S> {
         // Until a full tick has read every member from the store, the next
         // tick scans the store anyway: the index is only kept from then on,
         // so an import without ticks does not hold every member in memory.
-        let keep_due = self.due_complete;
-        for (id, _) in written.iter().filter(|_| keep_due) {
-            self.due.touch(id);
+        if self.due_complete {
+            for id in written.iter().map(|(id, _)| id).chain(&p.new_members) {
+                self.due.touch(id);
+            }
         }
         if let Some(cache) = &self.cache {
             let mut c = cache.borrow_mut();
@@ -127,9 +128,6 @@ impl<S: Store> Engine<S> {
                 c.remove(id);
             }
             c.extend(written);
-        }
-        for id in p.new_members.iter().filter(|_| keep_due) {
-            self.due.touch(id);
         }
         for (id, day) in &p.due {
             self.due.set(id, *day);
