@@ -58,20 +58,27 @@ pub fn run(
     }
 }
 
-/// Whether running `t`'s rules would change nothing: every rule is
-/// edge-triggered (tick rules are) and each condition is as it was at the
-/// last evaluation (true and armed, or false and not armed), so none fires
-/// and no edge state moves. Most members on most days; checking is much
-/// cheaper than running.
+/// Whether running the tick's rules (`t`, whose rules are the rule set's
+/// `on_tick`) would change nothing: every rule is edge-triggered (tick
+/// rules are) and each condition is as it was at the last evaluation
+/// (true and armed, or false and not armed), so none fires and no edge
+/// state moves. Most members on most days; checking is much cheaper than
+/// running, and it evaluates the conditions laid out for the tick.
 pub fn idle(cx: &Ctx<'_>, rec: &MemberRecord, t: &Trigger<'_>, view: &mut View) -> bool {
+    debug_assert_eq!(t.rules, &cx.rules.on_tick[..]);
     fill(cx, rec, t, view);
-    t.rules.iter().all(|&ri| {
-        let rule = &cx.rules.rules[ri as usize];
-        let key = cx.plan.rule_keys[ri as usize];
-        let armed = rec.rules.iter().any(|r| r.rule == key && r.armed);
-        let is_true = rule.matches(&env(cx, view, t, &rule.name)) == Some(true);
-        rule.edge_triggered() && is_true == armed
-    })
+    let mut idle = true;
+    let name = |ri: u32| cx.rules.rules[ri as usize].name.as_str();
+    cx.rules
+        .tick_conditions
+        .eval(&env(cx, view, t, ""), name, |ri, value| {
+            let rule = &cx.rules.rules[ri as usize];
+            let key = cx.plan.rule_keys[ri as usize];
+            let armed = rec.rules.iter().any(|r| r.rule == key && r.armed);
+            idle = rule.edge_triggered() && (value == Some(true)) == armed;
+            idle
+        });
+    idle
 }
 
 /// The member view of the trigger's day, for its rules.

@@ -142,10 +142,12 @@ impl Evaluator {
             self.expire,
         );
         let env = self.view.tick_env(today);
-        for &i in &rules.on_tick {
-            if rules.rules[i as usize].matches(&env) == Some(true) {
+        let name = |i: u32| rules.rules[i as usize].name.as_str();
+        rules.tick_conditions.eval(&env, name, |i, value| {
+            if value == Some(true) {
                 matched(i);
             }
-        }
+            true
+        });
     }
 }

@@ -33,6 +33,9 @@ pub struct RuleSet {
     /// How each rule's condition moves with the day, by rule index (kept
     /// out of `CompiledRule`: evaluation walks those, and smaller is faster).
     pub timing: Vec<Timing>,
+    /// The conditions of `on_tick`, laid out for the daily tick's pass
+    /// over every member.
+    pub tick_conditions: Conditions,
 }
 
 impl RuleSet {
@@ -305,6 +308,7 @@ pub fn compile(
         groups: Vec::new(),
         plugins,
         timing: Vec::with_capacity(rules.len()),
+        tick_conditions: Conditions::default(),
     };
     for (i, r) in rules.into_iter().enumerate() {
         let i = i as u32;
@@ -353,6 +357,8 @@ pub fn compile(
             rearm,
         });
     }
+    let conds: Vec<Option<&BoolCode>> = set.rules.iter().map(|r| r.cond.as_ref()).collect();
+    set.tick_conditions = Conditions::new(&conds, &set.on_tick);
     set
 }
 

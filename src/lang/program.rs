@@ -205,7 +205,7 @@ impl Simple {
                     Cmp::Ne => Simple::Int(*op, s, c),
                 }
             }
-            BoolCode::DecSlotConst(op, s, c) => Simple::Dec(*op, *s, *c),
+            BoolCode::DecSlotConst(op, s, c) => Simple::Dec(*op, *s, at_money_scale(*c)),
             BoolCode::HasTag(bit) => Simple::Tag(*bit, true),
             BoolCode::Not(inner) => match &**inner {
                 BoolCode::HasTag(bit) => Simple::Tag(*bit, false),
@@ -231,7 +231,15 @@ impl Simple {
         match self {
             Simple::IntIn(s, lo, hi) => env.slot(*s).int().map(|v| *lo <= v && v <= *hi),
             Simple::Int(op, s, c) => env.slot(*s).int().map(|v| op.test(v, *c)),
-            Simple::Dec(op, s, c) => env.slot(*s).dec().map(|v| op.test(dec_key(v, *c), 0)),
+            Simple::Dec(op, s, c) => env.slot(*s).dec().map(|v| {
+                // Money against a constant at its scale: one integer test.
+                let key = if v.scale() == c.scale() && v.scale() < 20 {
+                    v.mantissa().cmp(&c.mantissa()) as i8
+                } else {
+                    dec_key(v, *c)
+                };
+                op.test(key, 0)
+            }),
             Simple::Tag(bit, want) => {
                 let word = env.tags.get((*bit / 64) as usize).copied().unwrap_or(0);
                 Some((word & (1u64 << (bit % 64)) != 0) == *want)
@@ -239,6 +247,100 @@ impl Simple {
             Simple::Times(op, a, b, k) => times_test(env, *op, *a, *b, *k),
         }
     }
+}
+
+/// The conditions of a list of rules laid out for evaluating them all,
+/// one member after another (the daily tick): each rule's simple tests
+/// side by side in one array, so a pass over the rules reads memory in
+/// order instead of following each rule's boxes. Conditions that are not
+/// an `and` of simple tests keep their tree. The results are those of
+/// [`BoolCode::eval`] on each rule's condition.
+#[derive(Clone, Debug, Default)]
+pub struct Conditions {
+    rules: Vec<(u32, Flat)>,
+    tests: Vec<Simple>,
+}
+
+#[derive(Clone, Debug)]
+enum Flat {
+    /// `tests[start..start + len]`, all true (none: no condition).
+    Tests {
+        start: u32,
+        len: u32,
+    },
+    Tree(Box<BoolCode>),
+}
+
+impl Conditions {
+    /// The conditions of `list` (rule indexes into `conds`), in its order.
+    pub fn new(conds: &[Option<&BoolCode>], list: &[u32]) -> Conditions {
+        let mut c = Conditions::default();
+        for &rule in list {
+            let simple: Option<Vec<Simple>> = match conds.get(rule as usize).copied().flatten() {
+                None => Some(Vec::new()),
+                Some(BoolCode::AllSimple(tests)) => Some(tests.to_vec()),
+                Some(b) => Simple::of(b).map(|t| vec![t]),
+            };
+            let flat = match simple {
+                Some(tests) => {
+                    let start = c.tests.len() as u32;
+                    c.tests.extend(tests);
+                    Flat::Tests {
+                        start,
+                        len: c.tests.len() as u32 - start,
+                    }
+                }
+                None => Flat::Tree(Box::new(
+                    conds
+                        .get(rule as usize)
+                        .copied()
+                        .flatten()
+                        .cloned()
+                        .unwrap_or(BoolCode::Const(Some(true))),
+                )),
+            };
+            c.rules.push((rule, flat));
+        }
+        c
+    }
+
+    /// Each rule's index and the value of its condition, in list order,
+    /// until `each` returns false. `name` gives a rule's name for the
+    /// conditions evaluated as trees (plugin calls report it).
+    #[inline]
+    pub fn eval<'n>(
+        &self,
+        env: &Env<'n>,
+        name: impl Fn(u32) -> &'n str,
+        mut each: impl FnMut(u32, Option<bool>) -> bool,
+    ) {
+        for (rule, flat) in &self.rules {
+            let value = match flat {
+                Flat::Tests { start, len } => {
+                    let (start, len) = (*start as usize, *len as usize);
+                    all(&self.tests[start..start + len], |t| t.eval(env))
+                }
+                Flat::Tree(b) => b.eval(&Env {
+                    rule: name(*rule),
+                    ..*env
+                }),
+            };
+            if !each(*rule, value) {
+                return;
+            }
+        }
+    }
+}
+
+/// A constant with fewer than two decimals, written with two (the same
+/// value): money fields have two, and a test at one scale compares
+/// mantissas only.
+fn at_money_scale(c: Decimal) -> Decimal {
+    let mut m = c;
+    if c.scale() < 2 {
+        m.rescale(2);
+    }
+    if m == c { m } else { c }
 }
 
 /// Three-valued `and` over `items` (SQL's): false if any is false, else
@@ -416,28 +518,34 @@ fn dec_key(a: Decimal, b: Decimal) -> i8 {
     // scale, in i128 (far cheaper than a decimal comparison).
     let (sa, sb) = (a.scale(), b.scale());
     let scaled = if sa >= sb {
-        10i128
-            .checked_pow(sa - sb)
+        pow10(sa - sb)
             .and_then(|p| b.mantissa().checked_mul(p))
             .map(|bm| (a.mantissa(), bm))
     } else {
-        10i128
-            .checked_pow(sb - sa)
+        pow10(sb - sa)
             .and_then(|p| a.mantissa().checked_mul(p))
             .map(|am| (am, b.mantissa()))
     };
-    if let Some((x, y)) = scaled {
-        return match x.cmp(&y) {
-            std::cmp::Ordering::Less => -1,
-            std::cmp::Ordering::Equal => 0,
-            std::cmp::Ordering::Greater => 1,
-        };
+    match scaled {
+        Some((x, y)) => x.cmp(&y) as i8,
+        None => a.cmp(&b) as i8,
     }
-    match a.cmp(&b) {
-        std::cmp::Ordering::Less => -1,
-        std::cmp::Ordering::Equal => 0,
-        std::cmp::Ordering::Greater => 1,
-    }
+}
+
+/// 10^n in i128 (up to 10^38), from a table: `checked_pow` loops, and
+/// this runs for every decimal test of every member.
+#[inline(always)]
+fn pow10(n: u32) -> Option<i128> {
+    const TABLE: [i128; 39] = {
+        let mut t = [1i128; 39];
+        let mut i = 1;
+        while i < 39 {
+            t[i] = t[i - 1] * 10;
+            i += 1;
+        }
+        t
+    };
+    TABLE.get(n as usize).copied()
 }
 
 /// `x` against `y * k`, exactly, with integers: -1, 0 or 1; `None` when
@@ -451,12 +559,8 @@ fn times_cmp(x: i64, y: Decimal, k: Decimal) -> Option<i8> {
         return None;
     }
     let product = y.mantissa().checked_mul(k.mantissa())?;
-    let lhs = (x as i128).checked_mul(10i128.checked_pow(scale)?)?;
-    Some(match lhs.cmp(&product) {
-        std::cmp::Ordering::Less => -1,
-        std::cmp::Ordering::Equal => 0,
-        std::cmp::Ordering::Greater => 1,
-    })
+    let lhs = (x as i128).checked_mul(pow10(scale)?)?;
+    Some(lhs.cmp(&product) as i8)
 }
 
 fn dec_to_int(d: Decimal) -> Option<i64> {

@@ -1,7 +1,7 @@
 //! Compiled expressions against member states, from `tests/lang/eval.cases`
 //! (see the format at the top of that file).
 
-use nudge::lang::program::{Env, Value};
+use nudge::lang::program::{BoolCode, Conditions, Env, Value};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -86,6 +86,10 @@ fn compiled_expressions_evaluate_as_written() {
     let set = loaded.rules.expect("rule set");
     let schema = loaded.schema.expect("schema");
     let purchase = &schema.events[schema.event("purchase").expect("purchase").0];
+    // The same conditions laid out for the daily tick: every case again.
+    let conds: Vec<Option<&BoolCode>> = set.rules.iter().map(|r| r.cond.as_ref()).collect();
+    let every: Vec<u32> = (0..set.rules.len() as u32).collect();
+    let flat = Conditions::new(&conds, &every);
     let mut failures = Vec::new();
     for c in &cases {
         let mut member = vec![Value::Null; set.layout.fields.len()];
@@ -123,12 +127,35 @@ fn compiled_expressions_evaluate_as_written() {
             host: None,
             rule: "",
         };
-        let rule = set.rule(&format!("line {}", c.line)).expect("rule");
+        let name = format!("line {}", c.line);
+        let rule = set.rule(&name).expect("rule");
         let got = rule.matches(&env);
         if got != c.want {
             failures.push(format!(
                 "line {}: `{}` gave {:?}, expected {:?}",
                 c.line, c.expr, got, c.want
+            ));
+        }
+        let index = set
+            .rules
+            .iter()
+            .position(|r| r.name == name)
+            .expect("index") as u32;
+        let mut laid_out = None;
+        flat.eval(
+            &env,
+            |_| "",
+            |i, value| {
+                if i == index {
+                    laid_out = Some(value);
+                }
+                i != index
+            },
+        );
+        if laid_out != Some(c.want) {
+            failures.push(format!(
+                "line {}: `{}` laid out for the tick gave {:?}, expected {:?}",
+                c.line, c.expr, laid_out, c.want
             ));
         }
     }
