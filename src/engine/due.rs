@@ -15,7 +15,8 @@
 use super::ctx::Ctx;
 use super::view::View;
 use crate::base::value::Value;
-use crate::lang::compile::Timing;
+use crate::lang::program::BoolCode;
+use crate::lang::timing::{Mover, Timing};
 use crate::model::MemberRecord;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -112,22 +113,96 @@ pub fn next_due(cx: &Ctx<'_>, rec: &MemberRecord, view: &View, today: i32) -> i3
         match &cx.rules.timing[ri as usize] {
             Timing::Fixed => {}
             Timing::Daily => return tomorrow,
-            Timing::Counts(counts) => {
-                for c in counts.iter() {
-                    // A count that is null (no purchase yet) stays null
-                    // until an event, which makes the member due anyway.
-                    let Value::Int(v) = view.member[c.slot as usize] else {
-                        continue;
-                    };
-                    if let Some(k) = next_step(v, &c.bound.value(&env)) {
-                        let day = (today as i64).saturating_add(k - v);
-                        due = due.min(day.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+            Timing::Moves(movers) => {
+                for m in movers.iter() {
+                    if let Some(day) = next_move(cx, rec, view, m, today) {
+                        due = due.min(day);
                     }
                 }
             }
         }
     }
     due.max(tomorrow)
+}
+
+/// How far ahead a test reading the day itself is evaluated for the day
+/// it changes. A test that does not change within it (`today ==
+/// 2027-02-14`, months away) has the member visited again then, to look
+/// further: two months of days cost a few microseconds per member
+/// visited, and a visit every two months costs nothing.
+const SCAN_DAYS: i32 = 62;
+
+/// The first day after `today` on which the mover `m` can change for
+/// `rec`; `None` when it cannot by itself.
+fn next_move(cx: &Ctx<'_>, rec: &MemberRecord, view: &View, m: &Mover, today: i32) -> Option<i32> {
+    let after = |days: &mut dyn Iterator<Item = i32>| days.filter(|d| *d > today).min();
+    match m {
+        Mover::Count(c) => {
+            // A count that is null (no purchase yet) stays null until an
+            // event, which makes the member due anyway.
+            let Value::Int(v) = view.member[c.slot as usize] else {
+                return None;
+            };
+            let k = next_step(v, &c.bound.value(&view.tick_env(today)))?;
+            let day = (today as i64).saturating_add(k - v);
+            Some(day.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+        }
+        Mover::Window(i) => {
+            let spec = cx.rules.layout.aggregates.get(*i as usize)?;
+            let key = cx.plan.agg_keys.get(*i as usize)?;
+            let state = rec.aggregates.iter().find(|a| a.key == *key)?;
+            // A day is in the window `(today - window, today]`: it enters
+            // on its day and leaves `window` days later.
+            let w = spec.window_days as i32;
+            after(
+                &mut state
+                    .buckets
+                    .iter()
+                    .flat_map(|b| [b.day, b.day.saturating_add(w)]),
+            )
+        }
+        Mover::Expiring(i) => {
+            let (_, horizon) = cx.rules.layout.expiring.get(*i as usize)?;
+            let expire = cx.schema.points.expire_after_days? as i32;
+            // A lot of day d expires on d + expire, and is within the
+            // horizon from `horizon` days before.
+            after(&mut rec.point_lots.iter().flat_map(|(d, _)| {
+                let expires = d.saturating_add(expire);
+                [expires.saturating_sub(*horizon as i32), expires]
+            }))
+        }
+        Mover::Scan(test) => Some(scan(rec, view, test, today)),
+    }
+}
+
+/// The first day after `today` (within [`SCAN_DAYS`]) on which `test`
+/// gives another result: the day counts and the birthday countdown moved
+/// on to that day, everything else as today.
+fn scan(rec: &MemberRecord, view: &View, test: &BoolCode, today: i32) -> i32 {
+    use crate::lang::check::slot::{DAYS_SINCE_LAST_PURCHASE, DAYS_TO_BIRTHDAY, MEMBER_DAYS};
+    let now = test.eval(&view.tick_env(today));
+    let mut member = view.member.clone();
+    let last = today.saturating_add(SCAN_DAYS);
+    for day in today.saturating_add(1)..=last {
+        let k = (day - today) as i64;
+        for s in [DAYS_SINCE_LAST_PURCHASE, MEMBER_DAYS] {
+            if let Value::Int(v) = view.member[s as usize] {
+                member[s as usize] = Value::Int(v.saturating_add(k));
+            }
+        }
+        if let (Value::Int(_), Some(b)) = (&view.member[DAYS_TO_BIRTHDAY as usize], rec.birthday) {
+            member[DAYS_TO_BIRTHDAY as usize] = Value::Int(super::view::birthday_info(b, day).0);
+        }
+        let env = crate::lang::program::Env {
+            member: &member,
+            today: day,
+            ..view.tick_env(day)
+        };
+        if test.eval(&env) != now {
+            return day;
+        }
+    }
+    last
 }
 
 /// The count's next value (above `v`, rising by one a day) at which a

@@ -202,7 +202,7 @@ impl View {
 /// Days until the next birthday (0 on the day) and the birthday's month.
 /// A 29 February birthday falls on 28 February in other years. Plain
 /// calendar arithmetic: this runs for every member on every tick.
-fn birthday_info(birthday: i32, today: i32) -> (i64, i64) {
+pub(super) fn birthday_info(birthday: i32, today: i32) -> (i64, i64) {
     let (_, bm, bd) = civil(birthday);
     let (ty, _, _) = civil(today);
     let on = |year: i64| {

@@ -7,6 +7,8 @@ use super::check::{
     Arith, BudgetSpec, CheckedRule, CouponSpec, Func, Layout, TAction, TExpr, TKind, Triggers, Ty,
 };
 use super::program::*;
+use super::timing::{Codes, Timing};
+use super::timing::{push_children, timing};
 use crate::base::diag::{Code, Diagnostic, SourceId};
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -68,121 +70,6 @@ pub struct CompiledRule {
     /// after each firing, so it fires once per evaluation for as long as
     /// its condition holds, instead of once until the condition turns false.
     pub rearm: bool,
-}
-
-/// How a rule's condition can change from one day to the next for a
-/// member whose record stays as it is. Lets the daily tick visit only the
-/// members whose tick rules can change that day (see `engine::due`).
-#[derive(Clone, Debug)]
-pub enum Timing {
-    /// It cannot: it reads nothing that moves with the day.
-    Fixed,
-    /// Only when a day count (`days_since_last_purchase`, `member_days`,
-    /// one more each day) crosses one of these bounds, which do not move.
-    Counts(Box<[DayCount]>),
-    /// Any day: it reads `today`, a window, a birthday countdown, open
-    /// coupons, expiring points or a plugin.
-    Daily,
-}
-
-/// A day count compared with a bound (`days_since_last_purchase > cycle * 1.5`).
-#[derive(Clone, Debug)]
-pub struct DayCount {
-    pub slot: u16,
-    pub bound: AnyCode,
-}
-
-/// Member fields that do not move with the day by themselves.
-fn fixed_slot(s: u16, layout: &Layout) -> bool {
-    use crate::lang::check::slot::*;
-    // `birthday_month` is the birth date's month: fixed. Open coupons
-    // expire with the day.
-    let moving = [
-        DAYS_SINCE_LAST_PURCHASE,
-        MEMBER_DAYS,
-        DAYS_TO_BIRTHDAY,
-        COUPONS_OPEN,
-    ];
-    !moving.contains(&s)
-        && !layout.aggregates.iter().any(|a| a.slot == s)
-        && !layout.expiring.iter().any(|(e, _)| *e == s)
-}
-
-fn is_count(e: &TExpr) -> Option<u16> {
-    use crate::lang::check::slot::*;
-    match e.kind {
-        TKind::Slot(s) if s == DAYS_SINCE_LAST_PURCHASE || s == MEMBER_DAYS => Some(s),
-        _ => None,
-    }
-}
-
-/// Pushes the operands of `e` (plugin arguments included).
-fn push_children<'e>(e: &'e TExpr, stack: &mut Vec<&'e TExpr>) {
-    match &e.kind {
-        TKind::Lit(_)
-        | TKind::Slot(_)
-        | TKind::Event(_)
-        | TKind::Today
-        | TKind::HasTag(_)
-        | TKind::Member => {}
-        TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => stack.push(a),
-        TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
-            stack.push(a);
-            stack.push(b);
-        }
-        TKind::In(a, list) => {
-            stack.push(a);
-            stack.extend(list);
-        }
-        TKind::Plugin { args, .. } => stack.extend(args),
-    }
-}
-
-/// Whether `e` has the same value every day for an unchanged member.
-fn is_fixed(e: &TExpr, layout: &Layout) -> bool {
-    let mut stack = vec![e];
-    while let Some(e) = stack.pop() {
-        match &e.kind {
-            TKind::Today | TKind::Member | TKind::Plugin { .. } => return false,
-            TKind::Slot(s) if !fixed_slot(*s, layout) => return false,
-            _ => push_children(e, &mut stack),
-        }
-    }
-    true
-}
-
-/// How `cond` can change by itself (see [`Timing`]).
-fn timing(cond: Option<&TExpr>, layout: &Layout) -> Timing {
-    let mut counts = Vec::new();
-    let mut stack: Vec<&TExpr> = cond.into_iter().collect();
-    while let Some(e) = stack.pop() {
-        match &e.kind {
-            TKind::And(a, b) | TKind::Or(a, b) => {
-                stack.push(a);
-                stack.push(b);
-            }
-            TKind::Not(a) => stack.push(a),
-            TKind::Cmp(_, a, b) => match (is_count(a), is_count(b)) {
-                (Some(slot), None) if is_fixed(b, layout) => counts.push(DayCount {
-                    slot,
-                    bound: any_code(b),
-                }),
-                (None, Some(slot)) if is_fixed(a, layout) => counts.push(DayCount {
-                    slot,
-                    bound: any_code(a),
-                }),
-                _ if is_fixed(e, layout) => {}
-                _ => return Timing::Daily,
-            },
-            _ if is_fixed(e, layout) => {}
-            _ => return Timing::Daily,
-        }
-    }
-    if counts.is_empty() {
-        Timing::Fixed
-    } else {
-        Timing::Counts(counts.into())
-    }
 }
 
 /// One test of a condition (a comparison, `in`, `is null`, a tag, a
@@ -340,7 +227,14 @@ pub fn compile(
         let reads = rule_reads(&r);
         let rearm = (t.state || t.tick) && writes_what_it_reads(&r, &set.layout);
         let terms = terms(r.cond.as_ref(), sources.text(r.source));
-        set.timing.push(timing(r.cond.as_ref(), &set.layout));
+        set.timing.push(timing(
+            r.cond.as_ref(),
+            &set.layout,
+            &Codes {
+                bool: bool_code,
+                any: any_code,
+            },
+        ));
         set.rules.push(CompiledRule {
             reads,
             terms,

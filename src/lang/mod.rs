@@ -12,5 +12,6 @@ pub mod parse;
 pub mod parse_yaml;
 pub mod print;
 pub mod program;
+pub mod timing;
 
 pub use compile::{CompiledRule, RuleSet};

@@ -3,7 +3,9 @@
 //! restarts (clean, with the index saved and taken up, or crashes), an engine with the index gives exactly the effects (bytes) of
 //! an engine that visits every member every day, for rules that turn on
 //! day counts (`>`, `<`, `==`, `between`, against constants and against
-//! `cycle * k`), on windows, birthdays and point expiry.
+//! `cycle * k`), on windows (alone and compared with each other),
+//! birthdays, point expiry and the calendar (`day_of_month(today)`, a
+//! date, `member_days % 9`).
 
 use nudge::engine::Engine;
 use nudge::io::event::event_from_json;
@@ -27,6 +29,11 @@ const RULES: &[&str] = &[
     "rule \"birthday\" on tick when days_to_birthday == 3 then send message \"soon\" via app",
     "rule \"month\" on tick when birthday_month == 2 and days_since_last_purchase > 2 then tag \"feb\"",
     "rule \"state\" when days_since_last_purchase >= 8 then award points 3",
+    "rule \"monthly\" on tick when day_of_month(today) == 8 and days_since_last_purchase <= 30 then award points 4",
+    "rule \"date\" on tick when today == 2026-01-20 and orders >= 1 then tag \"jan20\"",
+    "rule \"every 9\" on tick when member_days > 0 and member_days % 9 == 0 then award points 5",
+    "rule \"slowing\" on tick when count(purchase, 14d) >= 2 and count(purchase, 7d) * 2 < count(purchase, 14d) then tag \"slowing\"",
+    "rule \"expiring\" on tick when points_expiring(5d) > 0 then send message \"expiring\" via app",
     "rule \"pts\" on purchase then award points floor(event.amount)",
 ];
 
@@ -44,7 +51,7 @@ enum Op {
     /// A clean stop (the due index saved and taken up again) or a crash.
     Restart(bool),
     /// Swap in a subset of the rules (bit mask over RULES).
-    Rules(u16),
+    Rules(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,11 +60,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..6, 0u16..40).prop_map(|(member, birthday)| Op::Signup { member, birthday }),
         5 => (1u8..6).prop_map(Op::Advance),
         1 => any::<bool>().prop_map(Op::Restart),
-        1 => any::<u16>().prop_map(Op::Rules),
+        1 => any::<u32>().prop_map(Op::Rules),
     ]
 }
 
-fn load(mask: u16) -> (Arc<nudge::config::Schema>, Arc<nudge::lang::RuleSet>) {
+fn load(mask: u32) -> (Arc<nudge::config::Schema>, Arc<nudge::lang::RuleSet>) {
     let text: String = RULES
         .iter()
         .enumerate()
@@ -79,8 +86,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         tempfile::tempdir().expect("a"),
         tempfile::tempdir().expect("b"),
     );
-    let mut mask = u16::MAX;
-    let open = |dir: &std::path::Path, mask: u16, full: bool| {
+    let mut mask = u32::MAX;
+    let open = |dir: &std::path::Path, mask: u32, full: bool| {
         let (schema, rules) = load(mask);
         let e = Engine::new(schema, rules, SledStore::open(dir).expect("open")).expect("engine");
         if full { e.full_ticks() } else { e }

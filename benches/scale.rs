@@ -1,0 +1,276 @@
+//! Scale benchmark: 10,000,000 members on one node, with the example
+//! project (`nudge.yaml`, `rules/`, `plugins/` of this repository).
+//!
+//! 1. `nudge ingest -` (the release binary) of 10,000,000 purchases, one
+//!    new member each, over the 30 days before yesterday, in time order:
+//!    events/s, the process's peak RSS, bytes on disk per member.
+//! 2. The release daemon on that folder: time from start to listening,
+//!    and to its first answer (its first daily tick visits every member:
+//!    nothing has built a due index yet), its peak RSS.
+//! 3. A clean stop (the due index is saved), then in this process: the
+//!    engine opened on the folder (the index taken up) and the next day's
+//!    tick, the steady daily tick.
+//! 4. The daemon again: start to its first answer with no tick due, then
+//!    100,000 purchases over HTTP for random members in requests of 1,000,
+//!    each answered once durable: events/s, peak RSS.
+//!
+//! Not run in CI. Run: `cargo bench --bench scale` (about an hour on the
+//! README's machine; `NUDGE_BENCH_MEMBERS=1000000` for a shorter run).
+//! Prints one JSON line.
+
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HTTP_EVENTS: usize = 100_000;
+const HTTP_BATCH: usize = 1_000;
+
+fn main() {
+    let n = common::env_size("NUDGE_BENCH_MEMBERS", 10_000_000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = std::fs::read_to_string(root.join("nudge.yaml"))
+        .expect("config")
+        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+    std::fs::write(d.join("nudge.yaml"), config).expect("config");
+    for folder in ["rules", "plugins"] {
+        std::fs::create_dir(d.join(folder)).expect("mkdir");
+        for f in std::fs::read_dir(root.join(folder)).expect("folder") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, d.join(folder).join(f.file_name().expect("name"))).expect("copy");
+        }
+    }
+    // The bench reads the wall clock for its dates only: events may not
+    // be dated past the machine's clock, and the daemon ticks by it.
+    let today = nudge::base::time::utc_day(jiff::Timestamp::now());
+    let day = |back: i32| nudge::base::time::day_string(today - back);
+
+    // 1. The import.
+    let started = Instant::now();
+    #[allow(clippy::zombie_processes)] // reason: reaped by wait4 in `wait`
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(d)
+        .args(["ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ingest");
+    let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
+    let days: Vec<String> = (2..32).rev().map(day).collect();
+    for i in 0..n {
+        let on = &days[i * days.len() / n];
+        writeln!(
+            stdin,
+            r#"{{"id":"s{i}","type":"purchase","member":"{}","at":"{on}T{:02}:{:02}:00Z","amount":{}.{:02}}}"#,
+            common::member_id(i),
+            (i / 60) % 24,
+            i % 60,
+            20 + i % 300,
+            i % 100
+        )
+        .expect("write");
+    }
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    let (status, usage) = wait(&child);
+    assert!(status == 0, "ingest failed: {out}");
+    assert!(out.contains(&format!("{n} applied")), "{out}");
+    let import_s = started.elapsed().as_secs_f64();
+    let import_peak_mib = usage / 1024;
+    // The store alone: the example's file sink writes into `data/` too.
+    let effects_bytes = std::fs::metadata(d.join("data/effects.ndjson")).map_or(0, |m| m.len());
+    let disk = dir_size(&d.join("data")) - effects_bytes;
+
+    // 2. The daemon's first start: its first tick visits everyone.
+    let started = Instant::now();
+    let (child, addr, listening_s) = start(d);
+    let log = d.join("daemon.log");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Daily tick done.")
+    {
+        assert!(started.elapsed() < Duration::from_secs(7200), "no tick");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first_answer_s = first_answer(&addr, started);
+    let daemon_peak_mib = stop(child);
+
+    // 3. The steady tick, in this process (the index saved at the stop),
+    // loaded as the daemon loads (relative paths: they are in the rule
+    // set's version, which the saved index must match).
+    std::env::set_current_dir(d).expect("cd");
+    let l = nudge::project::load::load(&nudge::project::load::LoadOptions {
+        builtin_config: false,
+        config_only: false,
+        config: "nudge.yaml".into(),
+        rules: None,
+        plugins: None,
+    });
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    let schema = Arc::new(l.schema.expect("schema"));
+    let rules = Arc::new(l.rules.expect("rules"));
+    let store =
+        nudge::store::SledStore::open_with(&schema.paths.data, schema.cache_bytes).expect("store");
+    let t = Instant::now();
+    let mut engine = nudge::engine::Engine::new(schema.clone(), rules, store)
+        .expect("engine")
+        .with_plugins(l.plugins);
+    let engine_open_s = t.elapsed().as_secs_f64();
+    let tomorrow = nudge::engine::clock::local_day(&schema, jiff::Timestamp::now()) + 1;
+    let due = engine.due_on(tomorrow);
+    let t = Instant::now();
+    let mut effects = 0usize;
+    engine
+        .tick_with(tomorrow, &mut |e| effects += e.len())
+        .expect("tick");
+    let steady_tick_s = t.elapsed().as_secs_f64();
+    engine.save_due().expect("save");
+    drop(engine);
+
+    // 4. The daemon again, then HTTP ingest.
+    let started = Instant::now();
+    let (child, addr, _) = start(d);
+    let restart_answer_s = first_answer(&addr, started);
+    let mut x: u64 = 0x5EED;
+    let t = Instant::now();
+    for b in 0..HTTP_EVENTS / HTTP_BATCH {
+        let events: Vec<String> = (0..HTTP_BATCH)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!(
+                    r#"{{"id":"h{b}-{i}","type":"purchase","member":"{}","at":"{}T08:00:00Z","amount":{}.50}}"#,
+                    common::member_id((x % n as u64) as usize),
+                    day(1),
+                    x % 200
+                )
+            })
+            .collect();
+        let resp = post(&addr, &format!("[{}]", events.join(",")));
+        assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    }
+    let http_per_s = HTTP_EVENTS as f64 / t.elapsed().as_secs_f64();
+    let http_peak_mib = stop(child);
+    println!(
+        "{{\"bench\":\"scale\",\"members\":{n},\"import_s\":{import_s:.0},\"import_events_per_s\":{:.0},\"import_peak_rss_mib\":{import_peak_mib},\"store_bytes\":{disk},\"effects_file_bytes\":{effects_bytes},\"bytes_per_member\":{:.0},\"daemon_listening_s\":{listening_s:.2},\"first_start_answer_s\":{first_answer_s:.1},\"first_start_peak_rss_mib\":{daemon_peak_mib},\"engine_open_s\":{engine_open_s:.2},\"steady_tick_due\":{},\"steady_tick_s\":{steady_tick_s:.2},\"steady_tick_effects\":{effects},\"restart_answer_s\":{restart_answer_s:.2},\"http_events_per_s\":{http_per_s:.0},\"http_peak_rss_mib\":{http_peak_mib}}}",
+        n as f64 / import_s,
+        disk as f64 / n as f64,
+        due.map_or(-1, |d| d as i64),
+    );
+}
+
+/// Starts the release daemon in `d`: the child, its address, and the
+/// seconds until it listened.
+fn start(d: &Path) -> (std::process::Child, String, f64) {
+    let t = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(d)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.join("daemon.log")).expect("log"),
+        ))
+        .spawn()
+        .expect("spawn daemon");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let addr = line
+        .trim()
+        .trim_start_matches("nudge listening on http://")
+        .to_string();
+    (child, addr, t.elapsed().as_secs_f64())
+}
+
+/// Seconds from `started` until the daemon answers an empty request (its
+/// writer has finished what it does at start).
+fn first_answer(addr: &str, started: Instant) -> f64 {
+    while !post(addr, "[]").starts_with("HTTP/1.1 202") {
+        assert!(started.elapsed() < Duration::from_secs(7200), "no answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// Stops the daemon with SIGTERM; its peak RSS in MiB.
+fn stop(child: std::process::Child) -> u64 {
+    let pid = child.id();
+    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let (status, _) = wait(&child);
+    assert_eq!(status, 0, "the daemon stops cleanly");
+    peak / 1024
+}
+
+/// Waits for `child`: its exit code and peak RSS in KiB (the kernel's
+/// rusage of that child alone).
+fn wait(child: &std::process::Child) -> (i32, u64) {
+    let (mut status, mut usage): (i32, libc::rusage) = (0, unsafe { std::mem::zeroed() });
+    // SAFETY: waits for our own child; both out-pointers are ours.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss.max(0) as u64)
+}
+
+fn post(addr: &str, body: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let req = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
