@@ -25,7 +25,7 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -185,27 +185,12 @@ fn main() {
     );
 }
 
-/// Starts the release daemon in `d`: the child, its address, and the
-/// seconds until it listened.
+/// Starts the release daemon in `d` (logs to `d/daemon.log`): the child,
+/// its address, and the seconds until it listened.
 fn start(d: &Path) -> (std::process::Child, String, f64) {
     let t = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(d)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(d.join("daemon.log")).expect("log"),
-        ))
-        .spawn()
-        .expect("spawn daemon");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let addr = line
-        .trim()
-        .trim_start_matches("nudge listening on http://")
-        .to_string();
+    let log = std::fs::File::create(d.join("daemon.log")).expect("log");
+    let (child, addr) = common::start_daemon(d, Stdio::from(log));
     (child, addr, t.elapsed().as_secs_f64())
 }
 
