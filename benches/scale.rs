@@ -16,8 +16,8 @@
 //!    100,000 purchases over HTTP for random members in requests of 1,000,
 //!    each answered once durable: events/s, peak RSS.
 //!
-//! Not run in CI. Run: `cargo bench --bench scale` (about an hour on the
-//! README's machine; `NUDGE_BENCH_MEMBERS=1000000` for a shorter run).
+//! Not run in CI. Run: `cargo bench --bench scale` (about 30 minutes on
+//! the README's machine; `NUDGE_BENCH_MEMBERS=1000000` for a shorter run).
 //! Prints one JSON line.
 
 // A benchmark prints its figures.
