@@ -65,8 +65,11 @@ pub fn run(
 ) {
     // What the outbox holds from before the start goes to the file sinks
     // now, so a refused sink shows in status at once, not at the first
-    // commit.
-    after_commit(&mut engine, shared);
+    // commit. With nothing waiting there is nothing to show, and the first
+    // request is not made to wait for the sinks' syncs.
+    if engine.outbox(0, 1).is_ok_and(|waiting| !waiting.is_empty()) {
+        after_commit(&mut engine, shared);
+    }
     let mut queue: Vec<Command> = Vec::new();
     loop {
         let cmd = match queue.pop() {

@@ -276,32 +276,26 @@ impl Conditions {
     pub fn new(conds: &[Option<&BoolCode>], list: &[u32]) -> Conditions {
         let mut c = Conditions::default();
         for &rule in list {
-            let simple: Option<Vec<Simple>> = match conds.get(rule as usize).copied().flatten() {
-                None => Some(Vec::new()),
-                Some(BoolCode::AllSimple(tests)) => Some(tests.to_vec()),
-                Some(b) => Simple::of(b).map(|t| vec![t]),
-            };
-            let flat = match simple {
-                Some(tests) => {
-                    let start = c.tests.len() as u32;
-                    c.tests.extend(tests);
-                    Flat::Tests {
-                        start,
-                        len: c.tests.len() as u32 - start,
-                    }
-                }
-                None => Flat::Tree(Box::new(
-                    conds
-                        .get(rule as usize)
-                        .copied()
-                        .flatten()
-                        .cloned()
-                        .unwrap_or(BoolCode::Const(Some(true))),
-                )),
+            let flat = match conds.get(rule as usize).copied().flatten() {
+                None => c.push_tests(&[]),
+                Some(BoolCode::AllSimple(tests)) => c.push_tests(tests),
+                Some(b) => match Simple::of(b) {
+                    Some(t) => c.push_tests(&[t]),
+                    None => Flat::Tree(Box::new(b.clone())),
+                },
             };
             c.rules.push((rule, flat));
         }
         c
+    }
+
+    fn push_tests(&mut self, tests: &[Simple]) -> Flat {
+        let start = self.tests.len() as u32;
+        self.tests.extend_from_slice(tests);
+        Flat::Tests {
+            start,
+            len: tests.len() as u32,
+        }
     }
 
     /// Each rule's index and the value of its condition, in list order,
