@@ -355,6 +355,7 @@ fn status_json(app: &App) -> serde_json::Value {
             "duplicates": app.shared.events_duplicate.load(Ordering::Relaxed),
             "rejected": app.shared.events_rejected.load(Ordering::Relaxed),
         },
+        "outbox": app.shared.outbox_depth(),
         "plugin_failures": app.shared.plugin_failures(),
         "dead_letters": app.shared.dead_letters(100),
         "budgets": app.shared.budgets.lock().map(|b| b.iter().map(|(rule, used, total)| json!({"rule": rule, "used": used.to_string(), "total": total.to_string(), "left": (total - used).to_string()})).collect::<Vec<_>>()).unwrap_or_default(),
@@ -529,32 +530,8 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
             );
         }
     }
-    // Both from counters, not scans: a scrape must stay cheap with millions of members.
-    // Depth is what the slowest sink has left: entries it delivered stay in
-    // the store until the writer's next commit trims them.
-    let next = sh
-        .store
-        .meta_u64(crate::store::keys::OUTBOX_NEXT)
-        .unwrap_or(0);
-    let sinks = &sh.schema.load().sinks;
-    let first = if sinks.is_empty() {
-        sh.store
-            .outbox(0, 1)
-            .ok()
-            .and_then(|o| o.first().map(|(s, _)| *s))
-            .unwrap_or(next)
-    } else {
-        sinks
-            .iter()
-            .map(|s| {
-                sh.store
-                    .meta_u64(&crate::store::keys::sink_cursor(s))
-                    .unwrap_or(0)
-            })
-            .min()
-            .unwrap_or(next)
-    };
-    let depth = next.saturating_sub(first);
+    // From counters, not scans: a scrape must stay cheap with millions of members.
+    let depth = sh.outbox_depth();
     let members = sh.store.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0);
     let _ = writeln!(
         out,

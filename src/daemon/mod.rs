@@ -65,7 +65,6 @@ pub struct Shared {
     /// Batch commit latency histogram: counts per bucket (seconds).
     pub latency: Mutex<[u64; LATENCY_BUCKETS.len() + 1]>,
     pub latency_sum_us: AtomicU64,
-    pub outbox_depth: AtomicU64,
     /// Woken after each commit, for the dispatcher.
     pub outbox_changed: tokio::sync::Notify,
     /// Deliveries by sink.
@@ -148,6 +147,36 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Effects not yet delivered to every sink: what the slowest sink has
+    /// left (entries it delivered stay in the store until the writer's
+    /// next commit trims them). From counters, not a scan.
+    pub fn outbox_depth(&self) -> u64 {
+        use crate::store::Store;
+        let next = self
+            .store
+            .meta_u64(crate::store::keys::OUTBOX_NEXT)
+            .unwrap_or(0);
+        let sinks = &self.schema.load().sinks;
+        let first = if sinks.is_empty() {
+            self.store
+                .outbox(0, 1)
+                .ok()
+                .and_then(|o| o.first().map(|(s, _)| *s))
+                .unwrap_or(next)
+        } else {
+            sinks
+                .iter()
+                .map(|s| {
+                    self.store
+                        .meta_u64(&crate::store::keys::sink_cursor(s))
+                        .unwrap_or(0)
+                })
+                .min()
+                .unwrap_or(next)
+        };
+        next.saturating_sub(first)
     }
 
     /// Dead letters kept in the store, oldest first (at most `limit`).
@@ -252,7 +281,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         effects: Mutex::new(BTreeMap::new()),
         latency: Mutex::new([0; LATENCY_BUCKETS.len() + 1]),
         latency_sum_us: AtomicU64::new(0),
-        outbox_depth: AtomicU64::new(0),
         outbox_changed: tokio::sync::Notify::new(),
         // Every configured sink is listed from the start, at zero: a
         // scrape before the first delivery still shows what is wired.

@@ -85,6 +85,7 @@ fn ingest_members_status_and_metrics_over_http() {
     assert_eq!(status["events"]["applied"], 1, "{status}");
     assert_eq!(status["events"]["duplicates"], 1, "{status}");
     assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["outbox"], 0, "every effect delivered: {status}");
     assert_eq!(status["sinks"][0]["ok"], true, "{status}");
     assert!(
         status["sinks"][0]["sink"]
@@ -452,6 +453,8 @@ fn refused_in_status(addr: &str) {
             .is_some_and(|e| e.contains("belongs to another data folder"));
         if refused {
             assert_eq!(status["ok"], false, "{status}");
+            // The effects that cannot go wait, and status says how many.
+            assert!(status["outbox"].as_u64().is_some_and(|n| n > 0), "{status}");
             return;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "{status}");
