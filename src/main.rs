@@ -54,6 +54,12 @@ pub enum Color {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ExportFormat {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum LogFormat {
     Text,
     Json,
@@ -153,6 +159,28 @@ enum Command {
     },
     /// Print a member's state as JSON.
     Member { id: String },
+    /// Count or export the members a condition or a named segment holds
+    /// for (on today, or `--at`): `nudge segment 'tier >= gold' --count`.
+    Segment {
+        /// A condition of the rule language, or the name of a segment.
+        query: String,
+        /// Print `{"count": N, "members": TOTAL}` instead of the members.
+        #[arg(long)]
+        count: bool,
+        /// Write the members to this file (else to standard output).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// The export's format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+        format: ExportFormat,
+        /// The export's fields, comma-separated: `member`, `tags`, and any
+        /// member field or attribute [default: member,tier,points].
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// Evaluate on this day (YYYY-MM-DD) instead of today.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Explain why rules did or did not fire for a member: each condition
     /// now, with its values, and the member's recent decisions per rule.
     Explain {
@@ -269,6 +297,24 @@ fn main() -> ExitCode {
         Command::Export { file } => commands::export(&common, &file),
         Command::ImportState { file } => commands::import_state(&common, &file),
         Command::Member { id } => commands::member(&common, &id),
+        Command::Segment {
+            query,
+            count,
+            export,
+            format,
+            fields,
+            at,
+        } => cli::segment::segment(
+            &common,
+            &query,
+            cli::segment::Output {
+                count,
+                export,
+                csv: format == ExportFormat::Csv,
+                fields,
+                at,
+            },
+        ),
         Command::Explain {
             id,
             rule,

@@ -140,6 +140,7 @@ codes! {
     UnknownEventField = "E206", Error, "an event field is not declared for the rule's event types";
     UnknownPlugin = "E207", Error, "a plugin or plugin function does not exist";
     UnknownFunction = "E208", Error, "a built-in function does not exist";
+    UnknownSegment = "E209", Error, "a segment name is not defined in any rule file";
     TypeMismatch = "E210", Error, "a value has the wrong type for where it is used";
     EventInTick = "E211", Error, "a rule that only runs on ticks reads the triggering event";
     Arity = "E212", Error, "a function gets the wrong number of arguments";
@@ -148,6 +149,9 @@ codes! {
     MissingThen = "E222", Error, "a rule has no `then`";
     BadClause = "E223", Error, "a clause has a value it cannot take (limit 0, holdout over 100%, ...)";
     ReadOnly = "E224", Error, "an action sets a field the engine keeps itself";
+    DuplicateSegment = "E225", Error, "two segments have the same name, or a segment uses itself";
+    BadExperiment = "E226", Error, "an experiment's shares and holdout do not add up to 100%, or two variants share a name";
+    NotKept = "E227", Error, "a segment query reads a windowed aggregate no rule or segment keeps";
     PluginSyntax = "E130", Error, "a plugin does not compile";
     ConfigSyntax = "E300", Error, "the config is not valid YAML";
     ConfigShape = "E301", Error, "the config has an unknown key, a missing key or a value of the wrong kind";

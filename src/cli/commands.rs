@@ -35,7 +35,7 @@ fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
     }
 }
 
-fn open_store(common: &Common, schema: &Schema) -> Result<SledStore, ExitCode> {
+pub(super) fn open_store(common: &Common, schema: &Schema) -> Result<SledStore, ExitCode> {
     let path = common
         .data
         .clone()
@@ -60,13 +60,13 @@ fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Prints an I/O or storage error; exit code 2.
-fn fail(e: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
 }
 
 /// The exit code either way: commands stop early with `?`.
-fn code(r: Result<ExitCode, ExitCode>) -> ExitCode {
+pub(super) fn code(r: Result<ExitCode, ExitCode>) -> ExitCode {
     r.unwrap_or_else(|c| c)
 }
 

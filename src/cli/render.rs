@@ -14,26 +14,7 @@ use serde_json::json;
 const WIDTH: usize = 100;
 
 pub fn human(l: &Load, color: bool) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme)
-        .with_width(WIDTH)
-        .with_links(false);
-    let mut out = String::new();
-    for d in &l.diagnostics {
-        let report = to_report(d, &l.sources);
-        if handler.render_report(&mut out, report.as_ref()).is_err() {
-            out.push_str(&format!(
-                "{}[{}]: {}\n",
-                d.severity(),
-                d.code.as_str(),
-                d.message
-            ));
-        }
-    }
+    let mut out = diagnostics(l, 0, color);
     let (e, w) = (l.errors(), l.warnings());
     let rules = l.rules.as_ref().map_or(0, |r| r.rules.len());
     if e > 0 {
@@ -208,6 +189,35 @@ pub fn uplift(us: &[nudge::sim::backtest::Uplift], window_days: i64) -> String {
             "  coupons redeemed  {} of {} treated members\n",
             t.redeemed, t.members
         ));
+        for a in &u.arms {
+            out.push_str(&format!(
+                "  variant {}: {} members, conversion {:.1}% ({:+.1} pts vs held out, 95% CI {:+.1} to {:+.1}), revenue per member {:.2} ({:+.2}, 95% CI {:+.2} to {:+.2}), redeemed {}\n",
+                a.variant,
+                a.group.members,
+                a.group.conversion() * 100.0,
+                a.conversion_diff.value * 100.0,
+                a.conversion_diff.low * 100.0,
+                a.conversion_diff.high * 100.0,
+                a.group.revenue_per_member(),
+                a.revenue_diff.value,
+                a.revenue_diff.low,
+                a.revenue_diff.high,
+                a.group.redeemed
+            ));
+        }
+        for b in &u.between {
+            out.push_str(&format!(
+                "  variant {} vs {}: conversion {:+.1} pts (95% CI {:+.1} to {:+.1}), revenue per member {:+.2} (95% CI {:+.2} to {:+.2})\n",
+                b.variant,
+                b.base,
+                b.conversion_diff.value * 100.0,
+                b.conversion_diff.low * 100.0,
+                b.conversion_diff.high * 100.0,
+                b.revenue_diff.value,
+                b.revenue_diff.low,
+                b.revenue_diff.high
+            ));
+        }
     }
     out
 }
@@ -282,6 +292,32 @@ pub fn explanation(x: &nudge::sim::explain::Explanation, as_of: &str) -> String 
         }
         for (day, what) in &r.history {
             out.push_str(&format!("  {day}: {what}\n"));
+        }
+    }
+    out
+}
+
+/// The diagnostics from index `from` on, rendered with their source lines
+/// and carets, without the summary line.
+pub fn diagnostics(l: &Load, from: usize, color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(WIDTH)
+        .with_links(false);
+    let mut out = String::new();
+    for d in &l.diagnostics[from.min(l.diagnostics.len())..] {
+        let report = to_report(d, &l.sources);
+        if handler.render_report(&mut out, report.as_ref()).is_err() {
+            out.push_str(&format!(
+                "{}[{}]: {}\n",
+                d.severity(),
+                d.code.as_str(),
+                d.message
+            ));
         }
     }
     out

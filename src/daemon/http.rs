@@ -36,6 +36,8 @@ pub fn router(shared: Arc<Shared>, writer: Sender<Command>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/members/{id}", get(get_member))
         .route("/v1/members/{id}/explain", get(get_explain))
+        .route("/v1/segments/count", post(post_segment_count))
+        .route("/v1/segments/export", post(post_segment_export))
         .route("/v1/status", get(get_status))
         .route("/v1/reload", post(post_reload))
         .route("/metrics", get(get_metrics))
@@ -327,6 +329,29 @@ async fn get_member(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": e.to_string()}),
         ),
+    }
+}
+
+async fn post_segment_count(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let (code, body) = super::segments::count(app.shared.clone(), body.to_vec()).await;
+    reply(code, body)
+}
+
+async fn post_segment_export(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    match super::segments::export(app.shared.clone(), body.to_vec()).await {
+        Ok(lines) => (
+            StatusCode::OK,
+            [("content-type", "application/x-ndjson")],
+            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(lines)),
+        )
+            .into_response(),
+        Err((code, body)) => reply(code, body),
     }
 }
 

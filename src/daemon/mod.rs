@@ -5,6 +5,7 @@
 
 pub mod dispatch;
 pub mod http;
+pub mod segments;
 pub mod watcher;
 pub mod writer;
 

@@ -38,11 +38,12 @@ pub fn budget_key(rule: &CompiledRule, today: i32) -> Option<String> {
     Some(crate::store::keys::budget(&rule.name, &period))
 }
 
-/// What one firing of `rule` costs its budget: 1 firing, or the discount
-/// value of its coupon actions.
-pub fn cost(rule: &CompiledRule, schema: &Schema) -> Decimal {
+/// What one firing of `rule` running `actions` (all of them, or an
+/// experiment arm's) costs its budget: 1 firing, or the discount value of
+/// its coupon actions.
+pub fn cost(rule: &CompiledRule, actions: &[Action], schema: &Schema) -> Decimal {
     match rule.budget {
-        Some(BudgetSpec::Money { .. }) => rule.actions.iter().map(|a| discount(a, schema)).sum(),
+        Some(BudgetSpec::Money { .. }) => actions.iter().map(|a| discount(a, schema)).sum(),
         _ => Decimal::ONE,
     }
 }
@@ -88,6 +89,7 @@ impl Budgets {
     pub fn try_spend(
         &mut self,
         rule: &CompiledRule,
+        actions: &[Action],
         schema: &Schema,
         today: i32,
         store: &dyn Store,
@@ -96,7 +98,7 @@ impl Budgets {
             return Ok(true);
         };
         let used = self.used(&key, store)?;
-        let after = used + cost(rule, schema);
+        let after = used + cost(rule, actions, schema);
         if after > limit(rule) {
             return Ok(false);
         }

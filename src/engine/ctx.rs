@@ -111,5 +111,6 @@ pub fn blank(action: Action) -> Effect {
         reason: None,
         deliver_at: None,
         from: None,
+        variant: None,
     }
 }

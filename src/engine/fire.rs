@@ -7,7 +7,7 @@ use super::act::{act_all, issue_coupon};
 use super::contact::{defer, held_out, in_control_group, reach};
 use super::ctx::{Ctx, Out, Trigger, effect_key};
 use super::view::View;
-use crate::lang::compile::{Action, CompiledRule};
+use crate::lang::compile::{Action, CompiledRule, Variant};
 use crate::lang::program::{Env, PluginHost};
 use crate::model::{Effect, MemberRecord, Outcome, RuleState, Status};
 
@@ -133,7 +133,18 @@ fn run_one(
         let is_true = rule.matches(&env) == Some(true);
         // A rule of custom actions only fires if they return intents; its
         // firing count before, to take back when they return none.
-        let only_calls = is_true && rule.actions.iter().all(|a| matches!(a, Action::Call(_)));
+        // An experiment runs the member's arm (a held-out member's too, to
+        // record what it would have had); the rest run every action.
+        let arm = if is_true {
+            variant_of(rule, member)
+        } else {
+            None
+        };
+        let (actions, offset) = match arm {
+            Some(v) => (&rule.actions[v.actions.clone()], v.actions.start),
+            None => (&rule.actions[..], 0),
+        };
+        let only_calls = is_true && actions.iter().all(|a| matches!(a, Action::Call(_)));
         let prior = only_calls.then(|| {
             rec.rules
                 .iter()
@@ -185,7 +196,7 @@ fn run_one(
             || match cx
                 .budgets
                 .borrow_mut()
-                .try_spend(rule, cx.schema, t.today, cx.store)
+                .try_spend(rule, actions, cx.schema, t.today, cx.store)
             {
                 Ok(room) => room,
                 Err(e) => {
@@ -201,8 +212,7 @@ fn run_one(
         let apply = status == Status::Sent;
         // A plugin action that fails undoes the whole rule: the event is
         // applied without this rule's effects.
-        let undo = rule
-            .actions
+        let undo = actions
             .iter()
             .any(|a| matches!(a, Action::Call(_)))
             .then(|| {
@@ -210,7 +220,8 @@ fn run_one(
                 (rec.clone(), lens)
             });
         let mut failed = false;
-        for (ai, action) in rule.actions.iter().enumerate() {
+        for (ai, action) in actions.iter().enumerate() {
+            let ai = offset + ai;
             let changes = match act_all(cx, rec, action, &env, t.today, apply) {
                 Ok(c) => c,
                 Err(_) => {
@@ -239,6 +250,9 @@ fn run_one(
                 e.trigger = t.name.to_string();
                 e.status = status;
                 e.reason = reason.map(str::to_string);
+                e.variant = arm
+                    .filter(|_| status != Status::HeldOut)
+                    .map(|v| v.name.to_string());
                 if let Some(target) = change.to {
                     // For another member: relayed when it applies, else recorded.
                     e.from = Some(e.member.clone());
@@ -279,6 +293,31 @@ fn run_one(
             rec.decided(key, t.today, outcome);
         }
     }
+}
+
+/// The experiment arm of `member` in `rule`: a stable hash of (rule,
+/// member), apart from the holdout's, picking among the arms by their
+/// shares. With a 10% holdout and arms of 45% each, half the members the
+/// holdout leaves are in each arm; changing the holdout moves nobody
+/// between arms.
+pub fn variant_of<'r>(rule: &'r CompiledRule, member: &str) -> Option<&'r Variant> {
+    let total: u64 = rule.variants.iter().map(|v| u64::from(v.ppm)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(b"variant\0");
+    h.update(rule.name.as_bytes());
+    h.update(&[0]);
+    h.update(member.as_bytes());
+    let mut point = h.digest() % total;
+    for v in rule.variants.iter() {
+        if point < u64::from(v.ppm) {
+            return Some(v);
+        }
+        point -= u64::from(v.ppm);
+    }
+    rule.variants.last()
 }
 
 /// How a firing went: its status, or what stopped its contacts.

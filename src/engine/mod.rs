@@ -23,6 +23,7 @@ pub mod identity;
 pub mod plan;
 pub mod points;
 mod refund;
+pub mod segment;
 mod tick;
 mod tiers;
 pub mod view;

@@ -31,7 +31,35 @@ pub struct Rule {
     pub priority: Option<(i64, Span)>,
     pub group: Option<(String, Span)>,
     pub budget: Option<Budget>,
+    /// `variant "A" 45% then ...`: an experiment's arms, instead of `then`.
+    pub variants: Vec<Variant>,
+    /// `active 2026-02-01 to 2026-02-14`: the days it may fire on.
+    pub active: Option<Active>,
+    /// A named segment (`segment "name" when ...`), not a rule: only a
+    /// name and a condition, used by rules and segment queries.
+    pub segment: bool,
     /// The whole rule in its `.rules` file (its name's span in YAML).
+    pub span: Span,
+}
+
+/// One arm of an experiment.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub name: String,
+    pub name_span: Span,
+    /// In percent of all members, exact.
+    pub percent: Decimal,
+    pub percent_span: Span,
+    pub then: Vec<Action>,
+    pub then_span: Span,
+}
+
+/// A campaign window: first and last day (days since 1970-01-01), both
+/// included.
+#[derive(Clone, Debug)]
+pub struct Active {
+    pub from: i32,
+    pub to: i32,
     pub span: Span,
 }
 
@@ -50,6 +78,9 @@ impl Rule {
             priority: None,
             group: None,
             budget: None,
+            variants: Vec::new(),
+            active: None,
+            segment: false,
             span: name_span,
         }
     }
@@ -258,6 +289,8 @@ pub enum ExprKind {
         args: Vec<Expr>,
     },
     Plugin(PluginCall),
+    /// `in segment "lapsed vip"`.
+    InSegment(String),
 }
 
 #[derive(Clone, Debug)]

@@ -4,7 +4,8 @@
 //! can fail: the checker has already rejected what would not compile.
 
 use super::check::{
-    Arith, BudgetSpec, CheckedRule, CouponSpec, Func, Layout, TAction, TExpr, TKind, Triggers, Ty,
+    Arith, BudgetSpec, CheckedRule, CheckedSegment, CouponSpec, Func, Layout, TAction, TExpr,
+    TKind, Triggers, Ty,
 };
 use super::program::*;
 use super::timing::{Codes, Timing};
@@ -38,11 +39,38 @@ pub struct RuleSet {
     /// The conditions of `on_tick`, laid out for the daily tick's pass
     /// over every member.
     pub tick_conditions: Conditions,
+    /// Named segments, in definition order.
+    pub segments: Vec<Segment>,
+}
+
+/// A named segment, compiled: what `nudge segment` and the HTTP API count
+/// and export. (Rules that use it carry its condition in their own.)
+#[derive(Debug)]
+pub struct Segment {
+    pub name: String,
+    pub cond: BoolCode,
+    /// The member slots it reads (`None`: all).
+    pub reads: Option<Box<[u16]>>,
+    /// As checked, for queries that name it.
+    pub checked: CheckedSegment,
+}
+
+/// One arm of an experiment.
+#[derive(Debug)]
+pub struct Variant {
+    pub name: Arc<str>,
+    /// Share of all members, in parts per million.
+    pub ppm: u32,
+    /// Its actions: this range of the rule's `actions`.
+    pub actions: std::ops::Range<usize>,
 }
 
 impl RuleSet {
     pub fn rule(&self, name: &str) -> Option<&CompiledRule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+    pub fn segment(&self, name: &str) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.name == name)
     }
 }
 
@@ -70,6 +98,8 @@ pub struct CompiledRule {
     /// after each firing, so it fires once per evaluation for as long as
     /// its condition holds, instead of once until the condition turns false.
     pub rearm: bool,
+    /// An experiment's arms (empty: `actions` are all the rule's).
+    pub variants: Box<[Variant]>,
 }
 
 /// One test of a condition (a comparison, `in`, `is null`, a tag, a
@@ -170,10 +200,32 @@ pub enum Action {
     Call(PluginCode),
 }
 
+/// Compiles a segment query (see `check::check_query`) as a rule set of
+/// one segment and no rules, so it is evaluated the way segments are.
+pub fn compile_query(layout: Layout, cond: TExpr, n_event_types: usize) -> RuleSet {
+    let query = CheckedSegment {
+        name: String::new(),
+        source: SourceId(0),
+        span: cond.span,
+        cond,
+    };
+    let sources = crate::base::diag::SourceMap::default();
+    compile(
+        &sources,
+        Vec::new(),
+        vec![query],
+        layout,
+        n_event_types,
+        Vec::new(),
+        "query".into(),
+    )
+}
+
 /// Compiles checked rules. `version` identifies the inputs.
 pub fn compile(
     sources: &crate::base::diag::SourceMap,
     rules: Vec<CheckedRule>,
+    segments: Vec<CheckedSegment>,
     layout: Layout,
     n_event_types: usize,
     plugins: Vec<String>,
@@ -196,6 +248,7 @@ pub fn compile(
         plugins,
         timing: Vec::with_capacity(rules.len()),
         tick_conditions: Conditions::default(),
+        segments: segments.into_iter().map(segment).collect(),
     };
     for (i, r) in rules.into_iter().enumerate() {
         let i = i as u32;
@@ -249,11 +302,29 @@ pub fn compile(
             group,
             budget: r.budget,
             rearm,
+            variants: r.variants.into_iter().map(variant).collect(),
         });
     }
     let conds: Vec<Option<&BoolCode>> = set.rules.iter().map(|r| r.cond.as_ref()).collect();
     set.tick_conditions = Conditions::new(&conds, &set.on_tick);
     set
+}
+
+fn segment(s: CheckedSegment) -> Segment {
+    Segment {
+        name: s.name.clone(),
+        cond: bool_code(&s.cond),
+        reads: reads(vec![&s.cond]),
+        checked: s,
+    }
+}
+
+fn variant((name, ppm, actions): (String, u32, std::ops::Range<usize>)) -> Variant {
+    Variant {
+        name: name.into(),
+        ppm,
+        actions,
+    }
 }
 
 /// Whether a rule's actions on its own member write a slot its condition
@@ -307,8 +378,6 @@ fn writes_what_it_reads(r: &CheckedRule, layout: &Layout) -> bool {
 /// The member slots a rule reads (condition and action values), or `None`
 /// when it reads the whole member.
 fn rule_reads(r: &CheckedRule) -> Option<Box<[u16]>> {
-    let mut slots = Vec::new();
-    let mut all = false;
     let mut exprs: Vec<&TExpr> = r.cond.iter().collect();
     let mut actions: Vec<&TAction> = r.actions.iter().collect();
     while let Some(a) = actions.pop() {
@@ -324,6 +393,12 @@ fn rule_reads(r: &CheckedRule) -> Option<Box<[u16]>> {
             TAction::Coupon { .. } | TAction::Message { .. } | TAction::Tag { .. } => {}
         }
     }
+    reads(exprs)
+}
+
+/// The member slots `exprs` read, or `None` when they read the whole member.
+fn reads(mut exprs: Vec<&TExpr>) -> Option<Box<[u16]>> {
+    let (mut slots, mut all) = (Vec::new(), false);
     while let Some(e) = exprs.pop() {
         match &e.kind {
             TKind::Slot(s) => slots.push(*s),
@@ -472,6 +547,7 @@ fn bool_code(e: &TExpr) -> BoolCode {
         TKind::Or(..) => BoolCode::Or(flatten(e, false).into_boxed_slice()),
         TKind::Cmp(op, a, b) => compare(*op, a, b),
         TKind::HasTag(bit) => BoolCode::HasTag(*bit),
+        TKind::Named(a) => bool_code(a),
         TKind::In(item, list) => in_list(item, list),
         TKind::IsNull(a) => BoolCode::IsNull(Box::new(any_code(a))),
         TKind::Plugin {
@@ -493,6 +569,7 @@ fn flatten(e: &TExpr, and: bool) -> Vec<BoolCode> {
                 stack.push(b);
                 stack.push(a);
             }
+            (TKind::Named(a), _) => stack.push(a),
             _ => out.push(bool_code(x)),
         }
     }

@@ -6,6 +6,14 @@
 //!   when: days_since_last_purchase > cycle * 1.5 and tier >= silver
 //!   then: [send coupon 30-6 via sms, tag "winback"]
 //!   limit: once per 30d
+//! - segment: lapsed vip
+//!   when: days_since_last_purchase > 90 and tier >= gold
+//! - rule: winback test
+//!   when: in segment "lapsed vip"
+//!   variants:
+//!     - { variant: A, share: 45%, then: send coupon 30-6 }
+//!     - { variant: B, share: 45%, then: send coupon 50-10 }
+//!   holdout: 10%
 //! ```
 //!
 //! Each value is parsed by the rule grammar (`parse::parse_fragment`) with
@@ -18,7 +26,8 @@ use crate::base::diag::{Code, Diagnostic, SourceId, Span, did_you_mean};
 use crate::base::yaml::{self, MarkedScalarNode, Node, Positions};
 
 const KEYS: &[&str] = &[
-    "rule", "on", "when", "then", "limit", "holdout", "priority", "group", "budget",
+    "rule", "on", "when", "then", "variants", "limit", "holdout", "priority", "group", "budget",
+    "active",
 ];
 
 /// Parses a YAML rule file: a list of rules.
@@ -136,17 +145,21 @@ impl Cx<'_> {
             );
             return None;
         };
-        let Some(name_node) = m.get_node("rule") else {
+        let segment = m.get_node("segment");
+        let Some(name_node) = m.get_node("rule").or(segment) else {
             self.shape(
                 item,
                 "this rule has no `rule:` name",
-                "add `rule: NAME` as its first key",
+                "add `rule: NAME` as its first key (or `segment: NAME` for a segment)",
             );
             return None;
         };
         let name_scalar = self.scalar(name_node, "rule")?;
         let name_span = self.pos.span(name_scalar.span());
         let mut rule = Rule::named(name_scalar.as_str().to_string(), name_span);
+        if segment.is_some() {
+            return self.segment(m, rule);
+        }
         if rule.name.trim().is_empty() {
             self.shape(
                 name_node,
@@ -198,6 +211,14 @@ impl Cx<'_> {
                         rule.holdout = Some(h);
                     }
                 }
+                "variants" => self.variants(value, &mut rule),
+                "active" => {
+                    if let Some(s) = self.scalar(value, k)
+                        && let Some(Fragment::Active(a)) = self.fragment(s, FragmentKind::Active)
+                    {
+                        rule.active = Some(a);
+                    }
+                }
                 "budget" => {
                     if let Some(s) = self.scalar(value, k)
                         && let Some(Fragment::Budget(b)) = self.fragment(s, FragmentKind::Budget)
@@ -241,5 +262,113 @@ impl Cx<'_> {
         }
         let _ = self.text;
         (!self.broken).then_some(rule)
+    }
+
+    /// `- segment: NAME` with its `when:` and nothing else.
+    fn segment(&mut self, m: &yaml::MarkedMappingNode, mut rule: Rule) -> Option<Rule> {
+        rule.segment = true;
+        self.broken = false;
+        for (key, value) in m.iter() {
+            match key.as_str() {
+                "segment" => {}
+                "when" => {
+                    if let Some(s) = self.scalar(value, "when")
+                        && let Some(Fragment::Expr(e)) = self.fragment(s, FragmentKind::Expr)
+                    {
+                        rule.when = Some(e);
+                    }
+                }
+                other => {
+                    let span = self.pos.span(key.span());
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::YamlShape,
+                            self.source,
+                            span,
+                            format!("a segment has no `{other}`"),
+                        )
+                        .hint("a segment is a name and a condition: `segment:` and `when:`"),
+                    );
+                }
+            }
+        }
+        (!self.broken).then_some(rule)
+    }
+
+    /// `variants:` a list of `{variant: NAME, share: 45%, then: ...}`.
+    fn variants(&mut self, value: &Node, rule: &mut Rule) {
+        let Node::Sequence(seq) = value else {
+            self.shape(
+                value,
+                "`variants` is a list",
+                "write `- { variant: A, share: 50%, then: send coupon 30-6 }` for each",
+            );
+            return;
+        };
+        for item in seq.iter() {
+            let Node::Mapping(v) = item else {
+                self.shape(
+                    item,
+                    "each variant is a mapping",
+                    "write `- { variant: A, share: 50%, then: send coupon 30-6 }`",
+                );
+                continue;
+            };
+            let (mut name, mut share, mut then) = (None, None, None);
+            for (key, val) in v.iter() {
+                match key.as_str() {
+                    "variant" => name = self.scalar(val, "variant"),
+                    "share" => {
+                        if let Some(s) = self.scalar(val, "share")
+                            && let Some(Fragment::Holdout(h)) =
+                                self.fragment(s, FragmentKind::Share)
+                        {
+                            share = Some(h);
+                        }
+                    }
+                    "then" => {
+                        let mut actions = Vec::new();
+                        for s in self.scalars(val, "then") {
+                            if let Some(Fragment::Actions(a)) =
+                                self.fragment(s, FragmentKind::Actions)
+                            {
+                                actions.extend(a);
+                            }
+                        }
+                        then = Some((actions, self.span(val)));
+                    }
+                    other => {
+                        let span = self.pos.span(key.span());
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::YamlShape,
+                                self.source,
+                                span,
+                                format!("a variant has no `{other}`"),
+                            )
+                            .hint("a variant has `variant`, `share` and `then`"),
+                        );
+                    }
+                }
+            }
+            match (name, share, then) {
+                (Some(n), Some(h), Some((actions, then_span))) => {
+                    rule.variants.push(crate::lang::ast::Variant {
+                        name: n.as_str().to_string(),
+                        name_span: self.pos.span(n.span()),
+                        percent: h.percent,
+                        percent_span: h.span,
+                        then: actions,
+                        then_span,
+                    })
+                }
+                _ if self.broken => {}
+                _ => self.shape(
+                    item,
+                    "a variant needs `variant`, `share` and `then`",
+                    "write `- { variant: A, share: 50%, then: send coupon 30-6 }`",
+                ),
+            }
+        }
     }
 }

@@ -120,6 +120,13 @@ pub fn comments(text: &str) -> Vec<Comment> {
 }
 
 pub fn print_rule(out: &mut String, r: &Rule) {
+    if r.segment {
+        let _ = writeln!(out, "segment {}", quote(&r.name));
+        if let Some(w) = &r.when {
+            let _ = writeln!(out, "  when {}", condition(w));
+        }
+        return;
+    }
     let _ = writeln!(out, "rule {}", quote(&r.name));
     if let Some(on) = &r.on {
         let names: Vec<&str> = on.iter().map(|i| i.name.as_str()).collect();
@@ -129,14 +136,11 @@ pub fn print_rule(out: &mut String, r: &Rule) {
         let _ = writeln!(out, "  when {}", condition(w));
     }
     if !r.then.is_empty() {
-        let actions: Vec<String> = r.then.iter().map(action).collect();
-        let one = actions.join(", ");
-        let sep = if one.len() + 7 <= WIDTH {
-            ", "
-        } else {
-            ",\n    "
-        };
-        let _ = writeln!(out, "  then {}", actions.join(sep));
+        let _ = writeln!(out, "  then {}", actions(&r.then, 7));
+    }
+    for v in &r.variants {
+        let head = format!("  variant {} {}% then ", quote(&v.name), v.percent);
+        let _ = writeln!(out, "{head}{}", actions(&v.then, head.len()));
     }
     if let Some(l) = &r.limit {
         let count = match l.count {
@@ -164,6 +168,22 @@ pub fn print_rule(out: &mut String, r: &Rule) {
             .map_or(String::new(), |p| format!(" per {}", p.name));
         let _ = writeln!(out, "  budget {}{per}", b.amount);
     }
+    if let Some(a) = &r.active {
+        let _ = writeln!(out, "  active {} to {}", date(a.from), date(a.to));
+    }
+}
+
+/// Actions after a `then` that starts `indent` characters in: on one line
+/// when they fit, else one per line.
+fn actions(list: &[Action], indent: usize) -> String {
+    let actions: Vec<String> = list.iter().map(action).collect();
+    let one = actions.join(", ");
+    let sep = if one.len() + indent <= WIDTH {
+        ", "
+    } else {
+        ",\n    "
+    };
+    actions.join(sep)
 }
 
 fn action(a: &Action) -> String {
@@ -335,6 +355,7 @@ pub fn expr(e: &Expr) -> String {
         }
         ExprKind::Func { name, args } => format!("{}({})", name.name, list(args)),
         ExprKind::Plugin(c) => plugin_call(c),
+        ExprKind::InSegment(name) => format!("in segment {}", quote(name)),
     }
 }
 

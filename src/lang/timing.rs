@@ -22,7 +22,9 @@ pub(super) fn push_children<'e>(e: &'e TExpr, stack: &mut Vec<&'e TExpr>) {
         | TKind::Today
         | TKind::HasTag(_)
         | TKind::Member => {}
-        TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) => stack.push(a),
+        TKind::Neg(a) | TKind::Not(a) | TKind::IsNull(a) | TKind::Func(_, a) | TKind::Named(a) => {
+            stack.push(a)
+        }
         TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
             stack.push(a);
             stack.push(b);
@@ -123,7 +125,7 @@ pub(super) fn timing(cond: Option<&TExpr>, layout: &Layout, codes: &Codes) -> Ti
                 stack.push(a);
                 stack.push(b);
             }
-            TKind::Not(a) => stack.push(a),
+            TKind::Not(a) | TKind::Named(a) => stack.push(a),
             TKind::Cmp(_, a, b) if count_test(a, b, layout, codes).is_some() => {
                 movers.extend(count_test(a, b, layout, codes));
             }

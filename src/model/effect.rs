@@ -65,6 +65,10 @@ pub struct Effect {
     /// rule it was.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub from: Option<String>,
+    /// The experiment arm the member is in (`variant "A" 45% then ...`);
+    /// none for a held-out firing, which is the experiment's control.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub variant: Option<String>,
 }
 
 /// Money and decimals as exact JSON numbers.

@@ -301,6 +301,7 @@ fn finish(
         let rules = compile::compile(
             &l.sources,
             checked.rules,
+            checked.segments,
             checked.layout,
             schema.events.len(),
             names,

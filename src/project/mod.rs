@@ -4,3 +4,4 @@
 
 pub mod init;
 pub mod load;
+pub mod query;

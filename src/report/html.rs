@@ -8,7 +8,7 @@ use crate::config::Schema;
 use crate::model::Effect;
 use crate::model::summary::Summary;
 use crate::model::{Action, Status};
-use crate::sim::backtest::{Comparison, Purchase, Uplift};
+use crate::sim::backtest::{Comparison, Estimate, Group, Purchase, Uplift};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
@@ -439,24 +439,59 @@ fn uplift_table(us: &[Uplift]) -> String {
         "<table><tr><th>rule</th><th>treated</th><th>held out</th><th>conversion</th><th>held-out conversion</th><th>difference (95% CI)</th><th>revenue per member difference (95% CI)</th><th>redeemed</th></tr>",
     );
     for u in us {
-        let _ = write!(
-            t,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{:.1}%</td><td>{:+.1} pts ({:+.1} to {:+.1})</td><td>{:+.2} ({:+.2} to {:+.2})</td><td>{}</td></tr>",
-            esc(&u.rule),
-            u.treated.members,
-            u.held_out.members,
-            u.treated.conversion() * 100.0,
-            u.held_out.conversion() * 100.0,
-            u.conversion_diff.value * 100.0,
-            u.conversion_diff.low * 100.0,
-            u.conversion_diff.high * 100.0,
-            u.revenue_diff.value,
-            u.revenue_diff.low,
-            u.revenue_diff.high,
-            u.treated.redeemed
+        let row = |t: &mut String, name: &str, g: &Group, c: &Estimate, r: &Estimate| {
+            let _ = write!(
+                t,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{:.1}%</td><td>{:+.1} pts ({:+.1} to {:+.1})</td><td>{:+.2} ({:+.2} to {:+.2})</td><td>{}</td></tr>",
+                esc(name),
+                g.members,
+                u.held_out.members,
+                g.conversion() * 100.0,
+                u.held_out.conversion() * 100.0,
+                c.value * 100.0,
+                c.low * 100.0,
+                c.high * 100.0,
+                r.value,
+                r.low,
+                r.high,
+                g.redeemed
+            );
+        };
+        row(
+            &mut t,
+            &u.rule,
+            &u.treated,
+            &u.conversion_diff,
+            &u.revenue_diff,
         );
+        for a in &u.arms {
+            let name = format!("{}: variant {}", u.rule, a.variant);
+            row(&mut t, &name, &a.group, &a.conversion_diff, &a.revenue_diff);
+        }
     }
     t.push_str("</table>");
+    for u in us.iter().filter(|u| !u.between.is_empty()) {
+        let _ = write!(
+            t,
+            "<h3>{}: variants against variant {}</h3><table><tr><th>variant</th><th>conversion difference (95% CI)</th><th>revenue per member difference (95% CI)</th></tr>",
+            esc(&u.rule),
+            esc(&u.between[0].base)
+        );
+        for b in &u.between {
+            let _ = write!(
+                t,
+                "<tr><td>{}</td><td>{:+.1} pts ({:+.1} to {:+.1})</td><td>{:+.2} ({:+.2} to {:+.2})</td></tr>",
+                esc(&b.variant),
+                b.conversion_diff.value * 100.0,
+                b.conversion_diff.low * 100.0,
+                b.conversion_diff.high * 100.0,
+                b.revenue_diff.value,
+                b.revenue_diff.low,
+                b.revenue_diff.high
+            );
+        }
+        t.push_str("</table>");
+    }
     t
 }
 

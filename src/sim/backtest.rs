@@ -161,6 +161,29 @@ pub struct Uplift {
     pub conversion_diff: Estimate,
     /// Treated minus held-out revenue per member, with its 95% interval.
     pub revenue_diff: Estimate,
+    /// An experiment's arms (`variant "A" 45% then ...`), by name, each
+    /// against the holdout; empty for a rule without variants.
+    pub arms: Vec<Arm>,
+    /// Each later arm against the first (`B` vs `A`).
+    pub between: Vec<Between>,
+}
+
+/// One arm of an experiment against the holdout.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Arm {
+    pub variant: String,
+    pub group: Group,
+    pub conversion_diff: Estimate,
+    pub revenue_diff: Estimate,
+}
+
+/// Arm `variant` minus arm `base`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Between {
+    pub variant: String,
+    pub base: String,
+    pub conversion_diff: Estimate,
+    pub revenue_diff: Estimate,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -177,6 +200,14 @@ pub struct Group {
 }
 
 impl Group {
+    fn add(&mut self, converted: bool, revenue: Decimal, redeemed: bool) {
+        self.members += 1;
+        self.converted += usize::from(converted);
+        self.revenue += revenue;
+        let r: f64 = revenue.try_into().unwrap_or(0.0);
+        self.revenue_sq += r * r;
+        self.redeemed += usize::from(redeemed);
+    }
     pub fn conversion(&self) -> f64 {
         ratio(self.converted as f64, self.members)
     }
@@ -246,25 +277,27 @@ pub fn purchases(schema: &crate::config::Schema, events: &[Event]) -> Vec<Purcha
         .collect()
 }
 
-/// For each rule with held-out firings: each member counts once, from the
-/// rule's first firing for them (treated: `sent`; held out: `held_out`),
-/// and converts with a purchase within `window_days` after it (the
-/// purchase of the triggering event itself does not count: it is after
-/// nothing). Revenue is the window's purchases per member; redemptions are
-/// the rule's coupons redeemed within the window.
+/// For each rule with held-out firings or variants: each member counts
+/// once, from the rule's first firing for them (treated: `sent`, in its
+/// variant if any; held out: `held_out`), and converts with a purchase
+/// within `window_days` after it (the purchase of the triggering event
+/// itself does not count: it is after nothing). Revenue is the window's
+/// purchases per member; redemptions are the rule's coupons redeemed
+/// within the window.
 pub fn uplift(effects: &[Effect], purchases: &[Purchase], window_days: i64) -> Vec<Uplift> {
     let window = jiff::SignedDuration::from_hours(24 * window_days);
-    // Per rule: member -> (first firing, treated?).
-    let mut first: BTreeMap<&str, BTreeMap<&str, (jiff::Timestamp, bool)>> = BTreeMap::new();
-    let mut held_rules = BTreeSet::new();
+    // Per rule: member -> (first firing, treated?, variant).
+    type First<'e> = (jiff::Timestamp, bool, Option<&'e str>);
+    let mut first: BTreeMap<&str, BTreeMap<&str, First<'_>>> = BTreeMap::new();
+    let mut measured = BTreeSet::new();
     for e in effects {
         let treated = match e.status {
             Status::Sent if e.action != Action::Redeem && e.from.is_none() => true,
             Status::HeldOut => false,
             _ => continue,
         };
-        if !treated {
-            held_rules.insert(e.rule.as_str());
+        if !treated || e.variant.is_some() {
+            measured.insert(e.rule.as_str());
         }
         let Ok(at) = e.at.parse::<jiff::Timestamp>() else {
             continue;
@@ -273,7 +306,7 @@ pub fn uplift(effects: &[Effect], purchases: &[Purchase], window_days: i64) -> V
             .entry(&e.rule)
             .or_default()
             .entry(&e.member)
-            .or_insert((at, treated));
+            .or_insert((at, treated, e.variant.as_deref()));
     }
     let mut by_member: HashMap<&str, Vec<&Purchase>> = HashMap::new();
     for p in purchases {
@@ -286,50 +319,77 @@ pub fn uplift(effects: &[Effect], purchases: &[Purchase], window_days: i64) -> V
         }
     }
     let mut out = Vec::new();
-    for rule in held_rules {
+    for rule in measured {
         let mut u = Uplift {
             rule: rule.to_string(),
             ..Uplift::default()
         };
-        for (member, (t0, treated)) in first.get(rule).into_iter().flatten() {
+        let mut arms: BTreeMap<&str, Group> = BTreeMap::new();
+        for (member, (t0, treated, variant)) in first.get(rule).into_iter().flatten() {
             let end = *t0 + window;
-            let g = if *treated {
-                &mut u.treated
-            } else {
-                &mut u.held_out
-            };
-            g.members += 1;
-            let revenue: Decimal = by_member
+            let in_window = |at: jiff::Timestamp| at > *t0 && at <= end;
+            let bought: Vec<&&Purchase> = by_member
                 .get(member)
                 .into_iter()
                 .flatten()
-                .filter(|p| p.at > *t0 && p.at <= end)
-                .map(|p| p.amount)
-                .sum();
-            let bought = by_member
-                .get(member)
-                .is_some_and(|ps| ps.iter().any(|p| p.at > *t0 && p.at <= end));
-            if bought {
-                g.converted += 1;
-            }
-            g.revenue += revenue;
-            let r: f64 = revenue.try_into().unwrap_or(0.0);
-            g.revenue_sq += r * r;
-            if redeems
+                .filter(|p| in_window(p.at))
+                .collect();
+            let revenue: Decimal = bought.iter().map(|p| p.amount).sum();
+            let redeemed = redeems
                 .get(&(rule, *member))
-                .is_some_and(|ts| ts.iter().any(|t| *t > *t0 && *t <= end))
-            {
-                g.redeemed += 1;
+                .is_some_and(|ts| ts.iter().any(|t| in_window(*t)));
+            let mut groups = vec![if *treated {
+                &mut u.treated
+            } else {
+                &mut u.held_out
+            }];
+            if let (true, Some(v)) = (treated, variant) {
+                groups.push(arms.entry(v).or_default());
+            }
+            for g in groups {
+                g.add(!bought.is_empty(), revenue, redeemed);
             }
         }
-        let (t, h) = (&u.treated, &u.held_out);
-        let (pt, ph) = (t.conversion(), h.conversion());
-        let se = (ratio(pt * (1.0 - pt), t.members) + ratio(ph * (1.0 - ph), h.members)).sqrt();
-        u.conversion_diff = Estimate::new(pt - ph, se);
-        let se = (ratio(t.revenue_variance(), t.members) + ratio(h.revenue_variance(), h.members))
-            .sqrt();
-        u.revenue_diff = Estimate::new(t.revenue_per_member() - h.revenue_per_member(), se);
+        (u.conversion_diff, u.revenue_diff) = diff(&u.treated, &u.held_out);
+        u.arms = arms
+            .into_iter()
+            .map(|(v, g)| {
+                let (conversion_diff, revenue_diff) = diff(&g, &u.held_out);
+                Arm {
+                    variant: v.to_string(),
+                    group: g,
+                    conversion_diff,
+                    revenue_diff,
+                }
+            })
+            .collect();
+        if let Some((base, rest)) = u.arms.split_first() {
+            u.between = rest
+                .iter()
+                .map(|a| {
+                    let (conversion_diff, revenue_diff) = diff(&a.group, &base.group);
+                    Between {
+                        variant: a.variant.clone(),
+                        base: base.variant.clone(),
+                        conversion_diff,
+                        revenue_diff,
+                    }
+                })
+                .collect();
+        }
         out.push(u);
     }
     out
+}
+
+/// `a` minus `b`: conversion and revenue per member, each with its 95%
+/// confidence interval (normal approximation, unequal variances).
+fn diff(a: &Group, b: &Group) -> (Estimate, Estimate) {
+    let (pa, pb) = (a.conversion(), b.conversion());
+    let se = (ratio(pa * (1.0 - pa), a.members) + ratio(pb * (1.0 - pb), b.members)).sqrt();
+    let conversion = Estimate::new(pa - pb, se);
+    let se =
+        (ratio(a.revenue_variance(), a.members) + ratio(b.revenue_variance(), b.members)).sqrt();
+    let revenue = Estimate::new(a.revenue_per_member() - b.revenue_per_member(), se);
+    (conversion, revenue)
 }

@@ -346,6 +346,7 @@ const ORDER: &[&str] = &[
     "message",
     "channel",
     "plugin",
+    "variant",
     "status",
 ];
 

@@ -107,6 +107,12 @@ pub trait Store {
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
     fn member_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Calls `visit` with every member in key order until it returns
+    /// `false`: one pass over the store, for segments.
+    fn each_member(
+        &self,
+        visit: &mut dyn FnMut(&str, MemberRecord) -> bool,
+    ) -> Result<(), StoreError>;
     /// Outbox entries from `from` on, in order, at most `limit`.
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -555,6 +561,24 @@ impl Store for SledStore {
             out.push(String::from_utf8_lossy(&k[1..]).into_owned());
         }
         Ok(out)
+    }
+
+    fn each_member(
+        &self,
+        visit: &mut dyn FnMut(&str, MemberRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        for kv in self.db.scan_prefix([keys::MEMBER]) {
+            let (k, v) = kv?;
+            let id = String::from_utf8_lossy(&k[1..]);
+            let rec = MemberRecord::decode(&v).map_err(|message| StoreError::Corrupt {
+                member: id.to_string(),
+                message,
+            })?;
+            if !visit(&id, rec) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {

@@ -133,6 +133,28 @@ impl Checker<'_> {
         );
         let slot = match self.layout.aggregates.iter().find(|s| s.key == key) {
             Some(s) => s.slot,
+            None if self.frozen_aggregates.is_some() => {
+                let kept: Vec<String> = self
+                    .layout
+                    .aggregates
+                    .iter()
+                    .map(|a| format!("`{}`", a.key))
+                    .collect();
+                self.error(
+                    Code::NotKept,
+                    span,
+                    format!("member records do not keep `{key}`: no rule or segment reads it"),
+                    Some(if kept.is_empty() {
+                        "add it to a rule or a named segment; records keep it from the next events on".into()
+                    } else {
+                        format!(
+                            "kept are: {}; or add it to a named segment, and records keep it from the next events on",
+                            kept.join(", ")
+                        )
+                    }),
+                );
+                return Err(());
+            }
             None => {
                 let slot = self.layout.fields.len() as u16;
                 self.layout.fields.push((key.clone(), ty.clone()));
@@ -304,6 +326,7 @@ pub(super) fn strip_spans(e: &ast::Expr) -> ast::Expr {
         e.span = Span::default();
         match &mut e.kind {
             ExprKind::Path(p) => p.iter_mut().for_each(|i| i.span = Span::default()),
+            ExprKind::InSegment(_) => {}
             ExprKind::Neg(a) | ExprKind::Not(a) => walk(a),
             ExprKind::Binary(_, a, b)
             | ExprKind::In {

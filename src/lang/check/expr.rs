@@ -163,6 +163,7 @@ impl Checker<'_> {
                 Err(())
             }
             ExprKind::Aggregate(a) => self.aggregate(a, span),
+            ExprKind::InSegment(name) => self.segment_ref(name, span),
             ExprKind::Func { name, args } => self.func(name, args, span),
             ExprKind::Plugin(call) => {
                 let (plugin, args) = self.plugin_call(call)?;

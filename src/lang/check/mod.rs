@@ -10,8 +10,10 @@ mod actions;
 mod aggregate;
 mod expr;
 mod names;
+mod segments;
 mod tree;
 
+pub use segments::check_query;
 pub use tree::*;
 
 use super::ast::{self};
@@ -52,12 +54,15 @@ pub fn check(
         filter_event: None,
         event_slots: HashMap::new(),
         const_conds: Vec::new(),
+        segments: segments::Segments::default(),
+        frozen_aggregates: None,
     };
+    let segments = cx.segments_of(files, sources);
     let mut rules = Vec::new();
     let mut names: HashMap<String, (SourceId, Span)> = HashMap::new();
     for file in files {
         cx.source = file.source;
-        for r in &file.rules {
+        for r in file.rules.iter().filter(|r| !r.segment) {
             if let Some((src, span)) = names.get(&r.name) {
                 let (line, col) = sources.line_col(*src, span.start);
                 cx.diags.push(
@@ -85,6 +90,7 @@ pub fn check(
     (
         Checked {
             rules,
+            segments,
             layout: cx.layout,
             const_conds: cx.const_conds,
         },
@@ -95,6 +101,8 @@ pub fn check(
 struct RuleCx {
     triggers: Triggers,
     warned_event_on_tick: bool,
+    /// Checking a segment's condition: about members, with no event.
+    segment: bool,
 }
 
 struct Checker<'a> {
@@ -108,6 +116,10 @@ struct Checker<'a> {
     filter_event: Option<usize>,
     event_slots: HashMap<String, u16>,
     const_conds: Vec<(SourceId, TExpr)>,
+    segments: segments::Segments,
+    /// Checking a query against a loaded rule set: aggregates past this
+    /// many are not kept in member records (E227).
+    frozen_aggregates: Option<usize>,
 }
 
 type R<T> = Result<T, ()>;
@@ -128,9 +140,11 @@ impl Checker<'_> {
         self.rule = Some(RuleCx {
             triggers: triggers.clone(),
             warned_event_on_tick: false,
+            segment: false,
         });
         let cond = r.when.as_ref().and_then(|w| self.bool_expr(w).ok());
-        if r.then.is_empty() {
+        let cond = self.active(r, cond);
+        if r.then.is_empty() && r.variants.is_empty() {
             self.error(
                 Code::MissingThen,
                 r.name_span,
@@ -140,11 +154,12 @@ impl Checker<'_> {
                 ),
             );
         }
-        let actions: Vec<TAction> = r
+        let mut actions: Vec<TAction> = r
             .then
             .iter()
             .filter_map(|a| self.action_for(a, &triggers).ok())
             .collect();
+        let variants = self.variants(r, &triggers, &mut actions);
         if let Some(c) = &cond {
             self.never_true(c);
         }
@@ -190,6 +205,7 @@ impl Checker<'_> {
             priority: r.priority.map_or(0, |p| p.0),
             group: r.group.as_ref().map(|g| g.0.clone()),
             budget,
+            variants,
         })
     }
 

@@ -145,6 +145,15 @@ impl Checker<'_> {
             if t.state {
                 (0..self.schema.events.len()).collect()
             } else {
+                if rcx.segment {
+                    self.error(
+                        Code::EventInTick,
+                        span,
+                        format!("a segment is a set of members, with no event to read `event.{name}` from"),
+                        Some("use member fields and aggregates, e.g. `count(purchase where event.category == \"coffee\", 90d) >= 3`".into()),
+                    );
+                    return Err(());
+                }
                 if t.events.is_empty() {
                     let on = if t.tick {
                         "tick"

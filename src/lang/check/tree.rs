@@ -117,6 +117,11 @@ pub enum TKind {
         args: Vec<TExpr>,
     },
     Member,
+    /// A test that stands for a clause or a name, shown by `explain` as one
+    /// term with its own text: `in segment "name"` (the segment's condition,
+    /// checked where it is defined, so its inner spans point into that
+    /// file) and `active 2026-02-01 to 2026-02-14`.
+    Named(Box<TExpr>),
 }
 
 /// A windowed aggregate the engine keeps per member, in its own slot.
@@ -244,6 +249,18 @@ pub struct CheckedRule {
     pub priority: i64,
     pub group: Option<String>,
     pub budget: Option<BudgetSpec>,
+    /// An experiment's arms: name, share in parts per million, and the
+    /// range of `actions` that are theirs. Empty: every action is the rule's.
+    pub variants: Vec<(String, u32, std::ops::Range<usize>)>,
+}
+
+/// A named segment: `segment "lapsed vip" when ...`.
+#[derive(Clone, Debug)]
+pub struct CheckedSegment {
+    pub name: String,
+    pub source: SourceId,
+    pub span: Span,
+    pub cond: TExpr,
 }
 
 /// Plugin functions rules may call: plugin name, then function name and arity.
@@ -255,6 +272,8 @@ pub struct PluginSigs {
 pub struct Checked {
     /// In evaluation order: priority (highest first), then load order.
     pub rules: Vec<CheckedRule>,
+    /// In definition order.
+    pub segments: Vec<CheckedSegment>,
     pub layout: Layout,
     /// Conditions made of literals only, to be warned about when they are
     /// not true (see `compile::never_true`).

@@ -99,6 +99,17 @@ impl Builder<'_> {
                     span,
                 })
             }
+            Rule::segment_ref => {
+                let name = pair
+                    .into_inner()
+                    .find(|p| p.as_rule() == Rule::string)
+                    .map(|p| self.string(&p))
+                    .unwrap_or_default();
+                Ok(Expr {
+                    kind: ExprKind::InSegment(name),
+                    span,
+                })
+            }
             Rule::path => Ok(Expr {
                 kind: ExprKind::Path(pair.into_inner().map(|p| self.ident(&p)).collect()),
                 span,
@@ -332,7 +343,7 @@ pub(super) fn depth_at_most(e: &Expr, limit: usize) -> Option<usize> {
 
 pub fn for_each_child<'e>(e: &'e Expr, mut f: impl FnMut(&'e Expr)) {
     match &e.kind {
-        ExprKind::Lit(_) | ExprKind::Path(_) => {}
+        ExprKind::Lit(_) | ExprKind::Path(_) | ExprKind::InSegment(_) => {}
         ExprKind::Neg(a) | ExprKind::Not(a) => f(a),
         ExprKind::Binary(_, a, b) => {
             f(a);

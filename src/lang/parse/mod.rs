@@ -72,7 +72,7 @@ pub fn parse_file(source: SourceId, text: &str, stem: &str) -> (RuleFile, Vec<Di
     };
     for pair in pairs.into_iter().flatten() {
         match pair.as_rule() {
-            Rule::rule_block | Rule::bare_rule => match b.rule(pair, stem) {
+            Rule::rule_block | Rule::bare_rule | Rule::segment_block => match b.rule(pair, stem) {
                 Ok(r) => file.rules.push(r),
                 Err(d) => b.diags.push(d),
             },
@@ -90,6 +90,7 @@ pub enum Fragment {
     Limit(Limit),
     Holdout(Holdout),
     Budget(Budget),
+    Active(Active),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +101,9 @@ pub enum FragmentKind {
     Limit,
     Holdout,
     Budget,
+    Active,
+    /// A variant's share (`45%`), given as a `Holdout` fragment.
+    Share,
 }
 
 /// Parses one YAML value as the rule piece `kind`; spans map into the YAML
@@ -117,8 +121,9 @@ pub fn parse_fragment(
         FragmentKind::Actions => Rule::yaml_actions,
         FragmentKind::On => Rule::yaml_on,
         FragmentKind::Limit => Rule::yaml_limit,
-        FragmentKind::Holdout => Rule::yaml_holdout,
+        FragmentKind::Holdout | FragmentKind::Share => Rule::yaml_holdout,
         FragmentKind::Budget => Rule::yaml_budget,
+        FragmentKind::Active => Rule::yaml_active,
     };
     let mut pairs = Grammar::parse(rule, text).map_err(|e| vec![b.syntax_error(e)])?;
     let inner = pairs
@@ -131,7 +136,13 @@ pub fn parse_fragment(
         FragmentKind::On => Ok(Fragment::On(b.idents(inner))),
         FragmentKind::Limit => b.limit(inner).map(Fragment::Limit),
         FragmentKind::Holdout => b.holdout(inner).map(Fragment::Holdout),
+        FragmentKind::Share => {
+            let span = b.span(inner.as_span());
+            b.decimal(inner.as_str().trim_end_matches('%'), span)
+                .map(|percent| Fragment::Holdout(Holdout { percent, span }))
+        }
         FragmentKind::Budget => b.budget(inner).map(Fragment::Budget),
+        FragmentKind::Active => b.active(inner).map(Fragment::Active),
     };
     match frag {
         Ok(f) if b.diags.is_empty() => Ok(f),
@@ -204,7 +215,8 @@ impl<'a> Builder<'a> {
     }
 
     fn rule(&mut self, pair: Pair<'_, Rule>, stem: &str) -> Res<super::ast::Rule> {
-        let bare = pair.as_rule() == Rule::bare_rule;
+        let which_item = pair.as_rule();
+        let bare = which_item == Rule::bare_rule;
         let whole = self.span(pair.as_span());
         let mut inner = pair.into_inner().peekable();
         let (name, name_span) = if bare {
@@ -224,10 +236,15 @@ impl<'a> Builder<'a> {
         };
         let mut rule = super::ast::Rule::named(name, name_span);
         rule.span = whole;
+        rule.segment = which_item == Rule::segment_block;
         let mut seen: Vec<(Rule, Span)> = Vec::new();
         for clause in inner {
             let which = clause.as_rule();
             let span = self.span(clause.as_span());
+            if which == Rule::variant_clause {
+                rule.variants.push(self.variant(clause)?);
+                continue;
+            }
             if let Some((_, first)) = seen.iter().find(|(r, _)| *r == which) {
                 let (line, _) = line_col(self.text, first.start);
                 let kw = clause.as_str().split_whitespace().next().unwrap_or("");
@@ -272,6 +289,7 @@ impl<'a> Builder<'a> {
                     rule.group = Some((self.string(&body), self.span(body.as_span())))
                 }
                 Rule::budget_clause => rule.budget = Some(self.budget(body)?),
+                Rule::active_clause => rule.active = Some(self.active(body)?),
                 _ => {}
             }
         }
@@ -425,6 +443,59 @@ impl<'a> Builder<'a> {
             ));
         }
         Ok(Limit { count, per, span })
+    }
+
+    /// `variant "A" 45% then ...`.
+    fn variant(&mut self, p: Pair<'_, Rule>) -> Res<Variant> {
+        let span = self.span(p.as_span());
+        let mut name = None;
+        let mut share = None;
+        let mut then = None;
+        for part in p.into_inner() {
+            match part.as_rule() {
+                Rule::string => name = Some((self.string(&part), self.span(part.as_span()))),
+                Rule::percent => {
+                    let s = self.span(part.as_span());
+                    share = Some((self.decimal(part.as_str().trim_end_matches('%'), s)?, s));
+                }
+                Rule::then_clause => then = part.into_inner().nth(1),
+                _ => {}
+            }
+        }
+        let (Some((name, name_span)), Some((percent, percent_span)), Some(body)) =
+            (name, share, then)
+        else {
+            return Err(self.error(Code::Syntax, span, "incomplete variant"));
+        };
+        Ok(Variant {
+            name,
+            name_span,
+            percent,
+            percent_span,
+            then_span: self.span(body.as_span()),
+            then: self.actions(body)?,
+        })
+    }
+
+    /// `2026-02-01 to 2026-02-14`.
+    fn active(&self, p: Pair<'_, Rule>) -> Res<Active> {
+        let span = self.span(p.as_span());
+        let mut days = Vec::new();
+        for part in p.into_inner().filter(|d| d.as_rule() == Rule::date) {
+            match self.literal(part)? {
+                Literal::Date(d) => days.push(d),
+                _ => return Err(self.error(Code::Syntax, span, "expected a date")),
+            }
+        }
+        let [from, to] = days[..] else {
+            return Err(self.error(Code::Syntax, span, "expected two dates"));
+        };
+        if to < from {
+            return Err(self
+                .error(Code::BadClause, span, "the campaign ends before it starts")
+                .hint("write the first day first: `active 2026-02-01 to 2026-02-14`"));
+        }
+        Ok(Active { from, to, span })
     }
 
     fn holdout(&self, p: Pair<'_, Rule>) -> Res<Holdout> {

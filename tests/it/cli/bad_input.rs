@@ -300,3 +300,33 @@ fn within_20s(cmd: &mut Command) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
     (out.status.code(), text)
 }
+
+/// A segment query over an aggregate no rule keeps: member records have no
+/// history for it, so the answer would be wrong; refused with E227.
+#[test]
+fn a_segment_query_over_an_aggregate_nobody_keeps_is_refused() {
+    let dir = setup(&[(
+        "r.rules",
+        b"rule \"r\" on purchase when count(purchase, 30d) > 1 then tag \"x\"\n",
+    )]);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["segment", "--color=never", "--config"])
+        .arg(format!("{root}/tests/lang/nudge.yaml"))
+        .arg("--rules")
+        .arg(dir.path().join("rules"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("count(purchase, 60d) > 1")
+        .arg("--count")
+        .output()
+        .expect("run nudge");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("E227"), "{text}");
+    assert!(text.contains("kept are: `count(purchase,30d)`"), "{text}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing opened or written"
+    );
+}

@@ -4,4 +4,5 @@
 
 mod hostile_http;
 mod reload;
+mod segments;
 mod service;

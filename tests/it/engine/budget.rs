@@ -92,6 +92,12 @@ impl Store for BrokenBudgets {
     fn member_ids(&self) -> Result<Vec<String>, StoreError> {
         self.inner.member_ids()
     }
+    fn each_member(
+        &self,
+        visit: &mut dyn FnMut(&str, nudge::model::MemberRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.each_member(visit)
+    }
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.outbox(from, limit)
     }

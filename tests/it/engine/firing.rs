@@ -217,3 +217,66 @@ rule "held" on signup then award points 7 to event.referred_by holdout 99.99%
     );
     assert_eq!(bad.expect_err("reserved").path, "id");
 }
+
+/// An experiment in a group: every member the rule fires for (either arm,
+/// or held out) uses up the group, so the group's next rule reaches only
+/// members the experiment's condition leaves out. Each arm gets its share,
+/// the holdout is the control (no variant), and an arm's coupon is charged
+/// to a money budget at that arm's value.
+#[test]
+fn an_experiment_splits_members_and_uses_up_its_group() {
+    let mut e = engine(
+        "rule \"test\" on purchase priority 2 group \"g\" when event.amount >= 10\n\
+           variant \"A\" 45% then send coupon 30-6\n\
+           variant \"B\" 45% then send coupon 50-10\n\
+           holdout 10%\n\
+           budget 100000 per month\n\
+         rule \"fallback\" on purchase priority 1 group \"g\" then tag \"fallback\"",
+    );
+    let s = e.schema.clone();
+    let evs: Vec<_> = (0..400)
+        .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 10.0))
+        .chain([purchase(&s, "small", "x", "2026-01-01", 5.0)])
+        .collect();
+    let c = e.process(&evs).expect("process");
+    let arm = |v: &str| {
+        c.effects
+            .iter()
+            .filter(|x| x.variant.as_deref() == Some(v))
+            .count()
+    };
+    let held: Vec<_> = c
+        .effects
+        .iter()
+        .filter(|x| x.status == nudge::model::Status::HeldOut)
+        .collect();
+    assert!((150..=210).contains(&arm("A")), "A: {}", arm("A"));
+    assert!((150..=210).contains(&arm("B")), "B: {}", arm("B"));
+    assert!((20..=60).contains(&held.len()), "held out: {}", held.len());
+    assert!(held.iter().all(|x| x.variant.is_none()));
+    assert_eq!(arm("A") + arm("B") + held.len(), 400);
+    // The arms' coupons match their variant.
+    for x in &c.effects {
+        match x.variant.as_deref() {
+            Some("A") => assert_eq!(x.discount.as_ref().map(|d| d.to_string()), Some("6".into())),
+            Some("B") => assert_eq!(
+                x.discount.as_ref().map(|d| d.to_string()),
+                Some("10".into())
+            ),
+            _ => {}
+        }
+    }
+    // Only the member the condition left out reaches the fallback.
+    let fallback: Vec<_> = c.effects.iter().filter(|x| x.rule == "fallback").collect();
+    assert_eq!(fallback.len(), 1);
+    assert_eq!(fallback[0].member, "x");
+    // The budget is charged each sent arm's own discount.
+    let spent: i64 = (arm("A") * 6 + arm("B") * 10) as i64;
+    let used = e.budgets(day("2026-01-01"));
+    assert_eq!(
+        used.iter()
+            .find(|(r, _, _)| r == "test")
+            .map(|(_, u, _)| u.to_string()),
+        Some(spent.to_string())
+    );
+}

@@ -3,3 +3,4 @@
 
 mod cdnow;
 mod explain;
+mod uplift;

@@ -1,0 +1,170 @@
+//! `POST /v1/segments/count` and `POST /v1/segments/export`: a segment (a
+//! condition, or a named segment) counted or listed over the running
+//! daemon's store, with its running rules. Reads only, on a blocking
+//! thread; the writer goes on. Routing and the token are `http`'s.
+
+use super::Shared;
+use crate::engine::segment::{Scan, default_fields, row_json};
+use crate::project::query::{Query, segment_query};
+use axum::http::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+
+/// A request body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    /// A condition of the rule language.
+    when: Option<String>,
+    /// A named segment.
+    segment: Option<String>,
+    #[serde(default)]
+    fields: Vec<String>,
+    /// The day to evaluate on (default: today).
+    at: Option<String>,
+}
+
+/// A refused request: its status and JSON body.
+pub type Refusal = (StatusCode, serde_json::Value);
+
+/// What a request asks for, checked against the running rules.
+struct Asked {
+    rules: Arc<crate::lang::RuleSet>,
+    schema: Arc<crate::config::Schema>,
+    query: Query,
+    fields: Vec<String>,
+    today: i32,
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, json!({"error": message.into()}))
+}
+
+fn asked(shared: &Shared, body: &[u8], export: bool) -> Result<Asked, Refusal> {
+    let r: Request = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "{e}; the body is {{\"when\": CONDITION}} or {{\"segment\": NAME}}, with \"fields\" and \"at\" (YYYY-MM-DD) optional"
+        ))
+    })?;
+    let text = match (&r.when, &r.segment) {
+        (Some(w), None) => w.clone(),
+        (None, Some(s)) => s.clone(),
+        _ => {
+            return Err(bad(
+                "give one of `when` (a condition) or `segment` (a name)",
+            ));
+        }
+    };
+    if !export && !r.fields.is_empty() {
+        return Err(bad("`fields` is for /v1/segments/export"));
+    }
+    let (schema, rules) = (shared.schema.load_full(), shared.rules.load_full());
+    if let Some(name) = &r.segment
+        && rules.segment(name).is_none()
+    {
+        let names: Vec<&str> = rules.segments.iter().map(|s| s.name.as_str()).collect();
+        return Err((
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no segment \"{name}\""), "segments": names}),
+        ));
+    }
+    let mut l = crate::project::load::Load::default();
+    let query = segment_query(&schema, &rules, &mut l.sources, &text).map_err(|ds| {
+        l.diagnostics = ds;
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "the condition does not check", "diagnostics": l.diagnostics_json()}),
+        )
+    })?;
+    let today = match &r.at {
+        Some(d) => crate::base::time::parse_date(d)
+            .ok_or_else(|| bad(format!("`at` is a day, YYYY-MM-DD, not `{d}`")))?,
+        None => crate::engine::clock::local_day(
+            &schema,
+            crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
+        ),
+    };
+    let fields = if r.fields.is_empty() {
+        default_fields()
+    } else {
+        r.fields
+    };
+    Ok(Asked {
+        rules,
+        schema,
+        query,
+        fields,
+        today,
+    })
+}
+
+/// `POST /v1/segments/count`: `{"count": N, "members": TOTAL}`.
+pub async fn count(shared: Arc<Shared>, body: Vec<u8>) -> Refusal {
+    let work = tokio::task::spawn_blocking(move || {
+        let a = asked(&shared, &body, false)?;
+        let rules = a.query.rules(&a.rules);
+        let mut scan =
+            Scan::new(&a.schema, rules, a.query.index, &[]).map_err(|e| bad(e.to_string()))?;
+        let c = scan.count(&shared.store, a.today).map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            )
+        })?;
+        Ok::<_, Refusal>((
+            StatusCode::OK,
+            json!({"count": c.count, "members": c.members}),
+        ))
+    });
+    match work.await {
+        Ok(Ok(r) | Err(r)) => r,
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+/// Lines of an export in flight, ahead of the client.
+const EXPORT_BUFFER: usize = 256;
+
+/// `POST /v1/segments/export`: the members as NDJSON, streamed as they
+/// are found. The request is checked before the answer starts (400 with
+/// diagnostics); a store error after that ends the stream with a line
+/// `{"error": ...}`.
+pub async fn export(
+    shared: Arc<Shared>,
+    body: Vec<u8>,
+) -> Result<tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>, Refusal> {
+    let (checked_tx, checked_rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
+    tokio::task::spawn_blocking(move || {
+        let a = match asked(&shared, &body, true) {
+            Ok(a) => a,
+            Err(r) => return checked_tx.send(Err(r)),
+        };
+        let rules = a.query.rules(&a.rules);
+        let mut scan = match Scan::new(&a.schema, rules, a.query.index, &a.fields) {
+            Ok(s) => s,
+            Err(e) => return checked_tx.send(Err(bad(e.to_string()))),
+        };
+        let _ = checked_tx.send(Ok(()));
+        let result = scan.each(&shared.store, a.today, &mut |scan, id, rec| {
+            let line = row_json(&scan.row(id, rec)) + "\n";
+            // A client that went away stops the scan.
+            tx.blocking_send(Ok(line)).is_ok()
+        });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Ok(json!({"error": e.to_string()}).to_string() + "\n"));
+        }
+        Ok(())
+    });
+    match checked_rx.await {
+        Ok(Ok(())) => Ok(rx),
+        Ok(Err(r)) => Err(r),
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "the export stopped"}),
+        )),
+    }
+}

@@ -1,0 +1,78 @@
+//! A segment query as a user gives it (`nudge segment TEXT`, the `when`
+//! or `segment` of `POST /v1/segments/...`) resolved against a loaded
+//! project: a named segment, or a condition of the rule language checked
+//! and compiled on its own. Scanning the members is `engine::segment`'s job.
+
+use crate::base::diag::{Code, Diagnostic, SourceMap, Span};
+use crate::config::Schema;
+use crate::lang::RuleSet;
+use crate::lang::check::{PluginSigs, check_query};
+use crate::lang::compile::compile_query;
+use crate::lang::parse::{Fragment, FragmentKind, Offsets, parse_fragment};
+use std::path::Path;
+
+/// A resolved query: segment `index` of its own rule set (a condition), or
+/// of the project's (a named segment).
+pub struct Query {
+    own: Option<RuleSet>,
+    pub index: usize,
+}
+
+impl Query {
+    /// The rule set to scan with: the query's own, or `project`.
+    pub fn rules<'a>(&'a self, project: &'a RuleSet) -> &'a RuleSet {
+        self.own.as_ref().unwrap_or(project)
+    }
+}
+
+/// Resolves `text`, a segment name or a condition, against a loaded
+/// project. Diagnostics point into a source named `segment`, added to
+/// `sources`, that holds the text.
+pub fn segment_query(
+    schema: &Schema,
+    rules: &RuleSet,
+    sources: &mut SourceMap,
+    text: &str,
+) -> Result<Query, Vec<Diagnostic>> {
+    let name = text.trim().trim_matches('"');
+    if let Some(index) = rules.segments.iter().position(|s| s.name == name) {
+        return Ok(Query { own: None, index });
+    }
+    let source = sources.add(Path::new("segment"), text.to_string());
+    let expr = match parse_fragment(FragmentKind::Expr, source, text, Offsets::Identity) {
+        Ok(Fragment::Expr(e)) => e,
+        Ok(_) => return Err(Vec::new()),
+        Err(mut ds) => {
+            if !rules.segments.is_empty() {
+                let names: Vec<&str> = rules.segments.iter().map(|s| s.name.as_str()).collect();
+                for d in &mut ds {
+                    d.hint.get_or_insert_with(|| {
+                        format!("a condition, or a named segment: {}", names.join(", "))
+                    });
+                }
+            }
+            return Err(ds);
+        }
+    };
+    let checked: Vec<_> = rules.segments.iter().map(|s| s.checked.clone()).collect();
+    match check_query(
+        schema,
+        &rules.layout,
+        &checked,
+        &PluginSigs::default(),
+        source,
+        &expr,
+    ) {
+        Ok((layout, cond)) => Ok(Query {
+            own: Some(compile_query(layout, cond, schema.events.len())),
+            index: 0,
+        }),
+        Err(ds) if ds.is_empty() => Err(vec![Diagnostic::new(
+            Code::TypeMismatch,
+            source,
+            Span::new(0, text.len()),
+            "this is not a condition",
+        )]),
+        Err(ds) => Err(ds),
+    }
+}

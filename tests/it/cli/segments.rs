@@ -1,0 +1,193 @@
+//! `nudge segment` through the real binary: counts, exports (NDJSON and
+//! CSV, fields in the order asked), named segments, `--at`, and bad
+//! queries named at their place with nothing written.
+
+use std::path::Path;
+use std::process::Command;
+
+fn nudge(dir: &Path, args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .args(args)
+        .arg("--color=never")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nudge");
+    if let Some(input) = stdin {
+        let mut i = child.stdin.take().expect("stdin");
+        i.write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+const CONFIG: &str = "timezone: UTC\ntiers: [bronze, silver, gold]\nattributes:\n  city: string\nevents:\n  purchase:\n    amount: money\n    city: string?\n";
+
+const RULES: &str = r#"
+segment "big spenders"
+  when spend >= 100
+
+segment "lapsed big spenders"
+  when in segment "big spenders" and days_since_last_purchase > 30
+
+rule "gold" on purchase when spend >= 200 then set tier gold, tag "vip"
+rule "city" on purchase when event.city is not null then set city = event.city
+rule "regulars" on purchase when count(purchase, 90d) >= 2 then tag "regular"
+"#;
+
+/// Five members: `a` spent 250 (gold, vip), `b` 120 twice in Berlin,
+/// `c` 20, `d` 100 on one day, `e` 5.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("nudge.yaml"), CONFIG).expect("config");
+    std::fs::create_dir(d.join("rules")).expect("rules");
+    std::fs::write(d.join("rules/r.rules"), RULES).expect("rules");
+    let ev = |id: &str, m: &str, day: &str, amount: u32, city: &str| {
+        let city = if city.is_empty() {
+            String::new()
+        } else {
+            format!(r#","city":"{city}""#)
+        };
+        format!(
+            r#"{{"id":"{id}","type":"purchase","member":"{m}","at":"2026-{day}T12:00:00Z","amount":{amount}{city}}}"#
+        )
+    };
+    let events = [
+        ev("1", "a", "01-05", 250, ""),
+        ev("2", "b", "01-10", 60, "Berlin"),
+        ev("3", "b", "03-01", 60, ""),
+        ev("4", "c", "03-01", 20, ""),
+        ev("5", "d", "02-01", 100, ""),
+        ev("6", "e", "03-02", 5, "Paris"),
+    ]
+    .join("\n");
+    let (_, err, code) = nudge(d, &["ingest", "-"], Some(&events));
+    assert_eq!(code, 0, "{err}");
+    dir
+}
+
+#[test]
+fn counts_and_exports_follow_the_condition_on_the_day() {
+    let dir = project();
+    let d = dir.path();
+    let count = |q: &str, at: &str| nudge(d, &["segment", q, "--count", "--at", at], None);
+    assert_eq!(
+        count("spend >= 100", "2026-03-10").0,
+        "{\"count\":3,\"members\":5}\n"
+    );
+    assert_eq!(
+        count("tier >= gold and \"vip\" in tags", "2026-03-10").0,
+        "{\"count\":1,\"members\":5}\n"
+    );
+    // Named segments, by name, and a day count that moves with `--at`.
+    assert_eq!(
+        count("lapsed big spenders", "2026-03-10").0,
+        "{\"count\":2,\"members\":5}\n"
+    );
+    assert_eq!(
+        count("lapsed big spenders", "2026-02-15").0,
+        "{\"count\":1,\"members\":5}\n"
+    );
+    // A windowed aggregate a rule keeps.
+    assert_eq!(
+        count("count(purchase, 90d) >= 2", "2026-03-10").0,
+        "{\"count\":1,\"members\":5}\n"
+    );
+    let (out, err, code) = nudge(
+        d,
+        &[
+            "segment",
+            "in segment \"big spenders\" or city == \"Paris\"",
+            "--at",
+            "2026-03-10",
+            "--fields",
+            "member,tier,spend,city,tags,last_purchase_at",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        concat!(
+            r#"{"member":"a","tier":"gold","spend":250,"city":null,"tags":["vip"],"last_purchase_at":"2026-01-05"}"#,
+            "\n",
+            r#"{"member":"b","tier":"bronze","spend":120,"city":"Berlin","tags":["regular"],"last_purchase_at":"2026-03-01"}"#,
+            "\n",
+            r#"{"member":"d","tier":"bronze","spend":100,"city":null,"tags":[],"last_purchase_at":"2026-02-01"}"#,
+            "\n",
+            r#"{"member":"e","tier":"bronze","spend":5,"city":"Paris","tags":[],"last_purchase_at":"2026-03-02"}"#,
+            "\n",
+        )
+    );
+}
+
+#[test]
+fn a_csv_export_goes_to_its_file_whole() {
+    let dir = project();
+    let d = dir.path();
+    let (out, err, code) = nudge(
+        d,
+        &[
+            "segment",
+            "spend >= 100",
+            "--export",
+            "vip.csv",
+            "--format",
+            "csv",
+            "--fields",
+            "member,tier,tags",
+            "--at",
+            "2026-03-10",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "{\"count\":3,\"export\":\"vip.csv\",\"members\":5}\n");
+    let csv = std::fs::read_to_string(d.join("vip.csv")).expect("export");
+    assert_eq!(
+        csv,
+        "member,tier,tags\na,gold,vip\nb,bronze,regular\nd,bronze,\n"
+    );
+    assert!(!d.join("vip.csv.partial").exists());
+}
+
+#[test]
+fn bad_queries_are_named_at_their_place_and_write_nothing() {
+    let dir = project();
+    let d = dir.path();
+    let run = |q: &str| nudge(d, &["segment", q, "--export", "x.ndjson"], None);
+    let (_, err, code) = run("tier >= gld");
+    assert_eq!(code, 1);
+    assert!(err.contains("E202") && err.contains("segment:1:9"), "{err}");
+    assert!(err.contains("did you mean `gold`?"), "{err}");
+    let (_, err, code) = run("in segment \"big spender\"");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("E209") && err.contains("big spenders"),
+        "{err}"
+    );
+    let (_, err, code) = run("event.amount > 3");
+    assert_eq!(code, 1);
+    assert!(err.contains("E211"), "{err}");
+    let (_, err, code) = run("spend >");
+    assert_eq!(code, 1);
+    assert!(err.contains("E110"), "{err}");
+    let (_, err, code) = nudge(
+        d,
+        &["segment", "spend > 1", "--fields", "member,colour"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field `colour`"), "{err}");
+    assert!(!d.join("x.ndjson").exists());
+}
