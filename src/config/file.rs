@@ -39,6 +39,8 @@ pub(crate) struct ConfigFile {
     #[serde(default)]
     pub(crate) coupons: HashMap<S, CouponFile>,
     #[serde(default)]
+    pub(crate) rewards: HashMap<S, RewardFile>,
+    #[serde(default)]
     pub(crate) channels: HashMap<S, Option<ChannelFile>>,
     pub(crate) points: Option<PointsFile>,
     pub(crate) schedule: Option<ScheduleFile>,
@@ -111,6 +113,16 @@ pub(crate) struct CouponFile {
     pub(crate) discount: S,
     pub(crate) valid: Option<S>,
     pub(crate) channel: Option<S>,
+}
+
+/// A reward of the points mall: its price in points, optional cash on
+/// top, optional stock.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RewardFile {
+    pub(crate) points: S,
+    pub(crate) cash: Option<S>,
+    pub(crate) stock: Option<S>,
 }
 
 #[derive(Deserialize)]

@@ -50,6 +50,18 @@ pub struct CouponTemplate {
     pub channel: Option<String>,
 }
 
+/// A reward of the points mall (`rewards:`).
+#[derive(Clone, Debug)]
+pub struct Reward {
+    pub name: String,
+    pub points: i64,
+    /// Cash the member pays besides the points (at the till; nudge
+    /// records it on the effect).
+    pub cash: Option<Decimal>,
+    /// How many there are in all, across members; `None`: no limit.
+    pub stock: Option<u64>,
+}
+
 /// At most `count` contacts per member per `per_secs` on a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cap {
@@ -109,6 +121,8 @@ pub struct Schema {
     pub attributes: Vec<Field>,
     pub events: Vec<EventType>,
     pub coupons: Vec<CouponTemplate>,
+    /// The points mall's catalogue, by name.
+    pub rewards: Vec<Reward>,
     pub channels: Vec<Channel>,
     pub points: PointsPolicy,
     /// Minutes after local midnight.
@@ -230,6 +244,10 @@ impl Schema {
             .enumerate()
             .find(|(_, a)| a.name == name)
     }
+    pub fn reward(&self, name: &str) -> Option<&Reward> {
+        self.rewards.iter().find(|r| r.name == name)
+    }
+
     pub fn coupon(&self, name: &str) -> Option<(usize, &CouponTemplate)> {
         self.coupons
             .iter()

@@ -166,6 +166,7 @@ pub(super) fn issue_coupon(
 pub fn apply_relay(cx: &Ctx<'_>, rec: &mut MemberRecord, e: &mut Effect, today: i32) {
     let at = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     match e.action {
+        model::Action::Wallet => super::rewards::credit_relayed(rec, e),
         model::Action::Points => {
             let n = e.points.unwrap_or(0);
             rec.points = rec.points.saturating_add(n);
@@ -352,6 +353,26 @@ pub(super) fn act(
         }
         // Plugin calls go through `act_all`.
         Action::Call(_) => return None,
+        Action::Voucher {
+            threshold,
+            discount,
+            channel,
+        } => super::rewards::voucher(cx, threshold.as_ref(), discount, *channel, env)?,
+        Action::Wallet { debit, amount } => {
+            let (e, changed) = super::rewards::wallet(rec, *debit, amount, env, apply)?;
+            changed_state = changed;
+            e
+        }
+        Action::Reward(name) => match super::rewards::reward(cx, rec, name, env, apply)? {
+            Ok((e, changed)) => {
+                changed_state = changed;
+                e
+            }
+            Err(err) => {
+                cx.budgets.borrow_mut().failed.get_or_insert(err);
+                return None;
+            }
+        },
     };
     Some(Change {
         effect,

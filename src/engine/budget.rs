@@ -2,7 +2,8 @@
 //! (coupon discount value per calendar period, local time). Kept in the
 //! store's meta, one key per rule and period, cached here; the writer is
 //! the only one spending, so the count is exact. Updates are committed with
-//! the batch that spent them.
+//! the batch that spent them. Points-mall stock is counted the same way
+//! (`stock:<reward>`: how many have gone).
 
 use crate::config::Schema;
 use crate::lang::check::{BudgetSpec, CouponSpec, Period};
@@ -16,6 +17,8 @@ use std::str::FromStr;
 pub struct Budgets {
     cache: HashMap<String, Decimal>,
     dirty: BTreeMap<String, Decimal>,
+    /// A store error met taking stock inside an action: the batch fails.
+    pub failed: Option<StoreError>,
 }
 
 /// The meta key of a rule's budget for the period containing `today`.
@@ -107,6 +110,23 @@ impl Budgets {
         Ok(true)
     }
 
+    /// Takes one of a reward's `stock`; `false` when none is left.
+    pub fn take_stock(
+        &mut self,
+        reward: &str,
+        stock: u64,
+        store: &dyn Store,
+    ) -> Result<bool, StoreError> {
+        let key = crate::store::keys::stock(reward);
+        let gone = self.used(&key, store)?;
+        if gone >= Decimal::from(stock) {
+            return Ok(false);
+        }
+        self.cache.insert(key.clone(), gone + Decimal::ONE);
+        self.dirty.insert(key, gone + Decimal::ONE);
+        Ok(true)
+    }
+
     /// The updates to commit with the batch.
     pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
         std::mem::take(&mut self.dirty)
@@ -119,6 +139,7 @@ impl Budgets {
     pub fn forget(&mut self) {
         self.cache.clear();
         self.dirty.clear();
+        self.failed = None;
     }
 
     /// Used and total of every rule with a budget, for the current period.

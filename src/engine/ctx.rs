@@ -112,5 +112,9 @@ pub fn blank(action: Action) -> Effect {
         deliver_at: None,
         from: None,
         variant: None,
+        amount: None,
+        balance: None,
+        reward: None,
+        cash: None,
     }
 }

@@ -248,8 +248,12 @@ fn run_one(
                 e.rule = rule.name.clone();
                 e.ruleset = cx.rules.version.clone();
                 e.trigger = t.name.to_string();
-                e.status = status;
-                e.reason = reason.map(str::to_string);
+                // What the action itself refused stays refused when the
+                // firing went out; a held-out or capped one says so instead.
+                if !(e.status == Status::Refused && status == Status::Sent) {
+                    e.status = status;
+                    e.reason = reason.map(str::to_string);
+                }
                 e.variant = arm
                     .filter(|_| status != Status::HeldOut)
                     .map(|v| v.name.to_string());
@@ -271,6 +275,11 @@ fn run_one(
                 issue_coupon(cx.schema, rec, &mut e, key, t.today);
                 out.effects.push(e);
             }
+        }
+        // A store error taking a reward's stock fails the batch, as a
+        // budget's does.
+        if let Some(e) = cx.budgets.borrow_mut().failed.take() {
+            out.failed.get_or_insert(e);
         }
         if let Some((fired, recent)) = prior
             && !failed

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod plan;
 pub mod points;
 mod refund;
+mod rewards;
 pub mod segment;
 mod tick;
 mod tiers;

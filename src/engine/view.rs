@@ -104,6 +104,9 @@ impl View {
                 Value::Dec(rec.spend / Decimal::from(rec.orders)),
             );
         }
+        if want(slot::WALLET) {
+            set(m, slot::WALLET, Value::Dec(rec.wallet));
+        }
         if want(slot::POINTS) {
             set(m, slot::POINTS, Value::Int(rec.points));
         }

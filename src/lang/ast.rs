@@ -167,6 +167,21 @@ pub enum ActionKind {
     Call {
         call: PluginCall,
     },
+    /// `send voucher EXPR` (no threshold) or `send coupon (EXPR)-(EXPR)`.
+    Voucher {
+        threshold: Option<Expr>,
+        discount: Expr,
+        via: Option<Ident>,
+    },
+    /// `credit wallet EXPR`, `debit wallet EXPR`.
+    Wallet {
+        debit: bool,
+        amount: Expr,
+    },
+    /// `redeem reward EXPR`.
+    Reward {
+        name: Expr,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +266,8 @@ impl AggFn {
 pub enum Literal {
     Int(i64),
     Decimal(Decimal),
+    /// `1%`, as written (in percent): the value is a hundredth of it.
+    Percent(Decimal),
     Str(String),
     Bool(bool),
     Null,

@@ -198,6 +198,17 @@ pub enum Action {
         untag: bool,
     },
     Call(PluginCode),
+    /// A coupon of computed values; no threshold is a voucher.
+    Voucher {
+        threshold: Option<DecCode>,
+        discount: DecCode,
+        channel: Option<usize>,
+    },
+    Wallet {
+        debit: bool,
+        amount: DecCode,
+    },
+    Reward(StrCode),
 }
 
 /// Compiles a segment query (see `check::check_query`) as a rule set of
@@ -350,8 +361,10 @@ fn writes_what_it_reads(r: &CheckedRule, layout: &Layout) -> bool {
             TAction::SetTier(_) => writes.push(tier),
             TAction::Set { slot, .. } => writes.push(Some(*slot as usize)),
             TAction::Tag { bit, .. } => tag_writes.push(*bit),
-            TAction::Coupon { .. } => writes.push(coupons),
+            TAction::Coupon { .. } | TAction::Voucher { .. } => writes.push(coupons),
             TAction::Call { .. } => writes.extend([points, tags, coupons]),
+            TAction::Wallet { .. } => writes.push(slot("wallet")),
+            TAction::Reward { .. } => writes.push(points),
         }
     }
     let all_tags_written = tags.is_some() && writes.contains(&tags);
@@ -390,6 +403,13 @@ fn rule_reads(r: &CheckedRule) -> Option<Box<[u16]>> {
             TAction::SetTier(e) => exprs.push(e),
             TAction::Set { value, .. } => exprs.push(value),
             TAction::Call { args, .. } => exprs.extend(args),
+            TAction::Voucher {
+                threshold,
+                discount,
+                ..
+            } => exprs.extend(threshold.iter().chain([discount])),
+            TAction::Wallet { amount, .. } => exprs.push(amount),
+            TAction::Reward { name } => exprs.push(name),
             TAction::Coupon { .. } | TAction::Message { .. } | TAction::Tag { .. } => {}
         }
     }
@@ -444,6 +464,20 @@ fn action(a: TAction) -> Action {
             function,
             args,
         } => Action::Call(plugin_code(plugin, &function, &args)),
+        TAction::Voucher {
+            threshold,
+            discount,
+            channel,
+        } => Action::Voucher {
+            threshold: threshold.as_ref().map(dec_code),
+            discount: dec_code(&discount),
+            channel,
+        },
+        TAction::Wallet { debit, amount } => Action::Wallet {
+            debit,
+            amount: dec_code(&amount),
+        },
+        TAction::Reward { name } => Action::Reward(str_code(&name)),
     }
 }
 

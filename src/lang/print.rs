@@ -219,6 +219,22 @@ fn action(a: &Action) -> String {
             format!("{} {}", if *untag { "untag" } else { "tag" }, quote(tag))
         }
         ActionKind::Call { call } => format!("call {}", plugin_call(call)),
+        ActionKind::Voucher {
+            threshold: None,
+            discount,
+            via: v,
+        } => format!("send voucher {}{}", expr(discount), via(v)),
+        ActionKind::Voucher {
+            threshold: Some(t),
+            discount,
+            via: v,
+        } => format!("send coupon ({})-({}){}", expr(t), expr(discount), via(v)),
+        ActionKind::Wallet { debit, amount } => format!(
+            "{} wallet {}",
+            if *debit { "debit" } else { "credit" },
+            expr(amount)
+        ),
+        ActionKind::Reward { name } => format!("redeem reward {}", expr(name)),
     };
     if let Some(to) = &a.to {
         let _ = write!(s, " to {}", expr(to));
@@ -371,6 +387,7 @@ fn literal(l: &Literal) -> String {
     match l {
         Literal::Int(i) => i.to_string(),
         Literal::Decimal(d) => d.to_string(),
+        Literal::Percent(p) => format!("{p}%"),
         Literal::Str(s) => quote(s),
         Literal::Bool(b) => b.to_string(),
         Literal::Null => "null".into(),

@@ -69,6 +69,18 @@ pub struct Effect {
     /// none for a held-out firing, which is the experiment's control.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub variant: Option<String>,
+    /// A wallet's change (credit positive, debit negative), in money.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amount: Option<serde_json::Number>,
+    /// The wallet's balance after the change.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub balance: Option<serde_json::Number>,
+    /// A reward of the points mall (`rewards:` in the config).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reward: Option<String>,
+    /// The cash a reward costs besides its points.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cash: Option<serde_json::Number>,
 }
 
 /// Money and decimals as exact JSON numbers.
@@ -110,6 +122,10 @@ pub enum Action {
     Merge,
     /// A coupon was redeemed.
     Redeem,
+    /// Stored value credited or debited.
+    Wallet,
+    /// A reward of the points mall, bought with points.
+    Reward,
 }
 
 impl Action {
@@ -125,6 +141,8 @@ impl Action {
             Action::Plugin => "plugin",
             Action::Merge => "merge",
             Action::Redeem => "redeem",
+            Action::Wallet => "wallet",
+            Action::Reward => "reward",
         }
     }
 
@@ -157,6 +175,9 @@ pub enum Status {
     NoConsent,
     /// It waits for the end of the channel's quiet hours (`deliver_at`).
     Deferred,
+    /// It could not be done (see `reason`): a wallet debit over the
+    /// balance, a reward the member cannot have. Nothing changed.
+    Refused,
 }
 
 impl Status {
@@ -167,6 +188,7 @@ impl Status {
             Status::Capped => "capped",
             Status::NoConsent => "no_consent",
             Status::Deferred => "deferred",
+            Status::Refused => "refused",
         }
     }
 }

@@ -72,6 +72,7 @@ pub const BUILTIN_FIELDS: &[(&str, BuiltinTy)] = &[
     ("birthday_month", BuiltinTy::Int),
     ("coupons_open", BuiltinTy::Int),
     ("coupons_redeemed", BuiltinTy::Int),
+    ("wallet", BuiltinTy::Money),
 ];
 
 /// Const-friendly mirror of the types built-in fields have.
@@ -104,6 +105,7 @@ pub mod slot {
     pub const BIRTHDAY_MONTH: u16 = 14;
     pub const COUPONS_OPEN: u16 = 15;
     pub const COUPONS_REDEEMED: u16 = 16;
+    pub const WALLET: u16 = 17;
 }
 
 /// Triggers that are not event types.

@@ -122,6 +122,10 @@ pub struct MemberRecord {
     /// What the rules decided for the member lately, newest last (the
     /// last `HISTORY_LEN`), for `nudge explain`.
     pub history: Vec<Decision>,
+    /// Stored value (`credit wallet`, `debit wallet`), in money. Last, so
+    /// that a record of format 2 is this one without it (see `decode`).
+    #[serde(with = "dec")]
+    pub wallet: Decimal,
 }
 
 /// A rule's decision for a member on a day: it fired (and how its effects
@@ -228,7 +232,8 @@ pub const COUPON_RETENTION_DAYS: i32 = 90;
 /// 2: decimals as scale and mantissa, refunds, One ID and decision
 /// history. A folder written by format 1 is refused with this message; its
 /// events can be ingested again.
-pub const RECORD_VERSION: u8 = 2;
+/// 3: `wallet` added at the end.
+pub const RECORD_VERSION: u8 = 3;
 
 impl MemberRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -244,6 +249,17 @@ impl MemberRecord {
         match bytes.split_first() {
             Some((&RECORD_VERSION, body)) => {
                 postcard::from_bytes(body).map_err(|e| format!("corrupt member record: {e}"))
+            }
+            // Format 2 is format 3 without its last field; postcard writes
+            // fields one after another with no framing, so the old bytes
+            // and an empty wallet's make a record of format 3. Rewritten in
+            // format 3 at the member's next change.
+            Some((2, body)) => {
+                let mut body = body.to_vec();
+                body.extend_from_slice(
+                    &postcard::to_allocvec(&WalletOnly::default()).unwrap_or_default(),
+                );
+                postcard::from_bytes(&body).map_err(|e| format!("corrupt member record: {e}"))
             }
             Some((v, _)) => Err(format!(
                 "member record of format {v}, this nudge reads {RECORD_VERSION}"
@@ -273,6 +289,13 @@ impl MemberRecord {
 
 /// Decimals in member records: scale and mantissa as varints (exact, and
 /// decoded without parsing text: records are read on every tick).
+/// The wallet alone, encoded as it ends a record.
+#[derive(Default, Serialize)]
+struct WalletOnly {
+    #[serde(with = "dec")]
+    wallet: Decimal,
+}
+
 mod dec {
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -283,5 +306,38 @@ mod dec {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         let (scale, mantissa) = <(u8, i128)>::deserialize(d)?;
         Decimal::try_from_i128_with_scale(mantissa, scale as u32).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of format 2 (before the wallet) reads as this format with
+    /// an empty wallet, so data folders need no migration.
+    #[test]
+    fn a_record_of_format_2_reads_with_an_empty_wallet() {
+        let rec = MemberRecord {
+            joined: 20_000,
+            points: 1234,
+            spend: Decimal::new(9999, 2),
+            tags: vec!["vip".into()],
+            history: vec![],
+            ..MemberRecord::default()
+        };
+        let now = rec.encode();
+        let tail = postcard::to_allocvec(&WalletOnly::default()).expect("encode");
+        let mut old = vec![2];
+        old.extend_from_slice(&now[1..now.len() - tail.len()]);
+        assert_eq!(MemberRecord::decode(&old).expect("format 2"), rec);
+        let rich = MemberRecord {
+            wallet: Decimal::new(12_050, 2),
+            ..rec
+        };
+        assert_eq!(
+            MemberRecord::decode(&rich.encode()).expect("format 3"),
+            rich
+        );
+        assert!(MemberRecord::decode(&[9, 1, 2]).is_err());
     }
 }

@@ -150,6 +150,12 @@ pub fn explain(
             Some(false) => "false: it does not fire (see the tests that are false)".to_string(),
             None => "unknown (a value is null): it does not fire".to_string(),
         };
+        let now = match voucher_worth_nothing(rule, &env) {
+            Some(worth) if result == Some(true) => {
+                format!("{now}; but its voucher comes to {worth}: nothing is sent")
+            }
+            _ => now,
+        };
         let history = rec
             .history
             .iter()
@@ -168,6 +174,25 @@ pub fn explain(
         member: member.to_string(),
         day: day_string(day),
         rules: out,
+    })
+}
+
+/// The value of a `send voucher` of `rule` that comes to 0 or less (or
+/// null) for the member now: such a firing sends nothing.
+/// Event rules are left out: their event's fields are null here.
+fn voucher_worth_nothing(rule: &crate::lang::CompiledRule, env: &Env<'_>) -> Option<String> {
+    if !rule.triggers.events.is_empty() {
+        return None;
+    }
+    rule.actions.iter().find_map(|a| match a {
+        crate::lang::compile::Action::Voucher { discount, .. } => match discount.eval(env) {
+            None => Some("null".to_string()),
+            Some(d) if d.round_dp(2) <= rust_decimal::Decimal::ZERO => {
+                Some(d.round_dp(2).to_string())
+            }
+            Some(_) => None,
+        },
+        _ => None,
     })
 }
 

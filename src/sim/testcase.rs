@@ -346,8 +346,12 @@ const ORDER: &[&str] = &[
     "message",
     "channel",
     "plugin",
+    "reward",
+    "amount",
+    "balance",
     "variant",
     "status",
+    "reason",
 ];
 
 fn text_of(v: &serde_json::Value) -> String {

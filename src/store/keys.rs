@@ -76,6 +76,11 @@ pub fn budget(rule: &str, period: &str) -> String {
     format!("budget:{rule}:{period}")
 }
 
+/// How many of a points-mall reward have gone, of its stock.
+pub fn stock(reward: &str) -> String {
+    format!("stock:{reward}")
+}
+
 /// The next outbox entry a sink has not delivered.
 pub fn sink_cursor(sink: &Sink) -> String {
     match sink {

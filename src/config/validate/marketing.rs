@@ -4,8 +4,8 @@
 
 use super::{S, Validator, parse_cap, parse_quiet_hours, sorted};
 use crate::base::diag::{Code, Diagnostic, Span, did_you_mean};
-use crate::config::file::{ChannelFile, ConfigFile, CouponFile};
-use crate::config::{Channel, ConsentEvents, CouponTemplate, EventType, PointsPolicy};
+use crate::config::file::{ChannelFile, ConfigFile, CouponFile, RewardFile};
+use crate::config::{Channel, ConsentEvents, CouponTemplate, EventType, PointsPolicy, Reward};
 use crate::model::fields::FieldType;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -115,6 +115,55 @@ impl Validator<'_> {
             }
         }
         coupons
+    }
+
+    /// The points mall: each reward's points (a whole number above zero),
+    /// cash and stock.
+    pub(super) fn rewards(&mut self, declared: HashMap<S, RewardFile>) -> Vec<Reward> {
+        let mut out = Vec::new();
+        for (name, r) in sorted(declared) {
+            if name.trim().is_empty() {
+                self.err(&name, "a reward needs a name", None);
+                continue;
+            }
+            let points = match r.points.trim().parse::<i64>() {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    self.err(
+                        &r.points,
+                        format!("`{}` is not a number of points", r.points.as_str()),
+                        Some("write a whole number above zero, e.g. `points: 1500`".into()),
+                    );
+                    None
+                }
+            };
+            let cash = r.cash.as_ref().and_then(|c| self.money(c));
+            let stock = match &r.stock {
+                None => Some(None),
+                Some(s) => match s.trim().parse::<u64>() {
+                    Ok(n) => Some(Some(n)),
+                    Err(_) => {
+                        self.err(
+                            s,
+                            format!("`{}` is not a stock", s.as_str()),
+                            Some("write how many there are in all, e.g. `stock: 200`".into()),
+                        );
+                        None
+                    }
+                },
+            };
+            if let (Some(points), Some(stock), true) =
+                (points, stock, r.cash.is_none() || cash.is_some())
+            {
+                out.push(Reward {
+                    name: name.to_string(),
+                    points,
+                    cash,
+                    stock,
+                });
+            }
+        }
+        out
     }
 
     /// Points expiry and reminders.

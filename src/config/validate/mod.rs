@@ -231,6 +231,7 @@ impl Validator<'_> {
         let (purchase_event, purchase_amount) = self.purchase(&f, &events);
         let channels = self.channels(std::mem::take(&mut f.channels));
         let coupons = self.coupons(std::mem::take(&mut f.coupons), &channels);
+        let rewards = self.rewards(std::mem::take(&mut f.rewards));
         let (listen, token) = self.listen_and_token(&f);
         Schema {
             attribution_days: self.attribution_days(&f),
@@ -249,6 +250,7 @@ impl Validator<'_> {
             attributes,
             events,
             coupons,
+            rewards,
             channels,
             points: self.points(&f),
             daily_at: self.daily_at(&f),

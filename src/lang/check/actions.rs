@@ -15,6 +15,20 @@ impl Checker<'_> {
         let Some(to) = &a.to else {
             return action;
         };
+        let own = match &a.kind {
+            ast::ActionKind::Wallet { debit: true, .. } => Some("`debit wallet`"),
+            ast::ActionKind::Reward { .. } => Some("`redeem reward`"),
+            _ => None,
+        };
+        if let Some(what) = own {
+            self.error(
+                Code::BadClause,
+                to.span,
+                format!("{what} is for the member's own balance, not another's"),
+                Some("give to another member with `credit wallet N to ...` or `send voucher N to ...`".into()),
+            );
+            return Err(());
+        }
         let to = self.expr(to)?;
         let to = self.expect(to, &Ty::Str, "`to` takes a member id (a string)")?;
         Ok(TAction::For {
@@ -121,6 +135,7 @@ impl Checker<'_> {
                     if is_builtin && !WRITABLE_BUILTINS.contains(&target.name.as_str()) {
                         let hint = match target.name.as_str() {
                             "points" => "use `award points N` or `deduct points N`".to_string(),
+                            "wallet" => "use `credit wallet N` or `debit wallet N`".to_string(),
                             "tags" => "use `tag \"x\"` or `untag \"x\"`".to_string(),
                             _ => "nudge keeps it from the member's events; declare an attribute of your own in the config".to_string(),
                         };
@@ -173,7 +188,77 @@ impl Checker<'_> {
                     args,
                 })
             }
+            K::Voucher {
+                threshold,
+                discount,
+                via,
+            } => {
+                let threshold = match threshold {
+                    Some(t) => Some(self.money_value(t, "a coupon's threshold is money")?),
+                    None => None,
+                };
+                let discount = self.money_value(discount, "a voucher is worth money")?;
+                let channel = match via {
+                    Some(v) => Some(self.channel(v)?),
+                    None => None,
+                };
+                Ok(TAction::Voucher {
+                    threshold,
+                    discount,
+                    channel,
+                })
+            }
+            K::Wallet { debit, amount } => Ok(TAction::Wallet {
+                debit: *debit,
+                amount: self.money_value(amount, "a wallet holds money")?,
+            }),
+            K::Reward { name } => self.reward(name),
         }
+    }
+
+    /// A money value: money, or a plain number (`credit wallet 100`).
+    fn money_value(&mut self, e: &ast::Expr, why: &str) -> R<TExpr> {
+        let t = self.expr(e)?;
+        // A plain number is taken as money here: compiled as a decimal.
+        if matches!(t.ty, Ty::Int | Ty::Dec) {
+            return Ok(t);
+        }
+        self.expect(t, &Ty::Money, why)
+    }
+
+    /// `redeem reward EXPR`: a reward name (a string), known when literal.
+    fn reward(&mut self, name: &ast::Expr) -> R<TAction> {
+        let names: Vec<&str> = self
+            .schema
+            .rewards
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        if names.is_empty() {
+            self.error(
+                Code::UnknownName,
+                name.span,
+                "there is no points mall: the config has no `rewards:`",
+                Some("declare them in nudge.yaml: `rewards: { mug: { points: 800 } }`".into()),
+            );
+            return Err(());
+        }
+        if let ast::ExprKind::Lit(ast::Literal::Str(n)) = &name.kind
+            && !names.contains(&n.as_str())
+        {
+            let hint = did_you_mean(n, names.iter().copied())
+                .unwrap_or_else(|| format!("rewards are: {}", names.join(", ")));
+            self.error(
+                Code::UnknownName,
+                name.span,
+                format!("unknown reward \"{n}\""),
+                Some(hint),
+            );
+            return Err(());
+        }
+        let t = self.expr(name)?;
+        let t = self.expect(t, &Ty::Str, "a reward is named by a string")?;
+        Ok(TAction::Reward { name: t })
     }
 
     pub(super) fn channel_names(&self) -> String {

@@ -78,6 +78,11 @@ impl Checker<'_> {
             ExprKind::Lit(l) => Ok(match l {
                 Literal::Int(i) => mk(Ty::Int, true, TKind::Lit(Value::Int(*i))),
                 Literal::Decimal(d) => mk(Ty::Dec, true, TKind::Lit(Value::Dec(*d))),
+                Literal::Percent(p) => mk(
+                    Ty::Dec,
+                    true,
+                    TKind::Lit(Value::Dec(*p / rust_decimal::Decimal::ONE_HUNDRED)),
+                ),
                 Literal::Str(s) => mk(Ty::Str, true, TKind::Lit(Value::Str(s.as_str().into()))),
                 Literal::Bool(b) => mk(Ty::Bool, true, TKind::Lit(Value::Bool(*b))),
                 Literal::Null => mk(Ty::Null, true, TKind::Lit(Value::Null)),

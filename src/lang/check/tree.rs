@@ -218,6 +218,19 @@ pub enum TAction {
         function: String,
         args: Vec<TExpr>,
     },
+    /// A coupon of computed values (threshold 0 for a voucher).
+    Voucher {
+        threshold: Option<TExpr>,
+        discount: TExpr,
+        channel: Option<usize>,
+    },
+    Wallet {
+        debit: bool,
+        amount: TExpr,
+    },
+    Reward {
+        name: TExpr,
+    },
 }
 
 #[derive(Clone, Debug)]

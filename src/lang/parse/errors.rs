@@ -87,6 +87,12 @@ pub(super) fn is_keyword(rule: Rule) -> bool {
             | Rule::kw_tag
             | Rule::kw_untag
             | Rule::kw_call
+            | Rule::kw_voucher
+            | Rule::kw_credit
+            | Rule::kw_debit
+            | Rule::kw_wallet
+            | Rule::kw_redeem
+            | Rule::kw_reward
     )
 }
 

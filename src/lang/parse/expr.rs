@@ -7,7 +7,6 @@ use crate::base::diag::{Code, Diagnostic, Span};
 use crate::base::time::parse_date;
 use crate::lang::ast::*;
 use pest::iterators::Pair;
-use rust_decimal::Decimal;
 
 impl Builder<'_> {
     pub(super) fn expr(&mut self, pair: Pair<'_, Rule>, nest: usize) -> Res<Expr> {
@@ -302,7 +301,7 @@ impl Builder<'_> {
             Rule::decimal => Literal::Decimal(self.decimal(s, span)?),
             Rule::percent_lit => {
                 let d = self.decimal(s.trim_end_matches('%'), span)?;
-                Literal::Decimal(d / Decimal::ONE_HUNDRED)
+                Literal::Percent(d)
             }
             Rule::string => Literal::Str(self.string(&p)),
             Rule::boolean => Literal::Bool(s == "true"),

@@ -318,6 +318,7 @@ impl<'a> Builder<'a> {
 
     fn action(&mut self, pair: Pair<'_, Rule>) -> Res<Action> {
         let span = self.span(pair.as_span());
+        let text = pair.as_str();
         let which = pair.as_rule();
         let parts: Vec<Pair<'_, Rule>> = pair.into_inner().collect();
         // Keyword pairs come first; the payload follows.
@@ -336,6 +337,29 @@ impl<'a> Builder<'a> {
             .cloned()
             .ok_or_else(|| self.error(Code::Syntax, span, "incomplete action"))?;
         let kind = match which {
+            Rule::send_coupon if first.as_rule() == Rule::coupon_calc => {
+                let mut sides = first.into_inner();
+                let (Some(t), Some(d)) = (sides.next(), sides.next()) else {
+                    return Err(self.error(Code::Syntax, span, "incomplete coupon"));
+                };
+                ActionKind::Voucher {
+                    threshold: Some(self.expr(t, 0)?),
+                    discount: self.expr(d, 0)?,
+                    via: via(self, &payload),
+                }
+            }
+            Rule::send_voucher => ActionKind::Voucher {
+                threshold: None,
+                discount: self.expr(first, 0)?,
+                via: via(self, &payload),
+            },
+            Rule::wallet_action => ActionKind::Wallet {
+                debit: text.trim_start().starts_with("debit"),
+                amount: self.expr(first, 0)?,
+            },
+            Rule::reward_action => ActionKind::Reward {
+                name: self.expr(first, 0)?,
+            },
             Rule::send_coupon => {
                 let coupon_span = self.span(first.as_span());
                 let coupon = match first.as_rule() {

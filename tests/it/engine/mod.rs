@@ -18,6 +18,7 @@ mod fold;
 mod identity;
 mod against_model;
 mod restart;
+mod rewards;
 
 pub(crate) const CONFIG: &str = r#"
 timezone: Europe/Berlin
