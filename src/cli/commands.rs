@@ -228,7 +228,12 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
     );
     let summary = nudge::model::summary::summarize(&r.effects);
     print!("{}", render::summary(&summary));
-    let uplift = nudge::sim::backtest::uplift(&r.effects, &purchases, schema.attribution_days);
+    let uplift = nudge::sim::backtest::uplift(
+        &r.effects,
+        &purchases,
+        schema.attribution_days,
+        &nudge::sim::backtest::arm_order(&rules),
+    );
     print!("{}", render::uplift(&uplift, schema.attribution_days));
     let speed = format!(
         "replayed in {:.2} s ({:.0} events/s, {:.0} member-days/s)",
@@ -729,7 +734,10 @@ fn rules_path(common: &Common) -> PathBuf {
 /// `.rules` files under `p` (or `p` itself), sorted; YAML rules are left alone.
 fn rule_files(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     if !p.is_dir() {
-        out.push(p.to_path_buf());
+        // YAML rule files are left as written, also when named.
+        if !p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p.to_path_buf());
+        }
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?

@@ -157,6 +157,11 @@ pub fn summary(s: &nudge::model::summary::Summary) -> String {
         s.coupon_value.normalize(),
         s.points_awarded
     ));
+    if !s.refused.is_empty() {
+        let total: usize = s.refused.values().sum();
+        let why: Vec<String> = s.refused.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        out.push_str(&format!("refused: {total} ({})\n", why.join(", ")));
+    }
     out
 }
 

@@ -319,7 +319,10 @@ pub fn variant_of<'r>(rule: &'r CompiledRule, member: &str) -> Option<&'r Varian
     h.update(rule.name.as_bytes());
     h.update(&[0]);
     h.update(member.as_bytes());
-    let mut point = h.digest() % total;
+    // A point in [0, 1) scaled to the arms' total: the arms divide it in
+    // proportion, so a holdout that changes (and with it the arms'
+    // total) moves nobody between arms.
+    let mut point = (h.digest() % 1_000_000) * total / 1_000_000;
     for v in rule.variants.iter() {
         if point < u64::from(v.ppm) {
             return Some(v);

@@ -305,8 +305,13 @@ impl<S: Store> Engine<S> {
         let mut outcomes = Vec::with_capacity(events.len());
         for ev in events {
             outcomes.push(self.process_one(ev, &mut p)?);
+            // What a rule gave another member is theirs before the next
+            // event: a gift card pays for that member's next purchase in
+            // the same request, whatever the batching.
+            if !p.out.relays.is_empty() {
+                self.settle_relays(&mut p)?;
+            }
         }
-        self.settle_relays(&mut p)?;
         let effects = self.commit(p, Vec::new())?;
         Ok(Committed { outcomes, effects })
     }

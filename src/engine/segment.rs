@@ -4,6 +4,10 @@
 //! the day, no event), in one pass over the store. It reads only; it
 //! changes no member and no rule state. Which segment (a named one, or a
 //! query compiled by `lang::compile::compile_query`) is the caller's.
+//!
+//! Counting decodes and tests members on every core: decoding records is
+//! most of a scan's time, and one thread reading the store keeps the
+//! others busy. Listing goes in member id order, on one thread.
 
 use super::plan::Plan;
 use super::view::View;
@@ -16,6 +20,8 @@ use crate::store::{Store, StoreError};
 pub enum SegmentError {
     #[error("unknown field `{name}`; fields are: member, {fields}")]
     UnknownField { name: String, fields: String },
+    #[error("the field `{name}` is asked for twice")]
+    Repeated { name: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -30,15 +36,23 @@ enum Field {
 
 /// One segment of a rule set, ready to test members against.
 pub struct Scan<'r> {
+    schema: &'r Schema,
     rules: &'r RuleSet,
     index: usize,
-    plan: Plan,
-    view: View,
+    test: Test,
     need: Vec<bool>,
     fields: Vec<(String, Field)>,
-    tiers: Vec<String>,
+}
+
+/// What testing a member needs, one per thread.
+struct Test {
+    plan: Plan,
+    view: View,
     expire: Option<i32>,
 }
+
+/// Members a counting thread gets at a time.
+const BATCH: usize = 2048;
 
 /// How many members a scan saw and how many matched.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,7 +65,7 @@ impl<'r> Scan<'r> {
     /// Segment `index` of `rules`, with the export `fields` (member fields
     /// and attributes by name, `member`, `tags`).
     pub fn new(
-        schema: &Schema,
+        schema: &'r Schema,
         rules: &'r RuleSet,
         index: usize,
         fields: &[String],
@@ -65,6 +79,9 @@ impl<'r> Scan<'r> {
         }
         let mut out = Vec::new();
         for name in fields {
+            if out.iter().any(|(n, _)| n == name) {
+                return Err(SegmentError::Repeated { name: name.clone() });
+            }
             let field = match name.as_str() {
                 "member" => Field::Member,
                 "tags" => Field::Tags,
@@ -88,31 +105,19 @@ impl<'r> Scan<'r> {
             out.push((name.clone(), field));
         }
         Ok(Scan {
+            schema,
             rules,
             index,
-            plan: Plan::new(schema, rules),
-            view: View::default(),
+            test: Test::new(schema, rules),
             need,
             fields: out,
-            tiers: schema.tiers.clone(),
-            expire: schema.points.expire_after_days.map(|d| d as i32),
         })
     }
 
     /// Whether `rec` is in the segment on `today` (unknown is not in).
     pub fn matches(&mut self, rec: &MemberRecord, today: i32) -> bool {
-        let Some(seg) = self.rules.segments.get(self.index) else {
-            return false;
-        };
-        self.view.fill(
-            rec,
-            &self.rules.layout,
-            &self.plan,
-            Some(&self.need),
-            today,
-            self.expire,
-        );
-        seg.cond.eval(&self.view.tick_env(today)) == Some(true)
+        self.test
+            .matches(self.rules, self.index, &self.need, rec, today)
     }
 
     /// The export fields of the member last passed to `matches`.
@@ -124,8 +129,8 @@ impl<'r> Scan<'r> {
                     Field::Member => id.into(),
                     Field::Tags => rec.tags.clone().into(),
                     Field::Slot(s) => {
-                        let v = &self.view.member[*s as usize];
-                        crate::model::value_json(v, &self.tiers)
+                        let v = &self.test.view.member[*s as usize];
+                        crate::model::value_json(v, &self.schema.tiers)
                     }
                 };
                 (name.as_str(), v)
@@ -133,9 +138,57 @@ impl<'r> Scan<'r> {
             .collect()
     }
 
-    /// Counts the members of the segment on `today`.
+    /// Counts the members of the segment on `today`: the store read on
+    /// this thread, records decoded and tested on one thread per core.
     pub fn count(&mut self, store: &dyn Store, today: i32) -> Result<Counts, SegmentError> {
-        self.each(store, today, &mut |_, _, _| true)
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 {
+            return self.each(store, today, &mut |_, _, _| true);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(threads * 2);
+        let rx = std::sync::Mutex::new(rx);
+        let (rules, index, need, schema) = (self.rules, self.index, &self.need, self.schema);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = &rx;
+                    s.spawn(move || {
+                        let mut test = Test::new(schema, rules);
+                        let mut c = Counts::default();
+                        loop {
+                            let batch = match rx.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => break,
+                            };
+                            let Ok(batch) = batch else { break };
+                            for (id, bytes) in batch {
+                                let rec = MemberRecord::decode(&bytes).map_err(|message| {
+                                    StoreError::Corrupt {
+                                        member: id,
+                                        message,
+                                    }
+                                })?;
+                                c.members += 1;
+                                c.count += u64::from(test.matches(rules, index, need, &rec, today));
+                            }
+                        }
+                        Ok::<_, StoreError>(c)
+                    })
+                })
+                .collect();
+            let read = store.each_member_bytes(BATCH, &mut |batch| tx.send(batch).is_ok());
+            drop(tx);
+            let mut total = Counts::default();
+            for w in workers {
+                let c = w
+                    .join()
+                    .map_err(|_| StoreError::Io("a segment counting thread failed".into()))??;
+                total.count += c.count;
+                total.members += c.members;
+            }
+            read?;
+            Ok(total)
+        })
     }
 
     /// Calls `matched` with every member in the segment on `today`, in
@@ -156,6 +209,38 @@ impl<'r> Scan<'r> {
             true
         })?;
         Ok(c)
+    }
+}
+
+impl Test {
+    fn new(schema: &Schema, rules: &RuleSet) -> Test {
+        Test {
+            plan: Plan::new(schema, rules),
+            view: View::default(),
+            expire: schema.points.expire_after_days.map(|d| d as i32),
+        }
+    }
+
+    fn matches(
+        &mut self,
+        rules: &RuleSet,
+        index: usize,
+        need: &[bool],
+        rec: &MemberRecord,
+        today: i32,
+    ) -> bool {
+        let Some(seg) = rules.segments.get(index) else {
+            return false;
+        };
+        self.view.fill(
+            rec,
+            &rules.layout,
+            &self.plan,
+            Some(need),
+            today,
+            self.expire,
+        );
+        seg.cond.eval(&self.view.tick_env(today)) == Some(true)
     }
 }
 

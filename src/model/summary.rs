@@ -38,6 +38,9 @@ pub struct Summary {
     pub coupons: usize,
     pub coupon_value: Decimal,
     pub points_awarded: i64,
+    /// Effects refused (a debit over the wallet, a reward the member could
+    /// not have), by reason.
+    pub refused: BTreeMap<String, usize>,
     reached: Option<BTreeSet<String>>,
     /// The firing the last effect belonged to: (rule, member, trigger, status).
     last: Option<(String, String, String, String)>,
@@ -96,6 +99,10 @@ impl Summary {
                 e.trigger.clone(),
                 status.to_string(),
             ));
+        }
+        if e.status == super::effect::Status::Refused {
+            let why = e.reason.clone().unwrap_or_default();
+            *self.refused.entry(why).or_default() += 1;
         }
         if status != "sent" {
             return;

@@ -39,6 +39,7 @@ pub fn member_json(
         "member": id,
         "tier": schema.tiers.get(rec.tier as usize),
         "points": rec.points,
+        "wallet": crate::model::json_number(rec.wallet),
         "orders": rec.orders,
         "spend": crate::model::json_number(rec.spend),
         "joined_at": day_string(rec.joined),

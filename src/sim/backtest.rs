@@ -249,6 +249,19 @@ impl Estimate {
     }
 }
 
+/// Each experiment's arms in the order its rule writes them, for `uplift`.
+pub fn arm_order(rules: &crate::lang::RuleSet) -> BTreeMap<String, Vec<String>> {
+    rules
+        .rules
+        .iter()
+        .filter(|r| !r.variants.is_empty())
+        .map(|r| {
+            let names = r.variants.iter().map(|v| v.name.to_string()).collect();
+            (r.name.clone(), names)
+        })
+        .collect()
+}
+
 /// A purchase, as uplift needs it.
 #[derive(Clone, Debug)]
 pub struct Purchase {
@@ -284,7 +297,16 @@ pub fn purchases(schema: &crate::config::Schema, events: &[Event]) -> Vec<Purcha
 /// itself does not count: it is after nothing). Revenue is the window's
 /// purchases per member; redemptions are the rule's coupons redeemed
 /// within the window.
-pub fn uplift(effects: &[Effect], purchases: &[Purchase], window_days: i64) -> Vec<Uplift> {
+///
+/// `arms_order` gives each experiment's arms in the order its rule writes them
+/// (`arm_order`); arms are reported in that order, each later one against
+/// the first. Arms it does not name (a rule since removed) follow by name.
+pub fn uplift(
+    effects: &[Effect],
+    purchases: &[Purchase],
+    window_days: i64,
+    arms_order: &BTreeMap<String, Vec<String>>,
+) -> Vec<Uplift> {
     let window = jiff::SignedDuration::from_hours(24 * window_days);
     // Per rule: member -> (first firing, treated?, variant).
     type First<'e> = (jiff::Timestamp, bool, Option<&'e str>);
@@ -324,7 +346,7 @@ pub fn uplift(effects: &[Effect], purchases: &[Purchase], window_days: i64) -> V
             rule: rule.to_string(),
             ..Uplift::default()
         };
-        let mut arms: BTreeMap<&str, Group> = BTreeMap::new();
+        let mut found_arms: BTreeMap<&str, Group> = BTreeMap::new();
         for (member, (t0, treated, variant)) in first.get(rule).into_iter().flatten() {
             let end = *t0 + window;
             let in_window = |at: jiff::Timestamp| at > *t0 && at <= end;
@@ -344,42 +366,51 @@ pub fn uplift(effects: &[Effect], purchases: &[Purchase], window_days: i64) -> V
                 &mut u.held_out
             }];
             if let (true, Some(v)) = (treated, variant) {
-                groups.push(arms.entry(v).or_default());
+                groups.push(found_arms.entry(v).or_default());
             }
             for g in groups {
                 g.add(!bought.is_empty(), revenue, redeemed);
             }
         }
         (u.conversion_diff, u.revenue_diff) = diff(&u.treated, &u.held_out);
-        u.arms = arms
-            .into_iter()
-            .map(|(v, g)| {
-                let (conversion_diff, revenue_diff) = diff(&g, &u.held_out);
-                Arm {
-                    variant: v.to_string(),
-                    group: g,
+        compare_arms(&mut u, found_arms, arms_order.get(rule));
+        out.push(u);
+    }
+    out
+}
+
+/// Each arm against the holdout, in the order the rule writes them, and
+/// each later arm against the first.
+fn compare_arms(u: &mut Uplift, found: BTreeMap<&str, Group>, written: Option<&Vec<String>>) {
+    let place = |v: &str| written.and_then(|w| w.iter().position(|x| x == v));
+    let mut found: Vec<(&str, Group)> = found.into_iter().collect();
+    found.sort_by_key(|(v, _)| (place(v).unwrap_or(usize::MAX), v.to_string()));
+    u.arms = found
+        .into_iter()
+        .map(|(v, g)| {
+            let (conversion_diff, revenue_diff) = diff(&g, &u.held_out);
+            Arm {
+                variant: v.to_string(),
+                group: g,
+                conversion_diff,
+                revenue_diff,
+            }
+        })
+        .collect();
+    if let Some((base, rest)) = u.arms.split_first() {
+        u.between = rest
+            .iter()
+            .map(|a| {
+                let (conversion_diff, revenue_diff) = diff(&a.group, &base.group);
+                Between {
+                    variant: a.variant.clone(),
+                    base: base.variant.clone(),
                     conversion_diff,
                     revenue_diff,
                 }
             })
             .collect();
-        if let Some((base, rest)) = u.arms.split_first() {
-            u.between = rest
-                .iter()
-                .map(|a| {
-                    let (conversion_diff, revenue_diff) = diff(&a.group, &base.group);
-                    Between {
-                        variant: a.variant.clone(),
-                        base: base.variant.clone(),
-                        conversion_diff,
-                        revenue_diff,
-                    }
-                })
-                .collect();
-        }
-        out.push(u);
     }
-    out
 }
 
 /// `a` minus `b`: conversion and revenue per member, each with its 95%

@@ -150,6 +150,14 @@ pub fn explain(
             Some(false) => "false: it does not fire (see the tests that are false)".to_string(),
             None => "unknown (a value is null): it does not fire".to_string(),
         };
+        let now = if rule.variants.is_empty() {
+            now
+        } else if crate::engine::contact::held_out(rule, member) {
+            format!("{now} (an experiment: the member is held out)")
+        } else {
+            let arm = crate::engine::fire::variant_of(rule, member).map_or("", |v| &v.name);
+            format!("{now} (an experiment: the member is in variant {arm})")
+        };
         let now = match voucher_worth_nothing(rule, &env) {
             Some(worth) if result == Some(true) => {
                 format!("{now}; but its voucher comes to {worth}: nothing is sent")

@@ -107,6 +107,14 @@ pub trait Store {
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
     fn member_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Calls `visit` with every member's id and stored bytes, `batch` at a
+    /// time in key order, until it returns `false`: for scans that decode
+    /// on several threads.
+    fn each_member_bytes(
+        &self,
+        batch: usize,
+        visit: &mut dyn FnMut(Vec<(String, Vec<u8>)>) -> bool,
+    ) -> Result<(), StoreError>;
     /// Calls `visit` with every member in key order until it returns
     /// `false`: one pass over the store, for segments.
     fn each_member(
@@ -561,6 +569,26 @@ impl Store for SledStore {
             out.push(String::from_utf8_lossy(&k[1..]).into_owned());
         }
         Ok(out)
+    }
+
+    fn each_member_bytes(
+        &self,
+        batch: usize,
+        visit: &mut dyn FnMut(Vec<(String, Vec<u8>)>) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut out = Vec::with_capacity(batch);
+        for kv in self.db.scan_prefix([keys::MEMBER]) {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
+            if out.len() == batch && !visit(std::mem::replace(&mut out, Vec::with_capacity(batch)))
+            {
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            visit(out);
+        }
+        Ok(())
     }
 
     fn each_member(

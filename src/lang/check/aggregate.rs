@@ -131,6 +131,10 @@ impl Checker<'_> {
                 .unwrap_or_default(),
             window_days
         );
+        let text = crate::lang::print::expr(&ast::Expr {
+            kind: ast::ExprKind::Aggregate(Box::new(a.clone())),
+            span,
+        });
         let slot = match self.layout.aggregates.iter().find(|s| s.key == key) {
             Some(s) => s.slot,
             None if self.frozen_aggregates.is_some() => {
@@ -138,12 +142,12 @@ impl Checker<'_> {
                     .layout
                     .aggregates
                     .iter()
-                    .map(|a| format!("`{}`", a.key))
+                    .map(|a| format!("`{}`", a.text))
                     .collect();
                 self.error(
                     Code::NotKept,
                     span,
-                    format!("member records do not keep `{key}`: no rule or segment reads it"),
+                    format!("member records do not keep `{text}`: no rule or segment reads it"),
                     Some(if kept.is_empty() {
                         "add it to a rule or a named segment; records keep it from the next events on".into()
                     } else {
@@ -166,6 +170,7 @@ impl Checker<'_> {
                     window_days,
                     slot,
                     key,
+                    text,
                 });
                 slot
             }

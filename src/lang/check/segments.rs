@@ -254,6 +254,17 @@ impl Checker<'_> {
                     Some("give each variant its own name".into()),
                 );
             }
+            if v.name.trim().is_empty() {
+                self.error(
+                    Code::BadExperiment,
+                    v.name_span,
+                    "a variant needs a name",
+                    Some(
+                        "effects carry it as `variant`: write e.g. `variant \"A\" 50% then ...`"
+                            .into(),
+                    ),
+                );
+            }
             if v.percent <= Decimal::ZERO {
                 self.error(
                     Code::BadExperiment,

@@ -138,6 +138,8 @@ pub struct AggSpec {
     pub slot: u16,
     /// Canonical text, to share one slot between equal aggregates.
     pub key: String,
+    /// As a person writes it: `count(purchase where event.category == "coffee", 90d)`.
+    pub text: String,
 }
 
 /// The member and event slot layout a rule set uses.

@@ -107,6 +107,10 @@ pub(super) fn friendly(rule: &Rule) -> Option<&'static str> {
         Rule::priority_clause | Rule::kw_priority => "`priority`",
         Rule::group_clause | Rule::kw_group => "`group`",
         Rule::budget_clause | Rule::kw_budget => "`budget`",
+        Rule::active_clause | Rule::kw_active => "`active`",
+        Rule::variant_clause | Rule::kw_variant => "`variant \"NAME\" 50% then ...`",
+        Rule::segment_block | Rule::kw_segment => "`segment \"name\"`",
+        Rule::kw_to => "`to`",
         Rule::expr
         | Rule::or_expr
         | Rule::and_expr
@@ -139,6 +143,9 @@ pub(super) fn friendly(rule: &Rule) -> Option<&'static str> {
         | Rule::tag_action
         | Rule::untag_action
         | Rule::call_action
+        | Rule::send_voucher
+        | Rule::wallet_action
+        | Rule::reward_action
         | Rule::kw_send
         | Rule::kw_award
         | Rule::kw_deduct
@@ -149,7 +156,9 @@ pub(super) fn friendly(rule: &Rule) -> Option<&'static str> {
         Rule::kw_coupon => "`coupon`",
         Rule::kw_message => "`message`",
         Rule::kw_points => "`points`",
-        Rule::coupon_lit => "a coupon like `30-6`",
+        Rule::coupon_lit | Rule::coupon_calc => "a coupon like `30-6`",
+        Rule::kw_wallet => "`wallet`",
+        Rule::kw_reward => "`reward`",
         Rule::string | Rule::str_inner => "a quoted string",
         Rule::ident | Rule::trigger_list => "a name",
         Rule::duration => "a duration like `30d`",

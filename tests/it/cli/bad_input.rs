@@ -324,7 +324,7 @@ fn a_segment_query_over_an_aggregate_nobody_keeps_is_refused() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("E227"), "{text}");
-    assert!(text.contains("kept are: `count(purchase,30d)`"), "{text}");
+    assert!(text.contains("kept are: `count(purchase, 30d)`"), "{text}");
     assert!(
         !dir.path().join("data").exists(),
         "nothing opened or written"

@@ -98,6 +98,13 @@ impl Store for BrokenBudgets {
     ) -> Result<(), StoreError> {
         self.inner.each_member(visit)
     }
+    fn each_member_bytes(
+        &self,
+        batch: usize,
+        visit: &mut dyn FnMut(Vec<(String, Vec<u8>)>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.each_member_bytes(batch, visit)
+    }
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.outbox(from, limit)
     }

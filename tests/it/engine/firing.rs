@@ -280,3 +280,57 @@ fn an_experiment_splits_members_and_uses_up_its_group() {
         Some(spent.to_string())
     );
 }
+
+/// Changing an experiment's holdout (arms kept in proportion) moves nobody
+/// from one arm to the other: only members moving into or out of the
+/// holdout change.
+#[test]
+fn a_new_holdout_moves_nobody_between_arms() {
+    let arms = |holdout: u32| {
+        let arm = (100 - holdout) / 2;
+        let mut e = engine(&format!(
+            "rule \"test\" on purchase variant \"A\" {arm}% then tag \"a\" variant \"B\" {arm}% then tag \"b\" holdout {holdout}%"
+        ));
+        let s = e.schema.clone();
+        let evs: Vec<_> = (0..400)
+            .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
+            .collect();
+        let c = e.process(&evs).expect("process");
+        c.effects
+            .into_iter()
+            .filter_map(|x| x.variant.map(|v| (x.member, v)))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let (ten, twenty) = (arms(10), arms(20));
+    let both: Vec<_> = twenty.keys().filter(|m| ten.contains_key(*m)).collect();
+    assert!(both.len() > 250, "{}", both.len());
+    let moved = both.iter().filter(|m| ten[**m] != twenty[**m]).count();
+    assert_eq!(moved, 0, "members treated under both holdouts changed arm");
+}
+
+/// `explain` says which arm of an experiment a member is in, the arm the
+/// member's firings carry.
+#[test]
+fn explain_names_the_members_arm() {
+    let mut e = engine(
+        "rule \"test\" on purchase variant \"A\" 50% then tag \"a\" variant \"B\" 50% then tag \"b\"",
+    );
+    let s = e.schema.clone();
+    let rules = e.rules.clone();
+    for m in ["m1", "m2", "m3", "m4"] {
+        let c = e
+            .process(&[purchase(&s, &format!("e{m}"), m, "2026-01-01", 1.0)])
+            .expect("process");
+        let arm = c.effects[0].variant.clone().expect("variant");
+        let rec = e.member(m).expect("read").expect("member");
+        let x = nudge::sim::explain::explain(&s, &rules, None, m, &rec, day("2026-01-02"), None)
+            .expect("explain");
+        assert!(
+            x.rules[0]
+                .now
+                .ends_with(&format!("the member is in variant {arm})")),
+            "{}",
+            x.rules[0].now
+        );
+    }
+}

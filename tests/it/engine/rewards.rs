@@ -118,3 +118,44 @@ fn explain_says_when_a_voucher_comes_to_nothing() {
         x.rules[0].now
     );
 }
+
+/// Regression: a gift card credited to a friend was applied after every
+/// other event of the batch, so the friend's payment later in the same
+/// request was refused. A relay now applies right after its cause.
+#[test]
+fn a_gift_card_pays_for_the_friends_next_purchase_in_the_same_batch() {
+    let config = MALL.replace(
+        "  order_reward:\n",
+        "  gift:\n    friend: string\n  pay:\n    amount: money\n  order_reward:\n",
+    );
+    let (s, r) = build(
+        &config,
+        "rule \"card\" on gift then credit wallet 100 to event.friend\nrule \"pay\" on pay then debit wallet event.amount",
+    );
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let ev = |v: serde_json::Value| event_from_json(&s, v).expect("event");
+    let c = e
+        .process(&[
+            ev(json!({"id": "g", "type": "gift", "member": "giver", "at": "2026-01-01T04:00:00Z", "friend": "pal"})),
+            ev(json!({"id": "p", "type": "pay", "member": "pal", "at": "2026-01-01T05:00:00Z", "amount": 60})),
+        ])
+        .expect("process");
+    let statuses: Vec<_> = c
+        .effects
+        .iter()
+        .map(|x| {
+            (
+                x.rule.as_str(),
+                x.status,
+                x.balance.as_ref().map(|b| b.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("card", Status::Sent, Some("100".to_string())),
+            ("pay", Status::Sent, Some("40".to_string()))
+        ]
+    );
+}

@@ -45,7 +45,15 @@ fn each_arm_is_measured_against_the_holdout_and_the_first_arm() {
         }
     }
     purchases.push(purchase("h9", 31, 1000));
-    let us = uplift(&effects, &purchases, 14);
+    let order = |arms: &[&str]| {
+        [(
+            "test".to_string(),
+            arms.iter().map(|a| a.to_string()).collect(),
+        )]
+        .into_iter()
+        .collect()
+    };
+    let us = uplift(&effects, &purchases, 14, &order(&["A", "B"]));
     assert_eq!(us.len(), 1);
     let u = &us[0];
     assert_eq!((u.treated.members, u.held_out.members), (20, 10));
@@ -68,4 +76,15 @@ fn each_arm_is_measured_against_the_holdout_and_the_first_arm() {
     assert!((u.between[0].conversion_diff.value + 0.3).abs() < 1e-9);
     assert!(u.between[0].revenue_diff.value.abs() < 1e-9);
     assert!(u.between[0].conversion_diff.low < u.between[0].conversion_diff.value);
+    // Arms come in the order the rule writes them, not by name.
+    let us = uplift(&effects, &purchases, 14, &order(&["B", "A"]));
+    let names: Vec<&str> = us[0].arms.iter().map(|a| a.variant.as_str()).collect();
+    assert_eq!(names, ["B", "A"]);
+    assert_eq!(
+        (
+            us[0].between[0].variant.as_str(),
+            us[0].between[0].base.as_str()
+        ),
+        ("A", "B")
+    );
 }
