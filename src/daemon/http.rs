@@ -383,6 +383,7 @@ fn status_json(app: &App) -> serde_json::Value {
         "outbox": app.shared.outbox_depth(),
         "plugin_failures": app.shared.plugin_failures(),
         "dead_letters": app.shared.dead_letters(100),
+        "rewards": app.shared.reward_stock(),
         "budgets": app.shared.budgets.lock().map(|b| b.iter().map(|(rule, used, total)| json!({"rule": rule, "used": used.to_string(), "total": total.to_string(), "left": (total - used).to_string()})).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }

@@ -180,6 +180,28 @@ impl Shared {
         next.saturating_sub(first)
     }
 
+    /// The points mall's rewards with a stock: how many there were, have
+    /// gone and are left (the store's count, as committed).
+    pub fn reward_stock(&self) -> Vec<serde_json::Value> {
+        use crate::store::Store;
+        let schema = self.schema.load();
+        schema
+            .rewards
+            .iter()
+            .filter_map(|r| {
+                let stock = r.stock?;
+                let gone = self
+                    .store
+                    .meta(&crate::store::keys::stock(&r.name))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok())
+                    .unwrap_or(0);
+                Some(serde_json::json!({"reward": r.name, "stock": stock, "gone": gone, "left": stock.saturating_sub(gone)}))
+            })
+            .collect()
+    }
+
     /// Dead letters kept in the store, oldest first (at most `limit`).
     pub fn dead_letters(&self, limit: usize) -> Vec<serde_json::Value> {
         use crate::store::Store;

@@ -4,5 +4,6 @@
 
 mod hostile_http;
 mod reload;
+mod rewards;
 mod segments;
 mod service;
