@@ -11,6 +11,8 @@
 pub mod base;
 /// Plain data: events, member records, built-in fields, effects, summaries.
 pub mod model;
+/// Buy-till-you-die models (BG/NBD, Gamma-Gamma): fitting and predictions.
+pub mod predict;
 /// `nudge.yaml` -> `Schema`, validated section by section.
 pub mod config;
 /// Rule text and YAML -> a checked, compiled `RuleSet`.

@@ -159,6 +159,16 @@ enum Command {
     },
     /// Print a member's state as JSON.
     Member { id: String },
+    /// Fit the repurchase models (BG/NBD, Gamma-Gamma) on the data
+    /// folder's members, histories counted to today (or `--at`), and keep
+    /// the fit: rules read `p_alive`, `expected_purchases(90d)`, ...
+    Fit {
+        /// Count histories to this day (YYYY-MM-DD) instead of today.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Show the fit kept in the data folder, as JSON.
+    Model,
     /// Count or export the members a condition or a named segment holds
     /// for (on today, or `--at`): `nudge segment 'tier >= gold' --count`.
     Segment {
@@ -297,6 +307,8 @@ fn main() -> ExitCode {
         Command::Export { file } => commands::export(&common, &file),
         Command::ImportState { file } => commands::import_state(&common, &file),
         Command::Member { id } => commands::member(&common, &id),
+        Command::Fit { at } => cli::predict::fit(&common, at.as_deref()),
+        Command::Model => cli::predict::model(&common),
         Command::Segment {
             query,
             count,

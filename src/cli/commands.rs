@@ -477,7 +477,20 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
         Some((id, rec)) => {
             println!(
                 "{}",
-                nudge::report::member::member_json(&id, &rec, &schema, &rules)
+                nudge::report::member::member_json(
+                    &id,
+                    &rec,
+                    &schema,
+                    &rules,
+                    nudge::engine::predict::load(&store).map_err(fail)?.as_ref(),
+                    nudge::engine::predict::as_of(
+                        &store,
+                        nudge::engine::clock::local_day(
+                            &schema,
+                            nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
+                        ),
+                    ),
+                )
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -511,6 +524,7 @@ fn explain_inner(
         eprintln!("error: no member `{id}`");
         return Ok(ExitCode::from(1));
     };
+    let fit = nudge::engine::predict::load(&store).map_err(fail)?;
     let last_tick = Engine::new(schema.clone(), rules.clone(), store)
         .map_err(fail)?
         .last_tick()
@@ -532,7 +546,16 @@ fn explain_inner(
             ),
         },
     };
-    match nudge::sim::explain::explain(&schema, &rules, plugins.as_deref(), &id, &rec, day, rule) {
+    match nudge::sim::explain::explain(
+        &schema,
+        &rules,
+        plugins.as_deref(),
+        &id,
+        &rec,
+        day,
+        rule,
+        fit.as_ref(),
+    ) {
         Ok(x) if json => {
             println!("{}", serde_json::json!(x));
             Ok(ExitCode::SUCCESS)

@@ -4,4 +4,5 @@
 
 pub mod commands;
 pub mod render;
+pub mod predict;
 pub mod segment;

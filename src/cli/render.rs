@@ -276,6 +276,24 @@ pub fn comparison(c: &nudge::sim::backtest::Comparison) -> String {
 /// values, and the recent decisions.
 pub fn explanation(x: &nudge::sim::explain::Explanation, as_of: &str) -> String {
     let mut out = format!("member {}, evaluated for {} ({as_of})\n", x.member, x.day);
+    if let Some(p) = &x.predictions {
+        out.push_str(&format!(
+            "predictions (fit of {}: r {:.4}, alpha {:.2} days, a {:.4}, b {:.4}; x {}, t_x {}, T {}): p_alive {:.4}, churn_risk {:.4}, expected_purchases(90d) {:.4}, expected_next_purchase {}\n",
+            p.fitted_on,
+            p.bgnbd.r,
+            p.bgnbd.alpha,
+            p.bgnbd.a,
+            p.bgnbd.b,
+            p.x,
+            p.t_x,
+            p.t,
+            p.p_alive,
+            p.churn_risk,
+            p.expected_purchases_90d,
+            p.expected_next_purchase
+                .map_or("null (beyond ten years)".to_string(), |d| format!("{d} days"))
+        ));
+    }
     let mark = |r: Option<bool>| match r {
         Some(true) => "true",
         Some(false) => "false",

@@ -85,7 +85,12 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::new(stdout.lock());
             write_rows(&mut scan, &store, today, &mut w, out.csv)?;
-            w.flush().map_err(fail)?;
+            // A closed pipe (`| head`) is the reader's choice.
+            if let Err(e) = w.flush()
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(fail(e));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

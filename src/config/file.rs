@@ -58,6 +58,14 @@ pub(crate) struct ConfigFile {
     pub(crate) ids: Vec<S>,
     pub(crate) attribution_window: Option<S>,
     pub(crate) storage: Option<StorageFile>,
+    pub(crate) prediction: Option<PredictionFile>,
+}
+
+/// `prediction:`: how often the repurchase models are fitted again.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PredictionFile {
+    pub(crate) refit: Option<S>,
 }
 
 #[derive(Deserialize)]

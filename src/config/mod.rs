@@ -139,6 +139,9 @@ pub struct Schema {
     /// Days of event time the outbox keeps entries when no sink takes them
     /// (`storage.outbox_retention`).
     pub outbox_retention_days: i32,
+    /// Days between fits of the repurchase models at the daily tick, when
+    /// rules read predictions (`prediction.refit`).
+    pub refit_days: i32,
     pub sinks: Vec<Sink>,
     pub plugin_limits: PluginLimits,
     /// Members held out of every rule, in parts per million.

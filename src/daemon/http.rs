@@ -297,6 +297,10 @@ async fn get_explain(
         &rec,
         day,
         q.rule.as_deref(),
+        crate::engine::predict::load(&app.shared.store)
+            .ok()
+            .flatten()
+            .as_ref(),
     ) {
         Ok(x) => reply(StatusCode::OK, json!(x)),
         Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
@@ -319,6 +323,17 @@ async fn get_member(
                 &rec,
                 &app.shared.schema.load(),
                 &app.shared.rules.load(),
+                crate::engine::predict::load(&app.shared.store)
+                    .ok()
+                    .flatten()
+                    .as_ref(),
+                crate::engine::predict::as_of(
+                    &app.shared.store,
+                    crate::engine::clock::local_day(
+                        &app.shared.schema.load(),
+                        crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
+                    ),
+                ),
             ),
         ),
         Ok(None) => reply(
@@ -384,6 +399,7 @@ fn status_json(app: &App) -> serde_json::Value {
         "plugin_failures": app.shared.plugin_failures(),
         "dead_letters": app.shared.dead_letters(100),
         "rewards": app.shared.reward_stock(),
+        "model": crate::engine::predict::load(&app.shared.store).ok().flatten(),
         "budgets": app.shared.budgets.lock().map(|b| b.iter().map(|(rule, used, total)| json!({"rule": rule, "used": used.to_string(), "total": total.to_string(), "left": (total - used).to_string()})).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }

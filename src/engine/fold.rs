@@ -33,6 +33,9 @@ pub fn fold(
                 } else if day < first {
                     rec.first_purchase = Some(day);
                     rec.purchase_days += 1;
+                    rec.first_day_spend = Some(amount);
+                } else if day == first {
+                    rec.first_day_spend = rec.first_day_spend.map(|s| s.saturating_add(amount));
                 }
                 // A late event between the first and last day may or may not
                 // be a new purchase day; without the history, it is not
@@ -42,6 +45,7 @@ pub fn fold(
                 rec.first_purchase = Some(day);
                 rec.last_purchase = Some(day);
                 rec.purchase_days = 1;
+                rec.first_day_spend = Some(amount);
             }
         }
     }

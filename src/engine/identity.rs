@@ -38,6 +38,17 @@ pub fn new_member_id(ids: &[(String, String)]) -> Option<String> {
 /// count twice).
 pub fn merge(into: &mut MemberRecord, from: MemberRecord) {
     into.joined = into.joined.min(from.joined);
+    into.first_day_spend = match into.first_purchase.cmp(&from.first_purchase) {
+        _ if from.first_purchase.is_none() => into.first_day_spend,
+        _ if into.first_purchase.is_none() => from.first_day_spend,
+        std::cmp::Ordering::Less => into.first_day_spend,
+        std::cmp::Ordering::Greater => from.first_day_spend,
+        std::cmp::Ordering::Equal => into
+            .first_day_spend
+            .zip(from.first_day_spend)
+            .map(|(a, b)| a.saturating_add(b)),
+    };
+    into.wallet = into.wallet.saturating_add(from.wallet);
     into.first_purchase = min_opt(into.first_purchase, from.first_purchase);
     into.last_purchase = into.last_purchase.max(from.last_purchase);
     into.purchase_days += from.purchase_days;

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod plan;
 pub mod points;
 mod refund;
+pub mod predict;
 mod rewards;
 pub mod segment;
 mod tick;
@@ -172,7 +173,8 @@ impl<S: Store> Engine<S> {
                 ..WriteSet::default()
             })?;
         }
-        let plan = Plan::new(&schema, &rules);
+        let mut plan = Plan::new(&schema, &rules);
+        plan.fit = predict::load(&store)?.map(Arc::new);
         let mut engine = Engine {
             schema,
             rules,
@@ -269,8 +271,25 @@ impl<S: Store> Engine<S> {
     /// Swaps in another rule set (same schema); rule state of rules with
     /// the same name carries over.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        let fit = self.plan.fit.take();
         self.plan = Plan::new(&self.schema, &rules);
+        self.plan.fit = fit;
         self.rules = rules;
+    }
+
+    /// Fits the repurchase models on the store's members (histories
+    /// counted to `day`), keeps the fit in the store and evaluates the
+    /// prediction fields with it from now on.
+    pub fn refit(&mut self, day: i32) -> Result<predict::Fit, predict::PredictError> {
+        let fit = predict::fit(&self.store, day)?;
+        predict::save(&self.store, &fit)?;
+        self.plan.fit = Some(Arc::new(fit.clone()));
+        Ok(fit)
+    }
+
+    /// The fit the prediction fields read, if any.
+    pub fn fit(&self) -> Option<&predict::Fit> {
+        self.plan.fit.as_deref()
     }
 
     /// Swaps config, rules and plugins together (a reload); rule state of
@@ -287,7 +306,9 @@ impl<S: Store> Engine<S> {
         // Due days follow from the config, rules and plugins (the version
         // hashes them all): after a change the next tick visits everyone.
         self.due_ready &= rules.version == self.rules.version;
+        let fit = self.plan.fit.take();
         self.plan = Plan::new(&schema, &rules);
+        self.plan.fit = fit;
         self.schema = schema;
         self.rules = rules;
         self.plugins = plugins;

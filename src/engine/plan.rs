@@ -28,6 +28,8 @@ pub struct Plan {
     pub need_tier_down: Need,
     /// Tag name to its bit in the rule set's tag list.
     pub tag_bits: HashMap<String, u32, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    /// The repurchase models' fit the prediction fields read (`nudge fit`).
+    pub fit: Option<std::sync::Arc<crate::predict::Fit>>,
 }
 
 /// The slots the rules `list` read, together.
@@ -87,6 +89,7 @@ impl Plan {
                 .map(|r| xxhash_rust::xxh3::xxh3_64(r.name.as_bytes()))
                 .collect(),
             n_builtin: crate::lang::check::BUILTIN_FIELDS.len(),
+            fit: None,
             plugin_names: rules.plugins.clone(),
             event_maps: schema
                 .events
@@ -122,6 +125,12 @@ impl Evaluator {
             view: View::default(),
             expire: schema.points.expire_after_days.map(|d| d as i32),
         }
+    }
+
+    /// Evaluates the prediction fields with `fit`.
+    pub fn with_fit(mut self, fit: crate::predict::Fit) -> Evaluator {
+        self.plan.fit = Some(std::sync::Arc::new(fit));
+        self
     }
 
     /// Calls `matched` with the index of every tick rule whose condition is

@@ -71,7 +71,7 @@ impl<'r> Scan<'r> {
         fields: &[String],
     ) -> Result<Scan<'r>, SegmentError> {
         let layout = &rules.layout;
-        let n_plain = layout.fields.len() - layout.aggregates.len() - layout.expiring.len();
+        let n_plain = layout.fields.len() - layout.computed();
         let mut need = vec![false; layout.fields.len()];
         match rules.segments.get(index).and_then(|s| s.reads.as_deref()) {
             Some(reads) => reads.iter().for_each(|&s| need[s as usize] = true),
@@ -145,15 +145,17 @@ impl<'r> Scan<'r> {
         if threads < 2 {
             return self.each(store, today, &mut |_, _, _| true);
         }
+        let fit = super::predict::load(store)?.map(std::sync::Arc::new);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(threads * 2);
         let rx = std::sync::Mutex::new(rx);
         let (rules, index, need, schema) = (self.rules, self.index, &self.need, self.schema);
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
-                    let rx = &rx;
+                    let (rx, fit) = (&rx, fit.clone());
                     s.spawn(move || {
                         let mut test = Test::new(schema, rules);
+                        test.plan.fit = fit;
                         let mut c = Counts::default();
                         loop {
                             let batch = match rx.lock() {
@@ -199,6 +201,7 @@ impl<'r> Scan<'r> {
         today: i32,
         matched: &mut dyn FnMut(&Self, &str, &MemberRecord) -> bool,
     ) -> Result<Counts, SegmentError> {
+        self.test.plan.fit = super::predict::load(store)?.map(std::sync::Arc::new);
         let mut c = Counts::default();
         store.each_member(&mut |id, rec| {
             c.members += 1;

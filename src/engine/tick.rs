@@ -29,6 +29,7 @@ impl<S: Store> Engine<S> {
         day: i32,
         on_effects: &mut dyn FnMut(Vec<Effect>),
     ) -> Result<(), StoreError> {
+        self.refit_if_due(day)?;
         let at = clock::tick_instant(&self.schema, day);
         let tick_name = format!("tick:{}", crate::base::time::day_string(day));
         if self.ticks_do_something() {
@@ -54,6 +55,26 @@ impl<S: Store> Engine<S> {
             ..WriteSet::default()
         })?;
         Ok(())
+    }
+
+    /// Fits the repurchase models again before the tick of `day` when rules
+    /// read predictions and the fit is `prediction.refit` days old (or
+    /// there is none). A fit that cannot be made yet (no repeat buyers)
+    /// leaves the predictions as they were: null until one can.
+    fn refit_if_due(&mut self, day: i32) -> Result<(), StoreError> {
+        if !self.rules.reads_predictions {
+            return Ok(());
+        }
+        let fitted = self
+            .fit()
+            .and_then(|f| crate::base::time::parse_date(&f.fitted_on));
+        if fitted.is_some_and(|d| day - d < self.schema.refit_days && day >= d) {
+            return Ok(());
+        }
+        match self.refit(day) {
+            Ok(_) | Err(super::predict::PredictError::Fit(_)) => Ok(()),
+            Err(super::predict::PredictError::Store(e)) => Err(e),
+        }
     }
 
     /// One commit of a tick: the members `ids`.

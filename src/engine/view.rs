@@ -107,6 +107,9 @@ impl View {
         if want(slot::WALLET) {
             set(m, slot::WALLET, Value::Dec(rec.wallet));
         }
+        if let Some(fit) = &plan.fit {
+            predict(m, rec, layout, fit, today, &want);
+        }
         if want(slot::POINTS) {
             set(m, slot::POINTS, Value::Int(rec.points));
         }
@@ -143,10 +146,12 @@ impl View {
             set(m, slot::COUPONS_OPEN, Value::Int(open as i64));
             set(m, slot::COUPONS_REDEEMED, Value::Int(redeemed as i64));
         }
-        for (i, (name, _)) in
-            layout.fields.iter().enumerate().skip(n_builtin).take(
-                layout.fields.len() - n_builtin - layout.aggregates.len() - layout.expiring.len(),
-            )
+        for (i, (name, _)) in layout
+            .fields
+            .iter()
+            .enumerate()
+            .skip(n_builtin)
+            .take(layout.fields.len() - n_builtin - layout.computed())
         {
             if !needed(i) {
                 continue;
@@ -199,6 +204,46 @@ impl View {
                 self.tags[bit as usize / 64] |= 1 << (bit % 64);
             }
         }
+    }
+}
+
+/// The prediction slots the evaluation reads, from the current fit (null
+/// without a purchase by `today`).
+fn predict(
+    m: &mut [Value],
+    rec: &MemberRecord,
+    layout: &Layout,
+    fit: &crate::predict::Fit,
+    today: i32,
+    want: &dyn Fn(u16) -> bool,
+) {
+    use super::predict::{expected_purchases, p_alive, predicted_clv, predictions};
+    let dec =
+        |x: f64| Decimal::from_f64_retain(x).map_or(Value::Null, |d| Value::Dec(d.round_dp(6)));
+    // The next purchase day is a search over windows: only when read.
+    if want(slot::EXPECTED_NEXT_PURCHASE)
+        && let Some((_, p)) = predictions(fit, rec, today)
+        && let Some(d) = p.expected_next_purchase
+    {
+        m[slot::EXPECTED_NEXT_PURCHASE as usize] = Value::Int(d as i64);
+    }
+    if (want(slot::P_ALIVE) || want(slot::CHURN_RISK))
+        && let Some(p) = p_alive(fit, rec, today)
+    {
+        m[slot::P_ALIVE as usize] = dec(p);
+        m[slot::CHURN_RISK as usize] = dec(1.0 - p);
+    }
+    for &(s, what, days) in layout.predicted.iter().filter(|(s, _, _)| want(*s)) {
+        let v = match what {
+            crate::lang::check::Predicted::Purchases => expected_purchases(fit, rec, today, days),
+            crate::lang::check::Predicted::Clv => predicted_clv(fit, rec, today, days),
+        };
+        m[s as usize] = v.map_or(Value::Null, |x| match what {
+            crate::lang::check::Predicted::Clv => {
+                Decimal::from_f64_retain(x).map_or(Value::Null, |d| Value::Dec(d.round_dp(2)))
+            }
+            crate::lang::check::Predicted::Purchases => dec(x),
+        });
     }
 }
 

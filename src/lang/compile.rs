@@ -41,6 +41,9 @@ pub struct RuleSet {
     pub tick_conditions: Conditions,
     /// Named segments, in definition order.
     pub segments: Vec<Segment>,
+    /// Some rule reads a prediction (`p_alive`, `expected_purchases(90d)`,
+    /// ...): the daily tick keeps the models fitted.
+    pub reads_predictions: bool,
 }
 
 /// A named segment, compiled: what `nudge segment` and the HTTP API count
@@ -260,6 +263,7 @@ pub fn compile(
         timing: Vec::with_capacity(rules.len()),
         tick_conditions: Conditions::default(),
         segments: segments.into_iter().map(segment).collect(),
+        reads_predictions: false,
     };
     for (i, r) in rules.into_iter().enumerate() {
         let i = i as u32;
@@ -316,9 +320,21 @@ pub fn compile(
             variants: r.variants.into_iter().map(variant).collect(),
         });
     }
+    set.reads_predictions = set.rules.iter().any(|r| {
+        r.reads
+            .as_deref()
+            .is_some_and(|slots| slots.iter().any(|s| is_prediction(*s, &set.layout)))
+    });
     let conds: Vec<Option<&BoolCode>> = set.rules.iter().map(|r| r.cond.as_ref()).collect();
     set.tick_conditions = Conditions::new(&conds, &set.on_tick);
     set
+}
+
+/// A slot the repurchase models' fit gives.
+fn is_prediction(s: u16, layout: &Layout) -> bool {
+    use crate::lang::check::slot::{CHURN_RISK, EXPECTED_NEXT_PURCHASE, P_ALIVE};
+    [P_ALIVE, CHURN_RISK, EXPECTED_NEXT_PURCHASE].contains(&s)
+        || layout.predicted.iter().any(|(p, _, _)| *p == s)
 }
 
 fn segment(s: CheckedSegment) -> Segment {

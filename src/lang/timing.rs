@@ -83,15 +83,20 @@ fn fixed_slot(s: u16, layout: &Layout) -> bool {
     use crate::lang::check::slot::*;
     // `birthday_month` is the birth date's month: fixed. Open coupons
     // expire with the day.
+    // Predictions move with the day (T grows) and with each refit.
     let moving = [
         DAYS_SINCE_LAST_PURCHASE,
         MEMBER_DAYS,
         DAYS_TO_BIRTHDAY,
         COUPONS_OPEN,
+        P_ALIVE,
+        CHURN_RISK,
+        EXPECTED_NEXT_PURCHASE,
     ];
     !moving.contains(&s)
         && !layout.aggregates.iter().any(|a| a.slot == s)
         && !layout.expiring.iter().any(|(e, _)| *e == s)
+        && !layout.predicted.iter().any(|(p, _, _)| *p == s)
 }
 
 fn is_count(e: &TExpr) -> Option<u16> {

@@ -73,6 +73,9 @@ pub const BUILTIN_FIELDS: &[(&str, BuiltinTy)] = &[
     ("coupons_open", BuiltinTy::Int),
     ("coupons_redeemed", BuiltinTy::Int),
     ("wallet", BuiltinTy::Money),
+    ("p_alive", BuiltinTy::Dec),
+    ("churn_risk", BuiltinTy::Dec),
+    ("expected_next_purchase", BuiltinTy::Int),
 ];
 
 /// Const-friendly mirror of the types built-in fields have.
@@ -106,6 +109,9 @@ pub mod slot {
     pub const COUPONS_OPEN: u16 = 15;
     pub const COUPONS_REDEEMED: u16 = 16;
     pub const WALLET: u16 = 17;
+    pub const P_ALIVE: u16 = 18;
+    pub const CHURN_RISK: u16 = 19;
+    pub const EXPECTED_NEXT_PURCHASE: u16 = 20;
 }
 
 /// Triggers that are not event types.

@@ -126,6 +126,11 @@ pub struct MemberRecord {
     /// that a record of format 2 is this one without it (see `decode`).
     #[serde(with = "dec")]
     pub wallet: Decimal,
+    /// Spend on the first purchase day, so that repeat purchases' mean
+    /// value (what Gamma-Gamma reads) leaves it out. `None` for a record
+    /// from before it was kept.
+    #[serde(with = "dec_opt")]
+    pub first_day_spend: Option<Decimal>,
 }
 
 /// A rule's decision for a member on a day: it fired (and how its effects
@@ -232,7 +237,7 @@ pub const COUPON_RETENTION_DAYS: i32 = 90;
 /// 2: decimals as scale and mantissa, refunds, One ID and decision
 /// history. A folder written by format 1 is refused with this message; its
 /// events can be ingested again.
-/// 3: `wallet` added at the end.
+/// 3: `wallet` and `first_day_spend` added at the end.
 pub const RECORD_VERSION: u8 = 3;
 
 impl MemberRecord {
@@ -289,11 +294,30 @@ impl MemberRecord {
 
 /// Decimals in member records: scale and mantissa as varints (exact, and
 /// decoded without parsing text: records are read on every tick).
-/// The wallet alone, encoded as it ends a record.
+/// What format 3 added, empty, encoded as it ends a record.
 #[derive(Default, Serialize)]
 struct WalletOnly {
     #[serde(with = "dec")]
     wallet: Decimal,
+    #[serde(with = "dec_opt")]
+    first_day_spend: Option<Decimal>,
+}
+
+mod dec_opt {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| (d.scale() as u8, d.mantissa())).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+        match <Option<(u8, i128)>>::deserialize(d)? {
+            None => Ok(None),
+            Some((scale, mantissa)) => Decimal::try_from_i128_with_scale(mantissa, scale as u32)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 mod dec {

@@ -4,12 +4,15 @@ use crate::config::Schema;
 use crate::engine::identity;
 use crate::lang::RuleSet;
 
-/// A member's stored state as JSON.
+/// A member's stored state as JSON, with the repurchase predictions of
+/// `fit` on `today` (`predictions`, null without a fit or a purchase).
 pub fn member_json(
     id: &str,
     rec: &crate::model::MemberRecord,
     schema: &Schema,
     rules: &RuleSet,
+    fit: Option<&crate::predict::Fit>,
+    today: i32,
 ) -> serde_json::Value {
     use crate::base::time::day_string;
     let day = |d: Option<i32>| d.map(day_string);
@@ -52,5 +55,26 @@ pub fn member_json(
         "ids": rec.ids.iter().map(|(k, v)| identity::id_key(k, v)).collect::<Vec<_>>(),
         "merged": rec.merged,
         "rules": rule_states,
+        "predictions": fit.map_or(serde_json::Value::Null, |f| predictions_json(f, rec, today)),
+    })
+}
+
+/// The prediction fields rules read, for one member.
+fn predictions_json(
+    fit: &crate::predict::Fit,
+    rec: &crate::model::MemberRecord,
+    today: i32,
+) -> serde_json::Value {
+    use crate::engine::predict::{expected_purchases, predicted_clv, predictions};
+    let Some((_, p)) = predictions(fit, rec, today) else {
+        return serde_json::Value::Null;
+    };
+    let round = |x: f64, dp: i32| (x * 10f64.powi(dp)).round() / 10f64.powi(dp);
+    serde_json::json!({
+        "p_alive": round(p.p_alive, 6),
+        "expected_purchases_90d": expected_purchases(fit, rec, today, 90).map(|x| round(x, 6)),
+        "expected_next_purchase": p.expected_next_purchase.map(|d| d as i64),
+        "predicted_clv_365d": predicted_clv(fit, rec, today, 365).map(|x| round(x, 2)),
+        "churn_risk": round(p.churn_risk, 6),
     })
 }

@@ -28,6 +28,27 @@ pub struct Explanation {
     /// The day the rules were evaluated for.
     pub day: String,
     pub rules: Vec<RuleExplanation>,
+    /// The prediction fields and what they come from, with a fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<PredictionInputs>,
+}
+
+/// A member's predictions on the day, with the history and parameters
+/// they come from (docs/prediction.md).
+#[derive(Debug, Serialize)]
+pub struct PredictionInputs {
+    /// Repeat purchase days, days from the first to the last purchase, and
+    /// from the first to the day ("T").
+    pub x: f64,
+    pub t_x: f64,
+    #[serde(rename = "T")]
+    pub t: f64,
+    pub bgnbd: crate::predict::BgNbd,
+    pub fitted_on: String,
+    pub p_alive: f64,
+    pub churn_risk: f64,
+    pub expected_purchases_90d: f64,
+    pub expected_next_purchase: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +76,7 @@ pub struct Test {
 /// fields read by event rules are null here: the evaluation is of the
 /// member's state, as a daily tick sees it.
 // Long because the explanation follows the firing algorithm step by step, as `run_one` does.
+#[allow(clippy::too_many_arguments)] // What one explanation reads: the project, the member, the day, the fit.
 pub fn explain(
     schema: &Schema,
     rules: &RuleSet,
@@ -63,6 +85,7 @@ pub fn explain(
     rec: &MemberRecord,
     day: i32,
     only: Option<&str>,
+    fit: Option<&crate::predict::Fit>,
 ) -> Result<Explanation, ExplainError> {
     if let Some(name) = only
         && rules.rule(name).is_none()
@@ -75,7 +98,8 @@ pub fn explain(
             hint,
         });
     }
-    let plan = Plan::new(schema, rules);
+    let mut plan = Plan::new(schema, rules);
+    plan.fit = fit.cloned().map(std::sync::Arc::new);
     let mut view = View::default();
     let expire = schema.points.expire_after_days.map(|d| d as i32);
     view.fill(rec, &rules.layout, &plan, None, day, expire);
@@ -178,10 +202,25 @@ pub fn explain(
             history,
         });
     }
+    let predictions = fit.and_then(|f| {
+        let (h, p) = crate::engine::predict::predictions(f, rec, day)?;
+        Some(PredictionInputs {
+            x: h.x,
+            t_x: h.t_x,
+            t: h.t,
+            bgnbd: f.bgnbd,
+            fitted_on: f.fitted_on.clone(),
+            p_alive: p.p_alive,
+            churn_risk: p.churn_risk,
+            expected_purchases_90d: f.bgnbd.expected(&h, 90.0),
+            expected_next_purchase: p.expected_next_purchase.map(|d| d as i64),
+        })
+    });
     Ok(Explanation {
         member: member.to_string(),
         day: day_string(day),
         rules: out,
+        predictions,
     })
 }
 

@@ -54,6 +54,9 @@ fn flip(day: i32) -> u32 {
 /// never starts before it.
 pub const SEEN_FLOOR: &str = "seen_floor";
 
+/// The repurchase models' fit (`nudge fit`): JSON of `predict::Fit`.
+pub const MODEL: &str = "model";
+
 /// This data folder's id (made at its first file sink drain): file sinks
 /// name their owner with it (`PATH.owner`). A backup restored keeps it.
 pub const FOLDER_ID: &str = "folder_id";

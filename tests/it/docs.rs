@@ -386,6 +386,7 @@ fn every_doc_is_checked() {
         "marketing.md",
         "operations.md",
         "plugins.md",
+        "prediction.md",
         "reliability.md",
     ];
     assert_eq!(docs, tested, "a doc without a test below");
@@ -446,6 +447,11 @@ fn operations() {
 #[test]
 fn plugins() {
     check_doc("docs/plugins.md");
+}
+
+#[test]
+fn prediction() {
+    check_doc("docs/prediction.md");
 }
 
 #[test]

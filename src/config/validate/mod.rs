@@ -261,6 +261,12 @@ impl Validator<'_> {
             cache_bytes: self.cache_bytes(&f),
             dedup_window_days: self.storage_days(&f, |s| s.dedup_window.as_ref(), 30),
             outbox_retention_days: self.storage_days(&f, |s| s.outbox_retention.as_ref(), 7),
+            refit_days: f
+                .prediction
+                .as_ref()
+                .and_then(|p| p.refit.as_ref())
+                .and_then(|s| self.duration_days(s))
+                .map_or(1, |d| d.clamp(1, 36_500) as i32),
             sinks: self.sinks(&f, base),
         }
     }

@@ -187,6 +187,13 @@ impl Checker<'_> {
         if name.name == "points_expiring" {
             return self.points_expiring(args, span);
         }
+        if let Some(what) = match name.name.as_str() {
+            "expected_purchases" => Some(Predicted::Purchases),
+            "predicted_clv" => Some(Predicted::Clv),
+            _ => None,
+        } {
+            return self.predicted(what, &name.name, args, span);
+        }
         let f = match name.name.as_str() {
             "floor" => Func::Floor,
             "ceil" => Func::Ceil,
@@ -373,4 +380,58 @@ pub(super) fn strip_spans(e: &ast::Expr) -> ast::Expr {
     }
     walk(&mut e);
     e
+}
+
+impl Checker<'_> {
+    /// `expected_purchases(90d)`, `predicted_clv(365d)`: a slot per window.
+    fn predicted(
+        &mut self,
+        what: Predicted,
+        name: &str,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> R<TExpr> {
+        let days = match args {
+            [
+                ast::Expr {
+                    kind: ExprKind::Lit(Literal::Duration(secs)),
+                    ..
+                },
+            ] if secs % 86_400 == 0 && *secs > 0 => (secs / 86_400) as u32,
+            _ => {
+                self.error(
+                    Code::Arity,
+                    span,
+                    format!("`{name}` takes one window in days"),
+                    Some(format!("write e.g. `{name}(90d)`")),
+                );
+                return Err(());
+            }
+        };
+        let key = format!("{name}({days}d)");
+        let ty = match what {
+            Predicted::Purchases => Ty::Dec,
+            Predicted::Clv => Ty::Money,
+        };
+        let slot = match self
+            .layout
+            .predicted
+            .iter()
+            .find(|(_, w, d)| *w == what && *d == days)
+        {
+            Some((s, _, _)) => *s,
+            None => {
+                let s = self.layout.fields.len() as u16;
+                self.layout.fields.push((key, ty.clone()));
+                self.layout.predicted.push((s, what, days));
+                s
+            }
+        };
+        Ok(TExpr {
+            ty,
+            konst: false,
+            span,
+            kind: TKind::Slot(slot),
+        })
+    }
 }

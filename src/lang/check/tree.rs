@@ -150,6 +150,9 @@ pub struct Layout {
     pub aggregates: Vec<AggSpec>,
     /// `points_expiring(Nd)` slots: slot and window in days.
     pub expiring: Vec<(u16, u32)>,
+    /// `expected_purchases(Nd)` and `predicted_clv(Nd)` slots: slot, what,
+    /// window in days.
+    pub predicted: Vec<(u16, Predicted, u32)>,
     /// Event fields by slot (one slot per name across event types).
     pub event_fields: Vec<String>,
     /// Interned tags: bit i is `tags[i]`.
@@ -159,7 +162,18 @@ pub struct Layout {
     pub defaults: Vec<(u16, Value)>,
 }
 
+/// A prediction over a window (docs/prediction.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predicted {
+    Purchases,
+    Clv,
+}
+
 impl Layout {
+    /// Slots past the attributes: aggregates, `points_expiring`, predictions.
+    pub fn computed(&self) -> usize {
+        self.aggregates.len() + self.expiring.len() + self.predicted.len()
+    }
     pub fn attribute_slot(&self, i: usize) -> u16 {
         (BUILTIN_FIELDS.len() + i) as u16
     }

@@ -169,7 +169,15 @@ fn edits_during_heavy_ingest_give_each_event_one_rule_set() {
     done.store(true, Ordering::Relaxed);
     let requests = poster.join().expect("poster");
     assert!(requests > 20, "only {requests} requests");
-    let out = std::fs::read_to_string(dir.path().join("out/effects.ndjson")).expect("sink");
+    // The file sink is written after each commit's answers go out: under
+    // load the last ones may still be on their way.
+    let sink = dir.path().join("out/effects.ndjson");
+    wait_until(
+        Duration::from_secs(30),
+        "the sink has every event's effects",
+        || std::fs::read_to_string(&sink).is_ok_and(|o| o.lines().count() >= requests * 20),
+    );
+    let out = std::fs::read_to_string(&sink).expect("sink");
     // trigger -> rule set versions; rule set version -> points it awards.
     let mut by_trigger: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();

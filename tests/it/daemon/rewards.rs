@@ -25,7 +25,7 @@ fn stock_left(addr: &str) -> serde_json::Value {
 fn stock_shows_in_status_and_holds_across_a_restart() {
     let dir = project_with(CONFIG, RULES);
     {
-        let d = start(dir.path());
+        let mut d = start(dir.path());
         let body = format!(
             "[{},{},{}]",
             purchase("p1", "a", 25.0),
@@ -38,6 +38,13 @@ fn stock_shows_in_status_and_holds_across_a_restart() {
             serde_json::json!([{"reward": "lamp", "stock": 2, "gone": 1, "left": 1}])
         );
         assert_eq!(points(&d.addr, "a"), 15);
+        // A clean stop (SIGTERM), so the restart below is a restart.
+        let stopped = std::process::Command::new("kill")
+            .arg(d.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(stopped.success());
+        let _ = d.child.wait();
     }
     let d = start(dir.path());
     let body = format!("[{},{}]", order("o2", "b"), order("o3", "a"));

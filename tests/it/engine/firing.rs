@@ -323,8 +323,9 @@ fn explain_names_the_members_arm() {
             .expect("process");
         let arm = c.effects[0].variant.clone().expect("variant");
         let rec = e.member(m).expect("read").expect("member");
-        let x = nudge::sim::explain::explain(&s, &rules, None, m, &rec, day("2026-01-02"), None)
-            .expect("explain");
+        let x =
+            nudge::sim::explain::explain(&s, &rules, None, m, &rec, day("2026-01-02"), None, None)
+                .expect("explain");
         assert!(
             x.rules[0]
                 .now

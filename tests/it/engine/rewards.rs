@@ -108,7 +108,7 @@ fn explain_says_when_a_voucher_comes_to_nothing() {
         points: 4,
         ..Default::default()
     };
-    let x = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-01-01"), None)
+    let x = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-01-01"), None, None)
         .expect("explain");
     assert!(
         x.rules[0]

@@ -21,7 +21,7 @@ rule "bigger" on purchase then tag "bigger" group "g"
             .expect("process");
     }
     let rec = e.member("m").expect("read").expect("m");
-    let x = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-02-10"), None)
+    let x = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-02-10"), None, None)
         .expect("explain");
     let late = &x.rules[0];
     assert_eq!(late.rule, "late silver");
@@ -66,7 +66,8 @@ rule "bigger" on purchase then tag "bigger" group "g"
         ["2026-01-01", "2026-01-11", "2026-01-21"].map(|d| format!("{d} {stopped}"))
     );
     let thanks = |at: &str| {
-        let x = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day(at), Some("thanks"));
+        let x =
+            nudge::sim::explain::explain(&s, &r, None, "m", &rec, day(at), Some("thanks"), None);
         x.expect("explain").rules[0].now.clone()
     };
     assert!(
@@ -80,11 +81,28 @@ rule "bigger" on purchase then tag "bigger" group "g"
         thanks("2026-02-10")
     );
     // One rule, by name; a wrong name gets a hint.
-    let one = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-02-10"), Some("big"))
-        .expect("one");
+    let one = nudge::sim::explain::explain(
+        &s,
+        &r,
+        None,
+        "m",
+        &rec,
+        day("2026-02-10"),
+        Some("big"),
+        None,
+    )
+    .expect("one");
     assert_eq!(one.rules.len(), 1);
-    let err =
-        nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-02-10"), Some("thank"));
+    let err = nudge::sim::explain::explain(
+        &s,
+        &r,
+        None,
+        "m",
+        &rec,
+        day("2026-02-10"),
+        Some("thank"),
+        None,
+    );
     assert!(
         err.expect_err("unknown")
             .to_string()

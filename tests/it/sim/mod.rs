@@ -3,4 +3,5 @@
 
 mod cdnow;
 mod explain;
+mod prediction;
 mod uplift;

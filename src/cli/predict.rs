@@ -1,0 +1,69 @@
+//! `nudge fit` and `nudge model`: fit the repurchase models on a data
+//! folder's members and keep the fit; show the fit kept.
+
+use super::commands::{code, fail, open_store};
+use crate::Common;
+use nudge::project::load::{LoadOptions, load};
+use std::process::ExitCode;
+
+/// The config alone: fitting needs no rules.
+fn schema(common: &Common) -> Result<nudge::config::Schema, ExitCode> {
+    let l = load(&LoadOptions {
+        config_only: true,
+        ..common.load_options()
+    });
+    if l.errors() > 0 || l.io_failure {
+        eprint!("{}", super::render::human(&l, common.color_on()));
+        return Err(ExitCode::from(2));
+    }
+    l.schema.ok_or(ExitCode::from(2))
+}
+
+pub fn fit(common: &Common, at: Option<&str>) -> ExitCode {
+    code(fit_inner(common, at))
+}
+
+fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
+    let schema = schema(common)?;
+    let day = match at {
+        Some(d) => {
+            nudge::base::time::parse_date(d).ok_or_else(|| fail("--at takes a date, YYYY-MM-DD"))?
+        }
+        None => nudge::engine::clock::local_day(
+            &schema,
+            nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
+        ),
+    };
+    let store = open_store(common, &schema)?;
+    let started = std::time::Instant::now();
+    let fit = nudge::engine::predict::fit(&store, day).map_err(fail)?;
+    nudge::engine::predict::save(&store, &fit).map_err(fail)?;
+    // As kept (and as `nudge model` shows it: JSON numbers read back).
+    let kept = nudge::engine::predict::load(&store).map_err(fail)?;
+    println!("{}", serde_json::json!(kept.as_ref().unwrap_or(&fit)));
+    eprintln!(
+        "fitted on {} members in {:.2} s",
+        fit.members,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn model(common: &Common) -> ExitCode {
+    code(model_inner(common))
+}
+
+fn model_inner(common: &Common) -> Result<ExitCode, ExitCode> {
+    let schema = schema(common)?;
+    let store = open_store(common, &schema)?;
+    match nudge::engine::predict::load(&store).map_err(fail)? {
+        Some(fit) => {
+            println!("{}", serde_json::json!(fit));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("error: no fit yet: run `nudge fit`");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Repurchase prediction over a data folder: members' histories as the
+//! models read them, fitting BG/NBD and Gamma-Gamma on them (`nudge fit`,
+//! the daemon's daily refit) and keeping the fit in the store, and the
+//! predictions for one member. The models are `crate::predict`'s.
+
+use crate::model::MemberRecord;
+pub use crate::predict::Fit;
+use crate::predict::{FitError, History, fit_bgnbd, fit_gamma_gamma};
+use crate::store::{Store, StoreError, WriteSet, keys};
+use rust_decimal::prelude::ToPrimitive;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The member's history as BG/NBD reads it on `day`: repeat purchase
+/// days, days from the first to the last, and from the first to `day`.
+/// `None` without a purchase by then.
+pub fn history(rec: &MemberRecord, day: i32) -> Option<History> {
+    let (first, last) = (rec.first_purchase?, rec.last_purchase?);
+    if first > day {
+        return None;
+    }
+    Some(History {
+        x: f64::from(rec.purchase_days.saturating_sub(1)),
+        t_x: f64::from(last.min(day) - first),
+        t: f64::from(day - first),
+    })
+}
+
+/// Repeat purchase days and their mean spend (the first day's left
+/// out), for Gamma-Gamma; `None` when unknown or without repeats.
+pub fn repeat_spend(rec: &MemberRecord) -> Option<(f64, f64)> {
+    let x = rec.purchase_days.checked_sub(1).filter(|x| *x > 0)?;
+    let repeat = rec.spend - rec.first_day_spend?;
+    let m = repeat.to_f64()? / f64::from(x);
+    (m > 0.0).then_some((f64::from(x), m))
+}
+
+/// Fits both models on every member of `store` with a purchase by `day`
+/// (histories counted to it).
+pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
+    // One pass: histories as whole days, and repeat buyers' mean spend.
+    let mut all: Vec<(u32, u32, u32)> = Vec::new();
+    let mut spends: Vec<(f64, f64)> = Vec::new();
+    store.each_member(&mut |_, rec| {
+        if let Some(h) = history(&rec, day) {
+            all.push((h.x as u32, h.t_x as u32, h.t as u32));
+            spends.push(repeat_spend(&rec).unwrap_or((0.0, 0.0)));
+        }
+        true
+    })?;
+    let total = all.len() as u64;
+    let buyers: Vec<((f64, f64), f64)> = spends
+        .iter()
+        .filter(|(x, m)| *x > 0.0 && *m > 0.0)
+        .map(|s| (*s, 1.0))
+        .collect();
+    // Equal histories once, weighted, in a fixed order (the same sums, so
+    // the same fit, every run).
+    all.sort_unstable();
+    let mut histories: Vec<(History, f64)> = Vec::new();
+    for (x, t_x, t) in all {
+        let h = History {
+            x: f64::from(x),
+            t_x: f64::from(t_x),
+            t: f64::from(t),
+        };
+        match histories.last_mut() {
+            Some((last, w)) if *last == h => *w += 1.0,
+            _ => histories.push((h, 1.0)),
+        }
+    }
+    let (bgnbd, bgnbd_ll) = fit_bgnbd(&histories)?;
+    let gg = fit_gamma_gamma(&buyers).ok();
+    Ok(Fit {
+        bgnbd,
+        bgnbd_ll,
+        gamma_gamma: gg.map(|g| g.0),
+        gamma_gamma_ll: gg.map(|g| g.1),
+        fitted_on: crate::base::time::day_string(day),
+        members: total,
+        repeat_buyers: buyers.len() as u64,
+    })
+}
+
+/// Keeps `fit` in the store (one durable commit).
+pub fn save(store: &dyn Store, fit: &Fit) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(fit).map_err(|e| StoreError::Io(e.to_string()))?;
+    store.commit(WriteSet {
+        meta: vec![(keys::MODEL.to_string(), json)],
+        ..WriteSet::default()
+    })
+}
+
+/// The day the store's member state is as of: its last daily tick (for
+/// a folder kept by `nudge replay --data`, the `--until` day), else
+/// `today`. Predictions shown for a member are for this day.
+pub fn as_of(store: &dyn Store, today: i32) -> i32 {
+    store
+        .meta(keys::LAST_TICK)
+        .ok()
+        .flatten()
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map_or(today, i32::from_le_bytes)
+}
+
+/// The fit kept in the store, if any.
+pub fn load(store: &dyn Store) -> Result<Option<Fit>, StoreError> {
+    Ok(store
+        .meta(keys::MODEL)?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// A member's predictions on `day` from `fit`: `None` without a purchase.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Predictions {
+    pub p_alive: f64,
+    pub churn_risk: f64,
+    /// Days from `day` to the expected next purchase; `None` beyond ten years.
+    pub expected_next_purchase: Option<f64>,
+}
+
+pub fn predictions(fit: &Fit, rec: &MemberRecord, day: i32) -> Option<(History, Predictions)> {
+    let h = history(rec, day)?;
+    let p_alive = fit.bgnbd.p_alive(&h);
+    Some((
+        h,
+        Predictions {
+            p_alive,
+            churn_risk: 1.0 - p_alive,
+            expected_next_purchase: fit.bgnbd.days_to_next(&h),
+        },
+    ))
+}
+
+/// `p_alive` alone: a few logarithms (rules read it on every evaluation).
+pub fn p_alive(fit: &Fit, rec: &MemberRecord, day: i32) -> Option<f64> {
+    Some(fit.bgnbd.p_alive(&history(rec, day)?))
+}
+
+/// Expected purchases in the next `days`.
+pub fn expected_purchases(fit: &Fit, rec: &MemberRecord, day: i32, days: u32) -> Option<f64> {
+    Some(fit.bgnbd.expected(&history(rec, day)?, f64::from(days)))
+}
+
+/// Expected purchases in the next `days` times the expected spend per
+/// purchase (undiscounted); `None` without a Gamma-Gamma fit.
+pub fn predicted_clv(fit: &Fit, rec: &MemberRecord, day: i32, days: u32) -> Option<f64> {
+    let n = expected_purchases(fit, rec, day, days)?;
+    Some(n * fit.spend(repeat_spend(rec))?)
+}
