@@ -90,7 +90,9 @@ fn fold_aggregates(
             None => Decimal::ZERO,
         };
         let key = plan.agg_keys[i];
-        shares.push(AggShare { key, value });
+        if !spec.func.is_history() {
+            shares.push(AggShare { key, value });
+        }
         let state = match rec.aggregates.iter_mut().position(|a| a.key == key) {
             Some(p) => &mut rec.aggregates[p],
             None => {
@@ -102,6 +104,10 @@ fn fold_aggregates(
                 &mut rec.aggregates[last]
             }
         };
+        if spec.func.is_history() {
+            history_bucket(&mut state.buckets, day);
+            continue;
+        }
         match state.buckets.binary_search_by_key(&day, |b| b.day) {
             Ok(p) => {
                 let b = &mut state.buckets[p];
@@ -127,6 +133,46 @@ fn fold_aggregates(
         state.buckets.retain(|b| b.day > horizon);
     }
     shares
+}
+
+/// The state of `cycle(...)` and `days_since_last(...)`: one bucket whose
+/// `day` is the last matching day, `min` the first (as a number) and
+/// `count` the distinct days. Bounded whatever the history: two numbers
+/// and a count. A late event between the first and last day is not a new
+/// day (as for the member's own `cycle`).
+fn history_bucket(buckets: &mut Vec<Bucket>, day: i32) {
+    if buckets.len() > 1 {
+        // Two members merged: one bucket again.
+        let first = buckets.iter().map(|b| b.min).min().unwrap_or_default();
+        let last = buckets.iter().map(|b| b.day).max().unwrap_or(day);
+        let count = buckets.iter().map(|b| b.count).sum();
+        buckets.clear();
+        buckets.push(Bucket {
+            day: last,
+            count,
+            sum: Decimal::ZERO,
+            min: first,
+            max: Decimal::from(last),
+        });
+    }
+    let Some(b) = buckets.first_mut() else {
+        buckets.push(Bucket {
+            day,
+            count: 1,
+            sum: Decimal::ZERO,
+            min: Decimal::from(day),
+            max: Decimal::from(day),
+        });
+        return;
+    };
+    if day > b.day {
+        b.day = day;
+        b.max = Decimal::from(day);
+        b.count += 1;
+    } else if Decimal::from(day) < b.min {
+        b.min = Decimal::from(day);
+        b.count += 1;
+    }
 }
 
 /// Takes back what a purchase added, for a refund of `amount` of it (the

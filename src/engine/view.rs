@@ -322,6 +322,30 @@ pub fn aggregate_value(
         AggFn::Avg => Value::Null,
         AggFn::Min => min.map_or(Value::Null, num),
         AggFn::Max => max.map_or(Value::Null, num),
+        AggFn::Cycle | AggFn::DaysSinceLast => history_value(func, state, today),
+    }
+}
+
+/// `cycle(...)` and `days_since_last(...)` from a history state (see
+/// `fold::history_bucket`): the first day is the least `min`, the last
+/// the greatest `day`, the distinct days the sum of `count` (a merge of
+/// two members leaves a bucket each).
+fn history_value(func: AggFn, state: Option<&AggState>, today: i32) -> Value {
+    let buckets = state.map_or(&[][..], |s| &s.buckets[..]);
+    let (Some(first), Some(last)) = (
+        buckets.iter().map(|b| b.min).min(),
+        buckets.iter().map(|b| b.day).max(),
+    ) else {
+        return Value::Null;
+    };
+    let days: u32 = buckets.iter().map(|b| b.count).sum();
+    match func {
+        AggFn::DaysSinceLast if last <= today => Value::Int((today - last) as i64),
+        AggFn::Cycle if days >= 2 => {
+            let span = Decimal::from(last) - first;
+            Value::Dec(span / Decimal::from(days - 1))
+        }
+        _ => Value::Null,
     }
 }
 

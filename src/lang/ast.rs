@@ -248,9 +248,18 @@ pub enum AggFn {
     Avg,
     Min,
     Max,
+    /// The mean gap in days between the distinct days of matching events,
+    /// over all history (`cycle` for one kind of purchase).
+    Cycle,
+    /// Days since the last matching event, over all history.
+    DaysSinceLast,
 }
 
 impl AggFn {
+    /// Over all history (first and last day, distinct days), not a window.
+    pub fn is_history(self) -> bool {
+        matches!(self, AggFn::Cycle | AggFn::DaysSinceLast)
+    }
     pub fn name(self) -> &'static str {
         match self {
             AggFn::Count => "count",
@@ -258,6 +267,8 @@ impl AggFn {
             AggFn::Avg => "avg",
             AggFn::Min => "min",
             AggFn::Max => "max",
+            AggFn::Cycle => "cycle",
+            AggFn::DaysSinceLast => "days_since_last",
         }
     }
 }

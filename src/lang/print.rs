@@ -362,12 +362,16 @@ pub fn expr(e: &Expr) -> String {
                 .filter
                 .as_ref()
                 .map_or(String::new(), |f| format!(" where {}", expr(f)));
-            format!(
-                "{}({}{field}{filter}, {})",
-                a.func.name(),
-                a.event.name,
-                duration(a.window.secs)
-            )
+            if a.func.is_history() && a.window.secs == 0 {
+                format!("{}({}{field}{filter})", a.func.name(), a.event.name)
+            } else {
+                format!(
+                    "{}({}{field}{filter}, {})",
+                    a.func.name(),
+                    a.event.name,
+                    duration(a.window.secs)
+                )
+            }
         }
         ExprKind::Func { name, args } => format!("{}({})", name.name, list(args)),
         ExprKind::Plugin(c) => plugin_call(c),

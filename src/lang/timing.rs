@@ -177,7 +177,13 @@ fn test_movers(test: &TExpr, layout: &Layout, codes: &Codes) -> Option<Vec<Mover
             }
             TKind::Slot(s) => {
                 if let Some(i) = layout.aggregates.iter().position(|a| a.slot == *s) {
-                    windows.push(Mover::Window(i as u16));
+                    match layout.aggregates[i].func {
+                        // Changes only with events.
+                        crate::lang::ast::AggFn::Cycle => {}
+                        // A day count: moves every day.
+                        crate::lang::ast::AggFn::DaysSinceLast => return None,
+                        _ => windows.push(Mover::Window(i as u16)),
+                    }
                 } else if let Some(i) = layout.expiring.iter().position(|(x, _)| x == s) {
                     windows.push(Mover::Expiring(i as u16));
                 } else if !fixed_slot(*s, layout) {

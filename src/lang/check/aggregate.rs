@@ -36,6 +36,21 @@ impl Checker<'_> {
         };
         let (field_slot, ty) = match (&a.field, a.func) {
             (None, AggFn::Count) => (None, Ty::Int),
+            (None, AggFn::Cycle) => (None, Ty::Dec),
+            (None, AggFn::DaysSinceLast) => (None, Ty::Int),
+            (Some(f), func) if func.is_history() => {
+                self.error(
+                    Code::TypeMismatch,
+                    f.span,
+                    format!("`{}` reads the days of events, not a field", func.name()),
+                    Some(format!(
+                        "write `{}({} where ...)`",
+                        func.name(),
+                        a.event.name
+                    )),
+                );
+                return Err(());
+            }
             (Some(f), AggFn::Count) => {
                 self.error(
                     Code::TypeMismatch,
@@ -107,6 +122,35 @@ impl Checker<'_> {
             }
             None => None,
         };
+        match (a.func.is_history(), a.window.secs) {
+            (true, 0) | (false, 1..) => {}
+            (true, _) => {
+                self.error(
+                    Code::BadClause,
+                    a.window.span,
+                    format!("`{}` covers all history: it takes no window", a.func.name()),
+                    Some(format!(
+                        "write `{}({} where ...)`",
+                        a.func.name(),
+                        a.event.name
+                    )),
+                );
+                return Err(());
+            }
+            (false, _) => {
+                self.error(
+                    Code::Syntax,
+                    span,
+                    format!("`{}` needs a window", a.func.name()),
+                    Some(format!(
+                        "write e.g. `{}({}, 30d)`",
+                        a.func.name(),
+                        a.event.name
+                    )),
+                );
+                return Err(());
+            }
+        }
         if a.window.secs % 86_400 != 0 {
             self.error(
                 Code::BadClause,

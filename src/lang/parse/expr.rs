@@ -265,6 +265,8 @@ impl Builder<'_> {
                         "sum" => AggFn::Sum,
                         "avg" => AggFn::Avg,
                         "min" => AggFn::Min,
+                        "cycle" => AggFn::Cycle,
+                        "days_since_last" => AggFn::DaysSinceLast,
                         _ => AggFn::Max,
                     }
                 }
@@ -275,9 +277,15 @@ impl Builder<'_> {
             }
         }
         let mut idents = idents.into_iter();
-        let (Some(event), Some(window)) = (idents.next(), window) else {
+        let Some(event) = idents.next() else {
             return Err(self.error(Code::Syntax, span, "incomplete aggregate"));
         };
+        // No window: all history (`cycle(...)`); the checker says whether
+        // the function takes one.
+        let window = window.unwrap_or(Duration {
+            secs: 0,
+            span: Span::new(span.end, span.end),
+        });
         Ok(Expr {
             kind: ExprKind::Aggregate(Box::new(Aggregate {
                 func,

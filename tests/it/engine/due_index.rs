@@ -34,6 +34,9 @@ const RULES: &[&str] = &[
     "rule \"every 9\" on tick when member_days > 0 and member_days % 9 == 0 then award points 5",
     "rule \"slowing\" on tick when count(purchase, 14d) >= 2 and count(purchase, 7d) * 2 < count(purchase, 14d) then tag \"slowing\"",
     "rule \"expiring\" on tick when points_expiring(5d) > 0 then send message \"expiring\" via app",
+    "rule \"kind late\" on tick when days_since_last(purchase where event.amount > 10) > cycle(purchase where event.amount > 10) then tag \"kind late\"",
+    "rule \"kind cycle\" on tick when cycle(purchase where event.amount > 10) < 4 then award points 6",
+    "rule \"campaign\" on tick when orders >= 1 then tag \"campaign\" active 2026-01-10 to 2026-01-15",
     "rule \"pts\" on purchase then award points floor(event.amount)",
 ];
 
