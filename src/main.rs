@@ -130,6 +130,12 @@ enum Command {
         /// Write a self-contained HTML report with charts here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Check the repurchase model on history it did not see: fit it on
+        /// purchases before this day (YYYY-MM-DD), compare its weekly
+        /// predictions after it with the actual purchases (printed, and
+        /// charted in the report).
+        #[arg(long)]
+        holdout_from: Option<String>,
     },
     /// Run rule test cases (rules, events, expected effects).
     Test { path: Option<PathBuf> },
@@ -285,6 +291,7 @@ fn main() -> ExitCode {
             until,
             out,
             report,
+            holdout_from,
         } => commands::replay(
             &common,
             &commands::ReplayOptions {
@@ -294,6 +301,7 @@ fn main() -> ExitCode {
                 compare: compare.as_deref(),
                 fail_if_cost_increase: fail_if_cost_increase.as_deref(),
                 report: report.as_deref(),
+                holdout_from: holdout_from.as_deref(),
             },
         ),
         Command::Import {

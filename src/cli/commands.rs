@@ -166,6 +166,8 @@ pub struct ReplayOptions<'a> {
     /// Fail (exit 1) when B's coupon cost exceeds A's by more than this percentage.
     pub fail_if_cost_increase: Option<&'a str>,
     pub report: Option<&'a Path>,
+    /// Check the repurchase model on the history after this day.
+    pub holdout_from: Option<&'a str>,
 }
 
 pub fn replay(common: &Common, o: &ReplayOptions<'_>) -> ExitCode {
@@ -263,8 +265,10 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
         }
         comparison = Some(c);
     }
+    let holdout = super::predict::holdout(o.holdout_from, &schema, &purchases, until)?;
     if let Some(path) = o.report {
         let html = nudge::report::html::report(&nudge::report::html::ReportInput {
+            holdout: holdout.as_ref(),
             schema: &schema,
             effects: &r.effects,
             purchases: &purchases,

@@ -1,5 +1,6 @@
 //! `nudge fit` and `nudge model`: fit the repurchase models on a data
-//! folder's members and keep the fit; show the fit kept.
+//! folder's members and keep the fit; show the fit kept. And `nudge
+//! replay --holdout-from`'s check of the model on history it did not see.
 
 use super::commands::{code, fail, open_store};
 use crate::Common;
@@ -25,16 +26,21 @@ pub fn fit(common: &Common, at: Option<&str>) -> ExitCode {
 
 fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
     let schema = schema(common)?;
+    let store = open_store(common, &schema)?;
+    // Without `--at`: the day the store is as of (its last daily tick; a
+    // replayed folder's `--until` day), as `member` and `explain` show.
     let day = match at {
         Some(d) => {
             nudge::base::time::parse_date(d).ok_or_else(|| fail("--at takes a date, YYYY-MM-DD"))?
         }
-        None => nudge::engine::clock::local_day(
-            &schema,
-            nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
+        None => nudge::engine::predict::as_of(
+            &store,
+            nudge::engine::clock::local_day(
+                &schema,
+                nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
+            ),
         ),
     };
-    let store = open_store(common, &schema)?;
     let started = std::time::Instant::now();
     let fit = nudge::engine::predict::fit(&store, day).map_err(fail)?;
     nudge::engine::predict::save(&store, &fit).map_err(fail)?;
@@ -66,4 +72,38 @@ fn model_inner(common: &Common) -> Result<ExitCode, ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `--holdout-from`: the repurchase model fitted before the day, its
+/// weekly predictions after it against the actual purchase days.
+pub(super) fn holdout(
+    from: Option<&str>,
+    schema: &nudge::config::Schema,
+    purchases: &[nudge::sim::backtest::Purchase],
+    until: Option<i32>,
+) -> Result<Option<nudge::sim::holdout::HoldoutCheck>, ExitCode> {
+    let Some(from) = from else {
+        return Ok(None);
+    };
+    let from = nudge::base::time::parse_date(from)
+        .ok_or_else(|| fail("--holdout-from takes a date, YYYY-MM-DD"))?;
+    let last = purchases
+        .iter()
+        .map(|p| nudge::engine::clock::local_day(schema, p.at))
+        .max()
+        .unwrap_or(from);
+    let h = nudge::sim::holdout::holdout_check(schema, purchases, from, until.unwrap_or(last))
+        .map_err(|e| fail(format!("--holdout-from: {e}")))?;
+    let (p, a): (f64, usize) = h
+        .weeks
+        .iter()
+        .fold((0.0, 0), |(p, a), w| (p + w.1, a + w.2));
+    println!(
+        "holdout check: BG/NBD fitted on {} members' purchases before {}; {} weeks after: predicted {:.0} purchase days, actual {a}",
+        h.members,
+        nudge::base::time::day_string(from),
+        h.weeks.len(),
+        p
+    );
+    Ok(Some(h))
 }

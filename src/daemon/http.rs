@@ -40,6 +40,7 @@ pub fn router(shared: Arc<Shared>, writer: Sender<Command>) -> Router {
         .route("/v1/segments/export", post(post_segment_export))
         .route("/v1/status", get(get_status))
         .route("/v1/reload", post(post_reload))
+        .route("/v1/fit", post(post_fit))
         .route("/metrics", get(get_metrics))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
@@ -443,6 +444,28 @@ async fn post_reload(State(app): State<App>, headers: HeaderMap) -> Response {
         StatusCode::UNPROCESSABLE_ENTITY
     };
     reply(code, status_json(&app))
+}
+
+/// Fits the repurchase models now, on the writer (between batches).
+async fn post_fit(State(app): State<App>, headers: HeaderMap) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let (tx, rx) = oneshot::channel();
+    if app.writer.send(Command::Fit { reply: tx }).is_err() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "shutting down"}),
+        );
+    }
+    match rx.await {
+        Ok(Ok(fit)) => reply(StatusCode::OK, json!(fit)),
+        Ok(Err(why)) => reply(StatusCode::UNPROCESSABLE_ENTITY, json!({"error": why})),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the writer stopped"}),
+        ),
+    }
 }
 
 /// Prometheus text format.

@@ -30,6 +30,10 @@ pub enum Command {
         reply: Option<oneshot::Sender<bool>>,
     },
     Tick,
+    /// Fit the repurchase models now (`POST /v1/fit`): the fit, or why not.
+    Fit {
+        reply: oneshot::Sender<Result<crate::predict::Fit, String>>,
+    },
     Shutdown,
 }
 
@@ -114,6 +118,15 @@ pub fn run(
             Command::Tick => {
                 release_deferred(&mut engine, shared);
                 tick(&mut engine, shared);
+            }
+            Command::Fit { reply } => {
+                let now = crate::engine::clock::Clock::now(&SystemClock);
+                let today = crate::engine::clock::local_day(&engine.schema, now);
+                let fit = engine.refit(today).map_err(|e| e.to_string());
+                if let Ok(f) = &fit {
+                    tracing::info!(members = f.members, fitted_on = %f.fitted_on, "Repurchase models fitted.");
+                }
+                let _ = reply.send(fit);
             }
             Command::Shutdown => {
                 // Whatever is still queued was accepted before the shutdown.

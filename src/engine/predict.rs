@@ -15,14 +15,20 @@ pub enum PredictError {
     Fit(#[from] FitError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "{members} members bought after {day}, and a member record keeps no history to count back to it: fit on the store's last day or later, or replay the events with `--until {day}` into a new data folder and fit that"
+    )]
+    Later { members: u64, day: String },
 }
 
 /// The member's history as BG/NBD reads it on `day`: repeat purchase
 /// days, days from the first to the last, and from the first to `day`.
 /// `None` without a purchase by then.
+/// Also `None` when the member bought after `day`: the record keeps no
+/// history to count back to it.
 pub fn history(rec: &MemberRecord, day: i32) -> Option<History> {
     let (first, last) = (rec.first_purchase?, rec.last_purchase?);
-    if first > day {
+    if first > day || last > day {
         return None;
     }
     Some(History {
@@ -47,13 +53,21 @@ pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
     // One pass: histories as whole days, and repeat buyers' mean spend.
     let mut all: Vec<(u32, u32, u32)> = Vec::new();
     let mut spends: Vec<(f64, f64)> = Vec::new();
+    let mut later = 0u64;
     store.each_member(&mut |_, rec| {
+        later += u64::from(rec.last_purchase.is_some_and(|l| l > day));
         if let Some(h) = history(&rec, day) {
             all.push((h.x as u32, h.t_x as u32, h.t as u32));
             spends.push(repeat_spend(&rec).unwrap_or((0.0, 0.0)));
         }
         true
     })?;
+    if later > 0 {
+        return Err(PredictError::Later {
+            members: later,
+            day: crate::base::time::day_string(day),
+        });
+    }
     let total = all.len() as u64;
     let buyers: Vec<((f64, f64), f64)> = spends
         .iter()

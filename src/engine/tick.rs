@@ -72,7 +72,11 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         match self.refit(day) {
-            Ok(_) | Err(super::predict::PredictError::Fit(_)) => Ok(()),
+            // Nothing to fit yet, or purchases dated after the tick's day
+            // (a late-arriving history): predictions stay as they were.
+            Ok(_)
+            | Err(super::predict::PredictError::Fit(_))
+            | Err(super::predict::PredictError::Later { .. }) => Ok(()),
             Err(super::predict::PredictError::Store(e)) => Err(e),
         }
     }

@@ -197,10 +197,22 @@ pub fn fit_bgnbd(histories: &Weighted<History>) -> Result<(BgNbd, f64), FitError
     let data = BgNbdData::new(histories);
     let tol = tolerance(histories.len());
     let (best, value) = nelder_mead(&|p| -data.ll(&from_logs(p)), &start, step, tol);
-    if !value.is_finite() {
+    // A log-likelihood is at most 0 for these densities on whole days, and
+    // parameters run off to the ends of the floats only when the data
+    // cannot pin them (a handful of members): no fit beats a wrong one.
+    if !value.is_finite() || value < 0.0 || !sane(&best) {
         return Err(FitError::NotConverged(-value));
     }
     Ok((from_logs(&best), -value))
+}
+
+/// Parameters (as logarithms) between 1e-12 and 1e12: beyond, the search
+/// ran off to the ends of the floats instead of finding a maximum. (Very
+/// regular buyers do send `r` and `alpha` far up together, legitimately:
+/// their ratio, the purchase rate, stays put.)
+fn sane(logs: &[f64]) -> bool {
+    let bound = 1e12f64.ln();
+    logs.iter().all(|l| l.is_finite() && l.abs() <= bound)
 }
 
 fn from_logs(p: &[f64]) -> BgNbd {
@@ -318,7 +330,7 @@ pub fn fit_gamma_gamma(buyers: &Weighted<(f64, f64)>) -> Result<(GammaGamma, f64
     let data = GammaGammaData::new(&buyers);
     let tol = tolerance(buyers.len());
     let (best, value) = nelder_mead(&|p| -data.ll(p), &start, step, tol);
-    if !value.is_finite() {
+    if !value.is_finite() || !sane(&best) {
         return Err(FitError::NotConverged(-value));
     }
     Ok((

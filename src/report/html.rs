@@ -21,6 +21,8 @@ pub struct ReportInput<'a> {
     pub summary: &'a Summary,
     pub uplift: &'a [Uplift],
     pub comparison: Option<&'a Comparison>,
+    /// The repurchase model on the weeks it did not see (`--holdout-from`).
+    pub holdout: Option<&'a crate::sim::holdout::HoldoutCheck>,
     pub title: &'a str,
 }
 
@@ -61,6 +63,9 @@ pub fn report(r: &ReportInput<'_>) -> String {
             &conversion_chart(r.uplift),
         ));
         body.push_str(&uplift_table(r.uplift));
+    }
+    if let Some(h) = r.holdout {
+        body.push_str(&holdout_section(h));
     }
     body.push_str(&section(
         "Members by tier over time",
@@ -432,6 +437,44 @@ fn summary_table(s: &Summary) -> String {
     }
     t.push_str("</table>");
     t
+}
+
+/// BG/NBD's expected repeat purchase days per week after its calibration
+/// period against the actual ones.
+fn holdout_section(h: &crate::sim::holdout::HoldoutCheck) -> String {
+    let labels: Vec<String> = h
+        .weeks
+        .iter()
+        .map(|(d, _, _)| crate::base::time::day_string(*d))
+        .collect();
+    let series: Series = vec![
+        (
+            "predicted".to_string(),
+            h.weeks.iter().map(|(_, p, _)| *p).collect(),
+        ),
+        (
+            "actual".to_string(),
+            h.weeks.iter().map(|(_, _, a)| *a as f64).collect(),
+        ),
+    ];
+    let (p, a): (f64, usize) = h
+        .weeks
+        .iter()
+        .fold((0.0, 0), |(p, a), w| (p + w.1, a + w.2));
+    section(
+        "Repurchase model on the holdout period",
+        &format!(
+            "BG/NBD fitted on the {} members' purchases before {} (r {:.3}, alpha {:.2} days, a {:.3}, b {:.3}); purchase days per week after it, predicted against actual: {:.0} against {a} in all.",
+            h.members,
+            crate::base::time::day_string(h.from),
+            h.fit.r,
+            h.fit.alpha,
+            h.fit.a,
+            h.fit.b,
+            p
+        ),
+        &line_chart(&labels, &series, false),
+    )
 }
 
 fn uplift_table(us: &[Uplift]) -> String {

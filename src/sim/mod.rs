@@ -5,5 +5,6 @@
 
 pub mod backtest;
 pub mod explain;
+pub mod holdout;
 pub mod replay;
 pub mod testcase;

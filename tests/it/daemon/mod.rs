@@ -3,6 +3,7 @@
 //! stress.
 
 mod hostile_http;
+mod predict;
 mod reload;
 mod rewards;
 mod segments;

@@ -160,3 +160,30 @@ fn the_cdnow_fit_reproduces_the_published_estimates_and_lifetimes() {
     let h = nudge::engine::predict::history(&rec, day).expect("history");
     assert!((kept.bgnbd.p_alive(&h) - 0.7266).abs() < 0.0001);
 }
+
+/// `nudge replay --holdout-from`: the model fitted before 1997-10-01, its
+/// weekly predictions for the 39 weeks after against the actual purchase
+/// days, printed and charted in the report.
+#[test]
+fn the_holdout_check_compares_predicted_and_actual_weeks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("r.html");
+    let out = nudge(&[
+        "replay",
+        "--config",
+        "examples/cdnow/nudge.yaml",
+        "--events",
+        "examples/cdnow/events.ndjson",
+        "--holdout-from",
+        "1997-10-01",
+        "--report",
+        report.to_str().expect("path"),
+    ]);
+    assert!(
+        out.contains("holdout check: BG/NBD fitted on 2357 members' purchases before 1997-10-01; 39 weeks after: predicted 1653 purchase days, actual 1882"),
+        "{out}"
+    );
+    let html = std::fs::read_to_string(&report).expect("report");
+    assert!(html.contains("Repurchase model on the holdout period"));
+    assert!(html.contains("(r 0.243, alpha 30.90 days, a 0.793, b 2.426)"));
+}
