@@ -265,7 +265,8 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
         }
         comparison = Some(c);
     }
-    let holdout = super::predict::holdout(o.holdout_from, &schema, &purchases, until)?;
+    let holdout =
+        super::holdout::holdout(o.holdout_from, &schema, &purchases, until).map_err(fail)?;
     if let Some(path) = o.report {
         let html = nudge::report::html::report(&nudge::report::html::ReportInput {
             holdout: holdout.as_ref(),

@@ -4,5 +4,6 @@
 
 pub mod commands;
 pub mod render;
+pub mod holdout;
 pub mod predict;
 pub mod segment;

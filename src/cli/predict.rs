@@ -1,6 +1,5 @@
 //! `nudge fit` and `nudge model`: fit the repurchase models on a data
-//! folder's members and keep the fit; show the fit kept. And `nudge
-//! replay --holdout-from`'s check of the model on history it did not see.
+//! folder's members and keep the fit; show the fit kept.
 
 use super::commands::{code, fail, open_store};
 use crate::Common;
@@ -72,38 +71,4 @@ fn model_inner(common: &Common) -> Result<ExitCode, ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
-}
-
-/// `--holdout-from`: the repurchase model fitted before the day, its
-/// weekly predictions after it against the actual purchase days.
-pub(super) fn holdout(
-    from: Option<&str>,
-    schema: &nudge::config::Schema,
-    purchases: &[nudge::sim::backtest::Purchase],
-    until: Option<i32>,
-) -> Result<Option<nudge::sim::holdout::HoldoutCheck>, ExitCode> {
-    let Some(from) = from else {
-        return Ok(None);
-    };
-    let from = nudge::base::time::parse_date(from)
-        .ok_or_else(|| fail("--holdout-from takes a date, YYYY-MM-DD"))?;
-    let last = purchases
-        .iter()
-        .map(|p| nudge::engine::clock::local_day(schema, p.at))
-        .max()
-        .unwrap_or(from);
-    let h = nudge::sim::holdout::holdout_check(schema, purchases, from, until.unwrap_or(last))
-        .map_err(|e| fail(format!("--holdout-from: {e}")))?;
-    let (p, a): (f64, usize) = h
-        .weeks
-        .iter()
-        .fold((0.0, 0), |(p, a), w| (p + w.1, a + w.2));
-    println!(
-        "holdout check: BG/NBD fitted on {} members' purchases before {}; {} weeks after: predicted {:.0} purchase days, actual {a}",
-        h.members,
-        nudge::base::time::day_string(from),
-        h.weeks.len(),
-        p
-    );
-    Ok(Some(h))
 }
