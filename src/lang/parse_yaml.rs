@@ -264,6 +264,13 @@ impl Cx<'_> {
         (!self.broken).then_some(rule)
     }
 
+    /// A key this mapping does not have (E121), at the key.
+    fn unknown_key(&mut self, key: &MarkedScalarNode, message: String, hint: &str) {
+        let span = self.pos.span(key.span());
+        let d = Diagnostic::new(Code::YamlShape, self.source, span, message).hint(hint);
+        self.diags.push(d);
+    }
+
     /// `- segment: NAME` with its `when:` and nothing else.
     fn segment(&mut self, m: &yaml::MarkedMappingNode, mut rule: Rule) -> Option<Rule> {
         rule.segment = true;
@@ -278,18 +285,11 @@ impl Cx<'_> {
                         rule.when = Some(e);
                     }
                 }
-                other => {
-                    let span = self.pos.span(key.span());
-                    self.diags.push(
-                        Diagnostic::new(
-                            Code::YamlShape,
-                            self.source,
-                            span,
-                            format!("a segment has no `{other}`"),
-                        )
-                        .hint("a segment is a name and a condition: `segment:` and `when:`"),
-                    );
-                }
+                other => self.unknown_key(
+                    key,
+                    format!("a segment has no `{other}`"),
+                    "a segment is a name and a condition: `segment:` and `when:`",
+                ),
             }
         }
         (!self.broken).then_some(rule)
@@ -337,18 +337,11 @@ impl Cx<'_> {
                         }
                         then = Some((actions, self.span(val)));
                     }
-                    other => {
-                        let span = self.pos.span(key.span());
-                        self.diags.push(
-                            Diagnostic::new(
-                                Code::YamlShape,
-                                self.source,
-                                span,
-                                format!("a variant has no `{other}`"),
-                            )
-                            .hint("a variant has `variant`, `share` and `then`"),
-                        );
-                    }
+                    other => self.unknown_key(
+                        key,
+                        format!("a variant has no `{other}`"),
+                        "a variant has `variant`, `share` and `then`",
+                    ),
                 }
             }
             match (name, share, then) {

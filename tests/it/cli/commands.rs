@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn nudge(dir: &Path, args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
+pub(super) fn nudge(dir: &Path, args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
         .current_dir(dir)
         .args(args)

@@ -2,33 +2,7 @@
 //! CSV, fields in the order asked), named segments, `--at`, and bad
 //! queries named at their place with nothing written.
 
-use std::path::Path;
-use std::process::Command;
-
-fn nudge(dir: &Path, args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(dir)
-        .args(args)
-        .arg("--color=never")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nudge");
-    if let Some(input) = stdin {
-        let mut i = child.stdin.take().expect("stdin");
-        i.write_all(input.as_bytes()).expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("wait");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
+use super::commands::nudge;
 
 const CONFIG: &str = "timezone: UTC\ntiers: [bronze, silver, gold]\nattributes:\n  city: string\nevents:\n  purchase:\n    amount: money\n    city: string?\n";
 
