@@ -154,13 +154,10 @@ impl<S: Store> Engine<S> {
     ) -> Result<Engine<S>, StoreError> {
         let next_seq = store.meta_u64(keys::OUTBOX_NEXT)?;
         let merges = store.meta_u64(keys::MERGES)?;
-        let day = |key| -> Result<Option<i32>, StoreError> {
-            Ok(store
-                .meta(key)?
-                .and_then(|b| b.as_slice().try_into().ok())
-                .map(i32::from_le_bytes))
-        };
-        let (newest_day, seen_floor) = (day(keys::NEWEST_EVENT_DAY)?, day(keys::SEEN_FLOOR)?);
+        let (newest_day, seen_floor) = (
+            store.meta_day(keys::NEWEST_EVENT_DAY)?,
+            store.meta_day(keys::SEEN_FLOOR)?,
+        );
         let snapshot = store.meta(keys::DUE_SNAPSHOT)?.filter(|b| !b.is_empty());
         let due = snapshot
             .as_ref()

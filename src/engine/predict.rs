@@ -5,7 +5,7 @@
 
 use crate::model::MemberRecord;
 pub use crate::predict::Fit;
-use crate::predict::{FitError, History, fit_bgnbd, fit_gamma_gamma};
+use crate::predict::{FitError, History, fit_bgnbd, fit_gamma_gamma, group};
 use crate::store::{Store, StoreError, WriteSet, keys};
 use rust_decimal::prelude::ToPrimitive;
 
@@ -74,21 +74,7 @@ pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
         .filter(|(x, m)| *x > 0.0 && *m > 0.0)
         .map(|s| (*s, 1.0))
         .collect();
-    // Equal histories once, weighted, in a fixed order (the same sums, so
-    // the same fit, every run).
-    all.sort_unstable();
-    let mut histories: Vec<(History, f64)> = Vec::new();
-    for (x, t_x, t) in all {
-        let h = History {
-            x: f64::from(x),
-            t_x: f64::from(t_x),
-            t: f64::from(t),
-        };
-        match histories.last_mut() {
-            Some((last, w)) if *last == h => *w += 1.0,
-            _ => histories.push((h, 1.0)),
-        }
-    }
+    let histories = group(all);
     let (bgnbd, bgnbd_ll) = fit_bgnbd(&histories)?;
     let gg = fit_gamma_gamma(&buyers).ok();
     Ok(Fit {
@@ -116,11 +102,10 @@ pub fn save(store: &dyn Store, fit: &Fit) -> Result<(), StoreError> {
 /// `today`. Predictions shown for a member are for this day.
 pub fn as_of(store: &dyn Store, today: i32) -> i32 {
     store
-        .meta(keys::LAST_TICK)
+        .meta_day(keys::LAST_TICK)
         .ok()
         .flatten()
-        .and_then(|b| b.as_slice().try_into().ok())
-        .map_or(today, i32::from_le_bytes)
+        .unwrap_or(today)
 }
 
 /// The fit kept in the store, if any.

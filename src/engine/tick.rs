@@ -206,10 +206,6 @@ impl<S: Store> Engine<S> {
 
     /// The last day whose tick completed.
     pub fn last_tick(&self) -> Result<Option<i32>, StoreError> {
-        Ok(self
-            .store
-            .meta(keys::LAST_TICK)?
-            .and_then(|b| b.as_slice().try_into().ok())
-            .map(i32::from_le_bytes))
+        self.store.meta_day(keys::LAST_TICK)
     }
 }

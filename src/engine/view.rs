@@ -77,14 +77,8 @@ impl View {
         }
         if want(slot::CYCLE)
             && let (Some(first), Some(last)) = (rec.first_purchase, rec.last_purchase)
-            && rec.purchase_days >= 2
         {
-            let span = Decimal::from(last - first);
-            let cycle = match rec.purchase_days - 1 {
-                1 => span,
-                gaps => span / Decimal::from(gaps),
-            };
-            set(m, slot::CYCLE, Value::Dec(cycle));
+            set(m, slot::CYCLE, mean_gap(first, last, rec.purchase_days));
         }
         if want(slot::FIRST_PURCHASE_AT)
             && let Some(first) = rec.first_purchase
@@ -341,11 +335,19 @@ fn history_value(func: AggFn, state: Option<&AggState>, today: i32) -> Value {
     let days: u32 = buckets.iter().map(|b| b.count).sum();
     match func {
         AggFn::DaysSinceLast if last <= today => Value::Int((today - last) as i64),
-        AggFn::Cycle if days >= 2 => {
-            let span = Decimal::from(last) - first;
-            Value::Dec(span / Decimal::from(days - 1))
-        }
+        AggFn::Cycle => i32::try_from(first).map_or(Value::Null, |f| mean_gap(f, last, days)),
         _ => Value::Null,
+    }
+}
+
+/// The mean gap in days between `days` distinct days from `first` to
+/// `last`: a cycle (null before a second day).
+fn mean_gap(first: i32, last: i32, days: u32) -> Value {
+    let span = Decimal::from(last - first);
+    match days {
+        0 | 1 => Value::Null,
+        2 => Value::Dec(span),
+        n => Value::Dec(span / Decimal::from(n - 1)),
     }
 }
 

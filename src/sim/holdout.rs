@@ -6,7 +6,7 @@
 
 use super::backtest::Purchase;
 use crate::config::Schema;
-use crate::predict::{BgNbd, FitError, History, fit_bgnbd};
+use crate::predict::{BgNbd, FitError, History, fit_bgnbd, group};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Predicted against actual repeat purchase days, per week of the holdout.
@@ -51,23 +51,11 @@ pub fn holdout_check(
             },
         ));
     }
-    let mut grouped: BTreeMap<(u32, u32, u32), f64> = BTreeMap::new();
-    for (_, h) in &cal {
-        *grouped
-            .entry((h.x as u32, h.t_x as u32, h.t as u32))
-            .or_default() += 1.0;
-    }
-    let histories: Vec<(History, f64)> = grouped
-        .into_iter()
-        .map(|((x, t_x, t), w)| {
-            let h = History {
-                x: f64::from(x),
-                t_x: f64::from(t_x),
-                t: f64::from(t),
-            };
-            (h, w)
-        })
-        .collect();
+    let histories = group(
+        cal.iter()
+            .map(|(_, h)| (h.x as u32, h.t_x as u32, h.t as u32))
+            .collect(),
+    );
     let (fit, _) = fit_bgnbd(&histories)?;
     let mut weeks = Vec::new();
     let mut start = from;

@@ -130,6 +130,14 @@ pub trait Store {
     fn meta_prefix(&self, prefix: &str, limit: usize)
     -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// A day kept in meta (`last_tick`, `seen_floor`, ...), if any.
+    fn meta_day(&self, key: &str) -> Result<Option<i32>, StoreError> {
+        Ok(self
+            .meta(key)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(i32::from_le_bytes))
+    }
+
     /// A counter or cursor kept in meta (0 when absent).
     fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
         Ok(self

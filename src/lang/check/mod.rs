@@ -44,19 +44,7 @@ pub fn check(
         }
         layout.fields.push((a.name.clone(), Ty::from_field(a.ty)));
     }
-    let mut cx = Checker {
-        schema,
-        plugins,
-        layout,
-        diags: Vec::new(),
-        source: SourceId(0),
-        rule: None,
-        filter_event: None,
-        event_slots: HashMap::new(),
-        const_conds: Vec::new(),
-        segments: segments::Segments::default(),
-        frozen_aggregates: None,
-    };
+    let mut cx = Checker::new(schema, plugins, layout, SourceId(0));
     let segments = cx.segments_of(files, sources);
     let mut rules = Vec::new();
     let mut names: HashMap<String, (SourceId, Span)> = HashMap::new();
@@ -123,6 +111,30 @@ struct Checker<'a> {
 }
 
 type R<T> = Result<T, ()>;
+
+impl<'a> Checker<'a> {
+    /// A checker with nothing checked yet, outside any rule.
+    fn new(
+        schema: &'a Schema,
+        plugins: &'a PluginSigs,
+        layout: Layout,
+        source: SourceId,
+    ) -> Checker<'a> {
+        Checker {
+            schema,
+            plugins,
+            layout,
+            diags: Vec::new(),
+            source,
+            rule: None,
+            filter_event: None,
+            event_slots: HashMap::new(),
+            const_conds: Vec::new(),
+            segments: segments::Segments::default(),
+            frozen_aggregates: None,
+        }
+    }
+}
 
 impl Checker<'_> {
     fn err(&mut self, d: Diagnostic) {

@@ -35,19 +35,9 @@ pub fn check_query(
     source: SourceId,
     expr: &ast::Expr,
 ) -> Result<(Layout, TExpr), Vec<Diagnostic>> {
-    let mut cx = Checker {
-        schema,
-        plugins,
-        layout: layout.clone(),
-        diags: Vec::new(),
-        source,
-        rule: Some(segment_cx()),
-        filter_event: None,
-        event_slots: HashMap::new(),
-        const_conds: Vec::new(),
-        segments: Segments::default(),
-        frozen_aggregates: Some(layout.aggregates.len()),
-    };
+    let mut cx = Checker::new(schema, plugins, layout.clone(), source);
+    cx.rule = Some(segment_cx());
+    cx.frozen_aggregates = Some(layout.aggregates.len());
     for s in segments {
         cx.segments
             .defs
