@@ -30,6 +30,7 @@ fn main() {
         config: dir.path().join("nudge.yaml"),
         rules: None,
         plugins: None,
+        ..Default::default()
     });
     assert_eq!(l.errors(), 0);
     let rules = l.rules.expect("rules");

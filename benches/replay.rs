@@ -26,6 +26,7 @@ fn bench(name: &str, config: &Path, rules: &Path, plugins: &Path, events: &Path)
         config: config.into(),
         rules: Some(rules.into()),
         plugins: Some(plugins.into()),
+        ..Default::default()
     });
     assert_eq!(l.errors(), 0, "the {name} rules load");
     let (schema, rules) = (

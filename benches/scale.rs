@@ -123,6 +123,7 @@ fn main() {
         config: "nudge.yaml".into(),
         rules: None,
         plugins: None,
+        ..Default::default()
     });
     assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
     let schema = Arc::new(l.schema.expect("schema"));

@@ -90,6 +90,17 @@ fn row(v: &Value) -> Option<[String; 4]> {
             "< 200 ms".into(),
             String::new(),
         ],
+        "lsp_diagnostics" => [
+            format!("editor diagnostics after an edit, {} rules", v["rules"]),
+            format!(
+                "{:.1} ms median, {:.1} ms p90 (the load alone: {:.1} ms)",
+                num(v, "median_ms"),
+                num(v, "p90_ms"),
+                num(v, "load_alone_median_ms")
+            ),
+            "< 100 ms".into(),
+            String::new(),
+        ],
         "replay" => [
             format!("replay CDNOW, {}", v["rules"].as_str()?),
             format!(

@@ -35,3 +35,5 @@ pub mod sim;
 pub mod report;
 /// The long-running service: writer, HTTP, watcher, dispatch.
 pub mod daemon;
+/// `nudge lsp`: the language server for rule files.
+pub mod lsp;

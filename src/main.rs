@@ -152,6 +152,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Serve editors over stdin/stdout: the language server for rule files
+    /// (diagnostics as `nudge check` gives them, completion, hover, go to
+    /// definition, formatting, quick fixes)
+    Lsp,
     /// Write the whole data folder to one backup file (stop the daemon first)
     Export {
         /// The backup file, or `-` for stdout
@@ -225,6 +229,7 @@ impl Common {
             config: self.config_path(),
             rules: self.rules.clone(),
             plugins: self.plugins.clone(),
+            ..LoadOptions::default()
         }
     }
 
@@ -312,6 +317,13 @@ fn main() -> ExitCode {
         Command::Test { path } => commands::test(&common, path),
         Command::Init { dir } => commands::init(dir),
         Command::Fmt { paths, check } => commands::fmt(&common, paths, check),
+        Command::Lsp => match nudge::lsp::serve_stdio() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Export { file } => commands::export(&common, &file),
         Command::ImportState { file } => commands::import_state(&common, &file),
         Command::Member { id } => commands::member(&common, &id),

@@ -181,6 +181,7 @@ pub fn load_rules(bench: &Path, set: &str) -> (nudge::config::Schema, nudge::lan
         config: dir.path().join("nudge.yaml"),
         rules: Some(dir.path().join("rules")),
         plugins: Some(dir.path().join("plugins")),
+        ..Default::default()
     });
     assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
     (l.schema.expect("schema"), l.rules.expect("rules"))

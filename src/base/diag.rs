@@ -173,6 +173,9 @@ pub struct Diagnostic {
     /// A short text shown at the caret.
     pub label: Option<String>,
     pub hint: Option<String>,
+    /// Another place the finding is about (the first definition of a
+    /// duplicate), with a label: editors mark it too.
+    pub related: Option<Box<(SourceId, Span, String)>>,
 }
 
 impl Diagnostic {
@@ -184,6 +187,7 @@ impl Diagnostic {
             span,
             label: None,
             hint: None,
+            related: None,
         }
     }
     pub fn global(code: Code, message: impl Into<String>) -> Self {
@@ -194,6 +198,7 @@ impl Diagnostic {
             span: Span::default(),
             label: None,
             hint: None,
+            related: None,
         }
     }
     pub fn label(mut self, label: impl Into<String>) -> Self {
@@ -202,6 +207,10 @@ impl Diagnostic {
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+    pub fn related(mut self, source: SourceId, span: Span, label: impl Into<String>) -> Self {
+        self.related = Some(Box::new((source, span, label.into())));
         self
     }
     pub fn maybe_hint(mut self, hint: Option<String>) -> Self {

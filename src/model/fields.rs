@@ -116,3 +116,46 @@ pub mod slot {
 
 /// Triggers that are not event types.
 pub const BUILTIN_TRIGGERS: &[&str] = &["tick", "tier_up", "tier_down"];
+
+/// What each built-in field means, in a line (editor hover; docs/language.md
+/// says the same at length).
+pub fn builtin_doc(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "days_since_last_purchase" => {
+            "Calendar days (in the config's time zone) from the last purchase's day to today; null before any purchase."
+        }
+        "cycle" => {
+            "The mean gap in days between distinct purchase days: (last day - first day) / (days - 1); null before a second purchase day."
+        }
+        "orders" => "Purchases made (refunded ones taken back).",
+        "spend" => "Money spent in all (refunds taken back).",
+        "avg_order" => "Spend per order; null before a purchase.",
+        "points" => "The points balance.",
+        "tier" => "The member's tier, compared in the config's order (`tier >= silver`).",
+        "tags" => "The member's tags: `\"vip\" in tags`.",
+        "member_days" => {
+            "Days since the member joined (`member_days % 365 == 0` on anniversaries)."
+        }
+        "joined_at" => "The day the member joined (their first event).",
+        "first_purchase_at" => "The day of the first purchase; null before one.",
+        "last_purchase_at" => "The day of the last purchase; null before one.",
+        "birthday" => "The member's birthday; null until an event or `set birthday` gives it.",
+        "days_to_birthday" => {
+            "Days until the next birthday (0 on the day); null without a birthday."
+        }
+        "birthday_month" => "The month of the birthday (1-12); null without one.",
+        "coupons_open" => "Coded coupons still valid and not redeemed.",
+        "coupons_redeemed" => "Coded coupons redeemed (kept 90 days past expiry).",
+        "wallet" => {
+            "The stored-value balance (money); changed by `credit wallet` and `debit wallet`."
+        }
+        "p_alive" => {
+            "The probability (0-1) that the member is still a customer, from the current BG/NBD fit (docs/prediction.md); null before a fit and without a purchase."
+        }
+        "churn_risk" => "1 - p_alive: the probability the member has lapsed; null like p_alive.",
+        "expected_next_purchase" => {
+            "Days from today to the expected next purchase day, from the current fit; null like p_alive."
+        }
+        _ => return None,
+    })
+}

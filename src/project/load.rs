@@ -8,6 +8,7 @@ use crate::config::{self, Schema};
 use crate::lang::check::PluginSigs;
 use crate::lang::{RuleSet, check, compile, parse, parse_yaml};
 use crate::plugins::{Plugin, Plugins};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +30,13 @@ pub struct LoadOptions {
     /// Overrides the config's `paths.rules`; a folder or one rule file.
     pub rules: Option<PathBuf>,
     pub plugins: Option<PathBuf>,
+    /// Texts that stand in for files on disk, by path: an editor's unsaved
+    /// buffers (`nudge lsp`). Empty for every command.
+    pub overlay: BTreeMap<PathBuf, String>,
+    /// Rule files to load beside the rules folder's (an editor's open file
+    /// outside it, checked in the project's context). They may exist only
+    /// in `overlay`.
+    pub extra_rules: Vec<PathBuf>,
 }
 
 /// What a load found: the sources read, every diagnostic, and the rule set
@@ -123,7 +131,7 @@ pub fn load(opts: &LoadOptions) -> Load {
         Ok(l.sources
             .add(Path::new("(built-in defaults)"), BUILTIN_CONFIG.to_string()))
     } else {
-        read_source(&mut l.sources, &opts.config)
+        read_source(&mut l.sources, &opts.config, &opts.overlay)
     };
     let config_id = match config_read {
         Ok(id) => id,
@@ -166,7 +174,16 @@ pub fn load(opts: &LoadOptions) -> Load {
         .unwrap_or_else(|| base.join("plugins"));
 
     let files = match rule_files(&rules_path) {
-        Ok(f) => f,
+        Ok(mut f) => {
+            f.extend(
+                opts.extra_rules
+                    .iter()
+                    .filter(|p| !f.contains(p))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            f
+        }
         Err(d) => {
             l.diagnostics.push(d);
             l.io_failure = true;
@@ -185,8 +202,13 @@ pub fn load(opts: &LoadOptions) -> Load {
     let mut asts = Vec::new();
     for path in files {
         let project = project_root(&base);
-        let read = inside(&[&rules_path, &project], &path)
-            .and_then(|()| read_source(&mut l.sources, &path));
+        let extra = opts.extra_rules.contains(&path);
+        let read = if extra {
+            Ok(())
+        } else {
+            inside(&[&rules_path, &project], &path)
+        }
+        .and_then(|()| read_source(&mut l.sources, &path, &opts.overlay));
         let id = match read {
             Ok(id) => id,
             Err(d) => {
@@ -208,6 +230,7 @@ pub fn load(opts: &LoadOptions) -> Load {
         &project_root(&base),
         &mut hasher,
         &limits,
+        &opts.overlay,
     );
 
     match schema {
@@ -253,7 +276,14 @@ pub fn load_texts_in(
     let plugins = match plugins {
         Some(dir) => {
             let limits = schema.plugin_limits.clone();
-            load_plugins(&mut l, dir, &project_root(base), &mut hasher, &limits)
+            load_plugins(
+                &mut l,
+                dir,
+                &project_root(base),
+                &mut hasher,
+                &limits,
+                &BTreeMap::new(),
+            )
         }
         None => Vec::new(),
     };
@@ -514,8 +544,16 @@ fn project_root(base: &Path) -> PathBuf {
     }
 }
 
-/// Reads a text file into the source map, within the limits.
-fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnostic> {
+/// Reads a text file into the source map, within the limits; an overlay's
+/// text for it stands in for what is on disk.
+fn read_source(
+    sources: &mut SourceMap,
+    path: &Path,
+    overlay: &BTreeMap<PathBuf, String>,
+) -> Result<SourceId, Diagnostic> {
+    if let Some(text) = overlaid(overlay, path) {
+        return Ok(sources.add(path, normalize(text.clone())));
+    }
     let bytes = read_capped(path)?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok(sources.add(path, normalize(text))),
@@ -540,6 +578,17 @@ fn read_source(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Diagnos
     }
 }
 
+/// The overlay's text for `path`, by the path as written or as resolved
+/// (the editor names files by their real path, the load by the config's).
+fn overlaid<'a>(overlay: &'a BTreeMap<PathBuf, String>, path: &Path) -> Option<&'a String> {
+    if overlay.is_empty() {
+        return None;
+    }
+    overlay
+        .get(path)
+        .or_else(|| path.canonicalize().ok().and_then(|p| overlay.get(&p)))
+}
+
 /// Compiles each `plugins/NAME.rhai` to learn its functions. A missing
 /// plugins folder just means no plugins.
 fn load_plugins(
@@ -548,6 +597,7 @@ fn load_plugins(
     project: &Path,
     hasher: &mut xxhash_rust::xxh3::Xxh3,
     limits: &crate::config::PluginLimits,
+    overlay: &BTreeMap<PathBuf, String>,
 ) -> Vec<Plugin> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -561,7 +611,8 @@ fn load_plugins(
     paths.sort();
     let engine = crate::plugins::sandbox(limits);
     for path in paths {
-        let read = inside(&[dir, project], &path).and_then(|()| read_source(&mut l.sources, &path));
+        let read = inside(&[dir, project], &path)
+            .and_then(|()| read_source(&mut l.sources, &path, overlay));
         let id = match read {
             Ok(id) => id,
             Err(d) => {

@@ -139,6 +139,7 @@ fn run_inner(
             config: config.clone(),
             rules: Some(dir.join(rules)),
             plugins: plugins.map(Path::to_path_buf),
+            ..LoadOptions::default()
         }),
         (None, Some(inline)) => {
             let config_text = std::fs::read_to_string(&config)

@@ -15,8 +15,9 @@
 //!   for any text within a line. A command without output lines must exit
 //!   0. `nudge run &` starts the daemon on a free port, which replaces
 //!   `localhost:8080` in the commands and output after it.
-//! - `text` (not a command or rule) and `sh` (the README's two top-level
-//!   commands, which CI runs itself) are not run. An untagged block fails.
+//! - `text` (not a command or rule) and `sh` (commands CI runs itself: the
+//!   README's two top-level commands, and the editor extension's build in
+//!   `scripts/test`) are not run. An untagged block fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -381,6 +382,7 @@ fn every_doc_is_checked() {
         "architecture.md",
         "backtest.md",
         "config.md",
+        "editors.md",
         "engine.md",
         "language.md",
         "marketing.md",
@@ -422,6 +424,11 @@ fn backtest() {
 #[test]
 fn config() {
     check_doc("docs/config.md");
+}
+
+#[test]
+fn editors() {
+    check_doc("docs/editors.md");
 }
 
 #[test]

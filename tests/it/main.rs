@@ -10,6 +10,7 @@ mod daemon;
 mod docs;
 mod engine;
 mod lang;
+mod lsp;
 mod outbox;
 mod plugins;
 mod sim;

@@ -41,6 +41,7 @@ fn run(script: &str, as_condition: bool) -> Result<Run, String> {
         config: dir.path().join("nudge.yaml"),
         rules: None,
         plugins: None,
+        ..Default::default()
     });
     if l.errors() > 0 {
         return Err(l
@@ -235,6 +236,7 @@ fn the_sms_gateway_turns_an_effect_into_a_request() {
         config: root.join("nudge.yaml"),
         rules: None,
         plugins: None,
+        ..Default::default()
     });
     assert_eq!(l.errors(), 0);
     let plugins = l.plugins.expect("plugins");

@@ -61,6 +61,7 @@ pub fn check(
                         format!("rule \"{}\" is defined twice", r.name),
                     )
                     .label("second definition")
+                    .related(*src, *span, "first definition")
                     .hint(format!(
                         "the first is at {}:{line}:{col}; rule names must be unique across files",
                         sources.path(*src).display()

@@ -167,6 +167,7 @@ fn random_bytes_through_the_loader() {
             config: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lang/nudge.yaml"),
             rules: Some(dir.path().join("rules")),
             plugins: None,
+            ..Default::default()
         };
         let l = nudge::project::load::load(&opts);
         assert!(l.rules.is_some() || l.errors() > 0);

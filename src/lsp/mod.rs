@@ -1,0 +1,249 @@
+//! `nudge lsp`: a language server for rule files over stdio. Owns the
+//! protocol loop: it keeps the open documents, runs the project's load
+//! (the same one `nudge check` runs, with the unsaved texts standing in
+//! for the files) after every change, and publishes its diagnostics in
+//! every file they are in. Requests (completion, hover, definition,
+//! formatting, code actions) are answered from the last load and the
+//! document's text; they never load anything themselves.
+//!
+//! Changes that arrive together are applied together and loaded once: a
+//! fast typist does not queue one load per keystroke.
+
+mod actions;
+mod complete;
+mod symbol;
+mod text;
+mod workspace;
+
+use lsp_server::{Connection, Message, Notification, Request, RequestId, Response};
+use lsp_types::notification::{
+    DidChangeTextDocument, DidChangeWatchedFiles, DidCloseTextDocument, DidOpenTextDocument,
+    DidSaveTextDocument, Notification as _, PublishDiagnostics,
+};
+use lsp_types::request::{
+    CodeActionRequest, Completion, Formatting, GotoDefinition, HoverRequest, Request as _,
+};
+use lsp_types::{
+    CodeActionProviderCapability, CompletionOptions, InitializeParams, OneOf,
+    PublishDiagnosticsParams, ServerCapabilities, TextDocumentSyncCapability, TextDocumentSyncKind,
+    Uri,
+};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use workspace::{Doc, ProjectKey, Workspace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LspError {
+    #[error("the editor broke the protocol: {0}")]
+    Protocol(#[from] lsp_server::ProtocolError),
+    #[error("the editor's connection closed")]
+    Closed,
+    #[error("the editor's connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a message could not be encoded: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Serves one editor on stdin and stdout until it says `exit`.
+pub fn serve_stdio() -> Result<(), LspError> {
+    let (connection, io) = Connection::stdio();
+    serve(&connection)?;
+    drop(connection);
+    io.join()?;
+    Ok(())
+}
+
+/// The server on any connection (stdio for editors, memory for the bench).
+pub fn serve(connection: &Connection) -> Result<(), LspError> {
+    let caps = ServerCapabilities {
+        text_document_sync: Some(TextDocumentSyncCapability::Kind(
+            TextDocumentSyncKind::INCREMENTAL,
+        )),
+        completion_provider: Some(CompletionOptions {
+            trigger_characters: Some(vec![".".into(), "\"".into()]),
+            ..CompletionOptions::default()
+        }),
+        hover_provider: Some(lsp_types::HoverProviderCapability::Simple(true)),
+        definition_provider: Some(OneOf::Left(true)),
+        document_formatting_provider: Some(OneOf::Left(true)),
+        code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
+        ..ServerCapabilities::default()
+    };
+    let params = connection.initialize(serde_json::to_value(caps)?)?;
+    let params: InitializeParams = serde_json::from_value(params)?;
+    let mut ws = Workspace::new(root_of(&params));
+    let mut dirty = BTreeSet::new();
+    loop {
+        let msg = match connection.receiver.recv() {
+            Ok(m) => m,
+            Err(_) => return Err(LspError::Closed),
+        };
+        if handle(connection, &mut ws, &mut dirty, msg)? {
+            return Ok(());
+        }
+        // Take what else is waiting before loading: one load per burst.
+        while let Ok(msg) = connection.receiver.try_recv() {
+            if handle(connection, &mut ws, &mut dirty, msg)? {
+                return Ok(());
+            }
+        }
+        publish(connection, &mut ws, &mut dirty)?;
+    }
+}
+
+/// Loads each project a change touched and sends its diagnostics.
+fn publish(
+    connection: &Connection,
+    ws: &mut Workspace,
+    dirty: &mut BTreeSet<ProjectKey>,
+) -> Result<(), LspError> {
+    for key in std::mem::take(dirty) {
+        for (uri, diagnostics) in ws.analyse(&key) {
+            let params = PublishDiagnosticsParams::new(uri, diagnostics, None);
+            let note = Notification::new(PublishDiagnostics::METHOD.into(), params);
+            send(connection, note.into())?;
+        }
+    }
+    Ok(())
+}
+
+/// Handles one message; `true` once the editor has shut the server down.
+fn handle(
+    connection: &Connection,
+    ws: &mut Workspace,
+    dirty: &mut BTreeSet<ProjectKey>,
+    msg: Message,
+) -> Result<bool, LspError> {
+    match msg {
+        Message::Request(req) => {
+            if connection.handle_shutdown(&req)? {
+                return Ok(true);
+            }
+            // Requests are answered from the latest texts: load first if a
+            // change is pending, so a completion sees the edit before it.
+            publish(connection, ws, dirty)?;
+            let resp = answer(ws, req);
+            send(connection, resp.into())?;
+        }
+        Message::Notification(note) => notify(ws, dirty, note),
+        Message::Response(_) => {}
+    }
+    Ok(false)
+}
+
+fn send(connection: &Connection, msg: Message) -> Result<(), LspError> {
+    connection.sender.send(msg).map_err(|_| LspError::Closed)
+}
+
+fn notify(ws: &mut Workspace, dirty: &mut BTreeSet<ProjectKey>, note: Notification) {
+    let method = note.method.as_str();
+    let params = note.params;
+    let touched: Option<PathBuf> = match method {
+        DidOpenTextDocument::METHOD => {
+            serde_json::from_value::<lsp_types::DidOpenTextDocumentParams>(params)
+                .ok()
+                .and_then(|p| {
+                    let path = path_of(&p.text_document.uri)?;
+                    let doc = Doc {
+                        text: p.text_document.text,
+                    };
+                    ws.docs.insert(path.clone(), doc);
+                    Some(path)
+                })
+        }
+        DidChangeTextDocument::METHOD => {
+            serde_json::from_value::<lsp_types::DidChangeTextDocumentParams>(params)
+                .ok()
+                .and_then(|p| {
+                    let path = path_of(&p.text_document.uri)?;
+                    let doc = ws.docs.get_mut(&path)?;
+                    for change in p.content_changes {
+                        text::apply_change(&mut doc.text, change);
+                    }
+                    Some(path)
+                })
+        }
+        DidCloseTextDocument::METHOD => {
+            serde_json::from_value::<lsp_types::DidCloseTextDocumentParams>(params)
+                .ok()
+                .and_then(|p| {
+                    let path = path_of(&p.text_document.uri)?;
+                    ws.docs.remove(&path);
+                    Some(path)
+                })
+        }
+        DidSaveTextDocument::METHOD => {
+            serde_json::from_value::<lsp_types::DidSaveTextDocumentParams>(params)
+                .ok()
+                .and_then(|p| path_of(&p.text_document.uri))
+        }
+        DidChangeWatchedFiles::METHOD => {
+            // A file changed on disk: every loaded project may read it.
+            dirty.extend(ws.analyses.keys().cloned());
+            None
+        }
+        _ => None,
+    };
+    if let Some(path) = touched {
+        dirty.insert(ws.project_of(&path));
+    }
+}
+
+fn answer(ws: &Workspace, req: Request) -> Response {
+    let id = req.id.clone();
+    let result = match req.method.as_str() {
+        Completion::METHOD => params(req).map(|p| to_json(complete::complete(ws, &p))),
+        HoverRequest::METHOD => params(req).map(|p| to_json(symbol::hover(ws, &p))),
+        GotoDefinition::METHOD => params(req).map(|p| to_json(symbol::definition(ws, &p))),
+        Formatting::METHOD => params(req).map(|p| to_json(actions::format(ws, &p))),
+        CodeActionRequest::METHOD => params(req).map(|p| to_json(actions::code_actions(ws, &p))),
+        _ => {
+            return Response::new_err(
+                id,
+                lsp_server::ErrorCode::MethodNotFound as i32,
+                format!("nudge lsp does not answer `{}`", req.method),
+            );
+        }
+    };
+    match result {
+        Ok(v) => Response::new_ok(id, v),
+        Err(e) => bad_params(id, e),
+    }
+}
+
+fn params<P: serde::de::DeserializeOwned>(req: Request) -> Result<P, serde_json::Error> {
+    serde_json::from_value(req.params)
+}
+
+fn to_json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn bad_params(id: RequestId, e: serde_json::Error) -> Response {
+    Response::new_err(
+        id,
+        lsp_server::ErrorCode::InvalidParams as i32,
+        format!("invalid parameters: {e}"),
+    )
+}
+
+fn root_of(params: &InitializeParams) -> Option<PathBuf> {
+    if let Some(folder) = params.workspace_folders.as_ref().and_then(|f| f.first()) {
+        return path_of(&folder.uri);
+    }
+    // Older clients name the root only this way.
+    #[allow(deprecated)]
+    params.root_uri.as_ref().and_then(path_of)
+}
+
+/// The file a `file:` URI names, made absolute (resolved where it exists).
+pub fn path_of(uri: &Uri) -> Option<PathBuf> {
+    let url = url::Url::parse(uri.as_str()).ok()?;
+    let path = url.to_file_path().ok()?;
+    Some(workspace::absolute(&path))
+}
+
+pub fn uri_of(path: &Path) -> Option<Uri> {
+    let url = url::Url::from_file_path(path).ok()?;
+    url.as_str().parse().ok()
+}

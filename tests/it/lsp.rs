@@ -1,0 +1,452 @@
+//! `nudge lsp` driven as an editor drives it: the real binary over stdio,
+//! JSON-RPC with Content-Length frames, on a project in a scratch folder.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = "timezone: UTC
+tiers: [bronze, silver, gold]
+attributes:
+  city: string
+events:
+  purchase:
+    amount: money
+    category: string?
+  signup:
+    channel: string?
+coupons:
+  welcome: { threshold: 50, discount: 10, valid: 30d, channel: sms }
+channels:
+  sms: { cap: 2 per 7d }
+";
+
+const GOOD: &str = "rule \"winback\"\n  on tick\n  when days_since_last_purchase > cycle * 1.5 and tier >= silver\n  then send coupon welcome via sms\n";
+
+const PLUGIN: &str = "/// A member is a VIP when they spent a lot.\nfn is_vip(member) {\n    member.spend > 5000\n}\n";
+
+struct Editor {
+    child: Child,
+    stdin: ChildStdin,
+    inbox: Receiver<Value>,
+    /// Notifications read while waiting for something else.
+    seen: Vec<Value>,
+    next_id: i64,
+}
+
+impl Editor {
+    fn start(root: &Path) -> Editor {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .arg("lsp")
+            .current_dir(root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nudge lsp starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, inbox) = channel();
+        std::thread::spawn(move || {
+            loop {
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if out.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(n) = line.strip_prefix("Content-Length: ") {
+                        len = n.parse().expect("a length");
+                    }
+                }
+                let mut body = vec![0; len];
+                out.read_exact(&mut body).expect("a whole message");
+                if tx
+                    .send(serde_json::from_slice(&body).expect("JSON"))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut ed = Editor {
+            child,
+            stdin,
+            inbox,
+            seen: Vec::new(),
+            next_id: 1,
+        };
+        let root_uri = uri(root);
+        let caps = ed.request(
+            "initialize",
+            json!({"processId": null, "capabilities": {}, "rootUri": root_uri,
+                   "workspaceFolders": [{"uri": root_uri, "name": "p"}]}),
+        );
+        assert_eq!(caps["capabilities"]["hoverProvider"], json!(true), "{caps}");
+        ed.notify("initialized", json!({}));
+        ed
+    }
+
+    fn send(&mut self, msg: Value) {
+        let body = msg.to_string();
+        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).expect("test setup");
+        self.stdin.flush().expect("test setup");
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let msg = self.next();
+            if msg["id"] == json!(id) {
+                assert!(msg.get("error").is_none(), "{method}: {msg}");
+                return msg["result"].clone();
+            }
+            self.seen.push(msg);
+        }
+    }
+
+    fn next(&mut self) -> Value {
+        self.inbox
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server answered within 30 s")
+    }
+
+    /// The next diagnostics published for `uri` (earlier ones are skipped).
+    fn diagnostics(&mut self, uri: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(i) = self.seen.iter().position(|m| is_diags_for(m, uri)) {
+                let m = self.seen.remove(i);
+                return m["params"]["diagnostics"]
+                    .as_array()
+                    .expect("test setup")
+                    .clone();
+            }
+            assert!(Instant::now() < deadline, "no diagnostics for {uri}");
+            let msg = self.next();
+            self.seen.push(msg);
+        }
+    }
+
+    fn open(&mut self, path: &Path, text: &str) -> String {
+        let u = uri(path);
+        let lang = if path.extension().is_some_and(|e| e == "rules") {
+            "nudge"
+        } else {
+            "yaml"
+        };
+        self.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": u, "languageId": lang, "version": 1, "text": text}}),
+        );
+        u
+    }
+
+    fn change(&mut self, uri: &str, text: &str) {
+        self.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": text}]}),
+        );
+    }
+
+    fn at(&mut self, method: &str, uri: &str, line: u32, character: u32) -> Value {
+        self.request(
+            method,
+            json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}),
+        )
+    }
+}
+
+impl Drop for Editor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_diags_for(m: &Value, uri: &str) -> bool {
+    m["method"] == "textDocument/publishDiagnostics" && m["params"]["uri"] == uri
+}
+
+fn uri(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+fn project() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("test setup");
+    let root = dir.path().canonicalize().expect("test setup");
+    std::fs::write(root.join("nudge.yaml"), CONFIG).expect("test setup");
+    std::fs::create_dir_all(root.join("rules")).expect("test setup");
+    std::fs::create_dir_all(root.join("plugins")).expect("test setup");
+    std::fs::write(root.join("rules/winback.rules"), GOOD).expect("test setup");
+    std::fs::write(root.join("plugins/crm.rhai"), PLUGIN).expect("test setup");
+    (dir, root)
+}
+
+fn codes(diags: &[Value]) -> Vec<String> {
+    diags
+        .iter()
+        .map(|d| d["code"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn a_mistake_is_underlined_where_check_puts_it_and_goes_when_fixed() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let file = root.join("rules/winback.rules");
+    let broken = GOOD.replace("tier >= silver", "tiar >= silver");
+    let u = ed.open(&file, &broken);
+    let diags = ed.diagnostics(&u);
+    assert_eq!(codes(&diags), ["E201"], "{diags:?}");
+    // Line 3 (0-based 2), `tiar` starts after "  when days_since_last_purchase > cycle * 1.5 and ".
+    let col = broken.lines().nth(2).unwrap().find("tiar").unwrap() as u64;
+    assert_eq!(
+        diags[0]["range"]["start"],
+        json!({"line": 2, "character": col})
+    );
+    assert_eq!(
+        diags[0]["range"]["end"],
+        json!({"line": 2, "character": col + 4})
+    );
+    assert!(
+        diags[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `tier`"),
+        "{diags:?}"
+    );
+
+    // The quick fix takes the hint.
+    let fix = ed.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": u}, "range": diags[0]["range"], "context": {"diagnostics": diags}}),
+    );
+    let edit = &fix[0]["edit"]["changes"][&u][0];
+    assert_eq!(edit["newText"], "tier", "{fix}");
+    assert_eq!(edit["range"], diags[0]["range"]);
+
+    ed.change(&u, GOOD);
+    assert_eq!(ed.diagnostics(&u), Vec::<Value>::new());
+}
+
+#[test]
+fn a_duplicate_rule_name_is_reported_in_both_files() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let other = root.join("rules/other.rules");
+    let u = ed.open(&other, GOOD);
+    let here = ed.diagnostics(&u);
+    assert_eq!(codes(&here), ["E220"], "{here:?}");
+    // The file on disk that it clashes with, open or not, gets its own.
+    let there = ed.diagnostics(&uri(&root.join("rules/winback.rules")));
+    assert_eq!(codes(&there), ["E220"], "{there:?}");
+}
+
+#[test]
+fn a_file_outside_the_rules_folder_is_checked_against_the_project() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    std::fs::create_dir_all(root.join("drafts")).unwrap();
+    let draft = root.join("drafts/new.rules");
+    // Not saved yet: it exists only in the editor.
+    let u = ed.open(
+        &draft,
+        "rule \"draft\"\n  when tier >= platinum\n  then send coupon welcome via sms\n",
+    );
+    let diags = ed.diagnostics(&u);
+    assert_eq!(
+        codes(&diags),
+        ["E202"],
+        "the project's tiers apply: {diags:?}"
+    );
+    ed.change(
+        &u,
+        "rule \"draft\"\n  when tier >= gold\n  then send coupon welcome via sms\n",
+    );
+    assert_eq!(ed.diagnostics(&u), Vec::<Value>::new());
+}
+
+#[test]
+fn completion_offers_fields_event_fields_templates_and_plugin_functions() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let file = root.join("rules/new.rules");
+    let text = "rule \"x\"\n  on purchase\n  when ti\n";
+    let u = ed.open(&file, text);
+    let labels = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let got = labels(&ed.at("textDocument/completion", &u, 2, 9));
+    assert!(got.contains(&"tier".to_string()), "{got:?}");
+    assert!(got.contains(&"city".to_string()), "attributes too: {got:?}");
+
+    ed.change(&u, "rule \"x\"\n  on purchase\n  when event.\n");
+    let got = labels(&ed.at("textDocument/completion", &u, 2, 13));
+    assert_eq!(got, ["amount", "category"], "the fields of `purchase` only");
+
+    ed.change(&u, "rule \"x\"\n  when crm.\n");
+    let got = ed.at("textDocument/completion", &u, 1, 11);
+    assert_eq!(labels(&got), ["is_vip"]);
+    assert_eq!(got[0]["detail"], "fn is_vip(member)");
+
+    ed.change(&u, "rule \"x\"\n  when true\n  then send coupon \n");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 2, 19)),
+        ["welcome"]
+    );
+    ed.change(&u, "rule \"x\"\n  when tier >= \n");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 1, 15)),
+        ["bronze", "silver", "gold"]
+    );
+}
+
+#[test]
+fn hover_says_what_a_name_is() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let file = root.join("rules/winback.rules");
+    let u = ed.open(&file, GOOD);
+    let line = GOOD.lines().nth(2).unwrap();
+    let hover = |ed: &mut Editor, word: &str, nth_line: u32, line: &str| -> String {
+        let col = line.find(word).unwrap() as u32 + 1;
+        let h = ed.at("textDocument/hover", &u, nth_line, col);
+        h["contents"]["value"].as_str().unwrap_or("").to_string()
+    };
+    let cycle = hover(&mut ed, "cycle", 2, line);
+    assert!(cycle.starts_with("**cycle** · decimal"), "{cycle}");
+    assert!(cycle.contains("mean gap in days"), "{cycle}");
+    let silver = hover(&mut ed, "silver", 2, line);
+    assert!(silver.contains("tier 2 of 3"), "{silver}");
+    let then = GOOD.lines().nth(3).unwrap();
+    let welcome = hover(&mut ed, "welcome", 3, then);
+    assert!(
+        welcome.contains("spend 50, save 10, valid 30 days, via sms"),
+        "{welcome}"
+    );
+    let sms = hover(&mut ed, "sms", 3, then);
+    assert!(sms.contains("at most 2 per 7 days"), "{sms}");
+
+    let uses = "rule \"v\"\n  when crm.is_vip(member)\n  then tag \"vip\"\n";
+    ed.change(&u, uses);
+    let vip = hover(&mut ed, "is_vip", 1, uses.lines().nth(1).unwrap());
+    assert!(vip.contains("fn crm.is_vip(member)"), "{vip}");
+    assert!(vip.contains("spent a lot"), "the doc comment: {vip}");
+}
+
+#[test]
+fn definition_goes_to_the_config_and_the_plugin() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let file = root.join("rules/winback.rules");
+    let text = "rule \"v\"\n  when crm.is_vip(member) and tier >= gold\n  then send coupon welcome via sms\n";
+    let u = ed.open(&file, text);
+    let config = uri(&root.join("nudge.yaml"));
+    let welcome = ed.at("textDocument/definition", &u, 2, 20);
+    assert_eq!(welcome["uri"], config);
+    // `  welcome: {...}` is line 11 (0-based) of the config.
+    let line = CONFIG
+        .lines()
+        .position(|l| l.starts_with("  welcome:"))
+        .unwrap();
+    assert_eq!(
+        welcome["range"]["start"],
+        json!({"line": line, "character": 2})
+    );
+    let gold = ed.at("textDocument/definition", &u, 1, 39);
+    assert_eq!(
+        gold["range"]["start"],
+        json!({"line": 1, "character": 24}),
+        "{gold}"
+    );
+    let vip = ed.at("textDocument/definition", &u, 1, 12);
+    assert_eq!(vip["uri"], uri(&root.join("plugins/crm.rhai")));
+    assert_eq!(vip["range"]["start"], json!({"line": 1, "character": 3}));
+}
+
+#[test]
+fn formatting_gives_the_fmt_layout() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let file = root.join("rules/winback.rules");
+    let messy = "rule \"winback\" on tick when days_since_last_purchase > cycle * 1.5 and tier >= silver then send coupon welcome via sms\n";
+    let u = ed.open(&file, messy);
+    let edits = ed.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": u}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(edits[0]["newText"], GOOD, "{edits}");
+    ed.change(&u, GOOD);
+    let none = ed.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": u}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(none, json!([]));
+}
+
+#[test]
+fn shutdown_and_exit_end_the_server() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    assert_eq!(ed.request("shutdown", Value::Null), Value::Null);
+    ed.notify("exit", Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = ed.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_editors_doc_example_holds_on_the_example_project() {
+    // docs/editors.md: a draft beside the repository's own project, unsaved.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut ed = Editor::start(&root);
+    let draft = root.join("drafts/winback-draft.rules");
+    let text = "rule \"winback draft\"\n  on tick\n  when days_since_last_purchase > cycle * 1.5 and tier >= silver\n  then send coupon winback via sms\n  limit once per 30d\n";
+    let u = ed.open(&draft, text);
+    assert_eq!(ed.diagnostics(&u), Vec::<Value>::new());
+    let h = ed.at("textDocument/hover", &u, 2, 37);
+    let h = h["contents"]["value"].as_str().unwrap_or("").to_string();
+    assert!(h.starts_with("**cycle** · decimal (built-in field)"), "{h}");
+    let h = ed.at("textDocument/hover", &u, 3, 21);
+    let h = h["contents"]["value"].as_str().unwrap_or("").to_string();
+    assert!(
+        h.contains("spend 100, save 25, valid 21 days, via sms"),
+        "{h}"
+    );
+    let def = ed.at("textDocument/definition", &u, 3, 21);
+    assert_eq!(def["uri"], uri(&root.join("nudge.yaml")));
+
+    ed.change(&u, &text.replace("tier >= silver", "tier >= silvr"));
+    let diags = ed.diagnostics(&u);
+    assert_eq!(codes(&diags), ["E202"], "{diags:?}");
+    let fix = ed.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": u}, "range": diags[0]["range"], "context": {"diagnostics": diags}}),
+    );
+    assert_eq!(fix[0]["title"], "Change to `silver` (E202)", "{fix}");
+    assert!(!draft.exists(), "the server writes nothing");
+}
