@@ -13,6 +13,8 @@ function activate() {
   const clientOptions = {
     documentSelector: [
       { scheme: 'file', language: 'nudge' },
+      // A new buffer never saved, set to the nudge language.
+      { scheme: 'untitled', language: 'nudge' },
       // YAML rule files live in the rules folder; the config is checked too.
       { scheme: 'file', language: 'yaml', pattern: '**/rules/**/*.{yaml,yml}' },
       { scheme: 'file', language: 'yaml', pattern: '**/nudge.yaml' },

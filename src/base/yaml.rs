@@ -16,6 +16,20 @@ use std::str::FromStr;
 pub struct YamlError {
     pub message: String,
     pub offset: usize,
+    /// Bytes the error covers from `offset` (an unknown key's name); 0 for
+    /// one character.
+    pub len: usize,
+    pub hint: Option<String>,
+}
+
+impl YamlError {
+    /// Where the error is in `text`.
+    pub fn span(&self, text: &str) -> Span {
+        match self.len {
+            0 => Span::char_at(text, self.offset),
+            n => Span::new(self.offset, (self.offset + n).min(text.len())),
+        }
+    }
 }
 
 /// Converts marked-yaml's character positions to byte offsets.
@@ -42,7 +56,9 @@ impl<'a> Positions<'a> {
     pub fn span(&self, span: &marked_yaml::Span) -> Span {
         let start = span.start().map_or(0, |m| self.byte(m.character()));
         let rest = &self.text[start.min(self.text.len())..];
-        let len = rest.find(['\n', ':', ',', '#']).unwrap_or(rest.len());
+        let len = rest
+            .find(['\n', ':', ',', '#', ']', '}'])
+            .unwrap_or(rest.len());
         let len = rest[..len].trim_end().len().max(1).min(rest.len());
         Span::new(start, start + len)
     }
@@ -138,6 +154,8 @@ pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
         return Err(YamlError {
             message: "a second YAML document starts here; nudge reads one document a file, and everything after this line would be lost".into(),
             offset,
+            len: 0,
+            hint: None,
         });
     }
     let pos = Positions::new(text);
@@ -179,6 +197,8 @@ pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
         YamlError {
             message: msg,
             offset: pos.byte(m.character()),
+            len: 0,
+            hint: None,
         }
     })
 }
@@ -197,22 +217,23 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
         {
             offset = pos.byte(key);
         }
-        let message = match &*e {
-            marked_yaml::Error::UnknownFieldError(field, expected, _) => {
-                let hint = crate::base::diag::did_you_mean(field, expected.iter().copied())
-                    .map(|h| format!("; {h}"))
-                    .unwrap_or_default();
-                format!(
-                    "unknown key `{field}`{hint} (keys here: {})",
-                    expected.join(", ")
-                )
-            }
+        let (message, len, hint) = match &*e {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => (
+                format!("unknown key `{field}` (keys here: {})", expected.join(", ")),
+                field.len(),
+                crate::base::diag::did_you_mean(field, expected.iter().copied()),
+            ),
             other => {
                 let path = e.path().map(|p| format!(" at `{p}`")).unwrap_or_default();
-                format!("{other}{path}")
+                (format!("{other}{path}"), 0, None)
             }
         };
-        YamlError { message, offset }
+        YamlError {
+            message,
+            offset,
+            len,
+            hint,
+        }
     })
 }
 

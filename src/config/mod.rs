@@ -297,13 +297,9 @@ pub fn load(
     }
     let file: ConfigFile = yaml::from_node(&node, text).map_err(|e| {
         vec![
-            Diagnostic::new(
-                Code::ConfigShape,
-                source,
-                Span::char_at(text, e.offset),
-                e.message,
-            )
-            .label("here"),
+            Diagnostic::new(Code::ConfigShape, source, e.span(text), e.message)
+                .label("here")
+                .maybe_hint(e.hint),
         ]
     })?;
     let mut v = Validator {

@@ -49,8 +49,15 @@ pub fn code_actions(ws: &Workspace, p: &CodeActionParams) -> Option<Vec<CodeActi
         };
         let start = text::offset(&doc.text, d.range.start);
         let end = text::offset(&doc.text, d.range.end).max(start);
-        let (s, e) = wrong_name(&doc.text[start..end], &d.message)
-            .map_or((start, end), |(s, e)| (start + s, start + e));
+        let covered = &doc.text[start..end];
+        let first_line = d.message.lines().next().unwrap_or("");
+        // A name in quotes (a reward, a segment) is replaced inside them.
+        let (s, e) = match quoted(covered) {
+            Some(inside) => inside,
+            None if replacement.contains(' ') => continue,
+            None => wrong_name(covered, first_line).unwrap_or((0, covered.len())),
+        };
+        let (s, e) = (start + s, start + e);
         let edit = TextEdit::new(text::range(&doc.text, s, e), replacement.to_string());
         let code = match &d.code {
             Some(NumberOrString::String(c)) => format!(" ({c})"),
@@ -77,7 +84,14 @@ fn suggestion(hint: &str) -> Option<&str> {
         .strip_prefix("did you mean `")
         .or_else(|| hint.split_once("write `").map(|(_, t)| t))?;
     let name = tail.split('`').next()?;
-    (!name.is_empty() && !name.contains(' ')).then_some(name)
+    (!name.is_empty()).then_some(name)
+}
+
+/// The inside of the last `"..."` in `covered`.
+fn quoted(covered: &str) -> Option<(usize, usize)> {
+    let close = covered.rfind('"')?;
+    let open = covered[..close].rfind('"')?;
+    Some((open + 1, close))
 }
 
 /// Where, inside the diagnostic's text, the name the message quotes is

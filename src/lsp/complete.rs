@@ -28,33 +28,133 @@ pub fn complete(ws: &Workspace, p: &CompletionParams) -> Option<CompletionRespon
 /// The completions at byte `at` of `text`.
 pub fn items(a: Option<&Analysis>, text: &str, at: usize) -> Vec<CompletionItem> {
     let schema = a.and_then(|a| a.load.schema.as_ref());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    match line_state(&text[line_start..at]) {
+        Line::Comment => return Vec::new(),
+        Line::String(q) => return in_string(a, schema, text, line_start + q, at),
+        Line::Code => {}
+    }
     let typed_from = text::word_at(text, at).map_or(at, |(s, _)| s.min(at));
     let before = &text[..typed_from];
-    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    // Inside quotes: segment names or tags.
-    if line.matches('"').count() % 2 == 1 {
-        let q = line.rfind('"').unwrap_or(0);
-        let lead = line[..q].trim_end();
-        if lead.ends_with("segment") {
-            return names(segments(a), CompletionItemKind::REFERENCE, "segment");
-        }
-        return names(tags(a), CompletionItemKind::VALUE, "tag");
-    }
     if let Some(owner) = before.strip_suffix('.') {
         let owner = &owner[text::word_at(owner, owner.len()).map_or(owner.len(), |w| w.0)..];
         return after_dot(a, schema, text, at, owner);
     }
     let trimmed = before.trim_end();
+    let Some(s) = schema else {
+        return everything(a, schema);
+    };
+    if in_trigger_list(&trimmed[trimmed.rfind('\n').map_or(0, |i| i + 1)..]) {
+        let triggers = s.events.iter().map(|e| e.name.clone());
+        let builtin = BUILTIN_TRIGGERS.iter().map(|t| t.to_string());
+        return names(
+            triggers.chain(builtin).collect(),
+            CompletionItemKind::EVENT,
+            "trigger",
+        );
+    }
+    if in_tier_list(trimmed) {
+        return names(s.tiers.clone(), CompletionItemKind::ENUM_MEMBER, "tier");
+    }
     let prev = trimmed
         .rsplit([' ', '\n', '\t', '(', ','])
         .next()
         .unwrap_or("");
-    if let Some(s) = schema
-        && let Some(list) = after_word(s, trimmed, prev)
-    {
-        return list;
+    after_word(s, trimmed, prev).unwrap_or_else(|| everything(a, schema))
+}
+
+enum Line {
+    Code,
+    Comment,
+    /// Inside a string that opened at this byte of the line (the quote).
+    String(usize),
+}
+
+/// Where the end of `line` is: in code, a comment or a string.
+fn line_state(line: &str) -> Line {
+    let mut open = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match (open, c) {
+            (Some(_), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(_), '"') if !escaped => open = None,
+            (None, '"') => open = Some(i),
+            (None, '#') => return Line::Comment,
+            _ => {}
+        }
+        escaped = false;
     }
-    everything(a, schema)
+    open.map_or(Line::Code, Line::String)
+}
+
+/// Inside quotes: segment names after `segment "`, tags after `tag "` or
+/// where a condition starts (`"vip" in tags`), rewards after `reward "`.
+/// Each replaces what is typed since the quote (names have spaces).
+fn in_string(
+    a: Option<&Analysis>,
+    schema: Option<&Schema>,
+    text: &str,
+    quote: usize,
+    at: usize,
+) -> Vec<CompletionItem> {
+    let lead = text[..quote].trim_end();
+    let word = &lead[text::word_at(lead, lead.len()).map_or(lead.len(), |w| w.0)..];
+    let (list, kind, detail) = match word {
+        "segment" => (segments(a), CompletionItemKind::REFERENCE, "segment"),
+        "tag" | "untag" => (tags(a), CompletionItemKind::VALUE, "tag"),
+        "reward" => (
+            schema.map_or(Vec::new(), |s| {
+                s.rewards.iter().map(|r| r.name.clone()).collect()
+            }),
+            CompletionItemKind::CONSTANT,
+            "reward",
+        ),
+        _ if lead.ends_with(['(', '[', ',']) || matches!(word, "when" | "and" | "or" | "not") => {
+            (tags(a), CompletionItemKind::VALUE, "tag")
+        }
+        _ => return Vec::new(),
+    };
+    let typed = &text[quote + 1..at];
+    let range = text::range(text, quote + 1, at);
+    list.into_iter()
+        .filter(|n| n != typed)
+        .map(|n| {
+            let mut it = item(&n, kind, detail);
+            it.text_edit = Some(lsp_types::CompletionTextEdit::Edit(
+                lsp_types::TextEdit::new(range, n.clone()),
+            ));
+            it.filter_text = Some(n);
+            it
+        })
+        .collect()
+}
+
+/// `on purchase, ` (a line that is an `on` clause up to a comma).
+fn in_trigger_list(line: &str) -> bool {
+    let Some(list) = line.trim_start().strip_prefix("on ") else {
+        return false;
+    };
+    list.trim_end().ends_with(',')
+        && list
+            .split(',')
+            .all(|w| w.trim().chars().all(|c| c.is_alphanumeric() || c == '_'))
+}
+
+/// `tier in [silver, ` (an open list after `tier in`).
+fn in_tier_list(before: &str) -> bool {
+    let Some(open) = before.rfind('[') else {
+        return false;
+    };
+    if before[open..].contains(']') {
+        return false;
+    }
+    let lead = before[..open].trim_end();
+    let lead = lead.strip_suffix("in").unwrap_or("").trim_end();
+    let lead = lead.strip_suffix("not").unwrap_or(lead).trim_end();
+    lead.ends_with("tier")
 }
 
 fn after_dot(
@@ -65,18 +165,27 @@ fn after_dot(
     owner: &str,
 ) -> Vec<CompletionItem> {
     let Some(s) = schema else { return Vec::new() };
-    let events: Vec<usize> = if owner == "event" {
-        triggers_at(s, text, at)
+    // `event.` reads the counted event inside an aggregate, else the
+    // trigger; with several triggers, a field must be in each (E206).
+    let (events, every) = if owner == "event" {
+        match aggregate_event(s, text, at) {
+            Some(i) => (vec![i], true),
+            None => match triggers_at(s, text, at) {
+                Some(listed) => (listed, true),
+                None => ((0..s.events.len()).collect(), false),
+            },
+        }
     } else if let Some((i, _)) = s.event(owner) {
-        vec![i]
+        (vec![i], true)
     } else {
         return plugin_fns_of(a, owner);
     };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for i in events {
+    for &i in &events {
         for f in &s.events[i].fields {
-            if seen.insert(f.name.clone()) {
+            let in_each = events.iter().all(|&j| s.events[j].field(&f.name).is_some());
+            if (!every || in_each) && seen.insert(f.name.clone()) {
                 out.push(item(
                     &f.name,
                     CompletionItemKind::FIELD,
@@ -220,9 +329,10 @@ fn everything(a: Option<&Analysis>, schema: Option<&Schema>) -> Vec<CompletionIt
     out
 }
 
-/// The event types the rule around `at` runs on (`on a, b`); every type
-/// when it names none.
-fn triggers_at(s: &Schema, text: &str, at: usize) -> Vec<usize> {
+/// The event types the rule around `at` names in `on` (none for `on
+/// tick`, which has no event); `None` when it has no `on` (it runs on
+/// every event).
+fn triggers_at(s: &Schema, text: &str, at: usize) -> Option<Vec<usize>> {
     let start = ["\nrule ", "\nsegment "]
         .iter()
         .filter_map(|k| text[..at].rfind(k))
@@ -233,24 +343,53 @@ fn triggers_at(s: &Schema, text: &str, at: usize) -> Vec<usize> {
         .filter_map(|k| text[at..].find(k).map(|i| at + i))
         .min()
         .unwrap_or(text.len());
-    let region = &text[start..end];
-    let mut found = Vec::new();
-    let words: Vec<&str> = region
+    let words: Vec<&str> = text[start..end]
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| !w.is_empty())
         .collect();
-    if let Some(i) = words.iter().position(|w| *w == "on") {
-        for w in &words[i + 1..] {
-            match s.event(w) {
-                Some((e, _)) => found.push(e),
-                None => break,
-            }
+    let i = words.iter().position(|w| *w == "on")?;
+    let mut found = Vec::new();
+    for w in &words[i + 1..] {
+        match s.event(w) {
+            Some((e, _)) => found.push(e),
+            None if BUILTIN_TRIGGERS.contains(w) => {}
+            None => break,
         }
     }
-    if found.is_empty() {
-        found = (0..s.events.len()).collect();
+    Some(found)
+}
+
+/// The event type counted by the aggregate the cursor is inside:
+/// `count(purchase where event.|`.
+fn aggregate_event(s: &Schema, text: &str, at: usize) -> Option<usize> {
+    let mut depth = 0;
+    let open = text[..at].char_indices().rev().find_map(|(i, c)| {
+        match c {
+            ')' => depth += 1,
+            '(' if depth == 0 => return Some(i),
+            '(' => depth -= 1,
+            '\n' if text[i + 1..at].trim_start().starts_with("rule ") => return Some(usize::MAX),
+            _ => {}
+        }
+        None
+    })?;
+    if open == usize::MAX {
+        return None;
     }
-    found
+    let before = text[..open].trim_end();
+    let name = &before[text::word_at(before, before.len()).map_or(before.len(), |w| w.0)..];
+    if !matches!(
+        name,
+        "count" | "sum" | "avg" | "min" | "max" | "cycle" | "days_since_last"
+    ) {
+        return None;
+    }
+    let inside = text[open + 1..at].trim_start();
+    let ident: String = inside
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    s.event(&ident).map(|(i, _)| i)
 }
 
 /// Segment names the project's rule files define.

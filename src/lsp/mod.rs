@@ -13,6 +13,7 @@ mod actions;
 mod complete;
 mod symbol;
 mod text;
+mod transport;
 mod workspace;
 
 use lsp_server::{Connection, Message, Notification, Request, RequestId, Response};
@@ -46,11 +47,13 @@ pub enum LspError {
 
 /// Serves one editor on stdin and stdout until it says `exit`.
 pub fn serve_stdio() -> Result<(), LspError> {
-    let (connection, io) = Connection::stdio();
-    serve(&connection)?;
+    let (connection, threads) = transport::stdio();
+    let served = serve(&connection);
     drop(connection);
-    io.join()?;
-    Ok(())
+    for t in threads {
+        let _ = t.join();
+    }
+    served
 }
 
 /// The server on any connection (stdio for editors, memory for the bench).
@@ -71,24 +74,35 @@ pub fn serve(connection: &Connection) -> Result<(), LspError> {
     };
     let params = connection.initialize(serde_json::to_value(caps)?)?;
     let params: InitializeParams = serde_json::from_value(params)?;
-    let mut ws = Workspace::new(root_of(&params));
-    let mut dirty = BTreeSet::new();
+    let mut server = Server {
+        ws: Workspace::new(root_of(&params)),
+        dirty: BTreeSet::new(),
+        shut_down: false,
+    };
     loop {
         let msg = match connection.receiver.recv() {
             Ok(m) => m,
             Err(_) => return Err(LspError::Closed),
         };
-        if handle(connection, &mut ws, &mut dirty, msg)? {
+        if server.handle(connection, msg)? {
             return Ok(());
         }
         // Take what else is waiting before loading: one load per burst.
         while let Ok(msg) = connection.receiver.try_recv() {
-            if handle(connection, &mut ws, &mut dirty, msg)? {
+            if server.handle(connection, msg)? {
                 return Ok(());
             }
         }
-        publish(connection, &mut ws, &mut dirty)?;
+        publish(connection, &mut server.ws, &mut server.dirty)?;
     }
+}
+
+struct Server {
+    ws: Workspace,
+    /// Projects a change touched since their last load.
+    dirty: BTreeSet<ProjectKey>,
+    /// `shutdown` was asked: requests are refused until `exit`.
+    shut_down: bool,
 }
 
 /// Loads each project a change touched and sends its diagnostics.
@@ -107,28 +121,36 @@ fn publish(
     Ok(())
 }
 
-/// Handles one message; `true` once the editor has shut the server down.
-fn handle(
-    connection: &Connection,
-    ws: &mut Workspace,
-    dirty: &mut BTreeSet<ProjectKey>,
-    msg: Message,
-) -> Result<bool, LspError> {
-    match msg {
-        Message::Request(req) => {
-            if connection.handle_shutdown(&req)? {
-                return Ok(true);
+impl Server {
+    /// Handles one message; `true` once the editor says `exit`.
+    fn handle(&mut self, connection: &Connection, msg: Message) -> Result<bool, LspError> {
+        match msg {
+            Message::Request(req) => {
+                let resp = if self.shut_down {
+                    refuse(req.id, "the server is shutting down")
+                } else if req.method == "shutdown" {
+                    self.shut_down = true;
+                    Response::new_ok(req.id, ())
+                } else if req.method == "initialize" {
+                    refuse(req.id, "the server is already initialized")
+                } else {
+                    // Requests are answered from the latest texts: load first
+                    // if a change is pending, so a completion sees the edit.
+                    publish(connection, &mut self.ws, &mut self.dirty)?;
+                    answer(&self.ws, req)
+                };
+                send(connection, resp.into())?;
             }
-            // Requests are answered from the latest texts: load first if a
-            // change is pending, so a completion sees the edit before it.
-            publish(connection, ws, dirty)?;
-            let resp = answer(ws, req);
-            send(connection, resp.into())?;
+            Message::Notification(note) if note.method == "exit" => return Ok(true),
+            Message::Notification(note) => notify(&mut self.ws, &mut self.dirty, note),
+            Message::Response(_) => {}
         }
-        Message::Notification(note) => notify(ws, dirty, note),
-        Message::Response(_) => {}
+        Ok(false)
     }
-    Ok(false)
+}
+
+fn refuse(id: RequestId, why: &str) -> Response {
+    Response::new_err(id, lsp_server::ErrorCode::InvalidRequest as i32, why.into())
 }
 
 fn send(connection: &Connection, msg: Message) -> Result<(), LspError> {
@@ -145,6 +167,7 @@ fn notify(ws: &mut Workspace, dirty: &mut BTreeSet<ProjectKey>, note: Notificati
                 .and_then(|p| {
                     let path = path_of(&p.text_document.uri)?;
                     let doc = Doc {
+                        uri: p.text_document.uri,
                         text: p.text_document.text,
                     };
                     ws.docs.insert(path.clone(), doc);
@@ -236,9 +259,25 @@ fn root_of(params: &InitializeParams) -> Option<PathBuf> {
     params.root_uri.as_ref().and_then(path_of)
 }
 
-/// The file a `file:` URI names, made absolute (resolved where it exists).
+/// The file a `file:` URI names, made absolute (resolved where it exists);
+/// an unsaved buffer (`untitled:Untitled-1`) gets a path of its own under
+/// [`workspace::UNTITLED`], as a `.rules` file.
 pub fn path_of(uri: &Uri) -> Option<PathBuf> {
     let url = url::Url::parse(uri.as_str()).ok()?;
+    if url.scheme() == "untitled" {
+        let name: String = url
+            .path()
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        return Some(Path::new(workspace::UNTITLED).join(format!("{name}.rules")));
+    }
     let path = url.to_file_path().ok()?;
     Some(workspace::absolute(&path))
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// An open document.
 pub struct Doc {
+    pub uri: Uri,
     pub text: String,
 }
 
@@ -52,16 +53,21 @@ impl Workspace {
         }
     }
 
-    /// The project of the file at `path`: the nearest `nudge.yaml` above it,
-    /// else the workspace root's, else none.
+    /// The project of the file at `path`: the nearest `nudge.yaml` above it;
+    /// for an editor buffer never saved, the workspace folder's.
     pub fn project_of(&self, path: &Path) -> ProjectKey {
-        let found = path
-            .ancestors()
-            .skip(1)
-            .map(|d| d.join("nudge.yaml"))
-            .find(|c| c.is_file() || self.docs.contains_key(c));
-        let root = self.root.as_ref().map(|r| r.join("nudge.yaml"));
-        match found.or(root.filter(|c| c.is_file())) {
+        let found = if path.starts_with(UNTITLED) {
+            self.root
+                .as_ref()
+                .map(|r| r.join("nudge.yaml"))
+                .filter(|c| c.is_file())
+        } else {
+            path.ancestors()
+                .skip(1)
+                .map(|d| d.join("nudge.yaml"))
+                .find(|c| c.is_file() || self.docs.contains_key(c))
+        };
+        match found {
             Some(c) => ProjectKey::Config(c),
             None => ProjectKey::Alone(path.to_path_buf()),
         }
@@ -127,7 +133,10 @@ impl Workspace {
         }
         by_file
             .into_iter()
-            .filter_map(|(p, d)| Some((super::uri_of(&p)?, d)))
+            .filter_map(|(p, d)| {
+                let uri = self.docs.get(&p).map(|doc| doc.uri.clone());
+                Some((uri.or_else(|| super::uri_of(&p))?, d))
+            })
             .collect()
     }
 
@@ -192,6 +201,11 @@ impl Workspace {
     }
 }
 
+/// Where editor buffers that were never saved (`untitled:` URIs) are
+/// placed: outside every folder, so they are rule files of the workspace's
+/// project that no walk of a rules folder finds.
+pub const UNTITLED: &str = "/untitled:";
+
 /// A `.rules` file: a rule file wherever it is (YAML rule files are known
 /// by being in the rules folder).
 pub fn is_rules_text(p: &Path) -> bool {
@@ -214,6 +228,10 @@ pub fn absolute(p: &Path) -> PathBuf {
 
 fn to_lsp(f: &Finding, range: lsp_types::Range) -> Diagnostic {
     let mut message = f.message.clone();
+    // `nudge check` shows the label at the caret; here it follows the message.
+    if let Some(l) = f.label.as_ref().filter(|l| !f.message.contains(l.as_str())) {
+        message.push_str(&format!(" ({l})"));
+    }
     if let Some(h) = &f.hint {
         message.push_str("\nhint: ");
         message.push_str(h);

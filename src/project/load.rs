@@ -173,15 +173,18 @@ pub fn load(opts: &LoadOptions) -> Load {
         .or_else(|| schema.as_ref().map(|s| s.paths.plugins.clone()))
         .unwrap_or_else(|| base.join("plugins"));
 
-    let files = match rule_files(&rules_path) {
+    // A rules path that is only an editor's unsaved buffer has nothing on disk to walk.
+    let walked = if opts.overlay.contains_key(&rules_path) && !rules_path.exists() {
+        Ok(Vec::new())
+    } else {
+        rule_files(&rules_path)
+    };
+    let files = match walked {
         Ok(mut f) => {
-            f.extend(
-                opts.extra_rules
-                    .iter()
-                    .filter(|p| !f.contains(p))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
+            // In path order with the rest, as they will be once saved there.
+            f.extend(opts.extra_rules.iter().cloned());
+            f.sort();
+            f.dedup();
             f
         }
         Err(d) => {

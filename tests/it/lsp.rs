@@ -18,10 +18,14 @@ events:
     category: string?
   signup:
     channel: string?
+  top_up:
+    amount: money
 coupons:
   welcome: { threshold: 50, discount: 10, valid: 30d, channel: sms }
 channels:
   sms: { cap: 2 per 7d }
+rewards:
+  hotpot set meal: { points: 1500 }
 ";
 
 const GOOD: &str = "rule \"winback\"\n  on tick\n  when days_since_last_purchase > cycle * 1.5 and tier >= silver\n  then send coupon welcome via sms\n";
@@ -95,7 +99,10 @@ impl Editor {
     }
 
     fn send(&mut self, msg: Value) {
-        let body = msg.to_string();
+        self.send_raw(&msg.to_string());
+    }
+
+    fn send_raw(&mut self, body: &str) {
         write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).expect("test setup");
         self.stdin.flush().expect("test setup");
     }
@@ -449,4 +456,185 @@ fn the_editors_doc_example_holds_on_the_example_project() {
     );
     assert_eq!(fix[0]["title"], "Change to `silver` (E202)", "{fix}");
     assert!(!draft.exists(), "the server writes nothing");
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["label"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn malformed_messages_get_errors_and_the_server_goes_on() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    ed.send_raw("{not json}");
+    ed.send_raw(r#"{"id": 9, "method": 5}"#);
+    let mut errors = Vec::new();
+    while errors.len() < 2 {
+        let m = ed.next();
+        if m.get("error").is_some() {
+            errors.push((m["id"].clone(), m["error"]["code"].clone()));
+        }
+    }
+    assert_eq!(
+        errors,
+        [(Value::Null, json!(-32700)), (json!(9), json!(-32600))]
+    );
+    // Still serving.
+    let u = ed.open(&root.join("rules/winback.rules"), GOOD);
+    let h = ed.at("textDocument/hover", &u, 2, 37);
+    assert!(
+        h["contents"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cycle"),
+        "{h}"
+    );
+    // After shutdown, requests are refused until exit.
+    assert_eq!(ed.request("shutdown", Value::Null), Value::Null);
+    ed.send(
+        json!({"jsonrpc": "2.0", "id": 99, "method": "textDocument/hover",
+        "params": {"textDocument": {"uri": u}, "position": {"line": 2, "character": 37}}}),
+    );
+    let refused = loop {
+        let m = ed.next();
+        if m["id"] == 99 {
+            break m;
+        }
+    };
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    ed.notify("exit", Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ed.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn event_fields_follow_the_trigger_and_the_aggregate() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let u = ed.open(
+        &root.join("rules/new.rules"),
+        "rule \"x\"\n  on tick\n  when event.\n",
+    );
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 2, 13)),
+        Vec::<String>::new()
+    );
+    let text = "rule \"x\"\n  on tick\n  when count(purchase where event.";
+    ed.change(&u, text);
+    let got = labels(&ed.at("textDocument/completion", &u, 2, 34));
+    assert_eq!(got, ["amount", "category"], "the counted event's fields");
+    ed.change(&u, "rule \"x\"\n  on purchase, top_up\n  when event.\n");
+    let got = labels(&ed.at("textDocument/completion", &u, 2, 13));
+    assert_eq!(got, ["amount"], "only what both triggers have");
+    ed.change(&u, "rule \"x\"\n  on purchase, \n");
+    let got = labels(&ed.at("textDocument/completion", &u, 1, 15));
+    assert!(
+        got.contains(&"top_up".to_string()) && got.contains(&"tick".to_string()),
+        "{got:?}"
+    );
+    ed.change(&u, "rule \"x\"\n  when tier in [silver, \n");
+    let got = labels(&ed.at("textDocument/completion", &u, 1, 23));
+    assert_eq!(got, ["bronze", "silver", "gold"]);
+    ed.change(&u, "# when event.\n");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 0, 13)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn names_in_quotes_complete_and_fix_whole() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let text = "rule \"x\"\n  on purchase\n  then tag \"coffee lover\"\n\nrule \"y\"\n  on purchase\n  then tag \"coffee l\n";
+    let u = ed.open(&root.join("rules/new.rules"), text);
+    let got = ed.at("textDocument/completion", &u, 6, 18);
+    assert_eq!(
+        labels(&got),
+        ["coffee lover"],
+        "the half-typed tag is not offered: {got}"
+    );
+    // The whole name replaces what was typed since the quote.
+    assert_eq!(
+        got[0]["textEdit"]["range"]["start"],
+        json!({"line": 6, "character": 12})
+    );
+    assert_eq!(got[0]["textEdit"]["newText"], "coffee lover");
+    ed.change(&u, "rule \"x\"\n  on purchase\n  then redeem reward \"");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 2, 22)),
+        ["hotpot set meal"]
+    );
+    ed.change(&u, "rule \"x\"\n  on purchase\n  when event.category == \"");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 2, 27)),
+        Vec::<String>::new()
+    );
+
+    let wrong = "rule \"x\"\n  on purchase\n  then redeem reward \"hotpot set mea\"\n";
+    // What the earlier texts gave came before the last answer: drop it.
+    ed.seen.retain(|m| !is_diags_for(m, &u));
+    ed.change(&u, wrong);
+    let diags = ed.diagnostics(&u);
+    assert_eq!(codes(&diags), ["E201"], "{diags:?}");
+    let fix = ed.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": u}, "range": diags[0]["range"], "context": {"diagnostics": diags}}),
+    );
+    let edit = &fix[0]["edit"]["changes"][&u][0];
+    assert_eq!(edit["newText"], "hotpot set meal", "{fix}");
+    assert_eq!(edit["range"]["start"], json!({"line": 2, "character": 22}));
+    assert_eq!(edit["range"]["end"], json!({"line": 2, "character": 36}));
+}
+
+#[test]
+fn an_unsaved_file_takes_its_place_in_the_rules_folder() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    // `a.rules` sorts before `winback.rules`: its rule is the first definition.
+    let text = GOOD.replace("tier >= silver", "tier >= silvr");
+    let u = ed.open(&root.join("rules/a.rules"), &text);
+    let diags = ed.diagnostics(&u);
+    assert_eq!(codes(&diags), ["E202", "E220"], "{diags:?}");
+    assert!(
+        diags[1]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("first definition"),
+        "{diags:?}"
+    );
+    let there = ed.diagnostics(&uri(&root.join("rules/winback.rules")));
+    assert_eq!(codes(&there), ["E220"]);
+    assert!(
+        there[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("second definition"),
+        "{there:?}"
+    );
+}
+
+#[test]
+fn a_buffer_never_saved_is_checked_against_the_workspace() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let u = "untitled:Untitled-1".to_string();
+    ed.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": u, "languageId": "nudge", "version": 1,
+               "text": "when tier >= platinum then tag \"x\"\n"}}),
+    );
+    let diags = ed.diagnostics(&u);
+    assert_eq!(codes(&diags), ["E202"], "the workspace's tiers: {diags:?}");
+    let got = labels(&ed.at("textDocument/completion", &u, 0, 5));
+    assert!(got.contains(&"tier".to_string()), "{got:?}");
 }

@@ -1,0 +1,155 @@
+//! The server's stdin and stdout: `Content-Length` frames of JSON-RPC.
+//! Owns reading and writing frames; a frame that is not JSON, or JSON
+//! that is not a request, response or notification, is answered with the
+//! protocol's error (-32700, -32600) and skipped, where lsp-server's own
+//! stdio transport would stop reading and so end the server. It does not
+//! interpret any message.
+
+use lsp_server::{Connection, Message};
+use serde_json::{Value, json};
+use std::io::{BufRead, Read, Write};
+use std::thread::JoinHandle;
+
+/// A frame larger than this is refused (and skipped): rule files are at
+/// most 1 MiB, and an edit carries a file at most twice over in JSON.
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// A connection on stdin and stdout, and the threads that serve it.
+pub fn stdio() -> (Connection, Vec<JoinHandle<()>>) {
+    let (to_server, from_editor) = crossbeam_channel::bounded::<Message>(0);
+    let (to_editor, from_server) = crossbeam_channel::bounded::<Message>(0);
+    let reader = std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        while let Some(frame) = read_frame(&mut input) {
+            let msg = match frame {
+                Ok(m) => m,
+                Err(reply) => {
+                    write_frame(&reply.to_string());
+                    continue;
+                }
+            };
+            let exit = matches!(&msg, Message::Notification(n) if n.method == "exit");
+            if to_server.send(msg).is_err() || exit {
+                return;
+            }
+        }
+    });
+    let writer = std::thread::spawn(move || {
+        for msg in from_server {
+            let mut frame = Vec::new();
+            if msg.write(&mut frame).is_ok() {
+                write_bytes(&frame);
+            }
+        }
+    });
+    let connection = Connection {
+        sender: to_editor,
+        receiver: from_editor,
+    };
+    (connection, vec![reader, writer])
+}
+
+fn write_frame(body: &str) {
+    write_bytes(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+}
+
+/// One whole frame under stdout's lock, so the reader's error replies and
+/// the server's messages never interleave.
+fn write_bytes(frame: &[u8]) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // A closed stdout means the editor has gone; the reader ends the server.
+    let _ = out.write_all(frame);
+    let _ = out.flush();
+}
+
+/// The next frame: a message, or the error reply for a bad one; `None` at
+/// the end of the input.
+fn read_frame(input: &mut impl BufRead) -> Option<Result<Message, Value>> {
+    let mut length = None;
+    let mut saw_header = false;
+    loop {
+        let mut line = String::new();
+        if input.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if saw_header {
+                break;
+            }
+            continue;
+        }
+        saw_header = true;
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let Some(length) = length else {
+        return Some(Err(error(
+            Value::Null,
+            -32700,
+            "a frame without a Content-Length header",
+        )));
+    };
+    if length > MAX_FRAME {
+        let mut skip = input.by_ref().take(length as u64);
+        let _ = std::io::copy(&mut skip, &mut std::io::sink());
+        return Some(Err(error(Value::Null, -32700, "a frame over 16 MiB")));
+    }
+    let mut body = vec![0; length];
+    input.read_exact(&mut body).ok()?;
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return Some(Err(error(Value::Null, -32700, &format!("not JSON: {e}")))),
+    };
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    match serde_json::from_value::<Message>(value) {
+        Ok(m) => Some(Ok(m)),
+        Err(e) => Some(Err(error(
+            id,
+            -32600,
+            &format!("not a JSON-RPC message: {e}"),
+        ))),
+    }
+}
+
+fn error(id: Value, code: i32, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(text: &str) -> Vec<Result<Message, Value>> {
+        let mut input = std::io::Cursor::new(text.as_bytes().to_vec());
+        std::iter::from_fn(|| read_frame(&mut input)).collect()
+    }
+
+    fn frame(body: &str) -> String {
+        format!("Content-Length: {}\r\n\r\n{body}", body.len())
+    }
+
+    #[test]
+    fn bad_frames_are_answered_and_skipped() {
+        let text = [
+            frame("{not json}"),
+            frame("{}"),
+            frame(r#"{"id":7,"method":5}"#),
+            "X-Nothing: 1\r\n\r\n".to_string(),
+            frame(r#"{"jsonrpc":"2.0","method":"initialized","params":{}}"#),
+        ]
+        .concat();
+        let got = frames(&text);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert!(matches!(&got[0], Err(e) if e["error"]["code"] == -32700));
+        assert!(matches!(&got[1], Err(e) if e["error"]["code"] == -32600));
+        assert!(matches!(&got[2], Err(e) if e["error"]["code"] == -32600 && e["id"] == 7));
+        assert!(matches!(&got[3], Err(e) if e["error"]["code"] == -32700));
+        assert!(matches!(&got[4], Ok(Message::Notification(n)) if n.method == "initialized"));
+    }
+}
