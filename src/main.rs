@@ -324,8 +324,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Export { file } => commands::export(&common, &file),
-        Command::ImportState { file } => commands::import_state(&common, &file),
+        Command::Export { file } => cli::backup::export(&common, &file),
+        Command::ImportState { file } => cli::backup::import_state(&common, &file),
         Command::Member { id } => commands::member(&common, &id),
         Command::Fit { at } => cli::predict::fit(&common, at.as_deref()),
         Command::Model => cli::predict::model(&common),

@@ -160,6 +160,7 @@ codes! {
     EventOnTick = "W402", Warning, "a rule that also runs on ticks reads event fields, which are null on ticks";
     EmptyRules = "W403", Warning, "a rules folder has no rule files";
     NullArithmetic = "W404", Warning, "a `set` computes with an attribute that is null until set (give it a default)";
+    ProbabilityRange = "W405", Warning, "a probability (`p_alive`, `churn_risk`) is compared with a number above 1";
 }
 
 /// One finding about the input: what, where, and what to do about it.

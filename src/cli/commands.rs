@@ -1,6 +1,6 @@
-//! Every subcommand but `check` (which `main` handles): `run`, `ingest`,
-//! `replay`, `import`, `test`, `init`, `fmt`, `member`, `explain`,
-//! `export`, `import-state`. Each loads the rules (printing diagnostics if they do not load), does
+//! The subcommands that have no module of their own: `run`, `ingest`,
+//! `replay`, `import`, `test`, `init`, `fmt`, `member`, `explain` (`check`
+//! is `main`'s; `export` and `import-state` are in `backup`). Each loads the rules (printing diagnostics if they do not load), does
 //! its work through the library, and prints a summary.
 
 use crate::Common;
@@ -35,11 +35,23 @@ fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
     }
 }
 
-pub(super) fn open_store(common: &Common, schema: &Schema) -> Result<SledStore, ExitCode> {
+/// The data folder; `make` it when missing only for commands that write
+/// members (`nudge ingest`): a mistyped `--data` must not leave an empty one.
+pub(super) fn open_store(
+    common: &Common,
+    schema: &Schema,
+    make: bool,
+) -> Result<SledStore, ExitCode> {
     let path = common
         .data
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
+    if !make && !path.exists() {
+        return Err(fail(format!(
+            "no data folder at {} (`nudge ingest` or `nudge run` makes one; check `--data` or the config's `paths.data`)",
+            path.display()
+        )));
+    }
     SledStore::open_with(&path, schema.cache_bytes).map_err(fail)
 }
 
@@ -76,7 +88,7 @@ pub fn ingest(common: &Common, file: &Path, stop_on_error: bool) -> ExitCode {
 
 fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
-    let store = open_store(common, &schema)?;
+    let store = open_store(common, &schema, true)?;
     let mut engine = Engine::new(schema, rules, store)
         .map_err(fail)?
         .with_plugins(plugins);
@@ -472,7 +484,7 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
         return Err(ExitCode::from(2));
     };
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
-    let store = open_store(common, &schema)?;
+    let store = open_store(common, &schema, false)?;
     // Tier names come from the config by position: refuse to show them
     // through a list that would re-map them (as the engine refuses).
     if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
@@ -524,7 +536,7 @@ fn explain_inner(
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
-    let store = open_store(common, &schema)?;
+    let store = open_store(common, &schema, false)?;
     let Some((id, rec)) = nudge::engine::identity::find_member(&store, id).map_err(fail)? else {
         eprintln!("error: no member `{id}`");
         return Ok(ExitCode::from(1));
@@ -598,7 +610,9 @@ pub fn run(common: &Common, listen: Option<String>) -> ExitCode {
 /// The config's paths, or the load that says why the config is bad. The
 /// rules need not load: a backup or a format must work while they are
 /// broken.
-fn config_paths(common: &Common) -> Result<nudge::config::Paths, Box<nudge::project::load::Load>> {
+pub(super) fn config_paths(
+    common: &Common,
+) -> Result<nudge::config::Paths, Box<nudge::project::load::Load>> {
     let loaded = load(&common.load_options());
     match loaded.schema {
         Some(s) => Ok(s.paths),
@@ -607,78 +621,6 @@ fn config_paths(common: &Common) -> Result<nudge::config::Paths, Box<nudge::proj
 }
 
 /// The data folder: `--data`, or the config's `paths.data`.
-fn data_path(common: &Common) -> Result<PathBuf, ExitCode> {
-    if let Some(d) = &common.data {
-        return Ok(d.clone());
-    }
-    config_paths(common).map(|p| p.data).map_err(|loaded| {
-        eprint!("{}", render::human(&loaded, common.color_on()));
-        ExitCode::from(2)
-    })
-}
-
-pub fn export(common: &Common, file: &Path) -> ExitCode {
-    code(export_inner(common, file))
-}
-
-fn export_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode> {
-    let path = data_path(common)?;
-    if !path.exists() {
-        return Err(fail(format!("no data folder at {}", path.display())));
-    }
-    let store = SledStore::open(&path).map_err(fail)?;
-    let summary = if file == Path::new("-") {
-        nudge::store::backup::export(&store, &mut std::io::stdout().lock())
-    } else {
-        let f = std::fs::File::create(file)
-            .map_err(|e| fail(format!("cannot create {}: {e}", file.display())))?;
-        nudge::store::backup::export(&store, &mut std::io::BufWriter::new(f))
-    }
-    .map_err(fail)?;
-    eprintln!(
-        "exported {} entries from {}, sha256 {}",
-        summary.entries,
-        path.display(),
-        summary.sha256
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn import_state(common: &Common, file: &Path) -> ExitCode {
-    code(import_state_inner(common, file))
-}
-
-fn import_state_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode> {
-    let path = data_path(common)?;
-    std::fs::File::open(file).map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
-    let existed = path.exists();
-    let store = SledStore::open(&path).map_err(fail)?;
-    let source = || -> std::io::Result<Box<dyn BufRead>> {
-        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
-            file,
-        )?)))
-    };
-    match nudge::store::backup::import(&store, &source) {
-        Ok(summary) => {
-            eprintln!(
-                "imported {} entries into {}, sha256 {}",
-                summary.entries,
-                path.display(),
-                summary.sha256
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            drop(store);
-            // A folder this command created holds nothing worth keeping.
-            if !existed {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-            Err(fail(e))
-        }
-    }
-}
-
 pub fn fmt(common: &Common, paths: Vec<PathBuf>, check: bool) -> ExitCode {
     code(fmt_inner(common, paths, check))
 }

@@ -7,3 +7,4 @@ pub mod render;
 pub mod holdout;
 pub mod predict;
 pub mod segment;
+pub mod backup;

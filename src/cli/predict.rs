@@ -25,7 +25,7 @@ pub fn fit(common: &Common, at: Option<&str>) -> ExitCode {
 
 fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
     let schema = schema(common)?;
-    let store = open_store(common, &schema)?;
+    let store = open_store(common, &schema, false)?;
     // Without `--at`: the day the store is as of (its last daily tick; a
     // replayed folder's `--until` day), as `member` and `explain` show.
     let day = match at {
@@ -60,7 +60,7 @@ pub fn model(common: &Common) -> ExitCode {
 
 fn model_inner(common: &Common) -> Result<ExitCode, ExitCode> {
     let schema = schema(common)?;
-    let store = open_store(common, &schema)?;
+    let store = open_store(common, &schema, false)?;
     match nudge::engine::predict::load(&store).map_err(fail)? {
         Some(fit) => {
             println!("{}", serde_json::json!(fit));

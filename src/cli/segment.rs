@@ -52,7 +52,7 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
             nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
         ),
     };
-    let store = open_store(common, schema)?;
+    let store = open_store(common, schema, false)?;
     if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
         return Err(fail(why));
     }

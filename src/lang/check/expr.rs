@@ -409,7 +409,7 @@ impl Checker<'_> {
                 (Tier, Str) | (Str, Tier) => Some(format!("write the tier name without quotes; tiers are: {}", self.schema.tiers_list())),
                 (Money, x) | (x, Money) if x.numeric() => Some("money compares with money or a plain amount like `100`, not with points or counts".into()),
                 (Tags, _) | (_, Tags) => Some("test tags with `\"mom\" in tags`".into()),
-                (Int | Dec, Duration) | (Duration, Int | Dec) => Some("durations need a unit: `30d`".into()),
+                (Int | Dec, Duration) | (Duration, Int | Dec) => Some(duration_hint(&l, &r)),
                 (Date, Str) | (Str, Date) => {
                     let quoted = [&l, &r].into_iter().find_map(|e| match &e.kind {
                         TKind::Lit(Value::Str(t)) if crate::base::time::parse_date(t).is_some() => Some(t.to_string()),
@@ -431,6 +431,7 @@ impl Checker<'_> {
             return Err(());
         }
         self.tier_extreme(cmp, &l, &r, span);
+        self.probability_range(&l, &r, span);
         let konst = l.konst && r.konst;
         Ok(TExpr {
             ty: Bool,
@@ -438,6 +439,38 @@ impl Checker<'_> {
             span,
             kind: TKind::Cmp(cmp, Box::new(l), Box::new(r)),
         })
+    }
+
+    /// Warns about a probability (`p_alive`, `churn_risk`) compared with a
+    /// number above 1: `p_alive < 30` meant 30%.
+    fn probability_range(&mut self, l: &TExpr, r: &TExpr, span: Span) {
+        let (s, v) = match (&l.kind, &r.kind) {
+            (TKind::Slot(s), TKind::Lit(v)) | (TKind::Lit(v), TKind::Slot(s))
+                if matches!(*s, slot::P_ALIVE | slot::CHURN_RISK) =>
+            {
+                (s, v)
+            }
+            _ => return,
+        };
+        let Some(n) = v.dec().filter(|n| *n > rust_decimal::Decimal::ONE) else {
+            return;
+        };
+        let name = if *s == slot::P_ALIVE {
+            "p_alive"
+        } else {
+            "churn_risk"
+        };
+        self.err(
+            Diagnostic::new(
+                Code::ProbabilityRange,
+                self.source,
+                span,
+                format!("`{name}` is a probability between 0 and 1, compared here with {n}"),
+            )
+            .hint(format!(
+                "write a share as a percentage or a fraction: `{n}%`"
+            )),
+        );
     }
 
     /// Warns about `tier > TOP` and `tier < BOTTOM`, which nobody can meet.
@@ -529,5 +562,19 @@ impl Checker<'_> {
             Some("write e.g. `tier in [gold, diamond]` or `\"mom\" in tags`".into()),
         );
         Err(())
+    }
+}
+
+/// The hint for a number compared with a duration: a duration literal
+/// beside a count of days loses its unit; a number beside a duration
+/// field gains one.
+fn duration_hint(l: &TExpr, r: &TExpr) -> String {
+    let literal = [l, r].into_iter().find_map(|e| match e.kind {
+        TKind::Lit(Value::Duration(secs)) if secs % 86_400 == 0 => Some(secs / 86_400),
+        _ => None,
+    });
+    match literal {
+        Some(days) => format!("a count of days is a plain number: write `{days}`, not `{days}d`"),
+        None => "durations need a unit: `30d`".into(),
     }
 }

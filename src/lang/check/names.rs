@@ -71,6 +71,11 @@ impl Checker<'_> {
                 .any(|e| e.fields.iter().any(|f| f.name == name));
             let hint = if event_field {
                 format!("`{name}` is a field of the event: write `event.{name}`")
+            } else if matches!(
+                name,
+                "expected_purchases" | "predicted_clv" | "points_expiring"
+            ) {
+                format!("`{name}` takes a window: `{name}(90d)`")
             } else {
                 did_you_mean(name, cands.iter().copied()).unwrap_or_else(|| {
                     "fields are the built-ins (see docs/language.md), the config's `attributes` and tier names".to_string()

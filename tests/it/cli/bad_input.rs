@@ -330,3 +330,26 @@ fn a_segment_query_over_an_aggregate_nobody_keeps_is_refused() {
         "nothing opened or written"
     );
 }
+
+/// A mistyped `--data` is refused by the commands that read members, and
+/// no empty folder is left behind for it.
+#[test]
+fn a_missing_data_folder_is_refused_not_made() {
+    let d = setup(&[("a.rules", b"when tier >= silver then tag \"s\"\n")]);
+    for args in [
+        &["member", "m1", "--data", "typo"][..],
+        &["segment", "tier >= silver", "--count", "--data", "typo"],
+        &["model", "--data", "typo"],
+        &["fit", "--data", "typo"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .args(args)
+            .current_dir(d.path())
+            .output()
+            .expect("nudge");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("no data folder at typo"), "{args:?}: {err}");
+        assert!(!d.path().join("typo").exists(), "{args:?} made the folder");
+    }
+}
