@@ -39,8 +39,6 @@ pub enum LspError {
     Protocol(#[from] lsp_server::ProtocolError),
     #[error("the editor's connection closed")]
     Closed,
-    #[error("the editor's connection failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error("a message could not be encoded: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -59,8 +57,15 @@ pub fn serve_stdio() -> Result<(), LspError> {
 /// The server on any connection (stdio for editors, memory for the bench).
 pub fn serve(connection: &Connection) -> Result<(), LspError> {
     let caps = ServerCapabilities {
-        text_document_sync: Some(TextDocumentSyncCapability::Kind(
-            TextDocumentSyncKind::INCREMENTAL,
+        // Saves are asked for too: a save may follow a change made outside
+        // the editor's buffer (a formatter on save), and settles the file.
+        text_document_sync: Some(TextDocumentSyncCapability::Options(
+            lsp_types::TextDocumentSyncOptions {
+                open_close: Some(true),
+                change: Some(TextDocumentSyncKind::INCREMENTAL),
+                save: Some(lsp_types::TextDocumentSyncSaveOptions::Supported(true)),
+                ..lsp_types::TextDocumentSyncOptions::default()
+            },
         )),
         completion_provider: Some(CompletionOptions {
             trigger_characters: Some(vec![".".into(), "\"".into()]),

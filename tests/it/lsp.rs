@@ -248,6 +248,9 @@ fn a_mistake_is_underlined_where_check_puts_it_and_goes_when_fixed() {
 
     ed.change(&u, GOOD);
     assert_eq!(ed.diagnostics(&u), Vec::<Value>::new());
+    // A save checks again (the file on disk still has no mistake).
+    ed.notify("textDocument/didSave", json!({"textDocument": {"uri": u}}));
+    assert_eq!(ed.diagnostics(&u), Vec::<Value>::new());
 }
 
 #[test]
