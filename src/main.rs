@@ -317,8 +317,10 @@ fn main() -> ExitCode {
         Command::Test { path } => commands::test(&common, path),
         Command::Init { dir } => commands::init(dir),
         Command::Fmt { paths, check } => commands::fmt(&common, paths, check),
+        // The protocol's exit codes: 0 after `shutdown`, 1 for an `exit` without it.
         Command::Lsp => match nudge::lsp::serve_stdio() {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE

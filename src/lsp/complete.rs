@@ -112,13 +112,17 @@ fn in_string(
             CompletionItemKind::CONSTANT,
             "reward",
         ),
-        _ if lead.ends_with(['(', '[', ',']) || matches!(word, "when" | "and" | "or" | "not") => {
+        // A string that starts a condition or a bracketed one: `"vip" in tags`.
+        _ if matches!(word, "when" | "and" | "or" | "not") || opens_group(lead) => {
             (tags(a), CompletionItemKind::VALUE, "tag")
         }
         _ => return Vec::new(),
     };
     let typed = &text[quote + 1..at];
-    let range = text::range(text, quote + 1, at);
+    // The whole name is replaced, also when the cursor is inside it.
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let end = text[at..line_end].find('"').map_or(at, |i| at + i);
+    let range = text::range(text, quote + 1, end);
     list.into_iter()
         .filter(|n| n != typed)
         .map(|n| {
@@ -130,6 +134,20 @@ fn in_string(
             it
         })
         .collect()
+}
+
+/// Whether `lead` ends with a bracket that groups (`(` after an operator or
+/// a keyword), not one that calls a function or plugin (`crm.is_vip(`).
+fn opens_group(lead: &str) -> bool {
+    let Some(before) = lead.strip_suffix('(') else {
+        return false;
+    };
+    let before = before.trim_end();
+    !before.ends_with(|c: char| c.is_alphanumeric() || c == '_')
+        || before.ends_with("when")
+        || before.ends_with("and")
+        || before.ends_with("or")
+        || before.ends_with("not")
 }
 
 /// `on purchase, ` (a line that is an `on` clause up to a comma).
@@ -332,7 +350,7 @@ fn everything(a: Option<&Analysis>, schema: Option<&Schema>) -> Vec<CompletionIt
 /// The event types the rule around `at` names in `on` (none for `on
 /// tick`, which has no event); `None` when it has no `on` (it runs on
 /// every event).
-fn triggers_at(s: &Schema, text: &str, at: usize) -> Option<Vec<usize>> {
+pub(super) fn triggers_at(s: &Schema, text: &str, at: usize) -> Option<Vec<usize>> {
     let start = ["\nrule ", "\nsegment "]
         .iter()
         .filter_map(|k| text[..at].rfind(k))
@@ -343,6 +361,9 @@ fn triggers_at(s: &Schema, text: &str, at: usize) -> Option<Vec<usize>> {
         .filter_map(|k| text[at..].find(k).map(|i| at + i))
         .min()
         .unwrap_or(text.len());
+    if text[start..end].trim_start().starts_with("segment ") {
+        return Some(Vec::new()); // a segment has no event (E211)
+    }
     let words: Vec<&str> = text[start..end]
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| !w.is_empty())

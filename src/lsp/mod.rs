@@ -35,16 +35,15 @@ use workspace::{Doc, ProjectKey, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LspError {
-    #[error("the editor broke the protocol: {0}")]
-    Protocol(#[from] lsp_server::ProtocolError),
     #[error("the editor's connection closed")]
     Closed,
     #[error("a message could not be encoded: {0}")]
     Json(#[from] serde_json::Error),
 }
 
-/// Serves one editor on stdin and stdout until it says `exit`.
-pub fn serve_stdio() -> Result<(), LspError> {
+/// Serves one editor on stdin and stdout until it says `exit`; `true`
+/// when it said `shutdown` first.
+pub fn serve_stdio() -> Result<bool, LspError> {
     let (connection, threads) = transport::stdio();
     let served = serve(&connection);
     drop(connection);
@@ -54,8 +53,9 @@ pub fn serve_stdio() -> Result<(), LspError> {
     served
 }
 
-/// The server on any connection (stdio for editors, memory for the bench).
-pub fn serve(connection: &Connection) -> Result<(), LspError> {
+/// The server on any connection (stdio for editors, memory for the bench),
+/// until `exit`: `true` when `shutdown` came before it, as it should.
+pub fn serve(connection: &Connection) -> Result<bool, LspError> {
     let caps = ServerCapabilities {
         // Saves are asked for too: a save may follow a change made outside
         // the editor's buffer (a formatter on save), and settles the file.
@@ -77,8 +77,9 @@ pub fn serve(connection: &Connection) -> Result<(), LspError> {
         code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
         ..ServerCapabilities::default()
     };
-    let params = connection.initialize(serde_json::to_value(caps)?)?;
-    let params: InitializeParams = serde_json::from_value(params)?;
+    let Some(params) = initialize(connection, caps)? else {
+        return Ok(false);
+    };
     let mut server = Server {
         ws: Workspace::new(root_of(&params)),
         dirty: BTreeSet::new(),
@@ -90,12 +91,12 @@ pub fn serve(connection: &Connection) -> Result<(), LspError> {
             Err(_) => return Err(LspError::Closed),
         };
         if server.handle(connection, msg)? {
-            return Ok(());
+            return Ok(server.shut_down);
         }
         // Take what else is waiting before loading: one load per burst.
         while let Ok(msg) = connection.receiver.try_recv() {
             if server.handle(connection, msg)? {
-                return Ok(());
+                return Ok(server.shut_down);
             }
         }
         publish(connection, &mut server.ws, &mut server.dirty)?;
@@ -108,6 +109,35 @@ struct Server {
     dirty: BTreeSet<ProjectKey>,
     /// `shutdown` was asked: requests are refused until `exit`.
     shut_down: bool,
+}
+
+/// Waits for `initialize` (refusing other requests, as the protocol says)
+/// and answers it with the capabilities; `None` if the editor exits first.
+fn initialize(
+    connection: &Connection,
+    caps: ServerCapabilities,
+) -> Result<Option<InitializeParams>, LspError> {
+    loop {
+        match connection.receiver.recv() {
+            Ok(Message::Request(r)) if r.method == "initialize" => {
+                let params = serde_json::from_value(r.params).unwrap_or_default();
+                let result = serde_json::json!({
+                    "capabilities": caps,
+                    "serverInfo": {"name": "nudge", "version": env!("CARGO_PKG_VERSION")},
+                });
+                send(connection, Response::new_ok(r.id, result).into())?;
+                return Ok(Some(params));
+            }
+            Ok(Message::Request(r)) => {
+                let code = lsp_server::ErrorCode::ServerNotInitialized as i32;
+                let why = "the server is not initialized yet".to_string();
+                send(connection, Response::new_err(r.id, code, why).into())?;
+            }
+            Ok(Message::Notification(n)) if n.method == "exit" => return Ok(None),
+            Ok(_) => {}
+            Err(_) => return Err(LspError::Closed),
+        }
+    }
 }
 
 /// Loads each project a change touched and sends its diagnostics.

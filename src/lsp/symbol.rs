@@ -313,6 +313,11 @@ pub fn hover(ws: &Workspace, p: &HoverParams) -> Option<Hover> {
     let (sym, span) = classify(a, text, at)?;
     let value = match &sym {
         Symbol::Segment(name) => segment_doc(ws, a?, name)?,
+        Symbol::EventField(name) => {
+            let s = a?.load.schema.as_ref()?;
+            let only = super::complete::triggers_at(s, text, at).filter(|t| !t.is_empty());
+            event_field_doc(s, name, only.as_deref())?
+        }
         _ => describe(a, &sym)?,
     };
     Some(Hover {
@@ -391,23 +396,7 @@ fn describe(a: Option<&Analysis>, sym: &Symbol) -> Option<String> {
                 }
             )
         }
-        Symbol::EventField(n) => {
-            let s = schema?;
-            let types: Vec<String> = s
-                .events
-                .iter()
-                .filter_map(|e| {
-                    e.fields
-                        .iter()
-                        .find(|f| &f.name == n)
-                        .map(|f| format!("{} in `{}`", f.ty.name(), e.name))
-                })
-                .collect();
-            if types.is_empty() {
-                return None;
-            }
-            format!("**event.{n}** · event field\n\n{}", types.join(", "))
-        }
+        Symbol::EventField(n) => event_field_doc(schema?, n, None)?,
         Symbol::Plugin(f) => format!(
             "```rhai\nfn {}.{}({})\n```\n\n{}",
             f.plugin,
@@ -440,6 +429,29 @@ fn channel_doc(s: &Schema, n: &str) -> Option<String> {
         terms.push("no cap".into());
     }
     Some(format!("**{n}** · channel\n\n{}", terms.join("; ")))
+}
+
+/// An event field's type in each event type that has it (of `only`, the
+/// rule's triggers, when given); `money?` where events may leave it out.
+fn event_field_doc(s: &Schema, n: &str, only: Option<&[usize]>) -> Option<String> {
+    let types: Vec<String> = s
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|o| o.contains(i)))
+        .filter_map(|(_, e)| {
+            let f = e.fields.iter().find(|f| f.name == n)?;
+            let opt = if f.optional { "?" } else { "" };
+            Some(format!("{}{opt} in `{}`", f.ty.name(), e.name))
+        })
+        .collect();
+    if types.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "**event.{n}** · event field\n\n{}",
+        types.join(", ")
+    ))
 }
 
 fn tier_doc(s: &Schema, t: &str) -> String {

@@ -107,6 +107,16 @@ fn read_frame(input: &mut impl BufRead) -> Option<Result<Message, Value>> {
         Err(e) => return Some(Err(error(Value::Null, -32700, &format!("not JSON: {e}")))),
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
+    if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+        return Some(Err(error(
+            Value::Null,
+            -32600,
+            "an id is a string or an integer",
+        )));
+    }
+    if value.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Some(Err(error(id, -32600, "not a JSON-RPC 2.0 message")));
+    }
     match serde_json::from_value::<Message>(value) {
         Ok(m) => Some(Ok(m)),
         Err(e) => Some(Err(error(
@@ -139,17 +149,21 @@ mod tests {
         let text = [
             frame("{not json}"),
             frame("{}"),
-            frame(r#"{"id":7,"method":5}"#),
+            frame(r#"{"jsonrpc":"2.0","id":7,"method":5}"#),
+            frame(r#"{"jsonrpc":"2.0","id":{"a":1},"method":"x"}"#),
+            frame(r#"{"jsonrpc":"1.0","id":8,"method":"x"}"#),
             "X-Nothing: 1\r\n\r\n".to_string(),
             frame(r#"{"jsonrpc":"2.0","method":"initialized","params":{}}"#),
         ]
         .concat();
         let got = frames(&text);
-        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got.len(), 7, "{got:?}");
         assert!(matches!(&got[0], Err(e) if e["error"]["code"] == -32700));
         assert!(matches!(&got[1], Err(e) if e["error"]["code"] == -32600));
         assert!(matches!(&got[2], Err(e) if e["error"]["code"] == -32600 && e["id"] == 7));
-        assert!(matches!(&got[3], Err(e) if e["error"]["code"] == -32700));
-        assert!(matches!(&got[4], Ok(Message::Notification(n)) if n.method == "initialized"));
+        assert!(matches!(&got[3], Err(e) if e["error"]["code"] == -32600 && e["id"].is_null()));
+        assert!(matches!(&got[4], Err(e) if e["error"]["code"] == -32600 && e["id"] == 8));
+        assert!(matches!(&got[5], Err(e) if e["error"]["code"] == -32700));
+        assert!(matches!(&got[6], Ok(Message::Notification(n)) if n.method == "initialized"));
     }
 }

@@ -98,9 +98,15 @@ impl Workspace {
                 let (line, col) = crate::base::diag::line_col(here, f.span.start);
                 let rtext = analysis.load.sources.text(*rs);
                 let mut other = f.clone();
+                other.label = Some(label.clone());
+                let shown = analysis
+                    .config
+                    .as_ref()
+                    .and_then(|c| path.strip_prefix(c.parent()?).ok())
+                    .unwrap_or(&path);
                 other.hint = Some(format!(
                     "this is the {label}; the other is at {}:{line}:{col}",
-                    path.display()
+                    shown.display()
                 ));
                 let rpath = absolute(analysis.load.sources.path(*rs));
                 let d = to_lsp(&other, text::range(rtext, rspan.start, rspan.end));

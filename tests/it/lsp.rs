@@ -42,7 +42,7 @@ struct Editor {
 }
 
 impl Editor {
-    fn start(root: &Path) -> Editor {
+    fn spawn(root: &Path) -> Editor {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
             .arg("lsp")
             .current_dir(root)
@@ -80,13 +80,17 @@ impl Editor {
                 }
             }
         });
-        let mut ed = Editor {
+        Editor {
             child,
             stdin,
             inbox,
             seen: Vec::new(),
             next_id: 1,
-        };
+        }
+    }
+
+    fn start(root: &Path) -> Editor {
+        let mut ed = Editor::spawn(root);
         let root_uri = uri(root);
         let caps = ed.request(
             "initialize",
@@ -96,6 +100,17 @@ impl Editor {
         assert_eq!(caps["capabilities"]["hoverProvider"], json!(true), "{caps}");
         ed.notify("initialized", json!({}));
         ed
+    }
+
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn send(&mut self, msg: Value) {
@@ -418,15 +433,7 @@ fn shutdown_and_exit_end_the_server() {
     let mut ed = Editor::start(&root);
     assert_eq!(ed.request("shutdown", Value::Null), Value::Null);
     ed.notify("exit", Value::Null);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = ed.child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(ed.exit_code(), Some(0));
 }
 
 #[test]
@@ -547,6 +554,17 @@ fn event_fields_follow_the_trigger_and_the_aggregate() {
     ed.change(&u, "rule \"x\"\n  when tier in [silver, \n");
     let got = labels(&ed.at("textDocument/completion", &u, 1, 23));
     assert_eq!(got, ["bronze", "silver", "gold"]);
+    ed.change(&u, "segment \"s\"\n  when event.\n");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 1, 13)),
+        Vec::<String>::new()
+    );
+    ed.change(&u, "rule \"x\"\n  on purchase\n  when event.amount > 5\n");
+    let h = ed.at("textDocument/hover", &u, 2, 15);
+    assert_eq!(
+        h["contents"]["value"],
+        "**event.amount** · event field\n\nmoney in `purchase`"
+    );
     ed.change(&u, "# when event.\n");
     assert_eq!(
         labels(&ed.at("textDocument/completion", &u, 0, 13)),
@@ -582,6 +600,22 @@ fn names_in_quotes_complete_and_fix_whole() {
         labels(&ed.at("textDocument/completion", &u, 2, 27)),
         Vec::<String>::new()
     );
+    ed.change(&u, "rule \"x\"\n  when crm.is_vip(\"");
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 1, 19)),
+        Vec::<String>::new()
+    );
+    // The cursor inside a name: the edit takes the whole of it.
+    ed.change(
+        &u,
+        "rule \"x\"\n  then tag \"coffee lover\"\n\nrule \"y\"\n  then tag \"coffe lover\"\n",
+    );
+    let got = ed.at("textDocument/completion", &u, 4, 17);
+    assert_eq!(
+        got[0]["textEdit"]["range"]["end"],
+        json!({"line": 4, "character": 23}),
+        "{got}"
+    );
 
     let wrong = "rule \"x\"\n  on purchase\n  then redeem reward \"hotpot set mea\"\n";
     // What the earlier texts gave came before the last answer: drop it.
@@ -608,11 +642,10 @@ fn an_unsaved_file_takes_its_place_in_the_rules_folder() {
     let u = ed.open(&root.join("rules/a.rules"), &text);
     let diags = ed.diagnostics(&u);
     assert_eq!(codes(&diags), ["E202", "E220"], "{diags:?}");
+    let first = diags[1]["message"].as_str().unwrap_or("");
+    assert!(first.contains("(first definition)"), "{diags:?}");
     assert!(
-        diags[1]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("first definition"),
+        first.contains("the other is at rules/winback.rules:1:6"),
         "{diags:?}"
     );
     let there = ed.diagnostics(&uri(&root.join("rules/winback.rules")));
@@ -640,4 +673,16 @@ fn a_buffer_never_saved_is_checked_against_the_workspace() {
     assert_eq!(codes(&diags), ["E202"], "the workspace's tiers: {diags:?}");
     let got = labels(&ed.at("textDocument/completion", &u, 0, 5));
     assert!(got.contains(&"tier".to_string()), "{got:?}");
+}
+
+#[test]
+fn requests_before_initialize_are_refused_and_exit_without_shutdown_fails() {
+    let (_dir, root) = project();
+    let mut ed = Editor::spawn(&root);
+    ed.send(json!({"jsonrpc": "2.0", "id": 1, "method": "textDocument/hover",
+        "params": {"textDocument": {"uri": "file:///x.rules"}, "position": {"line": 0, "character": 0}}}));
+    let m = ed.next();
+    assert_eq!(m["error"]["code"], -32002, "{m}");
+    ed.notify("exit", Value::Null);
+    assert_eq!(ed.exit_code(), Some(1), "an exit without shutdown");
 }
