@@ -5,7 +5,7 @@
 //! segment names and tags inside their quotes, and otherwise the fields,
 //! functions, keywords, attributes and tiers.
 
-use super::symbol::{FUNCTIONS, KEYWORDS, plugin_fns};
+use super::symbol::{FUNCTIONS, KEYWORDS, plugin_fns, triggers_at};
 use super::text;
 use super::workspace::{Analysis, Workspace};
 use crate::config::Schema;
@@ -14,15 +14,8 @@ use lsp_types::{CompletionItem, CompletionItemKind, CompletionParams, Completion
 use std::collections::BTreeSet;
 
 pub fn complete(ws: &Workspace, p: &CompletionParams) -> Option<CompletionResponse> {
-    let tp = &p.text_document_position;
-    let path = super::path_of(&tp.text_document.uri)?;
-    let doc = ws.docs.get(&path)?;
-    let a = ws.analysis_of(&path);
-    if a.is_some_and(|a| a.config.as_deref() == Some(path.as_path())) {
-        return None; // the config is YAML of its own, not rule text
-    }
-    let at = text::offset(&doc.text, tp.position);
-    Some(CompletionResponse::Array(items(a, &doc.text, at)))
+    let (a, text, at) = super::symbol::locate(ws, &p.text_document_position)?;
+    Some(CompletionResponse::Array(items(a, text, at)))
 }
 
 /// The completions at byte `at` of `text`.
@@ -345,39 +338,6 @@ fn everything(a: Option<&Analysis>, schema: Option<&Schema>) -> Vec<CompletionIt
         );
     }
     out
-}
-
-/// The event types the rule around `at` names in `on` (none for `on
-/// tick`, which has no event); `None` when it has no `on` (it runs on
-/// every event).
-pub(super) fn triggers_at(s: &Schema, text: &str, at: usize) -> Option<Vec<usize>> {
-    let start = ["\nrule ", "\nsegment "]
-        .iter()
-        .filter_map(|k| text[..at].rfind(k))
-        .max()
-        .unwrap_or(0);
-    let end = ["\nrule ", "\nsegment "]
-        .iter()
-        .filter_map(|k| text[at..].find(k).map(|i| at + i))
-        .min()
-        .unwrap_or(text.len());
-    if text[start..end].trim_start().starts_with("segment ") {
-        return Some(Vec::new()); // a segment has no event (E211)
-    }
-    let words: Vec<&str> = text[start..end]
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let i = words.iter().position(|w| *w == "on")?;
-    let mut found = Vec::new();
-    for w in &words[i + 1..] {
-        match s.event(w) {
-            Some((e, _)) => found.push(e),
-            None if BUILTIN_TRIGGERS.contains(w) => {}
-            None => break,
-        }
-    }
-    Some(found)
 }
 
 /// The event type counted by the aggregate the cursor is inside:

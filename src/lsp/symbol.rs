@@ -9,7 +9,7 @@ use super::workspace::{Analysis, Workspace};
 use crate::base::diag::Span;
 use crate::base::yaml::{self, Node};
 use crate::config::Schema;
-use crate::model::fields::{BUILTIN_FIELDS, BuiltinTy, builtin_doc};
+use crate::model::fields::{BUILTIN_FIELDS, BUILTIN_TRIGGERS, BuiltinTy, builtin_doc};
 use lsp_types::{
     GotoDefinitionParams, GotoDefinitionResponse, Hover, HoverContents, HoverParams, Location,
     MarkupContent, MarkupKind, TextDocumentPositionParams,
@@ -315,7 +315,7 @@ pub fn hover(ws: &Workspace, p: &HoverParams) -> Option<Hover> {
         Symbol::Segment(name) => segment_doc(ws, a?, name)?,
         Symbol::EventField(name) => {
             let s = a?.load.schema.as_ref()?;
-            let only = super::complete::triggers_at(s, text, at).filter(|t| !t.is_empty());
+            let only = triggers_at(s, text, at).filter(|t| !t.is_empty());
             event_field_doc(s, name, only.as_deref())?
         }
         _ => describe(a, &sym)?,
@@ -329,8 +329,9 @@ pub fn hover(ws: &Workspace, p: &HoverParams) -> Option<Hover> {
     })
 }
 
-/// The document and analysis a position is in, and its byte offset.
-fn locate<'a>(
+/// The document and analysis a position is in, and its byte offset;
+/// `None` in the config, which is YAML of its own, not rule text.
+pub(super) fn locate<'a>(
     ws: &'a Workspace,
     p: &TextDocumentPositionParams,
 ) -> Option<(Option<&'a Analysis>, &'a str, usize)> {
@@ -338,7 +339,7 @@ fn locate<'a>(
     let doc = ws.docs.get(&path)?;
     let a = ws.analysis_of(&path);
     if a.is_some_and(|a| a.config.as_deref() == Some(path.as_path())) {
-        return None; // the config is YAML of its own, not rule text
+        return None;
     }
     let at = text::offset(&doc.text, p.position);
     Some((a, doc.text.as_str(), at))
@@ -542,6 +543,39 @@ fn config_place(a: &Analysis, section: &str, name: &str) -> Option<(PathBuf, Str
         Node::Scalar(_) => return None,
     };
     Some((path, src, span))
+}
+
+/// The event types the rule around `at` names in `on` (none for `on
+/// tick`, which has no event); `None` when it has no `on` (it runs on
+/// every event).
+pub fn triggers_at(s: &Schema, text: &str, at: usize) -> Option<Vec<usize>> {
+    let start = ["\nrule ", "\nsegment "]
+        .iter()
+        .filter_map(|k| text[..at].rfind(k))
+        .max()
+        .unwrap_or(0);
+    let end = ["\nrule ", "\nsegment "]
+        .iter()
+        .filter_map(|k| text[at..].find(k).map(|i| at + i))
+        .min()
+        .unwrap_or(text.len());
+    if text[start..end].trim_start().starts_with("segment ") {
+        return Some(Vec::new()); // a segment has no event (E211)
+    }
+    let words: Vec<&str> = text[start..end]
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let i = words.iter().position(|w| *w == "on")?;
+    let mut found = Vec::new();
+    for w in &words[i + 1..] {
+        match s.event(w) {
+            Some((e, _)) => found.push(e),
+            None if BUILTIN_TRIGGERS.contains(w) => {}
+            None => break,
+        }
+    }
+    Some(found)
 }
 
 /// A segment's definition as written, up to the next blank line or rule.
