@@ -157,7 +157,7 @@ codes! {
     ConfigShape = "E301", Error, "the config has an unknown key, a missing key or a value of the wrong kind";
     ConfigValue = "E302", Error, "a config value is invalid (time zone, duplicate tier, bad cap, unknown channel, ...)";
     NeverTrue = "W401", Warning, "a rule's condition can never be true";
-    EventOnTick = "W402", Warning, "a rule that also runs on ticks reads event fields, which are null on ticks";
+    EventOnTick = "W402", Warning, "a rule that also runs on ticks (no `on`, or `on tick` among others) reads event fields, which are null on ticks";
     EmptyRules = "W403", Warning, "a rules folder has no rule files";
     NullArithmetic = "W404", Warning, "a `set` computes with an attribute that is null until set (give it a default)";
     ProbabilityRange = "W405", Warning, "a probability (`p_alive`, `churn_risk`) is compared with a number above 1";

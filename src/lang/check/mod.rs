@@ -67,6 +67,9 @@ pub fn check(
                         sources.path(*src).display()
                     )),
                 );
+                // Its own mistakes are reported too (the load fails anyway,
+                // so what checking it adds to the layout is never used).
+                let _ = cx.rule(r);
                 continue;
             }
             names.insert(r.name.clone(), (file.source, r.name_span));

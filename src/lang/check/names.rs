@@ -234,13 +234,35 @@ impl Checker<'_> {
             );
             return Err(());
         }
-        if state
+        // `on purchase, tick` runs on ticks as surely as a rule without `on`.
+        let also_tick = self.filter_event.is_none()
+            && self
+                .rule
+                .as_ref()
+                .is_some_and(|r| !r.triggers.state && r.triggers.tick);
+        if (state || also_tick)
             && let Some(r) = self.rule.as_mut()
             && !r.warned_event_on_tick
         {
             r.warned_event_on_tick = true;
-            let d = Diagnostic::new(Code::EventOnTick, self.source, span, format!("`event.{name}` is null on the daily tick, and this rule has no `on`, so it also runs on ticks"))
-                .hint("add `on EVENT` to run it only on events");
+            let (why, fix) = if state {
+                (
+                    "this rule has no `on`, so it also runs on ticks",
+                    "add `on EVENT` to run it only on events",
+                )
+            } else {
+                (
+                    "this rule also runs `on tick`",
+                    "split it: one rule `on EVENT` that reads the event, one `on tick` that does not",
+                )
+            };
+            let d = Diagnostic::new(
+                Code::EventOnTick,
+                self.source,
+                span,
+                format!("`event.{name}` is null on the daily tick, and {why}"),
+            )
+            .hint(fix);
             self.err(d);
         }
         let slot = self.event_slot(name);
