@@ -49,7 +49,7 @@ fn main() {
     let store = SledStore::open(&dir.path().join("data")).expect("store");
     common::preload(&store, &common::members(n));
     for (name, text, hand) in QUERIES {
-        let q = segment_query(&schema, &rules, &mut SourceMap::default(), text)
+        let q = segment_query(&schema, &rules, &mut SourceMap::default(), text, &[])
             .unwrap_or_else(|d| panic!("{text}: {d:?}"));
         let mut scan = Scan::new(&schema, q.rules(&rules), q.index, &[]).expect("scan");
         // Warm sled's cache and the page cache the same for both.

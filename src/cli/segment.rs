@@ -34,7 +34,12 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
     let (Some(schema), Some(project)) = (&l.schema, &l.rules) else {
         return Err(ExitCode::from(2));
     };
-    let q = match segment_query(schema, project, &mut l.sources, query) {
+    let fields = if out.fields.is_empty() {
+        default_fields()
+    } else {
+        out.fields.clone()
+    };
+    let q = match segment_query(schema, project, &mut l.sources, query, &fields) {
         Ok(q) => q,
         Err(ds) => {
             let before = l.diagnostics.len();
@@ -56,11 +61,6 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
     if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
         return Err(fail(why));
     }
-    let fields = if out.fields.is_empty() {
-        default_fields()
-    } else {
-        out.fields.clone()
-    };
     let mut scan = Scan::new(schema, q.rules(project), q.index, &fields).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)

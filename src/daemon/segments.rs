@@ -69,7 +69,12 @@ fn asked(shared: &Shared, body: &[u8], export: bool) -> Result<Asked, Refusal> {
         ));
     }
     let mut l = crate::project::load::Load::default();
-    let query = segment_query(&schema, &rules, &mut l.sources, &text).map_err(|ds| {
+    let fields = if r.fields.is_empty() {
+        default_fields()
+    } else {
+        r.fields
+    };
+    let query = segment_query(&schema, &rules, &mut l.sources, &text, &fields).map_err(|ds| {
         l.diagnostics = ds;
         (
             StatusCode::BAD_REQUEST,
@@ -83,11 +88,6 @@ fn asked(shared: &Shared, body: &[u8], export: bool) -> Result<Asked, Refusal> {
             &schema,
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
-    };
-    let fields = if r.fields.is_empty() {
-        default_fields()
-    } else {
-        r.fields
     };
     Ok(Asked {
         rules,

@@ -85,7 +85,14 @@ impl<'r> Scan<'r> {
             let field = match name.as_str() {
                 "member" => Field::Member,
                 "tags" => Field::Tags,
-                n => match layout.fields[..n_plain].iter().position(|(f, _)| f == n) {
+                // A plain field, or a windowed prediction the query computes.
+                n => match layout.fields[..n_plain]
+                    .iter()
+                    .position(|(f, _)| f == n)
+                    .or_else(|| {
+                        let mut p = layout.predicted.iter().map(|(s, _, _)| *s as usize);
+                        p.find(|&s| layout.fields[s].0 == n)
+                    }) {
                     Some(i) => {
                         need[i] = true;
                         Field::Slot(i as u16)

@@ -323,6 +323,13 @@ fn finish(
             .iter()
             .map(|p| (p.name.clone(), p.functions.clone()))
             .collect(),
+        broken: l
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == Code::PluginSyntax)
+            .filter_map(|d| l.sources.path(d.source?).file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect(),
     };
     let (checked, diags) = check::check(&schema, asts, &sigs, &l.sources);
     l.diagnostics.extend(diags);

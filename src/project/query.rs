@@ -28,16 +28,39 @@ impl Query {
 /// Resolves `text`, a segment name or a condition, against a loaded
 /// project. Diagnostics point into a source named `segment`, added to
 /// `sources`, that holds the text.
+///
+/// `fields` are the export's: those written as functions
+/// (`expected_purchases(90d)`) are computed with the query, so a named
+/// segment with them becomes its own query (`in segment "NAME"`).
 pub fn segment_query(
     schema: &Schema,
     rules: &RuleSet,
     sources: &mut SourceMap,
     text: &str,
+    fields: &[String],
 ) -> Result<Query, Vec<Diagnostic>> {
+    let computed: Vec<&String> = fields.iter().filter(|f| f.contains('(')).collect();
     let name = text.trim().trim_matches('"');
-    if let Some(index) = rules.segments.iter().position(|s| s.name == name) {
+    let named = rules.segments.iter().position(|s| s.name == name);
+    if let Some(index) = named
+        && computed.is_empty()
+    {
         return Ok(Query { own: None, index });
     }
+    let mut values = Vec::new();
+    for f in computed {
+        let source = sources.add(Path::new("field"), f.clone());
+        match parse_fragment(FragmentKind::Expr, source, f, Offsets::Identity) {
+            Ok(Fragment::Expr(e)) => values.push(e),
+            Ok(_) => {}
+            Err(ds) => return Err(ds),
+        }
+    }
+    let text = match named {
+        Some(i) => format!("in segment \"{}\"", rules.segments[i].name),
+        None => text.to_string(),
+    };
+    let text = text.as_str();
     let source = sources.add(Path::new("segment"), text.to_string());
     let expr = match parse_fragment(FragmentKind::Expr, source, text, Offsets::Identity) {
         Ok(Fragment::Expr(e)) => e,
@@ -62,6 +85,7 @@ pub fn segment_query(
         &PluginSigs::default(),
         source,
         &expr,
+        &values,
     ) {
         Ok((layout, cond)) => Ok(Query {
             own: Some(compile_query(layout, cond, schema.events.len())),

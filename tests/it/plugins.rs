@@ -203,6 +203,8 @@ fn eval_import_and_syntax_errors_fail_the_load() {
     ] {
         let err = run(script, true).err().unwrap_or_default();
         assert!(err.contains("E130"), "{script}: {err}");
+        // The rule that calls it is not told the plugin is unknown too.
+        assert!(!err.contains("E207"), "{script}: {err}");
     }
     // A rule calling a function the plugin does not have fails the load too.
     let err = run("fn g(m) { true }", true).err().unwrap_or_default();

@@ -354,6 +354,9 @@ impl Checker<'_> {
             .iter()
             .position(|(n, _)| *n == call.plugin.name)
         else {
+            if self.plugins.broken.contains(&call.plugin.name) {
+                return Err(()); // its own file's error (E130) says it all
+            }
             let names: Vec<&str> = self
                 .plugins
                 .plugins

@@ -34,6 +34,7 @@ pub fn check_query(
     plugins: &PluginSigs,
     source: SourceId,
     expr: &ast::Expr,
+    values: &[ast::Expr],
 ) -> Result<(Layout, TExpr), Vec<Diagnostic>> {
     let mut cx = Checker::new(schema, plugins, layout.clone(), source);
     cx.rule = Some(segment_cx());
@@ -45,6 +46,11 @@ pub fn check_query(
         cx.segments
             .done
             .insert(s.name.clone(), Some(s.cond.clone()));
+    }
+    // Values an export lists (`expected_purchases(90d)`): checked, so
+    // their slots are in the layout the scan fills.
+    for v in values {
+        let _ = cx.expr(v);
     }
     match cx.bool_expr(expr) {
         Ok(t) if cx.diags.iter().all(|d| !d.is_error()) => Ok((cx.layout, t)),

@@ -296,6 +296,9 @@ pub struct CheckedSegment {
 #[derive(Clone, Debug, Default)]
 pub struct PluginSigs {
     pub plugins: Vec<(String, Vec<(String, usize)>)>,
+    /// Plugins whose file does not compile (E130 says why): a call to one
+    /// is not also an unknown plugin.
+    pub broken: Vec<String>,
 }
 
 pub struct Checked {

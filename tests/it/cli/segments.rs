@@ -165,3 +165,45 @@ fn bad_queries_are_named_at_their_place_and_write_nothing() {
     assert!(err.contains("unknown field `colour`"), "{err}");
     assert!(!d.join("x.ndjson").exists());
 }
+
+/// A named segment exported with a windowed prediction: the prediction is
+/// computed with it (null here: the folder has no fit yet), and a field
+/// that is not a prediction or a field is refused by name.
+#[test]
+fn a_named_segment_exports_windowed_predictions() {
+    let dir = project();
+    let d = dir.path();
+    let (out, err, code) = nudge(
+        d,
+        &[
+            "segment",
+            "big spenders",
+            "--export",
+            "big.ndjson",
+            "--fields",
+            "member,expected_purchases(90d)",
+            "--at",
+            "2026-03-10",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}: {out}");
+    let rows = std::fs::read_to_string(d.join("big.ndjson")).expect("export");
+    assert!(
+        rows.starts_with("{\"member\":\"a\",\"expected_purchases(90d)\":null}\n"),
+        "{rows}"
+    );
+    let (_, err, code) = nudge(
+        d,
+        &[
+            "segment",
+            "big spenders",
+            "--count",
+            "--fields",
+            "member,floor(spend)",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("floor(spend)"), "{err}");
+}

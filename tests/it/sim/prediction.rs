@@ -207,3 +207,50 @@ fn the_holdout_check_compares_predicted_and_actual_weeks() {
     assert!(html.contains("Repurchase model on the holdout period"));
     assert!(html.contains("(r 0.243, alpha 30.90 days, a 0.793, b 2.426)"));
 }
+
+/// An export lists the predictions, the windowed ones too, with the values
+/// `lifetimes` gives for the same member.
+#[test]
+fn an_export_lists_windowed_predictions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    calibrated(dir.path());
+    let data = dir.path().join("data");
+    let file = dir.path().join("out.ndjson");
+    for query in ["orders >= 1", "member_days >= 0"] {
+        nudge(&[
+            "--config",
+            "examples/cdnow/nudge.yaml",
+            "--data",
+            data.to_str().expect("path"),
+            "segment",
+            query,
+            "--at",
+            "1997-09-30",
+            "--fields",
+            "member,p_alive,expected_purchases(90d),predicted_clv(365d)",
+            "--export",
+            file.to_str().expect("path"),
+        ]);
+        let text = std::fs::read_to_string(&file).expect("export");
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a row")).expect("json");
+        assert_eq!(first["member"], "0001", "{query}");
+        let p = first["p_alive"].as_f64().expect("p_alive");
+        assert!((p - 0.7266).abs() < 0.0001, "{first}");
+        // lifetimes: tests/predict/cdnow_lifetimes.csv, member 0001.
+        let csv = std::fs::read_to_string("tests/predict/cdnow_lifetimes.csv").expect("csv");
+        let row = csv.lines().find(|l| l.starts_with("0001,")).expect("0001");
+        let want: f64 = row
+            .rsplit(',')
+            .next()
+            .expect("e90")
+            .parse()
+            .expect("number");
+        let got = first["expected_purchases(90d)"].as_f64().expect("e90");
+        assert!((got - want).abs() < 0.001, "{got} against {want}");
+        assert!(
+            first["predicted_clv(365d)"].as_f64().expect("clv") > 0.0,
+            "{first}"
+        );
+    }
+}
