@@ -224,8 +224,18 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
                 crate::base::diag::did_you_mean(field, expected.iter().copied()),
             ),
             other => {
-                let path = e.path().map(|p| format!(" at `{p}`")).unwrap_or_default();
-                (format!("{other}{path}"), 0, None)
+                // A path through a map of names reads `rewards.?`: the
+                // position says more, so it is left out then.
+                let path = e
+                    .path()
+                    .filter(|p| !p.contains('?'))
+                    .map(|p| format!(" at `{p}`"))
+                    .unwrap_or_default();
+                (
+                    format!("{}{path}", plain_serde(&other.to_string())),
+                    0,
+                    None,
+                )
             }
         };
         YamlError {
@@ -235,6 +245,15 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
             hint,
         }
     })
+}
+
+/// serde's words for a config type (`expected struct RewardFile`) in the
+/// config's (`expected a mapping of keys`).
+fn plain_serde(message: &str) -> String {
+    match message.split_once("expected struct ") {
+        Some((head, _)) => format!("{head}expected a mapping of `key: value` lines"),
+        None => message.to_string(),
+    }
 }
 
 /// The character position of key `field` in the mapping that starts at

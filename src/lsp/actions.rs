@@ -21,7 +21,11 @@ pub fn format(ws: &Workspace, p: &DocumentFormattingParams) -> Option<Vec<TextEd
     let stem = path
         .file_stem()
         .map_or("rules".into(), |s| s.to_string_lossy());
-    let formatted = crate::lang::print::format_file(SourceId(0), &doc.text, &stem).ok()?;
+    let mut formatted = crate::lang::print::format_file(SourceId(0), &doc.text, &stem).ok()?;
+    // The layout is written with `\n`; a file kept with `\r\n` keeps them.
+    if doc.text.contains("\r\n") {
+        formatted = formatted.replace('\n', "\r\n");
+    }
     if formatted == doc.text {
         return Some(Vec::new());
     }

@@ -425,6 +425,14 @@ fn formatting_gives_the_fmt_layout() {
         json!({"textDocument": {"uri": u}, "options": {"tabSize": 2, "insertSpaces": true}}),
     );
     assert_eq!(none, json!([]));
+    // Windows line endings stay.
+    let crlf = messy.replace('\n', "\r\n");
+    ed.change(&u, &crlf);
+    let edits = ed.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": u}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(edits[0]["newText"], GOOD.replace('\n', "\r\n"), "{edits}");
 }
 
 #[test]
