@@ -5,7 +5,7 @@
 //! segment names and tags inside their quotes, and otherwise the fields,
 //! functions, keywords, attributes and tiers.
 
-use super::symbol::{FUNCTIONS, KEYWORDS, plugin_fns, triggers_at};
+use super::symbol::{FUNCTIONS, KEYWORDS, plugin_fns, segment_defs, triggers_at};
 use super::text;
 use super::workspace::{Analysis, Workspace};
 use crate::config::Schema;
@@ -375,17 +375,11 @@ fn aggregate_event(s: &Schema, text: &str, at: usize) -> Option<usize> {
 
 /// Segment names the project's rule files define.
 fn segments(a: Option<&Analysis>) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for src in rule_texts(a) {
-        for line in src.lines() {
-            if let Some(rest) = line.trim_start().strip_prefix("segment \"")
-                && let Some((name, _)) = rest.split_once('"')
-            {
-                out.insert(name.to_string());
-            }
-        }
-    }
-    out.into_iter().collect()
+    let names: BTreeSet<&str> = rule_texts(a)
+        .into_iter()
+        .flat_map(|src| segment_defs(src).map(|(_, n)| n))
+        .collect();
+    names.into_iter().map(String::from).collect()
 }
 
 /// Tags the project's rule files give, take or test.

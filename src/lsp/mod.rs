@@ -193,47 +193,32 @@ fn send(connection: &Connection, msg: Message) -> Result<(), LspError> {
 }
 
 fn notify(ws: &mut Workspace, dirty: &mut BTreeSet<ProjectKey>, note: Notification) {
-    let method = note.method.as_str();
+    use lsp_types as t;
     let params = note.params;
-    let touched: Option<PathBuf> = match method {
-        DidOpenTextDocument::METHOD => {
-            serde_json::from_value::<lsp_types::DidOpenTextDocumentParams>(params)
-                .ok()
-                .and_then(|p| {
-                    let path = path_of(&p.text_document.uri)?;
-                    let doc = Doc {
-                        uri: p.text_document.uri,
-                        text: p.text_document.text,
-                    };
-                    ws.docs.insert(path.clone(), doc);
-                    Some(path)
-                })
-        }
+    let touched: Option<PathBuf> = match note.method.as_str() {
+        DidOpenTextDocument::METHOD => of::<t::DidOpenTextDocumentParams>(params).and_then(|p| {
+            let path = path_of(&p.text_document.uri)?;
+            let (uri, text) = (p.text_document.uri, p.text_document.text);
+            ws.docs.insert(path.clone(), Doc { uri, text });
+            Some(path)
+        }),
         DidChangeTextDocument::METHOD => {
-            serde_json::from_value::<lsp_types::DidChangeTextDocumentParams>(params)
-                .ok()
-                .and_then(|p| {
-                    let path = path_of(&p.text_document.uri)?;
-                    let doc = ws.docs.get_mut(&path)?;
-                    for change in p.content_changes {
-                        text::apply_change(&mut doc.text, change);
-                    }
-                    Some(path)
-                })
+            of::<t::DidChangeTextDocumentParams>(params).and_then(|p| {
+                let path = path_of(&p.text_document.uri)?;
+                let doc = ws.docs.get_mut(&path)?;
+                p.content_changes
+                    .into_iter()
+                    .for_each(|c| text::apply_change(&mut doc.text, c));
+                Some(path)
+            })
         }
-        DidCloseTextDocument::METHOD => {
-            serde_json::from_value::<lsp_types::DidCloseTextDocumentParams>(params)
-                .ok()
-                .and_then(|p| {
-                    let path = path_of(&p.text_document.uri)?;
-                    ws.docs.remove(&path);
-                    Some(path)
-                })
-        }
+        DidCloseTextDocument::METHOD => of::<t::DidCloseTextDocumentParams>(params).and_then(|p| {
+            let path = path_of(&p.text_document.uri)?;
+            ws.docs.remove(&path);
+            Some(path)
+        }),
         DidSaveTextDocument::METHOD => {
-            serde_json::from_value::<lsp_types::DidSaveTextDocumentParams>(params)
-                .ok()
-                .and_then(|p| path_of(&p.text_document.uri))
+            of::<t::DidSaveTextDocumentParams>(params).and_then(|p| path_of(&p.text_document.uri))
         }
         DidChangeWatchedFiles::METHOD => {
             // A file changed on disk: every loaded project may read it.
@@ -245,6 +230,12 @@ fn notify(ws: &mut Workspace, dirty: &mut BTreeSet<ProjectKey>, note: Notificati
     if let Some(path) = touched {
         dirty.insert(ws.project_of(&path));
     }
+}
+
+/// A notification's parameters; one that does not parse is ignored, as
+/// the protocol asks of notifications.
+fn of<P: serde::de::DeserializeOwned>(params: serde_json::Value) -> Option<P> {
+    serde_json::from_value(params).ok()
 }
 
 fn answer(ws: &Workspace, req: Request) -> Response {

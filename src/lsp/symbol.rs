@@ -598,26 +598,28 @@ fn segment_doc(ws: &Workspace, a: &Analysis, name: &str) -> Option<String> {
 
 /// Where `segment "NAME"` is written, in the project's rule files.
 fn segment_definition(ws: &Workspace, a: &Analysis, name: &str) -> Option<(PathBuf, String, Span)> {
-    let needle = format!("segment \"{name}\"");
     for (_, path, src) in a.load.sources.iter() {
         let src = ws.docs.get(path).map_or(src, |d| d.text.as_str());
-        let mut from = 0;
-        while let Some(i) = src[from..].find(&needle) {
-            let at = from + i;
-            let line_start = src[..at].rfind('\n').map_or(0, |j| j + 1);
-            // The definition starts its line; uses read `in segment "..."`.
-            if src[line_start..at].trim().is_empty() {
-                let open = at + "segment \"".len();
-                return Some((
-                    path.to_path_buf(),
-                    src.to_string(),
-                    Span::new(open, open + name.len()),
-                ));
-            }
-            from = at + needle.len();
+        if let Some((at, _)) = segment_defs(src).find(|(_, n)| *n == name) {
+            let span = Span::new(at, at + name.len());
+            return Some((path.to_path_buf(), src.to_string(), span));
         }
     }
     None
+}
+
+/// The segments a rule file defines (`segment "NAME"` starting a line;
+/// uses read `in segment "..."`): each name's byte offset and the name.
+pub fn segment_defs(src: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut line_start = 0;
+    src.split_inclusive('\n').filter_map(move |line| {
+        let at = line_start;
+        line_start += line.len();
+        let rest = line.trim_start();
+        let name = rest.strip_prefix("segment \"")?.split_once('"')?.0;
+        let open = at + (line.len() - rest.len()) + "segment \"".len();
+        Some((open, name))
+    })
 }
 
 fn value_text(v: &crate::base::value::Value) -> String {

@@ -694,3 +694,31 @@ fn requests_before_initialize_are_refused_and_exit_without_shutdown_fails() {
     ed.notify("exit", Value::Null);
     assert_eq!(ed.exit_code(), Some(1), "an exit without shutdown");
 }
+
+#[test]
+fn segments_complete_and_lead_to_their_definition() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let seg = "# segments\n  segment \"lapsed vip\" when days_since_last_purchase > 90\n";
+    std::fs::write(root.join("rules/segments.rules"), seg).expect("write");
+    let text = "rule \"x\"\n  when in segment \"\n";
+    let u = ed.open(&root.join("rules/new.rules"), text);
+    assert_eq!(
+        labels(&ed.at("textDocument/completion", &u, 1, 19)),
+        ["lapsed vip"]
+    );
+    ed.change(
+        &u,
+        "rule \"x\"\n  when in segment \"lapsed vip\"\n  then tag \"v\"\n",
+    );
+    let def = ed.at("textDocument/definition", &u, 1, 22);
+    assert_eq!(def["uri"], uri(&root.join("rules/segments.rules")));
+    assert_eq!(
+        def["range"]["start"],
+        json!({"line": 1, "character": 11}),
+        "{def}"
+    );
+    let h = ed.at("textDocument/hover", &u, 1, 22);
+    let h = h["contents"]["value"].as_str().unwrap_or("").to_string();
+    assert!(h.contains("days_since_last_purchase > 90"), "{h}");
+}
