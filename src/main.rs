@@ -60,6 +60,12 @@ enum ExportFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Watch {
+    Notify,
+    Poll,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum LogFormat {
     Text,
     Json,
@@ -89,6 +95,11 @@ enum Command {
         /// Log lines as text (default) or JSON.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// How edits to rules, plugins and the config are noticed: the
+        /// kernel's notifications, or polling every half second (network
+        /// file systems, where notifications of others' edits never come).
+        #[arg(long, value_enum, default_value_t = Watch::Notify)]
+        watch: Watch,
     },
     /// Process an NDJSON event file (or `-` for stdin) through the engine.
     Ingest {
@@ -284,7 +295,13 @@ fn main() -> ExitCode {
     let common = cli.common;
     match cli.command {
         Command::Check { path, format } => check(&common, path, format),
-        Command::Run { listen, .. } => commands::run(&common, listen),
+        Command::Run { listen, watch, .. } => {
+            let watch = match watch {
+                Watch::Notify => nudge::daemon::watcher::WatchMode::Notify,
+                Watch::Poll => nudge::daemon::watcher::WatchMode::Poll,
+            };
+            commands::run(&common, listen, watch)
+        }
         Command::Ingest {
             file,
             stop_on_error,

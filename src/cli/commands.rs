@@ -6,6 +6,7 @@
 use crate::Common;
 use crate::cli::render;
 use nudge::config::Schema;
+use nudge::daemon::watcher::WatchMode;
 use nudge::engine::Engine;
 use nudge::lang::RuleSet;
 use nudge::model::Effect;
@@ -588,12 +589,13 @@ fn explain_inner(
     }
 }
 
-pub fn run(common: &Common, listen: Option<String>) -> ExitCode {
+pub fn run(common: &Common, listen: Option<String>, watch: WatchMode) -> ExitCode {
     let opts = nudge::daemon::DaemonOptions {
         load: common.load_options(),
         data: common.data.clone(),
         listen,
         tick_every: std::time::Duration::from_secs(30),
+        watch,
         // Tests and scripts read this line to find the port.
         on_listen: |addr| println!("nudge listening on http://{addr}"),
     };

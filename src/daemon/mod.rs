@@ -242,6 +242,8 @@ pub struct DaemonOptions {
     pub listen: Option<String>,
     /// How often the schedule checks for due daily ticks.
     pub tick_every: Duration,
+    /// How edits to the rules, plugins and config are noticed.
+    pub watch: watcher::WatchMode,
     /// Called once with the address the server listens on (the command
     /// line prints it: tests and scripts read the port from that line).
     pub on_listen: fn(std::net::SocketAddr),
@@ -353,7 +355,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .unwrap_or_else(|| schema.paths.plugins.clone()),
         opts.load.config.clone(),
     ];
-    let _watcher = watcher::spawn(watched, tx.clone())?;
+    let _watcher = watcher::spawn(watched, opts.watch, tx.clone())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -398,7 +398,11 @@ fn browsers_tokens_and_metrics_are_safe() {
     std::fs::write(dir.path().join("nudge.yaml"), &with_token).expect("config");
     let deadline = Instant::now() + Duration::from_secs(10);
     while http(a, "GET", "/v1/status", "").0 != 401 {
-        assert!(Instant::now() < deadline, "the new token never took effect");
+        assert!(
+            Instant::now() < deadline,
+            "the new token never took effect:\n{}",
+            d.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(http(a, "GET", "/metrics", "").0, 401);

@@ -1,7 +1,8 @@
 //! Live reload under stress, through the real daemon and a real folder:
 //! the ways editors save, 500 files at once, a symlink swap, edits while
 //! events stream in (every event's effects come from one rule set), and a
-//! rule removed while its effects wait in the outbox (still delivered).
+//! rule removed while its effects wait in the outbox (still delivered),
+//! and the editors' saves again with polling instead of inotify.
 //! A folder deleted and recreated is in `daemon::service`.
 
 use crate::common::*;
@@ -21,8 +22,26 @@ fn status(addr: &str) -> serde_json::Value {
 
 #[test]
 fn every_way_an_editor_saves_is_picked_up_and_none_breaks_a_reload() {
+    editor_saves(&[]);
+}
+
+/// Polling (`--watch poll`, and what the daemon falls back to when the
+/// kernel refuses inotify) sees the same edits.
+#[test]
+fn polling_sees_every_way_an_editor_saves() {
+    let (d, _dir) = editor_saves(&["--watch", "poll"]);
+    assert!(
+        d.logs().contains("Polling the rules folder"),
+        "{}",
+        d.logs()
+    );
+}
+
+fn editor_saves(args: &[&str]) -> (Daemon, tempfile::TempDir) {
     let dir = project(&rule(1));
-    let d = start(dir.path());
+    let mut cmd = daemon_cmd(dir.path());
+    cmd.args(args);
+    let d = start_cmd(cmd, Some(dir.path().join("daemon.log")));
     let rules = dir.path().join("rules");
     let file = rules.join("r.rules");
     wait_for_points(&d.addr, "a", 1);
@@ -55,6 +74,7 @@ fn every_way_an_editor_saves_is_picked_up_and_none_breaks_a_reload() {
     let s = status(&d.addr);
     assert_eq!(s["failed_reloads"], 0, "{s}");
     assert_eq!(s["rules"], 1, "swap and temp files are not rules: {s}");
+    (d, dir)
 }
 
 #[test]
