@@ -65,6 +65,15 @@ enum Watch {
     Poll,
 }
 
+impl From<Watch> for nudge::daemon::watcher::WatchMode {
+    fn from(w: Watch) -> Self {
+        match w {
+            Watch::Notify => Self::Notify,
+            Watch::Poll => Self::Poll,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum LogFormat {
     Text,
@@ -95,9 +104,8 @@ enum Command {
         /// Log lines as text (default) or JSON.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
-        /// How edits to rules, plugins and the config are noticed: the
-        /// kernel's notifications, or polling every half second (network
-        /// file systems, where notifications of others' edits never come).
+        /// Notice edits by the kernel's notifications, or by polling every
+        /// 0.5 s (network file systems).
         #[arg(long, value_enum, default_value_t = Watch::Notify)]
         watch: Watch,
     },
@@ -295,13 +303,7 @@ fn main() -> ExitCode {
     let common = cli.common;
     match cli.command {
         Command::Check { path, format } => check(&common, path, format),
-        Command::Run { listen, watch, .. } => {
-            let watch = match watch {
-                Watch::Notify => nudge::daemon::watcher::WatchMode::Notify,
-                Watch::Poll => nudge::daemon::watcher::WatchMode::Poll,
-            };
-            commands::run(&common, listen, watch)
-        }
+        Command::Run { listen, watch, .. } => commands::run(&common, listen, watch.into()),
         Command::Ingest {
             file,
             stop_on_error,
