@@ -69,15 +69,17 @@ pub fn idle(cx: &Ctx<'_>, rec: &MemberRecord, t: &Trigger<'_>, view: &mut View) 
     fill(cx, rec, t, view);
     let mut idle = true;
     let name = |ri: u32| cx.rules.rules[ri as usize].name.as_str();
+    let mut scratch = std::mem::take(&mut view.scratch);
     cx.rules
         .tick_conditions
-        .eval(&env(cx, view, t, ""), name, |ri, value| {
+        .eval(&env(cx, view, t, ""), name, &mut scratch, |ri, is_true| {
             let rule = &cx.rules.rules[ri as usize];
             let key = cx.plan.rule_keys[ri as usize];
             let armed = rec.rules.iter().any(|r| r.rule == key && r.armed);
-            idle = rule.edge_triggered() && (value == Some(true)) == armed;
+            idle = rule.edge_triggered() && is_true == armed;
             idle
         });
+    view.scratch = scratch;
     idle
 }
 

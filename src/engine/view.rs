@@ -15,6 +15,8 @@ pub struct View {
     pub member: Vec<Value>,
     pub tags: Vec<u64>,
     pub tag_names: Vec<String>,
+    /// Scratch for evaluating a list of rules' conditions.
+    pub scratch: crate::lang::conditions::Scratch,
 }
 
 impl View {
@@ -124,10 +126,12 @@ impl View {
             if want(slot::BIRTHDAY) {
                 set(m, slot::BIRTHDAY, Value::Date(b));
             }
-            if want(slot::DAYS_TO_BIRTHDAY) || want(slot::BIRTHDAY_MONTH) {
+            if want(slot::DAYS_TO_BIRTHDAY) {
                 let (days, month) = birthday_info(b, today);
                 set(m, slot::DAYS_TO_BIRTHDAY, Value::Int(days));
                 set(m, slot::BIRTHDAY_MONTH, Value::Int(month));
+            } else if want(slot::BIRTHDAY_MONTH) {
+                set(m, slot::BIRTHDAY_MONTH, Value::Int(civil(b).1));
             }
         }
         if want(slot::COUPONS_OPEN) || want(slot::COUPONS_REDEEMED) {

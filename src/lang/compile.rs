@@ -7,6 +7,7 @@ use super::check::{
     Arith, BudgetSpec, CheckedRule, CheckedSegment, CouponSpec, Func, Layout, TAction, TExpr,
     TKind, Triggers, Ty,
 };
+use super::conditions::Conditions;
 use super::program::*;
 use super::timing::{Codes, Timing};
 use super::timing::{push_children, timing};

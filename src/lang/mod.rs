@@ -8,6 +8,7 @@
 pub mod ast;
 pub mod check;
 pub mod compile;
+pub mod conditions;
 pub mod parse;
 pub mod parse_yaml;
 pub mod print;

@@ -227,7 +227,7 @@ impl Simple {
     }
 
     #[inline(always)]
-    fn eval(&self, env: &Env<'_>) -> Option<bool> {
+    pub(crate) fn eval(&self, env: &Env<'_>) -> Option<bool> {
         match self {
             Simple::IntIn(s, lo, hi) => env.slot(*s).int().map(|v| *lo <= v && v <= *hi),
             Simple::Int(op, s, c) => env.slot(*s).int().map(|v| op.test(v, *c)),
@@ -245,83 +245,6 @@ impl Simple {
                 Some((word & (1u64 << (bit % 64)) != 0) == *want)
             }
             Simple::Times(op, a, b, k) => times_test(env, *op, *a, *b, *k),
-        }
-    }
-}
-
-/// The conditions of a list of rules laid out for evaluating them all,
-/// one member after another (the daily tick): each rule's simple tests
-/// side by side in one array, so a pass over the rules reads memory in
-/// order instead of following each rule's boxes. Conditions that are not
-/// an `and` of simple tests keep their tree. The results are those of
-/// [`BoolCode::eval`] on each rule's condition.
-#[derive(Clone, Debug, Default)]
-pub struct Conditions {
-    rules: Vec<(u32, Flat)>,
-    tests: Vec<Simple>,
-}
-
-#[derive(Clone, Debug)]
-enum Flat {
-    /// `tests[start..start + len]`, all true (none: no condition).
-    Tests {
-        start: u32,
-        len: u32,
-    },
-    Tree(Box<BoolCode>),
-}
-
-impl Conditions {
-    /// The conditions of `list` (rule indexes into `conds`), in its order.
-    pub fn new(conds: &[Option<&BoolCode>], list: &[u32]) -> Conditions {
-        let mut c = Conditions::default();
-        for &rule in list {
-            let flat = match conds.get(rule as usize).copied().flatten() {
-                None => c.push_tests(&[]),
-                Some(BoolCode::AllSimple(tests)) => c.push_tests(tests),
-                Some(b) => match Simple::of(b) {
-                    Some(t) => c.push_tests(&[t]),
-                    None => Flat::Tree(Box::new(b.clone())),
-                },
-            };
-            c.rules.push((rule, flat));
-        }
-        c
-    }
-
-    fn push_tests(&mut self, tests: &[Simple]) -> Flat {
-        let start = self.tests.len() as u32;
-        self.tests.extend_from_slice(tests);
-        Flat::Tests {
-            start,
-            len: tests.len() as u32,
-        }
-    }
-
-    /// Each rule's index and the value of its condition, in list order,
-    /// until `each` returns false. `name` gives a rule's name for the
-    /// conditions evaluated as trees (plugin calls report it).
-    #[inline]
-    pub fn eval<'n>(
-        &self,
-        env: &Env<'n>,
-        name: impl Fn(u32) -> &'n str,
-        mut each: impl FnMut(u32, Option<bool>) -> bool,
-    ) {
-        for (rule, flat) in &self.rules {
-            let value = match flat {
-                Flat::Tests { start, len } => {
-                    let (start, len) = (*start as usize, *len as usize);
-                    all(&self.tests[start..start + len], |t| t.eval(env))
-                }
-                Flat::Tree(b) => b.eval(&Env {
-                    rule: name(*rule),
-                    ..*env
-                }),
-            };
-            if !each(*rule, value) {
-                return;
-            }
         }
     }
 }
