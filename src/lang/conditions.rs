@@ -10,8 +10,8 @@
 //! test on the field is true or false throughout, so the set of rules with
 //! a false test there is computed when the rules are loaded. Evaluating a
 //! member is then, per field, one binary search and an `or` of that set
-//! into the failed rules; per tag, an `or` of the set for having it or
-//! not. Only then are the tests with no table (`!=`, decimals with more
+//! into the failed rules; per byte of tag bits, an `or` of the set for
+//! that byte's value. Only then are the tests with no table (`!=`, decimals with more
 //! places, `days > cycle * k`, `or` and `not` trees, plugin calls) run, one
 //! by one, for the rules still open. An interpreter that dispatched on each
 //! test's kind and stopped at a rule's first false test spent most of its
@@ -37,7 +37,7 @@ pub struct Conditions {
     /// Words of a row: one bit per rule.
     words: usize,
     fields: Vec<Field>,
-    tags: Vec<TagTable>,
+    tags: Vec<TagByte>,
     /// Tests with no table, run after the tables while their rule is open.
     others: Vec<(u32, Other)>,
 }
@@ -58,11 +58,13 @@ struct Field {
     tests: Vec<(u32, Simple)>,
 }
 
-/// The rules with a test of one tag that fails without it, then with it.
+/// The tags in one byte of a tag word: for each of the byte's 256 values,
+/// the rules with a test of those tags that fails (a member's tags are
+/// then one lookup per byte, not one per tag).
 #[derive(Clone, Debug)]
-struct TagTable {
+struct TagByte {
     word: u32,
-    mask: u64,
+    shift: u32,
     rows: Vec<u64>,
 }
 
@@ -160,25 +162,33 @@ impl Conditions {
                     .extend(tests.into_iter().map(|(at, t)| (at, Other::Simple(t)))),
             }
         }
+        let mut bytes: BTreeMap<u32, Vec<(u32, u32, bool)>> = BTreeMap::new();
         for (bit, tests) in g.tags {
+            let byte = bytes.entry(bit / 8).or_default();
+            byte.extend(tests.into_iter().map(|(at, want)| (bit, at, want)));
+        }
+        for (byte, tests) in bytes {
             // An `or` of a row costs about what a test does per 4 words.
-            if tests.len() * 4 < words {
+            if tests.len() * 4 < words || 256 * words * 8 > TABLE_BUDGET {
                 let one_by_one = tests
                     .into_iter()
-                    .map(|(at, want)| (at, Simple::Tag(bit, want)));
+                    .map(|(bit, at, want)| (at, Simple::Tag(bit, want)));
                 c.others
                     .extend(one_by_one.map(|(at, t)| (at, Other::Simple(t))));
                 continue;
             }
-            let mut rows = vec![0u64; 2 * words];
-            for (at, want) in tests {
-                // Fails without the tag when it is wanted, with it when not.
-                let row = usize::from(!want);
-                set(&mut rows[row * words..], at);
+            let mut rows = vec![0u64; 256 * words];
+            for value in 0..256usize {
+                for &(bit, at, want) in &tests {
+                    let has = value & (1 << (bit % 8)) != 0;
+                    if has != want {
+                        set(&mut rows[value * words..], at);
+                    }
+                }
             }
-            c.tags.push(TagTable {
-                word: bit / 64,
-                mask: 1u64 << (bit % 64),
+            c.tags.push(TagByte {
+                word: byte / 8,
+                shift: (byte % 8) * 8,
                 rows,
             });
         }
@@ -254,8 +264,8 @@ impl Conditions {
             or(failed, &f.rows[row * w..(row + 1) * w]);
         }
         for t in &self.tags {
-            let has = env.tags.get(t.word as usize).copied().unwrap_or(0) & t.mask != 0;
-            let row = usize::from(has);
+            let word = env.tags.get(t.word as usize).copied().unwrap_or(0);
+            let row = ((word >> t.shift) & 0xff) as usize;
             or(failed, &t.rows[row * w..(row + 1) * w]);
         }
         for (at, test) in &self.others {
@@ -380,8 +390,7 @@ mod tests {
     }
 
     const OPS: [Cmp; 6] = [Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge];
-    /// Slots 0-2 hold integers, 3-5 decimals; 70 tags (two words).
-    const TAGS: u32 = 70;
+    // Slots 0-2 hold integers, 3-5 decimals; `tags` tags.
 
     fn dec(r: &mut Rng) -> Decimal {
         let places = [0, 1, 2, 2, 3, 28][r.below(6) as usize];
@@ -393,24 +402,28 @@ mod tests {
         }
     }
 
-    fn test(r: &mut Rng) -> BoolCode {
+    fn test(r: &mut Rng, tags: u32) -> BoolCode {
         let op = OPS[r.below(6) as usize];
         match r.below(6) {
             0 | 1 => BoolCode::IntSlotConst(op, r.below(3) as u16, r.below(40) as i64 - 20),
             2 => BoolCode::DecSlotConst(op, 3 + r.below(3) as u16, dec(r)),
-            3 => BoolCode::HasTag(r.below(TAGS as u64) as u32),
-            4 => BoolCode::Not(Box::new(BoolCode::HasTag(r.below(TAGS as u64) as u32))),
+            3 => BoolCode::HasTag(r.below(tags as u64) as u32),
+            4 => BoolCode::Not(Box::new(BoolCode::HasTag(r.below(tags as u64) as u32))),
             _ => BoolCode::IntSlotDecTimes(op, r.below(3) as u16, 3 + r.below(3) as u16, dec(r)),
         }
     }
 
     /// A condition as the compiler makes them: one test, an `and` of
     /// simple tests, or a tree with `or`.
-    fn condition(r: &mut Rng) -> Option<BoolCode> {
-        let tests = |r: &mut Rng| (0..1 + r.below(3)).map(|_| test(r)).collect::<Vec<_>>();
+    fn condition(r: &mut Rng, tags: u32) -> Option<BoolCode> {
+        let tests = |r: &mut Rng| {
+            (0..1 + r.below(3))
+                .map(|_| test(r, tags))
+                .collect::<Vec<_>>()
+        };
         match r.below(5) {
             0 => None,
-            1 => Some(test(r)),
+            1 => Some(test(r, tags)),
             2 => {
                 let simple = tests(r).iter().map(Simple::of).collect::<Option<Vec<_>>>();
                 simple.map(|s| BoolCode::AllSimple(s.into_boxed_slice()))
@@ -418,12 +431,12 @@ mod tests {
             3 => Some(BoolCode::And(tests(r).into_boxed_slice())),
             _ => Some(BoolCode::And(Box::new([
                 BoolCode::Or(tests(r).into_boxed_slice()),
-                test(r),
+                test(r, tags),
             ]))),
         }
     }
 
-    fn member(r: &mut Rng) -> (Vec<Value>, Vec<u64>) {
+    fn member(r: &mut Rng, tags: u32) -> (Vec<Value>, Vec<u64>) {
         let mut slots = Vec::new();
         for i in 0..6 {
             slots.push(match (i < 3, r.below(8)) {
@@ -432,23 +445,35 @@ mod tests {
                 (false, _) => Value::Dec(dec(r)),
             });
         }
-        (slots, vec![r.next(), r.next()])
+        // Sparse for many tags, so that a wanted tag is sometimes there.
+        let words = tags.div_ceil(64) as usize;
+        let bits = (0..words).map(|_| {
+            if words > 2 {
+                r.next() & r.next()
+            } else {
+                r.next()
+            }
+        });
+        (slots, bits.collect())
     }
 
     #[test]
     fn every_rule_is_true_exactly_when_its_condition_evaluates_to_true() {
         let mut r = Rng(0x5EED_0001);
-        for _ in 0..300 {
-            let conds: Vec<Option<BoolCode>> = (0..12).map(|_| condition(&mut r)).collect();
+        // Few rules: every field and tag byte gets a table; many rules
+        // over many tags: tag bytes with few tests are run one by one.
+        let sizes = std::iter::repeat_n((12, 70), 300).chain(std::iter::repeat_n((300, 640), 20));
+        for (n, tags) in sizes {
+            let conds: Vec<Option<BoolCode>> = (0..n).map(|_| condition(&mut r, tags)).collect();
             let refs: Vec<Option<&BoolCode>> = conds.iter().map(Option::as_ref).collect();
-            let list: Vec<u32> = (0..12).rev().collect();
+            let list: Vec<u32> = (0..n).rev().collect();
             let c = Conditions::new(&refs, &list);
             let mut scratch = Scratch::default();
             for _ in 0..50 {
-                let (slots, tags) = member(&mut r);
+                let (slots, bits) = member(&mut r, tags);
                 let env = Env {
                     member: &slots,
-                    tags: &tags,
+                    tags: &bits,
                     tag_names: &[],
                     event: &[],
                     today: 0,
@@ -474,11 +499,11 @@ mod tests {
                         (i, v == Some(true))
                     })
                     .collect();
-                assert_eq!(got, want, "{conds:?}\n{slots:?} {tags:?}");
+                assert_eq!(got, want, "{conds:?}\n{slots:?} {bits:?}");
                 let mut matched = Vec::new();
                 c.matches(&env, |_| "", &mut scratch, |i| matched.push(i));
                 let true_ones: Vec<u32> = want.iter().filter(|w| w.1).map(|w| w.0).collect();
-                assert_eq!(matched, true_ones, "{conds:?}\n{slots:?} {tags:?}");
+                assert_eq!(matched, true_ones, "{conds:?}\n{slots:?} {bits:?}");
             }
         }
     }
