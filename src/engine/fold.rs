@@ -18,6 +18,8 @@ pub fn fold(
     plan: &Plan,
     rules: &RuleSet,
 ) -> Vec<AggShare> {
+    // First seen: a late event can be older than the first one that came.
+    rec.joined = rec.joined.min(day);
     if Some(ev.kind) == plan.purchase_kind {
         let amount = match ev.fields.get(plan.purchase_amount) {
             Some(Value::Dec(d)) => *d,
@@ -25,31 +27,62 @@ pub fn fold(
         };
         rec.orders += 1;
         rec.spend = rec.spend.saturating_add(amount);
-        match (rec.first_purchase, rec.last_purchase) {
-            (Some(first), Some(last)) => {
-                if day > last {
-                    rec.last_purchase = Some(day);
-                    rec.purchase_days += 1;
-                } else if day < first {
-                    rec.first_purchase = Some(day);
-                    rec.purchase_days += 1;
-                    rec.first_day_spend = Some(amount);
-                } else if day == first {
-                    rec.first_day_spend = rec.first_day_spend.map(|s| s.saturating_add(amount));
-                }
-                // A late event between the first and last day may or may not
-                // be a new purchase day; without the history, it is not
-                // counted (the cycle comes out slightly long).
-            }
-            _ => {
-                rec.first_purchase = Some(day);
-                rec.last_purchase = Some(day);
-                rec.purchase_days = 1;
-                rec.first_day_spend = Some(amount);
-            }
-        }
+        fold_purchase_day(rec, day, amount, plan.recent_days);
     }
     fold_aggregates(rec, ev, day, plan, rules)
+}
+
+/// The purchase days: first, last, how many, and the recent ones that tell
+/// a late purchase's day from one already counted. `recent_days` holds
+/// every purchase day from its first entry on; a day older than that entry
+/// (older than the dedup window, or in a record from before the list) is
+/// not counted as new, which makes the cycle come out slightly long.
+fn fold_purchase_day(rec: &mut MemberRecord, day: i32, amount: Decimal, horizon: i32) {
+    let (Some(first), Some(last)) = (rec.first_purchase, rec.last_purchase) else {
+        rec.first_purchase = Some(day);
+        rec.last_purchase = Some(day);
+        rec.purchase_days = 1;
+        rec.first_day_spend = Some(amount);
+        rec.recent_days = vec![day];
+        return;
+    };
+    let days = &mut rec.recent_days;
+    if days.is_empty() {
+        // A record from before the list: only the last day is known to
+        // have nothing after it.
+        days.push(last);
+    }
+    let known_since = days[0];
+    let new = if day < first {
+        // Nothing between it and the first day; the list stays whole from
+        // the new day on only if it was whole from the first day.
+        if known_since == first {
+            days.insert(0, day);
+        }
+        rec.first_purchase = Some(day);
+        rec.first_day_spend = Some(amount);
+        true
+    } else if day >= known_since {
+        match days.binary_search(&day) {
+            Ok(_) => false,
+            Err(i) => {
+                days.insert(i, day);
+                true
+            }
+        }
+    } else {
+        false
+    };
+    if day == first {
+        rec.first_day_spend = rec.first_day_spend.map(|s| s.saturating_add(amount));
+    }
+    if new {
+        rec.purchase_days += 1;
+        rec.last_purchase = Some(last.max(day));
+    }
+    let from = last.max(day).saturating_sub(horizon);
+    let old = days.partition_point(|&d| d < from);
+    days.drain(..old);
 }
 
 fn fold_aggregates(

@@ -27,6 +27,31 @@ pub fn new_member_id(ids: &[(String, String)]) -> Option<String> {
     ids.first().map(|(k, v)| id_key(k, v))
 }
 
+/// Both members' recent purchase days, whole from the later of the two
+/// lists' starts (each is whole from its own); empty, as in a record from
+/// before the list, when either side's is not known.
+fn merged_days(a: &MemberRecord, b: &MemberRecord) -> Vec<i32> {
+    let known = |r: &MemberRecord| match (r.last_purchase, r.recent_days.first()) {
+        (None, _) => Some(i32::MIN),
+        (Some(_), Some(&since)) => Some(since),
+        (Some(_), None) => None,
+    };
+    let (Some(sa), Some(sb)) = (known(a), known(b)) else {
+        return Vec::new();
+    };
+    let since = sa.max(sb);
+    let mut days: Vec<i32> = a
+        .recent_days
+        .iter()
+        .chain(&b.recent_days)
+        .copied()
+        .filter(|&d| d >= since)
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    days
+}
+
 /// Folds `from` into `into` (the member that stays). Counters and points
 /// add up; dates widen (first earliest, last latest); the higher tier
 /// stays; tags, coupons, contacts, point lots and refundable purchases are
@@ -37,6 +62,7 @@ pub fn new_member_id(ids: &[(String, String)]) -> Option<String> {
 /// follows from the combined dates and purchase days (days both bought on
 /// count twice).
 pub fn merge(into: &mut MemberRecord, from: MemberRecord) {
+    into.recent_days = merged_days(into, &from);
     into.joined = into.joined.min(from.joined);
     into.first_day_spend = match into.first_purchase.cmp(&from.first_purchase) {
         _ if from.first_purchase.is_none() => into.first_day_spend,

@@ -13,6 +13,10 @@ pub struct Plan {
     pub purchase_kind: Option<usize>,
     /// Field index of the amount in the purchase event.
     pub purchase_amount: usize,
+    /// Days before the last purchase that a record keeps its purchase days
+    /// for: the dedup window, plus a day either way for local days against
+    /// the window's UTC days. No accepted event is older.
+    pub recent_days: i32,
     /// Key of each aggregate (by `layout.aggregates` index).
     pub agg_keys: Vec<u64>,
     /// Key of each rule (by rule index).
@@ -93,6 +97,7 @@ impl Plan {
                 .collect(),
             n_builtin: crate::lang::check::BUILTIN_FIELDS.len(),
             fit: None,
+            recent_days: schema.dedup_window_days.saturating_add(2),
             plugin_names: rules.plugins.clone(),
             event_maps: schema
                 .events

@@ -131,6 +131,11 @@ pub struct MemberRecord {
     /// from before it was kept.
     #[serde(with = "dec_opt")]
     pub first_day_spend: Option<Decimal>,
+    /// Recent purchase days, ascending: every purchase day from the first
+    /// one listed on, as far back as the dedup window reaches from the last
+    /// purchase, so that a purchase arriving late can tell whether its day
+    /// is a new purchase day. Empty in a record from before format 4.
+    pub recent_days: Vec<i32>,
 }
 
 /// A rule's decision for a member on a day: it fired (and how its effects
@@ -238,7 +243,8 @@ pub const COUPON_RETENTION_DAYS: i32 = 90;
 /// history. A folder written by format 1 is refused with this message; its
 /// events can be ingested again.
 /// 3: `wallet` and `first_day_spend` added at the end.
-pub const RECORD_VERSION: u8 = 3;
+/// 4: `recent_days` added at the end.
+pub const RECORD_VERSION: u8 = 4;
 
 impl MemberRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -255,14 +261,20 @@ impl MemberRecord {
             Some((&RECORD_VERSION, body)) => {
                 postcard::from_bytes(body).map_err(|e| format!("corrupt member record: {e}"))
             }
-            // Format 2 is format 3 without its last field; postcard writes
-            // fields one after another with no framing, so the old bytes
-            // and an empty wallet's make a record of format 3. Rewritten in
-            // format 3 at the member's next change.
-            Some((2, body)) => {
+            // An older format is this one without its last fields; postcard
+            // writes fields one after another with no framing, so the old
+            // bytes and the missing fields' empty values make a record of
+            // this format. Rewritten in this format at the member's next
+            // change.
+            Some((v @ (2 | 3), body)) => {
                 let mut body = body.to_vec();
+                if *v == 2 {
+                    body.extend_from_slice(
+                        &postcard::to_allocvec(&WalletOnly::default()).unwrap_or_default(),
+                    );
+                }
                 body.extend_from_slice(
-                    &postcard::to_allocvec(&WalletOnly::default()).unwrap_or_default(),
+                    &postcard::to_allocvec(&Vec::<i32>::new()).unwrap_or_default(),
                 );
                 postcard::from_bytes(&body).map_err(|e| format!("corrupt member record: {e}"))
             }
@@ -337,10 +349,11 @@ mod dec {
 mod tests {
     use super::*;
 
-    /// A record of format 2 (before the wallet) reads as this format with
-    /// an empty wallet, so data folders need no migration.
+    /// Records of formats 2 (before the wallet) and 3 (before the recent
+    /// purchase days) read as this format with those empty, so data
+    /// folders need no migration.
     #[test]
-    fn a_record_of_format_2_reads_with_an_empty_wallet() {
+    fn records_of_older_formats_read_with_the_new_fields_empty() {
         let rec = MemberRecord {
             joined: 20_000,
             points: 1234,
@@ -350,16 +363,21 @@ mod tests {
             ..MemberRecord::default()
         };
         let now = rec.encode();
-        let tail = postcard::to_allocvec(&WalletOnly::default()).expect("encode");
-        let mut old = vec![2];
-        old.extend_from_slice(&now[1..now.len() - tail.len()]);
-        assert_eq!(MemberRecord::decode(&old).expect("format 2"), rec);
+        let days = postcard::to_allocvec(&Vec::<i32>::new()).expect("encode");
+        let wallet = postcard::to_allocvec(&WalletOnly::default()).expect("encode");
+        let mut v3 = vec![3];
+        v3.extend_from_slice(&now[1..now.len() - days.len()]);
+        assert_eq!(MemberRecord::decode(&v3).expect("format 3"), rec);
+        let mut v2 = vec![2];
+        v2.extend_from_slice(&now[1..now.len() - days.len() - wallet.len()]);
+        assert_eq!(MemberRecord::decode(&v2).expect("format 2"), rec);
         let rich = MemberRecord {
             wallet: Decimal::new(12_050, 2),
+            recent_days: vec![19_990, 20_000],
             ..rec
         };
         assert_eq!(
-            MemberRecord::decode(&rich.encode()).expect("format 3"),
+            MemberRecord::decode(&rich.encode()).expect("format 4"),
             rich
         );
         assert!(MemberRecord::decode(&[9, 1, 2]).is_err());

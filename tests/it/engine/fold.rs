@@ -130,3 +130,47 @@ fn calendar_days_follow_the_time_zone_across_dst() {
         ["probe m tick:2026-03-29 tag probe sent"]
     );
 }
+
+/// Purchases of earlier days that arrive after a later one (a till that
+/// was offline, an export sent late) count as the purchase days they are:
+/// within the dedup window, the record comes out as if they had come in
+/// order. A second purchase on a day already counted is not a new day.
+#[test]
+fn late_purchases_within_the_window_fold_as_if_in_order() {
+    let mut e = engine("rule \"probe\" on tick when cycle == 1 then tag \"probe\"");
+    let s = e.schema.clone();
+    let first = day("2026-03-01") - 29;
+    e.process(&[purchase(&s, "live", "m", "2026-03-01", 10.0)])
+        .expect("process");
+    // The 29 days before, oldest first, then one of them again.
+    let mut late: Vec<_> = (0..29)
+        .map(|i| {
+            let date = nudge::base::time::day_string(first + i);
+            purchase(&s, &format!("late{i}"), "m", &date, 1.0)
+        })
+        .collect();
+    let again = nudge::base::time::day_string(first + 3);
+    late.push(purchase(&s, "again", "m", &again, 1.0));
+    let c = e.process(&late).expect("process");
+    assert!(
+        c.outcomes
+            .iter()
+            .all(|o| matches!(o, EventOutcome::Applied { .. })),
+        "{:?}",
+        c.outcomes
+    );
+    let rec = e.member("m").expect("read").expect("member");
+    assert_eq!(
+        (
+            rec.first_purchase,
+            rec.last_purchase,
+            rec.purchase_days,
+            rec.orders
+        ),
+        (Some(first), Some(day("2026-03-01")), 30, 31)
+    );
+    assert_eq!(rec.joined, first, "first seen on its first purchase");
+    // Cycle 29 days / 29 gaps: the rule reading it fires on the next tick.
+    let fx = e.tick(day("2026-03-02")).expect("tick");
+    assert_eq!(summary(&fx), ["probe m tick:2026-03-02 tag probe sent"]);
+}
