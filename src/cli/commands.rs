@@ -93,6 +93,12 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     let mut engine = Engine::new(schema, rules, store)
         .map_err(fail)?
         .with_plugins(plugins);
+    for o in nudge::outbox::register_sinks(&mut engine).map_err(fail)? {
+        eprintln!(
+            "warning: the sink {} is not in the config but has {} effects it has not delivered; they are kept for `storage.outbox_retention` ({} days), should it come back",
+            o.label, o.pending, engine.schema.outbox_retention_days
+        );
+    }
     let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
         (Box::new(std::io::stdin().lock()), None)
     } else {

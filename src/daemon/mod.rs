@@ -277,8 +277,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         .unwrap_or_else(|| schema.paths.data.clone());
     let store = SledStore::open_with(&data, schema.cache_bytes)?;
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
-    let engine =
+    let mut engine =
         Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());
+    writer::register_sinks(&mut engine);
     match engine.due_on(i32::MAX) {
         Some(members) => tracing::info!(
             members,

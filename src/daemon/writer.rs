@@ -341,6 +341,24 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
 
 /// Loads, checks and compiles everything off to the side; swaps only when
 /// all of it is good. A failed reload keeps the running set.
+/// Gives the config's sinks their cursors and warns of sinks left out of
+/// it that still have effects to deliver (kept for a while).
+pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
+    match crate::outbox::register_sinks(engine) {
+        Ok(left) => {
+            for o in left {
+                tracing::warn!(
+                    sink = %o.label,
+                    pending = o.pending,
+                    retention_days = engine.schema.outbox_retention_days,
+                    "A sink left out of the config has effects it has not delivered; they are kept for `storage.outbox_retention`, should it come back."
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "Cannot take stock of the sinks."),
+    }
+}
+
 fn reload(
     engine: &mut Engine<SledStore>,
     opts: &LoadOptions,
@@ -366,6 +384,7 @@ fn reload(
                 shared.schema.store(schema);
                 shared.plugins.store(Arc::new(l.plugins));
                 tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
+                register_sinks(engine);
             }
             Err(e) => {
                 // A config the store cannot take (tiers that would re-map).

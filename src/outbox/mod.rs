@@ -212,7 +212,10 @@ pub fn sink_label(sink: &Sink) -> String {
     }
 }
 
-/// Removes the outbox entries every sink of the config has delivered.
+/// Removes the outbox entries every sink of the config has delivered. A
+/// sink that was configured and no longer is (its cursor is still in the
+/// store) holds back what it has not delivered, for
+/// `storage.outbox_retention` days, should it come back.
 pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
     let sinks = engine.schema.sinks.clone();
     if sinks.is_empty() {
@@ -226,6 +229,11 @@ pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError>
                 .meta_u64(&crate::store::keys::sink_cursor(s))?,
         );
     }
+    if let Some(held) = left_out(engine)?.iter().map(|o| o.cursor).min()
+        && held < upto
+    {
+        upto = upto.min(held.max(retention_floor(engine)?));
+    }
     if upto == 0 {
         return Ok(());
     }
@@ -233,13 +241,88 @@ pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError>
     Ok(())
 }
 
+/// A sink whose cursor is in the store but which the config leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftOut {
+    /// What logs may show of it (no credentials).
+    pub label: String,
+    pub cursor: u64,
+    /// Effects after its cursor.
+    pub pending: u64,
+}
+
+/// Gives each configured sink its cursor in the store (so that, left out
+/// of the config later, its pending effects are known and kept), and
+/// returns the sinks the config leaves out that still have effects pending.
+pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
+    let mut meta = Vec::new();
+    for s in &engine.schema.sinks {
+        let key = crate::store::keys::sink_cursor(s);
+        if engine.store().meta(&key)?.is_none() {
+            meta.push((key, 0u64.to_le_bytes().to_vec()));
+        }
+    }
+    if !meta.is_empty() {
+        engine.delivered(None, meta)?;
+    }
+    Ok(left_out(engine)?
+        .into_iter()
+        .filter(|o| o.pending > 0)
+        .collect())
+}
+
+/// The stored sink cursors the config has no sink for.
+fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
+    let configured: Vec<String> = engine
+        .schema
+        .sinks
+        .iter()
+        .map(crate::store::keys::sink_cursor)
+        .collect();
+    let next = engine.store().meta_u64(crate::store::keys::OUTBOX_NEXT)?;
+    let mut out = Vec::new();
+    for (key, value) in engine.store().meta_prefix("sink:", 4096)? {
+        let Some(sink) = key
+            .strip_suffix(":next")
+            .and_then(|k| k.strip_prefix("sink:"))
+        else {
+            continue;
+        };
+        if configured.contains(&key) {
+            continue;
+        }
+        let cursor = value.as_slice().try_into().map_or(0, u64::from_le_bytes);
+        let label = match sink.split_once(':') {
+            Some(("file", path)) => sink_label(&Sink::File { path: path.into() }),
+            Some(("webhook", url)) => sink_label(&Sink::Webhook { url: url.into() }),
+            _ => sink.to_string(),
+        };
+        out.push(LeftOut {
+            label,
+            cursor,
+            pending: next.saturating_sub(cursor),
+        });
+    }
+    Ok(out)
+}
+
 /// With no sink the outbox is only a record, kept for
 /// `storage.outbox_retention` days of event time (before the newest event
-/// seen): older entries go. Entries are in commit order, which follows
-/// event time closely enough to stop at the first one still kept.
+/// seen): older entries go.
 fn trim_retained<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
+    let below = retention_floor(engine)?;
+    if below > 0 {
+        engine.delivered(Some(below), Vec::new())?;
+    }
+    Ok(())
+}
+
+/// The first outbox entry within `storage.outbox_retention` days of event
+/// time before the newest event seen. Entries are in commit order, which
+/// follows event time closely enough to stop at the first one still kept.
+fn retention_floor<S: Store>(engine: &Engine<S>) -> Result<u64, SinkError> {
     let Some(newest) = engine.newest_day() else {
-        return Ok(());
+        return Ok(0);
     };
     let cutoff = newest - engine.schema.outbox_retention_days;
     let mut below = 0;
@@ -263,10 +346,7 @@ fn trim_retained<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
             below = seq + 1;
         }
     }
-    if below > 0 {
-        engine.delivered(Some(below), Vec::new())?;
-    }
-    Ok(())
+    Ok(below)
 }
 
 /// One effect as a JSON line.

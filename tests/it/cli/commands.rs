@@ -729,3 +729,60 @@ fn a_file_sink_of_another_data_folder_is_not_cut() {
     assert!(!out.contains("\"rule\":\"big\""), "{out}");
     assert!(err.contains("note: the rules do not load"), "{err}");
 }
+
+/// A sink taken out of the config keeps what it has not delivered (with a
+/// warning), and gets it when it comes back; a sink that never delivered
+/// anything (a webhook, which `ingest` does not call) is known too.
+#[test]
+fn a_sink_left_out_of_the_config_keeps_its_pending_effects() {
+    let dir = project();
+    let d = dir.path();
+    let config = |sinks: &str| {
+        let c = format!(
+            "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nsinks:\n{sinks}"
+        );
+        std::fs::write(d.join("nudge.yaml"), c).expect("config");
+    };
+    let (a, b) = (
+        "  - kind: file\n    path: out/a.ndjson\n",
+        "  - kind: file\n    path: out/b.ndjson\n",
+    );
+    let hook = "  - kind: webhook\n    url: http://user:secret@127.0.0.1:9/hook\n";
+    let ingest = |id: &str| {
+        let ev = format!(
+            r#"{{"id":"{id}","type":"purchase","member":"m","at":"2026-01-0{}T12:00:00Z","amount":5}}"#,
+            &id[1..]
+        );
+        let (out, err, code) = nudge(d, &["ingest", "-"], Some(&ev));
+        assert_eq!(code, 0, "{out}{err}");
+        err
+    };
+    config(&format!("{a}{b}{hook}"));
+    ingest("e1");
+    config(a);
+    // b has delivered everything so far; the webhook nothing.
+    let err = ingest("e2");
+    assert!(
+        err.contains("warning: the sink webhook:http://127.0.0.1:9/hook is not in the config but has 1 effects"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("b.ndjson") && !err.contains("secret"),
+        "{err}"
+    );
+    config(&format!("{a}{b}"));
+    let err = ingest("e3");
+    assert!(
+        err.contains("webhook:http://127.0.0.1:9/hook is not in the config but has 2 effects"),
+        "{err}"
+    );
+    let read = |f: &str| std::fs::read_to_string(d.join("out").join(f)).expect("sink");
+    for f in ["a.ndjson", "b.ndjson"] {
+        let text = read(f);
+        let events: Vec<&str> = ["event:e1", "event:e2", "event:e3"]
+            .into_iter()
+            .filter(|e| text.contains(e))
+            .collect();
+        assert_eq!(events.len(), 3, "{f}: {text}");
+    }
+}
