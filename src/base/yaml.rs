@@ -226,16 +226,8 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
             other => {
                 // A path through a map of names reads `rewards.?`: the
                 // position says more, so it is left out then.
-                let path = e
-                    .path()
-                    .filter(|p| !p.contains('?'))
-                    .map(|p| format!(" at `{p}`"))
-                    .unwrap_or_default();
-                (
-                    format!("{}{path}", plain_serde(&other.to_string())),
-                    0,
-                    None,
-                )
+                let path = e.path().filter(|p| !p.contains('?'));
+                (plain_serde(&other.to_string(), path.as_deref()), 0, None)
             }
         };
         YamlError {
@@ -247,12 +239,37 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
     })
 }
 
-/// serde's words for a config type (`expected struct RewardFile`) in the
-/// config's (`expected a mapping of keys`).
-fn plain_serde(message: &str) -> String {
-    match message.split_once("expected struct ") {
+/// serde's words (`invalid type: string "5", expected struct Storage`) in
+/// the config's (`` `storage` should be a mapping of `key: value` lines,
+/// not `5` ``). YAML scalars reach serde as strings, so a number is shown
+/// as written, not as a string.
+fn plain_serde(message: &str, path: Option<&str>) -> String {
+    let expected = |e: &str| match e {
+        e if e.starts_with("struct ") => "a mapping of `key: value` lines".to_string(),
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number".to_string(),
+        e => e.to_string(),
+    };
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((found, wanted)) = rest.split_once(", expected ")
+    {
+        let found = match found {
+            f if f.starts_with("string ") => format!("`{}`", f["string ".len()..].trim_matches('"')),
+            "sequence" => "a list".to_string(),
+            "map" => "a mapping".to_string(),
+            f => f.to_string(),
+        };
+        return match path {
+            Some(p) => format!("`{p}` should be {}, not {found}", expected(wanted)),
+            None => format!("expected {}, not {found}", expected(wanted)),
+        };
+    }
+    let message = match message.split_once("expected struct ") {
         Some((head, _)) => format!("{head}expected a mapping of `key: value` lines"),
         None => message.to_string(),
+    };
+    match path {
+        Some(p) => format!("{message} at `{p}`"),
+        None => message,
     }
 }
 
