@@ -227,7 +227,7 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
                 // A path through a map of names reads `rewards.?`: the
                 // position says more, so it is left out then.
                 let path = e.path().filter(|p| !p.contains('?'));
-                (plain_serde(&other.to_string(), path.as_deref()), 0, None)
+                (plain_serde(&other.to_string(), path), 0, None)
             }
         };
         YamlError {
