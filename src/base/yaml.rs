@@ -253,7 +253,9 @@ fn plain_serde(message: &str, path: Option<&str>) -> String {
         && let Some((found, wanted)) = rest.split_once(", expected ")
     {
         let found = match found {
-            f if f.starts_with("string ") => format!("`{}`", f["string ".len()..].trim_matches('"')),
+            f if f.starts_with("string ") => {
+                format!("`{}`", f["string ".len()..].trim_matches('"'))
+            }
             "sequence" => "a list".to_string(),
             "map" => "a mapping".to_string(),
             f => f.to_string(),

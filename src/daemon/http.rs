@@ -375,13 +375,18 @@ fn status_json(app: &App) -> serde_json::Value {
     let s = app.shared.status.load();
     let unhealthy = app.shared.unhealthy();
     let sinks = app.shared.sink_health();
+    let held = app.shared.ticks_held.lock().ok().and_then(|h| h.clone());
     json!({
-        "ok": unhealthy.is_none() && sinks.iter().all(|(_, e)| e.is_none()),
+        "ok": unhealthy.is_none() && held.is_none() && sinks.iter().all(|(_, e)| e.is_none()),
         "sinks": sinks.iter().map(|(sink, error)| match error {
             None => json!({"sink": sink, "ok": true}),
             Some(e) => json!({"sink": sink, "ok": false, "error": e}),
         }).collect::<Vec<_>>(),
         "writes": match &unhealthy {
+            None => json!({"ok": true}),
+            Some(why) => json!({"ok": false, "error": why}),
+        },
+        "ticks": match &held {
             None => json!({"ok": true}),
             Some(why) => json!({"ok": false, "error": why}),
         },
@@ -528,6 +533,12 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         out,
         "# HELP nudge_last_reload_ok Whether the last reload succeeded.\n# TYPE nudge_last_reload_ok gauge\nnudge_last_reload_ok {}",
         s.last_reload_ok as u8
+    );
+    let held = sh.ticks_held.lock().map(|h| h.is_some()).unwrap_or(false);
+    let _ = writeln!(
+        out,
+        "# HELP nudge_ticks_held Whether daily ticks are held because of the wall clock (see /v1/status).\n# TYPE nudge_ticks_held gauge\nnudge_ticks_held {}",
+        held as u8
     );
     let _ = writeln!(
         out,

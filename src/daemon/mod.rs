@@ -80,6 +80,9 @@ pub struct Shared {
     /// Set when the writer thread is gone for good (a panic): the daemon
     /// stops with a non-zero exit so that a supervisor restarts it.
     pub writer_failed: Mutex<Option<String>>,
+    /// Why daily ticks are held (the wall clock jumped, or the last tick
+    /// lies ahead of it); `None` while they run. Status is not ok then.
+    pub ticks_held: Mutex<Option<String>>,
     pub fatal: tokio::sync::Notify,
 }
 
@@ -321,6 +324,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         plugins: ArcSwap::from_pointee(plugins.clone()),
         write_error: Mutex::new(None),
         writer_failed: Mutex::new(None),
+        ticks_held: Mutex::new(None),
         fatal: tokio::sync::Notify::new(),
     });
 

@@ -75,6 +75,7 @@ pub fn run(
         after_commit(&mut engine, shared);
     }
     let mut queue: Vec<Command> = Vec::new();
+    let mut watch = crate::engine::clock::ClockWatch::default();
     loop {
         let cmd = match queue.pop() {
             Some(c) => c,
@@ -117,7 +118,9 @@ pub fn run(
             }
             Command::Tick => {
                 release_deferred(&mut engine, shared);
-                tick(&mut engine, shared);
+                if !ticks_held(&engine, shared, &mut watch) {
+                    tick(&mut engine, shared);
+                }
             }
             Command::Fit { reply } => {
                 let now = crate::engine::clock::Clock::now(&SystemClock);
@@ -156,6 +159,33 @@ pub fn run(
 }
 
 /// Runs the daily ticks that are due by the wall clock.
+/// Whether the daily tick must wait because of the wall clock (see
+/// `ClockWatch`); said in the log when it starts or stops, and in status
+/// while it lasts.
+fn ticks_held(
+    engine: &Engine<SledStore>,
+    shared: &Shared,
+    watch: &mut crate::engine::clock::ClockWatch,
+) -> bool {
+    use crate::engine::clock::{Clock, last_due_tick, since_boot};
+    let now = SystemClock.now();
+    let last = engine.last_tick().ok().flatten();
+    let held = watch
+        .check(now, since_boot(), last, last_due_tick(&engine.schema, now))
+        .map(|h| h.to_string());
+    let Ok(mut current) = shared.ticks_held.lock() else {
+        return held.is_some();
+    };
+    if *current != held {
+        match &held {
+            Some(why) => tracing::error!(why = %why, "Daily ticks are held."),
+            None => tracing::info!("Daily ticks resume."),
+        }
+        current.clone_from(&held);
+    }
+    held.is_some()
+}
+
 fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
     let mut count = 0;
     let mut counted = |effects: Vec<crate::model::Effect>| {

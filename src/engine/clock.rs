@@ -1,6 +1,7 @@
 //! Time: the clock the daemon reads and the simulated one replay and tests
 //! drive, and the calendar arithmetic in the config's time zone (days,
-//! tick instants). `SystemClock::now` is the only read of wall time in nudge.
+//! tick instants). `SystemClock::now` is the only read of wall time in nudge;
+//! `ClockWatch` holds the daemon's ticks when the wall clock jumps.
 
 use crate::config::Schema;
 use jiff::Timestamp;
@@ -16,6 +17,92 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+}
+
+/// Time since the machine booted, suspended time included (Linux's
+/// `CLOCK_BOOTTIME`): unlike wall time, setting the clock does not move it.
+pub fn since_boot() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; on failure it
+    // writes nothing and the zero reading makes the watch see no jump.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+    }
+    std::time::Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// How far the wall clock may run ahead of the time since boot while the
+/// daemon runs before ticks are held. A tick on a wrong day expires points
+/// and ages every day count (a clock set two years ahead once tagged every
+/// member dormant); two days leave room for a paused virtual machine whose
+/// clock is put right when it resumes.
+pub const CLOCK_JUMP: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+
+/// Watches the wall clock against the time since boot, from the first
+/// reading on.
+#[derive(Debug, Default)]
+pub struct ClockWatch {
+    start: Option<(Timestamp, std::time::Duration)>,
+}
+
+/// Why the daily tick does not run now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TickHeld {
+    /// The wall clock moved ahead of the time since boot by this many
+    /// seconds while the daemon ran.
+    Jumped { seconds: i64 },
+    /// The last tick's day lies after the day due now (the clock was set
+    /// back, or the folder came from a machine ahead of this one).
+    Ahead { last: i32, due: i32 },
+}
+
+impl std::fmt::Display for TickHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TickHeld::Jumped { seconds } => write!(
+                f,
+                "the wall clock jumped {:.1} days ahead while nudge ran: ticks are held, since a tick on a wrong day expires points and ages day counts; set the clock right, or restart nudge to accept the new time",
+                *seconds as f64 / 86_400.0
+            ),
+            TickHeld::Ahead { last, due } => write!(
+                f,
+                "the last tick, {}, lies ahead of the clock (the tick due now is {}): no tick runs until the clock passes it",
+                crate::base::time::day_string(*last),
+                crate::base::time::day_string(*due)
+            ),
+        }
+    }
+}
+
+impl ClockWatch {
+    /// Whether the tick must wait, given a wall clock reading, the time
+    /// since boot, the last tick's day and the day due by the wall clock.
+    pub fn check(
+        &mut self,
+        wall: Timestamp,
+        boot: std::time::Duration,
+        last_tick: Option<i32>,
+        due: i32,
+    ) -> Option<TickHeld> {
+        let (wall0, boot0) = *self.start.get_or_insert((wall, boot));
+        let walked = wall.as_second() - wall0.as_second();
+        let booted = boot.as_secs() as i64 - boot0.as_secs() as i64;
+        if walked - booted > CLOCK_JUMP.as_secs() as i64 {
+            return Some(TickHeld::Jumped {
+                seconds: walked - booted,
+            });
+        }
+        match last_tick {
+            Some(last) if last > due => Some(TickHeld::Ahead { last, due }),
+            _ => None,
+        }
     }
 }
 
@@ -143,4 +230,82 @@ pub fn quiet_until(schema: &Schema, (from, to): (u16, u16), at: Timestamp) -> Op
         .to_zoned_datetime(schema.timezone.clone())
         .ok()
         .map(|z| z.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn a_jump_of_the_wall_clock_holds_ticks_until_it_is_set_right() {
+        let mut w = ClockWatch::default();
+        let boot = Duration::from_secs(1_000);
+        let day = |s: &str| crate::base::time::parse_date(s).expect("date");
+        assert_eq!(
+            w.check(at("2026-03-01T09:00:00Z"), boot, None, day("2026-03-01")),
+            None
+        );
+        // Three days on both clocks (suspended time counts): no jump.
+        let later = boot + Duration::from_secs(3 * 86_400);
+        assert_eq!(
+            w.check(
+                at("2026-03-04T09:00:00Z"),
+                later,
+                Some(day("2026-03-01")),
+                day("2026-03-04")
+            ),
+            None
+        );
+        // Two years on the wall clock in an hour.
+        let hour = later + Duration::from_secs(3_600);
+        let held = w.check(
+            at("2028-03-04T10:00:00Z"),
+            hour,
+            Some(day("2026-03-04")),
+            day("2028-03-04"),
+        );
+        assert!(
+            matches!(held, Some(TickHeld::Jumped { seconds }) if seconds > 700 * 86_400),
+            "{held:?}"
+        );
+        assert!(
+            held.expect("held")
+                .to_string()
+                .contains("jumped 731.0 days ahead")
+        );
+        // Set right again: ticks go on.
+        assert_eq!(
+            w.check(
+                at("2026-03-04T10:00:00Z"),
+                hour,
+                Some(day("2026-03-04")),
+                day("2026-03-04")
+            ),
+            None
+        );
+        // Set back: the last tick lies ahead.
+        let back = w.check(
+            at("2026-03-04T10:00:00Z"),
+            hour,
+            Some(day("2026-03-09")),
+            day("2026-03-04"),
+        );
+        assert_eq!(
+            back,
+            Some(TickHeld::Ahead {
+                last: day("2026-03-09"),
+                due: day("2026-03-04")
+            })
+        );
+        assert!(
+            back.expect("held")
+                .to_string()
+                .contains("the last tick, 2026-03-09, lies ahead")
+        );
+    }
 }
