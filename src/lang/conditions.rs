@@ -11,11 +11,11 @@
 //! a false test there is computed when the rules are loaded. Evaluating a
 //! member is then, per field, one binary search and an `or` of that set
 //! into the failed rules; per byte of tag bits, an `or` of the set for
-//! that byte's value. Only then are the tests with no table (`!=`, decimals with more
-//! places, `days > cycle * k`, `or` and `not` trees, plugin calls) run, one
-//! by one, for the rules still open. An interpreter that dispatched on each
-//! test's kind and stopped at a rule's first false test spent most of its
-//! time in mispredicted jumps.
+//! that byte's value. Only then are the tests with no table (`!=`,
+//! decimals with more places, `days > cycle * k`, `or` and `not` trees,
+//! plugin calls) run, one by one, for the rules still open. An interpreter
+//! that dispatched on each test's kind and stopped at a rule's first false
+//! test spent most of its time in mispredicted jumps.
 //!
 //! What this does not own: the meaning of a test ([`Simple`] and
 //! [`BoolCode`] are the reference; this is the same answer, faster).
