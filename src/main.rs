@@ -287,8 +287,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr: the daemon says what it does (info), the other
     // commands only warn (plugin failures). RUST_LOG overrides.
+    // notify logs at info when a watched file is replaced (`sed -i`): its
+    // inotify bookkeeping, not the operator's business.
     let level = if matches!(cli.command, Command::Run { .. }) {
-        "info"
+        "info,notify=warn"
     } else {
         "warn"
     };

@@ -244,11 +244,20 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
 /// not `5` ``). YAML scalars reach serde as strings, so a number is shown
 /// as written, not as a string.
 fn plain_serde(message: &str, path: Option<&str>) -> String {
+    // Scalars (numbers, durations, names) are all strings to serde.
     let expected = |e: &str| match e {
         e if e.starts_with("struct ") => "a mapping of `key: value` lines".to_string(),
         "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number".to_string(),
+        "a string" => "a single value".to_string(),
+        "a sequence" => "a list".to_string(),
         e => e.to_string(),
     };
+    if message.contains("untagged enum AttrFile") {
+        let what = path.map_or("an attribute".to_string(), |p| format!("`{p}`"));
+        return format!(
+            "{what} should be a type (`int`, `decimal`, `money`, `string`, `bool`, `date`, `duration`) or a mapping like `{{ type: int, default: 0 }}`"
+        );
+    }
     if let Some(rest) = message.strip_prefix("invalid type: ")
         && let Some((found, wanted)) = rest.split_once(", expected ")
     {

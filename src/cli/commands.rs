@@ -93,10 +93,16 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     let mut engine = Engine::new(schema, rules, store)
         .map_err(fail)?
         .with_plugins(plugins);
+    let retention = engine.schema.outbox_retention_days;
     for o in nudge::outbox::register_sinks(&mut engine).map_err(fail)? {
         eprintln!(
-            "warning: the sink {} is not in the config but has {} effects it has not delivered; they are kept for `storage.outbox_retention` ({} days), should it come back",
-            o.label, o.pending, engine.schema.outbox_retention_days
+            "warning: the sink {} is not in the config but has {} it has not delivered; they are kept until {} (`storage.outbox_retention` after it was left out, in event time), should it come back",
+            o.label,
+            match o.pending {
+                1 => "1 effect".to_string(),
+                n => format!("{n} effects"),
+            },
+            o.kept_until(retention).unwrap_or_default()
         );
     }
     let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {

@@ -143,10 +143,20 @@ impl Shared {
     /// Every configured sink and why its last delivery attempt failed
     /// (`None`: it worked, or nothing was tried yet).
     pub fn sink_health(&self) -> Vec<(String, Option<String>)> {
+        // Only the configured sinks: one left out by a reload still has
+        // its delivery counts (for `/metrics`) but no health.
+        let configured: Vec<String> = self
+            .schema
+            .load()
+            .sinks
+            .iter()
+            .map(crate::outbox::sink_label)
+            .collect();
         self.deliveries
             .lock()
             .map(|m| {
                 m.iter()
+                    .filter(|(s, _)| configured.contains(s))
                     .map(|(s, d)| (s.clone(), d.error.clone()))
                     .collect()
             })

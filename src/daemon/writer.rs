@@ -380,8 +380,8 @@ pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
                 tracing::warn!(
                     sink = %o.label,
                     pending = o.pending,
-                    retention_days = engine.schema.outbox_retention_days,
-                    "A sink left out of the config has effects it has not delivered; they are kept for `storage.outbox_retention`, should it come back."
+                    kept_until = o.kept_until(engine.schema.outbox_retention_days).unwrap_or_default(),
+                    "A sink left out of the config has effects it has not delivered; they are kept for `storage.outbox_retention` after it was left out, should it come back."
                 );
             }
         }
@@ -406,6 +406,10 @@ fn reload(
     status.reloads += 1;
     if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
         let (schema, rules) = (Arc::new(schema), Arc::new(rules));
+        let listen = engine.schema.listen.clone();
+        if schema.listen != listen {
+            tracing::warn!(from = %listen, to = %schema.listen, "`http.listen` changed: the daemon listens where it started until it is restarted.");
+        }
         match engine.swap(schema.clone(), rules.clone(), l.plugins.clone()) {
             Ok(()) => {
                 status.ruleset = rules.version.clone();
@@ -415,6 +419,9 @@ fn reload(
                 shared.plugins.store(Arc::new(l.plugins));
                 tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
                 register_sinks(engine);
+                // A sink back in the config gets what it missed now, not
+                // at the next commit.
+                after_commit(engine, shared);
             }
             Err(e) => {
                 // A config the store cannot take (tiers that would re-map).

@@ -183,4 +183,12 @@ impl<S: Store> Engine<S> {
             ..WriteSet::default()
         })
     }
+
+    /// Removes meta entries (a forgotten sink's cursor and marker).
+    pub fn remove_meta(&mut self, keys: Vec<String>) -> Result<(), StoreError> {
+        self.store.commit(WriteSet {
+            meta_removed: keys,
+            ..WriteSet::default()
+        })
+    }
 }

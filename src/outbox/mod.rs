@@ -212,29 +212,32 @@ pub fn sink_label(sink: &Sink) -> String {
     }
 }
 
-/// Removes the outbox entries every sink of the config has delivered. A
-/// sink that was configured and no longer is (its cursor is still in the
-/// store) holds back what it has not delivered, for
-/// `storage.outbox_retention` days, should it come back.
+/// Removes the outbox entries every sink of the config has delivered (with
+/// no sink, those past `storage.outbox_retention`). A sink taken out of the
+/// config holds back what it has not delivered, for
+/// `storage.outbox_retention` of event time after it was left out, should
+/// it come back.
 pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
-    let sinks = engine.schema.sinks.clone();
-    if sinks.is_empty() {
-        return trim_retained(engine);
-    }
-    let mut upto = u64::MAX;
-    for s in &sinks {
-        upto = upto.min(
-            engine
+    let mut upto = if engine.schema.sinks.is_empty() {
+        retention_floor(engine)?
+    } else {
+        let mut upto = u64::MAX;
+        for s in &engine.schema.sinks {
+            let cursor = engine
                 .store()
-                .meta_u64(&crate::store::keys::sink_cursor(s))?,
-        );
+                .meta_u64(&crate::store::keys::sink_cursor(s))?;
+            upto = upto.min(cursor);
+        }
+        upto
+    };
+    let newest = engine.newest_day();
+    let retention = engine.schema.outbox_retention_days;
+    for o in left_out(engine)? {
+        if !o.expired(newest, retention) {
+            upto = upto.min(o.cursor);
+        }
     }
-    if let Some(held) = left_out(engine)?.iter().map(|o| o.cursor).min()
-        && held < upto
-    {
-        upto = upto.min(held.max(retention_floor(engine)?));
-    }
-    if upto == 0 {
+    if upto == 0 || upto == u64::MAX {
         return Ok(());
     }
     engine.delivered(Some(upto), Vec::new())?;
@@ -246,29 +249,77 @@ pub fn trim_delivered<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError>
 pub struct LeftOut {
     /// What logs may show of it (no credentials).
     pub label: String,
-    pub cursor: u64,
+    cursor_key: String,
+    cursor: u64,
     /// Effects after its cursor.
     pub pending: u64,
+    /// The newest event's day when it was first found left out.
+    pub since: Option<i32>,
+}
+
+impl LeftOut {
+    /// Left out for longer than the retention (in event time): what it
+    /// has not delivered goes.
+    fn expired(&self, newest: Option<i32>, retention: i32) -> bool {
+        matches!((self.since, newest), (Some(since), Some(n)) if n - since > retention)
+    }
+
+    /// The last day its effects are kept, when it is known.
+    pub fn kept_until(&self, retention: i32) -> Option<String> {
+        self.since
+            .map(|d| crate::base::time::day_string(d + retention))
+    }
+}
+
+/// The key that says since when a sink is left out of the config.
+fn left_key(cursor_key: &str) -> String {
+    format!("{}:left", cursor_key.trim_end_matches(":next"))
 }
 
 /// Gives each configured sink its cursor in the store (so that, left out
-/// of the config later, its pending effects are known and kept), and
-/// returns the sinks the config leaves out that still have effects pending.
+/// of the config later, its pending effects are known and kept), marks
+/// since when each sink the config leaves out is left out, forgets those
+/// left out for longer than `storage.outbox_retention`, and returns the
+/// ones left out that still have effects pending.
 pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
     let mut meta = Vec::new();
+    let mut removed = Vec::new();
     for s in &engine.schema.sinks {
         let key = crate::store::keys::sink_cursor(s);
         if engine.store().meta(&key)?.is_none() {
-            meta.push((key, 0u64.to_le_bytes().to_vec()));
+            meta.push((key.clone(), 0u64.to_le_bytes().to_vec()));
+        }
+        // Back in the config: a later removal starts its own wait.
+        if engine.store().meta(&left_key(&key))?.is_some() {
+            removed.push(left_key(&key));
+        }
+    }
+    let newest = engine.newest_day();
+    let retention = engine.schema.outbox_retention_days;
+    let mut pending = Vec::new();
+    for mut o in left_out(engine)? {
+        if o.expired(newest, retention) {
+            tracing::warn!(sink = %o.label, dropped = o.pending, "A sink left out of the config for longer than `storage.outbox_retention` is forgotten, with the effects it had not delivered.");
+            removed.push(left_key(&o.cursor_key));
+            removed.push(o.cursor_key.clone());
+            continue;
+        }
+        if o.since.is_none() {
+            let day = newest.unwrap_or(0);
+            meta.push((left_key(&o.cursor_key), day.to_le_bytes().to_vec()));
+            o.since = Some(day);
+        }
+        if o.pending > 0 {
+            pending.push(o);
         }
     }
     if !meta.is_empty() {
         engine.delivered(None, meta)?;
     }
-    Ok(left_out(engine)?
-        .into_iter()
-        .filter(|o| o.pending > 0)
-        .collect())
+    if !removed.is_empty() {
+        engine.remove_meta(removed)?;
+    }
+    Ok(pending)
 }
 
 /// The stored sink cursors the config has no sink for.
@@ -299,22 +350,13 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
         };
         out.push(LeftOut {
             label,
+            since: engine.store().meta_day(&left_key(&key))?,
+            cursor_key: key,
             cursor,
             pending: next.saturating_sub(cursor),
         });
     }
     Ok(out)
-}
-
-/// With no sink the outbox is only a record, kept for
-/// `storage.outbox_retention` days of event time (before the newest event
-/// seen): older entries go.
-fn trim_retained<S: Store>(engine: &mut Engine<S>) -> Result<(), SinkError> {
-    let below = retention_floor(engine)?;
-    if below > 0 {
-        engine.delivered(Some(below), Vec::new())?;
-    }
-    Ok(())
 }
 
 /// The first outbox entry within `storage.outbox_retention` days of event

@@ -731,8 +731,9 @@ fn a_file_sink_of_another_data_folder_is_not_cut() {
 }
 
 /// A sink taken out of the config keeps what it has not delivered (with a
-/// warning), and gets it when it comes back; a sink that never delivered
-/// anything (a webhook, which `ingest` does not call) is known too.
+/// warning), late events' effects too, and gets it all when it comes back;
+/// a sink that never delivered anything (a webhook, which `ingest` does
+/// not call) is known too.
 #[test]
 fn a_sink_left_out_of_the_config_keeps_its_pending_effects() {
     let dir = project();
@@ -748,22 +749,24 @@ fn a_sink_left_out_of_the_config_keeps_its_pending_effects() {
         "  - kind: file\n    path: out/b.ndjson\n",
     );
     let hook = "  - kind: webhook\n    url: http://user:secret@127.0.0.1:9/hook\n";
-    let ingest = |id: &str| {
-        let ev = format!(
-            r#"{{"id":"{id}","type":"purchase","member":"m","at":"2026-01-0{}T12:00:00Z","amount":5}}"#,
-            &id[1..]
-        );
-        let (out, err, code) = nudge(d, &["ingest", "-"], Some(&ev));
+    let ingest = |events: &[(&str, &str)]| {
+        let lines: Vec<String> = events
+            .iter()
+            .map(|(id, date)| format!(r#"{{"id":"{id}","type":"purchase","member":"m","at":"{date}T12:00:00Z","amount":5}}"#))
+            .collect();
+        let (out, err, code) = nudge(d, &["ingest", "-"], Some(&lines.join("\n")));
         assert_eq!(code, 0, "{out}{err}");
         err
     };
     config(&format!("{a}{b}{hook}"));
-    ingest("e1");
+    ingest(&[("e1", "2026-01-01")]);
     config(a);
-    // b has delivered everything so far; the webhook nothing.
-    let err = ingest("e2");
+    // b has delivered everything so far; the webhook nothing. A late
+    // event, older than the outbox retention (7 days) before the newest,
+    // while b is out.
+    let err = ingest(&[("e2", "2026-01-05"), ("late", "2025-12-20")]);
     assert!(
-        err.contains("warning: the sink webhook:http://127.0.0.1:9/hook is not in the config but has 1 effects"),
+        err.contains("warning: the sink webhook:http://127.0.0.1:9/hook is not in the config but has 1 effect it has not delivered"),
         "{err}"
     );
     assert!(
@@ -771,18 +774,27 @@ fn a_sink_left_out_of_the_config_keeps_its_pending_effects() {
         "{err}"
     );
     config(&format!("{a}{b}"));
-    let err = ingest("e3");
+    let err = ingest(&[("e3", "2026-01-06")]);
     assert!(
-        err.contains("webhook:http://127.0.0.1:9/hook is not in the config but has 2 effects"),
+        err.contains("webhook:http://127.0.0.1:9/hook is not in the config but has 3 effects")
+            && err.contains("kept until 2026-01-08"),
         "{err}"
     );
     let read = |f: &str| std::fs::read_to_string(d.join("out").join(f)).expect("sink");
     for f in ["a.ndjson", "b.ndjson"] {
         let text = read(f);
-        let events: Vec<&str> = ["event:e1", "event:e2", "event:e3"]
-            .into_iter()
-            .filter(|e| text.contains(e))
-            .collect();
-        assert_eq!(events.len(), 3, "{f}: {text}");
+        for e in ["event:e1", "event:e2", "event:late", "event:e3"] {
+            assert_eq!(text.matches(e).count(), 1, "{f} has {e} once: {text}");
+        }
     }
+    // Left out past the retention (in event time), the webhook is
+    // forgotten, and its effects go.
+    ingest(&[("e4", "2026-01-20")]);
+    let err = ingest(&[("e5", "2026-01-21")]);
+    assert!(
+        err.contains("is forgotten") && err.contains("dropped=5"),
+        "{err}"
+    );
+    let err = ingest(&[("e6", "2026-01-22")]);
+    assert!(!err.contains("webhook"), "{err}");
 }
