@@ -146,7 +146,9 @@ pub fn run(
                     Ok(()) if engine.due_on(i32::MAX).is_some() => {
                         tracing::info!("Due index saved for the next start.");
                     }
-                    Ok(()) => {}
+                    Ok(()) => tracing::info!(
+                        "No due index to save: the rules changed since the last full tick, so the next start's first tick visits every member."
+                    ),
                     Err(e) => {
                         tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.")
                     }

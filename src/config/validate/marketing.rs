@@ -189,9 +189,14 @@ impl Validator<'_> {
                     (p * Decimal::from(10_000)).trunc().try_into().unwrap_or(0)
                 }
                 _ => {
+                    let why = if c.trim().ends_with('%') {
+                        "is not a share below 100%"
+                    } else {
+                        "is not a percentage"
+                    };
                     self.err(
                         c,
-                        format!("`{}` is not a share below 100%", c.as_str()),
+                        format!("`{}` {why}", c.as_str()),
                         Some("write e.g. `control_group: 5%`".into()),
                     );
                     0
