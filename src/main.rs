@@ -65,6 +65,18 @@ enum Watch {
     Poll,
 }
 
+/// What is logged without `RUST_LOG`: the daemon's info lines, only
+/// warnings from the other commands. notify logs at info when a watched
+/// file is replaced (`sed -i`): its inotify bookkeeping, not the
+/// operator's business.
+fn default_log_level(command: &Command) -> &'static str {
+    if matches!(command, Command::Run { .. }) {
+        "info,notify=warn"
+    } else {
+        "warn"
+    }
+}
+
 impl From<Watch> for nudge::daemon::watcher::WatchMode {
     fn from(w: Watch) -> Self {
         match w {
@@ -287,13 +299,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr: the daemon says what it does (info), the other
     // commands only warn (plugin failures). RUST_LOG overrides.
-    // notify logs at info when a watched file is replaced (`sed -i`): its
-    // inotify bookkeeping, not the operator's business.
-    let level = if matches!(cli.command, Command::Run { .. }) {
-        "info,notify=warn"
-    } else {
-        "warn"
-    };
+    let level = default_log_level(&cli.command);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

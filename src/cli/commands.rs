@@ -93,18 +93,7 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     let mut engine = Engine::new(schema, rules, store)
         .map_err(fail)?
         .with_plugins(plugins);
-    let retention = engine.schema.outbox_retention_days;
-    for o in nudge::outbox::register_sinks(&mut engine).map_err(fail)? {
-        eprintln!(
-            "warning: the sink {} is not in the config but has {} it has not delivered; they are kept until {} (`storage.outbox_retention` after it was left out, in event time), should it come back",
-            o.label,
-            match o.pending {
-                1 => "1 effect".to_string(),
-                n => format!("{n} effects"),
-            },
-            o.kept_until(retention).unwrap_or_default()
-        );
-    }
+    warn_left_out(&mut engine)?;
     let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
         (Box::new(std::io::stdin().lock()), None)
     } else {
@@ -157,6 +146,33 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Warns of sinks the config leaves out: what is kept for them, and those
+/// forgotten now.
+fn warn_left_out(engine: &mut Engine<SledStore>) -> Result<(), ExitCode> {
+    let effects = |n: u64| match n {
+        1 => "1 effect".to_string(),
+        n => format!("{n} effects"),
+    };
+    let retention = engine.schema.outbox_retention_days;
+    let sinks = nudge::outbox::register_sinks(engine).map_err(fail)?;
+    for o in sinks.kept {
+        eprintln!(
+            "warning: the sink {} is not in the config but has {} it has not delivered; they are kept until {} (`storage.outbox_retention` after it was left out, in event time), should it come back",
+            o.label,
+            effects(o.pending),
+            o.kept_until(retention).unwrap_or_default()
+        );
+    }
+    for o in sinks.forgotten {
+        eprintln!(
+            "warning: the sink {} was left out of the config for longer than `storage.outbox_retention`: it is forgotten, and the {} it had not delivered are gone",
+            o.label,
+            effects(o.missed)
+        );
+    }
+    Ok(())
 }
 
 /// Ingest's progress on a terminal: bytes of the file read, events, the

@@ -28,7 +28,8 @@ enum Attempt {
     Permanent(String),
 }
 
-/// Spawns a delivery task for each webhook and plugin sink.
+/// Starts the dispatcher: a delivery task for each webhook and plugin sink
+/// of the running config, kept in step with reloads.
 pub fn spawn(shared: Arc<Shared>) {
     let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
         Ok(c) => c,
@@ -37,11 +38,41 @@ pub fn spawn(shared: Arc<Shared>) {
             return;
         }
     };
-    for sink in shared.schema.load().sinks.iter().cloned() {
-        if !matches!(sink, Sink::File { .. }) {
-            tokio::spawn(deliver_forever(shared.clone(), client.clone(), sink));
+    tokio::spawn(supervise(shared, client));
+}
+
+/// How often the dispatcher looks for sinks a reload added.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts a task for each webhook and plugin sink of the running config
+/// that has none: at the start, and for a sink a reload adds or puts back.
+/// A task whose sink a reload took out stops by itself (see [`configured`]).
+async fn supervise(shared: Arc<Shared>, client: reqwest::Client) {
+    let mut running: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
+        std::collections::HashMap::new();
+    loop {
+        running.retain(|_, task| !task.is_finished());
+        let sinks = shared.schema.load().sinks.clone();
+        for sink in sinks.iter().filter(|s| !matches!(s, Sink::File { .. })) {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                running.entry(sink_cursor(sink))
+            {
+                let task = deliver_forever(shared.clone(), client.clone(), sink.clone());
+                slot.insert(tokio::spawn(task));
+            }
         }
+        tokio::time::sleep(SUPERVISE_EVERY).await;
     }
+}
+
+/// Whether the running config still has the sink of `cursor_key`.
+fn configured(shared: &Shared, cursor_key: &str) -> bool {
+    shared
+        .schema
+        .load()
+        .sinks
+        .iter()
+        .any(|s| sink_cursor(s) == cursor_key)
 }
 
 async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink) {
@@ -49,6 +80,10 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
     // Credentials in a webhook URL stay out of metrics, logs and status.
     let name = crate::outbox::sink_label(&sink);
     loop {
+        if !configured(&shared, &cursor_key) {
+            tracing::info!(sink = %name, "Sink taken out of the config: its deliveries stop.");
+            return;
+        }
         // A failed read is retried, never taken as "start from 0": that
         // would deliver everything again.
         let batch = match shared
@@ -104,6 +139,7 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                         }
                         break;
                     }
+                    Attempt::Retry(_, _) if !configured(&shared, &cursor_key) => return,
                     Attempt::Retry(wait, why) => {
                         shared.count_delivery(&name, Err(why));
                         let jitter = Duration::from_millis(

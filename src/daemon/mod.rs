@@ -143,8 +143,8 @@ impl Shared {
     /// Every configured sink and why its last delivery attempt failed
     /// (`None`: it worked, or nothing was tried yet).
     pub fn sink_health(&self) -> Vec<(String, Option<String>)> {
-        // Only the configured sinks: one left out by a reload still has
-        // its delivery counts (for `/metrics`) but no health.
+        // The configured sinks, in the config's order: one a reload took
+        // out keeps its delivery counts (for `/metrics`) but no health.
         let configured: Vec<String> = self
             .schema
             .load()
@@ -152,15 +152,16 @@ impl Shared {
             .iter()
             .map(crate::outbox::sink_label)
             .collect();
-        self.deliveries
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|(s, _)| configured.contains(s))
-                    .map(|(s, d)| (s.clone(), d.error.clone()))
-                    .collect()
+        let Ok(deliveries) = self.deliveries.lock() else {
+            return Vec::new();
+        };
+        configured
+            .into_iter()
+            .map(|s| {
+                let error = deliveries.get(&s).and_then(|d| d.error.clone());
+                (s, error)
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Effects not yet delivered to every sink: what the slowest sink has

@@ -147,7 +147,7 @@ pub fn run(
                         tracing::info!("Due index saved for the next start.");
                     }
                     Ok(()) => tracing::info!(
-                        "No due index to save: the rules changed since the last full tick, so the next start's first tick visits every member."
+                        "No due index to save (none was taken up at the start, or the rules changed, and no tick has visited every member since): the first tick after the next start visits every member."
                     ),
                     Err(e) => {
                         tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.")
@@ -376,14 +376,22 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
 /// Gives the config's sinks their cursors and warns of sinks left out of
 /// it that still have effects to deliver (kept for a while).
 pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
+    let retention = engine.schema.outbox_retention_days;
     match crate::outbox::register_sinks(engine) {
-        Ok(left) => {
-            for o in left {
+        Ok(sinks) => {
+            for o in sinks.kept {
                 tracing::warn!(
                     sink = %o.label,
                     pending = o.pending,
-                    kept_until = o.kept_until(engine.schema.outbox_retention_days).unwrap_or_default(),
+                    kept_until = o.kept_until(retention).unwrap_or_default(),
                     "A sink left out of the config has effects it has not delivered; they are kept for `storage.outbox_retention` after it was left out, should it come back."
+                );
+            }
+            for o in sinks.forgotten {
+                tracing::warn!(
+                    sink = %o.label,
+                    dropped = o.missed,
+                    "A sink left out of the config for longer than `storage.outbox_retention` is forgotten, with the effects it had not delivered."
                 );
             }
         }

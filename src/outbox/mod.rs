@@ -251,8 +251,10 @@ pub struct LeftOut {
     pub label: String,
     cursor_key: String,
     cursor: u64,
-    /// Effects after its cursor.
+    /// Effects after its cursor still in the outbox.
     pub pending: u64,
+    /// Effects after its cursor, including those already gone.
+    pub missed: u64,
     /// The newest event's day when it was first found left out.
     pub since: Option<i32>,
 }
@@ -281,13 +283,16 @@ fn left_key(cursor_key: &str) -> String {
 /// since when each sink the config leaves out is left out, forgets those
 /// left out for longer than `storage.outbox_retention`, and returns the
 /// ones left out that still have effects pending.
-pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
+pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<LeftOutSinks, SinkError> {
     let mut meta = Vec::new();
     let mut removed = Vec::new();
+    // A new sink starts at the oldest effect still kept (what starting
+    // at 0 meant), so that counts of what it has pending are true.
+    let first = first_kept(engine)?;
     for s in &engine.schema.sinks {
         let key = crate::store::keys::sink_cursor(s);
         if engine.store().meta(&key)?.is_none() {
-            meta.push((key.clone(), 0u64.to_le_bytes().to_vec()));
+            meta.push((key.clone(), first.to_le_bytes().to_vec()));
         }
         // Back in the config: a later removal starts its own wait.
         if engine.store().meta(&left_key(&key))?.is_some() {
@@ -296,12 +301,12 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<Vec<LeftOut>, 
     }
     let newest = engine.newest_day();
     let retention = engine.schema.outbox_retention_days;
-    let mut pending = Vec::new();
+    let mut sinks = LeftOutSinks::default();
     for mut o in left_out(engine)? {
         if o.expired(newest, retention) {
-            tracing::warn!(sink = %o.label, dropped = o.pending, "A sink left out of the config for longer than `storage.outbox_retention` is forgotten, with the effects it had not delivered.");
             removed.push(left_key(&o.cursor_key));
             removed.push(o.cursor_key.clone());
+            sinks.forgotten.push(o);
             continue;
         }
         if o.since.is_none() {
@@ -310,7 +315,7 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<Vec<LeftOut>, 
             o.since = Some(day);
         }
         if o.pending > 0 {
-            pending.push(o);
+            sinks.kept.push(o);
         }
     }
     if !meta.is_empty() {
@@ -319,7 +324,28 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<Vec<LeftOut>, 
     if !removed.is_empty() {
         engine.remove_meta(removed)?;
     }
-    Ok(pending)
+    Ok(sinks)
+}
+
+/// What [`register_sinks`] found of the sinks the config leaves out.
+#[derive(Debug, Default)]
+pub struct LeftOutSinks {
+    /// Left out, with effects kept for them.
+    pub kept: Vec<LeftOut>,
+    /// Left out for longer than the retention: forgotten now, and the
+    /// effects they had not delivered (`missed`) went.
+    pub forgotten: Vec<LeftOut>,
+}
+
+/// The sequence number of the oldest outbox entry still kept (the next
+/// one when the outbox is empty).
+fn first_kept<S: Store>(engine: &Engine<S>) -> Result<u64, SinkError> {
+    let next = engine.store().meta_u64(crate::store::keys::OUTBOX_NEXT)?;
+    Ok(engine
+        .store()
+        .outbox(0, 1)?
+        .first()
+        .map_or(next, |(seq, _)| *seq))
 }
 
 /// The stored sink cursors the config has no sink for.
@@ -331,6 +357,7 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
         .map(crate::store::keys::sink_cursor)
         .collect();
     let next = engine.store().meta_u64(crate::store::keys::OUTBOX_NEXT)?;
+    let first = first_kept(engine)?;
     let mut out = Vec::new();
     for (key, value) in engine.store().meta_prefix("sink:", 4096)? {
         let Some(sink) = key
@@ -353,7 +380,8 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
             since: engine.store().meta_day(&left_key(&key))?,
             cursor_key: key,
             cursor,
-            pending: next.saturating_sub(cursor),
+            pending: next.saturating_sub(cursor.max(first)),
+            missed: next.saturating_sub(cursor),
         });
     }
     Ok(out)

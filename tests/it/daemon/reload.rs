@@ -272,3 +272,52 @@ fn wait_outbox_empty(addr: &str) {
         m.lines().any(|l| l == "nudge_outbox_depth 0")
     });
 }
+
+/// A webhook taken out of the config by a reload stops getting effects,
+/// and put back, gets what it missed: each effect once.
+#[test]
+fn a_webhook_follows_the_config_through_reloads() {
+    let (url, seen) = receiver(0, 200);
+    let hook = format!("  - kind: webhook\n    url: http://{url}/hook\n");
+    let with_hook = format!("{CONFIG}{hook}");
+    let dir = project_with(
+        &with_hook,
+        "rule \"hello\" on purchase then tag \"hello\"\n",
+    );
+    let d = start(dir.path());
+    let got = |id: &str| {
+        seen.lock()
+            .expect("log")
+            .iter()
+            .filter(|(_, body, _)| body.contains(&format!("event:{id}\"")))
+            .count()
+    };
+    let post = |id: &str, member: &str| {
+        let (code, body) = http(&d.addr, "POST", "/v1/events", &purchase(id, member, 5.0));
+        assert_eq!(code, 202, "{body}");
+    };
+    post("a", "m1");
+    wait_until(Duration::from_secs(20), "the webhook never got a", || {
+        got("a") == 1
+    });
+    // Out: the next effect waits.
+    std::fs::write(dir.path().join("nudge.yaml"), CONFIG).expect("config");
+    wait_until(Duration::from_secs(30), "the reload never came", || {
+        status(&d.addr)["reloads"] == 1
+    });
+    post("b", "m2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(got("b"), 0, "a webhook out of the config got an effect");
+    let sinks = status(&d.addr)["sinks"].to_string();
+    assert!(!sinks.contains("webhook"), "{sinks}");
+    // Back: it catches up, without another event.
+    std::fs::write(dir.path().join("nudge.yaml"), &with_hook).expect("config");
+    wait_until(
+        Duration::from_secs(30),
+        "the webhook never caught up",
+        || got("b") == 1,
+    );
+    assert!(status(&d.addr)["sinks"].to_string().contains("webhook"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!((got("a"), got("b")), (1, 1), "each effect once");
+}
