@@ -173,23 +173,26 @@ impl Shared {
             .store
             .meta_u64(crate::store::keys::OUTBOX_NEXT)
             .unwrap_or(0);
-        let sinks = &self.schema.load().sinks;
-        let first = if sinks.is_empty() {
-            self.store
-                .outbox(0, 1)
-                .ok()
-                .and_then(|o| o.first().map(|(s, _)| *s))
-                .unwrap_or(next)
-        } else {
-            sinks
-                .iter()
-                .map(|s| {
-                    self.store
-                        .meta_u64(&crate::store::keys::sink_cursor(s))
-                        .unwrap_or(0)
-                })
-                .min()
-                .unwrap_or(next)
+        let kept = self
+            .store
+            .outbox(0, 1)
+            .ok()
+            .and_then(|o| o.first().map(|(s, _)| *s))
+            .unwrap_or(next);
+        // Every sink with a cursor: the configured ones, and those left out
+        // of the config whose effects are kept for them.
+        let slowest = self
+            .store
+            .meta_prefix("sink:", 4096)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(":next"))
+            .filter_map(|(_, v)| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+            .min();
+        // With no sink configured, everything kept is a record.
+        let first = match slowest {
+            Some(cursor) if !self.schema.load().sinks.is_empty() => cursor.max(kept),
+            _ => kept,
         };
         next.saturating_sub(first)
     }

@@ -308,8 +308,9 @@ fn a_webhook_follows_the_config_through_reloads() {
     post("b", "m2");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(got("b"), 0, "a webhook out of the config got an effect");
-    let sinks = status(&d.addr)["sinks"].to_string();
-    assert!(!sinks.contains("webhook"), "{sinks}");
+    let s = status(&d.addr);
+    assert!(!s["sinks"].to_string().contains("webhook"), "{s}");
+    assert_eq!(s["outbox"], 1, "kept for the webhook: {s}");
     // Back: it catches up, without another event.
     std::fs::write(dir.path().join("nudge.yaml"), &with_hook).expect("config");
     wait_until(
