@@ -173,14 +173,9 @@ impl Shared {
             .store
             .meta_u64(crate::store::keys::OUTBOX_NEXT)
             .unwrap_or(0);
-        let kept = self
-            .store
-            .outbox(0, 1)
-            .ok()
-            .and_then(|o| o.first().map(|(s, _)| *s))
-            .unwrap_or(next);
         // Every sink with a cursor: the configured ones, and those left out
-        // of the config whose effects are kept for them.
+        // of the config whose effects are kept for them. From counters, not
+        // a read of the outbox (`/metrics` is scraped often).
         let slowest = self
             .store
             .meta_prefix("sink:", 4096)
@@ -191,8 +186,13 @@ impl Shared {
             .min();
         // With no sink configured, everything kept is a record.
         let first = match slowest {
-            Some(cursor) if !self.schema.load().sinks.is_empty() => cursor.max(kept),
-            _ => kept,
+            Some(cursor) if !self.schema.load().sinks.is_empty() => cursor,
+            _ => self
+                .store
+                .outbox(0, 1)
+                .ok()
+                .and_then(|o| o.first().map(|(s, _)| *s))
+                .unwrap_or(next),
         };
         next.saturating_sub(first)
     }

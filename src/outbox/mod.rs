@@ -302,15 +302,18 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<LeftOutSinks, 
     let newest = engine.newest_day();
     let retention = engine.schema.outbox_retention_days;
     let mut sinks = LeftOutSinks::default();
+    let next = engine.store().meta_u64(crate::store::keys::OUTBOX_NEXT)?;
     for mut o in left_out(engine)? {
+        o.pending = next.saturating_sub(o.cursor.max(first));
         if o.expired(newest, retention) {
             removed.push(left_key(&o.cursor_key));
             removed.push(o.cursor_key.clone());
             sinks.forgotten.push(o);
             continue;
         }
-        if o.since.is_none() {
-            let day = newest.unwrap_or(0);
+        if o.since.is_none()
+            && let Some(day) = newest
+        {
             meta.push((left_key(&o.cursor_key), day.to_le_bytes().to_vec()));
             o.since = Some(day);
         }
@@ -357,7 +360,6 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
         .map(crate::store::keys::sink_cursor)
         .collect();
     let next = engine.store().meta_u64(crate::store::keys::OUTBOX_NEXT)?;
-    let first = first_kept(engine)?;
     let mut out = Vec::new();
     for (key, value) in engine.store().meta_prefix("sink:", 4096)? {
         let Some(sink) = key
@@ -380,7 +382,9 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
             since: engine.store().meta_day(&left_key(&key))?,
             cursor_key: key,
             cursor,
-            pending: next.saturating_sub(cursor.max(first)),
+            // Set by `register_sinks`, which reads where the outbox starts
+            // (this runs after every commit, and that read costs).
+            pending: 0,
             missed: next.saturating_sub(cursor),
         });
     }
