@@ -132,27 +132,7 @@ pub fn run(
                 let _ = reply.send(fit);
             }
             Command::Shutdown => {
-                // Whatever is still queued was accepted before the shutdown.
-                while let Ok(c) = rx.try_recv() {
-                    if let Command::Ingest { events, reply } = c
-                        && let Some(p) = validate(&engine, events, reply)
-                    {
-                        commit(&mut engine, vec![p], shared);
-                    }
-                }
-                // The next start takes up the due index instead of a full
-                // tick (a failure here only costs that tick).
-                match engine.save_due() {
-                    Ok(()) if engine.due_on(i32::MAX).is_some() => {
-                        tracing::info!("Due index saved for the next start.");
-                    }
-                    Ok(()) => tracing::info!(
-                        "No due index to save (none was taken up at the start, or the rules changed, and no tick has visited every member since): the first tick after the next start visits every member."
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.")
-                    }
-                }
+                shut_down(&mut engine, &rx, shared);
                 tracing::info!("Writer stopped.");
                 return;
             }
@@ -160,7 +140,37 @@ pub fn run(
     }
 }
 
-/// Runs the daily ticks that are due by the wall clock.
+/// Commits what was queued before the shutdown and saves the due index,
+/// saying what the next start will do.
+fn shut_down(engine: &mut Engine<SledStore>, rx: &Receiver<Command>, shared: &Shared) {
+    if !shared.status.load().last_reload_ok {
+        tracing::warn!(
+            "The last reload failed: the next start refuses the files as they are now (`nudge check` says why)."
+        );
+    }
+    // Whatever is still queued was accepted before the shutdown.
+    while let Ok(c) = rx.try_recv() {
+        if let Command::Ingest { events, reply } = c
+            && let Some(p) = validate(engine, events, reply)
+        {
+            commit(engine, vec![p], shared);
+        }
+    }
+    // The next start takes up the due index instead of a full
+    // tick (a failure here only costs that tick).
+    match engine.save_due() {
+        Ok(()) if engine.due_on(i32::MAX).is_some() => {
+            tracing::info!("Due index saved for the next start.");
+        }
+        Ok(()) => tracing::info!(
+            "No due index to save (none was taken up at the start, or the rules changed, and no tick has visited every member since): the first tick after the next start visits every member."
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.")
+        }
+    }
+}
+
 /// Whether the daily tick must wait because of the wall clock (see
 /// `ClockWatch`); said in the log when it starts or stops, and in status
 /// while it lasts.
@@ -188,6 +198,7 @@ fn ticks_held(
     held.is_some()
 }
 
+/// Runs the daily ticks that are due by the wall clock.
 fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
     let mut count = 0;
     let mut counted = |effects: Vec<crate::model::Effect>| {

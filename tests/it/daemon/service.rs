@@ -695,3 +695,31 @@ fn a_file_changing_all_the_time_does_not_postpone_reloads() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     toucher.join().expect("toucher");
 }
+
+/// A stop after a failed reload says that the next start will refuse the
+/// files as they are.
+#[test]
+fn a_stop_after_a_failed_reload_warns_that_the_next_start_refuses() {
+    let dir = project("rule \"pts\" on purchase then award points 1\n");
+    let mut d = start_logged(dir.path());
+    std::fs::write(
+        dir.path().join("rules/r.rules"),
+        "when tier > 3 then tag \"x\"\n",
+    )
+    .expect("break");
+    wait_until(Duration::from_secs(30), "no failed reload", || {
+        http(&d.addr, "GET", "/v1/status", "")
+            .1
+            .contains("\"failed_reloads\":1")
+    });
+    Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(d.child.wait().expect("wait").success());
+    let logs = d.logs();
+    assert!(
+        logs.contains("The last reload failed: the next start refuses the files as they are now"),
+        "{logs}"
+    );
+}
