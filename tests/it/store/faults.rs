@@ -362,3 +362,72 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A data folder whose last tick lies ahead of this machine's clock (it
+/// came from a machine whose clock was ahead, or the clock was set back):
+/// the daemon holds its daily ticks and says so in status and metrics,
+/// instead of silently never ticking.
+#[test]
+fn a_last_tick_ahead_of_the_clock_holds_ticks_and_says_so() {
+    use sha2::{Digest, Sha256};
+    let (dir, _) = filled_and_exported(3);
+    let d = dir.path();
+    let text = std::fs::read_to_string(d.join("backup.ndjson")).expect("backup");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let ahead = nudge::base::time::parse_date("2099-01-01").expect("date");
+    let mut lines: Vec<String> = Vec::new();
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let key = b"xlast_tick".to_vec();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        match (v["k"].as_str(), v["v"].as_str()) {
+            (Some(k), Some(val)) if k != hex(&key) => {
+                let bytes = |h: &str| {
+                    (0..h.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+                        .collect::<Vec<u8>>()
+                };
+                entries.push((bytes(k), bytes(val)));
+            }
+            (Some(_), Some(_)) => {}
+            _ if v.get("nudge_backup").is_some() => lines.push(line.to_string()),
+            _ => {}
+        }
+    }
+    entries.push((key, ahead.to_le_bytes().to_vec()));
+    entries.sort();
+    let mut sum = Sha256::new();
+    for (k, v) in &entries {
+        for part in [k, v] {
+            sum.update((part.len() as u64).to_le_bytes());
+            sum.update(part);
+        }
+        lines.push(serde_json::json!({"k": hex(k), "v": hex(v)}).to_string());
+    }
+    lines.push(
+        serde_json::json!({"entries": entries.len(), "sha256": hex(&sum.finalize())}).to_string(),
+    );
+    std::fs::write(d.join("ahead.ndjson"), lines.join("\n") + "\n").expect("write");
+    let out = nudge(d, &["import-state", "ahead.ndjson", "--data", "ahead"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut cmd = daemon_cmd(d);
+    cmd.args(["--data", "ahead"]);
+    let daemon = start_cmd(cmd, None);
+    wait_until(std::time::Duration::from_secs(30), "ticks were never held", || {
+        http(&daemon.addr, "GET", "/v1/status", "")
+            .1
+            .contains("\"ticks\":{\"error\"")
+    });
+    let (_, status) = http(&daemon.addr, "GET", "/v1/status", "");
+    assert!(
+        status.contains("the last tick, 2099-01-01, lies ahead of the clock")
+            && status.contains("\"ok\":false"),
+        "{status}"
+    );
+    let (_, metrics) = http(&daemon.addr, "GET", "/metrics", "");
+    assert!(
+        metrics.lines().any(|l| l == "nudge_ticks_held 1"),
+        "{metrics}"
+    );
+}
