@@ -414,11 +414,15 @@ fn a_last_tick_ahead_of_the_clock_holds_ticks_and_says_so() {
     let mut cmd = daemon_cmd(d);
     cmd.args(["--data", "ahead"]);
     let daemon = start_cmd(cmd, None);
-    wait_until(std::time::Duration::from_secs(30), "ticks were never held", || {
-        http(&daemon.addr, "GET", "/v1/status", "")
-            .1
-            .contains("\"ticks\":{\"error\"")
-    });
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "ticks were never held",
+        || {
+            http(&daemon.addr, "GET", "/v1/status", "")
+                .1
+                .contains("\"ticks\":{\"error\"")
+        },
+    );
     let (_, status) = http(&daemon.addr, "GET", "/v1/status", "");
     assert!(
         status.contains("the last tick, 2099-01-01, lies ahead of the clock")
