@@ -227,7 +227,8 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
                 // A path through a map of names reads `rewards.?`: the
                 // position says more, so it is left out then.
                 let path = e.path().filter(|p| !p.contains('?'));
-                (plain_serde(&other.to_string(), path), 0, None)
+                let message = plain_serde(&other.to_string(), path);
+                (message.clone(), 0, list_hint(&message, path))
             }
         };
         YamlError {
@@ -237,6 +238,16 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
             hint,
         }
     })
+}
+
+/// For one value where a list goes (`tiers: gold`), the list with it.
+fn list_hint(message: &str, path: Option<&str>) -> Option<String> {
+    let value = message
+        .split_once("should be a list, not `")?
+        .1
+        .strip_suffix('`')?;
+    let key = path?.rsplit('.').next()?;
+    Some(format!("write `{key}: [{value}]`"))
 }
 
 /// serde's words (`invalid type: string "5", expected struct Storage`) in
