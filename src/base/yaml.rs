@@ -227,8 +227,8 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
                 // A path through a map of names reads `rewards.?`: the
                 // position says more, so it is left out then.
                 let path = e.path().filter(|p| !p.contains('?'));
-                let message = plain_serde(&other.to_string(), path);
-                (message.clone(), 0, list_hint(&message, path))
+                let (message, hint) = plain_serde(&other.to_string(), path);
+                (message, 0, hint)
             }
         };
         YamlError {
@@ -240,21 +240,12 @@ pub fn from_node<'de, T: serde::Deserialize<'de>>(
     })
 }
 
-/// For one value where a list goes (`tiers: gold`), the list with it.
-fn list_hint(message: &str, path: Option<&str>) -> Option<String> {
-    let value = message
-        .split_once("should be a list, not `")?
-        .1
-        .strip_suffix('`')?;
-    let key = path?.rsplit('.').next()?;
-    Some(format!("write `{key}: [{value}]`"))
-}
-
 /// serde's words (`invalid type: string "5", expected struct Storage`) in
 /// the config's (`` `storage` should be a mapping of `key: value` lines,
-/// not `5` ``). YAML scalars reach serde as strings, so a number is shown
-/// as written, not as a string.
-fn plain_serde(message: &str, path: Option<&str>) -> String {
+/// not `5` ``), with a hint when one value stands where a list goes
+/// (`tiers: gold`: write `tiers: [gold]`). YAML scalars reach serde as
+/// strings, so a number is shown as written, not as a string.
+fn plain_serde(message: &str, path: Option<&str>) -> (String, Option<String>) {
     // Scalars (numbers, durations, names) are all strings to serde.
     let expected = |e: &str| match e {
         e if e.starts_with("struct ") => "a mapping of `key: value` lines".to_string(),
@@ -265,33 +256,42 @@ fn plain_serde(message: &str, path: Option<&str>) -> String {
     };
     if message.contains("untagged enum AttrFile") {
         let what = path.map_or("an attribute".to_string(), |p| format!("`{p}`"));
-        return format!(
-            "{what} should be a type (`int`, `decimal`, `money`, `string`, `bool`, `date`, `duration`) or a mapping like `{{ type: int, default: 0 }}`"
+        return (
+            format!(
+                "{what} should be a type (`int`, `decimal`, `money`, `string`, `bool`, `date`, `duration`) or a mapping like `{{ type: int, default: 0 }}`"
+            ),
+            None,
         );
     }
     if let Some(rest) = message.strip_prefix("invalid type: ")
         && let Some((found, wanted)) = rest.split_once(", expected ")
     {
-        let found = match found {
-            f if f.starts_with("string ") => {
-                format!("`{}`", f["string ".len()..].trim_matches('"'))
-            }
-            "sequence" => "a list".to_string(),
-            "map" => "a mapping".to_string(),
-            f => f.to_string(),
+        let scalar = found.strip_prefix("string ").map(|v| v.trim_matches('"'));
+        let found = match (scalar, found) {
+            (Some(v), _) => format!("`{v}`"),
+            (None, "sequence") => "a list".to_string(),
+            (None, "map") => "a mapping".to_string(),
+            (None, f) => f.to_string(),
         };
-        return match path {
-            Some(p) => format!("`{p}` should be {}, not {found}", expected(wanted)),
-            None => format!("expected {}, not {found}", expected(wanted)),
+        let wanted = expected(wanted);
+        let key = path.and_then(|p| p.rsplit('.').next());
+        let hint = match (scalar, key) {
+            (Some(v), Some(k)) if wanted == "a list" => Some(format!("write `{k}: [{v}]`")),
+            _ => None,
         };
+        let message = match path {
+            Some(p) => format!("`{p}` should be {wanted}, not {found}"),
+            None => format!("expected {wanted}, not {found}"),
+        };
+        return (message, hint);
     }
     let message = match message.split_once("expected struct ") {
         Some((head, _)) => format!("{head}expected a mapping of `key: value` lines"),
         None => message.to_string(),
     };
     match path {
-        Some(p) => format!("{message} at `{p}`"),
-        None => message,
+        Some(p) => (format!("{message} at `{p}`"), None),
+        None => (message, None),
     }
 }
 

@@ -176,13 +176,10 @@ impl Shared {
         // Every sink with a cursor: the configured ones, and those left out
         // of the config whose effects are kept for them. From counters, not
         // a read of the outbox (`/metrics` is scraped often).
-        let slowest = self
-            .store
-            .meta_prefix("sink:", 4096)
+        let slowest = crate::outbox::sink_cursors(&self.store)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(k, _)| k.ends_with(":next"))
-            .filter_map(|(_, v)| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+            .map(|(_, cursor)| cursor)
             .min();
         // With no sink configured, everything kept is a record.
         let first = match slowest {

@@ -351,6 +351,20 @@ fn first_kept<S: Store>(engine: &Engine<S>) -> Result<u64, SinkError> {
         .map_or(next, |(seq, _)| *seq))
 }
 
+/// Every sink cursor in the store (key and next entry), the config's sinks
+/// and those it left out alike.
+pub fn sink_cursors<S: Store>(store: &S) -> Result<Vec<(String, u64)>, StoreError> {
+    Ok(store
+        .meta_prefix("sink:", 4096)?
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(":next"))
+        .map(|(key, v)| {
+            let cursor = v.as_slice().try_into().map_or(0, u64::from_le_bytes);
+            (key, cursor)
+        })
+        .collect())
+}
+
 /// The stored sink cursors the config has no sink for.
 fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
     let configured: Vec<String> = engine
@@ -361,17 +375,11 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
         .collect();
     let next = engine.store().meta_u64(crate::store::keys::OUTBOX_NEXT)?;
     let mut out = Vec::new();
-    for (key, value) in engine.store().meta_prefix("sink:", 4096)? {
-        let Some(sink) = key
-            .strip_suffix(":next")
-            .and_then(|k| k.strip_prefix("sink:"))
-        else {
-            continue;
-        };
+    for (key, cursor) in sink_cursors(engine.store())? {
         if configured.contains(&key) {
             continue;
         }
-        let cursor = value.as_slice().try_into().map_or(0, u64::from_le_bytes);
+        let sink = key.trim_start_matches("sink:").trim_end_matches(":next");
         let label = match sink.split_once(':') {
             Some(("file", path)) => sink_label(&Sink::File { path: path.into() }),
             Some(("webhook", url)) => sink_label(&Sink::Webhook { url: url.into() }),
