@@ -5,9 +5,9 @@
 //! changes no member and no rule state. Which segment (a named one, or a
 //! query compiled by `lang::compile::compile_query`) is the caller's.
 //!
-//! Counting decodes and tests members on every core: decoding records is
-//! most of a scan's time, and one thread reading the store keeps the
-//! others busy. Listing goes in member id order, on one thread.
+//! Counting reads, decodes and tests members on every core, a range of
+//! member ids per thread at a time: reading sled and decoding records is
+//! most of a scan's time. Listing goes in member id order, on one thread.
 
 use super::plan::Plan;
 use super::view::View;
@@ -51,8 +51,9 @@ struct Test {
     expire: Option<i32>,
 }
 
-/// Members a counting thread gets at a time.
-const BATCH: usize = 2048;
+/// Ranges of ids per counting thread: enough that a thread that finishes
+/// early takes another range instead of waiting for a long one.
+const RANGES_PER_THREAD: usize = 32;
 
 /// How many members a scan saw and how many matched.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,48 +146,57 @@ impl<'r> Scan<'r> {
             .collect()
     }
 
-    /// Counts the members of the segment on `today`: the store read on
-    /// this thread, records decoded and tested on one thread per core.
-    pub fn count(&mut self, store: &dyn Store, today: i32) -> Result<Counts, SegmentError> {
+    /// Counts the members of the segment on `today`: the store cut into
+    /// ranges of ids, each read, decoded and tested on one of the threads
+    /// (one per core) as it comes free.
+    pub fn count(
+        &mut self,
+        store: &(dyn Store + Sync),
+        today: i32,
+    ) -> Result<Counts, SegmentError> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads < 2 {
             return self.each(store, today, &mut |_, _, _| true);
         }
         let fit = super::predict::load(store)?.map(std::sync::Arc::new);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(threads * 2);
-        let rx = std::sync::Mutex::new(rx);
+        let ranges = store.member_ranges(threads * RANGES_PER_THREAD)?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let (rules, index, need, schema) = (self.rules, self.index, &self.need, self.schema);
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
-                    let (rx, fit) = (&rx, fit.clone());
+                    let (ranges, next, fit) = (&ranges, &next, fit.clone());
                     s.spawn(move || {
                         let mut test = Test::new(schema, rules);
                         test.plan.fit = fit;
                         let mut c = Counts::default();
-                        loop {
-                            let batch = match rx.lock() {
-                                Ok(r) => r.recv(),
-                                Err(_) => break,
-                            };
-                            let Ok(batch) = batch else { break };
-                            for (id, bytes) in batch {
-                                let rec = MemberRecord::decode(&bytes).map_err(|message| {
-                                    StoreError::Corrupt {
-                                        member: id,
-                                        message,
+                        let mut corrupt = None;
+                        while let Some(range) =
+                            ranges.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                        {
+                            store.each_member_bytes(range, &mut |id, bytes| {
+                                match MemberRecord::decode(bytes) {
+                                    Ok(rec) => {
+                                        c.members += 1;
+                                        let hit = test.matches(rules, index, need, &rec, today);
+                                        c.count += u64::from(hit);
+                                        true
                                     }
-                                })?;
-                                c.members += 1;
-                                c.count += u64::from(test.matches(rules, index, need, &rec, today));
+                                    Err(message) => {
+                                        let member = String::from_utf8_lossy(id).into_owned();
+                                        corrupt = Some(StoreError::Corrupt { member, message });
+                                        false
+                                    }
+                                }
+                            })?;
+                            if let Some(e) = corrupt {
+                                return Err(e);
                             }
                         }
                         Ok::<_, StoreError>(c)
                     })
                 })
                 .collect();
-            let read = store.each_member_bytes(BATCH, &mut |batch| tx.send(batch).is_ok());
-            drop(tx);
             let mut total = Counts::default();
             for w in workers {
                 let c = w
@@ -195,7 +205,6 @@ impl<'r> Scan<'r> {
                 total.count += c.count;
                 total.members += c.members;
             }
-            read?;
             Ok(total)
         })
     }

@@ -98,6 +98,23 @@ impl WriteSet {
     }
 }
 
+/// Member ids from `from` (included) to `to` (left out; `None`: to the
+/// last), as bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdRange {
+    pub from: Vec<u8>,
+    pub to: Option<Vec<u8>>,
+}
+
+/// How many times `member_ranges` cuts its ranges again, one byte deeper,
+/// at most: four levels split any alphabet finely, and each costs a seek
+/// per prefix in use.
+const MAX_SPLITS: usize = 4;
+
+/// How many bytes of the ids `member_ranges` looks at, at most (long
+/// common prefixes are passed one byte a level).
+const MAX_ID_BYTES: usize = 64;
+
 pub trait Store {
     fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
     /// The body hash an event id was committed with.
@@ -107,13 +124,16 @@ pub trait Store {
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
     fn member_ids(&self) -> Result<Vec<String>, StoreError>;
-    /// Calls `visit` with every member's id and stored bytes, `batch` at a
-    /// time in key order, until it returns `false`: for scans that decode
-    /// on several threads.
+    /// Ranges of member ids that hold every member once between them,
+    /// about `want` of them when there are enough members: for scans that
+    /// read the store on several threads, a range each at a time.
+    fn member_ranges(&self, want: usize) -> Result<Vec<IdRange>, StoreError>;
+    /// Calls `visit` with the id and stored bytes of every member in
+    /// `range`, in key order, until it returns `false`.
     fn each_member_bytes(
         &self,
-        batch: usize,
-        visit: &mut dyn FnMut(Vec<(String, Vec<u8>)>) -> bool,
+        range: &IdRange,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError>;
     /// Calls `visit` with every member in key order until it returns
     /// `false`: one pass over the store, for segments.
@@ -269,6 +289,28 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 impl SledStore {
+    /// The byte values that follow `prefix` in member ids, ascending.
+    fn next_id_bytes(&self, prefix: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let head = key(keys::MEMBER, prefix);
+        let mut out = Vec::new();
+        let mut from = 0u16;
+        while from <= 255 {
+            let seek = [head.as_slice(), &[from as u8]].concat();
+            let Some(k) = self.db.range(seek..).keys().next().transpose()? else {
+                break;
+            };
+            let Some(&b) = k
+                .strip_prefix(head.as_slice())
+                .and_then(|rest| rest.first())
+            else {
+                break;
+            };
+            out.push(b);
+            from = u16::from(b) + 1;
+        }
+        Ok(out)
+    }
+
     /// Adds to `b` the removal of the first `PRUNE_PER_COMMIT` keys of `range`.
     fn remove_range(
         &self,
@@ -579,22 +621,67 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn member_ranges(&self, want: usize) -> Result<Vec<IdRange>, StoreError> {
+        // Cut at the id prefixes in use, one byte deeper per round until
+        // there are enough: ids' alphabets and lengths vary (`0001`,
+        // `m-1000000`, phone numbers), so cutting at evenly spaced byte
+        // values would put most members in one range. Each prefix's next
+        // bytes are found by seeking, one seek per byte value in use.
+        let mut cuts: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut splits = 0;
+        // A level where every prefix has one next byte (a common prefix
+        // such as `member-`) does not count as a split.
+        for _ in 0..MAX_ID_BYTES {
+            if cuts.len() >= want || splits == MAX_SPLITS {
+                break;
+            }
+            let (before, mut longer) = (cuts.len(), false);
+            let mut deeper = Vec::with_capacity(cuts.len());
+            for p in &cuts {
+                let next = self.next_id_bytes(p)?;
+                if next.is_empty() {
+                    deeper.push(p.clone());
+                }
+                longer |= !next.is_empty();
+                deeper.extend(next.into_iter().map(|b| [p.as_slice(), &[b]].concat()));
+            }
+            if !longer {
+                break;
+            }
+            splits += usize::from(deeper.len() > before);
+            cuts = deeper;
+        }
+        // The first range starts at the beginning, so an id that is a
+        // prefix of the others (`1` before `10`) is in it.
+        if let Some(first) = cuts.first_mut() {
+            first.clear();
+        }
+        let ends = cuts.iter().skip(1).map(|c| Some(c.clone())).chain([None]);
+        Ok(cuts
+            .iter()
+            .zip(ends)
+            .map(|(from, to)| IdRange {
+                from: from.clone(),
+                to,
+            })
+            .collect())
+    }
+
     fn each_member_bytes(
         &self,
-        batch: usize,
-        visit: &mut dyn FnMut(Vec<(String, Vec<u8>)>) -> bool,
+        range: &IdRange,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let mut out = Vec::with_capacity(batch);
-        for kv in self.db.scan_prefix([keys::MEMBER]) {
+        let from = key(keys::MEMBER, &range.from);
+        let to = match &range.to {
+            Some(t) => key(keys::MEMBER, t),
+            None => vec![keys::MEMBER + 1],
+        };
+        for kv in self.db.range(from..to) {
             let (k, v) = kv?;
-            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
-            if out.len() == batch && !visit(std::mem::replace(&mut out, Vec::with_capacity(batch)))
-            {
-                return Ok(());
+            if !visit(&k[1..], &v) {
+                break;
             }
-        }
-        if !out.is_empty() {
-            visit(out);
         }
         Ok(())
     }

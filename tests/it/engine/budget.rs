@@ -98,12 +98,15 @@ impl Store for BrokenBudgets {
     ) -> Result<(), StoreError> {
         self.inner.each_member(visit)
     }
+    fn member_ranges(&self, want: usize) -> Result<Vec<nudge::store::IdRange>, StoreError> {
+        self.inner.member_ranges(want)
+    }
     fn each_member_bytes(
         &self,
-        batch: usize,
-        visit: &mut dyn FnMut(Vec<(String, Vec<u8>)>) -> bool,
+        range: &nudge::store::IdRange,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        self.inner.each_member_bytes(batch, visit)
+        self.inner.each_member_bytes(range, visit)
     }
     fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.outbox(from, limit)

@@ -4,4 +4,5 @@
 mod crash;
 mod faults;
 mod format;
+mod ranges;
 mod against_model;
