@@ -99,6 +99,8 @@ pub struct MemberRecord {
     pub tags: Vec<String>,
     pub birthday: Option<i32>,
     pub attributes: Vec<(String, Stored)>,
+    /// Packed after the record's other fields (`super::encoding`).
+    #[serde(serialize_with = "empty")]
     pub aggregates: Vec<AggState>,
     pub rules: Vec<RuleState>,
     /// Recent contacts per channel (day), for frequency caps; only as far
@@ -111,9 +113,13 @@ pub struct MemberRecord {
     /// Coupons issued with a code, until 90 days after they expire.
     pub coupons: Vec<IssuedCoupon>,
     /// Points by the day they were earned, oldest first, when points expire
-    /// (`points.expire_after`); spent and expired points leave the oldest lots.
+    /// (`points.expire_after`); spent and expired points leave the oldest
+    /// lots. Packed after the record's other fields (`super::encoding`).
+    #[serde(serialize_with = "empty")]
     pub point_lots: Vec<(i32, i64)>,
-    /// Purchases that can still be refunded (`refund.within`), oldest first.
+    /// Purchases that can still be refunded (`refund.within`), oldest
+    /// first. Packed after the record's other fields (`super::encoding`).
+    #[serde(serialize_with = "empty")]
     pub purchases: Vec<PurchaseEntry>,
     /// One ID: the identifiers (kind, value) linked to the member.
     pub ids: Vec<(String, String)>,
@@ -238,53 +244,7 @@ pub struct IssuedCoupon {
 /// Days an expired or redeemed coupon stays in the record (for response rates).
 pub const COUPON_RETENTION_DAYS: i32 = 90;
 
-/// Format version of encoded member records (the first byte).
-/// 2: decimals as scale and mantissa, refunds, One ID and decision
-/// history. A folder written by format 1 is refused with this message; its
-/// events can be ingested again.
-/// 3: `wallet` and `first_day_spend` added at the end.
-/// 4: `recent_days` added at the end.
-pub const RECORD_VERSION: u8 = 4;
-
 impl MemberRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![RECORD_VERSION];
-        // Serializing plain data into a Vec cannot fail.
-        if let Ok(body) = postcard::to_allocvec(self) {
-            out.extend_from_slice(&body);
-        }
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<MemberRecord, String> {
-        match bytes.split_first() {
-            Some((&RECORD_VERSION, body)) => {
-                postcard::from_bytes(body).map_err(|e| format!("corrupt member record: {e}"))
-            }
-            // An older format is this one without its last fields; postcard
-            // writes fields one after another with no framing, so the old
-            // bytes and the missing fields' empty values make a record of
-            // this format. Rewritten in this format at the member's next
-            // change.
-            Some((v @ (2 | 3), body)) => {
-                let mut body = body.to_vec();
-                if *v == 2 {
-                    body.extend_from_slice(
-                        &postcard::to_allocvec(&WalletOnly::default()).unwrap_or_default(),
-                    );
-                }
-                body.extend_from_slice(
-                    &postcard::to_allocvec(&Vec::<i32>::new()).unwrap_or_default(),
-                );
-                postcard::from_bytes(&body).map_err(|e| format!("corrupt member record: {e}"))
-            }
-            Some((v, _)) => Err(format!(
-                "member record of format {v}, this nudge reads {RECORD_VERSION}"
-            )),
-            None => Err("empty member record".into()),
-        }
-    }
-
     pub fn attribute(&self, name: &str) -> Option<&Stored> {
         self.attributes
             .iter()
@@ -306,16 +266,7 @@ impl MemberRecord {
 
 /// Decimals in member records: scale and mantissa as varints (exact, and
 /// decoded without parsing text: records are read on every tick).
-/// What format 3 added, empty, encoded as it ends a record.
-#[derive(Default, Serialize)]
-struct WalletOnly {
-    #[serde(with = "dec")]
-    wallet: Decimal,
-    #[serde(with = "dec_opt")]
-    first_day_spend: Option<Decimal>,
-}
-
-mod dec_opt {
+pub(super) mod dec_opt {
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -332,7 +283,7 @@ mod dec_opt {
     }
 }
 
-mod dec {
+pub(super) mod dec {
     use rust_decimal::Decimal;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -345,41 +296,8 @@ mod dec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Records of formats 2 (before the wallet) and 3 (before the recent
-    /// purchase days) read as this format with those empty, so data
-    /// folders need no migration.
-    #[test]
-    fn records_of_older_formats_read_with_the_new_fields_empty() {
-        let rec = MemberRecord {
-            joined: 20_000,
-            points: 1234,
-            spend: Decimal::new(9999, 2),
-            tags: vec!["vip".into()],
-            history: vec![],
-            ..MemberRecord::default()
-        };
-        let now = rec.encode();
-        let days = postcard::to_allocvec(&Vec::<i32>::new()).expect("encode");
-        let wallet = postcard::to_allocvec(&WalletOnly::default()).expect("encode");
-        let mut v3 = vec![3];
-        v3.extend_from_slice(&now[1..now.len() - days.len()]);
-        assert_eq!(MemberRecord::decode(&v3).expect("format 3"), rec);
-        let mut v2 = vec![2];
-        v2.extend_from_slice(&now[1..now.len() - days.len() - wallet.len()]);
-        assert_eq!(MemberRecord::decode(&v2).expect("format 2"), rec);
-        let rich = MemberRecord {
-            wallet: Decimal::new(12_050, 2),
-            recent_days: vec![19_990, 20_000],
-            ..rec
-        };
-        assert_eq!(
-            MemberRecord::decode(&rich.encode()).expect("format 4"),
-            rich
-        );
-        assert!(MemberRecord::decode(&[9, 1, 2]).is_err());
-    }
+/// Serializes a list as empty: for the fields packed after the record
+/// (`super::encoding`).
+pub(super) fn empty<T, S: serde::Serializer>(_: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(std::iter::empty::<u8>())
 }

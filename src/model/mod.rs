@@ -6,6 +6,7 @@ pub mod effect;
 pub mod event;
 pub mod fields;
 pub mod member;
+mod encoding;
 pub mod summary;
 
 pub use effect::{Action, Effect, Status, json_number, value_json};
