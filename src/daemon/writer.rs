@@ -425,7 +425,16 @@ fn reload(
     let mut status: Status = (**shared.status.load()).clone();
     status.last_reload_diagnostics = diagnostics;
     status.reloads += 1;
-    if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
+    if ok
+        && let Some(rules) = l
+            .rules
+            .as_ref()
+            .filter(|r| r.version == engine.rules.version)
+    {
+        // The version hashes the config, the rules and the plugins: a
+        // file touched, or saved as it was, changes nothing.
+        tracing::info!(version = %rules.version, reason, "Rules unchanged.");
+    } else if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
         let (schema, rules) = (Arc::new(schema), Arc::new(rules));
         let listen = engine.schema.listen.clone();
         if schema.listen != listen {

@@ -3,7 +3,8 @@
 //! events stream in (every event's effects come from one rule set), and a
 //! rule removed while its effects wait in the outbox (still delivered),
 //! and the editors' saves again with polling instead of inotify.
-//! A folder deleted and recreated is in `daemon::service`.
+//! A file saved unchanged is no new rule set. A folder deleted and
+//! recreated is in `daemon::service`.
 
 use crate::common::*;
 use std::sync::Arc;
@@ -321,4 +322,23 @@ fn a_webhook_follows_the_config_through_reloads() {
     assert!(status(&d.addr)["sinks"].to_string().contains("webhook"));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!((got("a"), got("b")), (1, 1), "each effect once");
+}
+
+/// A rule file saved as it was (or touched) loads to the same version:
+/// the daemon says the rules are unchanged, not reloaded.
+#[test]
+fn a_file_saved_unchanged_is_not_a_new_rule_set() {
+    let dir = project(&rule(1));
+    let d = start_logged(dir.path());
+    let file = dir.path().join("rules/r.rules");
+    std::fs::write(&file, rule(1)).expect("save unchanged");
+    wait_until(Duration::from_secs(30), "no reload after the save", || {
+        status(&d.addr)["reloads"] == 1
+    });
+    let logs = d.logs();
+    assert!(logs.contains("Rules unchanged."), "{logs}");
+    assert!(!logs.contains("Rules reloaded."), "{logs}");
+    std::fs::write(&file, rule(3)).expect("edit");
+    wait_for_points(&d.addr, "after", 3);
+    assert!(d.logs().contains("Rules reloaded."), "{}", d.logs());
 }
