@@ -133,6 +133,7 @@ pub fn run(
             }
             Command::Shutdown => {
                 shut_down(&mut engine, &rx, shared);
+                files_at_stop(&engine, &opts, shared);
                 tracing::info!("Writer stopped.");
                 return;
             }
@@ -143,11 +144,6 @@ pub fn run(
 /// Commits what was queued before the shutdown and saves the due index,
 /// saying what the next start will do.
 fn shut_down(engine: &mut Engine<SledStore>, rx: &Receiver<Command>, shared: &Shared) {
-    if !shared.status.load().last_reload_ok {
-        tracing::warn!(
-            "The last reload failed: the next start refuses the files as they are now (`nudge check` says why)."
-        );
-    }
     // Whatever is still queued was accepted before the shutdown.
     while let Ok(c) = rx.try_recv() {
         if let Command::Ingest { events, reply } = c
@@ -168,6 +164,26 @@ fn shut_down(engine: &mut Engine<SledStore>, rx: &Receiver<Command>, shared: &Sh
         Err(e) => {
             tracing::warn!(error = %e, "Could not save the due index: the next start visits every member.")
         }
+    }
+}
+
+/// Says at a stop what the next start will make of the files: an edit
+/// saved after the last reload (just before the stop) was never run, and
+/// files that do not load will be refused.
+fn files_at_stop(engine: &Engine<SledStore>, opts: &LoadOptions, shared: &Shared) {
+    let l = load(opts);
+    match l.rules {
+        _ if !shared.status.load().last_reload_ok => tracing::warn!(
+            "The last reload failed: the next start refuses the files as they are now (`nudge check` says why)."
+        ),
+        Some(r) if l.errors() == 0 && !l.io_failure => {
+            if r.version != engine.rules.version {
+                tracing::warn!(running = %engine.rules.version, on_disk = %r.version, "The files changed after the last reload and were never run: the next start runs them as they are now.");
+            }
+        }
+        _ => tracing::warn!(
+            "The files as they are now do not load (an edit saved after the last reload): the next start refuses them (`nudge check` says why)."
+        ),
     }
 }
 

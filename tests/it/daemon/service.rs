@@ -723,3 +723,32 @@ fn a_stop_after_a_failed_reload_warns_that_the_next_start_refuses() {
         "{logs}"
     );
 }
+
+/// An edit saved just before a stop (inside the watcher's debounce) was
+/// never run: the stop says so, and says whether the next start will run
+/// the files or refuse them.
+#[test]
+fn a_stop_says_when_the_files_changed_after_the_last_reload() {
+    for (edit, said) in [
+        (
+            "rule \"pts\" on purchase then award points 2\n",
+            "The files changed after the last reload and were never run",
+        ),
+        (
+            "when tier > 3 then tag \"x\"\n",
+            "The files as they are now do not load",
+        ),
+    ] {
+        let dir = project("rule \"pts\" on purchase then award points 1\n");
+        let mut d = start_logged(dir.path());
+        std::fs::write(dir.path().join("rules/r.rules"), edit).expect("edit");
+        Command::new("kill")
+            .args(["-TERM", &d.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(d.child.wait().expect("wait").success());
+        let logs = d.logs();
+        assert!(logs.contains(said), "{logs}");
+        assert!(!logs.contains("Rules reloaded."), "{logs}");
+    }
+}
