@@ -30,7 +30,7 @@ pub(crate) struct AttrFull {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigFile {
     pub(crate) timezone: Option<S>,
-    pub(crate) tiers: Option<Vec<S>>,
+    pub(crate) tiers: Option<Spanned<Vec<S>>>,
     pub(crate) purchase: Option<PurchaseFile>,
     #[serde(default)]
     pub(crate) attributes: HashMap<S, AttrFile>,

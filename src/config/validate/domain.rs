@@ -49,12 +49,13 @@ impl Validator<'_> {
                 Diagnostic::new(
                     Code::ConfigValue,
                     self.source,
-                    Span::new(0, 0),
+                    self.pos.span(ts.span()),
                     "`tiers` is empty; every member has a tier",
                 )
                 .hint("list the tiers lowest first, e.g. `tiers: [bronze, silver, gold, diamond]`"),
             ),
             Some(ts) => {
+                let ts: &Vec<S> = ts;
                 if ts.len() > 64 {
                     self.err(&ts[64], "more than 64 tiers", None);
                 }
