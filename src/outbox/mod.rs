@@ -9,6 +9,8 @@
 //! before the commit) are cut off and written again from the outbox, once
 //! they are checked to be the start of what it would write: bytes of
 //! another writer (two data folders on one sink path) are refused, not cut.
+//! A file shorter than the committed length starts over when it is empty
+//! or missing (rotated) and is refused otherwise (cut, or an older copy).
 
 use crate::config::Sink;
 use crate::engine::Engine;
@@ -31,6 +33,16 @@ pub enum SinkError {
         "the file sink {path} holds {extra} bytes this data folder did not write (another data folder or program writes to it); nothing was cut or written: give each data folder its own sink path, or move the file away"
     )]
     Foreign { path: String, extra: u64 },
+    /// The sink file is shorter than this data folder wrote it, and not
+    /// empty: cut, or an older copy put back.
+    #[error(
+        "the file sink {path} holds {len} bytes, fewer than the {committed} this data folder wrote to it (it was cut, or an older copy was put back); nothing was written: move it away (the next effects then start a new file) or put back the whole file"
+    )]
+    Shorter {
+        path: String,
+        len: u64,
+        committed: u64,
+    },
     /// The sink file's owner file names another data folder.
     #[error(
         "the file sink {path} belongs to another data folder ({owner} names it); nothing was written: give each data folder its own sink path, or move both files away"
@@ -62,6 +74,9 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         .open(path)
         .map_err(io)?;
     let mut len = file.metadata().map_err(io)?.len();
+    if len < committed {
+        start_over(engine, path, len, committed, &len_key)?;
+    }
     if len > committed {
         // Only a write of ours cut short is cut off; a file another data
         // folder shares (the config's sink path, two `--data` folders)
@@ -97,6 +112,33 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<us
         ];
         engine.delivered(None, meta)?;
     }
+}
+
+/// A sink file shorter than this folder wrote it: an empty or missing one
+/// was rotated (moved away, deleted, or emptied as logrotate's
+/// `copytruncate` does), so it starts over, and says so once; one cut
+/// part-way, or an older copy, is refused (writing on would join a torn
+/// line to the next effect).
+fn start_over<S: Store>(
+    engine: &mut Engine<S>,
+    path: &Path,
+    len: u64,
+    committed: u64,
+    len_key: &str,
+) -> Result<(), SinkError> {
+    if len > 0 {
+        return Err(SinkError::Shorter {
+            path: path.display().to_string(),
+            len,
+            committed,
+        });
+    }
+    tracing::warn!(path = %path.display(), written = committed, "The file sink starts a new file: the one this data folder wrote was moved away, deleted or emptied.");
+    engine.delivered(
+        None,
+        vec![(len_key.to_string(), 0u64.to_le_bytes().to_vec())],
+    )?;
+    Ok(())
 }
 
 /// Makes sure the sink file is this data folder's: its owner file

@@ -63,9 +63,25 @@ fn the_file_sink_writes_each_effect_once_even_after_a_torn_write() {
         "{err}"
     );
     assert_eq!(std::fs::read(&file).expect("read"), before);
+    // A file cut part-way (or an older copy put back) is refused: writing
+    // on would join its torn last line to the next effect.
+    std::fs::write(&file, &before[..before.len() - 40]).expect("cut");
+    let err = nudge::outbox::drain_to_file(&mut e, &file).expect_err("cut file");
+    assert!(err.to_string().contains("fewer than the"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("read").len(), before.len() - 40);
+    // Moved away (rotated): the next effects start a new file.
+    std::fs::remove_file(&file).expect("rotate");
+    assert_eq!(
+        nudge::outbox::drain_to_file(&mut e, &file).expect("drain"),
+        1
+    );
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"trigger\":\"event:4\""), "{text}");
     // Without a sink in the config, nothing is released.
     nudge::outbox::trim_delivered(&mut e).expect("release");
     assert_eq!(e.outbox(0, 10).expect("outbox").len(), 4);
+    assert!(nudge::outbox::drain_to_file(&mut e, &file).is_ok());
 }
 
 #[test]
