@@ -89,6 +89,13 @@ fn asked(shared: &Shared, body: &[u8], export: bool) -> Result<Asked, Refusal> {
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
     };
+    crate::engine::segment::check_day(&shared.store, today).map_err(|e| match e {
+        crate::engine::segment::SegmentError::TooEarly { .. } => bad(e.to_string()),
+        e => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        ),
+    })?;
     Ok(Asked {
         rules,
         schema,

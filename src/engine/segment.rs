@@ -22,8 +22,30 @@ pub enum SegmentError {
     UnknownField { name: String, fields: String },
     #[error("the field `{name}` is asked for twice")]
     Repeated { name: String },
+    #[error(
+        "segments are evaluated on member records as they are now, and this folder holds events to {last}: {day} is before that (records keep no history to count back to it); `nudge replay --until DAY --data NEW_FOLDER` makes a folder as it was on a day"
+    )]
+    TooEarly { day: String, last: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Refuses a day before the store's present: member records hold the
+/// present, not history (windows drop their old days, counters hold
+/// today's totals), so a day before the last event or tick would be
+/// answered wrong.
+pub fn check_day(store: &dyn Store, day: i32) -> Result<(), SegmentError> {
+    let tick = store.meta_day(crate::store::keys::LAST_TICK)?;
+    let event = store.meta_day(crate::store::keys::NEWEST_EVENT_DAY)?;
+    // Event days are UTC days; a member's local day may be the one before.
+    let first = tick.max(event.map(|d| d - 1));
+    match (first, tick.max(event)) {
+        (Some(first), Some(last)) if day < first => Err(SegmentError::TooEarly {
+            day: crate::base::time::day_string(day),
+            last: crate::base::time::day_string(last),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// What an export row holds.
@@ -154,6 +176,7 @@ impl<'r> Scan<'r> {
         store: &(dyn Store + Sync),
         today: i32,
     ) -> Result<Counts, SegmentError> {
+        check_day(store, today)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads < 2 {
             return self.each(store, today, &mut |_, _, _| true);
@@ -217,6 +240,7 @@ impl<'r> Scan<'r> {
         today: i32,
         matched: &mut dyn FnMut(&Self, &str, &MemberRecord) -> bool,
     ) -> Result<Counts, SegmentError> {
+        check_day(store, today)?;
         self.test.plan.fit = super::predict::load(store)?.map(std::sync::Arc::new);
         let mut c = Counts::default();
         store.each_member(&mut |id, rec| {

@@ -69,8 +69,8 @@ fn counts_and_exports_follow_the_condition_on_the_day() {
         "{\"count\":2,\"members\":5}\n"
     );
     assert_eq!(
-        count("lapsed big spenders", "2026-02-15").0,
-        "{\"count\":1,\"members\":5}\n"
+        count("lapsed big spenders", "2026-04-15").0,
+        "{\"count\":3,\"members\":5}\n"
     );
     // A windowed aggregate a rule keeps.
     assert_eq!(
@@ -206,4 +206,30 @@ fn a_named_segment_exports_windowed_predictions() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("floor(spend)"), "{err}");
+}
+
+/// Records hold the present: a day before the folder's last event is
+/// refused, not answered from windows that have dropped their old days.
+#[test]
+fn a_day_before_the_last_event_is_refused() {
+    let dir = project();
+    let (out, err, code) = nudge(
+        dir.path(),
+        &["segment", "spend >= 100", "--count", "--at", "2026-02-01"],
+        None,
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("this folder holds events to 2026-03-02: 2026-02-01 is before that"),
+        "{err}"
+    );
+    // The day before the last event's UTC day may be a member's local day.
+    let (out, err, code) = nudge(
+        dir.path(),
+        &["segment", "spend >= 100", "--count", "--at", "2026-03-01"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "{\"count\":3,\"members\":5}\n");
 }
