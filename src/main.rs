@@ -295,6 +295,19 @@ impl Common {
     }
 }
 
+/// A reader that stops early (`nudge member m1 | head`) ends a command
+/// quietly, as it ends `cat`: SIGPIPE back to its default, which Rust's
+/// runtime sets to ignored (a print to the closed pipe then panicked).
+/// Not for the daemon and the language server: they report write errors.
+fn quiet_on_closed_stdout(command: &Command) {
+    if !matches!(command, Command::Run { .. } | Command::Lsp) {
+        // SAFETY: setting a signal's disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr: the daemon says what it does (info), the other
@@ -308,6 +321,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    quiet_on_closed_stdout(&cli.command);
     let common = cli.common;
     match cli.command {
         Command::Check { path, format } => check(&common, path, format),

@@ -1,6 +1,7 @@
 //! `nudge segment` through the real binary: counts, exports (NDJSON and
 //! CSV, fields in the order asked), named segments, `--at`, and bad
-//! queries named at their place with nothing written.
+//! queries named at their place with nothing written, days before the last
+//! event refused, and a closed stdout.
 
 use super::commands::nudge;
 
@@ -232,4 +233,26 @@ fn a_day_before_the_last_event_is_refused() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "{\"count\":3,\"members\":5}\n");
+}
+
+/// A reader that stops early (`nudge member a | head -c 10`) ends the
+/// command quietly, by SIGPIPE as it ends `cat`; it panicked with a
+/// backtrace.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = project();
+    for args in [&["member", "a"][..], &["segment", "true", "--count"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(writer)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
+    }
 }
