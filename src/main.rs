@@ -216,7 +216,7 @@ enum Command {
         /// A condition of the rule language, or the name of a segment.
         query: String,
         /// Print `{"count": N, "members": TOTAL}` instead of the members.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["export", "fields"])]
         count: bool,
         /// Write the members to this file (else to standard output).
         #[arg(long)]
@@ -386,7 +386,7 @@ fn main() -> ExitCode {
                 count,
                 export,
                 csv: format == ExportFormat::Csv,
-                fields,
+                fields: fields.iter().map(|f| f.trim().to_string()).collect(),
                 at,
             },
         ),

@@ -108,8 +108,13 @@ fn export_file(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| {
+        fail(format!(
+            "cannot write {} (written first as {}): {e}",
+            path.display(),
+            tmp.display()
+        ))
+    })?;
     let mut w = std::io::BufWriter::new(file);
     let c = write_rows(scan, store, today, &mut w, csv)?;
     w.flush()
@@ -126,19 +131,19 @@ fn write_rows(
     w: &mut dyn Write,
     csv: bool,
 ) -> Result<nudge::engine::segment::Counts, ExitCode> {
-    let mut error = None;
-    let mut header = csv;
+    // The header row comes first, members or none.
+    let names: Vec<String> = scan.field_names().map(|n| csv_cell(&n.into())).collect();
+    let mut error = if csv {
+        writeln!(w, "{}", names.join(",")).err()
+    } else {
+        None
+    };
     let c = scan
         .each(store, today, &mut |scan, id, rec| {
-            let row = scan.row(id, rec);
-            if header {
-                let names: Vec<String> = row.iter().map(|(n, _)| csv_cell(&(*n).into())).collect();
-                header = false;
-                if let Err(e) = writeln!(w, "{}", names.join(",")) {
-                    error = Some(e);
-                    return false;
-                }
+            if error.is_some() {
+                return false;
             }
+            let row = scan.row(id, rec);
             let line = if csv {
                 row.iter()
                     .map(|(_, v)| csv_cell(v))

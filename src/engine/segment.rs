@@ -150,6 +150,11 @@ impl<'r> Scan<'r> {
             .matches(self.rules, self.index, &self.need, rec, today)
     }
 
+    /// The names of the export fields, in order.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(n, _)| n.as_str())
+    }
+
     /// The export fields of the member last passed to `matches`.
     pub fn row(&self, id: &str, rec: &MemberRecord) -> Vec<(&str, serde_json::Value)> {
         self.fields

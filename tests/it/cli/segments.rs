@@ -196,13 +196,7 @@ fn a_named_segment_exports_windowed_predictions() {
     );
     let (_, err, code) = nudge(
         d,
-        &[
-            "segment",
-            "big spenders",
-            "--count",
-            "--fields",
-            "member,floor(spend)",
-        ],
+        &["segment", "big spenders", "--fields", "member,floor(spend)"],
         None,
     );
     assert_ne!(code, 0);
@@ -255,4 +249,34 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
     }
+}
+
+/// An empty CSV export still has its header row; fields may be written
+/// with spaces after the commas; `--count` with `--export` is refused,
+/// not half done.
+#[test]
+fn an_empty_csv_export_has_its_header() {
+    let dir = project();
+    let (out, err, code) = nudge(
+        dir.path(),
+        &[
+            "segment",
+            "spend > 100000",
+            "--format",
+            "csv",
+            "--fields",
+            "member, tier",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "member,tier\n");
+    let (_, err, code) = nudge(
+        dir.path(),
+        &["segment", "true", "--count", "--export", "x.ndjson"],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    assert!(!dir.path().join("x.ndjson").exists());
 }
