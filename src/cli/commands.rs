@@ -78,6 +78,14 @@ pub(super) fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The day a command-line option names (`--at 2026-02-14`), or what is
+/// wrong with it.
+pub(super) fn day_arg(option: &str, text: &str) -> Result<i32, String> {
+    nudge::base::time::parse_date(text).ok_or_else(|| {
+        format!("{option} takes a calendar day, YYYY-MM-DD (like 2026-02-14), not `{text}`")
+    })
+}
+
 /// The exit code either way: commands stop early with `?`.
 pub(super) fn code(r: Result<ExitCode, ExitCode>) -> ExitCode {
     r.unwrap_or_else(|c| c)
@@ -219,10 +227,11 @@ pub fn replay(common: &Common, o: &ReplayOptions<'_>) -> ExitCode {
 fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
     let until = match o.until {
-        Some(u) => Some(
-            nudge::base::time::parse_date(u)
-                .ok_or_else(|| fail("--until takes a date, YYYY-MM-DD"))?,
-        ),
+        Some(u) => Some(day_arg("--until", u).map_err(fail)?),
+        None => None,
+    };
+    let holdout_from = match o.holdout_from {
+        Some(d) => Some(day_arg("--holdout-from", d).map_err(fail)?),
         None => None,
     };
     let limit = match o.fail_if_cost_increase {
@@ -307,7 +316,7 @@ fn replay_inner(common: &Common, o: &ReplayOptions<'_>) -> Result<ExitCode, Exit
         comparison = Some(c);
     }
     let holdout =
-        super::holdout::holdout(o.holdout_from, &schema, &purchases, until).map_err(fail)?;
+        super::holdout::holdout(holdout_from, &schema, &purchases, until).map_err(fail)?;
     if let Some(path) = o.report {
         let html = nudge::report::html::report(&nudge::report::html::ReportInput {
             holdout: holdout.as_ref(),
@@ -576,11 +585,7 @@ fn explain_inner(
         .last_tick()
         .map_err(fail)?;
     let (day, as_of) = match at {
-        Some(d) => (
-            nudge::base::time::parse_date(d)
-                .ok_or_else(|| fail("--at takes a date, YYYY-MM-DD"))?,
-            "as asked",
-        ),
+        Some(d) => (day_arg("--at", d).map_err(fail)?, "as asked"),
         None => match last_tick {
             Some(d) => (d, "the last daily tick"),
             None => (

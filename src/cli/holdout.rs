@@ -4,7 +4,7 @@
 /// `--holdout-from`: the repurchase model fitted before the day, its
 /// weekly predictions after it against the actual purchase days.
 pub fn holdout(
-    from: Option<&str>,
+    from: Option<i32>,
     schema: &nudge::config::Schema,
     purchases: &[nudge::sim::backtest::Purchase],
     until: Option<i32>,
@@ -12,8 +12,6 @@ pub fn holdout(
     let Some(from) = from else {
         return Ok(None);
     };
-    let from =
-        nudge::base::time::parse_date(from).ok_or("--holdout-from takes a date, YYYY-MM-DD")?;
     let last = purchases
         .iter()
         .map(|p| nudge::engine::clock::local_day(schema, p.at))

@@ -29,9 +29,7 @@ fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
     // Without `--at`: the day the store is as of (its last daily tick; a
     // replayed folder's `--until` day), as `member` and `explain` show.
     let day = match at {
-        Some(d) => {
-            nudge::base::time::parse_date(d).ok_or_else(|| fail("--at takes a date, YYYY-MM-DD"))?
-        }
+        Some(d) => super::commands::day_arg("--at", d).map_err(fail)?,
         None => nudge::engine::predict::as_of(
             &store,
             nudge::engine::clock::local_day(

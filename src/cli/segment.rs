@@ -49,9 +49,7 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
         }
     };
     let today = match &out.at {
-        Some(d) => {
-            nudge::base::time::parse_date(d).ok_or_else(|| fail("--at takes a date, YYYY-MM-DD"))?
-        }
+        Some(d) => super::commands::day_arg("--at", d).map_err(fail)?,
         None => nudge::engine::clock::local_day(
             schema,
             nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),

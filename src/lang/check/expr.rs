@@ -410,6 +410,9 @@ impl Checker<'_> {
                 (Money, x) | (x, Money) if x.numeric() => Some("money compares with money or a plain amount like `100`, not with points or counts".into()),
                 (Tags, _) | (_, Tags) => Some("test tags with `\"mom\" in tags`".into()),
                 (Int | Dec, Duration) | (Duration, Int | Dec) => Some(duration_hint(&l, &r)),
+                // `2025-7-1` is a subtraction: a date needs two-digit parts.
+                (Date, Int) if r.konst => Some("write a date as YYYY-MM-DD, with two digits for the month and the day (`2025-07-01`); without them it reads as a subtraction".into()),
+                (Int, Date) if l.konst => Some("write a date as YYYY-MM-DD, with two digits for the month and the day (`2025-07-01`); without them it reads as a subtraction".into()),
                 (Date, Str) | (Str, Date) => {
                     let quoted = [&l, &r].into_iter().find_map(|e| match &e.kind {
                         TKind::Lit(Value::Str(t)) if crate::base::time::parse_date(t).is_some() => Some(t.to_string()),
@@ -500,6 +503,23 @@ impl Checker<'_> {
     }
 
     pub(super) fn in_expr(&mut self, item: &ast::Expr, set: &ast::Expr, span: Span) -> R<TExpr> {
+        // `vip in tags`: a tag written without quotes reads as a field.
+        if let (ExprKind::Path(item_path), ExprKind::Path(set_path)) = (&item.kind, &set.kind)
+            && let ([tag], [tags]) = (item_path.as_slice(), set_path.as_slice())
+            && tags.name == "tags"
+            && !self.layout.fields.iter().any(|(n, _)| *n == tag.name)
+        {
+            self.error(
+                Code::UnknownName,
+                item.span,
+                format!("unknown field `{}`", tag.name),
+                Some(format!(
+                    "a tag is written in quotes: `\"{}\" in tags`",
+                    tag.name
+                )),
+            );
+            return Err(());
+        }
         let it = self.expr(item)?;
         if let ExprKind::List(items) = &set.kind {
             let mut out = Vec::new();

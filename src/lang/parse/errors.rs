@@ -254,6 +254,24 @@ pub(super) fn syntax_hint(text: &str, pos: usize, found: Option<&str>) -> Option
             n.saturating_mul(days)
         ));
     }
+    // `1 month`, `2 weeks`: a unit written out after the number.
+    if let Some(w) = found
+        && let Ok(n) = last_word.parse::<i64>()
+    {
+        let days = match w.trim_end_matches('s') {
+            "year" => Some(format!("{}d", n.saturating_mul(365))),
+            "month" => Some(format!("{}d", n.saturating_mul(30))),
+            "week" => Some(format!("{n}w")),
+            "day" => Some(format!("{n}d")),
+            "hour" => Some(format!("{n}h")),
+            _ => None,
+        };
+        if let Some(d) = days {
+            return Some(format!(
+                "a duration is a number and a unit letter (`d`, `h`, `w`): write `{d}`"
+            ));
+        }
+    }
     match found {
         Some("coupon" | "points" | "message") if last_word == "then" || last_word.ends_with(',') => {
             Some("actions start with a verb: `send coupon 30-6`, `award points 10`, `send message \"hi\" via sms`".into())

@@ -219,6 +219,16 @@ fn a_day_before_the_last_event_is_refused() {
         err.contains("this folder holds events to 2026-03-02: 2026-02-01 is before that"),
         "{err}"
     );
+    let (_, err, code) = nudge(
+        dir.path(),
+        &["segment", "true", "--count", "--at", "2026-13-01"],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--at takes a calendar day, YYYY-MM-DD (like 2026-02-14), not `2026-13-01`"),
+        "{err}"
+    );
     // The day before the last event's UTC day may be a member's local day.
     let (out, err, code) = nudge(
         dir.path(),
