@@ -11,6 +11,7 @@
 
 use super::plan::Plan;
 use super::view::View;
+use crate::base::value::Value;
 use crate::config::Schema;
 use crate::lang::RuleSet;
 use crate::model::MemberRecord;
@@ -23,7 +24,7 @@ pub enum SegmentError {
     #[error("the field `{name}` is asked for twice")]
     Repeated { name: String },
     #[error(
-        "segments are evaluated on member records as they are now, and this folder holds events to {last}: {day} is before that (records keep no history to count back to it); `nudge replay --until DAY --data NEW_FOLDER` makes a folder as it was on a day"
+        "segments are evaluated on member records as they are now, and this folder's members are as of {last} (its last event or daily tick): {day} is before that (records keep no history to count back to it); `nudge replay --until DAY --data NEW_FOLDER` makes a folder as it was on a day"
     )]
     TooEarly { day: String, last: String },
     #[error(transparent)]
@@ -72,6 +73,9 @@ struct Test {
     view: View,
     expire: Option<i32>,
 }
+
+/// Decimal places of numbers in exports.
+const EXPORT_DECIMALS: u32 = 6;
 
 /// Ranges of ids per counting thread: enough that a thread that finishes
 /// early takes another range instead of waiting for a long one.
@@ -163,10 +167,15 @@ impl<'r> Scan<'r> {
                 let v = match f {
                     Field::Member => id.into(),
                     Field::Tags => rec.tags.clone().into(),
-                    Field::Slot(s) => {
-                        let v = &self.test.view.member[*s as usize];
-                        crate::model::value_json(v, &self.schema.tiers)
-                    }
+                    Field::Slot(s) => match &self.test.view.member[*s as usize] {
+                        // Ratios (`cycle`, `avg_order`) carry 28 digits;
+                        // a list for people and vendors needs six.
+                        Value::Dec(d) => {
+                            let d = d.round_dp(EXPORT_DECIMALS).normalize();
+                            serde_json::Value::Number(crate::model::json_number(d))
+                        }
+                        v => crate::model::value_json(v, &self.schema.tiers),
+                    },
                 };
                 (name.as_str(), v)
             })

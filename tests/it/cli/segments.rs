@@ -216,7 +216,7 @@ fn a_day_before_the_last_event_is_refused() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.is_empty(), "{out}");
     assert!(
-        err.contains("this folder holds events to 2026-03-02: 2026-02-01 is before that"),
+        err.contains("this folder's members are as of 2026-03-02 (its last event or daily tick): 2026-02-01 is before that"),
         "{err}"
     );
     let (_, err, code) = nudge(

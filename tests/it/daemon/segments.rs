@@ -33,9 +33,13 @@ fn segments_are_counted_and_exported_over_http() {
         (200, r#"{"count":30,"members":300}"#.to_string())
     );
     assert_eq!(
-        count(r#"{"when":"member_days >= 10","at":"2026-01-05"}"#).1,
-        r#"{"count":0,"members":300}"#
+        count(r#"{"when":"member_days >= 10","at":"2099-01-05"}"#).1,
+        r#"{"count":300,"members":300}"#
     );
+    // Records hold the present: a day before it is a bad request.
+    let (code, b) = count(r#"{"when":"member_days >= 10","at":"2026-01-05"}"#);
+    assert_eq!(code, 400, "{b}");
+    assert!(b.contains("2026-01-05 is before that"), "{b}");
     let (code, b) = http(
         &d.addr,
         "POST",
