@@ -24,6 +24,17 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// Stops the daemon with SIGTERM, checks it exits 0, and returns its
+    /// logs.
+    pub fn stop(&mut self) -> String {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(self.child.wait().expect("wait").success());
+        self.logs()
+    }
+
     /// The logs written so far (empty when not captured).
     pub fn logs(&self) -> String {
         self.log

@@ -208,33 +208,28 @@ fn a_named_segment_exports_windowed_predictions() {
 #[test]
 fn a_day_before_the_last_event_is_refused() {
     let dir = project();
-    let (out, err, code) = nudge(
-        dir.path(),
-        &["segment", "spend >= 100", "--count", "--at", "2026-02-01"],
-        None,
-    );
+    let at = |day: &str| {
+        nudge(
+            dir.path(),
+            &["segment", "spend >= 100", "--count", "--at", day],
+            None,
+        )
+    };
+    let (out, err, code) = at("2026-02-01");
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.is_empty(), "{out}");
     assert!(
         err.contains("this folder's members are as of 2026-03-02 (its last event or daily tick): 2026-02-01 is before that"),
         "{err}"
     );
-    let (_, err, code) = nudge(
-        dir.path(),
-        &["segment", "true", "--count", "--at", "2026-13-01"],
-        None,
-    );
+    let (_, err, code) = at("2026-13-01");
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("--at takes a calendar day, YYYY-MM-DD (like 2026-02-14), not `2026-13-01`"),
         "{err}"
     );
     // The day before the last event's UTC day may be a member's local day.
-    let (out, err, code) = nudge(
-        dir.path(),
-        &["segment", "spend >= 100", "--count", "--at", "2026-03-01"],
-        None,
-    );
+    let (out, err, code) = at("2026-03-01");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "{\"count\":3,\"members\":5}\n");
 }

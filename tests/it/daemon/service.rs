@@ -712,12 +712,7 @@ fn a_stop_after_a_failed_reload_warns_that_the_next_start_refuses() {
             .1
             .contains("\"failed_reloads\":1")
     });
-    Command::new("kill")
-        .args(["-TERM", &d.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(d.child.wait().expect("wait").success());
-    let logs = d.logs();
+    let logs = d.stop();
     assert!(
         logs.contains("The last reload failed: the next start refuses the files as they are now"),
         "{logs}"
@@ -742,12 +737,7 @@ fn a_stop_says_when_the_files_changed_after_the_last_reload() {
         let dir = project("rule \"pts\" on purchase then award points 1\n");
         let mut d = start_logged(dir.path());
         std::fs::write(dir.path().join("rules/r.rules"), edit).expect("edit");
-        Command::new("kill")
-            .args(["-TERM", &d.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(d.child.wait().expect("wait").success());
-        let logs = d.logs();
+        let logs = d.stop();
         assert!(logs.contains(said), "{logs}");
         assert!(!logs.contains("Rules reloaded."), "{logs}");
     }
