@@ -9,12 +9,11 @@
 //! count leaves out its sum, minimum and maximum (all zero); a purchase
 //! names the aggregates it added to by their place in the record, not by
 //! their 8-byte key, and says "the purchase's amount" or "nothing" without
-//! repeating the number. Why it matters: sled
-//! rewrites a record whole on every change and keeps the old copy until it
-//! cleans its segments, and with a year's window and 90 days of refunds
-//! these lists were 15 of a busy member's 17 KB (docs/engine.md, "What
-//! sled costs"). Packing is exact: every list reads back equal, scales of
-//! decimals included.
+//! repeating the number. Why it matters: sled rewrites a record whole on
+//! every change and keeps the old copy until it cleans its segments, and
+//! with a year's window and 90 days of refunds these lists were 15 of a
+//! busy member's 17 KB (docs/engine.md, "What sled costs"). Packing is
+//! exact: every list reads back equal, scales of decimals included.
 
 use super::member::{AggShare, AggState, Bucket, MemberRecord, PurchaseEntry, dec};
 use rust_decimal::Decimal;
