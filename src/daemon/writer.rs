@@ -241,10 +241,9 @@ fn release_deferred(engine: &mut Engine<SledStore>, shared: &Shared) {
     if !engine.deferred_due(now) {
         return;
     }
-    match engine.release_deferred(now) {
+    match engine.release_deferred_each(now, &mut |e| shared.count_effects(&[e])) {
         Ok(effects) => {
-            shared.count_effects(&effects);
-            tracing::info!(effects = effects.len(), "Deferred effects released.");
+            tracing::info!(effects, "Deferred effects released.");
             after_commit(engine, shared);
         }
         Err(e) => {

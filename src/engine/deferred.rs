@@ -12,12 +12,25 @@ impl<S: Store> Engine<S> {
         self.next_deferred.is_some_and(|t| t <= now)
     }
 
+    /// Releases the deferred effects due at `now` (see
+    /// [`Engine::release_deferred_each`]) and returns them.
+    pub fn release_deferred(&mut self, now: jiff::Timestamp) -> Result<Vec<Effect>, StoreError> {
+        let mut released = Vec::new();
+        self.release_deferred_each(now, &mut |e| released.push(e))?;
+        Ok(released)
+    }
+
     /// Releases the deferred effects due at `now` (their quiet hours are
     /// over): each goes to the outbox as `sent`, with its key and its
     /// `deliver_at` as `at`, so the release gives the same output whenever
-    /// it runs. One commit; returns the released effects.
-    pub fn release_deferred(&mut self, now: jiff::Timestamp) -> Result<Vec<Effect>, StoreError> {
-        let mut released = Vec::new();
+    /// it runs, and to `released`. A commit per 4,096, so a night's worth
+    /// of held messages is never in memory at once; returns how many.
+    pub fn release_deferred_each(
+        &mut self,
+        now: jiff::Timestamp,
+        released: &mut dyn FnMut(Effect),
+    ) -> Result<usize, StoreError> {
+        let mut count = 0;
         loop {
             let due = self.store.meta_prefix(keys::DEFERRED_PREFIX, 4096)?;
             let mut w = WriteSet::default();
@@ -34,7 +47,8 @@ impl<S: Store> Engine<S> {
                 if let Ok(e) = serde_json::from_slice::<Effect>(&v) {
                     w.outbox.push((seq, v));
                     seq += 1;
-                    released.push(e);
+                    released(e);
+                    count += 1;
                 }
                 w.meta_removed.push(k);
             }
@@ -50,7 +64,7 @@ impl<S: Store> Engine<S> {
                     Some(t) => Some(t),
                     None => self.first_deferred()?,
                 };
-                return Ok(released);
+                return Ok(count);
             }
         }
     }

@@ -178,13 +178,16 @@ fn commit<S: Store>(
         return Ok(());
     }
     let c = engine.process(batch)?;
+    for e in &c.effects {
+        r.summary.add(e);
+    }
     // Messages held for quiet hours go out once the history has passed
     // their time, as in replay: not at the next daemon start, however late.
-    let latest = batch.iter().map(|e| e.at).max();
-    let released = match latest {
-        Some(at) if engine.deferred_due(at) => engine.release_deferred(at)?,
-        _ => Vec::new(),
-    };
+    if let Some(at) = batch.iter().map(|e| e.at).max()
+        && engine.deferred_due(at)
+    {
+        engine.release_deferred_each(at, &mut |e| r.summary.add(&e))?;
+    }
     for (o, line) in c.outcomes.into_iter().zip(lines.iter()) {
         match o {
             EventOutcome::Applied { .. } => r.applied += 1,
@@ -194,9 +197,6 @@ fn commit<S: Store>(
                 r.error(format!("line {line}: {e}"));
             }
         }
-    }
-    for e in c.effects.iter().chain(&released) {
-        r.summary.add(e);
     }
     let line = lines.last().copied().unwrap_or(0);
     batch.clear();
