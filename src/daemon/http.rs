@@ -371,6 +371,14 @@ async fn post_segment_export(State(app): State<App>, headers: HeaderMap, body: B
     }
 }
 
+/// `{"ok": true}`, or `{"ok": false, "error": why}`.
+fn health(why: Option<&str>) -> serde_json::Value {
+    match why {
+        None => json!({"ok": true}),
+        Some(why) => json!({"ok": false, "error": why}),
+    }
+}
+
 fn status_json(app: &App) -> serde_json::Value {
     let s = app.shared.status.load();
     let unhealthy = app.shared.unhealthy();
@@ -382,14 +390,8 @@ fn status_json(app: &App) -> serde_json::Value {
             None => json!({"sink": sink, "ok": true}),
             Some(e) => json!({"sink": sink, "ok": false, "error": e}),
         }).collect::<Vec<_>>(),
-        "writes": match &unhealthy {
-            None => json!({"ok": true}),
-            Some(why) => json!({"ok": false, "error": why}),
-        },
-        "ticks": match &held {
-            None => json!({"ok": true}),
-            Some(why) => json!({"ok": false, "error": why}),
-        },
+        "writes": health(unhealthy.as_deref()),
+        "ticks": health(held.as_deref()),
         "ruleset": s.ruleset,
         "rules": s.rules,
         "last_reload": {"ok": s.last_reload_ok, "diagnostics": s.last_reload_diagnostics},

@@ -171,11 +171,14 @@ fn shut_down(engine: &mut Engine<SledStore>, rx: &Receiver<Command>, shared: &Sh
 /// saved after the last reload (just before the stop) was never run, and
 /// files that do not load will be refused.
 fn files_at_stop(engine: &Engine<SledStore>, opts: &LoadOptions, shared: &Shared) {
+    if !shared.status.load().last_reload_ok {
+        tracing::warn!(
+            "The last reload failed: the next start refuses the files as they are now (`nudge check` says why)."
+        );
+        return;
+    }
     let l = load(opts);
     match l.rules {
-        _ if !shared.status.load().last_reload_ok => tracing::warn!(
-            "The last reload failed: the next start refuses the files as they are now (`nudge check` says why)."
-        ),
         Some(r) if l.errors() == 0 && !l.io_failure => {
             if r.version != engine.rules.version {
                 tracing::warn!(running = %engine.rules.version, on_disk = %r.version, "The files changed after the last reload and were never run: the next start runs them as they are now.");
@@ -397,8 +400,6 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
     }
 }
 
-/// Loads, checks and compiles everything off to the side; swaps only when
-/// all of it is good. A failed reload keeps the running set.
 /// Gives the config's sinks their cursors and warns of sinks left out of
 /// it that still have effects to deliver (kept for a while).
 pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
@@ -425,6 +426,8 @@ pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
     }
 }
 
+/// Loads, checks and compiles everything off to the side; swaps only when
+/// all of it is good. A failed reload keeps the running set.
 fn reload(
     engine: &mut Engine<SledStore>,
     opts: &LoadOptions,

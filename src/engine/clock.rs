@@ -244,30 +244,34 @@ mod tests {
     #[test]
     fn a_jump_of_the_wall_clock_holds_ticks_until_it_is_set_right() {
         let mut w = ClockWatch::default();
-        let boot = Duration::from_secs(1_000);
         let day = |s: &str| crate::base::time::parse_date(s).expect("date");
+        // A reading: the wall clock, the time since boot, the last tick.
+        let mut check = |wall: &str, since: Duration, last: Option<&str>, due: &str| {
+            w.check(at(wall), since, last.map(day), day(due))
+        };
+        let boot = Duration::from_secs(1_000);
         assert_eq!(
-            w.check(at("2026-03-01T09:00:00Z"), boot, None, day("2026-03-01")),
+            check("2026-03-01T09:00:00Z", boot, None, "2026-03-01"),
             None
         );
         // Three days on both clocks (suspended time counts): no jump.
         let later = boot + Duration::from_secs(3 * 86_400);
         assert_eq!(
-            w.check(
-                at("2026-03-04T09:00:00Z"),
+            check(
+                "2026-03-04T09:00:00Z",
                 later,
-                Some(day("2026-03-01")),
-                day("2026-03-04")
+                Some("2026-03-01"),
+                "2026-03-04"
             ),
             None
         );
         // Two years on the wall clock in an hour.
         let hour = later + Duration::from_secs(3_600);
-        let held = w.check(
-            at("2028-03-04T10:00:00Z"),
+        let held = check(
+            "2028-03-04T10:00:00Z",
             hour,
-            Some(day("2026-03-04")),
-            day("2028-03-04"),
+            Some("2026-03-04"),
+            "2028-03-04",
         );
         assert!(
             matches!(held, Some(TickHeld::Jumped { seconds }) if seconds > 700 * 86_400),
@@ -280,20 +284,20 @@ mod tests {
         );
         // Set right again: ticks go on.
         assert_eq!(
-            w.check(
-                at("2026-03-04T10:00:00Z"),
+            check(
+                "2026-03-04T10:00:00Z",
                 hour,
-                Some(day("2026-03-04")),
-                day("2026-03-04")
+                Some("2026-03-04"),
+                "2026-03-04"
             ),
             None
         );
         // Set back: the last tick lies ahead.
-        let back = w.check(
-            at("2026-03-04T10:00:00Z"),
+        let back = check(
+            "2026-03-04T10:00:00Z",
             hour,
-            Some(day("2026-03-09")),
-            day("2026-03-04"),
+            Some("2026-03-09"),
+            "2026-03-04",
         );
         assert_eq!(
             back,

@@ -315,11 +315,6 @@ impl LeftOut {
     }
 }
 
-/// The key that says since when a sink is left out of the config.
-fn left_key(cursor_key: &str) -> String {
-    format!("{}:left", cursor_key.trim_end_matches(":next"))
-}
-
 /// Gives each configured sink its cursor in the store (so that, left out
 /// of the config later, its pending effects are known and kept), marks
 /// since when each sink the config leaves out is left out, forgets those
@@ -337,8 +332,12 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<LeftOutSinks, 
             meta.push((key.clone(), first.to_le_bytes().to_vec()));
         }
         // Back in the config: a later removal starts its own wait.
-        if engine.store().meta(&left_key(&key))?.is_some() {
-            removed.push(left_key(&key));
+        if engine
+            .store()
+            .meta(&crate::store::keys::sink_left(&key))?
+            .is_some()
+        {
+            removed.push(crate::store::keys::sink_left(&key));
         }
     }
     let newest = engine.newest_day();
@@ -348,7 +347,7 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<LeftOutSinks, 
     for mut o in left_out(engine)? {
         o.pending = next.saturating_sub(o.cursor.max(first));
         if o.expired(newest, retention) {
-            removed.push(left_key(&o.cursor_key));
+            removed.push(crate::store::keys::sink_left(&o.cursor_key));
             removed.push(o.cursor_key.clone());
             sinks.forgotten.push(o);
             continue;
@@ -356,7 +355,10 @@ pub fn register_sinks<S: Store>(engine: &mut Engine<S>) -> Result<LeftOutSinks, 
         if o.since.is_none()
             && let Some(day) = newest
         {
-            meta.push((left_key(&o.cursor_key), day.to_le_bytes().to_vec()));
+            meta.push((
+                crate::store::keys::sink_left(&o.cursor_key),
+                day.to_le_bytes().to_vec(),
+            ));
             o.since = Some(day);
         }
         if o.pending > 0 {
@@ -397,9 +399,9 @@ fn first_kept<S: Store>(engine: &Engine<S>) -> Result<u64, SinkError> {
 /// and those it left out alike.
 pub fn sink_cursors<S: Store>(store: &S) -> Result<Vec<(String, u64)>, StoreError> {
     Ok(store
-        .meta_prefix("sink:", 4096)?
+        .meta_prefix(crate::store::keys::SINK_PREFIX, 4096)?
         .into_iter()
-        .filter(|(key, _)| key.ends_with(":next"))
+        .filter(|(key, _)| crate::store::keys::sink_of_cursor(key).is_some())
         .map(|(key, v)| {
             let cursor = v.as_slice().try_into().map_or(0, u64::from_le_bytes);
             (key, cursor)
@@ -421,15 +423,17 @@ fn left_out<S: Store>(engine: &Engine<S>) -> Result<Vec<LeftOut>, SinkError> {
         if configured.contains(&key) {
             continue;
         }
-        let sink = key.trim_start_matches("sink:").trim_end_matches(":next");
-        let label = match sink.split_once(':') {
+        let label = match crate::store::keys::sink_of_cursor(&key) {
             Some(("file", path)) => sink_label(&Sink::File { path: path.into() }),
             Some(("webhook", url)) => sink_label(&Sink::Webhook { url: url.into() }),
-            _ => sink.to_string(),
+            Some((kind, name)) => format!("{kind}:{name}"),
+            None => key.clone(),
         };
         out.push(LeftOut {
             label,
-            since: engine.store().meta_day(&left_key(&key))?,
+            since: engine
+                .store()
+                .meta_day(&crate::store::keys::sink_left(&key))?,
             cursor_key: key,
             cursor,
             // Set by `register_sinks`, which reads where the outbox starts

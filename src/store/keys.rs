@@ -104,6 +104,24 @@ pub fn file_len(path: &Path) -> String {
     format!("sink:file:{}:len", path.display())
 }
 
+/// Where every sink's cursor and file length start.
+pub const SINK_PREFIX: &str = "sink:";
+
+/// The sink a cursor key names, as `kind` and what follows it (`file`
+/// and the path, `webhook` and the URL, `plugin` and its name), when the
+/// key is a cursor.
+pub fn sink_of_cursor(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(SINK_PREFIX)?
+        .strip_suffix(":next")?
+        .split_once(':')
+}
+
+/// Since when (the newest event's day) a sink has been left out of the
+/// config, under its cursor key.
+pub fn sink_left(cursor: &str) -> String {
+    format!("{}:left", cursor.trim_end_matches(":next"))
+}
+
 /// Dead letters: outbox entries sinks gave up on.
 pub const DEAD_PREFIX: &str = "dead:";
 
