@@ -37,20 +37,8 @@ const HTTP_BATCH: usize = 1_000;
 
 fn main() {
     let n = common::env_size("NUDGE_BENCH_MEMBERS", 10_000_000);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::example_project();
     let d = dir.path();
-    let config = std::fs::read_to_string(root.join("nudge.yaml"))
-        .expect("config")
-        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
-    std::fs::write(d.join("nudge.yaml"), config).expect("config");
-    for folder in ["rules", "plugins"] {
-        std::fs::create_dir(d.join(folder)).expect("mkdir");
-        for f in std::fs::read_dir(root.join(folder)).expect("folder") {
-            let f = f.expect("entry").path();
-            std::fs::copy(&f, d.join(folder).join(f.file_name().expect("name"))).expect("copy");
-        }
-    }
     // The bench reads the wall clock for its dates only: events may not
     // be dated past the machine's clock, and the daemon ticks by it.
     let today = nudge::base::time::utc_day(jiff::Timestamp::now());
@@ -90,7 +78,7 @@ fn main() {
         .expect("stdout")
         .read_to_string(&mut out)
         .expect("read");
-    let (status, usage) = wait(&child);
+    let (status, usage) = common::wait(&child);
     assert!(status == 0, "ingest failed: {out}");
     assert!(out.contains(&format!("{n} applied")), "{out}");
     let import_s = started.elapsed().as_secs_f64();
@@ -219,24 +207,9 @@ fn stop(child: std::process::Child) -> u64 {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let (status, _) = wait(&child);
+    let (status, _) = common::wait(&child);
     assert_eq!(status, 0, "the daemon stops cleanly");
     peak / 1024
-}
-
-/// Waits for `child`: its exit code and peak RSS in KiB (the kernel's
-/// rusage of that child alone).
-fn wait(child: &std::process::Child) -> (i32, u64) {
-    let (mut status, mut usage): (i32, libc::rusage) = (0, unsafe { std::mem::zeroed() });
-    // SAFETY: waits for our own child; both out-pointers are ours.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    (code, usage.ru_maxrss.max(0) as u64)
 }
 
 fn post(addr: &str, body: &str) -> String {

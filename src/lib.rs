@@ -37,3 +37,10 @@ pub mod report;
 pub mod daemon;
 /// `nudge lsp`: the language server for rule files.
 pub mod lsp;
+
+/// mimalloc instead of the system allocator, for the binary, the tests and
+/// the benches alike (so a bench's baseline runs on it too). sled copies a
+/// leaf on every change it applies, and glibc's malloc spent a third of a
+/// durable ingest's time on those copies (`perf`, `benches/ingest.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -264,3 +264,38 @@ pub fn start_daemon(dir: &Path, stderr: std::process::Stdio) -> (std::process::C
         .to_string();
     (child, addr)
 }
+
+/// The example project (`nudge.yaml`, `rules/`, `plugins/`) copied into a
+/// fresh folder, its daemon to listen on a free port.
+pub fn example_project() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = std::fs::read_to_string(root.join("nudge.yaml"))
+        .expect("config")
+        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+    std::fs::write(d.join("nudge.yaml"), config).expect("config");
+    for folder in ["rules", "plugins"] {
+        std::fs::create_dir(d.join(folder)).expect("mkdir");
+        for f in std::fs::read_dir(root.join(folder)).expect("folder") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, d.join(folder).join(f.file_name().expect("name"))).expect("copy");
+        }
+    }
+    dir
+}
+
+/// Waits for `child`: its exit code and peak RSS in KiB (the kernel's
+/// rusage of that child alone).
+pub fn wait(child: &std::process::Child) -> (i32, u64) {
+    let (mut status, mut usage): (i32, libc::rusage) = (0, unsafe { std::mem::zeroed() });
+    // SAFETY: waits for our own child; both out-pointers are ours.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss.max(0) as u64)
+}
