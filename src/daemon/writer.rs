@@ -11,7 +11,7 @@ use crate::engine::{Engine, EventOutcome, Rejected};
 use crate::io::event::event_from_json;
 use crate::model::{Event, EventError};
 use crate::project::load::{LoadOptions, load};
-use crate::store::{SledStore, Store};
+use crate::store::SledStore;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -310,8 +310,8 @@ fn validate(
         }
     }
     for e in &events {
-        match engine.store().seen(crate::base::time::utc_day(e.at), &e.id) {
-            Ok(Some(h)) if h != e.body_hash => conflicts.push(e.id.clone()),
+        match engine.known(e) {
+            Ok(Some(h)) if h != e.body_hash as u64 => conflicts.push(e.id.clone()),
             Ok(_) => {}
             Err(err) => {
                 let _ = reply.send(IngestReply::Unavailable(err.to_string()));

@@ -25,8 +25,8 @@ impl<S: Store> Engine<S> {
         result
     }
 
-    // Long because it is one write set, built part by part (members, seen
-    // markers, outbox, deferred effects, counters), then the caches after it.
+    // Long because it is one write set, built part by part (members, the
+    // window, outbox, deferred effects, counters), then the caches after it.
     fn write(
         &mut self,
         p: Uncommitted,
@@ -44,12 +44,6 @@ impl<S: Store> Engine<S> {
                 written.push((id, rec));
             }
         }
-        w.seen = p
-            .seen
-            .into_iter()
-            .map(|((day, id), hash)| (day, id, hash))
-            .collect();
-        w.seen.sort();
         let newest = p.newest_day.or(self.newest_day);
         if let Some(day) = p.newest_day {
             w.meta

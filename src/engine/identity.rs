@@ -61,8 +61,10 @@ fn merged_days(a: &MemberRecord, b: &MemberRecord) -> Vec<i32> {
 /// both members' firings; a rule armed for either stays armed). The cycle
 /// follows from the combined dates and purchase days (days both bought on
 /// count twice).
-pub fn merge(into: &mut MemberRecord, from: MemberRecord) {
+pub fn merge(into: &mut MemberRecord, mut from: MemberRecord) {
     into.recent_days = merged_days(into, &from);
+    // A redelivery of an event the absorbed member had is still a duplicate.
+    into.seen.append(&mut from.seen);
     into.joined = into.joined.min(from.joined);
     into.first_day_spend = match into.first_purchase.cmp(&from.first_purchase) {
         _ if from.first_purchase.is_none() => into.first_day_spend,

@@ -105,6 +105,9 @@ pub struct Engine<S: Store> {
     /// never moves back before it (a window raised later cannot bring
     /// back markers already removed).
     seen_floor: Option<i32>,
+    /// The store still holds seen markers of their own (it was written by
+    /// store format 3): looked up until the window has passed them.
+    legacy_seen: bool,
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
@@ -128,8 +131,6 @@ struct Uncommitted {
     members: HashMap<String, MemberRecord>,
     /// Members in the order they were first touched, for a stable write order.
     order: Vec<String>,
-    /// Event ids applied in this batch, by UTC day of the event and id.
-    seen: HashMap<(i32, String), u128>,
     /// The newest event day of the batch, when it is past the stored one.
     newest_day: Option<i32>,
     out: ctx::Out,
@@ -172,6 +173,7 @@ impl<S: Store> Engine<S> {
         }
         let mut plan = Plan::new(&schema, &rules);
         plan.fit = predict::load(&store)?.map(Arc::new);
+        let legacy_seen = store.has_seen_markers()?;
         let mut engine = Engine {
             schema,
             rules,
@@ -185,6 +187,7 @@ impl<S: Store> Engine<S> {
             merges,
             newest_day,
             seen_floor,
+            legacy_seen,
             cache: None,
             due_complete: due.is_some(),
             due_ready: due.is_some(),
@@ -340,62 +343,156 @@ impl<S: Store> Engine<S> {
         self.seen_floor.map_or(start, |f| f.max(start))
     }
 
-    /// The outcome of an event the dedup window decides on its own: too old
-    /// to tell from a duplicate, a duplicate, or an id reused with another
-    /// body. `None`: a new event.
-    fn already_seen(
+    /// An event older than the dedup window is refused: a redelivery that
+    /// old could no longer be told from a new event.
+    fn too_old(&self, ev: &Event, utc: i32, p: &Uncommitted) -> Option<EventOutcome> {
+        let newest = p.newest_day.or(self.newest_day)?;
+        let from = self.window_start(newest);
+        if utc >= from {
+            return None;
+        }
+        Some(EventOutcome::Rejected(Rejected::TooOld {
+            id: ev.id.clone(),
+            at: ev.at.to_string(),
+            from: crate::base::time::day_string(from),
+            why: if from > newest.saturating_sub(self.schema.dedup_window_days) {
+                "where it started before the window was raised: the markers before it are gone"
+                    .into()
+            } else {
+                format!(
+                    "{} days before the newest event seen, {}",
+                    self.schema.dedup_window_days,
+                    crate::base::time::day_string(newest)
+                )
+            },
+            window: self.schema.dedup_window_days,
+        }))
+    }
+
+    /// The body hash of event `id` of UTC day `utc` if a member's `seen`
+    /// events hold it (or, in a store of format 3, a marker of its own).
+    fn known_in(
+        &self,
+        seen: &[crate::model::SeenEvent],
+        id: &str,
+        utc: i32,
+    ) -> Result<Option<u64>, StoreError> {
+        if let Some(s) = seen.iter().rev().find(|s| s.day == utc && s.id == id) {
+            return Ok(Some(s.hash));
+        }
+        if self.legacy_seen {
+            return Ok(self.store.seen(utc, id)?.map(|h| h as u64));
+        }
+        Ok(None)
+    }
+
+    /// The body hash of `ev` if a member it can be for has seen it: its
+    /// named member, or a member one of its identifiers leads to. Reads
+    /// only; for a check before a batch (the daemon's conflicts) and for
+    /// events whose member follows from identifiers, whose resolving may
+    /// merge members.
+    pub fn known(&self, ev: &Event) -> Result<Option<u64>, StoreError> {
+        self.known_among(ev, &Uncommitted::default())
+    }
+
+    fn known_among(&self, ev: &Event, p: &Uncommitted) -> Result<Option<u64>, StoreError> {
+        let utc = crate::base::time::utc_day(ev.at);
+        let mut members = Vec::with_capacity(1 + ev.ids.len());
+        if !ev.member.is_empty() {
+            members.push(self.canonical(&ev.member, p)?);
+        }
+        for (kind, value) in &ev.ids {
+            let key = identity::id_key(kind, value);
+            let owner = match p.identities.get(&key) {
+                Some(m) => Some(m.clone()),
+                None => self.store.identity(&key)?,
+            };
+            if let Some(o) = owner {
+                members.push(self.canonical(&o, p)?);
+            }
+        }
+        for m in &members {
+            let known = match p.members.get(m) {
+                Some(rec) => self.known_in(&rec.seen, &ev.id, utc)?,
+                None => match self.store.member_seen(m)? {
+                    Some(seen) => self.known_in(&seen, &ev.id, utc)?,
+                    None => None,
+                },
+            };
+            if known.is_some() {
+                return Ok(known);
+            }
+        }
+        if members.is_empty() && self.legacy_seen {
+            return Ok(self.store.seen(utc, &ev.id)?.map(|h| h as u64));
+        }
+        Ok(None)
+    }
+
+    /// What is decided before an event is resolved to its member: too old
+    /// for the window, or, for an event with identifiers, a repeat. Resolving
+    /// identifiers can merge members, so a repeat must be found before (an
+    /// event naming only its member resolves by reading).
+    fn screen(
         &self,
         ev: &Event,
         utc: i32,
         p: &Uncommitted,
     ) -> Result<Option<EventOutcome>, StoreError> {
-        if let Some(newest) = p.newest_day.or(self.newest_day)
-            && let from = self.window_start(newest)
-            && utc < from
-        {
-            return Ok(Some(EventOutcome::Rejected(Rejected::TooOld {
-                id: ev.id.clone(),
-                at: ev.at.to_string(),
-                from: crate::base::time::day_string(from),
-                why: if from > newest.saturating_sub(self.schema.dedup_window_days) {
-                    "where it started before the window was raised: the markers before it are gone"
-                        .into()
-                } else {
-                    format!(
-                        "{} days before the newest event seen, {}",
-                        self.schema.dedup_window_days,
-                        crate::base::time::day_string(newest)
-                    )
-                },
-                window: self.schema.dedup_window_days,
-            })));
+        if let Some(old) = self.too_old(ev, utc, p) {
+            return Ok(Some(old));
         }
-        let known = match p.seen.get(&(utc, ev.id.clone())) {
-            Some(h) => Some(*h),
-            None => self.store.seen(utc, &ev.id)?,
-        };
-        Ok(match known {
-            Some(h) if h == ev.body_hash => Some(EventOutcome::Duplicate),
+        if ev.ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Self::repeated(ev, self.known_among(ev, p)?))
+    }
+
+    /// A duplicate (the same body) or a conflict (another body under the
+    /// same id) when `known` holds a hash.
+    fn repeated(ev: &Event, known: Option<u64>) -> Option<EventOutcome> {
+        match known {
+            Some(h) if h == ev.body_hash as u64 => Some(EventOutcome::Duplicate),
             Some(_) => Some(EventOutcome::Rejected(Rejected::Conflict {
                 id: ev.id.clone(),
             })),
             None => None,
-        })
+        }
+    }
+
+    /// Puts event `id` in the record's seen events, and lets those before
+    /// the window go.
+    fn remember(&self, rec: &mut MemberRecord, id: String, utc: i32, hash: u64, p: &Uncommitted) {
+        let newest = p.newest_day.or(self.newest_day).map_or(utc, |n| n.max(utc));
+        let floor = self.window_start(newest);
+        rec.seen.retain(|s| s.day >= floor);
+        rec.seen
+            .push(crate::model::SeenEvent { day: utc, id, hash });
+    }
+
+    /// Undoes [`Self::record`] making `member` new, for an event that
+    /// leaves nothing behind.
+    fn forget_new(member: &str, p: &mut Uncommitted) {
+        if p.new_members.last().is_some_and(|m| m == member) && !p.members.contains_key(member) {
+            p.new_members.pop();
+        }
     }
 
     fn process_one(&mut self, ev: &Event, p: &mut Uncommitted) -> Result<EventOutcome, StoreError> {
         let utc = crate::base::time::utc_day(ev.at);
-        if let Some(known) = self.already_seen(ev, utc, p)? {
-            return Ok(known);
+        if let Some(o) = self.screen(ev, utc, p)? {
+            return Ok(o);
         }
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
         let mut rec = self.record(&member, day, p)?;
+        if let Some(o) = Self::repeated(ev, self.known_in(&rec.seen, &ev.id, utc)?) {
+            Self::forget_new(&member, p);
+            return Ok(o);
+        }
         if let Err(why) = self.refundable(&rec, ev, &member, day) {
             // Nothing of it stays: not even the new member it would make.
-            if p.new_members.last() == Some(&member) && !p.members.contains_key(&member) {
-                p.new_members.pop();
-            }
+            Self::forget_new(&member, p);
             return Ok(EventOutcome::Rejected(Rejected::Refund {
                 id: ev.id.clone(),
                 why,
@@ -463,11 +560,11 @@ impl<S: Store> Engine<S> {
         let own = &p.out.effects[before..];
         self.keep_purchase(&mut rec, ev, day, shares, &trigger_name, own);
         prune(&mut rec, &self.plan);
+        self.remember(&mut rec, ev.id.clone(), utc, ev.body_hash as u64, p);
         if !p.members.contains_key(&member) {
             p.order.push(member.clone());
         }
         p.members.insert(member.clone(), rec);
-        p.seen.insert((utc, ev.id.clone()), ev.body_hash);
         if p.newest_day.or(self.newest_day).is_none_or(|n| utc > n) {
             p.newest_day = Some(utc);
         }
@@ -483,20 +580,21 @@ impl<S: Store> Engine<S> {
     fn settle_relays(&mut self, p: &mut Uncommitted) -> Result<(), StoreError> {
         for mut e in std::mem::take(&mut p.out.relays) {
             let id = format!("relay:{}", e.key);
-            let hash = xxhash_rust::xxh3::xxh3_128(e.key.as_bytes());
+            let hash = xxhash_rust::xxh3::xxh3_64(e.key.as_bytes());
             let at: jiff::Timestamp = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             let utc = crate::base::time::utc_day(at);
-            if p.seen.contains_key(&(utc, id.clone())) || self.store.seen(utc, &id)?.is_some() {
-                continue;
-            }
             let day = clock::local_day(&self.schema, at);
             let mut rec = self.record(&e.member, day, p)?;
+            if self.known_in(&rec.seen, &id, utc)?.is_some() {
+                Self::forget_new(&e.member, p);
+                continue;
+            }
             act::apply_relay(&self.ctx(), &mut rec, &mut e, day);
+            self.remember(&mut rec, id, utc, hash, p);
             if !p.members.contains_key(&e.member) {
                 p.order.push(e.member.clone());
             }
             p.members.insert(e.member.clone(), rec);
-            p.seen.insert((utc, id), hash);
             p.out.effects.push(e);
         }
         Ok(())

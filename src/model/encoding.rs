@@ -1,7 +1,8 @@
 //! A member record's bytes on disk: a format byte, the record's fields as
 //! postcard writes them, then its long lists packed (from format 5 on: the
 //! windowed aggregates' day buckets, the points lots and the purchases kept
-//! for refunds, written empty in their places). Reading records of older
+//! for refunds, written empty in their places; from format 6 on, also the
+//! events seen within the dedup window). Reading records of older
 //! formats is here too. What a record holds is `super::member`'s.
 //!
 //! Packed, days are counted from the entry before; a bucket of one
@@ -15,7 +16,7 @@
 //! busy member's 17 KB (docs/engine.md, "What sled costs"). Packing is
 //! exact: every list reads back equal, scales of decimals included.
 
-use super::member::{AggShare, AggState, Bucket, MemberRecord, PurchaseEntry, dec};
+use super::member::{AggShare, AggState, Bucket, MemberRecord, PurchaseEntry, SeenEvent, dec};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,11 @@ struct Lists {
     point_lots: Vec<(i32, i64)>,
     purchases: Vec<Purchase>,
 }
+
+/// The seen events, first in a record of format 6 so that a redelivery
+/// check reads them without decoding the rest: days counted as in the
+/// lists, the hash as 8 bytes (a varint of a hash is longer than it).
+type Seen = Vec<(i32, String, [u8; 8])>;
 
 #[derive(Serialize, Deserialize)]
 struct Agg {
@@ -198,6 +204,24 @@ fn unpack(bytes: &[u8], rec: &mut MemberRecord) -> Result<(), String> {
     Ok(())
 }
 
+fn pack_seen(seen: &[SeenEvent]) -> Seen {
+    let mut days = Days::default();
+    seen.iter()
+        .map(|s| (days.after(s.day), s.id.clone(), s.hash.to_le_bytes()))
+        .collect()
+}
+
+fn unpack_seen(seen: Seen) -> Vec<SeenEvent> {
+    let mut days = Days::default();
+    seen.into_iter()
+        .map(|(after, id, hash)| SeenEvent {
+            day: days.on(after),
+            id,
+            hash: u64::from_le_bytes(hash),
+        })
+        .collect()
+}
+
 fn unpack_agg(a: Agg) -> AggState {
     let mut steps = Days::default();
     let buckets = a.days.into_iter().map(|d| {
@@ -270,12 +294,17 @@ fn unpack_purchase(p: Purchase, day: i32, keys: &[u64]) -> Result<PurchaseEntry,
 /// 4: `recent_days` added at the end.
 /// 5: `aggregates`, `point_lots` and `purchases` written empty in their
 /// places and packed after the record.
-pub const RECORD_VERSION: u8 = 5;
+/// 6: the events seen within the dedup window first, before the record
+/// (they were markers of their own in the store).
+pub const RECORD_VERSION: u8 = 6;
 
 impl MemberRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_VERSION];
         // Serializing plain data into a Vec cannot fail.
+        if let Ok(seen) = postcard::to_allocvec(&pack_seen(&self.seen)) {
+            out.extend_from_slice(&seen);
+        }
         if let Ok(body) = postcard::to_allocvec(self) {
             out.extend_from_slice(&body);
         }
@@ -286,7 +315,16 @@ impl MemberRecord {
     pub fn decode(bytes: &[u8]) -> Result<MemberRecord, String> {
         let corrupt = |e: postcard::Error| format!("corrupt member record: {e}");
         match bytes.split_first() {
-            Some((&RECORD_VERSION, body)) => {
+            Some((&RECORD_VERSION, bytes)) => {
+                let (seen, body): (Seen, _) = postcard::take_from_bytes(bytes).map_err(corrupt)?;
+                let (mut rec, packed): (MemberRecord, _) =
+                    postcard::take_from_bytes(body).map_err(corrupt)?;
+                unpack(packed, &mut rec)?;
+                rec.seen = unpack_seen(seen);
+                Ok(rec)
+            }
+            // Format 5 is format 6 without the seen events.
+            Some((5, body)) => {
                 let (mut rec, packed): (MemberRecord, _) =
                     postcard::take_from_bytes(body).map_err(corrupt)?;
                 unpack(packed, &mut rec)?;
@@ -316,6 +354,19 @@ impl MemberRecord {
             )),
             None => Err("empty member record".into()),
         }
+    }
+}
+
+/// The seen events of an encoded record, read without the rest of it
+/// (none before format 6).
+pub fn decode_seen(bytes: &[u8]) -> Result<Vec<SeenEvent>, String> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, bytes)) => {
+            let (seen, _): (Seen, _) = postcard::take_from_bytes(bytes)
+                .map_err(|e| format!("corrupt member record: {e}"))?;
+            Ok(unpack_seen(seen))
+        }
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -371,19 +422,45 @@ mod tests {
         assert_eq!(MemberRecord::decode(&bytes).expect("format 4"), rich());
     }
 
+    /// Format 5 is format 6 without the seen events, whose empty list is
+    /// the first byte after the format's.
+    #[test]
+    fn a_format_5_record_reads_with_no_seen_events() {
+        let rec = rich();
+        let mut bytes = rec.encode();
+        assert_eq!(bytes.remove(1), 0);
+        bytes[0] = 5;
+        assert_eq!(MemberRecord::decode(&bytes).expect("format 5"), rec);
+        assert_eq!(decode_seen(&bytes).expect("seen"), []);
+    }
+
     /// Packing is exact (scales, a share of an aggregate the record no
     /// longer holds, a late purchase, a refunded bucket) and smaller.
     #[test]
     fn records_read_back_equal_and_packed() {
         let mut rec = rich();
+        // Packed, it is shorter than in format 4 (whose hex has two
+        // characters a byte).
+        assert!(
+            rec.encode().len() * 2 < FORMAT_4_RICH.len(),
+            "{} bytes",
+            rec.encode().len()
+        );
+        let seen = |day, id: &str, hash| SeenEvent {
+            day,
+            id: id.into(),
+            hash,
+        };
+        // A late event's day comes before the one listed before it.
+        rec.seen = vec![
+            seen(20_040, "e9", u64::MAX),
+            seen(20_038, "e8", 0),
+            seen(20_040, "e10", 7),
+        ];
         let bytes = rec.encode();
         assert_eq!(bytes[0], RECORD_VERSION);
         assert_eq!(MemberRecord::decode(&bytes).expect("decode"), rec);
-        assert!(
-            bytes.len() * 2 < FORMAT_4_RICH.len(),
-            "{} bytes",
-            bytes.len()
-        );
+        assert_eq!(decode_seen(&bytes).expect("seen"), rec.seen);
         // The amount written another way is not the amount.
         rec.purchases[0].aggregates[0].value = Decimal::new(40, 0);
         rec.purchases[1].day = 20_000;
@@ -557,6 +634,7 @@ mod tests {
             wallet: d(250, 2),
             first_day_spend: Some(d(1999, 2)),
             recent_days: vec![20_001, 20_040],
+            seen: vec![],
         }
     }
 }

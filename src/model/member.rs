@@ -142,6 +142,22 @@ pub struct MemberRecord {
     /// purchase, so that a purchase arriving late can tell whether its day
     /// is a new purchase day. Empty in a record from before format 4.
     pub recent_days: Vec<i32>,
+    /// The events applied to the member within the dedup window, so that
+    /// a redelivery is found in the record the event reads anyway (one
+    /// read and one write per event). Packed after the record (format 6).
+    #[serde(skip)]
+    pub seen: Vec<SeenEvent>,
+}
+
+/// An event applied to a member, kept for the dedup window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeenEvent {
+    /// The UTC day of the event's time (the window is by UTC day).
+    pub day: i32,
+    pub id: String,
+    /// The body's hash, its low 64 bits: a redelivery with another body
+    /// is refused as a conflict.
+    pub hash: u64,
 }
 
 /// A rule's decision for a member on a day: it fired (and how its effects

@@ -7,6 +7,7 @@ pub mod event;
 pub mod fields;
 pub mod member;
 mod encoding;
+pub use encoding::decode_seen;
 pub mod summary;
 
 pub use effect::{Action, Effect, Status, json_number, value_json};

@@ -222,7 +222,7 @@ mod tests {
         let s = SledStore::temporary().expect("store");
         s.commit(WriteSet {
             members: vec![("m1".into(), vec![1, 2, 3]), ("m2".into(), vec![0xff])],
-            seen: vec![(20_000, "e1".into(), 7)],
+            identities: vec![("phone:1".into(), "m1".into())],
             meta: vec![("k".into(), b"v".to_vec())],
             ..WriteSet::default()
         })
@@ -241,7 +241,10 @@ mod tests {
         let mut again = Vec::new();
         assert_eq!(export(&b, &mut again).expect("export"), exported);
         assert_eq!(again, buf);
-        assert_eq!(b.seen(20_000, "e1").expect("seen"), Some(7));
+        assert_eq!(
+            b.identity("phone:1").expect("identity").as_deref(),
+            Some("m1")
+        );
     }
 
     #[test]

@@ -7,14 +7,17 @@
 pub mod backup;
 pub mod keys;
 
-use crate::model::MemberRecord;
+use crate::model::{MemberRecord, SeenEvent};
 use std::path::{Path, PathBuf};
 
 /// Format of the data folder. A folder written by a newer nudge is refused.
 /// 2: outbox entries in batches, member records of format 2.
 /// 3: seen markers under the day of their event (the dedup window).
+/// 4: seen event ids in the member records (record format 6); a folder of
+/// format 3 is taken up as it is: its markers are read until the window
+/// has passed them.
 /// (Kept under the meta key `schema_version`, its name since format 1.)
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Expired seen markers (past the dedup window) one commit removes at
 /// most. A day of a busy programme is a million markers; spread over
@@ -67,9 +70,8 @@ impl From<sled::Error> for StoreError {
 #[derive(Default, Debug)]
 pub struct WriteSet {
     pub members: Vec<(String, Vec<u8>)>,
-    /// Seen event ids: the UTC day of the event, the id, the body hash.
-    pub seen: Vec<(i32, String, u128)>,
-    /// Seen markers of days before this one go (out of the dedup window).
+    /// Seen markers (store format 3) of days before this one go: out of
+    /// the dedup window.
     pub seen_before: Option<i32>,
     /// New outbox entries, by sequence number (consecutive).
     pub outbox: Vec<(u64, Vec<u8>)>,
@@ -87,7 +89,6 @@ pub struct WriteSet {
 impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
-            && self.seen.is_empty()
             && self.seen_before.is_none()
             && self.outbox.is_empty()
             && self.delivered_below.is_none()
@@ -117,9 +118,15 @@ const MAX_ID_BYTES: usize = 64;
 
 pub trait Store {
     fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
-    /// The body hash an event id was committed with.
+    /// A member's seen events alone (`MemberRecord::seen`), read without
+    /// decoding the rest of the record.
+    fn member_seen(&self, id: &str) -> Result<Option<Vec<SeenEvent>>, StoreError>;
+    /// The body hash a seen marker holds for an event id: a store of
+    /// format 3 kept one per event (records keep them from format 4 on).
     /// `day` is the UTC day of the event's time (`base::time::utc_day`).
     fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError>;
+    /// Whether any seen marker of format 3 is left.
+    fn has_seen_markers(&self) -> Result<bool, StoreError>;
     /// Applies `w` atomically and returns once it is durable.
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
@@ -443,6 +450,10 @@ impl SledStore {
                         found,
                     });
                 }
+                if found == 3 {
+                    // From here on it holds records an older nudge cannot read.
+                    return self.write_format();
+                }
                 if found < FORMAT_VERSION {
                     return Err(StoreError::OlderVersion {
                         path: self.path.clone(),
@@ -451,15 +462,17 @@ impl SledStore {
                 }
                 Ok(())
             }
-            None => {
-                self.db.insert(
-                    key(keys::META, keys::FORMAT.as_bytes()),
-                    &FORMAT_VERSION.to_le_bytes(),
-                )?;
-                self.db.flush()?;
-                Ok(())
-            }
+            None => self.write_format(),
         }
+    }
+
+    fn write_format(&self) -> Result<(), StoreError> {
+        self.db.insert(
+            key(keys::META, keys::FORMAT.as_bytes()),
+            &FORMAT_VERSION.to_le_bytes(),
+        )?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -553,12 +566,35 @@ impl Store for SledStore {
         }
     }
 
+    fn member_seen(&self, id: &str) -> Result<Option<Vec<SeenEvent>>, StoreError> {
+        match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
+            None => Ok(None),
+            Some(b) => {
+                crate::model::decode_seen(&b)
+                    .map(Some)
+                    .map_err(|message| StoreError::Corrupt {
+                        member: id.to_string(),
+                        message,
+                    })
+            }
+        }
+    }
+
     fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError> {
         Ok(self
             .db
             .get(keys::seen(day, event_id))?
             .and_then(|b| b.as_ref().try_into().ok())
             .map(u128::from_le_bytes))
+    }
+
+    fn has_seen_markers(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .scan_prefix([keys::SEEN])
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
@@ -568,9 +604,6 @@ impl Store for SledStore {
         let mut b = sled::Batch::default();
         for (id, bytes) in w.members {
             b.insert(key(keys::MEMBER, id.as_bytes()), bytes);
-        }
-        for (day, id, hash) in w.seen {
-            b.insert(keys::seen(day, &id), &hash.to_le_bytes());
         }
         // Bounded per commit: a backlog of expired keys goes over the next
         // commits instead of stalling one.

@@ -86,6 +86,12 @@ impl Store for BrokenBudgets {
     fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
         self.inner.seen(day, id)
     }
+    fn member_seen(&self, id: &str) -> Result<Option<Vec<nudge::model::SeenEvent>>, StoreError> {
+        self.inner.member_seen(id)
+    }
+    fn has_seen_markers(&self) -> Result<bool, StoreError> {
+        self.inner.has_seen_markers()
+    }
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
         self.inner.commit(w)
     }

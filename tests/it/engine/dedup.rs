@@ -1,7 +1,8 @@
 //! The dedup window: a redelivery within `storage.dedup_window` (of event
 //! time) is a duplicate, an event older than the window is refused, the
-//! seen markers of days past the window go, and with no sink the outbox
-//! keeps `storage.outbox_retention` days.
+//! seen events of days past the window go from the member records (and
+//! the markers of a folder of store format 3 from the store), and with no
+//! sink the outbox keeps `storage.outbox_retention` days.
 
 use super::*;
 
@@ -53,7 +54,7 @@ fn a_redelivery_within_the_window_is_a_duplicate_and_older_events_are_refused() 
 }
 
 #[test]
-fn seen_markers_past_the_window_go_and_recent_ones_stay_across_a_restart() {
+fn seen_events_past_the_window_go_and_recent_ones_stay_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, r) = build(
         &format!("{CONFIG}{STORAGE}"),
@@ -76,13 +77,18 @@ fn seen_markers_past_the_window_go_and_recent_ones_stay_across_a_restart() {
                 .collect();
             e.process(&evs).expect("process");
         }
-        let store = e.store();
-        let utc = |d: i32| day("2026-01-01") + d;
-        // Day 39 is the newest: days before 29 are past the window.
-        assert_eq!(store.seen(utc(5), "d5-0").expect("seen"), None);
-        assert_eq!(store.seen(utc(28), "d28-4").expect("seen"), None);
-        assert!(store.seen(utc(29), "d29-0").expect("seen").is_some());
-        assert!(store.seen(utc(39), "d39-4").expect("seen").is_some());
+        // Day 39 is the newest: days before 29 are past the window. Each
+        // member keeps the ids of its events of days 29 to 39.
+        let seen: Vec<String> = e
+            .member("m4")
+            .expect("read")
+            .expect("m4")
+            .seen
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let want: Vec<String> = (29..40).map(|d| format!("d{d}-4")).collect();
+        assert_eq!(seen, want);
     }
     // After a restart the window still holds: a redelivery is a duplicate,
     // an event from day 20 is refused.
@@ -153,7 +159,7 @@ fn with_no_sink_the_outbox_keeps_its_retention_of_event_time() {
 
 /// The store stays bounded under steady traffic: 60 days of new events
 /// (unique ids, daily ticks, no sink) leave as many entries as 30 days do,
-/// within 10%: seen markers, outbox entries and due index entries go as
+/// within 10%: seen events, outbox entries and due index entries go as
 /// fast as they come once the windows are full.
 #[test]
 fn the_store_stays_bounded_under_steady_traffic() {
@@ -161,10 +167,16 @@ fn the_store_stays_bounded_under_steady_traffic() {
                  rule \"late\" on tick when days_since_last_purchase > 5 then tag \"late\"";
     let (s, r) = build(&format!("{CONFIG}{STORAGE}"), rules);
     let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    // The store's keys, and the seen events the member records hold.
     let entries = |e: &Engine<SledStore>| {
-        nudge::store::backup::export(e.store(), &mut std::io::sink())
+        let keys = nudge::store::backup::export(e.store(), &mut std::io::sink())
             .expect("export")
-            .entries
+            .entries;
+        let seen: usize = (0..100)
+            .filter_map(|i| e.member(&format!("m{i}")).expect("read"))
+            .map(|m| m.seen.len())
+            .sum();
+        keys as usize + seen
     };
     let mut at_30 = 0;
     for d in 0..60 {
@@ -188,9 +200,55 @@ fn the_store_stays_bounded_under_steady_traffic() {
         }
     }
     let at_60 = entries(&e);
-    assert!(at_30 > 500, "{at_30}");
+    // 100 members and 10 days of 50 events seen, at least.
+    assert!(at_30 > 600, "{at_30}");
     assert!(
         (at_60 as f64) <= at_30 as f64 * 1.1,
         "{at_30} entries after 30 days, {at_60} after 60"
     );
+}
+
+/// A data folder of store format 3 kept a marker of its own per event: it
+/// opens as format 4, its markers still tell redeliveries, and they go
+/// once the window has passed them.
+#[test]
+fn a_folder_of_store_format_3_keeps_its_markers_until_the_window_passes() {
+    use nudge::store::keys;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    let old = purchase(&s, "e1", "m1", "2026-03-01", 5.0);
+    let format_key = [&[keys::META][..], keys::FORMAT.as_bytes()].concat();
+    {
+        let store = SledStore::open(dir.path()).expect("store");
+        let utc = nudge::base::time::utc_day(old.at);
+        store
+            .raw_insert(vec![
+                (keys::seen(utc, "e1"), old.body_hash.to_le_bytes().to_vec()),
+                (format_key.clone(), 3u32.to_le_bytes().to_vec()),
+            ])
+            .expect("insert");
+    }
+    let mut e = engine_at(dir.path(), &s, &r);
+    assert_eq!(
+        e.store().meta(keys::FORMAT).expect("meta"),
+        Some(nudge::store::FORMAT_VERSION.to_le_bytes().to_vec())
+    );
+    let other = purchase(&s, "e1", "m1", "2026-03-01", 6.0);
+    let c = e.process(&[old, other]).expect("process");
+    assert_eq!(c.outcomes[0], EventOutcome::Duplicate);
+    assert!(
+        matches!(
+            c.outcomes[1],
+            EventOutcome::Rejected(nudge::engine::Rejected::Conflict { .. })
+        ),
+        "{:?}",
+        c.outcomes[1]
+    );
+    assert!(e.store().has_seen_markers().expect("markers"));
+    e.process(&[purchase(&s, "e2", "m2", "2026-03-12", 5.0)])
+        .expect("process");
+    assert!(!e.store().has_seen_markers().expect("markers"));
 }

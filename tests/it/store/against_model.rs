@@ -1,5 +1,5 @@
 //! Model-based test of the sled store: random commits (members written and
-//! removed, seen ids, outbox entries and their release, meta, identifiers)
+//! removed, outbox entries and their release, meta, identifiers)
 //! and restarts, against an in-memory model of the same. After every step
 //! every read the engine uses agrees with the model.
 
@@ -13,7 +13,6 @@ enum Op {
     Commit {
         members: Vec<(u8, i64)>,
         removed: Vec<u8>,
-        seen: Vec<(u8, u128)>,
         outbox: u8,
         release: Option<u8>,
         meta: Vec<(u8, u8)>,
@@ -29,15 +28,14 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (
             prop::collection::vec((small(), -50i64..50), 0..4),
             prop::collection::vec(small(), 0..2),
-            prop::collection::vec((small(), any::<u128>()), 0..3),
             0u8..5,
             prop::option::of(0u8..40),
             prop::collection::vec((small(), any::<u8>()), 0..3),
             prop::collection::vec(small(), 0..2),
             prop::collection::vec((small(), small()), 0..2),
         )
-            .prop_map(|(members, removed, seen, outbox, release, meta, meta_removed, identities)| Op::Commit {
-                members, removed, seen, outbox, release, meta, meta_removed, identities,
+            .prop_map(|(members, removed, outbox, release, meta, meta_removed, identities)| Op::Commit {
+                members, removed, outbox, release, meta, meta_removed, identities,
             }),
         1 => Just(Op::Restart),
     ]
@@ -46,7 +44,6 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default, Debug)]
 struct Model {
     members: BTreeMap<String, i64>,
-    seen: BTreeMap<String, u128>,
     outbox: BTreeMap<u64, Vec<u8>>,
     next_seq: u64,
     meta: BTreeMap<String, Vec<u8>>,
@@ -70,11 +67,6 @@ fn agree(store: &SledStore, m: &Model) -> Result<(), TestCaseError> {
         let id = format!("m{i}");
         let got = store.member(&id).expect("member").map(|r| r.points);
         prop_assert_eq!(got, m.members.get(&id).copied(), "member {}", id);
-        let e = format!("e{i}");
-        prop_assert_eq!(
-            store.seen(seen_day(i), &e).expect("seen"),
-            m.seen.get(&e).copied()
-        );
         let k = format!("k{i}");
         prop_assert_eq!(store.meta(&k).expect("meta"), m.meta.get(&k).cloned());
         let ident = format!("phone:{i}");
@@ -115,7 +107,7 @@ proptest! {
                     drop(store);
                     store = SledStore::open(&path).expect("reopen");
                 }
-                Op::Commit { members, removed, seen, outbox, release, meta, meta_removed, identities } => {
+                Op::Commit { members, removed, outbox, release, meta, meta_removed, identities } => {
                     let mut w = WriteSet::default();
                     for (i, p) in members {
                         let id = format!("m{i}");
@@ -127,11 +119,6 @@ proptest! {
                         // A write and a removal of one member in one commit: removal wins.
                         w.members_removed.push(id.clone());
                         m.members.remove(&id);
-                    }
-                    for (i, h) in seen {
-                        let id = format!("e{i}");
-                        w.seen.push((seen_day(i), id.clone(), h));
-                        m.seen.insert(id, h);
                     }
                     // Released first: the batches committed before this one
                     // that end at or below `below` (sinks release whole batches).
@@ -179,9 +166,4 @@ proptest! {
             agree(&store, &m)?;
         }
     }
-}
-
-/// The event day of seen id `e{i}`: ids spread over three days.
-fn seen_day(i: u8) -> i32 {
-    20_000 + i32::from(i % 3)
 }
