@@ -53,7 +53,20 @@ pub(super) fn open_store(
             path.display()
         )));
     }
-    SledStore::open_with(&path, schema.cache_bytes).map_err(fail)
+    let store = SledStore::open_with(&path, schema.cache_bytes).map_err(fail)?;
+    if make && let Some(older) = store.older_format() {
+        eprintln!("{}", older_format_note(&path, older));
+    }
+    Ok(store)
+}
+
+/// What a write does to a folder of an older store format, said before it.
+fn older_format_note(path: &std::path::Path, older: u32) -> String {
+    format!(
+        "note: the data folder {} is of store format {older}; this command's first write makes it format {}, which the nudge that wrote it cannot open (to keep a way back, take `nudge export` with that nudge first: this one restores it too)",
+        path.display(),
+        nudge::store::FORMAT_VERSION
+    )
 }
 
 fn progress(total: Option<u64>, what: &str) -> indicatif::ProgressBar {

@@ -290,6 +290,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
     let store = SledStore::open_with(&data, schema.cache_bytes)?;
+    if let Some(older) = store.older_format() {
+        tracing::warn!(
+            folder = %data.display(),
+            format = older,
+            now = crate::store::FORMAT_VERSION,
+            "Data folder of an older store format: its first write makes it the current one, which the nudge that wrote it cannot open."
+        );
+    }
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
     let mut engine =
         Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());

@@ -44,6 +44,12 @@ impl<S: Store> Engine<S> {
                 written.push((id, rec));
             }
         }
+        w.seen = p
+            .spilled
+            .into_iter()
+            .map(|((day, id), hash)| (day, id, u128::from(hash)))
+            .collect();
+        w.seen.sort();
         let newest = p.newest_day.or(self.newest_day);
         if let Some(day) = p.newest_day {
             w.meta

@@ -65,6 +65,7 @@ pub fn merge(into: &mut MemberRecord, mut from: MemberRecord) {
     into.recent_days = merged_days(into, &from);
     // A redelivery of an event the absorbed member had is still a duplicate.
     into.seen.append(&mut from.seen);
+    into.seen_spilled.append(&mut from.seen_spilled);
     into.joined = into.joined.min(from.joined);
     into.first_day_spend = match into.first_purchase.cmp(&from.first_purchase) {
         _ if from.first_purchase.is_none() => into.first_day_spend,

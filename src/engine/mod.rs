@@ -105,9 +105,9 @@ pub struct Engine<S: Store> {
     /// never moves back before it (a window raised later cannot bring
     /// back markers already removed).
     seen_floor: Option<i32>,
-    /// The store still holds seen markers of their own (it was written by
-    /// store format 3): looked up until the window has passed them.
-    legacy_seen: bool,
+    /// The last UTC day whose ids a folder of store format 3 may hold as
+    /// markers of their own: looked up for events of days up to it.
+    format_3_until: Option<i32>,
     /// Decoded member records, for runs that visit every member every day
     /// and fit in memory (replay, tests): see [`Engine::cache_members`].
     cache: Option<std::cell::RefCell<HashMap<String, MemberRecord>>>,
@@ -133,6 +133,9 @@ struct Uncommitted {
     order: Vec<String>,
     /// The newest event day of the batch, when it is past the stored one.
     newest_day: Option<i32>,
+    /// Ids of this batch that went to markers (`SEEN_IN_RECORD`), by UTC
+    /// day and id: their body hashes.
+    spilled: HashMap<(i32, String), u64>,
     out: ctx::Out,
     /// Members seen for the first time in this batch.
     new_members: Vec<String>,
@@ -173,7 +176,7 @@ impl<S: Store> Engine<S> {
         }
         let mut plan = Plan::new(&schema, &rules);
         plan.fit = predict::load(&store)?.map(Arc::new);
-        let legacy_seen = store.has_seen_markers()?;
+        let format_3_until = store.format_3_markers_until()?;
         let mut engine = Engine {
             schema,
             rules,
@@ -187,7 +190,7 @@ impl<S: Store> Engine<S> {
             merges,
             newest_day,
             seen_floor,
-            legacy_seen,
+            format_3_until,
             cache: None,
             due_complete: due.is_some(),
             due_ready: due.is_some(),
@@ -370,17 +373,23 @@ impl<S: Store> Engine<S> {
     }
 
     /// The body hash of event `id` of UTC day `utc` if a member's `seen`
-    /// events hold it (or, in a store of format 3, a marker of its own).
+    /// events hold it, or a marker of its own (its ids of that day spilled,
+    /// or a folder of store format 3).
     fn known_in(
         &self,
-        seen: &[crate::model::SeenEvent],
+        (seen, spilled): (&[crate::model::SeenEvent], &[i32]),
         id: &str,
         utc: i32,
+        p: &Uncommitted,
     ) -> Result<Option<u64>, StoreError> {
-        if let Some(s) = seen.iter().rev().find(|s| s.day == utc && s.id == id) {
+        let hashed = crate::model::SeenEvent::id_hash(id);
+        if let Some(s) = seen.iter().rev().find(|s| s.day == utc && s.id == hashed) {
             return Ok(Some(s.hash));
         }
-        if self.legacy_seen {
+        if spilled.contains(&utc) || self.format_3_until.is_some_and(|d| utc <= d) {
+            if let Some(h) = p.spilled.get(&(utc, id.to_string())) {
+                return Ok(Some(*h));
+            }
             return Ok(self.store.seen(utc, id)?.map(|h| h as u64));
         }
         Ok(None)
@@ -413,9 +422,9 @@ impl<S: Store> Engine<S> {
         }
         for m in &members {
             let known = match p.members.get(m) {
-                Some(rec) => self.known_in(&rec.seen, &ev.id, utc)?,
+                Some(rec) => self.known_in((&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
                 None => match self.store.member_seen(m)? {
-                    Some(seen) => self.known_in(&seen, &ev.id, utc)?,
+                    Some((seen, spilled)) => self.known_in((&seen, &spilled), &ev.id, utc, p)?,
                     None => None,
                 },
             };
@@ -423,7 +432,7 @@ impl<S: Store> Engine<S> {
                 return Ok(known);
             }
         }
-        if members.is_empty() && self.legacy_seen {
+        if members.is_empty() && self.format_3_until.is_some_and(|d| utc <= d) {
             return Ok(self.store.seen(utc, &ev.id)?.map(|h| h as u64));
         }
         Ok(None)
@@ -460,14 +469,25 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Puts event `id` in the record's seen events, and lets those before
-    /// the window go.
-    fn remember(&self, rec: &mut MemberRecord, id: String, utc: i32, hash: u64, p: &Uncommitted) {
+    /// Puts event `id` in the record's seen events (a marker of its own
+    /// when the record has no room), and lets those before the window go.
+    fn remember(&self, rec: &mut MemberRecord, id: &str, utc: i32, hash: u64, p: &mut Uncommitted) {
         let newest = p.newest_day.or(self.newest_day).map_or(utc, |n| n.max(utc));
         let floor = self.window_start(newest);
         rec.seen.retain(|s| s.day >= floor);
-        rec.seen
-            .push(crate::model::SeenEvent { day: utc, id, hash });
+        rec.seen_spilled.retain(|d| *d >= floor);
+        if rec.seen.len() < crate::model::SEEN_IN_RECORD {
+            rec.seen.push(crate::model::SeenEvent {
+                day: utc,
+                id: crate::model::SeenEvent::id_hash(id),
+                hash,
+            });
+            return;
+        }
+        if !rec.seen_spilled.contains(&utc) {
+            rec.seen_spilled.push(utc);
+        }
+        p.spilled.insert((utc, id.to_string()), hash);
     }
 
     /// Undoes [`Self::record`] making `member` new, for an event that
@@ -478,6 +498,31 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// The member's record for one event: moved out of the batch when the
+    /// batch has it (`true`), so that a busy member's record is not copied
+    /// per event; else read (or new). Every way out of `process_one` puts
+    /// it back: changed, or as it was ([`Self::untake`]).
+    fn take_record(
+        &self,
+        member: &str,
+        day: i32,
+        p: &mut Uncommitted,
+    ) -> Result<(MemberRecord, bool), StoreError> {
+        match p.members.remove(member) {
+            Some(rec) => Ok((rec, true)),
+            None => Ok((self.record(member, day, p)?, false)),
+        }
+    }
+
+    /// Leaves the batch as it was before a rejected event.
+    fn untake(member: &str, rec: MemberRecord, in_batch: bool, p: &mut Uncommitted) {
+        if in_batch {
+            p.members.insert(member.to_string(), rec);
+        } else {
+            Self::forget_new(member, p);
+        }
+    }
+
     fn process_one(&mut self, ev: &Event, p: &mut Uncommitted) -> Result<EventOutcome, StoreError> {
         let utc = crate::base::time::utc_day(ev.at);
         if let Some(o) = self.screen(ev, utc, p)? {
@@ -485,14 +530,17 @@ impl<S: Store> Engine<S> {
         }
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
-        let mut rec = self.record(&member, day, p)?;
-        if let Some(o) = Self::repeated(ev, self.known_in(&rec.seen, &ev.id, utc)?) {
-            Self::forget_new(&member, p);
+        let (mut rec, in_batch) = self.take_record(&member, day, p)?;
+        if let Some(o) = Self::repeated(
+            ev,
+            self.known_in((&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
+        ) {
+            Self::untake(&member, rec, in_batch, p);
             return Ok(o);
         }
         if let Err(why) = self.refundable(&rec, ev, &member, day) {
             // Nothing of it stays: not even the new member it would make.
-            Self::forget_new(&member, p);
+            Self::untake(&member, rec, in_batch, p);
             return Ok(EventOutcome::Rejected(Rejected::Refund {
                 id: ev.id.clone(),
                 why,
@@ -560,8 +608,8 @@ impl<S: Store> Engine<S> {
         let own = &p.out.effects[before..];
         self.keep_purchase(&mut rec, ev, day, shares, &trigger_name, own);
         prune(&mut rec, &self.plan);
-        self.remember(&mut rec, ev.id.clone(), utc, ev.body_hash as u64, p);
-        if !p.members.contains_key(&member) {
+        self.remember(&mut rec, &ev.id, utc, ev.body_hash as u64, p);
+        if !in_batch {
             p.order.push(member.clone());
         }
         p.members.insert(member.clone(), rec);
@@ -585,12 +633,15 @@ impl<S: Store> Engine<S> {
             let utc = crate::base::time::utc_day(at);
             let day = clock::local_day(&self.schema, at);
             let mut rec = self.record(&e.member, day, p)?;
-            if self.known_in(&rec.seen, &id, utc)?.is_some() {
+            if self
+                .known_in((&rec.seen, &rec.seen_spilled), &id, utc, p)?
+                .is_some()
+            {
                 Self::forget_new(&e.member, p);
                 continue;
             }
             act::apply_relay(&self.ctx(), &mut rec, &mut e, day);
-            self.remember(&mut rec, id, utc, hash, p);
+            self.remember(&mut rec, &id, utc, hash, p);
             if !p.members.contains_key(&e.member) {
                 p.order.push(e.member.clone());
             }

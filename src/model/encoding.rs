@@ -32,8 +32,9 @@ struct Lists {
 
 /// The seen events, first in a record of format 6 so that a redelivery
 /// check reads them without decoding the rest: days counted as in the
-/// lists, the hash as 8 bytes (a varint of a hash is longer than it).
-type Seen = Vec<(i32, String, [u8; 8])>;
+/// lists, the hashes as 8 bytes each (a varint of a hash is longer); then
+/// the days whose ids spilled into markers.
+type Seen = (Vec<(i32, [u8; 8], [u8; 8])>, Vec<i32>);
 
 #[derive(Serialize, Deserialize)]
 struct Agg {
@@ -204,22 +205,23 @@ fn unpack(bytes: &[u8], rec: &mut MemberRecord) -> Result<(), String> {
     Ok(())
 }
 
-fn pack_seen(seen: &[SeenEvent]) -> Seen {
+fn pack_seen(rec: &MemberRecord) -> Seen {
     let mut days = Days::default();
-    seen.iter()
-        .map(|s| (days.after(s.day), s.id.clone(), s.hash.to_le_bytes()))
-        .collect()
+    let ids = rec
+        .seen
+        .iter()
+        .map(|s| (days.after(s.day), s.id.to_le_bytes(), s.hash.to_le_bytes()));
+    (ids.collect(), rec.seen_spilled.clone())
 }
 
-fn unpack_seen(seen: Seen) -> Vec<SeenEvent> {
+fn unpack_seen((ids, spilled): Seen) -> (Vec<SeenEvent>, Vec<i32>) {
     let mut days = Days::default();
-    seen.into_iter()
-        .map(|(after, id, hash)| SeenEvent {
-            day: days.on(after),
-            id,
-            hash: u64::from_le_bytes(hash),
-        })
-        .collect()
+    let ids = ids.into_iter().map(|(after, id, hash)| SeenEvent {
+        day: days.on(after),
+        id: u64::from_le_bytes(id),
+        hash: u64::from_le_bytes(hash),
+    });
+    (ids.collect(), spilled)
 }
 
 fn unpack_agg(a: Agg) -> AggState {
@@ -302,7 +304,7 @@ impl MemberRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_VERSION];
         // Serializing plain data into a Vec cannot fail.
-        if let Ok(seen) = postcard::to_allocvec(&pack_seen(&self.seen)) {
+        if let Ok(seen) = postcard::to_allocvec(&pack_seen(self)) {
             out.extend_from_slice(&seen);
         }
         if let Ok(body) = postcard::to_allocvec(self) {
@@ -320,7 +322,7 @@ impl MemberRecord {
                 let (mut rec, packed): (MemberRecord, _) =
                     postcard::take_from_bytes(body).map_err(corrupt)?;
                 unpack(packed, &mut rec)?;
-                rec.seen = unpack_seen(seen);
+                (rec.seen, rec.seen_spilled) = unpack_seen(seen);
                 Ok(rec)
             }
             // Format 5 is format 6 without the seen events.
@@ -357,16 +359,16 @@ impl MemberRecord {
     }
 }
 
-/// The seen events of an encoded record, read without the rest of it
-/// (none before format 6).
-pub fn decode_seen(bytes: &[u8]) -> Result<Vec<SeenEvent>, String> {
+/// The seen events of an encoded record and the days whose ids spilled
+/// into markers, read without the rest of it (none before format 6).
+pub fn decode_seen(bytes: &[u8]) -> Result<(Vec<SeenEvent>, Vec<i32>), String> {
     match bytes.split_first() {
         Some((&RECORD_VERSION, bytes)) => {
             let (seen, _): (Seen, _) = postcard::take_from_bytes(bytes)
                 .map_err(|e| format!("corrupt member record: {e}"))?;
             Ok(unpack_seen(seen))
         }
-        _ => Ok(Vec::new()),
+        _ => Ok((Vec::new(), Vec::new())),
     }
 }
 
@@ -428,10 +430,11 @@ mod tests {
     fn a_format_5_record_reads_with_no_seen_events() {
         let rec = rich();
         let mut bytes = rec.encode();
-        assert_eq!(bytes.remove(1), 0);
+        // The two empty lists, one byte (its length) each.
+        assert_eq!(bytes.drain(1..3).collect::<Vec<u8>>(), [0, 0]);
         bytes[0] = 5;
         assert_eq!(MemberRecord::decode(&bytes).expect("format 5"), rec);
-        assert_eq!(decode_seen(&bytes).expect("seen"), []);
+        assert_eq!(decode_seen(&bytes).expect("seen"), (vec![], vec![]));
     }
 
     /// Packing is exact (scales, a share of an aggregate the record no
@@ -448,7 +451,7 @@ mod tests {
         );
         let seen = |day, id: &str, hash| SeenEvent {
             day,
-            id: id.into(),
+            id: SeenEvent::id_hash(id),
             hash,
         };
         // A late event's day comes before the one listed before it.
@@ -457,10 +460,14 @@ mod tests {
             seen(20_038, "e8", 0),
             seen(20_040, "e10", 7),
         ];
+        rec.seen_spilled = vec![20_039, 20_040];
         let bytes = rec.encode();
         assert_eq!(bytes[0], RECORD_VERSION);
         assert_eq!(MemberRecord::decode(&bytes).expect("decode"), rec);
-        assert_eq!(decode_seen(&bytes).expect("seen"), rec.seen);
+        assert_eq!(
+            decode_seen(&bytes).expect("seen"),
+            (rec.seen.clone(), rec.seen_spilled.clone())
+        );
         // The amount written another way is not the amount.
         rec.purchases[0].aggregates[0].value = Decimal::new(40, 0);
         rec.purchases[1].day = 20_000;
@@ -635,6 +642,7 @@ mod tests {
             first_day_spend: Some(d(1999, 2)),
             recent_days: vec![20_001, 20_040],
             seen: vec![],
+            seen_spilled: vec![],
         }
     }
 }

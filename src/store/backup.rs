@@ -86,7 +86,7 @@ pub fn export(store: &SledStore, out: &mut dyn Write) -> Result<Summary, BackupE
     writeln!(
         out,
         "{}",
-        serde_json::json!({"nudge_backup": 1, "store_format": FORMAT_VERSION})
+        serde_json::json!({"nudge_backup": 1, "store_format": store.format()})
     )
     .map_err(io)?;
     let mut d = Digester::default();
@@ -172,11 +172,12 @@ fn read(
     if header["nudge_backup"] != 1 {
         return Err(bad(1, "not a nudge backup (no `nudge_backup` header)"));
     }
-    if header["store_format"] != FORMAT_VERSION {
+    // Format 3 reads as it is (its folder becomes 4 at its first write).
+    if !(header["store_format"] == FORMAT_VERSION || header["store_format"] == 3) {
         return Err(bad(
             1,
             &format!(
-                "store format {} but this nudge reads {FORMAT_VERSION}",
+                "store format {} but this nudge reads 3 and {FORMAT_VERSION}",
                 header["store_format"]
             ),
         ));

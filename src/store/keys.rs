@@ -54,6 +54,11 @@ fn flip(day: i32) -> u32 {
 /// never starts before it.
 pub const SEEN_FLOOR: &str = "seen_floor";
 
+/// The last UTC day whose event ids a folder of store format 3 may hold as
+/// markers of their own (its newest event day when this nudge first wrote
+/// it): their redeliveries are looked up there.
+pub const SEEN_MARKERS_UNTIL: &str = "seen_markers_until";
+
 /// The repurchase models' fit (`nudge fit`): JSON of `predict::Fit`.
 pub const MODEL: &str = "model";
 

@@ -5,6 +5,7 @@
 //! flushes, so a commit that returned is durable. Knows nothing of rules.
 
 pub mod backup;
+mod format;
 pub mod keys;
 
 use crate::model::{MemberRecord, SeenEvent};
@@ -70,8 +71,10 @@ impl From<sled::Error> for StoreError {
 #[derive(Default, Debug)]
 pub struct WriteSet {
     pub members: Vec<(String, Vec<u8>)>,
-    /// Seen markers (store format 3) of days before this one go: out of
-    /// the dedup window.
+    /// Seen markers: the UTC day of the event, the id, the body hash; for
+    /// the ids a member's record has no room for (`SEEN_IN_RECORD`).
+    pub seen: Vec<(i32, String, u128)>,
+    /// Seen markers of days before this one go: out of the dedup window.
     pub seen_before: Option<i32>,
     /// New outbox entries, by sequence number (consecutive).
     pub outbox: Vec<(u64, Vec<u8>)>,
@@ -89,6 +92,7 @@ pub struct WriteSet {
 impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+            && self.seen.is_empty()
             && self.seen_before.is_none()
             && self.outbox.is_empty()
             && self.delivered_below.is_none()
@@ -98,6 +102,9 @@ impl WriteSet {
             && self.members_removed.is_empty()
     }
 }
+
+/// A member's seen events and the days whose ids spilled into markers.
+pub type SeenIds = (Vec<SeenEvent>, Vec<i32>);
 
 /// Member ids from `from` (included) to `to` (left out; `None`: to the
 /// last), as bytes.
@@ -118,15 +125,19 @@ const MAX_ID_BYTES: usize = 64;
 
 pub trait Store {
     fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
-    /// A member's seen events alone (`MemberRecord::seen`), read without
-    /// decoding the rest of the record.
-    fn member_seen(&self, id: &str) -> Result<Option<Vec<SeenEvent>>, StoreError>;
+    /// A member's seen events and the days whose ids spilled into markers
+    /// (`MemberRecord::seen`, `seen_spilled`), read without decoding the
+    /// rest of the record.
+    fn member_seen(&self, id: &str) -> Result<Option<SeenIds>, StoreError>;
     /// The body hash a seen marker holds for an event id: a store of
-    /// format 3 kept one per event (records keep them from format 4 on).
+    /// format 3 kept one per event; from format 4 on, records keep them
+    /// and only what a record has no room for is a marker.
     /// `day` is the UTC day of the event's time (`base::time::utc_day`).
     fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError>;
-    /// Whether any seen marker of format 3 is left.
-    fn has_seen_markers(&self) -> Result<bool, StoreError>;
+    /// The last UTC day whose ids a folder of store format 3 may hold as
+    /// markers of their own (`keys::SEEN_MARKERS_UNTIL`); `None` for a
+    /// folder made as format 4.
+    fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError>;
     /// Applies `w` atomically and returns once it is durable.
     fn commit(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Member ids in key order.
@@ -183,6 +194,10 @@ pub struct SledStore {
     /// flush: it is deleted when dropped, so durability buys nothing.
     durable: bool,
     commits: std::sync::Arc<Commits>,
+    /// The folder is of an older store format this nudge reads as it is
+    /// (3); its first commit writes the current format, so that a command
+    /// that only reads leaves it for the nudge that wrote it.
+    older_format: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
 }
 
 /// sled's page cache unless the config says otherwise (`storage.cache_mb`).
@@ -385,6 +400,7 @@ impl SledStore {
             path: path.to_path_buf(),
             durable: true,
             commits: Commits::new(0, None),
+            older_format: Default::default(),
         };
         s.check_version()?;
         s.check_commits()?;
@@ -431,48 +447,10 @@ impl SledStore {
             path: PathBuf::from("(temporary)"),
             durable: false,
             commits: Commits::new(0, None),
+            older_format: Default::default(),
         };
         s.check_version()?;
         Ok(s)
-    }
-
-    fn check_version(&self) -> Result<(), StoreError> {
-        match self.meta(keys::FORMAT)? {
-            Some(b) => {
-                let found = b
-                    .as_slice()
-                    .try_into()
-                    .map(u32::from_le_bytes)
-                    .unwrap_or(u32::MAX);
-                if found > FORMAT_VERSION {
-                    return Err(StoreError::NewerVersion {
-                        path: self.path.clone(),
-                        found,
-                    });
-                }
-                if found == 3 {
-                    // From here on it holds records an older nudge cannot read.
-                    return self.write_format();
-                }
-                if found < FORMAT_VERSION {
-                    return Err(StoreError::OlderVersion {
-                        path: self.path.clone(),
-                        found,
-                    });
-                }
-                Ok(())
-            }
-            None => self.write_format(),
-        }
-    }
-
-    fn write_format(&self) -> Result<(), StoreError> {
-        self.db.insert(
-            key(keys::META, keys::FORMAT.as_bytes()),
-            &FORMAT_VERSION.to_le_bytes(),
-        )?;
-        self.db.flush()?;
-        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -492,7 +470,10 @@ impl SledStore {
             key(keys::META, keys::COMMIT_SEQ.as_bytes()),
             &next.to_le_bytes(),
         );
+        let mut older = self.older();
+        self.upgrade(&mut b, older.is_some())?;
         self.db.apply_batch(b)?;
+        *older = None;
         *last = next;
         if self.durable {
             self.db.flush()?;
@@ -566,7 +547,7 @@ impl Store for SledStore {
         }
     }
 
-    fn member_seen(&self, id: &str) -> Result<Option<Vec<SeenEvent>>, StoreError> {
+    fn member_seen(&self, id: &str) -> Result<Option<SeenIds>, StoreError> {
         match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
             None => Ok(None),
             Some(b) => {
@@ -588,13 +569,13 @@ impl Store for SledStore {
             .map(u128::from_le_bytes))
     }
 
-    fn has_seen_markers(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .scan_prefix([keys::SEEN])
-            .next()
-            .transpose()?
-            .is_some())
+    fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
+        if self.older_format() == Some(3) {
+            return Ok(Some(
+                self.meta_day(keys::NEWEST_EVENT_DAY)?.unwrap_or(i32::MAX),
+            ));
+        }
+        self.meta_day(keys::SEEN_MARKERS_UNTIL)
     }
 
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
@@ -604,6 +585,9 @@ impl Store for SledStore {
         let mut b = sled::Batch::default();
         for (id, bytes) in w.members {
             b.insert(key(keys::MEMBER, id.as_bytes()), bytes);
+        }
+        for (day, id, hash) in w.seen {
+            b.insert(keys::seen(day, &id), &hash.to_le_bytes());
         }
         // Bounded per commit: a backlog of expired keys goes over the next
         // commits instead of stalling one.

@@ -86,11 +86,11 @@ impl Store for BrokenBudgets {
     fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
         self.inner.seen(day, id)
     }
-    fn member_seen(&self, id: &str) -> Result<Option<Vec<nudge::model::SeenEvent>>, StoreError> {
+    fn member_seen(&self, id: &str) -> Result<Option<nudge::store::SeenIds>, StoreError> {
         self.inner.member_seen(id)
     }
-    fn has_seen_markers(&self) -> Result<bool, StoreError> {
-        self.inner.has_seen_markers()
+    fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
+        self.inner.format_3_markers_until()
     }
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
         self.inner.commit(w)

@@ -79,7 +79,7 @@ fn seen_events_past_the_window_go_and_recent_ones_stay_across_a_restart() {
         }
         // Day 39 is the newest: days before 29 are past the window. Each
         // member keeps the ids of its events of days 29 to 39.
-        let seen: Vec<String> = e
+        let seen: Vec<u64> = e
             .member("m4")
             .expect("read")
             .expect("m4")
@@ -87,7 +87,9 @@ fn seen_events_past_the_window_go_and_recent_ones_stay_across_a_restart() {
             .into_iter()
             .map(|s| s.id)
             .collect();
-        let want: Vec<String> = (29..40).map(|d| format!("d{d}-4")).collect();
+        let want: Vec<u64> = (29..40)
+            .map(|d| nudge::model::SeenEvent::id_hash(&format!("d{d}-4")))
+            .collect();
         assert_eq!(seen, want);
     }
     // After a restart the window still holds: a redelivery is a duplicate,
@@ -209,8 +211,9 @@ fn the_store_stays_bounded_under_steady_traffic() {
 }
 
 /// A data folder of store format 3 kept a marker of its own per event: it
-/// opens as format 4, its markers still tell redeliveries, and they go
-/// once the window has passed them.
+/// stays format 3 (and its backups restore) until its first write makes it
+/// format 4, its markers still tell redeliveries, and they go once the
+/// window has passed them.
 #[test]
 fn a_folder_of_store_format_3_keeps_its_markers_until_the_window_passes() {
     use nudge::store::keys;
@@ -231,11 +234,23 @@ fn a_folder_of_store_format_3_keeps_its_markers_until_the_window_passes() {
             ])
             .expect("insert");
     }
+    let format = |store: &SledStore| store.meta(keys::FORMAT).expect("meta");
+    {
+        // Read, exported and restored, it is still format 3.
+        let store = SledStore::open(dir.path()).expect("store");
+        assert_eq!(store.older_format(), Some(3));
+        let mut backup = Vec::new();
+        nudge::store::backup::export(&store, &mut backup).expect("export");
+        assert!(backup.starts_with(br#"{"nudge_backup":1,"store_format":3}"#));
+        let restored = SledStore::temporary().expect("store");
+        nudge::store::backup::import(&restored, &|| Ok(Box::new(backup.as_slice())))
+            .expect("a backup of format 3 restores");
+        assert_eq!(format(&restored), Some(3u32.to_le_bytes().to_vec()));
+        drop(store);
+        let store = SledStore::open(dir.path()).expect("store");
+        assert_eq!(format(&store), Some(3u32.to_le_bytes().to_vec()));
+    }
     let mut e = engine_at(dir.path(), &s, &r);
-    assert_eq!(
-        e.store().meta(keys::FORMAT).expect("meta"),
-        Some(nudge::store::FORMAT_VERSION.to_le_bytes().to_vec())
-    );
     let other = purchase(&s, "e1", "m1", "2026-03-01", 6.0);
     let c = e.process(&[old, other]).expect("process");
     assert_eq!(c.outcomes[0], EventOutcome::Duplicate);
@@ -248,7 +263,61 @@ fn a_folder_of_store_format_3_keeps_its_markers_until_the_window_passes() {
         c.outcomes[1]
     );
     assert!(e.store().has_seen_markers().expect("markers"));
+    assert_eq!(
+        format(e.store()),
+        Some(nudge::store::FORMAT_VERSION.to_le_bytes().to_vec())
+    );
     e.process(&[purchase(&s, "e2", "m2", "2026-03-12", 5.0)])
+        .expect("process");
+    assert!(!e.store().has_seen_markers().expect("markers"));
+}
+
+/// A member with more events within the window than its record keeps ids
+/// for (a shared "guest" id at the tills): the rest are markers of their
+/// own, and every redelivery is still a duplicate, in its batch, in a
+/// later one and after a restart; another body is still a conflict.
+#[test]
+fn a_member_with_more_events_than_its_record_keeps_ids_for_spills_into_markers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    let n = nudge::model::SEEN_IN_RECORD + 50;
+    let events: Vec<Event> = (0..n)
+        .map(|i| purchase(&s, &format!("g{i}"), "guest", "2026-04-01", 1.0))
+        .collect();
+    {
+        let mut e = engine_at(dir.path(), &s, &r);
+        // The last event comes twice in its own batch.
+        let mut first = events.clone();
+        first.push(events[n - 1].clone());
+        let c = e.process(&first).expect("process");
+        assert_eq!(c.outcomes[n], EventOutcome::Duplicate);
+        let rec = e.member("guest").expect("read").expect("guest");
+        assert_eq!(rec.points, n as i64);
+        assert_eq!(rec.seen.len(), nudge::model::SEEN_IN_RECORD);
+        assert!(e.store().has_seen_markers().expect("markers"));
+    }
+    let mut e = engine_at(dir.path(), &s, &r);
+    let c = e.process(&events).expect("process");
+    assert!(
+        c.outcomes.iter().all(|o| *o == EventOutcome::Duplicate),
+        "{:?}",
+        c.outcomes
+    );
+    let changed = purchase(&s, &format!("g{}", n - 1), "guest", "2026-04-01", 2.0);
+    let c = e.process(&[changed]).expect("process");
+    assert!(matches!(
+        c.outcomes[0],
+        EventOutcome::Rejected(nudge::engine::Rejected::Conflict { .. })
+    ));
+    assert_eq!(
+        e.member("guest").expect("read").expect("guest").points,
+        n as i64
+    );
+    // Past the window the markers go with their day.
+    e.process(&[purchase(&s, "later", "other", "2026-04-20", 1.0)])
         .expect("process");
     assert!(!e.store().has_seen_markers().expect("markers"));
 }
