@@ -16,9 +16,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Members of the second file.
@@ -55,47 +54,19 @@ fn import(d: &Path, n: usize, early: usize, members: usize) -> (u64, u64) {
         .rev()
         .map(|back| nudge::base::time::day_string(today - back))
         .collect();
-    #[allow(clippy::zombie_processes)] // reason: reaped by wait4 in `wait`
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(d)
-        .args(["ingest", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ingest");
+    let (child, mut stdin) = common::spawn_ingest(d);
     let pid = child.id();
-    let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
     let mut at_early = 0;
     for i in 0..n {
         let on = &days[i * DAYS / n];
-        writeln!(
-            stdin,
-            r#"{{"id":"e{i}","type":"purchase","member":"{}","at":"{on}T{:02}:{:02}:00Z","amount":{}.{:02}}}"#,
-            common::member_id(i % members),
-            (i / 60) % 24,
-            i % 60,
-            20 + i % 300,
-            i % 100
-        )
-        .expect("write");
+        common::purchase_line(&mut stdin, "e", i, &common::member_id(i % members), on);
         if i + 1 == early {
             stdin.flush().expect("flush");
             at_early = hwm_kib(pid);
         }
     }
     drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
-    let (status, at_end) = common::wait(&child);
-    assert!(status == 0, "ingest failed: {out}");
-    assert!(out.contains(&format!("{n} applied")), "{out}");
-    (at_early, at_end)
+    (at_early, common::finish_ingest(child, n))
 }
 
 /// The process's peak resident memory so far (VmHWM), in KiB.

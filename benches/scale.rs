@@ -46,41 +46,14 @@ fn main() {
 
     // 1. The import.
     let started = Instant::now();
-    #[allow(clippy::zombie_processes)] // reason: reaped by wait4 in `wait`
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(d)
-        .args(["ingest", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ingest");
-    let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
+    let (child, mut stdin) = common::spawn_ingest(d);
     let days: Vec<String> = (2..32).rev().map(day).collect();
     for i in 0..n {
         let on = &days[i * days.len() / n];
-        writeln!(
-            stdin,
-            r#"{{"id":"s{i}","type":"purchase","member":"{}","at":"{on}T{:02}:{:02}:00Z","amount":{}.{:02}}}"#,
-            common::member_id(i),
-            (i / 60) % 24,
-            i % 60,
-            20 + i % 300,
-            i % 100
-        )
-        .expect("write");
+        common::purchase_line(&mut stdin, "s", i, &common::member_id(i), on);
     }
     drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
-    let (status, usage) = common::wait(&child);
-    assert!(status == 0, "ingest failed: {out}");
-    assert!(out.contains(&format!("{n} applied")), "{out}");
+    let usage = common::finish_ingest(child, n);
     let import_s = started.elapsed().as_secs_f64();
     let import_peak_mib = usage / 1024;
     // The store alone: the example's file sink writes into `data/` too.

@@ -299,3 +299,62 @@ pub fn wait(child: &std::process::Child) -> (i32, u64) {
     };
     (code, usage.ru_maxrss.max(0) as u64)
 }
+
+/// Writes purchase `i` (id `{prefix}{i}`) of `member` on day `on` as an
+/// NDJSON line: minutes apart, amounts from 20.00 to 319.99.
+pub fn purchase_line(
+    out: &mut impl std::io::Write,
+    prefix: &str,
+    i: usize,
+    member: &str,
+    on: &str,
+) {
+    writeln!(
+        out,
+        r#"{{"id":"{prefix}{i}","type":"purchase","member":"{member}","at":"{on}T{:02}:{:02}:00Z","amount":{}.{:02}}}"#,
+        (i / 60) % 24,
+        i % 60,
+        20 + i % 300,
+        i % 100
+    )
+    .expect("write");
+}
+
+/// Waits for a `nudge ingest -` child that was fed `n` events (its stdin
+/// closed): checks it applied them all; its peak RSS in KiB.
+pub fn finish_ingest(mut child: std::process::Child, n: usize) -> u64 {
+    use std::io::Read;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    let (status, peak) = wait(&child);
+    assert!(status == 0, "ingest failed: {out}");
+    assert!(out.contains(&format!("{n} applied")), "{out}");
+    peak
+}
+
+/// The release `nudge ingest -` in `d`, and its stdin (stderr dropped);
+/// [`finish_ingest`] reaps it.
+pub fn spawn_ingest(
+    d: &Path,
+) -> (
+    std::process::Child,
+    std::io::BufWriter<std::process::ChildStdin>,
+) {
+    use std::process::Stdio;
+    #[allow(clippy::zombie_processes)] // reason: reaped by wait4 in `wait`
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(d)
+        .args(["ingest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ingest");
+    let stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
+    (child, stdin)
+}
