@@ -61,7 +61,7 @@ pub(super) fn open_store(
 }
 
 /// What a write does to a folder of an older store format, said before it.
-fn older_format_note(path: &std::path::Path, older: u32) -> String {
+pub(super) fn older_format_note(path: &std::path::Path, older: u32) -> String {
     format!(
         "note: the data folder {} is of store format {older}; this command's first write makes it format {}, which the nudge that wrote it cannot open (to keep a way back, take `nudge export` with that nudge first: this one restores it too)",
         path.display(),

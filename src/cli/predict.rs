@@ -26,6 +26,12 @@ pub fn fit(common: &Common, at: Option<&str>) -> ExitCode {
 fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
     let schema = schema(common)?;
     let store = open_store(common, &schema, false)?;
+    if let Some(older) = store.older_format() {
+        eprintln!(
+            "{}",
+            super::commands::older_format_note(store.path(), older)
+        );
+    }
     // Without `--at`: the day the store is as of (its last daily tick; a
     // replayed folder's `--until` day), as `member` and `explain` show.
     let day = match at {

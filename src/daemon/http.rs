@@ -205,11 +205,11 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
                 json!({"errors": errors, "stored": 0}),
             )
         }
-        Ok(IngestReply::Conflict(ids)) => {
+        Ok(IngestReply::Conflict { ids, stored }) => {
             app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
             reply(
                 StatusCode::CONFLICT,
-                json!({"error": "event ids already used with a different body", "ids": ids, "stored": 0}),
+                json!({"error": "event ids already used with a different body", "ids": ids, "stored": stored}),
             )
         }
         Ok(IngestReply::Refused {

@@ -44,7 +44,13 @@ pub enum IngestReply {
         duplicates: usize,
     },
     Invalid(Vec<EventError>),
-    Conflict(Vec<String>),
+    /// Ids already used with another body, and how many of the request's
+    /// other events were stored: none when found before the batch; those
+    /// applied when another request of the same batch took the id first.
+    Conflict {
+        ids: Vec<String>,
+        stored: usize,
+    },
     /// Events the engine could not apply (a refund of an unknown purchase),
     /// with why; the request's other events were applied (durable).
     Refused {
@@ -320,7 +326,10 @@ fn validate(
         }
     }
     if !conflicts.is_empty() {
-        let _ = reply.send(IngestReply::Conflict(conflicts));
+        let _ = reply.send(IngestReply::Conflict {
+            ids: conflicts,
+            stored: 0,
+        });
         return None;
     }
     Some(IngestRequest { events, reply })
@@ -384,7 +393,10 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
                         duplicates,
                     }
                 } else {
-                    IngestReply::Conflict(conflicts)
+                    IngestReply::Conflict {
+                        ids: conflicts,
+                        stored: applied,
+                    }
                 };
                 let _ = reply.send(reply_for);
             }

@@ -15,6 +15,7 @@ pub mod clock;
 mod commit;
 pub mod contact;
 mod deferred;
+mod dedup;
 pub mod due;
 pub mod ctx;
 pub mod fire;
@@ -340,156 +341,6 @@ impl<S: Store> Engine<S> {
         Ok(Committed { outcomes, effects })
     }
 
-    /// The first day of the dedup window when the newest event is of `newest`.
-    fn window_start(&self, newest: i32) -> i32 {
-        let start = newest.saturating_sub(self.schema.dedup_window_days);
-        self.seen_floor.map_or(start, |f| f.max(start))
-    }
-
-    /// An event older than the dedup window is refused: a redelivery that
-    /// old could no longer be told from a new event.
-    fn too_old(&self, ev: &Event, utc: i32, p: &Uncommitted) -> Option<EventOutcome> {
-        let newest = p.newest_day.or(self.newest_day)?;
-        let from = self.window_start(newest);
-        if utc >= from {
-            return None;
-        }
-        Some(EventOutcome::Rejected(Rejected::TooOld {
-            id: ev.id.clone(),
-            at: ev.at.to_string(),
-            from: crate::base::time::day_string(from),
-            why: if from > newest.saturating_sub(self.schema.dedup_window_days) {
-                "where it started before the window was raised: the markers before it are gone"
-                    .into()
-            } else {
-                format!(
-                    "{} days before the newest event seen, {}",
-                    self.schema.dedup_window_days,
-                    crate::base::time::day_string(newest)
-                )
-            },
-            window: self.schema.dedup_window_days,
-        }))
-    }
-
-    /// The body hash of event `id` of UTC day `utc` if a member's `seen`
-    /// events hold it, or a marker of its own (its ids of that day spilled,
-    /// or a folder of store format 3).
-    fn known_in(
-        &self,
-        (seen, spilled): (&[crate::model::SeenEvent], &[i32]),
-        id: &str,
-        utc: i32,
-        p: &Uncommitted,
-    ) -> Result<Option<u64>, StoreError> {
-        let hashed = crate::model::SeenEvent::id_hash(id);
-        if let Some(s) = seen.iter().rev().find(|s| s.day == utc && s.id == hashed) {
-            return Ok(Some(s.hash));
-        }
-        if spilled.contains(&utc) || self.format_3_until.is_some_and(|d| utc <= d) {
-            if let Some(h) = p.spilled.get(&(utc, id.to_string())) {
-                return Ok(Some(*h));
-            }
-            return Ok(self.store.seen(utc, id)?.map(|h| h as u64));
-        }
-        Ok(None)
-    }
-
-    /// The body hash of `ev` if a member it can be for has seen it: its
-    /// named member, or a member one of its identifiers leads to. Reads
-    /// only; for a check before a batch (the daemon's conflicts) and for
-    /// events whose member follows from identifiers, whose resolving may
-    /// merge members.
-    pub fn known(&self, ev: &Event) -> Result<Option<u64>, StoreError> {
-        self.known_among(ev, &Uncommitted::default())
-    }
-
-    fn known_among(&self, ev: &Event, p: &Uncommitted) -> Result<Option<u64>, StoreError> {
-        let utc = crate::base::time::utc_day(ev.at);
-        let mut members = Vec::with_capacity(1 + ev.ids.len());
-        if !ev.member.is_empty() {
-            members.push(self.canonical(&ev.member, p)?);
-        }
-        for (kind, value) in &ev.ids {
-            let key = identity::id_key(kind, value);
-            let owner = match p.identities.get(&key) {
-                Some(m) => Some(m.clone()),
-                None => self.store.identity(&key)?,
-            };
-            if let Some(o) = owner {
-                members.push(self.canonical(&o, p)?);
-            }
-        }
-        for m in &members {
-            let known = match p.members.get(m) {
-                Some(rec) => self.known_in((&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
-                None => match self.store.member_seen(m)? {
-                    Some((seen, spilled)) => self.known_in((&seen, &spilled), &ev.id, utc, p)?,
-                    None => None,
-                },
-            };
-            if known.is_some() {
-                return Ok(known);
-            }
-        }
-        if members.is_empty() && self.format_3_until.is_some_and(|d| utc <= d) {
-            return Ok(self.store.seen(utc, &ev.id)?.map(|h| h as u64));
-        }
-        Ok(None)
-    }
-
-    /// What is decided before an event is resolved to its member: too old
-    /// for the window, or, for an event with identifiers, a repeat. Resolving
-    /// identifiers can merge members, so a repeat must be found before (an
-    /// event naming only its member resolves by reading).
-    fn screen(
-        &self,
-        ev: &Event,
-        utc: i32,
-        p: &Uncommitted,
-    ) -> Result<Option<EventOutcome>, StoreError> {
-        if let Some(old) = self.too_old(ev, utc, p) {
-            return Ok(Some(old));
-        }
-        if ev.ids.is_empty() {
-            return Ok(None);
-        }
-        Ok(Self::repeated(ev, self.known_among(ev, p)?))
-    }
-
-    /// A duplicate (the same body) or a conflict (another body under the
-    /// same id) when `known` holds a hash.
-    fn repeated(ev: &Event, known: Option<u64>) -> Option<EventOutcome> {
-        match known {
-            Some(h) if h == ev.body_hash as u64 => Some(EventOutcome::Duplicate),
-            Some(_) => Some(EventOutcome::Rejected(Rejected::Conflict {
-                id: ev.id.clone(),
-            })),
-            None => None,
-        }
-    }
-
-    /// Puts event `id` in the record's seen events (a marker of its own
-    /// when the record has no room), and lets those before the window go.
-    fn remember(&self, rec: &mut MemberRecord, id: &str, utc: i32, hash: u64, p: &mut Uncommitted) {
-        let newest = p.newest_day.or(self.newest_day).map_or(utc, |n| n.max(utc));
-        let floor = self.window_start(newest);
-        rec.seen.retain(|s| s.day >= floor);
-        rec.seen_spilled.retain(|d| *d >= floor);
-        if rec.seen.len() < crate::model::SEEN_IN_RECORD {
-            rec.seen.push(crate::model::SeenEvent {
-                day: utc,
-                id: crate::model::SeenEvent::id_hash(id),
-                hash,
-            });
-            return;
-        }
-        if !rec.seen_spilled.contains(&utc) {
-            rec.seen_spilled.push(utc);
-        }
-        p.spilled.insert((utc, id.to_string()), hash);
-    }
-
     /// Undoes [`Self::record`] making `member` new, for an event that
     /// leaves nothing behind.
     fn forget_new(member: &str, p: &mut Uncommitted) {
@@ -530,10 +381,13 @@ impl<S: Store> Engine<S> {
         }
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
+        if let Some(o) = self.repeat_in_store(&member, ev, utc, p)? {
+            return Ok(o);
+        }
         let (mut rec, in_batch) = self.take_record(&member, day, p)?;
         if let Some(o) = Self::repeated(
             ev,
-            self.known_in((&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
+            self.known_in(&member, (&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
         ) {
             Self::untake(&member, rec, in_batch, p);
             return Ok(o);
@@ -608,7 +462,7 @@ impl<S: Store> Engine<S> {
         let own = &p.out.effects[before..];
         self.keep_purchase(&mut rec, ev, day, shares, &trigger_name, own);
         prune(&mut rec, &self.plan);
-        self.remember(&mut rec, &ev.id, utc, ev.body_hash as u64, p);
+        self.remember((&member, &mut rec), &ev.id, utc, ev.body_hash as u64, p);
         if !in_batch {
             p.order.push(member.clone());
         }
@@ -634,14 +488,14 @@ impl<S: Store> Engine<S> {
             let day = clock::local_day(&self.schema, at);
             let mut rec = self.record(&e.member, day, p)?;
             if self
-                .known_in((&rec.seen, &rec.seen_spilled), &id, utc, p)?
+                .known_in(&e.member, (&rec.seen, &rec.seen_spilled), &id, utc, p)?
                 .is_some()
             {
                 Self::forget_new(&e.member, p);
                 continue;
             }
             act::apply_relay(&self.ctx(), &mut rec, &mut e, day);
-            self.remember(&mut rec, &id, utc, hash, p);
+            self.remember((&e.member, &mut rec), &id, utc, hash, p);
             if !p.members.contains_key(&e.member) {
                 p.order.push(e.member.clone());
             }

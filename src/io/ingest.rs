@@ -90,6 +90,9 @@ pub enum IngestError {
         applied: usize,
         duplicates: usize,
     },
+    /// A file sink refused before any event was read.
+    #[error("{0}. No event of the input was applied")]
+    SinkAtStart(SinkError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -107,6 +110,9 @@ pub fn ingest<S: Store>(
     now: Option<jiff::Timestamp>,
     progress: &mut dyn FnMut(&IngestReport),
 ) -> Result<IngestReport, IngestError> {
+    // A sink this folder may not write (another folder's file) is refused
+    // before anything is applied; what an earlier run left goes out first.
+    crate::outbox::deliver_to_files(engine).map_err(IngestError::SinkAtStart)?;
     let mut r = IngestReport {
         summary: Summary::streaming(),
         ..IngestReport::default()

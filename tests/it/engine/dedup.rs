@@ -321,3 +321,42 @@ fn a_member_with_more_events_than_its_record_keeps_ids_for_spills_into_markers()
         .expect("process");
     assert!(!e.store().has_seen_markers().expect("markers"));
 }
+
+/// Two busy members with the same event ids on the same day: their
+/// spilled markers are each member's, so each member's redeliveries are
+/// duplicates and neither is taken for a conflict of the other's.
+#[test]
+fn two_busy_members_with_the_same_ids_keep_their_own_markers() {
+    let (s, r) = build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    );
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let n = nudge::model::SEEN_IN_RECORD + 20;
+    let of = |member: &str, amount: f64| -> Vec<Event> {
+        (0..n)
+            .map(|i| purchase(&s, &format!("g{i}"), member, "2026-04-01", amount))
+            .collect()
+    };
+    for member in ["guest", "guest2"] {
+        let c = e
+            .process(&of(member, 1.0 + member.len() as f64))
+            .expect("process");
+        assert!(
+            c.outcomes
+                .iter()
+                .all(|o| matches!(o, EventOutcome::Applied { .. }))
+        );
+    }
+    for member in ["guest", "guest2"] {
+        let c = e
+            .process(&of(member, 1.0 + member.len() as f64))
+            .expect("process");
+        assert!(
+            c.outcomes.iter().all(|o| *o == EventOutcome::Duplicate),
+            "{member}"
+        );
+        let rec = e.member(member).expect("read").expect("member");
+        assert_eq!(rec.points, n as i64);
+    }
+}
