@@ -5,7 +5,7 @@
 //! and remembering ids; `process_one` decides what happens to the event.
 
 use super::{Engine, EventOutcome, Rejected, Uncommitted, identity};
-use crate::model::{Event, MemberRecord};
+use crate::model::{Event, MemberRecord, SEEN_IN_RECORD, SeenEvent};
 use crate::store::{Store, StoreError};
 
 impl<S: Store> Engine<S> {
@@ -47,12 +47,12 @@ impl<S: Store> Engine<S> {
     pub(super) fn known_in(
         &self,
         member: &str,
-        (seen, spilled): (&[crate::model::SeenEvent], &[i32]),
+        (seen, spilled): (&[SeenEvent], &[i32]),
         id: &str,
         utc: i32,
         p: &Uncommitted,
     ) -> Result<Option<u64>, StoreError> {
-        let hashed = crate::model::SeenEvent::id_hash(id);
+        let hashed = SeenEvent::id_hash(id);
         if let Some(s) = seen.iter().rev().find(|s| s.day == utc && s.id == hashed) {
             return Ok(Some(s.hash));
         }
@@ -185,10 +185,10 @@ impl<S: Store> Engine<S> {
         let floor = self.window_start(newest);
         rec.seen.retain(|s| s.day >= floor);
         rec.seen_spilled.retain(|d| *d >= floor);
-        if rec.seen.len() < crate::model::SEEN_IN_RECORD {
-            rec.seen.push(crate::model::SeenEvent {
+        if rec.seen.len() < SEEN_IN_RECORD {
+            rec.seen.push(SeenEvent {
                 day: utc,
-                id: crate::model::SeenEvent::id_hash(id),
+                id: SeenEvent::id_hash(id),
                 hash,
             });
             return;

@@ -453,6 +453,21 @@ impl SledStore {
         Ok(s)
     }
 
+    /// Member `id`'s stored record read by `decode` (all of it, or a part).
+    fn decode_member<T>(
+        &self,
+        id: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
+            None => Ok(None),
+            Some(b) => decode(&b).map(Some).map_err(|message| StoreError::Corrupt {
+                member: id.to_string(),
+                message,
+            }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -536,29 +551,11 @@ impl SledStore {
 
 impl Store for SledStore {
     fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
-        match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
-            None => Ok(None),
-            Some(b) => MemberRecord::decode(&b)
-                .map(Some)
-                .map_err(|message| StoreError::Corrupt {
-                    member: id.to_string(),
-                    message,
-                }),
-        }
+        self.decode_member(id, MemberRecord::decode)
     }
 
     fn member_seen(&self, id: &str) -> Result<Option<SeenIds>, StoreError> {
-        match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
-            None => Ok(None),
-            Some(b) => {
-                crate::model::decode_seen(&b)
-                    .map(Some)
-                    .map_err(|message| StoreError::Corrupt {
-                        member: id.to_string(),
-                        message,
-                    })
-            }
-        }
+        self.decode_member(id, crate::model::decode_seen)
     }
 
     fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError> {
