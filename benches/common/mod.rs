@@ -99,7 +99,7 @@ pub fn record(m: &Member) -> MemberRecord {
         tier: m.tier as u8,
         tags: (0..20)
             .filter(|i| m.tags & (1 << i) != 0)
-            .map(|i| TAGS[i].to_string())
+            .map(|i| TAGS[i].into())
             .collect(),
         birthday: Some(birthday),
         attributes: vec![("orders_90d".into(), Stored::Int(m.orders_90d))],

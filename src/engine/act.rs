@@ -329,7 +329,7 @@ pub(super) fn act(
                 if *untag {
                     rec.tags.retain(|t| **t != **tag);
                 } else {
-                    rec.tags.push(tag.to_string());
+                    rec.tags.push(crate::model::Name::from(&**tag));
                 }
                 changed_state = true;
             }

@@ -357,12 +357,18 @@ impl<S: Store> Engine<S> {
         &self,
         member: &str,
         day: i32,
+        read: dedup::Read,
         p: &mut Uncommitted,
     ) -> Result<(MemberRecord, bool), StoreError> {
-        match p.members.remove(member) {
-            Some(rec) => Ok((rec, true)),
-            None => Ok((self.record(member, day, p)?, false)),
+        if let Some(rec) = p.members.remove(member) {
+            return Ok((rec, true));
         }
+        let rec = match read {
+            dedup::Read::Stored(stored) => stored.record(member)?,
+            dedup::Read::New => Self::new_member(member, day, p),
+            dedup::Read::InBatch | dedup::Read::Repeat(_) => self.record(member, day, p)?,
+        };
+        Ok((rec, false))
     }
 
     /// Leaves the batch as it was before a rejected event.
@@ -381,10 +387,11 @@ impl<S: Store> Engine<S> {
         }
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
-        if let Some(o) = self.repeat_in_store(&member, ev, utc, p)? {
-            return Ok(o);
-        }
-        let (mut rec, in_batch) = self.take_record(&member, day, p)?;
+        let read = match self.read_member(&member, ev, utc, p)? {
+            dedup::Read::Repeat(o) => return Ok(o),
+            read => read,
+        };
+        let (mut rec, in_batch) = self.take_record(&member, day, read, p)?;
         if let Some(o) = Self::repeated(
             ev,
             self.known_in(&member, (&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
@@ -411,18 +418,7 @@ impl<S: Store> Engine<S> {
         let before = p.out.effects.len();
         let trigger_name = format!("event:{}", ev.id);
         if let Some((rule, code)) = redeemed {
-            let key = ctx::effect_key("redeem", &member, &trigger_name, 0);
-            let name = self.rule_name(rule);
-            let mut e = ctx::engine_effect(
-                &cx,
-                &name,
-                &member,
-                &trigger_name,
-                ev.at,
-                crate::model::Action::Redeem,
-                key,
-            );
-            e.code = Some(code);
+            let e = self.redeem_effect(&cx, &member, &trigger_name, ev.at, (rule, code));
             p.out.effects.push(e);
         }
         if let Some(points) = self.refund(&mut rec, ev) {
@@ -475,6 +471,30 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// The effect saying a coupon of the rule keyed `rule` was redeemed.
+    fn redeem_effect(
+        &self,
+        cx: &Ctx<'_>,
+        member: &str,
+        trigger: &str,
+        at: jiff::Timestamp,
+        (rule, code): (u64, String),
+    ) -> Effect {
+        let key = ctx::effect_key("redeem", member, trigger, 0);
+        let name = self.rule_name(rule);
+        let mut e = ctx::engine_effect(
+            cx,
+            &name,
+            member,
+            trigger,
+            at,
+            crate::model::Action::Redeem,
+            key,
+        );
+        e.code = Some(code);
+        e
+    }
+
     /// Applies the effects rules gave other members, each as an internal
     /// event `relay:<effect key>` for its recipient: in the batch's commit,
     /// and once (a relay already seen is skipped), so that with members
@@ -525,15 +545,18 @@ impl<S: Store> Engine<S> {
             Some(r) => r.clone(),
             None => match self.load(member)? {
                 Some(r) => r,
-                None => {
-                    p.new_members.push(member.to_string());
-                    MemberRecord {
-                        joined: day,
-                        ..MemberRecord::default()
-                    }
-                }
+                None => Self::new_member(member, day, p),
             },
         })
+    }
+
+    /// The record of a member first seen on `day`.
+    fn new_member(member: &str, day: i32, p: &mut Uncommitted) -> MemberRecord {
+        p.new_members.push(member.to_string());
+        MemberRecord {
+            joined: day,
+            ..MemberRecord::default()
+        }
     }
 }
 

@@ -166,7 +166,7 @@ impl<'r> Scan<'r> {
             .map(|(name, f)| {
                 let v = match f {
                     Field::Member => id.into(),
-                    Field::Tags => rec.tags.clone().into(),
+                    Field::Tags => rec.tags.iter().map(|t| t.as_str()).collect(),
                     Field::Slot(s) => match &self.test.view.member[*s as usize] {
                         // Ratios (`cycle`, `avg_order`) carry 28 digits;
                         // a list for people and vendors needs six.

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 pub struct View {
     pub member: Vec<Value>,
     pub tags: Vec<u64>,
-    pub tag_names: Vec<String>,
+    pub tag_names: Vec<crate::model::Name>,
     /// Scratch for evaluating a list of rules' conditions.
     pub scratch: crate::lang::conditions::Scratch,
 }

@@ -250,7 +250,7 @@ impl Conditions {
                 v.and_then(|v| v.int()).map(Ok)
             };
             let row = match value {
-                Some(Ok(x)) => f.starts.partition_point(|&s| s <= x) - 1,
+                Some(Ok(x)) => interval(&f.starts, x),
                 None => f.starts.len(),
                 Some(Err(())) => {
                     for (at, t) in &f.tests {
@@ -283,6 +283,20 @@ impl Conditions {
                 set(failed, *at);
             }
         }
+    }
+}
+
+/// The interval of `starts` that holds `x` (`starts[0]` is `i64::MIN`).
+/// A field of a few rules has a few bounds, and a member's value falls
+/// anywhere among them: counting the bounds at or below `x` has no branch
+/// to mispredict (and vectorises), where a binary search missed about one
+/// branch in two.
+#[inline]
+fn interval(starts: &[i64], x: i64) -> usize {
+    if starts.len() <= 32 {
+        starts.iter().map(|&s| usize::from(s <= x)).sum::<usize>() - 1
+    } else {
+        starts.partition_point(|&s| s <= x) - 1
     }
 }
 

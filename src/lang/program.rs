@@ -34,7 +34,7 @@ pub struct Env<'a> {
     pub tags: &'a [u64],
     /// All the member's tags by name (for plugins, which may look at tags
     /// no rule mentions).
-    pub tag_names: &'a [String],
+    pub tag_names: &'a [crate::model::Name],
     /// Fields of the triggering event by event slot; empty on ticks.
     pub event: &'a [Value],
     /// The evaluation's calendar day (days since 1970-01-01, local time).

@@ -335,7 +335,7 @@ impl Plugins {
         let tags: rhai::Array = env
             .tag_names
             .iter()
-            .map(|t| Dynamic::from(t.clone()))
+            .map(|t| Dynamic::from(t.to_string()))
             .collect();
         m.insert("tags".into(), tags.into());
         let mut event = Map::new();

@@ -28,7 +28,7 @@ pub fn member_json(
         .iter()
         .map(|(k, v)| {
             (
-                k.clone(),
+                k.to_string(),
                 crate::model::value_json(&v.into(), &schema.tiers),
             )
         })

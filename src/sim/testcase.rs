@@ -302,7 +302,7 @@ fn seed_members(
                         .as_array()
                         .map(|a| {
                             a.iter()
-                                .map(|t| t.as_str().unwrap_or_default().to_string())
+                                .map(|t| t.as_str().unwrap_or_default().into())
                                 .collect()
                         })
                         .unwrap_or_default()
