@@ -106,7 +106,7 @@ impl<S: Store> Engine<S> {
         w.identities.sort();
         let w_removed = p.removed.clone();
         w.members_removed = p.removed;
-        self.store.commit(w)?;
+        self.persist(w)?;
         self.next_seq = seq;
         self.next_deferred = next_deferred;
         self.merges += removed;
@@ -138,6 +138,24 @@ impl<S: Store> Engine<S> {
         Ok(p.out.effects)
     }
 
+    /// Commits `w` with the meta writes held back until the engine's first
+    /// write, so that a command that only reads (`nudge explain`, `nudge
+    /// member`) writes nothing: no commit, no store format upgrade, and the
+    /// due snapshot kept for the daemon's next start.
+    pub(super) fn persist(&self, mut w: WriteSet) -> Result<(), StoreError> {
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        if held.is_empty() {
+            return self.store.commit(w);
+        }
+        // First, so that a write of the same key in `w` wins.
+        w.meta.splice(0..0, held.iter().cloned());
+        let result = self.store.commit(w);
+        if result.is_err() {
+            *self.held.borrow_mut() = held;
+        }
+        result
+    }
+
     /// Saves the due index for the next start (a clean stop: the daemon's
     /// shutdown, the end of `nudge ingest`), when it holds every member
     /// under the running rules. Any commit after it makes it stale, so
@@ -146,7 +164,7 @@ impl<S: Store> Engine<S> {
         if !(self.due_ready && self.due_complete) {
             return Ok(());
         }
-        self.store.commit(WriteSet {
+        self.persist(WriteSet {
             meta: vec![(
                 keys::DUE_SNAPSHOT.into(),
                 self.due.encode(&self.rules.version),
@@ -177,7 +195,7 @@ impl<S: Store> Engine<S> {
         below: Option<u64>,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
-        self.store.commit(WriteSet {
+        self.persist(WriteSet {
             delivered_below: below,
             meta,
             ..WriteSet::default()
@@ -186,7 +204,7 @@ impl<S: Store> Engine<S> {
 
     /// Removes meta entries (a forgotten sink's cursor and marker).
     pub fn remove_meta(&mut self, keys: Vec<String>) -> Result<(), StoreError> {
-        self.store.commit(WriteSet {
+        self.persist(WriteSet {
             meta_removed: keys,
             ..WriteSet::default()
         })

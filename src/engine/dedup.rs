@@ -6,19 +6,7 @@
 
 use super::{Engine, EventOutcome, Rejected, Uncommitted, identity};
 use crate::model::{Event, MemberRecord, SEEN_IN_RECORD, SeenEvent};
-use crate::store::{Store, StoreError, StoredMember};
-
-/// What reading an event's member before applying it found.
-pub(super) enum Read {
-    /// Not read: the batch holds the member, or the run keeps records
-    /// decoded in memory.
-    InBatch,
-    /// Not stored: the event makes a new member.
-    New,
-    Stored(StoredMember),
-    /// A redelivery, or a conflict, found in the stored seen ids.
-    Repeat(EventOutcome),
-}
+use crate::store::{Store, StoreError};
 
 impl<S: Store> Engine<S> {
     /// The first day of the dedup window when the newest event is of `newest`.
@@ -83,28 +71,25 @@ impl<S: Store> Engine<S> {
         Ok(None)
     }
 
-    /// Reads member `member` once for an event, unless the batch holds
-    /// it, and finds a repeat in its seen ids alone: a redelivery to a
-    /// member the batch has not read does not decode its whole record (a
-    /// busy member's is large).
-    pub(super) fn read_member(
+    /// A repeat found by reading only the ids at the front of a member's
+    /// stored record: a redelivery to a member the batch has not read
+    /// yet does not decode its whole record (a busy member's is large).
+    pub(super) fn repeat_in_store(
         &self,
         member: &str,
         ev: &Event,
         utc: i32,
         p: &Uncommitted,
-    ) -> Result<Read, StoreError> {
-        if p.members.contains_key(member) || self.cache.is_some() {
-            return Ok(Read::InBatch);
+    ) -> Result<Option<EventOutcome>, StoreError> {
+        if p.members.contains_key(member) {
+            return Ok(None);
         }
-        let Some(stored) = self.store.member_stored(member)? else {
-            return Ok(Read::New);
-        };
-        let (seen, spilled) = stored.seen(member)?;
-        let known = self.known_in(member, (&seen, &spilled), &ev.id, utc, p)?;
-        Ok(match Self::repeated(ev, known) {
-            Some(o) => Read::Repeat(o),
-            None => Read::Stored(stored),
+        Ok(match self.store.member_seen(member)? {
+            Some((seen, spilled)) => Self::repeated(
+                ev,
+                self.known_in(member, (&seen, &spilled), &ev.id, utc, p)?,
+            ),
+            None => None,
         })
     }
 
@@ -140,11 +125,8 @@ impl<S: Store> Engine<S> {
         for m in &members {
             let known = match p.members.get(m) {
                 Some(rec) => self.known_in(m, (&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
-                None => match self.store.member_stored(m)? {
-                    Some(s) => {
-                        let (seen, spilled) = s.seen(m)?;
-                        self.known_in(m, (&seen, &spilled), &ev.id, utc, p)?
-                    }
+                None => match self.store.member_seen(m)? {
+                    Some((seen, spilled)) => self.known_in(m, (&seen, &spilled), &ev.id, utc, p)?,
                     None => None,
                 },
             };

@@ -57,7 +57,7 @@ impl<S: Store> Engine<S> {
                 w.meta
                     .push((keys::OUTBOX_NEXT.into(), seq.to_le_bytes().to_vec()));
             }
-            self.store.commit(w)?;
+            self.persist(w)?;
             self.next_seq = seq;
             if !more {
                 self.next_deferred = match next {

@@ -39,7 +39,7 @@ use crate::config::Schema;
 use crate::lang::RuleSet;
 use crate::model::{Effect, Event, MemberRecord};
 use crate::plugins::Plugins;
-use crate::store::{Store, StoreError, WriteSet, keys};
+use crate::store::{Store, StoreError, keys};
 use ctx::{Ctx, Trigger};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,6 +124,9 @@ pub struct Engine<S: Store> {
     due_ready: bool,
     /// Every tick visits every member (to check the due index against).
     full_ticks: bool,
+    /// Meta writes held back until the engine's first write (see
+    /// [`Engine::persist`]): the due snapshot taken up, a longer tier list.
+    held: std::cell::RefCell<Vec<(String, Vec<u8>)>>,
 }
 
 /// Uncommitted changes of a batch.
@@ -167,14 +170,13 @@ impl<S: Store> Engine<S> {
         let due = snapshot
             .as_ref()
             .and_then(|b| due::Due::decode(b, &rules.version));
-        if snapshot.is_some() {
-            // Taken up (or of other rules): from here on members change
-            // without it, so a crash must not bring it back, stale.
-            store.commit(WriteSet {
-                meta: vec![(keys::DUE_SNAPSHOT.into(), Vec::new())],
-                ..WriteSet::default()
-            })?;
-        }
+        // Taken up (or of other rules): once members change without it, a
+        // crash must not bring it back, stale. It goes with the first
+        // write, so a command that only reads leaves it for the next start.
+        let held = match snapshot {
+            Some(_) => vec![(keys::DUE_SNAPSHOT.to_string(), Vec::new())],
+            None => Vec::new(),
+        };
         let mut plan = Plan::new(&schema, &rules);
         plan.fit = predict::load(&store)?.map(Arc::new);
         let format_3_until = store.format_3_markers_until()?;
@@ -197,6 +199,7 @@ impl<S: Store> Engine<S> {
             due_ready: due.is_some(),
             due: due.unwrap_or_default(),
             full_ticks: false,
+            held: std::cell::RefCell::new(held),
         };
         engine.next_deferred = engine.first_deferred()?;
         engine.keep_tiers(&engine.schema.tiers.clone())?;
@@ -357,18 +360,12 @@ impl<S: Store> Engine<S> {
         &self,
         member: &str,
         day: i32,
-        read: dedup::Read,
         p: &mut Uncommitted,
     ) -> Result<(MemberRecord, bool), StoreError> {
-        if let Some(rec) = p.members.remove(member) {
-            return Ok((rec, true));
+        match p.members.remove(member) {
+            Some(rec) => Ok((rec, true)),
+            None => Ok((self.record(member, day, p)?, false)),
         }
-        let rec = match read {
-            dedup::Read::Stored(stored) => stored.record(member)?,
-            dedup::Read::New => Self::new_member(member, day, p),
-            dedup::Read::InBatch | dedup::Read::Repeat(_) => self.record(member, day, p)?,
-        };
-        Ok((rec, false))
     }
 
     /// Leaves the batch as it was before a rejected event.
@@ -387,11 +384,10 @@ impl<S: Store> Engine<S> {
         }
         let day = clock::local_day(&self.schema, ev.at);
         let member = self.resolve(ev, day, p)?;
-        let read = match self.read_member(&member, ev, utc, p)? {
-            dedup::Read::Repeat(o) => return Ok(o),
-            read => read,
-        };
-        let (mut rec, in_batch) = self.take_record(&member, day, read, p)?;
+        if let Some(o) = self.repeat_in_store(&member, ev, utc, p)? {
+            return Ok(o);
+        }
+        let (mut rec, in_batch) = self.take_record(&member, day, p)?;
         if let Some(o) = Self::repeated(
             ev,
             self.known_in(&member, (&rec.seen, &rec.seen_spilled), &ev.id, utc, p)?,
@@ -418,7 +414,18 @@ impl<S: Store> Engine<S> {
         let before = p.out.effects.len();
         let trigger_name = format!("event:{}", ev.id);
         if let Some((rule, code)) = redeemed {
-            let e = self.redeem_effect(&cx, &member, &trigger_name, ev.at, (rule, code));
+            let key = ctx::effect_key("redeem", &member, &trigger_name, 0);
+            let name = self.rule_name(rule);
+            let mut e = ctx::engine_effect(
+                &cx,
+                &name,
+                &member,
+                &trigger_name,
+                ev.at,
+                crate::model::Action::Redeem,
+                key,
+            );
+            e.code = Some(code);
             p.out.effects.push(e);
         }
         if let Some(points) = self.refund(&mut rec, ev) {
@@ -471,30 +478,6 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    /// The effect saying a coupon of the rule keyed `rule` was redeemed.
-    fn redeem_effect(
-        &self,
-        cx: &Ctx<'_>,
-        member: &str,
-        trigger: &str,
-        at: jiff::Timestamp,
-        (rule, code): (u64, String),
-    ) -> Effect {
-        let key = ctx::effect_key("redeem", member, trigger, 0);
-        let name = self.rule_name(rule);
-        let mut e = ctx::engine_effect(
-            cx,
-            &name,
-            member,
-            trigger,
-            at,
-            crate::model::Action::Redeem,
-            key,
-        );
-        e.code = Some(code);
-        e
-    }
-
     /// Applies the effects rules gave other members, each as an internal
     /// event `relay:<effect key>` for its recipient: in the batch's commit,
     /// and once (a relay already seen is skipped), so that with members
@@ -545,18 +528,15 @@ impl<S: Store> Engine<S> {
             Some(r) => r.clone(),
             None => match self.load(member)? {
                 Some(r) => r,
-                None => Self::new_member(member, day, p),
+                None => {
+                    p.new_members.push(member.to_string());
+                    MemberRecord {
+                        joined: day,
+                        ..MemberRecord::default()
+                    }
+                }
             },
         })
-    }
-
-    /// The record of a member first seen on `day`.
-    fn new_member(member: &str, day: i32, p: &mut Uncommitted) -> MemberRecord {
-        p.new_members.push(member.to_string());
-        MemberRecord {
-            joined: day,
-            ..MemberRecord::default()
-        }
     }
 }
 

@@ -50,7 +50,7 @@ impl<S: Store> Engine<S> {
             self.due_ready = true;
             self.due_complete = true;
         }
-        self.store.commit(WriteSet {
+        self.persist(WriteSet {
             meta: vec![(keys::LAST_TICK.into(), day.to_le_bytes().to_vec())],
             ..WriteSet::default()
         })?;

@@ -2,7 +2,7 @@
 //! the store, and a change that would re-map members refused.
 
 use super::Engine;
-use crate::store::{Store, StoreError, WriteSet, keys};
+use crate::store::{Store, StoreError, keys};
 
 /// What reading `store` with the tier list `tiers` would re-map, if
 /// anything: `Some(why)` when the store's list is not the start of it.
@@ -57,10 +57,10 @@ impl<S: Store> Engine<S> {
         if old.as_deref() == Some(tiers) {
             return Ok(());
         }
+        // Kept with the first write: until members are written under the
+        // new list, the stored one still describes them.
         let list = serde_json::to_vec(tiers).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.commit(WriteSet {
-            meta: vec![(keys::TIERS.into(), list)],
-            ..WriteSet::default()
-        })
+        self.held.borrow_mut().push((keys::TIERS.into(), list));
+        Ok(())
     }
 }

@@ -106,36 +106,6 @@ impl WriteSet {
 /// A member's seen events and the days whose ids spilled into markers.
 pub type SeenIds = (Vec<SeenEvent>, Vec<i32>);
 
-/// A member's record as stored, read once and decoded in parts: the seen
-/// ids at its front alone (`MemberRecord::seen`, `seen_spilled`: is an
-/// event a redelivery?), or the whole record. An event reads its member's
-/// key once for both; a redelivery to a busy member, whose record is
-/// large, decodes only the ids.
-pub struct StoredMember(sled::IVec);
-
-impl StoredMember {
-    pub fn new(bytes: impl Into<sled::IVec>) -> StoredMember {
-        StoredMember(bytes.into())
-    }
-
-    /// The seen events and spilled days of member `id`.
-    pub fn seen(&self, id: &str) -> Result<SeenIds, StoreError> {
-        crate::model::decode_seen(&self.0).map_err(|message| corrupt(id, message))
-    }
-
-    /// The whole record of member `id`.
-    pub fn record(&self, id: &str) -> Result<MemberRecord, StoreError> {
-        MemberRecord::decode(&self.0).map_err(|message| corrupt(id, message))
-    }
-}
-
-fn corrupt(member: &str, message: String) -> StoreError {
-    StoreError::Corrupt {
-        member: member.to_string(),
-        message,
-    }
-}
-
 /// Member ids from `from` (included) to `to` (left out; `None`: to the
 /// last), as bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -154,14 +124,11 @@ const MAX_SPLITS: usize = 4;
 const MAX_ID_BYTES: usize = 64;
 
 pub trait Store {
-    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
-        match self.member_stored(id)? {
-            Some(stored) => stored.record(id).map(Some),
-            None => Ok(None),
-        }
-    }
-    /// A member's record as stored, to decode in parts.
-    fn member_stored(&self, id: &str) -> Result<Option<StoredMember>, StoreError>;
+    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError>;
+    /// A member's seen events and the days whose ids spilled into markers
+    /// (`MemberRecord::seen`, `seen_spilled`), read without decoding the
+    /// rest of the record.
+    fn member_seen(&self, id: &str) -> Result<Option<SeenIds>, StoreError>;
     /// The body hash a seen marker holds for an event id: a store of
     /// format 3 kept one per event; from format 4 on, records keep them
     /// and only what a record has no room for is a marker.
@@ -486,6 +453,21 @@ impl SledStore {
         Ok(s)
     }
 
+    /// Member `id`'s stored record read by `decode` (all of it, or a part).
+    fn decode_member<T>(
+        &self,
+        id: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get(key(keys::MEMBER, id.as_bytes()))? {
+            None => Ok(None),
+            Some(b) => decode(&b).map(Some).map_err(|message| StoreError::Corrupt {
+                member: id.to_string(),
+                message,
+            }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -568,11 +550,12 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn member_stored(&self, id: &str) -> Result<Option<StoredMember>, StoreError> {
-        Ok(self
-            .db
-            .get(key(keys::MEMBER, id.as_bytes()))?
-            .map(StoredMember))
+    fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        self.decode_member(id, MemberRecord::decode)
+    }
+
+    fn member_seen(&self, id: &str) -> Result<Option<SeenIds>, StoreError> {
+        self.decode_member(id, crate::model::decode_seen)
     }
 
     fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError> {
@@ -724,7 +707,10 @@ impl Store for SledStore {
         for kv in self.db.scan_prefix([keys::MEMBER]) {
             let (k, v) = kv?;
             let id = String::from_utf8_lossy(&k[1..]);
-            let rec = MemberRecord::decode(&v).map_err(|message| corrupt(&id, message))?;
+            let rec = MemberRecord::decode(&v).map_err(|message| StoreError::Corrupt {
+                member: id.to_string(),
+                message,
+            })?;
             if !visit(&id, rec) {
                 break;
             }

@@ -80,11 +80,14 @@ struct BrokenBudgets {
 }
 
 impl Store for BrokenBudgets {
+    fn member(&self, id: &str) -> Result<Option<nudge::model::MemberRecord>, StoreError> {
+        self.inner.member(id)
+    }
     fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
         self.inner.seen(day, id)
     }
-    fn member_stored(&self, id: &str) -> Result<Option<nudge::store::StoredMember>, StoreError> {
-        self.inner.member_stored(id)
+    fn member_seen(&self, id: &str) -> Result<Option<nudge::store::SeenIds>, StoreError> {
+        self.inner.member_seen(id)
     }
     fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
         self.inner.format_3_markers_until()

@@ -224,14 +224,37 @@ fn a_quiet_day_visits_only_the_members_due() {
     // Saved under other rules: not used.
     e.save_due().expect("save");
     drop(e);
+    let commits = || {
+        use nudge::store::Store;
+        let s = SledStore::open(dir.path()).expect("open");
+        (
+            s.meta_u64(nudge::store::keys::COMMIT_SEQ).expect("seq"),
+            s.meta(nudge::store::keys::DUE_SNAPSHOT).expect("snapshot"),
+        )
+    };
+    let before = commits();
     let e = reopen(load(0b111).1);
     assert_eq!(e.due_on(day + 3), None);
+    assert!(e.last_tick().expect("read").is_some());
+    drop(e);
+    // An engine that only read (`nudge explain`, `nudge member`) wrote
+    // nothing: the members are as saved, so the snapshot still holds for
+    // its own rules.
+    assert_eq!(
+        commits(),
+        before,
+        "an engine that only reads writes nothing"
+    );
+    let mut e = reopen(load(0b111).1);
+    assert_eq!(e.due_on(day + 3), None);
+    // Its first write takes the snapshot with it: members change from here.
+    e.tick(day + 3).expect("full tick");
     drop(e);
     let e = reopen(load(0b11).1);
     assert_eq!(
-        e.due_on(day + 3),
+        e.due_on(day + 4),
         None,
-        "read once under other rules, then gone"
+        "gone with the first write under other rules"
     );
 }
 
