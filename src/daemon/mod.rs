@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -402,13 +403,17 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 "No sink is configured: effects are delivered nowhere and kept only for `storage.outbox_retention`."
             );
         }
+        // The handlers are in place before the start is announced: a
+        // SIGTERM or SIGHUP that follows the announcement at once would
+        // otherwise meet the default action and end the process uncleanly.
+        let signals = Signals::install()?;
         tracing::info!(%addr, version = %rules.version, rules = rules.rules.len(), "Listening.");
         (opts.on_listen)(addr);
         let app = http::router(shared.clone(), tx.clone());
         dispatch::spawn(shared.clone());
         let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));
-        let hup = tokio::spawn(on_sighup(tx.clone()));
-        let stop = shutdown_signal(shared.clone());
+        let hup = tokio::spawn(on_sighup(signals.hup, tx.clone()));
+        let stop = shutdown_signal(signals.term, signals.int, shared.clone());
         http::serve(listener, app, schema.http_limits.clone(), stop).await;
         ticks.abort();
         hup.abort();
@@ -442,10 +447,24 @@ async fn schedule(tx: std::sync::mpsc::Sender<writer::Command>, every: Duration)
     }
 }
 
-async fn on_sighup(tx: std::sync::mpsc::Sender<writer::Command>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
+/// The signals the daemon handles, registered together.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+async fn on_sighup(mut hup: Signal, tx: std::sync::mpsc::Sender<writer::Command>) {
     while hup.recv().await.is_some() {
         let _ = tx.send(writer::Command::Reload {
             reason: "SIGHUP",
@@ -454,16 +473,10 @@ async fn on_sighup(tx: std::sync::mpsc::Sender<writer::Command>) {
     }
 }
 
-async fn shutdown_signal(shared: Arc<Shared>) {
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
+async fn shutdown_signal(mut term: Signal, mut int: Signal, shared: Arc<Shared>) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
+        _ = int.recv() => {},
+        _ = term.recv() => {},
         _ = shared.fatal.notified() => return,
     }
     tracing::info!("Shutdown signal received.");
