@@ -520,6 +520,11 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         sh.events_rejected.load(Ordering::Relaxed),
     );
     counter(
+        "nudge_tick_members_visited_total",
+        "Members visited by daily ticks (the due index keeps this to the members due).",
+        sh.tick_visits.load(Ordering::Relaxed),
+    );
+    counter(
         "nudge_plugin_failures_total",
         "Plugin calls that failed.",
         sh.plugin_failures(),

@@ -63,6 +63,8 @@ pub struct Shared {
     /// Redelivered events (already applied: nothing changed).
     pub events_duplicate: AtomicU64,
     pub events_rejected: AtomicU64,
+    /// Members visited by daily ticks.
+    pub tick_visits: AtomicU64,
     pub effects: Mutex<BTreeMap<(String, String), u64>>,
     /// Batch commit latency histogram: counts per bucket (seconds).
     pub latency: Mutex<[u64; LATENCY_BUCKETS.len() + 1]>,
@@ -304,12 +306,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());
     writer::register_sinks(&mut engine);
     match engine.due_on(i32::MAX) {
-        Some(members) => tracing::info!(
-            members,
+        Some(indexed) => tracing::info!(
+            indexed,
             "Due index taken up: the first tick visits only the members due."
         ),
         None => tracing::info!(
-            "No due index saved under these rules: the first tick visits every member."
+            "No due index to take up (the first start, a stop that was not clean, or other config, rules or plugins than at the stop): the first tick visits every member."
         ),
     }
     let shared = Arc::new(Shared {
@@ -327,6 +329,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         events_applied: AtomicU64::new(0),
         events_duplicate: AtomicU64::new(0),
         events_rejected: AtomicU64::new(0),
+        tick_visits: AtomicU64::new(0),
         effects: Mutex::new(BTreeMap::new()),
         latency: Mutex::new([0; LATENCY_BUCKETS.len() + 1]),
         latency_sum_us: AtomicU64::new(0),

@@ -230,10 +230,13 @@ fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
         shared.count_effects(&effects);
         count += effects.len();
     };
+    let visits = engine.tick_visits();
     match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
         Ok(days) if !days.is_empty() => {
             shared.note_write(Ok(()));
-            tracing::info!(days = ?days.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), effects = count, "Daily tick done.");
+            let visited = engine.tick_visits() - visits;
+            shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
+            tracing::info!(days = ?days.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
             after_commit(engine, shared);
         }
         Ok(_) => {}

@@ -127,6 +127,8 @@ pub struct Engine<S: Store> {
     /// Meta writes held back until the engine's first write (see
     /// [`Engine::persist`]): the due snapshot taken up, a longer tier list.
     held: std::cell::RefCell<Vec<(String, Vec<u8>)>>,
+    /// Members visited by ticks since the engine was built.
+    tick_visits: u64,
 }
 
 /// Uncommitted changes of a batch.
@@ -200,6 +202,7 @@ impl<S: Store> Engine<S> {
             due: due.unwrap_or_default(),
             full_ticks: false,
             held: std::cell::RefCell::new(held),
+            tick_visits: 0,
         };
         engine.next_deferred = engine.first_deferred()?;
         engine.keep_tiers(&engine.schema.tiers.clone())?;

@@ -46,6 +46,7 @@ impl<S: Store> Engine<S> {
             for chunk in members.chunks(TICK_CHUNK) {
                 self.tick_chunk(chunk, day, at, &tick_name, on_effects)?;
             }
+            self.tick_visits += members.len() as u64;
             // Only a completed full tick leaves every member with a due day.
             self.due_ready = true;
             self.due_complete = true;
@@ -202,6 +203,13 @@ impl<S: Store> Engine<S> {
             self.tick_with(d, on_effects)?;
         }
         Ok(days)
+    }
+
+    /// Members visited by ticks since the engine was built (a member
+    /// visited on two days counts twice): what the due index saves shows
+    /// here, and in the daemon's log and `/metrics`.
+    pub fn tick_visits(&self) -> u64 {
+        self.tick_visits
     }
 
     /// The last day whose tick completed.

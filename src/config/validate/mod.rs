@@ -49,7 +49,7 @@ impl Validator<'_> {
         if !ok {
             self.err(
                 n,
-                format!("`{}` cannot be a {what} name", n.as_str()),
+                format!("`{}` cannot be {} {what} name", n.as_str(), article(what)),
                 Some(
                     "names are letters, digits and `_`, start with a letter, and are not keywords"
                         .into(),
@@ -103,7 +103,10 @@ impl Validator<'_> {
         }
         self.err(
             n,
-            format!("`{name}` cannot be a {what} name: in rules it means the built-in `{name}`"),
+            format!(
+                "`{name}` cannot be {} {what} name: in rules it means the built-in `{name}`",
+                article(what)
+            ),
             Some(format!("pick another name, e.g. `{what}_{name}`")),
         );
         false
@@ -394,5 +397,14 @@ fn duration_mistake(text: &str) -> (String, String) {
             format!("`{text}` is not a duration in days"),
             "write e.g. `30d` or `2w`".into(),
         ),
+    }
+}
+
+/// `a` or `an` before `what` ("an attribute", "a tier").
+fn article(what: &str) -> &'static str {
+    if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }

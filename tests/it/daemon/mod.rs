@@ -8,3 +8,4 @@ mod reload;
 mod rewards;
 mod segments;
 mod service;
+mod ticks;
