@@ -298,7 +298,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             folder = %data.display(),
             format = older,
             now = crate::store::FORMAT_VERSION,
-            "Data folder of an older store format: its first write makes it the current one, which the nudge that wrote it cannot open."
+            "Data folder of an older store format: its first write makes it the current one, which the nudge that wrote it cannot open. To keep a way back, stop now and take `nudge export` with that nudge: this one restores it too."
         );
     }
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
