@@ -8,16 +8,21 @@ use super::*;
 
 const STORAGE: &str = "storage:\n  dedup_window: 10d\n  outbox_retention: 3d\n";
 
+/// The window's config (10 days) and one rule: a point a purchase.
+fn one_point_a_purchase() -> (Arc<Schema>, Arc<nudge::lang::RuleSet>) {
+    build(
+        &format!("{CONFIG}{STORAGE}"),
+        "rule \"p\" on purchase then award points 1",
+    )
+}
+
 fn date(base: &str, plus: i32) -> String {
     nudge::base::time::day_string(day(base) + plus)
 }
 
 #[test]
 fn a_redelivery_within_the_window_is_a_duplicate_and_older_events_are_refused() {
-    let (s, r) = build(
-        &format!("{CONFIG}{STORAGE}"),
-        "rule \"p\" on purchase then award points 1",
-    );
+    let (s, r) = one_point_a_purchase();
     let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
     let first = purchase(&s, "e1", "m1", "2026-03-01", 5.0);
     e.process(std::slice::from_ref(&first)).expect("process");
@@ -56,10 +61,7 @@ fn a_redelivery_within_the_window_is_a_duplicate_and_older_events_are_refused() 
 #[test]
 fn seen_events_past_the_window_go_and_recent_ones_stay_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (s, r) = build(
-        &format!("{CONFIG}{STORAGE}"),
-        "rule \"p\" on purchase then award points 1",
-    );
+    let (s, r) = one_point_a_purchase();
     {
         let mut e = engine_at(dir.path(), &s, &r);
         // 40 days of 5 new events a day, one batch a day.
@@ -135,10 +137,7 @@ fn seen_events_past_the_window_go_and_recent_ones_stay_across_a_restart() {
 
 #[test]
 fn with_no_sink_the_outbox_keeps_its_retention_of_event_time() {
-    let (s, r) = build(
-        &format!("{CONFIG}{STORAGE}"),
-        "rule \"p\" on purchase then award points 1",
-    );
+    let (s, r) = one_point_a_purchase();
     assert!(s.sinks.is_empty());
     let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
     for d in 0..10 {
@@ -218,10 +217,7 @@ fn the_store_stays_bounded_under_steady_traffic() {
 fn a_folder_of_store_format_3_keeps_its_markers_until_the_window_passes() {
     use nudge::store::keys;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (s, r) = build(
-        &format!("{CONFIG}{STORAGE}"),
-        "rule \"p\" on purchase then award points 1",
-    );
+    let (s, r) = one_point_a_purchase();
     let old = purchase(&s, "e1", "m1", "2026-03-01", 5.0);
     let format_key = [&[keys::META][..], keys::FORMAT.as_bytes()].concat();
     {
@@ -279,10 +275,7 @@ fn a_folder_of_store_format_3_keeps_its_markers_until_the_window_passes() {
 #[test]
 fn a_member_with_more_events_than_its_record_keeps_ids_for_spills_into_markers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (s, r) = build(
-        &format!("{CONFIG}{STORAGE}"),
-        "rule \"p\" on purchase then award points 1",
-    );
+    let (s, r) = one_point_a_purchase();
     let n = nudge::model::SEEN_IN_RECORD + 50;
     let events: Vec<Event> = (0..n)
         .map(|i| purchase(&s, &format!("g{i}"), "guest", "2026-04-01", 1.0))
@@ -327,10 +320,7 @@ fn a_member_with_more_events_than_its_record_keeps_ids_for_spills_into_markers()
 /// duplicates and neither is taken for a conflict of the other's.
 #[test]
 fn two_busy_members_with_the_same_ids_keep_their_own_markers() {
-    let (s, r) = build(
-        &format!("{CONFIG}{STORAGE}"),
-        "rule \"p\" on purchase then award points 1",
-    );
+    let (s, r) = one_point_a_purchase();
     let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
     let n = nudge::model::SEEN_IN_RECORD + 20;
     let of = |member: &str, amount: f64| -> Vec<Event> {
