@@ -18,7 +18,6 @@
 mod common;
 
 use nudge::engine::Engine;
-use nudge::io::event::event_from_json;
 use nudge::model::MemberRecord;
 use nudge::store::SledStore;
 use std::sync::Arc;
@@ -26,35 +25,13 @@ use std::time::Instant;
 
 const BATCH: usize = 1000;
 
-const RULES: &str = r#"
-rule "points bronze" on purchase when tier == bronze then award points floor(event.amount)
-rule "points silver" on purchase when tier == silver then award points floor(event.amount * 2)
-rule "points gold" on purchase when tier == gold then award points floor(event.amount * 3)
-rule "points diamond" on purchase when tier == diamond then award points floor(event.amount * 4)
-rule "to silver" on purchase when tier == bronze and sum(purchase.amount, 365d) >= 5000 then set tier silver
-rule "to gold" on purchase when tier == silver and sum(purchase.amount, 365d) >= 20000 then set tier gold
-rule "to diamond" on purchase when tier == gold and sum(purchase.amount, 365d) >= 60000 then set tier diamond
-rule "coffee club" on purchase when count(purchase where event.category == "coffee", 90d) >= 3 then tag "coffee"
-rule "tea club" on purchase when count(purchase where event.category == "tea", 90d) >= 3 then tag "tea"
-rule "books club" on purchase when count(purchase where event.category == "books", 90d) >= 3 then tag "books"
-rule "big basket" on purchase when event.amount > 400 then tag "big basket"
-rule "frequent" on purchase when count(purchase, 30d) >= 4 then tag "frequent"
-rule "welcome back" on purchase when days_since_last_purchase > 180 then send coupon 30-6 via sms
-rule "late" when days_since_last_purchase > cycle * 1.5 and tier >= silver then send coupon 30-6
-rule "vip" on purchase when spend > 40000 and "vip" not in tags then tag "vip"
-rule "mom" on purchase when "mom" in tags and event.amount > 100 then award points 50
-rule "student" on purchase when "student" in tags then award points 5
-rule "points cap" on purchase when points > 100000 then tag "points heavy"
-rule "birthday month" on purchase when birthday_month == 3 then award points 20
-rule "quiet" on purchase when orders_90d == 0 then tag "returning"
-"#;
-
-const CATEGORIES: [&str; 6] = ["coffee", "tea", "books", "music", "tech", "kids"];
-
 fn main() {
     let n = common::env_size("NUDGE_BENCH_MEMBERS", 1_000_000);
     let events = common::env_size("NUDGE_BENCH_EVENTS", 200_000);
-    let l = nudge::project::load::load_texts(common::CONFIG, &[("bench.rules", RULES)]);
+    let l = nudge::project::load::load_texts(
+        common::CONFIG,
+        &[("bench.rules", common::purchases::RULES)],
+    );
     assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
     let (schema, rules) = (
         Arc::new(l.schema.expect("schema")),
@@ -62,24 +39,7 @@ fn main() {
     );
     let people = common::members(n);
 
-    // The stream: uniformly random members, one purchase a minute.
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut rand = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let start_day = nudge::base::time::day_string(common::TODAY);
-    let stream: Vec<nudge::model::Event> = (0..events)
-        .map(|i| {
-            let m = (rand() % n as u64) as usize;
-            let amount = (rand() % 50_000) as f64 / 100.0;
-            let category = CATEGORIES[(rand() % 6) as usize];
-            let at = format!("{start_day}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
-            event_from_json(&schema, serde_json::json!({"id": format!("e{i}"), "type": "purchase", "member": common::member_id(m), "at": at, "amount": amount, "category": category})).expect("event")
-        })
-        .collect();
+    let stream = common::purchases::stream(&schema, n, events);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SledStore::open(&dir.path().join("nudge")).expect("store");

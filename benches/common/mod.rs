@@ -3,6 +3,8 @@
 //! specified, and as nudge member records with the same values.
 #![allow(dead_code)]
 
+pub mod purchases;
+
 use nudge::model::{MemberRecord, Stored};
 use serde_json::Value as J;
 use std::fmt::Write as _;

@@ -1,0 +1,55 @@
+//! The ingest benches' workload: 20 playbook rules and a stream of
+//! purchases for uniformly random members of the peer workload, one a
+//! minute (`benches/ingest.rs`, `benches/partitions.rs`).
+
+use nudge::config::Schema;
+use nudge::io::event::event_from_json;
+use nudge::model::Event;
+
+/// Points by tier, tier upgrades, club tags, a win-back re-arm, a
+/// welcome-back coupon.
+pub const RULES: &str = r#"
+rule "points bronze" on purchase when tier == bronze then award points floor(event.amount)
+rule "points silver" on purchase when tier == silver then award points floor(event.amount * 2)
+rule "points gold" on purchase when tier == gold then award points floor(event.amount * 3)
+rule "points diamond" on purchase when tier == diamond then award points floor(event.amount * 4)
+rule "to silver" on purchase when tier == bronze and sum(purchase.amount, 365d) >= 5000 then set tier silver
+rule "to gold" on purchase when tier == silver and sum(purchase.amount, 365d) >= 20000 then set tier gold
+rule "to diamond" on purchase when tier == gold and sum(purchase.amount, 365d) >= 60000 then set tier diamond
+rule "coffee club" on purchase when count(purchase where event.category == "coffee", 90d) >= 3 then tag "coffee"
+rule "tea club" on purchase when count(purchase where event.category == "tea", 90d) >= 3 then tag "tea"
+rule "books club" on purchase when count(purchase where event.category == "books", 90d) >= 3 then tag "books"
+rule "big basket" on purchase when event.amount > 400 then tag "big basket"
+rule "frequent" on purchase when count(purchase, 30d) >= 4 then tag "frequent"
+rule "welcome back" on purchase when days_since_last_purchase > 180 then send coupon 30-6 via sms
+rule "late" when days_since_last_purchase > cycle * 1.5 and tier >= silver then send coupon 30-6
+rule "vip" on purchase when spend > 40000 and "vip" not in tags then tag "vip"
+rule "mom" on purchase when "mom" in tags and event.amount > 100 then award points 50
+rule "student" on purchase when "student" in tags then award points 5
+rule "points cap" on purchase when points > 100000 then tag "points heavy"
+rule "birthday month" on purchase when birthday_month == 3 then award points 20
+rule "quiet" on purchase when orders_90d == 0 then tag "returning"
+"#;
+
+const CATEGORIES: [&str; 6] = ["coffee", "tea", "books", "music", "tech", "kids"];
+
+/// `events` purchases for random members of `n`, the same every run.
+pub fn stream(schema: &Schema, n: usize, events: usize) -> Vec<Event> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start_day = nudge::base::time::day_string(super::TODAY);
+    (0..events)
+        .map(|i| {
+            let m = (rand() % n as u64) as usize;
+            let amount = (rand() % 50_000) as f64 / 100.0;
+            let category = CATEGORIES[(rand() % 6) as usize];
+            let at = format!("{start_day}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
+            event_from_json(schema, serde_json::json!({"id": format!("e{i}"), "type": "purchase", "member": super::member_id(m), "at": at, "amount": amount, "category": category})).expect("event")
+        })
+        .collect()
+}
