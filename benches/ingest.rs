@@ -18,7 +18,6 @@
 mod common;
 
 use nudge::engine::Engine;
-use nudge::model::MemberRecord;
 use nudge::store::SledStore;
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,54 +59,7 @@ fn main() {
     let rss_mb = peak_rss_mb();
     drop(engine);
 
-    // The raw loop: the same members and stream, no rules, written as a
-    // programmer would by hand on sled: one key per member, its record
-    // read, changed and written back, one flushed batch per 1,000 events.
-    let raw_dir = tempfile::tempdir().expect("tempdir");
-    let raw = sled::Config::new()
-        .path(raw_dir.path().join("raw"))
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(nudge::store::DEFAULT_CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .expect("raw store");
-    for chunk in people.chunks(10_000).enumerate() {
-        let mut b = sled::Batch::default();
-        for (i, m) in chunk.1.iter().enumerate() {
-            b.insert(
-                common::member_id(chunk.0 * 10_000 + i).as_bytes(),
-                common::record(m).encode(),
-            );
-        }
-        raw.apply_batch(b).expect("load");
-        raw.flush().expect("flush");
-    }
-    let start = Instant::now();
-    for batch in stream.chunks(BATCH) {
-        let mut touched: std::collections::HashMap<&str, MemberRecord> = Default::default();
-        for ev in batch {
-            let mut rec = match touched.remove(ev.member.as_str()) {
-                Some(r) => r,
-                None => {
-                    let bytes = raw.get(ev.member.as_bytes()).expect("get").expect("member");
-                    MemberRecord::decode(&bytes).expect("decode")
-                }
-            };
-            if let Some(nudge::base::value::Value::Dec(d)) = ev.fields.first() {
-                rec.spend += *d;
-            }
-            rec.orders += 1;
-            touched.insert(&ev.member, rec);
-        }
-        let mut b = sled::Batch::default();
-        for (id, rec) in touched {
-            b.insert(id.as_bytes(), rec.encode());
-        }
-        raw.apply_batch(b).expect("commit");
-        raw.flush().expect("flush");
-    }
-    let raw_bytes = raw.size_on_disk().unwrap_or(0) as f64 / n as f64;
-    let raw_s = start.elapsed().as_secs_f64();
+    let (raw_s, raw_bytes) = common::purchases::raw_loop(&people, &stream, BATCH);
     let (ours, base) = (events as f64 / nudge_s, events as f64 / raw_s);
     println!(
         "{{\"bench\":\"ingest\",\"members\":{n},\"events\":{events},\"batch\":{BATCH},\"rules\":20,\"events_per_s\":{ours:.0},\"p50_batch_ms\":{:.2},\"p99_batch_ms\":{:.2},\"bytes_on_disk_per_member_loaded\":{loaded:.0},\"bytes_on_disk_per_member\":{bytes:.0},\"raw_events_per_s\":{base:.0},\"raw_bytes_on_disk_per_member\":{raw_bytes:.0},\"ratio\":{:.3},\"peak_rss_mb\":{rss_mb}}}",

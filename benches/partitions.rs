@@ -1,25 +1,27 @@
-//! What splitting the members into partitions gains for durable ingest,
-//! measured before `storage.partitions` is built: the ingest bench's
-//! workload (1,000,000 members, 20 rules, 200,000 purchases, flushed
-//! commits of up to 1,000 events) through `Engine::process`, with the
-//! members split by `xxh3_64(member id) mod P` into P sled databases,
-//! each with its own engine:
-//! - `one`: P = 1, one thread (what `nudge ingest` does today);
-//! - `threads`: P = 2 and P = 4, an engine per partition on its own
-//!   thread, in one process;
-//! - `processes`: P = 2, an engine per partition in a process of its own.
+//! What splitting the members into partitions gains for durable ingest:
+//! the ingest bench's workload (1,000,000 members, 20 rules, 200,000
+//! purchases) with the members split by their partition
+//! (`store::folder::partition_of`) into P sled databases, an engine each:
+//! - `partitions`: P = 1, 2 and 4 through `engine::partitions::Partitions`
+//!   as `nudge ingest` runs them (`Partitions::pipeline`): a writer thread
+//!   per partition committing batches of 1,000 of its events while the
+//!   stream is routed on;
+//! - `processes`: P = 2, an engine per partition in a process of its own,
+//!   each committing its own events in batches of 1,000 (what the cluster
+//!   of Step 4 does, a partition's writer in the process that owns it).
 //!
-//! Each partition commits its own events in batches of 1,000, and the
-//! time is from when every partition is ready to when the last one has
-//! flushed its last batch. Prints one JSON line per case.
+//! The time is from when every partition is loaded to when the last has
+//! flushed its last batch. In the same run (last), the ingest bench's raw
+//! sled loop (one database, one thread) for the ratio. Prints one JSON line per
+//! case.
 //!
 //! Why processes as well as threads: sled 0.34 takes one lock for the
 //! whole process around every batch it applies (`concurrency_control`'s
 //! write lock in `Tree::apply_batch`), whatever database the batch is for,
 //! so two databases in one process apply their batches one at a time.
 //!
-//! Run: `cargo bench --bench partitions` (`NUDGE_BENCH_MEMBERS`,
-//! `NUDGE_BENCH_EVENTS` for other sizes).
+//! Run: `cargo bench --bench partitions` (about 3 minutes;
+//! `NUDGE_BENCH_MEMBERS`, `NUDGE_BENCH_EVENTS` for other sizes).
 
 // A benchmark prints its figures.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -27,11 +29,13 @@
 mod common;
 
 use nudge::engine::Engine;
+use nudge::engine::partitions::Partitions;
 use nudge::model::Event;
+use nudge::store::folder::{open_partitions, partition_of};
 use nudge::store::{SledStore, Store, WriteSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Instant;
 
 const BATCH: usize = 1000;
@@ -63,13 +67,12 @@ fn workload() -> Workload {
 }
 
 fn partition(member: &str, p: u64) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(member.as_bytes()) % p
+    partition_of(member, p as usize) as u64
 }
 
-/// Partition `part` of `p`: its store in `dir`, loaded with its members,
-/// an engine on it, and its share of the stream.
-fn prepare(w: &Workload, dir: &Path, part: u64, p: u64) -> (Engine<SledStore>, Vec<Event>) {
-    let store = SledStore::open(&dir.join(format!("p{part}"))).expect("store");
+/// Partition `part` of `p`: its `store` loaded with its members, an
+/// engine on it, and its share of the stream.
+fn prepare(w: &Workload, store: SledStore, part: u64, p: u64) -> (Engine<SledStore>, Vec<Event>) {
     let mine: Vec<(String, Vec<u8>)> = w
         .people
         .iter()
@@ -102,13 +105,26 @@ fn ingest(engine: &mut Engine<SledStore>, events: &[Event]) {
     }
 }
 
-fn report(case: &str, w: &Workload, p: u64, seconds: f64, dir: &Path) {
-    let bytes = dir_size(dir) as f64 / w.people.len() as f64;
+/// One case's figures: its name, partitions, seconds, bytes per member.
+type Case = (&'static str, u64, f64, f64);
+
+fn measured(case: &'static str, w: &Workload, p: u64, seconds: f64, dir: &Path) -> Case {
+    (
+        case,
+        p,
+        seconds,
+        dir_size(dir) as f64 / w.people.len() as f64,
+    )
+}
+
+fn report(w: &Workload, (case, p, seconds, bytes): Case, raw_s: f64) {
     println!(
-        "{{\"bench\":\"partitions\",\"case\":\"{case}\",\"partitions\":{p},\"members\":{},\"events\":{},\"events_per_s\":{:.0},\"bytes_on_disk_per_member\":{bytes:.0}}}",
+        "{{\"bench\":\"partitions\",\"case\":\"{case}\",\"partitions\":{p},\"members\":{},\"events\":{},\"events_per_s\":{:.0},\"raw_events_per_s\":{:.0},\"ratio\":{:.3},\"bytes_on_disk_per_member\":{bytes:.0}}}",
         w.people.len(),
         w.stream.len(),
-        w.stream.len() as f64 / seconds
+        w.stream.len() as f64 / seconds,
+        w.stream.len() as f64 / raw_s,
+        raw_s / seconds
     );
 }
 
@@ -125,35 +141,33 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-fn threads(w: &Workload, p: u64) -> f64 {
+/// `nudge ingest`'s way: the stream through `Partitions::pipeline`.
+fn partitions(w: &Workload, p: u64) -> Case {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ready = Barrier::new(p as usize + 1);
-    let seconds = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..p)
-            .map(|part| {
-                let (ready, dir) = (&ready, dir.path());
-                s.spawn(move || {
-                    let (mut engine, events) = prepare(w, dir, part, p);
-                    ready.wait();
-                    ingest(&mut engine, &events);
-                })
-            })
-            .collect();
-        ready.wait();
-        let start = Instant::now();
-        for t in workers {
-            t.join().expect("worker");
-        }
-        start.elapsed().as_secs_f64()
-    });
-    report(
-        if p == 1 { "one" } else { "threads" },
-        w,
-        p,
-        seconds,
-        dir.path(),
-    );
-    seconds
+    // Opened as `nudge ingest` opens them: the sled cache shared out.
+    let stores = open_partitions(dir.path(), p as usize, None).expect("stores");
+    let engines = (0..p)
+        .zip(stores)
+        .map(|(part, store)| prepare(w, store, part, p).0)
+        .collect();
+    let mut parts = Partitions::new(engines);
+    let start = Instant::now();
+    parts
+        .pipeline(
+            BATCH,
+            |router| {
+                w.stream
+                    .iter()
+                    .enumerate()
+                    .try_for_each(|(i, ev)| router.send(ev.clone(), i))
+            },
+            |engine, b| engine.process(&b.events).map(|_| ()),
+            &mut |()| {},
+        )
+        .expect("ingest");
+    let seconds = start.elapsed().as_secs_f64();
+    drop(parts);
+    measured("partitions", w, p, seconds, dir.path())
 }
 
 /// Runs partition `part` of `p` in this process: prepares, says `ready`,
@@ -163,7 +177,11 @@ fn worker(spec: &str) {
     let (p, dir) = rest.split_once(':').expect("p:dir");
     let (part, p): (u64, u64) = (part.parse().expect("part"), p.parse().expect("p"));
     let w = workload();
-    let (mut engine, events) = prepare(&w, Path::new(dir), part, p);
+    // A process of its own has a cache of its own.
+    let store = open_partitions(&Path::new(dir).join(format!("p{part}")), 1, None)
+        .expect("store")
+        .remove(0);
+    let (mut engine, events) = prepare(&w, store, part, p);
     println!("ready");
     std::io::stdout().flush().expect("stdout");
     let mut line = String::new();
@@ -172,7 +190,7 @@ fn worker(spec: &str) {
     println!("done");
 }
 
-fn processes(w: &Workload, p: u64) {
+fn processes(w: &Workload, p: u64) -> Case {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("exe");
     let mut children: Vec<_> = (0..p)
@@ -204,7 +222,7 @@ fn processes(w: &Workload, p: u64) {
         assert!(child.wait().expect("wait").success());
     }
     let seconds = start.elapsed().as_secs_f64();
-    report("processes", w, p, seconds, dir.path());
+    measured("processes", w, p, seconds, dir.path())
 }
 
 fn main() {
@@ -212,8 +230,12 @@ fn main() {
         return worker(&spec);
     }
     let w = workload();
-    threads(&w, 1);
-    threads(&w, 2);
-    threads(&w, 4);
-    processes(&w, 2);
+    let mut cases: Vec<Case> = [1, 2, 4].map(|p| partitions(&w, p)).into();
+    cases.push(processes(&w, 2));
+    // Last, as in the ingest bench: what a run leaves the disk to write
+    // back slows the next one.
+    let (raw_s, _) = common::purchases::raw_loop(&w.people, &w.stream, BATCH);
+    for c in cases {
+        report(&w, c, raw_s);
+    }
 }

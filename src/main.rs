@@ -329,7 +329,7 @@ fn main() -> ExitCode {
         Command::Ingest {
             file,
             stop_on_error,
-        } => commands::ingest(&common, &file, stop_on_error),
+        } => cli::ingest::ingest(&common, &file, stop_on_error),
         Command::Replay {
             events,
             compare,

@@ -4,7 +4,7 @@
 
 use nudge::config::Schema;
 use nudge::io::event::event_from_json;
-use nudge::model::Event;
+use nudge::model::{Event, MemberRecord};
 
 /// Points by tier, tier upgrades, club tags, a win-back re-arm, a
 /// welcome-back coupon.
@@ -52,4 +52,58 @@ pub fn stream(schema: &Schema, n: usize, events: usize) -> Vec<Event> {
             event_from_json(schema, serde_json::json!({"id": format!("e{i}"), "type": "purchase", "member": super::member_id(m), "at": at, "amount": amount, "category": category})).expect("event")
         })
         .collect()
+}
+
+/// The raw loop: the same members and stream, no rules, written as a
+/// programmer would by hand on sled: one key per member, its record read,
+/// changed and written back, one flushed batch per `batch` events. Returns
+/// the seconds the stream took and the bytes on disk per member.
+pub fn raw_loop(people: &[super::Member], stream: &[Event], batch: usize) -> (f64, f64) {
+    let n = people.len();
+    let raw_dir = tempfile::tempdir().expect("tempdir");
+    let raw = sled::Config::new()
+        .path(raw_dir.path().join("raw"))
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(nudge::store::DEFAULT_CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .expect("raw store");
+    for chunk in people.chunks(10_000).enumerate() {
+        let mut b = sled::Batch::default();
+        for (i, m) in chunk.1.iter().enumerate() {
+            b.insert(
+                super::member_id(chunk.0 * 10_000 + i).as_bytes(),
+                super::record(m).encode(),
+            );
+        }
+        raw.apply_batch(b).expect("load");
+        raw.flush().expect("flush");
+    }
+    let start = std::time::Instant::now();
+    for events in stream.chunks(batch) {
+        let mut touched: std::collections::HashMap<&str, MemberRecord> = Default::default();
+        for ev in events {
+            let mut rec = match touched.remove(ev.member.as_str()) {
+                Some(r) => r,
+                None => {
+                    let bytes = raw.get(ev.member.as_bytes()).expect("get").expect("member");
+                    MemberRecord::decode(&bytes).expect("decode")
+                }
+            };
+            if let Some(nudge::base::value::Value::Dec(d)) = ev.fields.first() {
+                rec.spend += *d;
+            }
+            rec.orders += 1;
+            touched.insert(&ev.member, rec);
+        }
+        let mut b = sled::Batch::default();
+        for (id, rec) in touched {
+            b.insert(id.as_bytes(), rec.encode());
+        }
+        raw.apply_batch(b).expect("commit");
+        raw.flush().expect("flush");
+    }
+    let raw_bytes = raw.size_on_disk().unwrap_or(0) as f64 / n as f64;
+    let raw_s = start.elapsed().as_secs_f64();
+    (raw_s, raw_bytes)
 }

@@ -24,7 +24,7 @@ type Loaded = (
     Option<Arc<nudge::plugins::Plugins>>,
 );
 
-fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
+pub(super) fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
     let loaded = load(&common.load_options());
     if loaded.errors() > 0 || loaded.io_failure {
         eprint!("{}", render::human(&loaded, common.color_on()));
@@ -43,6 +43,21 @@ pub(super) fn open_store(
     schema: &Schema,
     make: bool,
 ) -> Result<SledStore, ExitCode> {
+    let path = data_folder(common, schema, make)?;
+    nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
+    let store = SledStore::open_with(&path, schema.cache_bytes).map_err(fail)?;
+    if make && let Some(older) = store.older_format() {
+        eprintln!("{}", older_format_note(&path, older));
+    }
+    Ok(store)
+}
+
+/// The data folder's path; it must exist unless the command may `make` it.
+pub(super) fn data_folder(
+    common: &Common,
+    schema: &Schema,
+    make: bool,
+) -> Result<PathBuf, ExitCode> {
     let path = common
         .data
         .clone()
@@ -53,11 +68,19 @@ pub(super) fn open_store(
             path.display()
         )));
     }
-    let store = SledStore::open_with(&path, schema.cache_bytes).map_err(fail)?;
-    if make && let Some(older) = store.older_format() {
-        eprintln!("{}", older_format_note(&path, older));
-    }
-    Ok(store)
+    Ok(path)
+}
+
+/// The store of the partition `member` is in (the folder's only one when
+/// it has one); for commands that read one member.
+pub(super) fn open_store_of(
+    common: &Common,
+    schema: &Schema,
+    member: &str,
+) -> Result<SledStore, ExitCode> {
+    let path = data_folder(common, schema, false)?;
+    nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
+    nudge::store::folder::open_partition_of(&path, member, schema.cache_bytes).map_err(fail)
 }
 
 /// What a write does to a folder of an older store format, said before it.
@@ -102,120 +125,6 @@ pub(super) fn day_arg(option: &str, text: &str) -> Result<i32, String> {
 /// The exit code either way: commands stop early with `?`.
 pub(super) fn code(r: Result<ExitCode, ExitCode>) -> ExitCode {
     r.unwrap_or_else(|c| c)
-}
-
-pub fn ingest(common: &Common, file: &Path, stop_on_error: bool) -> ExitCode {
-    code(ingest_inner(common, file, stop_on_error))
-}
-
-fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<ExitCode, ExitCode> {
-    let (schema, rules, plugins) = load_rules(common)?;
-    let store = open_store(common, &schema, true)?;
-    let mut engine = Engine::new(schema, rules, store)
-        .map_err(fail)?
-        .with_plugins(plugins);
-    warn_left_out(&mut engine)?;
-    let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let f = std::fs::File::open(file)
-            .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(std::io::BufReader::new(f)), size)
-    };
-    let bar = ingest_progress(size);
-    let started = std::time::Instant::now();
-    let now = nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock);
-    let result =
-        nudge::io::ingest::ingest(&mut engine, input, stop_on_error, Some(now), &mut |r| {
-            bar.set_position(r.bytes);
-            let rate = r.lines as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_message(format!("{} events, {rate:.0} events/s", r.lines));
-        });
-    bar.finish_and_clear();
-    let r = result.map_err(fail)?;
-    engine.save_due().map_err(fail)?;
-    for e in &r.errors {
-        eprintln!("error: {e}");
-    }
-    let bad = r.invalid + r.rejected;
-    if bad > r.errors.len() {
-        eprintln!("... and {} more bad lines", bad - r.errors.len());
-    }
-    let stopped = if r.stopped {
-        " (stopped at the first bad line)"
-    } else {
-        ""
-    };
-    println!(
-        "events: {} lines, {} applied, {} duplicates, {} invalid, {} rejected{stopped}",
-        r.lines, r.applied, r.duplicates, r.invalid, r.rejected
-    );
-    let members = engine
-        .store()
-        .meta_u64(nudge::store::keys::MEMBERS)
-        .map_err(fail)?;
-    println!("members in the store: {members}");
-    print!("{}", render::summary(&r.summary));
-    if engine.schema.sinks.is_empty() {
-        eprintln!(
-            "note: no sink is configured: these effects are delivered nowhere and kept only for `storage.outbox_retention`"
-        );
-    }
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// Warns of sinks the config leaves out: what is kept for them, and those
-/// forgotten now.
-fn warn_left_out(engine: &mut Engine<SledStore>) -> Result<(), ExitCode> {
-    let effects = |n: u64| match n {
-        1 => "1 effect".to_string(),
-        n => format!("{n} effects"),
-    };
-    let retention = engine.schema.outbox_retention_days;
-    let sinks = nudge::outbox::register_sinks(engine).map_err(fail)?;
-    for o in sinks.kept {
-        eprintln!(
-            "warning: the sink {} is not in the config but has {} it has not delivered; they are kept until {} (`storage.outbox_retention` after it was left out, in event time), should it come back",
-            o.label,
-            effects(o.pending),
-            o.kept_until(retention).unwrap_or_default()
-        );
-    }
-    for o in sinks.forgotten {
-        eprintln!(
-            "warning: the sink {} was left out of the config for longer than `storage.outbox_retention`: it is forgotten, and the {} it had not delivered are gone",
-            o.label,
-            effects(o.missed)
-        );
-    }
-    Ok(())
-}
-
-/// Ingest's progress on a terminal: bytes of the file read, events, the
-/// rate and the time left; a spinner for stdin (no size to go by).
-fn ingest_progress(size: Option<u64>) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let (bar, template) = match size {
-        Some(n) => (
-            indicatif::ProgressBar::new(n),
-            "{bar:30} {percent:>3}% {msg} [{elapsed} elapsed, {eta} left]",
-        ),
-        None => (
-            indicatif::ProgressBar::new_spinner(),
-            "{spinner} {msg} [{elapsed}]",
-        ),
-    };
-    let style = indicatif::ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
 }
 
 /// What `nudge replay` is asked to do besides replaying.
@@ -535,7 +444,7 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
         return Err(ExitCode::from(2));
     };
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
-    let store = open_store(common, &schema, false)?;
+    let store = open_store_of(common, &schema, id)?;
     // Tier names come from the config by position: refuse to show them
     // through a list that would re-map them (as the engine refuses).
     if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
@@ -587,7 +496,7 @@ fn explain_inner(
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
-    let store = open_store(common, &schema, false)?;
+    let store = open_store_of(common, &schema, id)?;
     let Some((id, rec)) = nudge::engine::identity::find_member(&store, id).map_err(fail)? else {
         eprintln!("error: no member `{id}`");
         return Ok(ExitCode::from(1));

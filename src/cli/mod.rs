@@ -3,6 +3,7 @@
 //! below this layer prints.
 
 pub mod commands;
+pub mod ingest;
 pub mod render;
 pub mod holdout;
 pub mod predict;

@@ -74,6 +74,7 @@ pub(crate) struct StorageFile {
     pub(crate) cache_mb: Option<S>,
     pub(crate) dedup_window: Option<S>,
     pub(crate) outbox_retention: Option<S>,
+    pub(crate) partitions: Option<S>,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,11 @@ pub use crate::model::fields::FieldType;
 mod file;
 mod validate;
 
+/// The most partitions a data folder may have (`storage.partitions`):
+/// each is a sled database with its own files, cache share and writer
+/// thread, and more than a big machine's cores gain nothing.
+pub const MAX_PARTITIONS: usize = 256;
+
 use crate::base::diag::{Code, Diagnostic, SourceId, Span};
 use crate::base::yaml::{self, Positions};
 use file::ConfigFile;
@@ -133,6 +138,9 @@ pub struct Schema {
     pub http_limits: HttpLimits,
     /// sled's page cache, in bytes (`storage.cache_mb`).
     pub cache_bytes: Option<u64>,
+    /// Partitions of a data folder this config makes (`storage.partitions`);
+    /// a folder that exists keeps the number it was made with.
+    pub partitions: usize,
     /// Days of event time within which a redelivered event id is a
     /// duplicate (`storage.dedup_window`); older events are refused.
     pub dedup_window_days: i32,

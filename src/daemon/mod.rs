@@ -292,6 +292,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         .data
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
+    crate::store::folder::refuse_to_make(&data, schema.partitions)?;
     let store = SledStore::open_with(&data, schema.cache_bytes)?;
     if let Some(older) = store.older_format() {
         tracing::warn!(

@@ -21,6 +21,7 @@ pub mod ctx;
 pub mod fire;
 pub mod fold;
 pub mod identity;
+pub mod partitions;
 pub mod plan;
 pub mod points;
 mod refund;
@@ -129,6 +130,9 @@ pub struct Engine<S: Store> {
     held: std::cell::RefCell<Vec<(String, Vec<u8>)>>,
     /// Members visited by ticks since the engine was built.
     tick_visits: u64,
+    /// Which partition of its folder the store is, and of how many
+    /// (`None`: the folder's only one).
+    partition: Option<(usize, usize)>,
 }
 
 /// Uncommitted changes of a batch.
@@ -203,6 +207,7 @@ impl<S: Store> Engine<S> {
             full_ticks: false,
             held: std::cell::RefCell::new(held),
             tick_visits: 0,
+            partition: None,
         };
         engine.next_deferred = engine.first_deferred()?;
         engine.keep_tiers(&engine.schema.tiers.clone())?;
@@ -265,6 +270,27 @@ impl<S: Store> Engine<S> {
     }
 
     /// Runs plugin calls with `plugins` (loaded with the same rule set).
+    /// The engine of partition `k` of `n` ([`partitions::Partitions`]).
+    pub fn in_partition(mut self, k: usize, n: usize) -> Self {
+        self.partition = (n > 1).then_some((k, n));
+        self
+    }
+
+    /// A file sink's file for this engine: each partition writes its own,
+    /// `effects-p0.ndjson` for `effects.ndjson` (a file has one owner).
+    pub fn sink_file(&self, path: &std::path::Path) -> std::path::PathBuf {
+        let Some((k, _)) = self.partition else {
+            return path.to_path_buf();
+        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let name = match (stem, path.extension()) {
+            (Some(s), Some(x)) => format!("{s}-p{k}.{}", x.to_string_lossy()),
+            (Some(s), None) => format!("{s}-p{k}"),
+            (None, _) => format!("p{k}"),
+        };
+        path.with_file_name(name)
+    }
+
     pub fn with_plugins(mut self, plugins: Option<Arc<Plugins>>) -> Self {
         self.plugins = plugins;
         self

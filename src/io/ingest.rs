@@ -4,6 +4,7 @@
 //! or stops the run; it is never half applied.
 
 use crate::config::Schema;
+use crate::engine::partitions::{Batch, Partitions, Router};
 use crate::engine::{Engine, EventOutcome};
 use crate::io::event::parse_event;
 use crate::model::summary::Summary;
@@ -60,8 +61,8 @@ pub struct IngestReport {
     pub duplicates: usize,
     pub invalid: usize,
     pub rejected: usize,
-    /// The first [`SHOWN`] bad lines and rejected events, to print.
-    pub errors: Vec<String>,
+    /// The first [`SHOWN`] bad lines and rejected events, by line, to print.
+    pub errors: Vec<(usize, String)>,
     pub summary: Summary,
     /// Stopped at the first bad line (`stop_on_error`).
     pub stopped: bool,
@@ -71,10 +72,18 @@ pub struct IngestReport {
 pub const SHOWN: usize = 20;
 
 impl IngestReport {
-    fn error(&mut self, e: String) {
-        if self.errors.len() < SHOWN {
-            self.errors.push(e);
+    /// Keeps the error of `line` when it is among the first [`SHOWN`]
+    /// lines with one (partitions finish their batches in any order).
+    fn error(&mut self, line: usize, e: String) {
+        if self.errors.len() == SHOWN {
+            match self.errors.iter().enumerate().max_by_key(|(_, (l, _))| *l) {
+                Some((i, (l, _))) if *l > line => {
+                    self.errors.swap_remove(i);
+                }
+                _ => return,
+            }
         }
+        self.errors.push((line, e));
     }
 }
 
@@ -97,44 +106,101 @@ pub enum IngestError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Events per group commit.
+/// Events per group commit (of each partition).
 pub const BATCH: usize = 1000;
 
-/// Reads `input` to the end, committing every [`BATCH`] events; `progress`
+/// What a partition's writer did with one batch.
+struct Committed {
+    /// The batch's outcomes, with their lines.
+    outcomes: Vec<(EventOutcome, usize)>,
+    effects: Vec<crate::model::Effect>,
+}
+
+/// Reads `input` to the end, each partition committing its events every
+/// [`BATCH`] on a thread of its own while the reading goes on; `progress`
 /// gets the report so far after each commit. Events dated more than a day
 /// past `now` (when given) are invalid lines.
-pub fn ingest<S: Store>(
-    engine: &mut Engine<S>,
-    mut input: impl BufRead,
+pub fn ingest<S: Store + Send>(
+    parts: &mut Partitions<S>,
+    input: impl BufRead,
     stop_on_error: bool,
     now: Option<jiff::Timestamp>,
     progress: &mut dyn FnMut(&IngestReport),
 ) -> Result<IngestReport, IngestError> {
     // A sink this folder may not write (another folder's file) is refused
     // before anything is applied; what an earlier run left goes out first.
-    crate::outbox::deliver_to_files(engine).map_err(IngestError::SinkAtStart)?;
-    let mut r = IngestReport {
+    for engine in parts.engines_mut() {
+        crate::outbox::deliver_to_files(engine).map_err(IngestError::SinkAtStart)?;
+    }
+    let report = std::cell::RefCell::new(IngestReport {
         summary: Summary::streaming(),
         ..IngestReport::default()
+    });
+    let Some(schema) = parts.engines().first().map(|e| e.schema.clone()) else {
+        return Ok(report.into_inner());
     };
-    let mut batch = Vec::with_capacity(BATCH);
-    // The line of each event of the batch, to name in a rejection.
-    let mut lines = Vec::with_capacity(BATCH);
-    let schema = engine.schema.clone();
+    let mut done = |c: Committed| {
+        let mut r = report.borrow_mut();
+        for e in &c.effects {
+            r.summary.add(e);
+        }
+        for (o, line) in c.outcomes {
+            match o {
+                EventOutcome::Applied { .. } => r.applied += 1,
+                EventOutcome::Duplicate => r.duplicates += 1,
+                EventOutcome::Rejected(e) => {
+                    r.rejected += 1;
+                    r.error(line, format!("line {line}: {e}"));
+                }
+            }
+        }
+        progress(&r);
+    };
+    let fed = parts.pipeline(
+        BATCH,
+        |router| read(&schema, input, stop_on_error, now, &report, router),
+        commit,
+        &mut done,
+    );
+    let mut r = report.into_inner();
+    r.errors.sort_by_key(|(line, _)| *line);
+    match fed {
+        Err(IngestError::Sink { source, line, .. }) => Err(IngestError::Sink {
+            source,
+            line,
+            applied: r.applied,
+            duplicates: r.duplicates,
+        }),
+        Err(e) => Err(e),
+        Ok(()) => Ok(r),
+    }
+}
+
+/// The reading: each line parsed and sent to its partition's writer; a bad
+/// one counted (and the reading stopped with `stop_on_error`).
+fn read(
+    schema: &Schema,
+    mut input: impl BufRead,
+    stop_on_error: bool,
+    now: Option<jiff::Timestamp>,
+    report: &std::cell::RefCell<IngestReport>,
+    router: &mut Router<'_, Committed, IngestError>,
+) -> Result<(), IngestError> {
     let mut text = String::new();
+    let mut line = 0;
     loop {
         text.clear();
-        let i = r.lines;
+        line += 1;
         let parsed = match input.read_line(&mut text) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => {
-                r.bytes += n as u64;
-                parse_line(&schema, i + 1, &text).map(|parsed| {
+                report.borrow_mut().bytes += n as u64;
+                parse_line(schema, line, &text).map(|parsed| {
                     parsed.and_then(|ev| match now {
                         Some(now) => crate::io::event::check_not_ahead(&ev, now)
                             .map(|()| ev)
                             .map_err(|mut e| {
-                                e.line = Some(i + 1);
+                                e.line = Some(line);
                                 e
                             }),
                         None => Ok(ev),
@@ -142,76 +208,49 @@ pub fn ingest<S: Store>(
                 })
             }
             Err(e) => Some(Err(EventError {
-                line: Some(i + 1),
+                line: Some(line),
                 id: None,
                 path: String::new(),
                 message: format!("cannot read: {e}"),
             })),
         };
-        r.lines = i + 1;
+        report.borrow_mut().lines = line;
         match parsed {
             None => {}
-            Some(Ok(ev)) => {
-                batch.push(ev);
-                lines.push(i + 1);
-            }
+            Some(Ok(ev)) => router.send(ev, line)?,
             Some(Err(e)) => {
+                let mut r = report.borrow_mut();
                 r.invalid += 1;
-                r.error(e.to_string());
+                r.error(line, e.to_string());
                 if stop_on_error {
                     r.stopped = true;
-                    break;
+                    return Ok(());
                 }
             }
         }
-        if batch.len() >= BATCH {
-            commit(engine, &mut batch, &mut lines, &mut r)?;
-            progress(&r);
-        }
     }
-    commit(engine, &mut batch, &mut lines, &mut r)?;
-    progress(&r);
-    Ok(r)
 }
 
-fn commit<S: Store>(
-    engine: &mut Engine<S>,
-    batch: &mut Vec<Event>,
-    lines: &mut Vec<usize>,
-    r: &mut IngestReport,
-) -> Result<(), IngestError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let c = engine.process(batch)?;
-    for e in &c.effects {
-        r.summary.add(e);
-    }
-    // Messages held for quiet hours go out once the history has passed
-    // their time, as in replay: not at the next daemon start, however late.
-    if let Some(at) = batch.iter().map(|e| e.at).max()
+/// A partition's writer: commits the batch, lets out the messages held
+/// for quiet hours once the history has passed their time (as in replay:
+/// not at the next daemon start, however late), and writes the file sinks.
+fn commit<S: Store>(engine: &mut Engine<S>, b: Batch) -> Result<Committed, IngestError> {
+    let c = engine.process(&b.events)?;
+    let mut effects = c.effects;
+    if let Some(at) = b.events.iter().map(|e| e.at).max()
         && engine.deferred_due(at)
     {
-        engine.release_deferred_each(at, &mut |e| r.summary.add(&e))?;
+        engine.release_deferred_each(at, &mut |e| effects.push(e))?;
     }
-    for (o, line) in c.outcomes.into_iter().zip(lines.iter()) {
-        match o {
-            EventOutcome::Applied { .. } => r.applied += 1,
-            EventOutcome::Duplicate => r.duplicates += 1,
-            EventOutcome::Rejected(e) => {
-                r.rejected += 1;
-                r.error(format!("line {line}: {e}"));
-            }
-        }
-    }
-    let line = lines.last().copied().unwrap_or(0);
-    batch.clear();
-    lines.clear();
+    let line = b.tags.last().copied().unwrap_or(0);
     crate::outbox::deliver_to_files(engine).map_err(|source| IngestError::Sink {
         source,
         line,
-        applied: r.applied,
-        duplicates: r.duplicates,
+        applied: 0,
+        duplicates: 0,
     })?;
-    Ok(())
+    Ok(Committed {
+        outcomes: c.outcomes.into_iter().zip(b.tags).collect(),
+        effects,
+    })
 }

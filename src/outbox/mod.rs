@@ -53,16 +53,20 @@ pub enum SinkError {
 }
 
 /// Writes every outbox entry past this sink's cursor to the NDJSON file at
-/// `path`; returns how many. Entries stay in the outbox until every sink
-/// has them (see [`trim_delivered`]).
-pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, path: &Path) -> Result<usize, SinkError> {
+/// `sink` (a partition's own beside it, [`Engine::sink_file`]); returns
+/// how many. Entries stay in the outbox until every sink has them (see
+/// [`trim_delivered`]).
+pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, sink: &Path) -> Result<usize, SinkError> {
+    // The cursors are the configured sink's, whichever file it writes.
+    let len_key = crate::store::keys::file_len(sink);
+    let next_key = crate::store::keys::file_cursor(sink);
+    let file_path = engine.sink_file(sink);
+    let path = file_path.as_path();
     let io = |source| SinkError::File {
         path: path.display().to_string(),
         source,
     };
     claim(engine, path)?;
-    let len_key = crate::store::keys::file_len(path);
-    let next_key = crate::store::keys::file_cursor(path);
     let committed = engine.store().meta_u64(&len_key)?;
     let mut next = engine.store().meta_u64(&next_key)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

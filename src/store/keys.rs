@@ -66,6 +66,10 @@ pub const MODEL: &str = "model";
 /// name their owner with it (`PATH.owner`). A backup restored keeps it.
 pub const FOLDER_ID: &str = "folder_id";
 
+/// Which partition of its data folder a store is, as `K/N` (only in a
+/// folder of more than one; see `store::folder`).
+pub const PARTITION: &str = "partition";
+
 /// The newest event day seen (UTC): the dedup window ends there.
 pub const NEWEST_EVENT_DAY: &str = "newest_event_day";
 

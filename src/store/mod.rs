@@ -5,8 +5,12 @@
 //! flushes, so a commit that returned is durable. Knows nothing of rules.
 
 pub mod backup;
+mod error;
+pub mod folder;
 mod format;
 pub mod keys;
+
+pub use error::StoreError;
 
 use crate::model::{MemberRecord, SeenEvent};
 use std::path::{Path, PathBuf};
@@ -26,46 +30,6 @@ pub const FORMAT_VERSION: u32 = 4;
 /// are harmless until they go (events that old are refused before their
 /// marker is looked up).
 const PRUNE_PER_COMMIT: usize = 20_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "the data folder {path} is in use by another nudge process (it is locked); stop that process or use another --data folder"
-    )]
-    Locked { path: PathBuf },
-    #[error(
-        "the data folder {path} was written by a newer nudge (format {found}, this one reads {FORMAT_VERSION}); upgrade nudge or use another --data folder"
-    )]
-    NewerVersion { path: PathBuf, found: u32 },
-    #[error(
-        "the data folder {path} was written by an older nudge (store format {found}; this one reads {FORMAT_VERSION}); ingest its events again into a new data folder"
-    )]
-    OlderVersion { path: PathBuf, found: u32 },
-    #[error(
-        "the data folder {path} cannot be opened: {message}; if it is damaged, restore it from a backup or move it away to start empty"
-    )]
-    Open { path: PathBuf, message: String },
-    #[error(
-        "the data folder {path} is damaged: it holds {stored} commits but {flushed} were flushed (a store file was truncated, replaced or lost); restore it from a backup (`nudge import-state`) or move it away to start empty"
-    )]
-    LostCommits {
-        path: PathBuf,
-        stored: u64,
-        flushed: u64,
-    },
-    #[error("member `{member}` has a damaged record: {message}")]
-    Corrupt { member: String, message: String },
-    #[error("storage error: {0}")]
-    Io(String),
-    #[error("{0}")]
-    TiersChanged(String),
-}
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Io(e.to_string())
-    }
-}
 
 /// Everything one commit writes; applied atomically and durably.
 #[derive(Default, Debug)]
@@ -357,11 +321,31 @@ impl SledStore {
 
     /// Opens with a page cache of `cache_bytes` (the config's
     /// `storage.cache_mb`), [`DEFAULT_CACHE_BYTES`] when not given.
+    /// A folder of several partitions, or one of its partitions, is
+    /// refused: partitions are opened through `folder`.
     pub fn open_with(path: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
+        if let Some(partitions) = folder::partitions_in(path)?.filter(|n| *n > 1) {
+            return Err(StoreError::Partitioned {
+                path: path.to_path_buf(),
+                partitions,
+            });
+        }
+        let store = Self::open_partition(path, cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES))?;
+        match store.meta(keys::PARTITION)? {
+            Some(place) => Err(StoreError::APartition {
+                path: path.to_path_buf(),
+                place: String::from_utf8_lossy(&place).into_owned(),
+            }),
+            None => Ok(store),
+        }
+    }
+
+    /// Opens a store as it is: a folder's own, or one of its partitions.
+    fn open_partition(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let config = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES))
+            .cache_capacity(cache_bytes)
             .flush_every_ms(None);
         let mut tries = 0;
         let db = loop {

@@ -262,6 +262,7 @@ impl Validator<'_> {
             token,
             http_limits: self.http_limits(f.http.as_ref()),
             cache_bytes: self.cache_bytes(&f),
+            partitions: self.partitions(&f),
             dedup_window_days: self.storage_days(&f, |s| s.dedup_window.as_ref(), 30),
             outbox_retention_days: self.storage_days(&f, |s| s.outbox_retention.as_ref(), 7),
             refit_days: f

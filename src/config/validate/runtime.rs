@@ -3,7 +3,7 @@
 
 use super::{S, Validator, parse_hhmm};
 use crate::config::file::{ConfigFile, StorageFile};
-use crate::config::{Paths, Sink};
+use crate::config::{MAX_PARTITIONS, Paths, Sink};
 use std::path::Path;
 
 /// The longest `storage.dedup_window` or `storage.outbox_retention`: a
@@ -71,6 +71,24 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|st| self.positive(&st.cache_mb))
             .map(|mb| mb.saturating_mul(1 << 20))
+    }
+
+    /// `storage.partitions`: 1 to [`MAX_PARTITIONS`].
+    pub(super) fn partitions(&mut self, f: &ConfigFile) -> usize {
+        let Some(s) = f.storage.as_ref().and_then(|st| st.partitions.as_ref()) else {
+            return 1;
+        };
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_PARTITIONS).contains(&n) => n,
+            _ => {
+                self.err(
+                    s,
+                    format!("`{}` is not a number of partitions", s.as_str().trim()),
+                    Some(format!("write a whole number from 1 to {MAX_PARTITIONS}, e.g. twice the machine's cores")),
+                );
+                1
+            }
+        }
     }
 
     /// A `storage:` duration in whole days (`30d`), at most

@@ -2,5 +2,6 @@
 //! broken input to `nudge check`.
 
 mod bad_input;
+mod partitions;
 mod commands;
 mod segments;

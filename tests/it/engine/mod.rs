@@ -16,6 +16,7 @@ mod due_index;
 mod firing;
 mod fold;
 mod identity;
+mod partitions;
 mod against_model;
 mod restart;
 mod rewards;

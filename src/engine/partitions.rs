@@ -1,0 +1,276 @@
+//! A data folder's partitions driven as one: an engine per partition,
+//! each event sent to the partition of its member
+//! (`store::folder::partition_of`), and each partition's share of a batch
+//! committed on a thread of its own while the others commit theirs. One
+//! partition is one engine on the caller's thread, as before partitions.
+//!
+//! What a partition cannot do alone is not built yet: a budget (one
+//! ledger for all members), the points mall's stock, actions for another
+//! member (`to ...`), One ID identifiers (an event named by them must be
+//! looked up before it can be routed) and the repurchase models (fitted
+//! over every member). [`crossing`] names what a project uses of them, and
+//! a folder of more than one partition is refused for such a project.
+//!
+//! A batch over several partitions is several commits: when one fails,
+//! the others' events are stored, and sending the batch again finds them
+//! as duplicates (their ids are in their members' records).
+//!
+//! Two ways to drive them: [`Partitions::process`] commits one batch and
+//! returns (a request that waits for its answer), and
+//! [`Partitions::pipeline`] streams events to a writer thread per
+//! partition, each committing its own batches while the caller reads on
+//! and the other partitions flush (an import). A member's events keep
+//! their order either way: they all go to one partition, in order.
+
+use super::{Committed, Engine, EventOutcome};
+use crate::config::Schema;
+use crate::lang::RuleSet;
+use crate::lang::compile::Action;
+use crate::model::{Event, MemberRecord};
+use crate::store::folder::partition_of;
+use crate::store::{Store, StoreError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+
+/// Batches a partition's writer may have waiting, besides the one it is
+/// committing: enough to keep it busy while the reader fills the next, few
+/// enough that a slow partition holds the reader back (memory stays flat).
+const QUEUED: usize = 2;
+
+/// Events for one partition, each with the caller's tag (a line number).
+#[derive(Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub tags: Vec<usize>,
+}
+
+/// Sends events to their partitions' writers ([`Partitions::pipeline`]),
+/// and hands what the writers return to the caller's `done` as it comes.
+pub struct Router<'a, T, E> {
+    pending: Vec<Batch>,
+    writers: Vec<SyncSender<Batch>>,
+    results: Receiver<Result<T, E>>,
+    done: &'a mut dyn FnMut(T),
+    batch: usize,
+}
+
+impl<T, E> Router<'_, T, E> {
+    /// Queues `ev` for its member's partition; a full batch goes to the
+    /// partition's writer (waiting while it has [`QUEUED`]). Fails with a
+    /// writer's error once one has stopped.
+    pub fn send(&mut self, ev: Event, tag: usize) -> Result<(), E> {
+        let k = partition_of(&ev.member, self.writers.len());
+        let b = &mut self.pending[k];
+        b.events.push(ev);
+        b.tags.push(tag);
+        if b.events.len() >= self.batch {
+            self.flush(k)?;
+        }
+        self.collect(false)
+    }
+
+    fn flush(&mut self, k: usize) -> Result<(), E> {
+        let b = std::mem::take(&mut self.pending[k]);
+        if b.events.is_empty() || self.writers[k].send(b).is_ok() {
+            return Ok(());
+        }
+        // The writer stopped, and sent its error before it did (the others
+        // still run, so wait for that error, not for the end).
+        while let Ok(r) = self.results.recv() {
+            (self.done)(r?);
+        }
+        Ok(())
+    }
+
+    /// Hands finished batches to `done`; with `wait`, every one to come
+    /// (the writers have been told to stop).
+    fn collect(&mut self, wait: bool) -> Result<(), E> {
+        loop {
+            let r = if wait {
+                match self.results.recv() {
+                    Ok(r) => r,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                match self.results.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(()),
+                }
+            };
+            (self.done)(r?);
+        }
+    }
+}
+
+pub struct Partitions<S: Store> {
+    engines: Vec<Engine<S>>,
+}
+
+/// What of a project needs every member in one partition, in words: one
+/// line each (empty: the project runs on any number of partitions).
+pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
+    let mut out = Vec::new();
+    if !schema.id_kinds.is_empty() {
+        out.push("the config's `ids` (One ID): an event named by an identifier is looked up in every member before it can be routed".to_string());
+    }
+    for r in schema.rewards.iter().filter(|r| r.stock.is_some()) {
+        out.push(format!(
+            "reward `{}` has a stock, which all members share",
+            r.name
+        ));
+    }
+    for r in &rules.rules {
+        if r.budget.is_some() {
+            out.push(format!(
+                "rule \"{}\" has a budget, which all members share",
+                r.name
+            ));
+        }
+        if r.actions.iter().any(|a| matches!(a, Action::For { .. })) {
+            out.push(format!(
+                "rule \"{}\" acts for another member (`to ...`), who may be in another partition",
+                r.name
+            ));
+        }
+    }
+    if rules.reads_predictions {
+        out.push("rules read predictions, whose models are fitted over every member".to_string());
+    }
+    out
+}
+
+impl<S: Store + Send> Partitions<S> {
+    /// The engines of partitions 0, 1, ...; at least one.
+    pub fn new(engines: Vec<Engine<S>>) -> Partitions<S> {
+        let n = engines.len();
+        let engines = engines
+            .into_iter()
+            .enumerate()
+            .map(|(k, e)| e.in_partition(k, n))
+            .collect();
+        Partitions { engines }
+    }
+
+    pub fn len(&self) -> usize {
+        self.engines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.engines.is_empty()
+    }
+
+    pub fn engines(&self) -> &[Engine<S>] {
+        &self.engines
+    }
+
+    pub fn engines_mut(&mut self) -> &mut [Engine<S>] {
+        &mut self.engines
+    }
+
+    /// The engine of `member`'s partition.
+    pub fn engine_of(&self, member: &str) -> Option<&Engine<S>> {
+        self.engines.get(partition_of(member, self.engines.len()))
+    }
+
+    pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
+        match self.engine_of(id) {
+            Some(e) => e.member(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Processes a batch: each partition commits its events, all at the
+    /// same time. The outcomes are in the batch's order; the effects are
+    /// each partition's in turn (a member's in their order).
+    pub fn process(&mut self, events: &[Event]) -> Result<Committed, StoreError> {
+        let n = self.engines.len();
+        if n == 1 {
+            return self.engines[0].process(events);
+        }
+        let mut parts: Vec<Vec<Event>> = vec![Vec::new(); n];
+        let mut at: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ev) in events.iter().enumerate() {
+            let k = partition_of(&ev.member, n);
+            parts[k].push(ev.clone());
+            at[k].push(i);
+        }
+        let results: Vec<Result<Committed, StoreError>> = std::thread::scope(|s| {
+            let running: Vec<_> = self
+                .engines
+                .iter_mut()
+                .zip(&parts)
+                .filter(|(_, evs)| !evs.is_empty())
+                .map(|(engine, evs)| s.spawn(move || engine.process(evs)))
+                .collect();
+            running
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io("a partition's writer stopped".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut outcomes = vec![EventOutcome::Duplicate; events.len()];
+        let mut effects = Vec::new();
+        let places = at.iter().filter(|a| !a.is_empty());
+        for (result, places) in results.into_iter().zip(places) {
+            let c = result?;
+            for (o, i) in c.outcomes.into_iter().zip(places) {
+                outcomes[*i] = o;
+            }
+            effects.extend(c.effects);
+        }
+        Ok(Committed { outcomes, effects })
+    }
+
+    /// Runs a writer thread per partition for as long as `feed` sends
+    /// events through the [`Router`] it is given. Each writer calls
+    /// `work` with its engine for each batch of up to `batch` events (the
+    /// commit, and what follows it); `done` gets what `work` returned, on
+    /// this thread, as batches finish. The first error stops the feed;
+    /// every batch already sent is finished before this returns it.
+    pub fn pipeline<T: Send, E: Send>(
+        &mut self,
+        batch: usize,
+        feed: impl FnOnce(&mut Router<'_, T, E>) -> Result<(), E>,
+        work: impl Fn(&mut Engine<S>, Batch) -> Result<T, E> + Sync,
+        done: &mut dyn FnMut(T),
+    ) -> Result<(), E> {
+        let (results_tx, results) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let mut writers = Vec::with_capacity(self.engines.len());
+            for engine in self.engines.iter_mut() {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
+                let (results_tx, work) = (results_tx.clone(), &work);
+                writers.push(tx);
+                s.spawn(move || {
+                    for b in rx {
+                        let r = work(engine, b);
+                        let stop = r.is_err();
+                        if results_tx.send(r).is_err() || stop {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(results_tx);
+            let n = writers.len();
+            let mut router = Router {
+                pending: (0..n).map(|_| Batch::default()).collect(),
+                writers,
+                results,
+                done,
+                batch,
+            };
+            let fed = feed(&mut router).and_then(|()| (0..n).try_for_each(|k| router.flush(k)));
+            router.writers.clear();
+            let finished = router.collect(true);
+            fed.and(finished)
+        })
+    }
+
+    /// Saves every partition's due index (at a clean stop).
+    pub fn save_due(&mut self) -> Result<(), StoreError> {
+        self.engines.iter_mut().try_for_each(|e| e.save_due())
+    }
+}

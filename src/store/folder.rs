@@ -1,0 +1,205 @@
+//! A data folder as its partitions: the folder itself when it has one,
+//! else one sled database per partition in `p0/`, `p1/`, ... Which
+//! partition a member is in. Knows nothing of rules, and nothing of how
+//! the partitions are written (one engine each, `engine::partitions`).
+
+use super::{SledStore, Store, StoreError, WriteSet, keys};
+use crate::config::MAX_PARTITIONS;
+use std::path::Path;
+
+/// The partition of `member` among `partitions`: a stable hash of the id,
+/// so that every process and every version of nudge routes it the same.
+pub fn partition_of(member: &str, partitions: usize) -> usize {
+    match partitions {
+        0 | 1 => 0,
+        p => (xxhash_rust::xxh3::xxh3_64(member.as_bytes()) % p as u64) as usize,
+    }
+}
+
+/// The file in a folder of several partitions that says how many, and
+/// the folder's id, which each partition also holds: a partition folder
+/// lost must not make it look like a folder of fewer, and one from another
+/// data folder must not pass for its own.
+pub const PARTITIONS_FILE: &str = "partitions";
+
+/// How many partitions the folder at `folder` was made with; `None` when
+/// nothing is there yet.
+pub fn partitions_in(folder: &Path) -> Result<Option<usize>, StoreError> {
+    Ok(layout(folder)?.map(|(n, _)| n))
+}
+
+/// The folder's partitions and id (no id for a folder of one).
+fn layout(folder: &Path) -> Result<Option<(usize, String)>, StoreError> {
+    let file = folder.join(PARTITIONS_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return single(folder),
+        Err(e) => {
+            return Err(layout_error(
+                folder,
+                format!("cannot read {}: {e}", file.display()),
+            ));
+        }
+    };
+    let mut words = text.split_whitespace();
+    let n = words.next().and_then(|w| w.parse::<usize>().ok());
+    let (Some(n), Some(id)) = (n.filter(|n| (2..=MAX_PARTITIONS).contains(n)), words.next()) else {
+        return Err(layout_error(
+            folder,
+            format!(
+                "its file {} says `{}`, not the number of its partitions (2 to {MAX_PARTITIONS}) and the folder's id; it was edited or damaged: write back what it held",
+                file.display(),
+                text.trim()
+            ),
+        ));
+    };
+    match (0..n).find(|k| !folder.join(format!("p{k}")).is_dir()) {
+        Some(k) => Err(layout_error(
+            folder,
+            format!("its partition folder p{k} is missing (it has {n} partitions)"),
+        )),
+        None => Ok(Some((n, id.to_string()))),
+    }
+}
+
+/// A folder with no `partitions` file: a store of one partition, nothing
+/// yet, or partition folders whose file was lost (refused: opened as one
+/// partition, it would start a new, empty store beside them).
+fn single(folder: &Path) -> Result<Option<(usize, String)>, StoreError> {
+    if folder.join("conf").exists() || folder.join("db").exists() {
+        return Ok(Some((1, String::new())));
+    }
+    let parts = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix('p')
+                .is_some_and(|k| k.parse::<usize>().is_ok())
+                && e.path().is_dir()
+        });
+    if parts {
+        return Err(layout_error(
+            folder,
+            format!(
+                "it holds partition folders (p0, ...) but not its `{PARTITIONS_FILE}` file, which says how many and the folder's id; restore the file (from a backup of the folder), or move the folder away to start empty"
+            ),
+        ));
+    }
+    Ok(None)
+}
+
+/// For the commands that do not make partitions (all but `nudge ingest`
+/// so far): refuses a folder not made yet when the config asks for
+/// partitions, rather than make it a folder of one.
+pub fn refuse_to_make(folder: &Path, configured: usize) -> Result<(), StoreError> {
+    if configured > 1 && layout(folder)?.is_none() {
+        return Err(StoreError::PartitionsConfigured {
+            path: folder.to_path_buf(),
+            partitions: configured,
+        });
+    }
+    Ok(())
+}
+
+/// Opens the folder's partitions, making `make` of them when the folder
+/// is new (a folder that exists keeps its own number). Each partition's
+/// cache is its share of `cache_bytes`.
+pub fn open_partitions(
+    folder: &Path,
+    make: usize,
+    cache_bytes: Option<u64>,
+) -> Result<Vec<SledStore>, StoreError> {
+    let (n, id) = match layout(folder)? {
+        Some(l) => l,
+        None => make_folder(folder, make.clamp(1, MAX_PARTITIONS))?,
+    };
+    if n == 1 {
+        return Ok(vec![SledStore::open_with(folder, cache_bytes)?]);
+    }
+    let cache = cache_bytes
+        .unwrap_or(super::DEFAULT_CACHE_BYTES)
+        .div_ceil(n as u64);
+    (0..n)
+        .map(|k| open_partition(folder, k, n, &id, cache))
+        .collect()
+}
+
+/// The store of the partition `member` is in, for commands that read one
+/// member.
+pub fn open_partition_of(
+    folder: &Path,
+    member: &str,
+    cache_bytes: Option<u64>,
+) -> Result<SledStore, StoreError> {
+    match layout(folder)? {
+        Some((n, id)) if n > 1 => {
+            let cache = cache_bytes
+                .unwrap_or(super::DEFAULT_CACHE_BYTES)
+                .div_ceil(n as u64);
+            open_partition(folder, partition_of(member, n), n, &id, cache)
+        }
+        _ => SledStore::open_with(folder, cache_bytes),
+    }
+}
+
+/// Makes a folder of `n` partitions: the partitions, then the file that
+/// says how many (a folder of one is the store itself, made when it is
+/// opened).
+fn make_folder(folder: &Path, n: usize) -> Result<(usize, String), StoreError> {
+    if n == 1 {
+        return Ok((1, String::new()));
+    }
+    use std::hash::BuildHasher;
+    let io = |e: std::io::Error| layout_error(folder, format!("cannot make it: {e}"));
+    std::fs::create_dir_all(folder).map_err(io)?;
+    for k in 0..n {
+        std::fs::create_dir_all(folder.join(format!("p{k}"))).map_err(io)?;
+    }
+    // Random per process (std's hasher seed), as `folder_id`.
+    let seed = std::collections::hash_map::RandomState::new();
+    let id = format!("{:016x}", seed.hash_one(folder));
+    let tmp = folder.join(format!("{PARTITIONS_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{n} {id}\n")).map_err(io)?;
+    std::fs::rename(&tmp, folder.join(PARTITIONS_FILE)).map_err(io)?;
+    Ok((n, id))
+}
+
+/// Opens partition `k` of the `n` of folder `id`, and checks (or, in a new
+/// partition, writes) that it is that one.
+fn open_partition(
+    folder: &Path,
+    k: usize,
+    n: usize,
+    id: &str,
+    cache: u64,
+) -> Result<SledStore, StoreError> {
+    let dir = folder.join(format!("p{k}"));
+    let store = SledStore::open_partition(&dir, cache)?;
+    let want = format!("{k}/{n} {id}");
+    match store.meta(keys::PARTITION)? {
+        Some(have) if have == want.as_bytes() => Ok(store),
+        Some(have) => Err(layout_error(
+            &dir,
+            format!(
+                "it says it is partition {} where partition {want} belongs (partition folders renamed, or moved from another data folder); put them back as they were",
+                String::from_utf8_lossy(&have)
+            ),
+        )),
+        None => {
+            store.commit(WriteSet {
+                meta: vec![(keys::PARTITION.to_string(), want.into_bytes())],
+                ..WriteSet::default()
+            })?;
+            Ok(store)
+        }
+    }
+}
+
+fn layout_error(path: &Path, message: String) -> StoreError {
+    StoreError::Layout {
+        path: path.to_path_buf(),
+        message,
+    }
+}

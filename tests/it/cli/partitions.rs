@@ -1,0 +1,290 @@
+//! A data folder split into partitions (`storage.partitions`) through the
+//! real binary: `nudge ingest` into three partitions gives the members and
+//! effects one partition gives (file sinks one file per partition), a
+//! redelivery is a duplicate in its partition, `nudge member` reads the
+//! right one; a project that needs every member in one partition is
+//! refused before anything is made; partition folders that do not fit are
+//! refused by name, and commands that do not read partitions yet say so.
+
+use super::commands::nudge;
+use std::path::Path;
+
+const SINK: &str = "sinks:\n  - kind: file\n    path: out/effects.ndjson\n";
+
+/// The CDNOW example project (its rules, its config with a file sink and
+/// `partitions`), and its events in time order (the file is by customer,
+/// and the dedup window wants history in time order).
+fn cdnow(partitions: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cdnow");
+    let config = std::fs::read_to_string(example.join("nudge.yaml")).expect("config");
+    let config = format!("{config}\nstorage:\n  partitions: {partitions}\n{SINK}");
+    std::fs::write(d.join("nudge.yaml"), config).expect("config");
+    std::fs::create_dir(d.join("rules")).expect("rules");
+    for f in ["tiers.rules", "winback.rules", "zombies.rules"] {
+        std::fs::copy(example.join("rules").join(f), d.join("rules").join(f)).expect("rule");
+    }
+    let text = std::fs::read_to_string(example.join("events.ndjson")).expect("events");
+    let mut events: Vec<(String, &str)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("event");
+            (v["at"].as_str().expect("at").to_string(), l)
+        })
+        .collect();
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    let sorted: String = events.iter().map(|(_, l)| format!("{l}\n")).collect();
+    std::fs::write(d.join("events.ndjson"), sorted).expect("events");
+    dir
+}
+
+/// Every effect line the folder's file sinks hold, without the rule set's
+/// version (the configs differ by `partitions`), sorted.
+fn effects(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir.join("out")).expect("out") {
+        let path = e.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "ndjson") {
+            let text = std::fs::read_to_string(&path).expect("effects");
+            for l in text.lines() {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("effect");
+                v.as_object_mut().expect("object").remove("ruleset");
+                lines.push(v.to_string());
+            }
+        }
+    }
+    lines.sort();
+    lines
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn three_partitions_give_what_one_gives() {
+    let (one, three) = (cdnow(1), cdnow(3));
+    let (out1, err1, code1) = nudge(one.path(), &["ingest", "events.ndjson"], None);
+    let (out3, err3, code3) = nudge(three.path(), &["ingest", "events.ndjson"], None);
+    assert_eq!((code1, code3), (0, 0), "{err1}\n{err3}");
+    assert!(out3.contains("6919 applied, 0 duplicates"), "{out3}");
+    assert!(out3.contains("members in the store: 2357"), "{out3}");
+    assert_eq!(out1, out3, "the same report");
+    assert_eq!(
+        files(&three.path().join("data")),
+        ["p0", "p1", "p2", "partitions"]
+    );
+    assert_eq!(
+        files(&three.path().join("out")),
+        [
+            "effects-p0.ndjson",
+            "effects-p0.ndjson.owner",
+            "effects-p1.ndjson",
+            "effects-p1.ndjson.owner",
+            "effects-p2.ndjson",
+            "effects-p2.ndjson.owner"
+        ]
+    );
+    let sent = effects(three.path());
+    assert!(sent.len() > 600, "{}", sent.len());
+    assert_eq!(sent, effects(one.path()));
+    for member in ["0001", "0671", "1108", "1452", "2357"] {
+        let (a, _, _) = nudge(one.path(), &["member", member], None);
+        let (b, err, code) = nudge(three.path(), &["member", member], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(b.contains(&format!("\"member\":\"{member}\"")), "{b}");
+        assert_eq!(a, b, "member {member}");
+    }
+    // The last weeks sent again (older is past the dedup window): every
+    // event is a duplicate in its partition.
+    let text = std::fs::read_to_string(three.path().join("events.ndjson")).expect("events");
+    let recent: String = text
+        .lines()
+        .filter(|l| l.contains("\"at\":\"1998-06-1") || l.contains("\"at\":\"1998-06-2"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let n = recent.lines().count();
+    assert!(n > 10, "{n}");
+    std::fs::write(three.path().join("recent.ndjson"), recent).expect("recent");
+    let (again, err, code) = nudge(three.path(), &["ingest", "recent.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        again.contains(&format!("0 applied, {n} duplicates")),
+        "{again}"
+    );
+    assert_eq!(effects(three.path()), sent);
+}
+
+#[test]
+fn a_project_that_shares_across_members_is_refused_before_anything_is_made() {
+    let config = "timezone: UTC\ntiers: [bronze, silver]\nattributes:\n  referred_by: string\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 2\n";
+    let rules = r#"
+rule "welcome" on purchase when orders == 1 then award points 10 budget 100
+rule "thanks" on purchase when referred_by is not null then award points 5 to referred_by
+"#;
+    let dir = crate::common::project_with(config, rules);
+    let (_, err, code) = nudge(dir.path(), &["check"], None);
+    assert_eq!(code, 0, "the rules themselves are fine: {err}");
+    std::fs::write(
+        dir.path().join("e.ndjson"),
+        crate::common::purchase("e1", "m1", 5.0),
+    )
+    .expect("events");
+    let (_, err, code) = nudge(dir.path(), &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has 2 partitions"), "{err}");
+    assert!(
+        err.contains("rule \"welcome\" has a budget, which all members share"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule \"thanks\" acts for another member (`to ...`)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("set `storage.partitions: 1` and ingest its history into a new data folder"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing made");
+    // Nor do the commands that do not make partitions make a folder of one.
+    let (_, err, code) = nudge(dir.path(), &["run"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "`storage.partitions` is 2, and this command does not make a folder of partitions"
+        ),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing made");
+}
+
+#[test]
+fn partition_folders_that_do_not_fit_are_refused_by_name() {
+    let dir = crate::common::project_with(
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 2\n",
+        "rule \"p\" on purchase then award points 1\n",
+    );
+    let d = dir.path();
+    let events: String = (0..20)
+        .map(|i| crate::common::purchase(&format!("e{i}"), &format!("m{i}"), 5.0) + "\n")
+        .collect();
+    std::fs::write(d.join("e.ndjson"), events).expect("events");
+    let (out, err, code) = nudge(d, &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("members in the store: 20"), "{out}");
+
+    // A config that says otherwise: the folder keeps its own number.
+    let config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
+    std::fs::write(
+        d.join("nudge.yaml"),
+        config.replace("partitions: 2", "partitions: 4"),
+    )
+    .expect("config");
+    let (out, err, code) = nudge(d, &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 applied, 20 duplicates"), "{out}");
+    assert!(
+        err.contains("has 2 partitions; `storage.partitions` (4) is for folders made from now on"),
+        "{err}"
+    );
+
+    // Commands that do not read partitions yet say so, and write nothing.
+    for args in [
+        &["export", "x.json"][..],
+        &["segment", "spend > 0", "--count"],
+    ] {
+        let (_, err, code) = nudge(d, args, None);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            err.contains("is split into 2 partitions, which this command does not read yet"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(files(&d.join("data")), ["p0", "p1", "partitions"]);
+
+    // Partition folders swapped, then one missing.
+    let data = d.join("data");
+    std::fs::rename(data.join("p0"), data.join("tmp")).expect("rename");
+    std::fs::rename(data.join("p1"), data.join("p0")).expect("rename");
+    std::fs::rename(data.join("tmp"), data.join("p1")).expect("rename");
+    for args in [
+        &["ingest", "e.ndjson"][..],
+        &["member", "m0"],
+        &["member", "m1"],
+    ] {
+        let (_, err, code) = nudge(d, args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("it says it is partition "), "{args:?}: {err}");
+        assert!(err.contains(" belongs (partition folders renamed"), "{err}");
+    }
+    std::fs::rename(data.join("p0"), data.join("tmp")).expect("rename");
+    std::fs::rename(data.join("p1"), data.join("p0")).expect("rename");
+    std::fs::rename(data.join("tmp"), data.join("p1")).expect("rename");
+
+    // A partition given as the data folder.
+    let (_, err, code) = nudge(d, &["--data", "data/p0", "member", "m1"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is a partition of a data folder (partition 0/2 "),
+        "{err}"
+    );
+
+    // The file that says how many: edited, then lost.
+    let file = data.join("partitions");
+    let kept = std::fs::read_to_string(&file).expect("partitions");
+    std::fs::write(&file, "300 x\n").expect("edit");
+    let (_, err, code) = nudge(d, &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("says `300 x`, not the number of its partitions (2 to 256)"),
+        "{err}"
+    );
+    std::fs::remove_file(&file).expect("remove");
+    for args in [&["ingest", "e.ndjson"][..], &["member", "m1"], &["run"]] {
+        let (_, err, code) = nudge(d, args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("holds partition folders (p0, ...) but not its `partitions` file"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(files(&data), ["p0", "p1"], "no store made beside them");
+    std::fs::write(&file, kept).expect("restore");
+    let (out, err, code) = nudge(d, &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 applied, 20 duplicates"), "{out}");
+
+    // A partition from another data folder with the same number.
+    let other = crate::common::project_with(
+        &config.replace("partitions: 4", "partitions: 2"),
+        "rule \"p\" on purchase then award points 1\n",
+    );
+    std::fs::write(
+        other.path().join("e.ndjson"),
+        crate::common::purchase("x1", "m1", 5.0),
+    )
+    .expect("events");
+    let (_, err, code) = nudge(other.path(), &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(data.join("p1")).expect("remove");
+    std::fs::rename(other.path().join("data/p1"), data.join("p1")).expect("move");
+    let (_, err, code) = nudge(d, &["ingest", "e.ndjson"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("says it is partition 1/2 "), "{err}");
+
+    std::fs::remove_dir_all(data.join("p1")).expect("remove");
+    for args in [&["member", "m1"][..], &["ingest", "e.ndjson"]] {
+        let (_, err, code) = nudge(d, args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("its partition folder p1 is missing (it has 2 partitions)"),
+            "{args:?}: {err}"
+        );
+    }
+}
