@@ -6,7 +6,6 @@ use super::commands::{code, data_folder, fail, load_rules, older_format_note};
 use crate::Common;
 use crate::cli::render;
 use nudge::config::Schema;
-use nudge::engine::Engine;
 use nudge::engine::partitions::Partitions;
 use nudge::lang::RuleSet;
 use nudge::store::{SledStore, Store};
@@ -139,9 +138,8 @@ fn ingest_progress(size: Option<u64>) -> indicatif::ProgressBar {
     bar
 }
 
-/// An engine for each of the data folder's partitions (made with
-/// `storage.partitions` of them when it is new). A project that needs all
-/// members in one partition is refused on a folder of more.
+/// The data folder's partitions, with a note when the config asks for
+/// another number than the folder has.
 fn open_partitions(
     common: &Common,
     schema: &Arc<Schema>,
@@ -150,8 +148,7 @@ fn open_partitions(
 ) -> Result<Partitions<SledStore>, ExitCode> {
     let path = data_folder(common, schema, true)?;
     let made = nudge::store::folder::partitions_in(&path).map_err(fail)?;
-    let n = made.unwrap_or(schema.partitions);
-    if made.is_some() && n != schema.partitions {
+    if let Some(n) = made.filter(|n| *n != schema.partitions) {
         eprintln!(
             "note: the data folder {} has {n} partition{}; `storage.partitions` ({}) is for folders made from now on",
             path.display(),
@@ -159,25 +156,13 @@ fn open_partitions(
             schema.partitions
         );
     }
-    let crossing = nudge::engine::partitions::crossing(schema, rules);
-    if n > 1 && !crossing.is_empty() {
-        return Err(fail(format!(
-            "the data folder {} has {n} partitions, and partitions do not yet share what this project needs across members:\n  - {}\nrun this project on a data folder of one partition: set `storage.partitions: 1` and ingest its history into a new data folder (a folder keeps the number of partitions it was made with)",
-            path.display(),
-            crossing.join("\n  - ")
-        )));
-    }
-    let stores =
-        nudge::store::folder::open_partitions(&path, n, schema.cache_bytes).map_err(fail)?;
-    if let Some(older) = stores.iter().find_map(|s| s.older_format()) {
+    let parts = nudge::engine::partitions::open(&path, schema, rules, plugins).map_err(fail)?;
+    if let Some(older) = parts
+        .engines()
+        .iter()
+        .find_map(|e| e.store().older_format())
+    {
         eprintln!("{}", older_format_note(&path, older));
     }
-    let engines = stores
-        .into_iter()
-        .map(|s| {
-            Engine::new(schema.clone(), rules.clone(), s).map(|e| e.with_plugins(plugins.clone()))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(fail)?;
-    Ok(Partitions::new(engines))
+    Ok(parts)
 }

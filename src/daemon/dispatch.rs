@@ -1,5 +1,6 @@
-//! The dispatcher: one task per webhook or plugin sink delivers outbox
-//! entries in order (so in order per member), at least once. Each request
+//! The dispatcher: one task per webhook or plugin sink (and partition of
+//! the data folder) delivers outbox entries in order (so in order per
+//! member), at least once. Each request
 //! carries the effect's key as `Idempotency-Key`. 2xx moves the sink's
 //! cursor on; 5xx, timeouts and connection errors are retried with
 //! exponential backoff and jitter; 429 waits for `Retry-After`; any other
@@ -48,17 +49,19 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 /// that has none: at the start, and for a sink a reload adds or puts back.
 /// A task whose sink a reload took out stops by itself (see [`configured`]).
 async fn supervise(shared: Arc<Shared>, client: reqwest::Client) {
-    let mut running: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
+    let mut running: std::collections::HashMap<(String, usize), tokio::task::JoinHandle<()>> =
         std::collections::HashMap::new();
     loop {
         running.retain(|_, task| !task.is_finished());
         let sinks = shared.schema.load().sinks.clone();
         for sink in sinks.iter().filter(|s| !matches!(s, Sink::File { .. })) {
-            if let std::collections::hash_map::Entry::Vacant(slot) =
-                running.entry(sink_cursor(sink))
-            {
-                let task = deliver_forever(shared.clone(), client.clone(), sink.clone());
-                slot.insert(tokio::spawn(task));
+            for part in 0..shared.stores.len() {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    running.entry((sink_cursor(sink), part))
+                {
+                    let task = deliver_forever(shared.clone(), client.clone(), sink.clone(), part);
+                    slot.insert(tokio::spawn(task));
+                }
             }
         }
         tokio::time::sleep(SUPERVISE_EVERY).await;
@@ -75,8 +78,10 @@ fn configured(shared: &Shared, cursor_key: &str) -> bool {
         .any(|s| sink_cursor(s) == cursor_key)
 }
 
-async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink) {
+/// Delivers partition `part`'s outbox to `sink`.
+async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink, part: usize) {
     let cursor_key = sink_cursor(&sink);
+    let store = &shared.stores[part];
     // Credentials in a webhook URL stay out of metrics, logs and status.
     let name = crate::outbox::sink_label(&sink);
     loop {
@@ -86,10 +91,9 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
         }
         // A failed read is retried, never taken as "start from 0": that
         // would deliver everything again.
-        let batch = match shared
-            .store
+        let batch = match store
             .meta_u64(&cursor_key)
-            .and_then(|next| shared.store.outbox(next, 256))
+            .and_then(|next| store.outbox(next, 256))
         {
             Ok(b) => b,
             Err(error) => {
@@ -110,7 +114,7 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                 // A deferred record goes out when released, as `sent`.
                 Ok(e) if e.status != Status::Deferred => e,
                 _ => {
-                    advance(&shared, &cursor_key, seq);
+                    advance(store, &cursor_key, seq);
                     continue;
                 }
             };
@@ -134,7 +138,7 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                             )],
                             ..WriteSet::default()
                         };
-                        if let Err(e) = shared.store.commit(w) {
+                        if let Err(e) = store.commit(w) {
                             tracing::error!(error = %e, "Cannot record a dead letter.");
                         }
                         break;
@@ -155,18 +159,18 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                 }
             }
             // Only a confirmed (or dead-lettered) entry moves the cursor.
-            advance(&shared, &cursor_key, seq);
+            advance(store, &cursor_key, seq);
         }
     }
 }
 
 /// Records that the sink is done with entry `seq`.
-fn advance(shared: &Shared, cursor_key: &str, seq: u64) {
+fn advance(store: &crate::store::SledStore, cursor_key: &str, seq: u64) {
     let w = WriteSet {
         meta: vec![(cursor_key.to_string(), (seq + 1).to_le_bytes().to_vec())],
         ..WriteSet::default()
     };
-    if let Err(e) = shared.store.commit(w) {
+    if let Err(e) = store.commit(w) {
         tracing::error!(error = %e, "Cannot record delivery progress.");
     }
 }

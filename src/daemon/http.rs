@@ -273,7 +273,8 @@ async fn get_explain(
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
     };
-    let (id, rec) = match crate::engine::identity::find_member(&app.shared.store, &id) {
+    let store = app.shared.store_of(&id);
+    let (id, rec) = match crate::engine::identity::find_member(store, &id) {
         Ok(Some(found)) => found,
         Ok(None) => {
             return reply(
@@ -298,10 +299,7 @@ async fn get_explain(
         &rec,
         day,
         q.rule.as_deref(),
-        crate::engine::predict::load(&app.shared.store)
-            .ok()
-            .flatten()
-            .as_ref(),
+        crate::engine::predict::load(store).ok().flatten().as_ref(),
     ) {
         Ok(x) => reply(StatusCode::OK, json!(x)),
         Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
@@ -316,7 +314,8 @@ async fn get_member(
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    match crate::engine::identity::find_member(&app.shared.store, &id) {
+    let store = app.shared.store_of(&id);
+    match crate::engine::identity::find_member(store, &id) {
         Ok(Some((id, rec))) => reply(
             StatusCode::OK,
             crate::report::member::member_json(
@@ -324,12 +323,9 @@ async fn get_member(
                 &rec,
                 &app.shared.schema.load(),
                 &app.shared.rules.load(),
-                crate::engine::predict::load(&app.shared.store)
-                    .ok()
-                    .flatten()
-                    .as_ref(),
+                crate::engine::predict::load(store).ok().flatten().as_ref(),
                 crate::engine::predict::as_of(
-                    &app.shared.store,
+                    store,
                     crate::engine::clock::local_day(
                         &app.shared.schema.load(),
                         crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
@@ -407,7 +403,8 @@ fn status_json(app: &App) -> serde_json::Value {
         "plugin_failures": app.shared.plugin_failures(),
         "dead_letters": app.shared.dead_letters(100),
         "rewards": app.shared.reward_stock(),
-        "model": crate::engine::predict::load(&app.shared.store).ok().flatten(),
+        // (Predictions are refused on a folder of partitions: one store.)
+        "model": crate::engine::predict::load(&app.shared.stores[0]).ok().flatten(),
         "budgets": app.shared.budgets.lock().map(|b| b.iter().map(|(rule, used, total)| json!({"rule": rule, "used": used.to_string(), "total": total.to_string(), "left": (total - used).to_string()})).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
@@ -615,7 +612,11 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     }
     // From counters, not scans: a scrape must stay cheap with millions of members.
     let depth = sh.outbox_depth();
-    let members = sh.store.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0);
+    let members: u64 = sh
+        .stores
+        .iter()
+        .map(|s| s.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0))
+        .sum();
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"

@@ -10,7 +10,6 @@ pub mod watcher;
 pub mod writer;
 
 use crate::config::Schema;
-use crate::engine::Engine;
 use crate::lang::RuleSet;
 use crate::model::Effect;
 use crate::project::load::{LoadOptions, load};
@@ -56,8 +55,9 @@ pub struct Shared {
     pub status: ArcSwap<Status>,
     pub rules: ArcSwap<RuleSet>,
     pub schema: ArcSwap<Schema>,
-    /// For reads (members, outbox depth); the writer alone writes.
-    pub store: SledStore,
+    /// The data folder's partitions, for reads (members, outbox depth);
+    /// the writer alone writes members.
+    pub stores: Vec<SledStore>,
     pub events_received: AtomicU64,
     pub events_applied: AtomicU64,
     /// Redelivered events (already applied: nothing changed).
@@ -171,15 +171,22 @@ impl Shared {
     /// left (entries it delivered stay in the store until the writer's
     /// next commit trims them). From counters, not a scan.
     pub fn outbox_depth(&self) -> u64 {
+        self.stores.iter().map(|s| self.outbox_depth_of(s)).sum()
+    }
+
+    /// The store of `member`'s partition.
+    pub fn store_of(&self, member: &str) -> &SledStore {
+        let k = crate::store::folder::partition_of(member, self.stores.len());
+        &self.stores[k.min(self.stores.len() - 1)]
+    }
+
+    fn outbox_depth_of(&self, store: &SledStore) -> u64 {
         use crate::store::Store;
-        let next = self
-            .store
-            .meta_u64(crate::store::keys::OUTBOX_NEXT)
-            .unwrap_or(0);
+        let next = store.meta_u64(crate::store::keys::OUTBOX_NEXT).unwrap_or(0);
         // Every sink with a cursor: the configured ones, and those left out
         // of the config whose effects are kept for them. From counters, not
         // a read of the outbox (`/metrics` is scraped often).
-        let slowest = crate::outbox::sink_cursors(&self.store)
+        let slowest = crate::outbox::sink_cursors(store)
             .unwrap_or_default()
             .into_iter()
             .map(|(_, cursor)| cursor)
@@ -187,8 +194,7 @@ impl Shared {
         // With no sink configured, everything kept is a record.
         let first = match slowest {
             Some(cursor) if !self.schema.load().sinks.is_empty() => cursor,
-            _ => self
-                .store
+            _ => store
                 .outbox(0, 1)
                 .ok()
                 .and_then(|o| o.first().map(|(s, _)| *s))
@@ -207,8 +213,8 @@ impl Shared {
             .iter()
             .filter_map(|r| {
                 let stock = r.stock?;
-                let gone = self
-                    .store
+                // (A stock is refused on a folder of partitions: one store.)
+                let gone = self.stores[0]
                     .meta(&crate::store::keys::stock(&r.name))
                     .ok()
                     .flatten()
@@ -222,10 +228,13 @@ impl Shared {
     /// Dead letters kept in the store, oldest first (at most `limit`).
     pub fn dead_letters(&self, limit: usize) -> Vec<serde_json::Value> {
         use crate::store::Store;
-        self.store
-            .meta_prefix(crate::store::keys::DEAD_PREFIX, limit)
-            .unwrap_or_default()
-            .into_iter()
+        self.stores
+            .iter()
+            .flat_map(|s| {
+                s.meta_prefix(crate::store::keys::DEAD_PREFIX, limit)
+                    .unwrap_or_default()
+            })
+            .take(limit)
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect()
     }
@@ -292,9 +301,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         .data
         .clone()
         .unwrap_or_else(|| schema.paths.data.clone());
-    crate::store::folder::refuse_to_make(&data, schema.partitions)?;
-    let store = SledStore::open_with(&data, schema.cache_bytes)?;
-    if let Some(older) = store.older_format() {
+    let mut parts = crate::engine::partitions::open(&data, &schema, &rules, plugins.clone())?;
+    if let Some(older) = parts
+        .engines()
+        .iter()
+        .find_map(|e| e.store().older_format())
+    {
         tracing::warn!(
             folder = %data.display(),
             format = older,
@@ -303,12 +315,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         );
     }
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
-    let mut engine =
-        Engine::new(schema.clone(), rules.clone(), store.clone())?.with_plugins(plugins.clone());
-    writer::register_sinks(&mut engine);
-    match engine.due_on(i32::MAX) {
+    writer::register_sinks(&mut parts);
+    let indexed: Option<usize> = parts.engines().iter().map(|e| e.due_on(i32::MAX)).sum();
+    match indexed {
         Some(indexed) => tracing::info!(
             indexed,
+            partitions = parts.len(),
             "Due index taken up: the first tick visits only the members due."
         ),
         None => tracing::info!(
@@ -325,7 +337,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }),
         rules: ArcSwap::new(rules.clone()),
         schema: ArcSwap::new(schema.clone()),
-        store,
+        stores: parts.engines().iter().map(|e| e.store().clone()).collect(),
         events_received: AtomicU64::new(0),
         events_applied: AtomicU64::new(0),
         events_duplicate: AtomicU64::new(0),
@@ -362,7 +374,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 // A panic in the writer must not leave a daemon that looks
                 // healthy but stores nothing: it is recorded, and the whole
                 // process stops with a non-zero exit.
-                let run = std::panic::AssertUnwindSafe(|| writer::run(engine, opts, &shared, rx));
+                let run = std::panic::AssertUnwindSafe(|| writer::run(parts, opts, &shared, rx));
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let why = panic_message(panic.as_ref());
                     tracing::error!(error = %why, "Writer failed; stopping.");

@@ -1,4 +1,6 @@
-//! The writer: one thread that owns the engine (and so the store's writes).
+//! The writer: one thread that owns the engines, one per partition of the
+//! data folder (and so the stores' writes; a group commit runs each
+//! partition's share on a thread of its own, `Partitions::process`).
 //! Everything that changes state comes to it as a [`Command`] on one
 //! channel: ingest requests (batched together: one commit for many
 //! requests), reloads, ticks and shutdown. Because it is the only writer,
@@ -7,6 +9,7 @@
 
 use super::{Shared, Status};
 use crate::engine::clock::{CatchUp, SystemClock};
+use crate::engine::partitions::Partitions;
 use crate::engine::{Engine, EventOutcome, Rejected};
 use crate::io::event::event_from_json;
 use crate::model::{Event, EventError};
@@ -68,7 +71,7 @@ struct IngestRequest {
 }
 
 pub fn run(
-    mut engine: Engine<SledStore>,
+    mut parts: Partitions<SledStore>,
     opts: LoadOptions,
     shared: &Shared,
     rx: Receiver<Command>,
@@ -77,8 +80,12 @@ pub fn run(
     // now, so a refused sink shows in status at once, not at the first
     // commit. With nothing waiting there is nothing to show, and the first
     // request is not made to wait for the sinks' syncs.
-    if engine.outbox(0, 1).is_ok_and(|waiting| !waiting.is_empty()) {
-        after_commit(&mut engine, shared);
+    if parts
+        .engines()
+        .iter()
+        .any(|e| e.outbox(0, 1).is_ok_and(|waiting| !waiting.is_empty()))
+    {
+        after_commit(&mut parts, shared);
     }
     let mut queue: Vec<Command> = Vec::new();
     let mut watch = crate::engine::clock::ClockWatch::default();
@@ -94,7 +101,7 @@ pub fn run(
             Command::Ingest { events, reply } => {
                 let mut batch = Vec::new();
                 let mut n = 0;
-                if let Some(p) = validate(&engine, events, reply) {
+                if let Some(p) = validate(&parts, events, reply) {
                     n += p.events.len();
                     batch.push(p);
                 }
@@ -102,7 +109,7 @@ pub fn run(
                 while n < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Command::Ingest { events, reply }) => {
-                            if let Some(p) = validate(&engine, events, reply) {
+                            if let Some(p) = validate(&parts, events, reply) {
                                 n += p.events.len();
                                 batch.push(p);
                             }
@@ -114,32 +121,30 @@ pub fn run(
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
                 }
-                commit(&mut engine, batch, shared);
+                commit(&mut parts, batch, shared);
             }
             Command::Reload { reason, reply } => {
-                let ok = reload(&mut engine, &opts, shared, reason);
+                let ok = reload(&mut parts, &opts, shared, reason);
                 if let Some(r) = reply {
                     let _ = r.send(ok);
                 }
             }
             Command::Tick => {
-                release_deferred(&mut engine, shared);
-                if !ticks_held(&engine, shared, &mut watch) {
-                    tick(&mut engine, shared);
+                release_deferred(&mut parts, shared);
+                if !ticks_held(parts.first(), shared, &mut watch) {
+                    tick(&mut parts, shared);
                 }
             }
             Command::Fit { reply } => {
-                let now = crate::engine::clock::Clock::now(&SystemClock);
-                let today = crate::engine::clock::local_day(&engine.schema, now);
-                let fit = engine.refit(today).map_err(|e| e.to_string());
+                let fit = refit(&mut parts);
                 if let Ok(f) = &fit {
                     tracing::info!(members = f.members, fitted_on = %f.fitted_on, "Repurchase models fitted.");
                 }
                 let _ = reply.send(fit);
             }
             Command::Shutdown => {
-                shut_down(&mut engine, &rx, shared);
-                files_at_stop(&engine, &opts, shared);
+                shut_down(&mut parts, &rx, shared);
+                files_at_stop(parts.first(), &opts, shared);
                 tracing::info!("Writer stopped.");
                 return;
             }
@@ -149,19 +154,35 @@ pub fn run(
 
 /// Commits what was queued before the shutdown and saves the due index,
 /// saying what the next start will do.
-fn shut_down(engine: &mut Engine<SledStore>, rx: &Receiver<Command>, shared: &Shared) {
+/// The repurchase models fitted now (`POST /v1/fit`); they are fitted over
+/// every member, so not on a folder of partitions (refused at the start
+/// when rules read predictions).
+fn refit(parts: &mut Partitions<SledStore>) -> Result<crate::predict::Fit, String> {
+    if parts.len() > 1 {
+        return Err(format!(
+            "the repurchase models are fitted over every member, and this data folder has {} partitions (`storage.partitions`): not built yet",
+            parts.len()
+        ));
+    }
+    let engine = &mut parts.engines_mut()[0];
+    let now = crate::engine::clock::Clock::now(&SystemClock);
+    let today = crate::engine::clock::local_day(&engine.schema, now);
+    engine.refit(today).map_err(|e| e.to_string())
+}
+
+fn shut_down(parts: &mut Partitions<SledStore>, rx: &Receiver<Command>, shared: &Shared) {
     // Whatever is still queued was accepted before the shutdown.
     while let Ok(c) = rx.try_recv() {
         if let Command::Ingest { events, reply } = c
-            && let Some(p) = validate(engine, events, reply)
+            && let Some(p) = validate(parts, events, reply)
         {
-            commit(engine, vec![p], shared);
+            commit(parts, vec![p], shared);
         }
     }
     // The next start takes up the due index instead of a full
     // tick (a failure here only costs that tick).
-    match engine.save_due() {
-        Ok(()) if engine.due_on(i32::MAX).is_some() => {
+    match parts.save_due() {
+        Ok(()) if parts.engines().iter().all(|e| e.due_on(i32::MAX).is_some()) => {
             tracing::info!("Due index saved for the next start.");
         }
         Ok(()) => tracing::info!(
@@ -223,63 +244,78 @@ fn ticks_held(
     held.is_some()
 }
 
-/// Runs the daily ticks that are due by the wall clock.
-fn tick(engine: &mut Engine<SledStore>, shared: &Shared) {
+/// Runs the daily ticks that are due by the wall clock, partition by
+/// partition.
+fn tick(parts: &mut Partitions<SledStore>, shared: &Shared) {
     let mut count = 0;
     let mut counted = |effects: Vec<crate::model::Effect>| {
         shared.count_effects(&effects);
         count += effects.len();
     };
-    let visits = engine.tick_visits();
-    match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
-        Ok(days) if !days.is_empty() => {
-            shared.note_write(Ok(()));
-            let visited = engine.tick_visits() - visits;
-            shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
-            tracing::info!(days = ?days.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
-            after_commit(engine, shared);
+    let (mut ticked, mut visited) = (Vec::new(), 0);
+    for engine in parts.engines_mut() {
+        let visits = engine.tick_visits();
+        match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
+            Ok(days) => {
+                visited += engine.tick_visits() - visits;
+                ticked = ticked.max(days);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Daily tick failed.");
+                shared.note_write(Err(format!("the daily tick failed: {e}")));
+                return;
+            }
         }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "Daily tick failed.");
-            shared.note_write(Err(format!("the daily tick failed: {e}")));
-        }
+    }
+    if !ticked.is_empty() {
+        shared.note_write(Ok(()));
+        shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
+        tracing::info!(days = ?ticked.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
+        after_commit(parts, shared);
     }
 }
 
 /// Releases the effects whose quiet hours are over.
-fn release_deferred(engine: &mut Engine<SledStore>, shared: &Shared) {
+fn release_deferred(parts: &mut Partitions<SledStore>, shared: &Shared) {
     let now = crate::engine::clock::Clock::now(&SystemClock);
-    if !engine.deferred_due(now) {
-        return;
+    let mut released = false;
+    for engine in parts.engines_mut() {
+        if !engine.deferred_due(now) {
+            continue;
+        }
+        match engine.release_deferred_each(now, &mut |e| shared.count_effects(&[e])) {
+            Ok(effects) => {
+                tracing::info!(effects, "Deferred effects released.");
+                released = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Releasing deferred effects failed.");
+                shared.note_write(Err(format!("releasing deferred effects failed: {e}")));
+            }
+        }
     }
-    match engine.release_deferred_each(now, &mut |e| shared.count_effects(&[e])) {
-        Ok(effects) => {
-            tracing::info!(effects, "Deferred effects released.");
-            after_commit(engine, shared);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Releasing deferred effects failed.");
-            shared.note_write(Err(format!("releasing deferred effects failed: {e}")));
-        }
+    if released {
+        after_commit(parts, shared);
     }
 }
 
 /// Writes file sinks (counted per sink in `/metrics`), trims the outbox
 /// and wakes the dispatcher.
-fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
-    let counted = crate::outbox::drain_file_sinks(engine, &mut |sink, r| {
-        let label = crate::outbox::sink_label(sink);
-        match r {
-            Ok(n) => shared.count_deliveries(&label, n as u64, Ok(())),
-            Err(e) => {
-                shared.count_deliveries(&label, 1, Err(e.to_string()));
-                tracing::error!(sink = %label, error = %e, "Delivery failed.");
+fn after_commit(parts: &mut Partitions<SledStore>, shared: &Shared) {
+    for engine in parts.engines_mut() {
+        let counted = crate::outbox::drain_file_sinks(engine, &mut |sink, r| {
+            let label = crate::outbox::sink_label(sink);
+            match r {
+                Ok(n) => shared.count_deliveries(&label, n as u64, Ok(())),
+                Err(e) => {
+                    shared.count_deliveries(&label, 1, Err(e.to_string()));
+                    tracing::error!(sink = %label, error = %e, "Delivery failed.");
+                }
             }
+        });
+        if let Err(e) = counted {
+            tracing::error!(error = %e, "Trimming the outbox failed.");
         }
-    });
-    if let Err(e) = counted {
-        tracing::error!(error = %e, "Trimming the outbox failed.");
     }
     shared.outbox_changed.notify_waiters();
 }
@@ -288,7 +324,7 @@ fn after_commit(engine: &mut Engine<SledStore>, shared: &Shared) {
 /// and requests reusing an id with another body are answered here and
 /// store nothing.
 fn validate(
-    engine: &Engine<SledStore>,
+    parts: &Partitions<SledStore>,
     values: Vec<serde_json::Value>,
     reply: oneshot::Sender<IngestReply>,
 ) -> Option<IngestRequest> {
@@ -296,7 +332,7 @@ fn validate(
     let mut errors = Vec::new();
     let now = crate::engine::clock::Clock::now(&SystemClock);
     for (i, v) in values.into_iter().enumerate() {
-        let parsed = event_from_json(&engine.schema, v)
+        let parsed = event_from_json(&parts.first().schema, v)
             .and_then(|e| crate::io::event::check_not_ahead(&e, now).map(|()| e));
         match parsed {
             Ok(e) => events.push(e),
@@ -319,7 +355,7 @@ fn validate(
         }
     }
     for e in &events {
-        match engine.known(e) {
+        match parts.engine_of(&e.member).known(e) {
             Ok(Some(h)) if h != e.body_hash as u64 => conflicts.push(e.id.clone()),
             Ok(_) => {}
             Err(err) => {
@@ -338,7 +374,7 @@ fn validate(
     Some(IngestRequest { events, reply })
 }
 
-fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Shared) {
+fn commit(parts: &mut Partitions<SledStore>, batch: Vec<IngestRequest>, shared: &Shared) {
     if batch.is_empty() {
         return;
     }
@@ -350,11 +386,13 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
         all.extend(p.events);
     }
     let start = std::time::Instant::now();
-    match engine.process(&all) {
+    match parts.process(&all) {
         Ok(c) => {
             shared.note_write(Ok(()));
             shared.observe_batch(start.elapsed(), all.len());
             // Published before the replies, so a client sees its own spend.
+            // (Budgets are refused on a folder of partitions: one engine.)
+            let engine = parts.first();
             let today = crate::engine::clock::local_day(
                 &engine.schema,
                 crate::engine::clock::Clock::now(&SystemClock),
@@ -403,7 +441,7 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
                 };
                 let _ = reply.send(reply_for);
             }
-            after_commit(engine, shared);
+            after_commit(parts, shared);
         }
         Err(e) => {
             tracing::error!(error = %e, "Commit failed.");
@@ -417,7 +455,13 @@ fn commit(engine: &mut Engine<SledStore>, batch: Vec<IngestRequest>, shared: &Sh
 
 /// Gives the config's sinks their cursors and warns of sinks left out of
 /// it that still have effects to deliver (kept for a while).
-pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
+pub(super) fn register_sinks(parts: &mut Partitions<SledStore>) {
+    for engine in parts.engines_mut() {
+        register_sinks_of(engine);
+    }
+}
+
+fn register_sinks_of(engine: &mut Engine<SledStore>) {
     let retention = engine.schema.outbox_retention_days;
     match crate::outbox::register_sinks(engine) {
         Ok(sinks) => {
@@ -444,7 +488,7 @@ pub(super) fn register_sinks(engine: &mut Engine<SledStore>) {
 /// Loads, checks and compiles everything off to the side; swaps only when
 /// all of it is good. A failed reload keeps the running set.
 fn reload(
-    engine: &mut Engine<SledStore>,
+    parts: &mut Partitions<SledStore>,
     opts: &LoadOptions,
     shared: &Shared,
     reason: &str,
@@ -462,18 +506,18 @@ fn reload(
         && let Some(rules) = l
             .rules
             .as_ref()
-            .filter(|r| r.version == engine.rules.version)
+            .filter(|r| r.version == parts.first().rules.version)
     {
         // The version hashes the config, the rules and the plugins: a
         // file touched, or saved as it was, changes nothing.
         tracing::info!(version = %rules.version, reason, "Rules unchanged.");
     } else if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
         let (schema, rules) = (Arc::new(schema), Arc::new(rules));
-        let listen = engine.schema.listen.clone();
+        let listen = parts.first().schema.listen.clone();
         if schema.listen != listen {
             tracing::warn!(from = %listen, to = %schema.listen, "`http.listen` changed: the daemon listens where it started until it is restarted.");
         }
-        match engine.swap(schema.clone(), rules.clone(), l.plugins.clone()) {
+        match parts.swap(&schema, &rules, &l.plugins) {
             Ok(()) => {
                 status.ruleset = rules.version.clone();
                 status.rules = rules.rules.len();
@@ -481,10 +525,10 @@ fn reload(
                 shared.schema.store(schema);
                 shared.plugins.store(Arc::new(l.plugins));
                 tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
-                register_sinks(engine);
+                register_sinks(parts);
                 // A sink back in the config gets what it missed now, not
                 // at the next commit.
-                after_commit(engine, shared);
+                after_commit(parts, shared);
             }
             Err(e) => {
                 // A config the store cannot take (tiers that would re-map).

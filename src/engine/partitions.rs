@@ -27,8 +27,10 @@ use crate::config::Schema;
 use crate::lang::RuleSet;
 use crate::lang::compile::Action;
 use crate::model::{Event, MemberRecord};
+use crate::plugins::Plugins;
 use crate::store::folder::partition_of;
 use crate::store::{Store, StoreError};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 /// Batches a partition's writer may have waiting, besides the one it is
@@ -138,6 +140,35 @@ pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
     out
 }
 
+/// The data folder's partitions as engines (made with `schema.partitions`
+/// of them when the folder is new). A project that needs every member in
+/// one partition is refused on a folder of more, before anything is made.
+pub fn open(
+    folder: &std::path::Path,
+    schema: &std::sync::Arc<Schema>,
+    rules: &std::sync::Arc<RuleSet>,
+    plugins: Option<std::sync::Arc<crate::plugins::Plugins>>,
+) -> Result<Partitions<crate::store::SledStore>, StoreError> {
+    let n = crate::store::folder::partitions_in(folder)?.unwrap_or(schema.partitions);
+    let crossing = crossing(schema, rules);
+    if n > 1 && !crossing.is_empty() {
+        return Err(StoreError::Layout {
+            path: folder.to_path_buf(),
+            message: format!(
+                "it has {n} partitions, and partitions do not yet share what this project needs across members:\n  - {}\nrun this project on a data folder of one partition: set `storage.partitions: 1` and ingest its history into a new data folder (a folder keeps the number of partitions it was made with)",
+                crossing.join("\n  - ")
+            ),
+        });
+    }
+    let engines = crate::store::folder::open_partitions(folder, n, schema.cache_bytes)?
+        .into_iter()
+        .map(|s| {
+            Engine::new(schema.clone(), rules.clone(), s).map(|e| e.with_plugins(plugins.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Partitions::new(engines))
+}
+
 impl<S: Store + Send> Partitions<S> {
     /// The engines of partitions 0, 1, ...; at least one.
     pub fn new(engines: Vec<Engine<S>>) -> Partitions<S> {
@@ -166,16 +197,46 @@ impl<S: Store + Send> Partitions<S> {
         &mut self.engines
     }
 
+    /// Partition 0's engine: the config and rules all of them run.
+    pub fn first(&self) -> &Engine<S> {
+        &self.engines[0]
+    }
+
     /// The engine of `member`'s partition.
-    pub fn engine_of(&self, member: &str) -> Option<&Engine<S>> {
-        self.engines.get(partition_of(member, self.engines.len()))
+    pub fn engine_of(&self, member: &str) -> &Engine<S> {
+        &self.engines[partition_of(member, self.engines.len())]
     }
 
     pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
-        match self.engine_of(id) {
-            Some(e) => e.member(id),
-            None => Ok(None),
+        self.engine_of(id).member(id)
+    }
+
+    /// Swaps config, rules and plugins in every partition, or in none: a
+    /// tier list the stores cannot take, or on a folder of partitions a
+    /// project that needs every member in one, is refused first.
+    pub fn swap(
+        &mut self,
+        schema: &Arc<Schema>,
+        rules: &Arc<RuleSet>,
+        plugins: &Option<Arc<Plugins>>,
+    ) -> Result<(), StoreError> {
+        let crossing = crossing(schema, rules);
+        if self.engines.len() > 1 && !crossing.is_empty() {
+            return Err(StoreError::TiersChanged(format!(
+                "this data folder has {} partitions, and partitions do not yet share what these rules need across members: {}",
+                self.engines.len(),
+                crossing.join("; ")
+            )));
         }
+        for e in &self.engines {
+            if let Some(why) = super::tier_change(e.store(), &schema.tiers)? {
+                return Err(StoreError::TiersChanged(why));
+            }
+        }
+        for e in &mut self.engines {
+            e.swap(schema.clone(), rules.clone(), plugins.clone())?;
+        }
+        Ok(())
     }
 
     /// Processes a batch: each partition commits its events, all at the

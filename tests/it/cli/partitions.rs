@@ -152,8 +152,13 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
         "{err}"
     );
     assert!(!dir.path().join("data").exists(), "nothing made");
-    // Nor do the commands that do not make partitions make a folder of one.
     let (_, err, code) = nudge(dir.path(), &["run"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rule \"welcome\" has a budget"), "{err}");
+    // Nor do the commands that do not make partitions make a folder of one
+    // (in an empty folder made for them).
+    std::fs::create_dir(dir.path().join("data")).expect("data");
+    let (_, err, code) = nudge(dir.path(), &["segment", "spend > 0", "--count"], None);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(
@@ -161,7 +166,7 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
         ),
         "{err}"
     );
-    assert!(!dir.path().join("data").exists(), "nothing made");
+    assert!(files(&dir.path().join("data")).is_empty(), "nothing made");
 }
 
 #[test]
@@ -246,7 +251,12 @@ fn partition_folders_that_do_not_fit_are_refused_by_name() {
         "{err}"
     );
     std::fs::remove_file(&file).expect("remove");
-    for args in [&["ingest", "e.ndjson"][..], &["member", "m1"], &["run"]] {
+    for args in [
+        &["ingest", "e.ndjson"][..],
+        &["member", "m1"],
+        &["run"],
+        &["segment", "spend > 0", "--count"],
+    ] {
         let (_, err, code) = nudge(d, args, None);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(

@@ -3,6 +3,7 @@
 //! stress.
 
 mod hostile_http;
+mod partitions;
 mod predict;
 mod reload;
 mod rewards;

@@ -1,0 +1,134 @@
+//! The daemon on a data folder of partitions (`storage.partitions`): HTTP
+//! ingest commits each partition's share, members are read from their
+//! partition, a webhook gets every effect once from every partition, file
+//! sinks write a file per partition; after a restart a redelivery is a
+//! duplicate; segments say they do not read partitions yet, and a reload
+//! that brings a budget is refused with the running rules kept.
+
+use crate::common::*;
+
+const CONFIG: &str = "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nstorage:\n  partitions: 3\n";
+
+const RULES: &str = "rule \"pts\" on purchase then award points floor(event.amount)\n\
+                     rule \"silver\" on purchase when spend >= 100 then set tier silver\n";
+
+/// 60 members, two purchases of 30 and 80 each: 120 point effects and 60
+/// tier changes.
+fn body(from: usize) -> String {
+    let events: Vec<String> = (from..from + 60)
+        .flat_map(|m| {
+            [
+                purchase(&format!("a{m}"), &format!("m{m}"), 30.0),
+                purchase(&format!("b{m}"), &format!("m{m}"), 80.0),
+            ]
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+fn stop(d: &mut Daemon) {
+    let stopped = std::process::Command::new("kill")
+        .arg(d.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let _ = d.child.wait();
+}
+
+#[test]
+fn the_daemon_runs_a_folder_of_partitions() {
+    let (hook, received) = receiver(0, 200);
+    let config = format!(
+        "{CONFIG}sinks:\n  - kind: file\n    path: out/effects.ndjson\n  - kind: webhook\n    url: http://{hook}/fx\n"
+    );
+    let dir = project_with(&config, RULES);
+    {
+        let mut d = start(dir.path());
+        let (code, b) = http(&d.addr, "POST", "/v1/events", &body(0));
+        assert_eq!(code, 202, "{b}");
+        assert!(b.contains("\"applied\":120"), "{b}");
+        for m in [0, 17, 59] {
+            let rec = member_json(&d.addr, &format!("m{m}"));
+            assert_eq!(rec["points"], 110, "m{m}: {rec}");
+            assert_eq!(rec["tier"], "silver", "m{m}");
+        }
+        let (_, metrics) = http(&d.addr, "GET", "/metrics", "");
+        assert!(metrics.contains("nudge_members 60"), "{metrics}");
+        let (code, b) = http(
+            &d.addr,
+            "POST",
+            "/v1/segments/count",
+            r#"{"when":"spend > 0"}"#,
+        );
+        assert_eq!(code, 501, "{b}");
+        assert!(
+            b.contains("segments do not read a data folder of partitions yet"),
+            "{b}"
+        );
+        wait_until(std::time::Duration::from_secs(20), "180 deliveries", || {
+            received.lock().expect("log").len() >= 180
+        });
+        stop(&mut d);
+    }
+    let data = dir.path().join("data");
+    for k in 0..3 {
+        assert!(data.join(format!("p{k}")).is_dir(), "p{k}");
+    }
+    let mut lines = 0;
+    for k in 0..3 {
+        let file = dir.path().join(format!("out/effects-p{k}.ndjson"));
+        let text = std::fs::read_to_string(&file).expect("a file per partition");
+        assert!(!text.is_empty(), "p{k}");
+        lines += text.lines().count();
+    }
+    assert_eq!(lines, 180);
+    let keys: std::collections::BTreeSet<String> = received
+        .lock()
+        .expect("log")
+        .iter()
+        .map(|(k, _, _)| k.clone())
+        .collect();
+    assert_eq!(keys.len(), 180, "each effect once");
+
+    // After a restart: the same events are duplicates, new ones apply.
+    let d = start(dir.path());
+    let (code, b) = http(&d.addr, "POST", "/v1/events", &body(0));
+    assert_eq!(code, 202, "{b}");
+    assert!(
+        b.contains("\"applied\":0") && b.contains("\"duplicates\":120"),
+        "{b}"
+    );
+    let (code, b) = http(&d.addr, "POST", "/v1/events", &body(60));
+    assert_eq!(code, 202, "{b}");
+    assert!(b.contains("\"applied\":120"), "{b}");
+    assert_eq!(member_json(&d.addr, "m100")["points"], 110);
+
+    // A budget needs every member in one partition: the reload is refused.
+    std::fs::write(
+        dir.path().join("rules/r.rules"),
+        format!("{RULES}rule \"gift\" on purchase then award points 5 budget 100\n"),
+    )
+    .expect("rules");
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the failed reload",
+        || {
+            let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+            s.contains("partitions do not yet share what these rules need")
+        },
+    );
+    let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+    assert!(s.contains("rule \\\"gift\\\" has a budget"), "{s}");
+    let (code, _) = http(
+        &d.addr,
+        "POST",
+        "/v1/events",
+        &format!("[{}]", purchase("c1", "m1", 1.0)),
+    );
+    assert_eq!(code, 202);
+    assert_eq!(
+        member_json(&d.addr, "m1")["points"],
+        111,
+        "the running rules stay"
+    );
+}
