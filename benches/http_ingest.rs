@@ -1,6 +1,7 @@
 //! HTTP ingest throughput: the real `nudge run` binary on loopback, two
 //! client threads posting batches of 100 purchase events (each request
-//! answered 202 only once its events are durable). Prints JSON lines.
+//! answered 202 only once its events are durable), on a data folder of
+//! one partition and of two (`storage.partitions`). Prints JSON lines.
 //!
 //! Run: `cargo bench --bench http_ingest`.
 
@@ -19,8 +20,14 @@ const BATCH: usize = 100;
 const CLIENTS: usize = 2;
 
 fn main() {
+    for partitions in [1, 2] {
+        run(partitions);
+    }
+}
+
+fn run(partitions: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("nudge.yaml"), "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\n").expect("config");
+    std::fs::write(dir.path().join("nudge.yaml"), format!("timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nstorage:\n  partitions: {partitions}\n")).expect("config");
     std::fs::create_dir(dir.path().join("rules")).expect("rules");
     std::fs::write(
         dir.path().join("rules/r.rules"),
@@ -64,7 +71,7 @@ fn main() {
     lat.sort_by(f64::total_cmp);
     let events = CLIENTS * REQUESTS_PER_CLIENT * BATCH;
     println!(
-        "{{\"bench\":\"http_ingest\",\"events\":{events},\"batch\":{BATCH},\"clients\":{CLIENTS},\"events_per_s\":{:.0},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
+        "{{\"bench\":\"http_ingest\",\"partitions\":{partitions},\"events\":{events},\"batch\":{BATCH},\"clients\":{CLIENTS},\"events_per_s\":{:.0},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
         events as f64 / secs,
         lat[lat.len() / 2],
         lat[lat.len() * 99 / 100]

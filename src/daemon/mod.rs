@@ -315,6 +315,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         );
     }
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
+    if parts.len() != schema.partitions {
+        tracing::warn!(folder = %data.display(), partitions = parts.len(), configured = schema.partitions, "The data folder keeps the number of partitions it was made with: `storage.partitions` is for folders made from now on.");
+    }
     writer::register_sinks(&mut parts);
     let indexed: Option<usize> = parts.engines().iter().map(|e| e.due_on(i32::MAX)).sum();
     match indexed {

@@ -495,7 +495,7 @@ fn reload(
 ) -> bool {
     let l = load(opts);
     let diagnostics = l.diagnostics_json();
-    let errors = l.errors();
+    let mut errors = l.errors();
     let mut ok = errors == 0 && !l.io_failure;
     // The first error, for the log line (status has them all).
     let mut why = l.error_lines().into_iter().next().unwrap_or_default();
@@ -531,8 +531,10 @@ fn reload(
                 after_commit(parts, shared);
             }
             Err(e) => {
-                // A config the store cannot take (tiers that would re-map).
+                // A config the stores cannot take (tiers that would re-map,
+                // rules that need every member in one partition).
                 ok = false;
+                errors = 1;
                 why = e.to_string();
                 status.last_reload_diagnostics = serde_json::json!([{
                     "code": "E302", "severity": "error", "file": "nudge.yaml",

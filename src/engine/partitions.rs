@@ -223,7 +223,7 @@ impl<S: Store + Send> Partitions<S> {
         let crossing = crossing(schema, rules);
         if self.engines.len() > 1 && !crossing.is_empty() {
             return Err(StoreError::TiersChanged(format!(
-                "this data folder has {} partitions, and partitions do not yet share what these rules need across members: {}",
+                "this data folder has {} partitions, and partitions do not yet share what these rules need across members: {}; keep such rules for a data folder of one partition",
                 self.engines.len(),
                 crossing.join("; ")
             )));

@@ -56,7 +56,9 @@ fn layout(folder: &Path) -> Result<Option<(usize, String)>, StoreError> {
     match (0..n).find(|k| !folder.join(format!("p{k}")).is_dir()) {
         Some(k) => Err(layout_error(
             folder,
-            format!("its partition folder p{k} is missing (it has {n} partitions)"),
+            format!(
+                "its partition folder p{k} is missing (it has {n} partitions); restore it (from a backup of the whole folder), or move the folder away to start empty"
+            ),
         )),
         None => Ok(Some((n, id.to_string()))),
     }
@@ -176,7 +178,13 @@ fn open_partition(
     cache: u64,
 ) -> Result<SledStore, StoreError> {
     let dir = folder.join(format!("p{k}"));
-    let store = SledStore::open_partition(&dir, cache)?;
+    // The lock is the data folder's, whichever partition found it taken.
+    let store = SledStore::open_partition(&dir, cache).map_err(|e| match e {
+        StoreError::Locked { .. } => StoreError::Locked {
+            path: folder.to_path_buf(),
+        },
+        e => e,
+    })?;
     let want = format!("{k}/{n} {id}");
     match store.meta(keys::PARTITION)? {
         Some(have) if have == want.as_bytes() => Ok(store),
