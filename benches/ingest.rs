@@ -19,7 +19,6 @@ mod common;
 
 use nudge::engine::Engine;
 use nudge::store::SledStore;
-use std::sync::Arc;
 use std::time::Instant;
 
 const BATCH: usize = 1000;
@@ -27,15 +26,7 @@ const BATCH: usize = 1000;
 fn main() {
     let n = common::env_size("NUDGE_BENCH_MEMBERS", 1_000_000);
     let events = common::env_size("NUDGE_BENCH_EVENTS", 200_000);
-    let l = nudge::project::load::load_texts(
-        common::CONFIG,
-        &[("bench.rules", common::purchases::RULES)],
-    );
-    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
-    let (schema, rules) = (
-        Arc::new(l.schema.expect("schema")),
-        Arc::new(l.rules.expect("rules")),
-    );
+    let (schema, rules) = common::purchases::load();
     let people = common::members(n);
 
     let stream = common::purchases::stream(&schema, n, events);

@@ -51,16 +51,11 @@ struct Workload {
 fn workload() -> Workload {
     let n = common::env_size("NUDGE_BENCH_MEMBERS", 1_000_000);
     let events = common::env_size("NUDGE_BENCH_EVENTS", 200_000);
-    let l = nudge::project::load::load_texts(
-        common::CONFIG,
-        &[("bench.rules", common::purchases::RULES)],
-    );
-    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
-    let schema = Arc::new(l.schema.expect("schema"));
+    let (schema, rules) = common::purchases::load();
     let stream = common::purchases::stream(&schema, n, events);
     Workload {
         schema,
-        rules: Arc::new(l.rules.expect("rules")),
+        rules,
         people: common::members(n),
         stream,
     }

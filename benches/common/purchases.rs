@@ -33,6 +33,19 @@ rule "quiet" on purchase when orders_90d == 0 then tag "returning"
 
 const CATEGORIES: [&str; 6] = ["coffee", "tea", "books", "music", "tech", "kids"];
 
+/// The bench config with [`RULES`], loaded as the loader loads a project.
+pub fn load() -> (
+    std::sync::Arc<nudge::config::Schema>,
+    std::sync::Arc<nudge::lang::RuleSet>,
+) {
+    let l = nudge::project::load::load_texts(super::CONFIG, &[("bench.rules", RULES)]);
+    assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
+    (
+        std::sync::Arc::new(l.schema.expect("schema")),
+        std::sync::Arc::new(l.rules.expect("rules")),
+    )
+}
+
 /// `events` purchases for random members of `n`, the same every run.
 pub fn stream(schema: &Schema, n: usize, events: usize) -> Vec<Event> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;

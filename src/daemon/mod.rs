@@ -176,8 +176,7 @@ impl Shared {
 
     /// The store of `member`'s partition.
     pub fn store_of(&self, member: &str) -> &SledStore {
-        let k = crate::store::folder::partition_of(member, self.stores.len());
-        &self.stores[k.min(self.stores.len() - 1)]
+        &self.stores[crate::store::folder::partition_of(member, self.stores.len())]
     }
 
     fn outbox_depth_of(&self, store: &SledStore) -> u64 {

@@ -8,8 +8,9 @@
 //! ledger for all members), the points mall's stock, actions for another
 //! member (`to ...`), One ID identifiers (an event named by them must be
 //! looked up before it can be routed) and the repurchase models (fitted
-//! over every member). [`crossing`] names what a project uses of them, and
-//! a folder of more than one partition is refused for such a project.
+//! over every member). `lang::partitions::crossing` names what a project
+//! uses of them, and a folder of more than one partition is refused for
+//! such a project.
 //!
 //! A batch over several partitions is several commits: when one fails,
 //! the others' events are stored, and sending the batch again finds them
@@ -25,7 +26,6 @@
 use super::{Committed, Engine, EventOutcome};
 use crate::config::Schema;
 use crate::lang::RuleSet;
-use crate::lang::compile::Action;
 use crate::model::{Event, MemberRecord};
 use crate::plugins::Plugins;
 use crate::store::folder::partition_of;
@@ -107,39 +107,6 @@ pub struct Partitions<S: Store> {
     engines: Vec<Engine<S>>,
 }
 
-/// What of a project needs every member in one partition, in words: one
-/// line each (empty: the project runs on any number of partitions).
-pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
-    let mut out = Vec::new();
-    if !schema.id_kinds.is_empty() {
-        out.push("the config's `ids` (One ID): an event named by an identifier is looked up in every member before it can be routed".to_string());
-    }
-    for r in schema.rewards.iter().filter(|r| r.stock.is_some()) {
-        out.push(format!(
-            "reward `{}` has a stock, which all members share",
-            r.name
-        ));
-    }
-    for r in &rules.rules {
-        if r.budget.is_some() {
-            out.push(format!(
-                "rule \"{}\" has a budget, which all members share",
-                r.name
-            ));
-        }
-        if r.actions.iter().any(|a| matches!(a, Action::For { .. })) {
-            out.push(format!(
-                "rule \"{}\" acts for another member (`to ...`), who may be in another partition",
-                r.name
-            ));
-        }
-    }
-    if rules.reads_predictions {
-        out.push("rules read predictions, whose models are fitted over every member".to_string());
-    }
-    out
-}
-
 /// The data folder's partitions as engines (made with `schema.partitions`
 /// of them when the folder is new). A project that needs every member in
 /// one partition is refused on a folder of more, before anything is made.
@@ -150,7 +117,7 @@ pub fn open(
     plugins: Option<std::sync::Arc<crate::plugins::Plugins>>,
 ) -> Result<Partitions<crate::store::SledStore>, StoreError> {
     let n = crate::store::folder::partitions_in(folder)?.unwrap_or(schema.partitions);
-    let crossing = crossing(schema, rules);
+    let crossing = crate::lang::partitions::crossing(schema, rules);
     if n > 1 && !crossing.is_empty() {
         return Err(StoreError::Layout {
             path: folder.to_path_buf(),
@@ -220,7 +187,7 @@ impl<S: Store + Send> Partitions<S> {
         rules: &Arc<RuleSet>,
         plugins: &Option<Arc<Plugins>>,
     ) -> Result<(), StoreError> {
-        let crossing = crossing(schema, rules);
+        let crossing = crate::lang::partitions::crossing(schema, rules);
         if self.engines.len() > 1 && !crossing.is_empty() {
             return Err(StoreError::TiersChanged(format!(
                 "this data folder has {} partitions, and partitions do not yet share what these rules need across members: {}; keep such rules for a data folder of one partition",

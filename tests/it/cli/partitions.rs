@@ -129,8 +129,15 @@ rule "welcome" on purchase when orders == 1 then award points 10 budget 100
 rule "thanks" on purchase when referred_by is not null then award points 5 to referred_by
 "#;
     let dir = crate::common::project_with(config, rules);
-    let (_, err, code) = nudge(dir.path(), &["check"], None);
+    // `nudge check` warns: the rules are fine, the partitions are not.
+    let (out, err, code) = nudge(dir.path(), &["check"], None);
     assert_eq!(code, 0, "the rules themselves are fine: {err}");
+    let said = format!("{out}{err}");
+    assert!(said.contains("W406"), "{said}");
+    assert!(
+        said.contains("`storage.partitions` is 2, but rule \"welcome\" has a budget"),
+        "{said}"
+    );
     std::fs::write(
         dir.path().join("e.ndjson"),
         crate::common::purchase("e1", "m1", 5.0),

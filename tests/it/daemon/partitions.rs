@@ -26,15 +26,6 @@ fn body(from: usize) -> String {
     format!("[{}]", events.join(","))
 }
 
-fn stop(d: &mut Daemon) {
-    let stopped = std::process::Command::new("kill")
-        .arg(d.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(stopped.success());
-    let _ = d.child.wait();
-}
-
 #[test]
 fn the_daemon_runs_a_folder_of_partitions() {
     let (hook, received) = receiver(0, 200);
@@ -68,7 +59,7 @@ fn the_daemon_runs_a_folder_of_partitions() {
         wait_until(std::time::Duration::from_secs(20), "180 deliveries", || {
             received.lock().expect("log").len() >= 180
         });
-        stop(&mut d);
+        d.stop();
     }
     let data = dir.path().join("data");
     for k in 0..3 {

@@ -39,12 +39,7 @@ fn stock_shows_in_status_and_holds_across_a_restart() {
         );
         assert_eq!(points(&d.addr, "a"), 15);
         // A clean stop (SIGTERM), so the restart below is a restart.
-        let stopped = std::process::Command::new("kill")
-            .arg(d.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(stopped.success());
-        let _ = d.child.wait();
+        d.stop();
     }
     let d = start(dir.path());
     let body = format!("[{},{}]", order("o2", "b"), order("o3", "a"));

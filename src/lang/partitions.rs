@@ -1,0 +1,41 @@
+//! What of a project needs every member in one partition of the data
+//! folder (`storage.partitions`): what partitions do not share yet. The
+//! engine refuses such a project on a folder of partitions; the loader
+//! warns of it when the config asks for partitions (W406).
+
+use crate::config::Schema;
+use crate::lang::RuleSet;
+use crate::lang::compile::Action;
+
+/// What of a project needs every member in one partition, in words: one
+/// line each (empty: the project runs on any number of partitions).
+pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
+    let mut out = Vec::new();
+    if !schema.id_kinds.is_empty() {
+        out.push("the config's `ids` (One ID): an event named by an identifier is looked up in every member before it can be routed".to_string());
+    }
+    for r in schema.rewards.iter().filter(|r| r.stock.is_some()) {
+        out.push(format!(
+            "reward `{}` has a stock, which all members share",
+            r.name
+        ));
+    }
+    for r in &rules.rules {
+        if r.budget.is_some() {
+            out.push(format!(
+                "rule \"{}\" has a budget, which all members share",
+                r.name
+            ));
+        }
+        if r.actions.iter().any(|a| matches!(a, Action::For { .. })) {
+            out.push(format!(
+                "rule \"{}\" acts for another member (`to ...`), who may be in another partition",
+                r.name
+            ));
+        }
+    }
+    if rules.reads_predictions {
+        out.push("rules read predictions, whose models are fitted over every member".to_string());
+    }
+    out
+}
