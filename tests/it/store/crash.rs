@@ -6,7 +6,8 @@
 //! acknowledged before it was flushed. At the end the members and the set
 //! of idempotency keys the receiver got must equal a clean run's.
 //!
-//! CI runs 20 cycles; `NUDGE_CRASH_CYCLES=200 cargo test --release --test
+//! Once on a folder of one partition, once on three (`storage.partitions`).
+//! CI runs 20 and 8 cycles; `NUDGE_CRASH_CYCLES=200 cargo test --release --test
 //! crash -- --nocapture` is the long mode (figures in docs/reliability.md).
 
 use crate::common::*;
@@ -19,9 +20,9 @@ rule \"regular\" on purchase when orders >= 3 then tag \"regular\"\n";
 
 const MEMBERS: usize = 40;
 
-fn config(receiver: &str) -> String {
+fn config(receiver: &str, partitions: usize) -> String {
     format!(
-        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://{receiver}/hook\n"
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://{receiver}/hook\nstorage:\n  partitions: {partitions}\n"
     )
 }
 
@@ -110,7 +111,7 @@ fn outcome(d: &Daemon, seen: &Received) -> Outcome {
 
 fn oracle(events: usize) -> Outcome {
     let (url, seen) = receiver(0, 200);
-    let dir = project_with(&config(&url), RULES);
+    let dir = project_with(&config(&url, 1), RULES);
     let d = start(dir.path());
     for chunk in (0..events).collect::<Vec<_>>().chunks(50) {
         assert!(post(&d.addr, chunk[0]..chunk[chunk.len() - 1] + 1).is_some());
@@ -121,14 +122,27 @@ fn oracle(events: usize) -> Outcome {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice() {
+    harness(1, 20);
+}
+
+/// The same on a data folder of three partitions (a request is then a
+/// commit per partition), against the clean run on one.
+#[test]
+fn sigkill_on_a_folder_of_partitions_loses_nothing_and_sends_nothing_twice() {
+    harness(3, 8);
+}
+
+// The harness prints its figures, as its tests did before they shared it.
+#[allow(clippy::print_stdout)]
+fn harness(partitions: usize, default_cycles: usize) {
     let cycles: usize = std::env::var("NUDGE_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default_cycles);
     let events = 400 * cycles;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ cycles as u64);
     let (url, seen) = receiver(0, 200);
-    let dir = project_with(&config(&url), RULES);
+    let dir = project_with(&config(&url, partitions), RULES);
     let started = Instant::now();
     let (mut next, mut kills, mut in_flight_lost, mut checked) = (0usize, 0, 0, 0);
     // The last request acknowledged before a kill: must be all duplicates.
@@ -245,7 +259,7 @@ fn sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice() {
     println!(
         "{}",
         serde_json::json!({
-            "cycles": cycles, "kills": kills, "events": events,
+            "partitions": partitions, "cycles": cycles, "kills": kills, "events": events,
             "requests_cut_by_a_kill": in_flight_lost,
             "acknowledged_events_checked_after_restart": checked,
             "effects": want_keys.len(), "deliveries": got.deliveries,
