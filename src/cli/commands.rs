@@ -71,6 +71,23 @@ pub(super) fn data_folder(
     Ok(path)
 }
 
+/// The data folder as one store for reading every member, whatever its
+/// partitions (`store::folder::Folder`).
+pub(super) fn open_folder(
+    common: &Common,
+    schema: &Schema,
+) -> Result<nudge::store::folder::Folder, ExitCode> {
+    let path = data_folder(common, schema, false)?;
+    nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
+    let parts = match nudge::store::folder::partitions_in(&path).map_err(fail)? {
+        Some(n) if n > 1 => {
+            nudge::store::folder::open_partitions(&path, n, schema.cache_bytes).map_err(fail)?
+        }
+        _ => vec![SledStore::open_with(&path, schema.cache_bytes).map_err(fail)?],
+    };
+    Ok(nudge::store::folder::Folder { parts })
+}
+
 /// The store of the partition `member` is in (the folder's only one when
 /// it has one); for commands that read one member.
 pub(super) fn open_store_of(

@@ -2,7 +2,7 @@
 //! segment holds for, on a day, from a data folder (stopped daemon; a
 //! running one answers `POST /v1/segments/...`).
 
-use super::commands::{code, fail, open_store};
+use super::commands::{code, fail, open_folder};
 use super::render;
 use crate::Common;
 use nudge::engine::segment::{Scan, default_fields};
@@ -55,7 +55,7 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
             nudge::engine::clock::Clock::now(&nudge::engine::clock::SystemClock),
         ),
     };
-    let store = open_store(common, schema, false)?;
+    let store = open_folder(common, schema)?;
     if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
         return Err(fail(why));
     }
@@ -98,7 +98,7 @@ fn segment_inner(common: &Common, query: &str, out: Output) -> Result<ExitCode, 
 /// reader never sees half a file.
 fn export_file(
     scan: &mut Scan<'_>,
-    store: &nudge::store::SledStore,
+    store: &nudge::store::folder::Folder,
     today: i32,
     path: &Path,
     csv: bool,
@@ -124,7 +124,7 @@ fn export_file(
 
 fn write_rows(
     scan: &mut Scan<'_>,
-    store: &nudge::store::SledStore,
+    store: &nudge::store::folder::Folder,
     today: i32,
     w: &mut dyn Write,
     csv: bool,

@@ -211,3 +211,142 @@ fn layout_error(path: &Path, message: String) -> StoreError {
         message,
     }
 }
+
+/// A data folder's partitions read as one store, for the commands and
+/// routes that read every member (segments): a member is read from its
+/// partition, scans go through every partition (members in key order
+/// within each), days in meta are the newest of any partition and
+/// counters their sum. Writes go through each partition's own engine:
+/// [`Store::commit`] here is refused.
+pub struct Folder {
+    pub parts: Vec<SledStore>,
+}
+
+impl Folder {
+    fn of(&self, member: &str) -> &SledStore {
+        &self.parts[partition_of(member, self.parts.len())]
+    }
+}
+
+impl Store for Folder {
+    fn member(&self, id: &str) -> Result<Option<crate::model::MemberRecord>, StoreError> {
+        self.of(id).member(id)
+    }
+
+    fn member_seen(&self, id: &str) -> Result<Option<super::SeenIds>, StoreError> {
+        self.of(id).member_seen(id)
+    }
+
+    fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError> {
+        for p in &self.parts {
+            if let Some(h) = p.seen(day, event_id)? {
+                return Ok(Some(h));
+            }
+        }
+        Ok(None)
+    }
+
+    fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
+        Ok(None)
+    }
+
+    fn commit(&self, _: WriteSet) -> Result<(), StoreError> {
+        Err(StoreError::Io(
+            "a data folder of partitions is written through its partitions' engines".into(),
+        ))
+    }
+
+    fn member_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for p in &self.parts {
+            ids.extend(p.member_ids()?);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Partition 0's ranges: they cover every id (the first from the
+    /// start, the last to the end), so every partition's members too.
+    fn member_ranges(&self, want: usize) -> Result<Vec<super::IdRange>, StoreError> {
+        self.parts[0].member_ranges(want)
+    }
+
+    fn each_member_bytes(
+        &self,
+        range: &super::IdRange,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut go = true;
+        for p in &self.parts {
+            p.each_member_bytes(range, &mut |id, bytes| {
+                go = visit(id, bytes);
+                go
+            })?;
+            if !go {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn each_member(
+        &self,
+        visit: &mut dyn FnMut(&str, crate::model::MemberRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut go = true;
+        for p in &self.parts {
+            p.each_member(&mut |id, rec| {
+                go = visit(id, rec);
+                go
+            })?;
+            if !go {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn outbox(&self, _: u64, _: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Err(StoreError::Io(
+            "each partition of a data folder has its own outbox".into(),
+        ))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.parts[0].meta(key)
+    }
+
+    fn identity(&self, key: &str) -> Result<Option<String>, StoreError> {
+        for p in &self.parts {
+            if let Some(m) = p.identity(key)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    fn meta_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut all = Vec::new();
+        for p in &self.parts {
+            all.extend(p.meta_prefix(prefix, limit)?);
+        }
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn meta_day(&self, key: &str) -> Result<Option<i32>, StoreError> {
+        let mut newest = None;
+        for p in &self.parts {
+            newest = newest.max(p.meta_day(key)?);
+        }
+        Ok(newest)
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        self.parts.iter().map(|p| p.meta_u64(key)).sum()
+    }
+}
