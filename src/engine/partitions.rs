@@ -1,8 +1,9 @@
 //! A data folder's partitions driven as one: an engine per partition,
 //! each event sent to the partition of its member
 //! (`store::folder::partition_of`), and each partition's share of a batch
-//! committed on a thread of its own while the others commit theirs. One
-//! partition is one engine on the caller's thread, as before partitions.
+//! committed on a thread of its own while the others commit theirs. On
+//! one partition, [`Partitions::process`] is the engine's own, on the
+//! caller's thread, as before partitions.
 //!
 //! What a partition cannot do alone is not built yet: a budget (one
 //! ledger for all members), the points mall's stock, actions for another
