@@ -79,12 +79,8 @@ pub(super) fn open_folder(
 ) -> Result<nudge::store::folder::Folder, ExitCode> {
     let path = data_folder(common, schema, false)?;
     nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
-    let parts = match nudge::store::folder::partitions_in(&path).map_err(fail)? {
-        Some(n) if n > 1 => {
-            nudge::store::folder::open_partitions(&path, n, schema.cache_bytes).map_err(fail)?
-        }
-        _ => vec![SledStore::open_with(&path, schema.cache_bytes).map_err(fail)?],
-    };
+    let parts = nudge::store::folder::open_partitions(&path, schema.partitions, schema.cache_bytes)
+        .map_err(fail)?;
     Ok(nudge::store::folder::Folder { parts })
 }
 

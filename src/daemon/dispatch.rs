@@ -55,7 +55,7 @@ async fn supervise(shared: Arc<Shared>, client: reqwest::Client) {
         running.retain(|_, task| !task.is_finished());
         let sinks = shared.schema.load().sinks.clone();
         for sink in sinks.iter().filter(|s| !matches!(s, Sink::File { .. })) {
-            for part in 0..shared.stores.len() {
+            for part in 0..shared.folder.parts.len() {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     running.entry((sink_cursor(sink), part))
                 {
@@ -81,7 +81,7 @@ fn configured(shared: &Shared, cursor_key: &str) -> bool {
 /// Delivers partition `part`'s outbox to `sink`.
 async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sink, part: usize) {
     let cursor_key = sink_cursor(&sink);
-    let store = &shared.stores[part];
+    let store = &shared.folder.parts[part];
     // Credentials in a webhook URL stay out of metrics, logs and status.
     let name = crate::outbox::sink_label(&sink);
     loop {

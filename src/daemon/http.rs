@@ -273,7 +273,7 @@ async fn get_explain(
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
     };
-    let store = app.shared.store_of(&id);
+    let store = app.shared.folder.of(&id);
     let (id, rec) = match crate::engine::identity::find_member(store, &id) {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -314,7 +314,7 @@ async fn get_member(
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    let store = app.shared.store_of(&id);
+    let store = app.shared.folder.of(&id);
     match crate::engine::identity::find_member(store, &id) {
         Ok(Some((id, rec))) => reply(
             StatusCode::OK,
@@ -404,7 +404,7 @@ fn status_json(app: &App) -> serde_json::Value {
         "dead_letters": app.shared.dead_letters(100),
         "rewards": app.shared.reward_stock(),
         // (Predictions are refused on a folder of partitions: one store.)
-        "model": crate::engine::predict::load(&app.shared.stores[0]).ok().flatten(),
+        "model": crate::engine::predict::load(&app.shared.folder).ok().flatten(),
         "budgets": app.shared.budgets.lock().map(|b| b.iter().map(|(rule, used, total)| json!({"rule": rule, "used": used.to_string(), "total": total.to_string(), "left": (total - used).to_string()})).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
@@ -612,11 +612,7 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     }
     // From counters, not scans: a scrape must stay cheap with millions of members.
     let depth = sh.outbox_depth();
-    let members: u64 = sh
-        .stores
-        .iter()
-        .map(|s| s.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0))
-        .sum();
+    let members = sh.folder.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0);
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"

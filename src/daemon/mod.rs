@@ -55,9 +55,9 @@ pub struct Shared {
     pub status: ArcSwap<Status>,
     pub rules: ArcSwap<RuleSet>,
     pub schema: ArcSwap<Schema>,
-    /// The data folder's partitions, for reads (members, outbox depth);
-    /// the writer alone writes members.
-    pub stores: Vec<SledStore>,
+    /// The data folder's partitions, for reads (members, segments, outbox
+    /// depth); the writer alone writes members.
+    pub folder: crate::store::folder::Folder,
     pub events_received: AtomicU64,
     pub events_applied: AtomicU64,
     /// Redelivered events (already applied: nothing changed).
@@ -171,12 +171,11 @@ impl Shared {
     /// left (entries it delivered stay in the store until the writer's
     /// next commit trims them). From counters, not a scan.
     pub fn outbox_depth(&self) -> u64 {
-        self.stores.iter().map(|s| self.outbox_depth_of(s)).sum()
-    }
-
-    /// The store of `member`'s partition.
-    pub fn store_of(&self, member: &str) -> &SledStore {
-        &self.stores[crate::store::folder::partition_of(member, self.stores.len())]
+        self.folder
+            .parts
+            .iter()
+            .map(|s| self.outbox_depth_of(s))
+            .sum()
     }
 
     fn outbox_depth_of(&self, store: &SledStore) -> u64 {
@@ -213,7 +212,8 @@ impl Shared {
             .filter_map(|r| {
                 let stock = r.stock?;
                 // (A stock is refused on a folder of partitions: one store.)
-                let gone = self.stores[0]
+                let gone = self
+                    .folder
                     .meta(&crate::store::keys::stock(&r.name))
                     .ok()
                     .flatten()
@@ -227,13 +227,10 @@ impl Shared {
     /// Dead letters kept in the store, oldest first (at most `limit`).
     pub fn dead_letters(&self, limit: usize) -> Vec<serde_json::Value> {
         use crate::store::Store;
-        self.stores
-            .iter()
-            .flat_map(|s| {
-                s.meta_prefix(crate::store::keys::DEAD_PREFIX, limit)
-                    .unwrap_or_default()
-            })
-            .take(limit)
+        self.folder
+            .meta_prefix(crate::store::keys::DEAD_PREFIX, limit)
+            .unwrap_or_default()
+            .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect()
     }
@@ -339,7 +336,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }),
         rules: ArcSwap::new(rules.clone()),
         schema: ArcSwap::new(schema.clone()),
-        stores: parts.engines().iter().map(|e| e.store().clone()).collect(),
+        folder: crate::store::folder::Folder {
+            parts: parts.engines().iter().map(|e| e.store().clone()).collect(),
+        },
         events_received: AtomicU64::new(0),
         events_applied: AtomicU64::new(0),
         events_duplicate: AtomicU64::new(0),

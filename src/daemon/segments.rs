@@ -89,7 +89,7 @@ fn asked(shared: &Shared, body: &[u8], export: bool) -> Result<Asked, Refusal> {
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
     };
-    crate::engine::segment::check_day(&folder(shared), today).map_err(|e| match e {
+    crate::engine::segment::check_day(&shared.folder, today).map_err(|e| match e {
         crate::engine::segment::SegmentError::TooEarly { .. } => bad(e.to_string()),
         e => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -112,7 +112,7 @@ pub async fn count(shared: Arc<Shared>, body: Vec<u8>) -> Refusal {
         let rules = a.query.rules(&a.rules);
         let mut scan =
             Scan::new(&a.schema, rules, a.query.index, &[]).map_err(|e| bad(e.to_string()))?;
-        let c = scan.count(&folder(&shared), a.today).map_err(|e| {
+        let c = scan.count(&shared.folder, a.today).map_err(|e| {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": e.to_string()}),
@@ -156,7 +156,7 @@ pub async fn export(
             Err(e) => return checked_tx.send(Err(bad(e.to_string()))),
         };
         let _ = checked_tx.send(Ok(()));
-        let result = scan.each(&folder(&shared), a.today, &mut |scan, id, rec| {
+        let result = scan.each(&shared.folder, a.today, &mut |scan, id, rec| {
             let line = row_json(&scan.row(id, rec)) + "\n";
             // A client that went away stops the scan.
             tx.blocking_send(Ok(line)).is_ok()
@@ -173,12 +173,5 @@ pub async fn export(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": "the export stopped"}),
         )),
-    }
-}
-
-/// Every partition of the data folder, read as one.
-fn folder(shared: &Shared) -> crate::store::folder::Folder {
-    crate::store::folder::Folder {
-        parts: shared.stores.clone(),
     }
 }

@@ -120,9 +120,7 @@ pub fn open_partitions(
     if n == 1 {
         return Ok(vec![SledStore::open_with(folder, cache_bytes)?]);
     }
-    let cache = cache_bytes
-        .unwrap_or(super::DEFAULT_CACHE_BYTES)
-        .div_ceil(n as u64);
+    let cache = cache_share(cache_bytes, n);
     (0..n)
         .map(|k| open_partition(folder, k, n, &id, cache))
         .collect()
@@ -136,14 +134,23 @@ pub fn open_partition_of(
     cache_bytes: Option<u64>,
 ) -> Result<SledStore, StoreError> {
     match layout(folder)? {
-        Some((n, id)) if n > 1 => {
-            let cache = cache_bytes
-                .unwrap_or(super::DEFAULT_CACHE_BYTES)
-                .div_ceil(n as u64);
-            open_partition(folder, partition_of(member, n), n, &id, cache)
-        }
+        Some((n, id)) if n > 1 => open_partition(
+            folder,
+            partition_of(member, n),
+            n,
+            &id,
+            cache_share(cache_bytes, n),
+        ),
         _ => SledStore::open_with(folder, cache_bytes),
     }
+}
+
+/// A partition's part of sled's cache: the partitions share the one the
+/// config gives (`storage.cache_mb`) rather than multiply it.
+fn cache_share(cache_bytes: Option<u64>, n: usize) -> u64 {
+    cache_bytes
+        .unwrap_or(super::DEFAULT_CACHE_BYTES)
+        .div_ceil(n as u64)
 }
 
 /// Makes a folder of `n` partitions: the partitions, then the file that
@@ -223,7 +230,8 @@ pub struct Folder {
 }
 
 impl Folder {
-    fn of(&self, member: &str) -> &SledStore {
+    /// The store of `member`'s partition.
+    pub fn of(&self, member: &str) -> &SledStore {
         &self.parts[partition_of(member, self.parts.len())]
     }
 }
