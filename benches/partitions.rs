@@ -145,7 +145,7 @@ fn partitions(w: &Workload, p: u64) -> Case {
         .zip(stores)
         .map(|(part, store)| prepare(w, store, part, p).0)
         .collect();
-    let mut parts = Partitions::new(engines);
+    let mut parts = Partitions::new(engines).expect("partitions");
     let start = Instant::now();
     parts
         .pipeline(

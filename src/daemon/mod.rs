@@ -211,14 +211,15 @@ impl Shared {
             .iter()
             .filter_map(|r| {
                 let stock = r.stock?;
-                // (A stock is refused on a folder of partitions: one store.)
-                let gone = self
+                // Each partition counts what went from it.
+                let key = crate::store::keys::stock(&r.name);
+                let gone: u64 = self
                     .folder
-                    .meta(&crate::store::keys::stock(&r.name))
-                    .ok()
-                    .flatten()
-                    .and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok())
-                    .unwrap_or(0);
+                    .parts
+                    .iter()
+                    .filter_map(|p| p.meta(&key).ok().flatten())
+                    .filter_map(|b| String::from_utf8_lossy(&b).parse::<u64>().ok())
+                    .sum();
                 Some(serde_json::json!({"reward": r.name, "stock": stock, "gone": gone, "left": stock.saturating_sub(gone)}))
             })
             .collect()

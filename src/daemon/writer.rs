@@ -391,7 +391,7 @@ fn commit(parts: &mut Partitions<SledStore>, batch: Vec<IngestRequest>, shared: 
             shared.note_write(Ok(()));
             shared.observe_batch(start.elapsed(), all.len());
             // Published before the replies, so a client sees its own spend.
-            // (Budgets are refused on a folder of partitions: one engine.)
+            // Any partition's engine reads the totals of every partition.
             let engine = parts.first();
             let today = crate::engine::clock::local_day(
                 &engine.schema,

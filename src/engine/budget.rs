@@ -4,6 +4,13 @@
 //! the only one spending, so the count is exact. Updates are committed with
 //! the batch that spent them. Points-mall stock is counted the same way
 //! (`stock:<reward>`: how many have gone).
+//!
+//! On a data folder of partitions each partition's meta holds what that
+//! partition spent, and the writers share a [`Ledger`] of the totals: a
+//! writer takes from it (under its lock) before it spends, and gives back
+//! what a batch that failed to commit had taken. The budget is the sum over
+//! the partitions, so it stays exact after a crash too: what was not
+//! committed was not spent, and its effects do not exist.
 
 use crate::config::Schema;
 use crate::lang::check::{BudgetSpec, CouponSpec, Period};
@@ -12,13 +19,56 @@ use crate::store::{Store, StoreError};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
 pub struct Budgets {
-    cache: HashMap<String, Decimal>,
+    /// What this partition spent of each key (committed and not), as read
+    /// from its meta and spent since.
+    own: HashMap<String, Decimal>,
     dirty: BTreeMap<String, Decimal>,
+    /// Taken from the shared ledger by the batch not yet committed.
+    pending: HashMap<String, Decimal>,
+    /// The totals over every partition; none on a folder of one, where the
+    /// partition's own spend is the total.
+    ledger: Option<Ledger>,
     /// A store error met taking stock inside an action: the batch fails.
     pub failed: Option<StoreError>,
+}
+
+/// Every budget's and reward stock's spend summed over the partitions of a
+/// data folder, shared by their writers.
+#[derive(Clone, Default)]
+pub struct Ledger(Arc<Mutex<HashMap<String, Decimal>>>);
+
+impl Ledger {
+    /// The sums of what each store's meta says its partition spent. Every
+    /// key spent from later goes through the ledger, so a key it lacks has
+    /// spent nothing.
+    pub fn load<'a>(stores: impl Iterator<Item = &'a dyn Store>) -> Result<Ledger, StoreError> {
+        let mut totals: HashMap<String, Decimal> = HashMap::new();
+        for store in stores {
+            for prefix in [
+                crate::store::keys::BUDGET_PREFIX,
+                crate::store::keys::STOCK_PREFIX,
+            ] {
+                for (k, v) in store.meta_prefix(prefix, usize::MAX)? {
+                    *totals.entry(k).or_default() += parse(&v);
+                }
+            }
+        }
+        Ok(Ledger(Arc::new(Mutex::new(totals))))
+    }
+
+    // A writer that panicked holding the lock left the totals whole: each
+    // change is one `+=`.
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Decimal>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn parse(b: &[u8]) -> Decimal {
+    Decimal::from_str(&String::from_utf8_lossy(b)).unwrap_or_default()
 }
 
 /// The meta key of a rule's budget for the period containing `today`.
@@ -76,16 +126,54 @@ fn limit(rule: &CompiledRule) -> Decimal {
 }
 
 impl Budgets {
-    fn used(&mut self, key: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
-        if let Some(v) = self.cache.get(key) {
+    /// Spends from `ledger`, the totals of every partition, from now on.
+    pub fn share(&mut self, ledger: Ledger) {
+        self.ledger = Some(ledger);
+    }
+
+    /// What this partition spent of `key`.
+    fn own(&mut self, key: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
+        if let Some(v) = self.own.get(key) {
             return Ok(*v);
         }
-        let v = store
-            .meta(key)?
-            .and_then(|b| Decimal::from_str(&String::from_utf8_lossy(&b)).ok())
-            .unwrap_or_default();
-        self.cache.insert(key.to_string(), v);
+        let v = store.meta(key)?.map(|b| parse(&b)).unwrap_or_default();
+        self.own.insert(key.to_string(), v);
         Ok(v)
+    }
+
+    /// What every partition spent of `key`.
+    fn used(&mut self, key: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
+        match &self.ledger {
+            Some(l) => Ok(l.lock().get(key).copied().unwrap_or_default()),
+            None => self.own(key, store),
+        }
+    }
+
+    /// Spends `cost` of `key` if the total stays within `limit`.
+    fn spend(
+        &mut self,
+        key: String,
+        cost: Decimal,
+        limit: Decimal,
+        store: &dyn Store,
+    ) -> Result<bool, StoreError> {
+        let own = self.own(&key, store)?;
+        match &self.ledger {
+            Some(l) => {
+                let mut totals = l.lock();
+                let total = totals.entry(key.clone()).or_default();
+                if *total + cost > limit {
+                    return Ok(false);
+                }
+                *total += cost;
+                *self.pending.entry(key.clone()).or_default() += cost;
+            }
+            None if own + cost > limit => return Ok(false),
+            None => {}
+        }
+        self.own.insert(key.clone(), own + cost);
+        self.dirty.insert(key, own + cost);
+        Ok(true)
     }
 
     /// Spends one firing's cost if the budget has room; `false` if spent.
@@ -100,14 +188,7 @@ impl Budgets {
         let Some(key) = budget_key(rule, today) else {
             return Ok(true);
         };
-        let used = self.used(&key, store)?;
-        let after = used + cost(rule, actions, schema);
-        if after > limit(rule) {
-            return Ok(false);
-        }
-        self.cache.insert(key.clone(), after);
-        self.dirty.insert(key, after);
-        Ok(true)
+        self.spend(key, cost(rule, actions, schema), limit(rule), store)
     }
 
     /// Takes one of a reward's `stock`; `false` when none is left.
@@ -118,13 +199,12 @@ impl Budgets {
         store: &dyn Store,
     ) -> Result<bool, StoreError> {
         let key = crate::store::keys::stock(reward);
-        let gone = self.used(&key, store)?;
-        if gone >= Decimal::from(stock) {
-            return Ok(false);
-        }
-        self.cache.insert(key.clone(), gone + Decimal::ONE);
-        self.dirty.insert(key, gone + Decimal::ONE);
-        Ok(true)
+        self.spend(key, Decimal::ONE, Decimal::from(stock), store)
+    }
+
+    /// How many of a reward's stock have gone, over every partition.
+    pub fn stock_gone(&mut self, reward: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
+        self.used(&crate::store::keys::stock(reward), store)
     }
 
     /// The updates to commit with the batch.
@@ -135,10 +215,26 @@ impl Budgets {
             .collect()
     }
 
-    /// After a failed commit the cache may be ahead of the store.
+    /// The batch's updates are stored: what it took from the ledger is
+    /// spent for good.
+    pub fn committed(&mut self) {
+        self.pending.clear();
+    }
+
+    /// After a failed commit the cache may be ahead of the store, and the
+    /// ledger holds what the batch took: both go back to what is stored.
     pub fn forget(&mut self) {
-        self.cache.clear();
+        if let Some(l) = &self.ledger {
+            let mut totals = l.lock();
+            for (k, v) in self.pending.drain() {
+                if let Some(t) = totals.get_mut(&k) {
+                    *t -= v;
+                }
+            }
+        }
+        self.own.clear();
         self.dirty.clear();
+        self.pending.clear();
         self.failed = None;
     }
 

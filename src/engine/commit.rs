@@ -18,9 +18,10 @@ impl<S: Store> Engine<S> {
             Some(e) => Err(e),
             None => self.write(p, meta),
         };
-        if result.is_err() {
+        match result {
+            Ok(_) => self.budgets.borrow_mut().committed(),
             // The batch is not stored: what its rules spent is not spent.
-            self.budgets.borrow_mut().forget();
+            Err(_) => self.budgets.borrow_mut().forget(),
         }
         result
     }

@@ -271,8 +271,12 @@ impl<S: Store> Engine<S> {
 
     /// Runs plugin calls with `plugins` (loaded with the same rule set).
     /// The engine of partition `k` of `n` ([`partitions::Partitions`]).
-    pub fn in_partition(mut self, k: usize, n: usize) -> Self {
+    /// Budgets and stock are spent from `ledger`, shared by the partitions.
+    pub fn in_partition(mut self, k: usize, n: usize, ledger: Option<budget::Ledger>) -> Self {
         self.partition = (n > 1).then_some((k, n));
+        if let Some(l) = ledger {
+            self.budgets.get_mut().share(l);
+        }
         self
     }
 
@@ -360,7 +364,7 @@ impl<S: Store> Engine<S> {
     pub fn process(&mut self, events: &[Event]) -> Result<Committed, StoreError> {
         let mut p = Uncommitted::default();
         let mut outcomes = Vec::with_capacity(events.len());
-        for ev in events {
+        let applied = events.iter().try_for_each(|ev| {
             outcomes.push(self.process_one(ev, &mut p)?);
             // What a rule gave another member is theirs before the next
             // event: a gift card pays for that member's next purchase in
@@ -368,9 +372,19 @@ impl<S: Store> Engine<S> {
             if !p.out.relays.is_empty() {
                 self.settle_relays(&mut p)?;
             }
-        }
+            Ok(())
+        });
+        self.abandoned(applied)?;
         let effects = self.commit(p, Vec::new())?;
         Ok(Committed { outcomes, effects })
+    }
+
+    /// A batch that failed before its commit spent nothing.
+    pub(super) fn abandoned<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_err() {
+            self.budgets.borrow_mut().forget();
+        }
+        r
     }
 
     /// Undoes [`Self::record`] making `member` new, for an event that

@@ -5,13 +5,13 @@
 //! one partition, [`Partitions::process`] is the engine's own, on the
 //! caller's thread, as before partitions.
 //!
-//! What a partition cannot do alone is not built yet: a budget (one
-//! ledger for all members), the points mall's stock, actions for another
-//! member (`to ...`), One ID identifiers (an event named by them must be
-//! looked up before it can be routed) and the repurchase models (fitted
-//! over every member). `lang::partitions::crossing` names what a project
-//! uses of them, and a folder of more than one partition is refused for
-//! such a project.
+//! Budgets and the points mall's stock are spent from one
+//! [`Ledger`] the partitions' engines share (`engine::budget`). What a
+//! partition cannot do alone is not built yet: actions for another member
+//! (`to ...`), One ID identifiers (an event named by them must be looked up
+//! before it can be routed) and the repurchase models (fitted over every
+//! member). `lang::partitions::crossing` names what a project uses of them,
+//! and a folder of more than one partition is refused for such a project.
 //!
 //! A batch over several partitions is several commits: when one fails,
 //! the others' events are stored, and sending the batch again finds them
@@ -24,6 +24,7 @@
 //! and the other partitions flush (an import). A member's events keep
 //! their order either way: they all go to one partition, in order.
 
+use super::budget::Ledger;
 use super::{Committed, Engine, EventOutcome};
 use crate::config::Schema;
 use crate::lang::RuleSet;
@@ -134,19 +135,27 @@ pub fn open(
             Engine::new(schema.clone(), rules.clone(), s).map(|e| e.with_plugins(plugins.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Partitions::new(engines))
+    Partitions::new(engines)
 }
 
 impl<S: Store + Send> Partitions<S> {
-    /// The engines of partitions 0, 1, ...; at least one.
-    pub fn new(engines: Vec<Engine<S>>) -> Partitions<S> {
+    /// The engines of partitions 0, 1, ...; at least one. On more than
+    /// one, their budgets and stock are spent from one ledger, the sums of
+    /// what each partition's store says it spent.
+    pub fn new(engines: Vec<Engine<S>>) -> Result<Partitions<S>, StoreError> {
         let n = engines.len();
+        let ledger = match n {
+            1 => None,
+            _ => Some(Ledger::load(
+                engines.iter().map(|e| e.store() as &dyn Store),
+            )?),
+        };
         let engines = engines
             .into_iter()
             .enumerate()
-            .map(|(k, e)| e.in_partition(k, n))
+            .map(|(k, e)| e.in_partition(k, n, ledger.clone()))
             .collect();
-        Partitions { engines }
+        Ok(Partitions { engines })
     }
 
     pub fn len(&self) -> usize {

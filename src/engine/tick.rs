@@ -92,13 +92,15 @@ impl<S: Store> Engine<S> {
         on_effects: &mut dyn FnMut(Vec<Effect>),
     ) -> Result<(), StoreError> {
         let mut p = Uncommitted::default();
-        for id in ids {
+        let visited = ids.iter().try_for_each(|id| {
             match self.take(id)? {
                 Some(rec) => self.tick_record(id, rec, day, at, tick_name, &mut p),
                 None => p.gone.push(id.clone()),
             }
-        }
-        self.settle_relays(&mut p)?;
+            Ok(())
+        });
+        let settled = visited.and_then(|()| self.settle_relays(&mut p));
+        self.abandoned(settled)?;
         on_effects(self.commit(p, Vec::new())?);
         Ok(())
     }
@@ -118,8 +120,10 @@ impl<S: Store> Engine<S> {
     pub fn tick_member(&mut self, member: &str, day: i32) -> Result<Vec<Effect>, StoreError> {
         let at = clock::tick_instant(&self.schema, day);
         let mut p = Uncommitted::default();
-        self.tick_into(member, day, at, &mut p)?;
-        self.settle_relays(&mut p)?;
+        let ticked = self
+            .tick_into(member, day, at, &mut p)
+            .and_then(|()| self.settle_relays(&mut p));
+        self.abandoned(ticked)?;
         self.commit(p, Vec::new())
     }
 

@@ -14,19 +14,7 @@ pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
     if !schema.id_kinds.is_empty() {
         out.push("the config's `ids` (One ID): an event named by an identifier is looked up in every member before it can be routed".to_string());
     }
-    for r in schema.rewards.iter().filter(|r| r.stock.is_some()) {
-        out.push(format!(
-            "reward `{}` has a stock, which all members share",
-            r.name
-        ));
-    }
     for r in &rules.rules {
-        if r.budget.is_some() {
-            out.push(format!(
-                "rule \"{}\" has a budget, which all members share",
-                r.name
-            ));
-        }
         if r.actions.iter().any(|a| matches!(a, Action::For { .. })) {
             out.push(format!(
                 "rule \"{}\" acts for another member (`to ...`), who may be in another partition",

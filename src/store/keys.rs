@@ -83,14 +83,19 @@ pub fn seen(day: i32, id: &str) -> Vec<u8> {
     k
 }
 
+/// The start of every budget's meta key.
+pub const BUDGET_PREFIX: &str = "budget:";
+/// The start of every reward stock's meta key.
+pub const STOCK_PREFIX: &str = "stock:";
+
 /// What a rule's budget has spent in one period.
 pub fn budget(rule: &str, period: &str) -> String {
-    format!("budget:{rule}:{period}")
+    format!("{BUDGET_PREFIX}{rule}:{period}")
 }
 
 /// How many of a points-mall reward have gone, of its stock.
 pub fn stock(reward: &str) -> String {
-    format!("stock:{reward}")
+    format!("{STOCK_PREFIX}{reward}")
 }
 
 /// The next outbox entry a sink has not delivered.

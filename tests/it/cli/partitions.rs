@@ -2,8 +2,9 @@
 //! real binary: `nudge ingest` into three partitions gives the members and
 //! effects one partition gives (file sinks one file per partition), a
 //! redelivery is a duplicate in its partition, `nudge member` reads the
-//! right one; a project that needs every member in one partition is
-//! refused before anything is made; partition folders that do not fit are
+//! right one; a budget and a reward's stock are spent exactly over the
+//! partitions, across runs; a project that needs every member in one
+//! partition is refused before anything is made; partition folders that do not fit are
 //! refused by name, and commands that do not read partitions yet say so.
 
 use super::commands::nudge;
@@ -142,6 +143,8 @@ fn a_project_that_shares_across_members_is_refused_before_anything_is_made() {
 rule "welcome" on purchase when orders == 1 then award points 10 budget 100
 rule "thanks" on purchase when referred_by is not null then award points 5 to referred_by
 "#;
+    let config = format!("{config}ids: [phone]\n");
+    let config = config.as_str();
     let dir = crate::common::project_with(config, rules);
     // `nudge check` warns: the rules are fine, the partitions are not.
     let (out, err, code) = nudge(dir.path(), &["check"], None);
@@ -149,7 +152,7 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     let said = format!("{out}{err}");
     assert!(said.contains("W406"), "{said}");
     assert!(
-        said.contains("`storage.partitions` is 2, but rule \"welcome\" has a budget"),
+        said.contains("`storage.partitions` is 2, but rule \"thanks\" acts for another member"),
         "{said}"
     );
     std::fs::write(
@@ -160,10 +163,8 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     let (_, err, code) = nudge(dir.path(), &["ingest", "e.ndjson"], None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("has 2 partitions"), "{err}");
-    assert!(
-        err.contains("rule \"welcome\" has a budget, which all members share"),
-        "{err}"
-    );
+    assert!(err.contains("the config's `ids` (One ID)"), "{err}");
+    assert!(!err.contains("welcome"), "a budget is shared: {err}");
     assert!(
         err.contains("rule \"thanks\" acts for another member (`to ...`)"),
         "{err}"
@@ -175,7 +176,10 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     assert!(!dir.path().join("data").exists(), "nothing made");
     let (_, err, code) = nudge(dir.path(), &["run"], None);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("rule \"welcome\" has a budget"), "{err}");
+    assert!(
+        err.contains("rule \"thanks\" acts for another member"),
+        "{err}"
+    );
     // Nor do the commands that do not make partitions make a folder of one
     // (in an empty folder made for them).
     std::fs::create_dir(dir.path().join("data")).expect("data");
@@ -317,4 +321,67 @@ fn partition_folders_that_do_not_fit_are_refused_by_name() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// What one file sink's files hold: (rule, status) of each effect line.
+fn statuses(dir: &Path) -> Vec<(String, String, String)> {
+    effects(dir)
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("effect");
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (s("rule"), s("status"), s("reason"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_budget_and_a_stock_are_spent_exactly_over_partitions_across_runs() {
+    let config = format!(
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\n  order_reward:\n    reward: string\nrewards:\n  lamp: {{ points: 1, stock: 7 }}\nstorage:\n  partitions: 3\n{SINK}"
+    );
+    let rules = "rule \"welcome\" on purchase then award points 10 budget 25\n\
+                 rule \"pts\" on purchase then award points 1\n\
+                 rule \"mall\" on order_reward then redeem reward event.reward\n";
+    let dir = crate::common::project_with(&config, rules);
+    let d = dir.path();
+    let batch = |from: usize| -> String {
+        (from..from + 40)
+            .flat_map(|m| {
+                [
+                    crate::common::purchase(&format!("p{m}"), &format!("m{m}"), 5.0),
+                    format!(
+                        r#"{{"id":"o{m}","type":"order_reward","member":"m{m}","at":"2026-01-01T13:00:00Z","reward":"lamp"}}"#
+                    ),
+                ]
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let count = |want: (&str, &str)| {
+        statuses(d)
+            .iter()
+            .filter(|(r, s, _)| (r.as_str(), s.as_str()) == want)
+            .count()
+    };
+    std::fs::write(d.join("a.ndjson"), batch(0)).expect("events");
+    let (out, err, code) = nudge(d, &["ingest", "a.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("80 applied"), "{out}");
+    assert!(files(&d.join("data")).contains(&"p2".to_string()));
+    assert_eq!(count(("welcome", "sent")), 25);
+    assert_eq!(count(("welcome", "capped")), 15);
+    assert_eq!(count(("mall", "sent")), 7);
+    let out_of_stock = statuses(d)
+        .iter()
+        .filter(|(r, s, why)| r == "mall" && s == "refused" && why == "out_of_stock")
+        .count();
+    assert_eq!(out_of_stock, 33);
+    // A second run starts from what every partition spent.
+    std::fs::write(d.join("b.ndjson"), batch(40)).expect("events");
+    let (_, err, code) = nudge(d, &["ingest", "b.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(count(("welcome", "sent")), 25);
+    assert_eq!(count(("welcome", "capped")), 55);
+    assert_eq!(count(("mall", "sent")), 7);
 }

@@ -2,8 +2,9 @@
 //! ingest commits each partition's share, members are read from their
 //! partition, a webhook gets every effect once from every partition, file
 //! sinks write a file per partition; after a restart a redelivery is a
-//! duplicate; segments count every partition, and a reload
-//! that brings a budget is refused with the running rules kept.
+//! duplicate; segments count every partition; a budget is spent exactly
+//! over the partitions, and a reload that brings a relay to another member
+//! is refused with the running rules kept.
 
 use crate::common::*;
 
@@ -90,10 +91,39 @@ fn the_daemon_runs_a_folder_of_partitions() {
     assert!(b.contains("\"applied\":120"), "{b}");
     assert_eq!(member_json(&d.addr, "m100")["points"], 110);
 
-    // A budget needs every member in one partition: the reload is refused.
+    // A budget is shared by the partitions: the status reports its total.
     std::fs::write(
         dir.path().join("rules/r.rules"),
-        format!("{RULES}rule \"gift\" on purchase then award points 5 budget 100\n"),
+        format!("{RULES}rule \"gift\" on purchase then award points 5 budget 25\n"),
+    )
+    .expect("rules");
+    wait_until(std::time::Duration::from_secs(20), "the reload", || {
+        let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+        serde_json::from_str::<serde_json::Value>(&s).is_ok_and(|v| v["rules"] == 3)
+    });
+    let (code, b) = http(&d.addr, "POST", "/v1/events", &body(120));
+    assert_eq!(code, 202, "{b}");
+    let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+    let status: serde_json::Value = serde_json::from_str(&s).expect("status");
+    assert_eq!(
+        status["budgets"][0],
+        serde_json::json!({"rule": "gift", "used": "25", "total": "25", "left": "0"}),
+        "{s}"
+    );
+    let points: i64 = (120..180)
+        .map(|m| {
+            member_json(&d.addr, &format!("m{m}"))["points"]
+                .as_i64()
+                .expect("points")
+        })
+        .sum();
+    assert_eq!(points, 60 * 110 + 25 * 5, "25 gifts of 5 in all");
+
+    // A relay to another member needs every member in one partition: the
+    // reload is refused.
+    std::fs::write(
+        dir.path().join("rules/r.rules"),
+        format!("{RULES}rule \"gift\" on purchase then award points 5 to \"m1\"\n"),
     )
     .expect("rules");
     wait_until(
@@ -105,7 +135,10 @@ fn the_daemon_runs_a_folder_of_partitions() {
         },
     );
     let (_, s) = http(&d.addr, "GET", "/v1/status", "");
-    assert!(s.contains("rule \\\"gift\\\" has a budget"), "{s}");
+    assert!(
+        s.contains("rule \\\"gift\\\" acts for another member"),
+        "{s}"
+    );
     let (code, _) = http(
         &d.addr,
         "POST",
@@ -116,6 +149,6 @@ fn the_daemon_runs_a_folder_of_partitions() {
     assert_eq!(
         member_json(&d.addr, "m1")["points"],
         111,
-        "the running rules stay"
+        "the running rules stay: no gift for m1"
     );
 }

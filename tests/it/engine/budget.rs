@@ -1,5 +1,6 @@
-//! Budgets and the control group: spent exactly, also across a restart,
-//! and reported.
+//! Budgets and the control group: spent exactly, also across a restart
+//! and over partitions (what a failed commit took is given back), and
+//! reported.
 
 use super::*;
 
@@ -73,10 +74,22 @@ fn a_budget_is_exact_across_a_restart() {
     );
 }
 
-/// A store whose budget reads fail while `broken` is set.
+/// A store whose budget reads fail while `broken` is set, and whose
+/// commits fail while `commits_broken` is.
 struct BrokenBudgets {
     inner: SledStore,
     broken: std::cell::Cell<bool>,
+    commits_broken: std::cell::Cell<bool>,
+}
+
+impl BrokenBudgets {
+    fn new(inner: SledStore) -> BrokenBudgets {
+        BrokenBudgets {
+            inner,
+            broken: std::cell::Cell::new(false),
+            commits_broken: std::cell::Cell::new(false),
+        }
+    }
 }
 
 impl Store for BrokenBudgets {
@@ -93,6 +106,9 @@ impl Store for BrokenBudgets {
         self.inner.format_3_markers_until()
     }
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
+        if self.commits_broken.get() {
+            return Err(StoreError::Io("disk write failed".into()));
+        }
         self.inner.commit(w)
     }
     fn member_ids(&self) -> Result<Vec<String>, StoreError> {
@@ -141,10 +157,8 @@ fn a_budget_the_store_cannot_read_fails_the_batch_instead_of_capping() {
         CONFIG,
         "rule \"b\" on purchase then award points 5 budget 100",
     );
-    let store = BrokenBudgets {
-        inner: SledStore::temporary().expect("store"),
-        broken: std::cell::Cell::new(true),
-    };
+    let store = BrokenBudgets::new(SledStore::temporary().expect("store"));
+    store.broken.set(true);
     let mut e = Engine::new(s.clone(), r, store).expect("engine");
     let evs = [purchase(&s, "e1", "m1", "2026-01-01", 1.0)];
     assert!(matches!(e.process(&evs), Err(StoreError::Io(_))));
@@ -157,4 +171,75 @@ fn a_budget_the_store_cannot_read_fails_the_batch_instead_of_capping() {
     assert_eq!(c.outcomes, [EventOutcome::Applied { effects: 1 }]);
     assert_eq!(c.effects[0].status, Status::Sent);
     assert_eq!(e.member("m1").expect("read").expect("m1").points, 5);
+}
+
+/// Over three partitions, a budget is the sum of what each spent: a
+/// partition whose commit failed gives back what its batch had taken, and
+/// partitions opened again (a restart) start from what each stored.
+#[test]
+fn a_budget_over_partitions_is_spent_exactly_and_a_failed_commit_gives_back() {
+    use nudge::engine::partitions::Partitions;
+    use nudge::store::folder::partition_of;
+    let (s, r) = build(
+        CONFIG,
+        "rule \"b\" on purchase then award points 1 budget 10",
+    );
+    let stores: Vec<SledStore> = (0..3)
+        .map(|_| SledStore::temporary().expect("store"))
+        .collect();
+    let open = |stores: &[SledStore]| {
+        let engines = stores
+            .iter()
+            .map(|st| {
+                Engine::new(s.clone(), r.clone(), BrokenBudgets::new(st.clone())).expect("engine")
+            })
+            .collect();
+        Partitions::new(engines).expect("partitions")
+    };
+    let evs: Vec<Event> = (0..30)
+        .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
+        .collect();
+    let sent = |c: &nudge::engine::Committed| {
+        c.effects
+            .iter()
+            .filter(|x| x.status == Status::Sent)
+            .count()
+    };
+    let mut parts = open(&stores);
+    // Partition 1's members first, with its disk failing: nothing stored.
+    let of_1: Vec<Event> = evs
+        .iter()
+        .filter(|e| partition_of(&e.member, 3) == 1)
+        .cloned()
+        .collect();
+    assert!(!of_1.is_empty());
+    parts.engines()[1].store().commits_broken.set(true);
+    assert!(matches!(parts.process(&of_1), Err(StoreError::Io(_))));
+    parts.engines()[1].store().commits_broken.set(false);
+    // Every member: ten sent in all, whatever partition they are in.
+    let c = parts.process(&evs).expect("process");
+    assert_eq!(sent(&c), 10, "the failed batch gave back what it took");
+    assert_eq!(c.effects.len(), 30);
+    let stored: rust_decimal::Decimal = stores
+        .iter()
+        .filter_map(|st| st.meta("budget:b:all").expect("meta"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .parse::<rust_decimal::Decimal>()
+                .expect("number")
+        })
+        .sum();
+    assert_eq!(stored, rust_decimal::Decimal::from(10));
+    let today = day("2026-01-01");
+    let usage = parts.engines()[2].budgets(today);
+    assert_eq!(usage[0].1, rust_decimal::Decimal::from(10), "{usage:?}");
+    drop(parts);
+    // Opened again: the ledger is what the partitions stored.
+    let mut parts = open(&stores);
+    let more: Vec<Event> = (30..60)
+        .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
+        .collect();
+    let c = parts.process(&more).expect("process");
+    assert_eq!(sent(&c), 0);
+    assert!(c.effects.iter().all(|x| x.status == Status::Capped));
 }

@@ -20,7 +20,7 @@ fn engines(n: usize) -> (Arc<Schema>, Partitions<SledStore>) {
                 .expect("engine")
         })
         .collect();
-    (s, Partitions::new(engines))
+    (s, Partitions::new(engines).expect("partitions"))
 }
 
 /// 30 members, each with purchases of 1, 2, 3, ... in time order, the
