@@ -76,6 +76,8 @@ pub fn run(
     shared: &Shared,
     rx: Receiver<Command>,
 ) {
+    // Relays a crash left in transit between partitions are applied first.
+    settle(&mut parts, shared, false);
     // What the outbox holds from before the start goes to the file sinks
     // now, so a refused sink shows in status at once, not at the first
     // commit. With nothing waiting there is nothing to show, and the first
@@ -179,6 +181,7 @@ fn shut_down(parts: &mut Partitions<SledStore>, rx: &Receiver<Command>, shared: 
             commit(parts, vec![p], shared);
         }
     }
+    settle(parts, shared, true);
     // The next start takes up the due index instead of a full
     // tick (a failure here only costs that tick).
     match parts.save_due() {
@@ -268,10 +271,29 @@ fn tick(parts: &mut Partitions<SledStore>, shared: &Shared) {
         }
     }
     if !ticked.is_empty() {
+        settle(parts, shared, false);
         shared.note_write(Ok(()));
         shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
         tracing::info!(days = ?ticked.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
         after_commit(parts, shared);
+    }
+}
+
+/// Applies the relays partitions stored for members of other partitions
+/// (with `all`, also drops the copies applied: nothing left in transit).
+fn settle(parts: &mut Partitions<SledStore>, shared: &Shared, all: bool) {
+    match parts.settle(all) {
+        Ok(effects) if effects.is_empty() => {}
+        Ok(effects) => {
+            shared.count_effects(&effects);
+            after_commit(parts, shared);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Applying relays between partitions failed.");
+            shared.note_write(Err(format!(
+                "applying relays between partitions failed: {e}"
+            )));
+        }
     }
 }
 

@@ -14,12 +14,16 @@ impl<S: Store> Engine<S> {
         mut p: Uncommitted,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<Effect>, StoreError> {
+        let mail = self.mail_taken(&mut p);
         let result = match p.out.failed.take() {
             Some(e) => Err(e),
-            None => self.write(p, meta),
+            None => self.write(p, &mail, meta),
         };
         match result {
-            Ok(_) => self.budgets.borrow_mut().committed(),
+            Ok(_) => {
+                self.budgets.borrow_mut().committed();
+                self.mail_committed(mail);
+            }
             // The batch is not stored: what its rules spent is not spent.
             Err(_) => self.budgets.borrow_mut().forget(),
         }
@@ -31,12 +35,14 @@ impl<S: Store> Engine<S> {
     fn write(
         &mut self,
         p: Uncommitted,
+        mail: &super::relay::Taken,
         meta: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<Effect>, StoreError> {
         let mut w = WriteSet {
             meta,
             ..WriteSet::default()
         };
+        self.mail_writes(mail, &mut w)?;
         let mut members = p.members;
         let mut written = Vec::with_capacity(p.order.len());
         for id in p.order {

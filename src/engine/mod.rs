@@ -25,6 +25,7 @@ pub mod partitions;
 pub mod plan;
 pub mod points;
 mod refund;
+mod relay;
 pub mod predict;
 mod rewards;
 pub mod segment;
@@ -133,6 +134,8 @@ pub struct Engine<S: Store> {
     /// Which partition of its folder the store is, and of how many
     /// (`None`: the folder's only one).
     partition: Option<(usize, usize)>,
+    /// Relays to and from other partitions ([`relay`]).
+    mail: relay::Mail,
 }
 
 /// Uncommitted changes of a batch.
@@ -158,6 +161,10 @@ struct Uncommitted {
     due: Vec<(String, i32)>,
     /// Members a tick found gone (merged away).
     gone: Vec<String>,
+    /// Relays for members of other partitions, stored with the batch.
+    outgoing: Vec<Effect>,
+    /// How many relays from other partitions the batch applied.
+    incoming: usize,
 }
 
 impl<S: Store> Engine<S> {
@@ -208,7 +215,9 @@ impl<S: Store> Engine<S> {
             held: std::cell::RefCell::new(held),
             tick_visits: 0,
             partition: None,
+            mail: Default::default(),
         };
+        engine.load_mail()?;
         engine.next_deferred = engine.first_deferred()?;
         engine.keep_tiers(&engine.schema.tiers.clone())?;
         Ok(engine)
@@ -364,15 +373,18 @@ impl<S: Store> Engine<S> {
     pub fn process(&mut self, events: &[Event]) -> Result<Committed, StoreError> {
         let mut p = Uncommitted::default();
         let mut outcomes = Vec::with_capacity(events.len());
-        let applied = events.iter().try_for_each(|ev| {
-            outcomes.push(self.process_one(ev, &mut p)?);
-            // What a rule gave another member is theirs before the next
-            // event: a gift card pays for that member's next purchase in
-            // the same request, whatever the batching.
-            if !p.out.relays.is_empty() {
-                self.settle_relays(&mut p)?;
-            }
-            Ok(())
+        let incoming = self.take_incoming(&mut p);
+        let applied = incoming.and_then(|()| {
+            events.iter().try_for_each(|ev| {
+                outcomes.push(self.process_one(ev, &mut p)?);
+                // What a rule gave another member is theirs before the next
+                // event: a gift card pays for that member's next purchase in
+                // the same request, whatever the batching.
+                if !p.out.relays.is_empty() {
+                    self.settle_relays(&mut p)?;
+                }
+                Ok(())
+            })
         });
         self.abandoned(applied)?;
         let effects = self.commit(p, Vec::new())?;
@@ -519,36 +531,6 @@ impl<S: Store> Engine<S> {
         Ok(EventOutcome::Applied {
             effects: p.out.effects.len() - before,
         })
-    }
-
-    /// Applies the effects rules gave other members, each as an internal
-    /// event `relay:<effect key>` for its recipient: in the batch's commit,
-    /// and once (a relay already seen is skipped), so that with members
-    /// partitioned over machines a relay can travel as an event.
-    fn settle_relays(&mut self, p: &mut Uncommitted) -> Result<(), StoreError> {
-        for mut e in std::mem::take(&mut p.out.relays) {
-            let id = format!("relay:{}", e.key);
-            let hash = xxhash_rust::xxh3::xxh3_64(e.key.as_bytes());
-            let at: jiff::Timestamp = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-            let utc = crate::base::time::utc_day(at);
-            let day = clock::local_day(&self.schema, at);
-            let mut rec = self.record(&e.member, day, p)?;
-            if self
-                .known_in(&e.member, (&rec.seen, &rec.seen_spilled), &id, utc, p)?
-                .is_some()
-            {
-                Self::forget_new(&e.member, p);
-                continue;
-            }
-            act::apply_relay(&self.ctx(), &mut rec, &mut e, day);
-            self.remember((&e.member, &mut rec), &id, utc, hash, p);
-            if !p.members.contains_key(&e.member) {
-                p.order.push(e.member.clone());
-            }
-            p.members.insert(e.member.clone(), rec);
-            p.out.effects.push(e);
-        }
-        Ok(())
     }
 
     /// A rule's name by its key (the key's hex when the rule is gone).

@@ -6,11 +6,13 @@
 //! caller's thread, as before partitions.
 //!
 //! Budgets and the points mall's stock are spent from one
-//! [`Ledger`] the partitions' engines share (`engine::budget`). What a
-//! partition cannot do alone is not built yet: actions for another member
-//! (`to ...`), One ID identifiers (an event named by them must be looked up
-//! before it can be routed) and the repurchase models (fitted over every
-//! member). `lang::partitions::crossing` names what a project uses of them,
+//! [`Ledger`] the partitions' engines share (`engine::budget`); what a rule
+//! gives a member of another partition (`to ...`) is handed there as a
+//! relay (`engine::relay`: stored by the sender, applied by the recipient
+//! with its next commit, here after every batch). What a partition cannot
+//! do alone is not built yet: One ID identifiers (an event named by them
+//! must be looked up before it can be routed) and the repurchase models
+//! (fitted over every member). `lang::partitions::crossing` names what a project uses of them,
 //! and a folder of more than one partition is refused for such a project.
 //!
 //! A batch over several partitions is several commits: when one fails,
@@ -28,7 +30,7 @@ use super::budget::Ledger;
 use super::{Committed, Engine, EventOutcome};
 use crate::config::Schema;
 use crate::lang::RuleSet;
-use crate::model::{Event, MemberRecord};
+use crate::model::{Effect, Event, MemberRecord};
 use crate::plugins::Plugins;
 use crate::store::folder::partition_of;
 use crate::store::{Store, StoreError};
@@ -102,6 +104,42 @@ impl<T, E> Router<'_, T, E> {
             };
             (self.done)(r?);
         }
+    }
+}
+
+/// Relays and confirmations between the pipeline's writers: each writer
+/// sends what its commit stored for other partitions and applied for them,
+/// and collects its own before its next batch.
+struct Post {
+    boxes: Vec<std::sync::Mutex<(Vec<Effect>, Vec<String>)>>,
+}
+
+impl Post {
+    fn new(n: usize) -> Post {
+        Post {
+            boxes: (0..n).map(|_| Default::default()).collect(),
+        }
+    }
+
+    // A writer that panicked holding a box left whole lists: each change
+    // is one push or one take.
+    fn open(&self, k: usize) -> std::sync::MutexGuard<'_, (Vec<Effect>, Vec<String>)> {
+        self.boxes[k].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send<S: Store>(&self, engine: &mut Engine<S>, n: usize) {
+        for r in engine.take_outgoing() {
+            self.open(partition_of(&r.member, n)).0.push(r);
+        }
+        for (key, from) in engine.take_applied() {
+            self.open(partition_of(&from, n)).1.push(key);
+        }
+    }
+
+    fn collect<S: Store>(&self, k: usize, engine: &mut Engine<S>) {
+        let (relays, confirmed) = std::mem::take(&mut *self.open(k));
+        engine.deliver(relays);
+        engine.confirm(confirmed);
     }
 }
 
@@ -218,7 +256,9 @@ impl<S: Store + Send> Partitions<S> {
 
     /// Processes a batch: each partition commits its events, all at the
     /// same time. The outcomes are in the batch's order; the effects are
-    /// each partition's in turn (a member's in their order).
+    /// each partition's in turn (a member's in their order), then those of
+    /// the relays the batch made for members of other partitions, which
+    /// are applied in their partitions before this returns.
     pub fn process(&mut self, events: &[Event]) -> Result<Committed, StoreError> {
         let n = self.engines.len();
         if n == 1 {
@@ -231,34 +271,83 @@ impl<S: Store + Send> Partitions<S> {
             parts[k].push(ev.clone());
             at[k].push(i);
         }
-        let results: Vec<Result<Committed, StoreError>> = std::thread::scope(|s| {
+        self.route();
+        let mut outcomes = vec![EventOutcome::Duplicate; events.len()];
+        let mut effects = Vec::new();
+        for (result, places) in self.fork(&parts).into_iter().zip(at) {
+            let Some(c) = result.transpose()? else {
+                continue;
+            };
+            for (o, i) in c.outcomes.into_iter().zip(places) {
+                outcomes[i] = o;
+            }
+            effects.extend(c.effects);
+        }
+        effects.extend(self.settle(false)?);
+        Ok(Committed { outcomes, effects })
+    }
+
+    /// Commits `parts[k]` in partition `k`, for each partition with events
+    /// or relays to apply, all at the same time; `None` for the others.
+    fn fork(&mut self, parts: &[Vec<Event>]) -> Vec<Option<Result<Committed, StoreError>>> {
+        std::thread::scope(|s| {
             let running: Vec<_> = self
                 .engines
                 .iter_mut()
-                .zip(&parts)
-                .filter(|(_, evs)| !evs.is_empty())
-                .map(|(engine, evs)| s.spawn(move || engine.process(evs)))
+                .zip(parts)
+                .map(|(engine, evs)| {
+                    (!evs.is_empty() || engine.has_mail())
+                        .then(|| s.spawn(move || engine.process(evs)))
+                })
                 .collect();
             running
                 .into_iter()
                 .map(|t| {
-                    t.join().unwrap_or_else(|_| {
-                        Err(StoreError::Io("a partition's writer stopped".into()))
+                    t.map(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(StoreError::Io("a partition's writer stopped".into()))
+                        })
                     })
                 })
                 .collect()
-        });
-        let mut outcomes = vec![EventOutcome::Duplicate; events.len()];
-        let mut effects = Vec::new();
-        let places = at.iter().filter(|a| !a.is_empty());
-        for (result, places) in results.into_iter().zip(places) {
-            let c = result?;
-            for (o, i) in c.outcomes.into_iter().zip(places) {
-                outcomes[*i] = o;
+        })
+    }
+
+    /// Hands each partition the relays other partitions stored for its
+    /// members, and the confirmations of those it stored; whether any
+    /// partition has relays to apply.
+    fn route(&mut self) -> bool {
+        let n = self.engines.len();
+        let mut relays: Vec<Vec<Effect>> = vec![Vec::new(); n];
+        let mut confirmed: Vec<Vec<String>> = vec![Vec::new(); n];
+        for e in &mut self.engines {
+            for r in e.take_outgoing() {
+                relays[partition_of(&r.member, n)].push(r);
             }
-            effects.extend(c.effects);
+            for (key, from) in e.take_applied() {
+                confirmed[partition_of(&from, n)].push(key);
+            }
         }
-        Ok(Committed { outcomes, effects })
+        for ((e, r), c) in self.engines.iter_mut().zip(relays).zip(confirmed) {
+            e.deliver(r);
+            e.confirm(c);
+        }
+        self.engines.iter().any(|e| e.has_incoming())
+    }
+
+    /// Applies the relays partitions stored for members of others, each in
+    /// its recipient's partition; with `all`, also commits the
+    /// confirmations, so that nothing is left in transit (a clean stop).
+    /// The effects of the relays applied.
+    pub fn settle(&mut self, all: bool) -> Result<Vec<Effect>, StoreError> {
+        let mut effects = Vec::new();
+        let none = vec![Vec::new(); self.engines.len()];
+        while self.route() || (all && self.engines.iter().any(|e| e.has_mail())) {
+            for c in self.fork(&none).into_iter().flatten() {
+                effects.extend(c?.effects);
+            }
+        }
+        Ok(effects)
     }
 
     /// Runs a writer thread per partition for as long as `feed` sends
@@ -275,15 +364,19 @@ impl<S: Store + Send> Partitions<S> {
         done: &mut dyn FnMut(T),
     ) -> Result<(), E> {
         let (results_tx, results) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            let mut writers = Vec::with_capacity(self.engines.len());
-            for engine in self.engines.iter_mut() {
+        let n = self.engines.len();
+        let post = Post::new(n);
+        let fed = std::thread::scope(|s| {
+            let mut writers = Vec::with_capacity(n);
+            for (k, engine) in self.engines.iter_mut().enumerate() {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
-                let (results_tx, work) = (results_tx.clone(), &work);
+                let (results_tx, work, post) = (results_tx.clone(), &work, &post);
                 writers.push(tx);
                 s.spawn(move || {
                     for b in rx {
+                        post.collect(k, engine);
                         let r = work(engine, b);
+                        post.send(engine, n);
                         let stop = r.is_err();
                         if results_tx.send(r).is_err() || stop {
                             return;
@@ -292,19 +385,30 @@ impl<S: Store + Send> Partitions<S> {
                 });
             }
             drop(results_tx);
-            let n = writers.len();
             let mut router = Router {
                 pending: (0..n).map(|_| Batch::default()).collect(),
                 writers,
                 results,
-                done,
+                done: &mut *done,
                 batch,
             };
             let fed = feed(&mut router).and_then(|()| (0..n).try_for_each(|k| router.flush(k)));
             router.writers.clear();
             let finished = router.collect(true);
             fed.and(finished)
-        })
+        });
+        fed?;
+        // What the writers sent each other after their last batch: applied
+        // and confirmed here, until nothing is in transit.
+        for (k, e) in self.engines.iter_mut().enumerate() {
+            post.collect(k, e);
+        }
+        while self.route() || self.engines.iter().any(|e| e.has_mail()) {
+            for e in self.engines.iter_mut().filter(|e| e.has_mail()) {
+                done(work(e, Batch::default())?);
+            }
+        }
+        Ok(())
     }
 
     /// Saves every partition's due index (at a clean stop).

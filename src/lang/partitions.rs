@@ -5,7 +5,6 @@
 
 use crate::config::Schema;
 use crate::lang::RuleSet;
-use crate::lang::compile::Action;
 
 /// What of a project needs every member in one partition, in words: one
 /// line each (empty: the project runs on any number of partitions).
@@ -13,14 +12,6 @@ pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
     let mut out = Vec::new();
     if !schema.id_kinds.is_empty() {
         out.push("the config's `ids` (One ID): an event named by an identifier is looked up in every member before it can be routed".to_string());
-    }
-    for r in &rules.rules {
-        if r.actions.iter().any(|a| matches!(a, Action::For { .. })) {
-            out.push(format!(
-                "rule \"{}\" acts for another member (`to ...`), who may be in another partition",
-                r.name
-            ));
-        }
     }
     if rules.reads_predictions {
         out.push("rules read predictions, whose models are fitted over every member".to_string());

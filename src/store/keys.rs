@@ -88,6 +88,15 @@ pub const BUDGET_PREFIX: &str = "budget:";
 /// The start of every reward stock's meta key.
 pub const STOCK_PREFIX: &str = "stock:";
 
+/// The start of every stored relay's meta key.
+pub const RELAY_OUT_PREFIX: &str = "relay_out:";
+
+/// A relay for a member of another partition, stored by the sender's
+/// partition until the recipient's has applied it (`engine::relay`).
+pub fn relay_out(effect_key: &str) -> String {
+    format!("{RELAY_OUT_PREFIX}{effect_key}")
+}
+
 /// What a rule's budget has spent in one period.
 pub fn budget(rule: &str, period: &str) -> String {
     format!("{BUDGET_PREFIX}{rule}:{period}")

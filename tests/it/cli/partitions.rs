@@ -3,7 +3,8 @@
 //! effects one partition gives (file sinks one file per partition), a
 //! redelivery is a duplicate in its partition, `nudge member` reads the
 //! right one; a budget and a reward's stock are spent exactly over the
-//! partitions, across runs; a project that needs every member in one
+//! partitions, across runs; gifts to members of other partitions arrive
+//! as in one; a project that needs every member in one
 //! partition is refused before anything is made; partition folders that do not fit are
 //! refused by name, and commands that do not read partitions yet say so.
 
@@ -152,7 +153,7 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     let said = format!("{out}{err}");
     assert!(said.contains("W406"), "{said}");
     assert!(
-        said.contains("`storage.partitions` is 2, but rule \"thanks\" acts for another member"),
+        said.contains("`storage.partitions` is 2, but the config's `ids` (One ID)"),
         "{said}"
     );
     std::fs::write(
@@ -165,10 +166,7 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     assert!(err.contains("has 2 partitions"), "{err}");
     assert!(err.contains("the config's `ids` (One ID)"), "{err}");
     assert!(!err.contains("welcome"), "a budget is shared: {err}");
-    assert!(
-        err.contains("rule \"thanks\" acts for another member (`to ...`)"),
-        "{err}"
-    );
+    assert!(!err.contains("thanks"), "a relay crosses partitions: {err}");
     assert!(
         err.contains("set `storage.partitions: 1` and ingest its history into a new data folder"),
         "{err}"
@@ -176,10 +174,7 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     assert!(!dir.path().join("data").exists(), "nothing made");
     let (_, err, code) = nudge(dir.path(), &["run"], None);
     assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("rule \"thanks\" acts for another member"),
-        "{err}"
-    );
+    assert!(err.contains("the config's `ids` (One ID)"), "{err}");
     // Nor do the commands that do not make partitions make a folder of one
     // (in an empty folder made for them).
     std::fs::create_dir(dir.path().join("data")).expect("data");
@@ -384,4 +379,41 @@ fn a_budget_and_a_stock_are_spent_exactly_over_partitions_across_runs() {
     assert_eq!(count(("welcome", "sent")), 25);
     assert_eq!(count(("welcome", "capped")), 55);
     assert_eq!(count(("mall", "sent")), 7);
+}
+
+#[test]
+fn gifts_to_members_of_other_partitions_arrive_as_in_one() {
+    let run = |partitions: usize| {
+        let config = format!(
+            "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\n    friend: string?\nstorage:\n  partitions: {partitions}\n{SINK}"
+        );
+        let rules = "rule \"gift\" on purchase when event.friend is not null then award points floor(event.amount) to event.friend\n";
+        let dir = crate::common::project_with(&config, rules);
+        // 3,000 purchases over 300 members, each naming another member.
+        let events: String = (0..3000)
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"e{i}\",\"type\":\"purchase\",\"member\":\"m{}\",\"at\":\"2026-01-01T{:02}:{:02}:00Z\",\"amount\":{},\"friend\":\"m{}\"}}\n",
+                    i % 300,
+                    i / 600,
+                    i % 60,
+                    i % 7 + 1,
+                    (i * 7 + 1) % 300
+                )
+            })
+            .collect();
+        std::fs::write(dir.path().join("e.ndjson"), events).expect("events");
+        let (out, err, code) = nudge(dir.path(), &["ingest", "e.ndjson"], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("3000 applied"), "{out}");
+        let (member, err, code) = nudge(dir.path(), &["member", "m1"], None);
+        assert_eq!(code, 0, "{err}");
+        (effects(dir.path()), member)
+    };
+    let (one, points_one) = run(1);
+    let (three, points_three) = run(3);
+    assert_eq!(one.len(), 3000, "a gift per purchase");
+    assert_eq!(one, three);
+    assert_eq!(points_one, points_three);
+    assert!(points_one.contains("points"), "{points_one}");
 }

@@ -74,79 +74,6 @@ fn a_budget_is_exact_across_a_restart() {
     );
 }
 
-/// A store whose budget reads fail while `broken` is set, and whose
-/// commits fail while `commits_broken` is.
-struct BrokenBudgets {
-    inner: SledStore,
-    broken: std::cell::Cell<bool>,
-    commits_broken: std::cell::Cell<bool>,
-}
-
-impl BrokenBudgets {
-    fn new(inner: SledStore) -> BrokenBudgets {
-        BrokenBudgets {
-            inner,
-            broken: std::cell::Cell::new(false),
-            commits_broken: std::cell::Cell::new(false),
-        }
-    }
-}
-
-impl Store for BrokenBudgets {
-    fn member(&self, id: &str) -> Result<Option<nudge::model::MemberRecord>, StoreError> {
-        self.inner.member(id)
-    }
-    fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
-        self.inner.seen(day, id)
-    }
-    fn member_seen(&self, id: &str) -> Result<Option<nudge::store::SeenIds>, StoreError> {
-        self.inner.member_seen(id)
-    }
-    fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
-        self.inner.format_3_markers_until()
-    }
-    fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
-        if self.commits_broken.get() {
-            return Err(StoreError::Io("disk write failed".into()));
-        }
-        self.inner.commit(w)
-    }
-    fn member_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.member_ids()
-    }
-    fn each_member(
-        &self,
-        visit: &mut dyn FnMut(&str, nudge::model::MemberRecord) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.each_member(visit)
-    }
-    fn member_ranges(&self, want: usize) -> Result<Vec<nudge::store::IdRange>, StoreError> {
-        self.inner.member_ranges(want)
-    }
-    fn each_member_bytes(
-        &self,
-        range: &nudge::store::IdRange,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        self.inner.each_member_bytes(range, visit)
-    }
-    fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.outbox(from, limit)
-    }
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.broken.get() && key.starts_with("budget:") {
-            return Err(StoreError::Io("disk read failed".into()));
-        }
-        self.inner.meta(key)
-    }
-    fn identity(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.identity(key)
-    }
-    fn meta_prefix(&self, p: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.meta_prefix(p, limit)
-    }
-}
-
 /// Regression: a store error reading a budget was taken as "budget spent"
 /// (the firing committed as `capped`, its points lost). Now the batch
 /// fails, nothing of it is stored, and the same events apply in full once
@@ -157,7 +84,7 @@ fn a_budget_the_store_cannot_read_fails_the_batch_instead_of_capping() {
         CONFIG,
         "rule \"b\" on purchase then award points 5 budget 100",
     );
-    let store = BrokenBudgets::new(SledStore::temporary().expect("store"));
+    let store = FaultyStore::new(SledStore::temporary().expect("store"));
     store.broken.set(true);
     let mut e = Engine::new(s.clone(), r, store).expect("engine");
     let evs = [purchase(&s, "e1", "m1", "2026-01-01", 1.0)];
@@ -191,7 +118,7 @@ fn a_budget_over_partitions_is_spent_exactly_and_a_failed_commit_gives_back() {
         let engines = stores
             .iter()
             .map(|st| {
-                Engine::new(s.clone(), r.clone(), BrokenBudgets::new(st.clone())).expect("engine")
+                Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine")
             })
             .collect();
         Partitions::new(engines).expect("partitions")

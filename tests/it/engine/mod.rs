@@ -94,3 +94,76 @@ pub(crate) fn summary(effects: &[Effect]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A store whose budget reads fail while `broken` is set, and whose
+/// commits fail while `commits_broken` is.
+pub(crate) struct FaultyStore {
+    pub(crate) inner: SledStore,
+    pub(crate) broken: std::cell::Cell<bool>,
+    pub(crate) commits_broken: std::cell::Cell<bool>,
+}
+
+impl FaultyStore {
+    pub(crate) fn new(inner: SledStore) -> FaultyStore {
+        FaultyStore {
+            inner,
+            broken: std::cell::Cell::new(false),
+            commits_broken: std::cell::Cell::new(false),
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    fn member(&self, id: &str) -> Result<Option<nudge::model::MemberRecord>, StoreError> {
+        self.inner.member(id)
+    }
+    fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
+        self.inner.seen(day, id)
+    }
+    fn member_seen(&self, id: &str) -> Result<Option<nudge::store::SeenIds>, StoreError> {
+        self.inner.member_seen(id)
+    }
+    fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
+        self.inner.format_3_markers_until()
+    }
+    fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
+        if self.commits_broken.get() {
+            return Err(StoreError::Io("disk write failed".into()));
+        }
+        self.inner.commit(w)
+    }
+    fn member_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.member_ids()
+    }
+    fn each_member(
+        &self,
+        visit: &mut dyn FnMut(&str, nudge::model::MemberRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.each_member(visit)
+    }
+    fn member_ranges(&self, want: usize) -> Result<Vec<nudge::store::IdRange>, StoreError> {
+        self.inner.member_ranges(want)
+    }
+    fn each_member_bytes(
+        &self,
+        range: &nudge::store::IdRange,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.each_member_bytes(range, visit)
+    }
+    fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.outbox(from, limit)
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.broken.get() && key.starts_with("budget:") {
+            return Err(StoreError::Io("disk read failed".into()));
+        }
+        self.inner.meta(key)
+    }
+    fn identity(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.identity(key)
+    }
+    fn meta_prefix(&self, p: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.meta_prefix(p, limit)
+    }
+}

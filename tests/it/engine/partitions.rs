@@ -2,7 +2,10 @@
 //! partitions gives each event's outcome in the batch's order and each
 //! member's state as one engine gives it; the pipeline keeps a member's
 //! events in order, and a writer that fails stops the feed, with every
-//! batch already sent finished and no thread left waiting.
+//! batch already sent finished and no thread left waiting. Relays to
+//! members of other partitions arrive once: after a failed commit, and
+//! after a stop at any point between the sender's commit and the
+//! recipient's.
 
 use super::*;
 use nudge::engine::partitions::{Batch, Partitions};
@@ -132,4 +135,141 @@ fn the_pipeline_keeps_each_members_order_and_stops_at_a_writers_error() {
     );
     assert_eq!(r, Err("the disk is full".to_string()));
     assert!(done > 0 && done < events.len(), "{done}");
+}
+
+const GIFT: &str = "rule \"gift\" on purchase then award points 3 to event.category";
+
+/// Partitions over `stores` (opened again: a restart), each store failing
+/// commits while told to.
+fn gifting(stores: &[SledStore]) -> (Arc<Schema>, Partitions<FaultyStore>) {
+    let (s, r) = build(CONFIG, GIFT);
+    let engines = stores
+        .iter()
+        .map(|st| Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine"))
+        .collect();
+    (s, Partitions::new(engines).expect("partitions"))
+}
+
+/// Member `m<i>` buys and names `m<i+1>` (of 30) for the gift.
+fn gifts(s: &Schema, round: usize) -> Vec<Event> {
+    (0..30)
+        .map(|i| {
+            event_from_json(s, json!({"id": format!("g{round}-{i}"), "type": "purchase", "member": format!("m{i}"), "at": "2026-03-01T12:00:00Z", "amount": 1, "category": format!("m{}", (i + 1) % 30)})).expect("event")
+        })
+        .collect()
+}
+
+fn points<S: Store + Send>(parts: &Partitions<S>) -> Vec<i64> {
+    (0..30)
+        .map(|i| {
+            parts
+                .member(&format!("m{i}"))
+                .expect("read")
+                .map_or(0, |m| m.points)
+        })
+        .collect()
+}
+
+fn stored_relays(stores: &[SledStore]) -> usize {
+    stores
+        .iter()
+        .map(|st| {
+            st.meta_prefix("relay_out:", usize::MAX)
+                .expect("meta")
+                .len()
+        })
+        .sum()
+}
+
+#[test]
+fn relays_reach_members_of_other_partitions_as_in_one() {
+    let one = [SledStore::temporary().expect("store")];
+    let (s, mut a) = gifting(&one);
+    let three: Vec<SledStore> = (0..3)
+        .map(|_| SledStore::temporary().expect("store"))
+        .collect();
+    let (_, mut b) = gifting(&three);
+    let x = a.process(&gifts(&s, 0)).expect("one");
+    let y = b.process(&gifts(&s, 0)).expect("three");
+    assert_eq!(x.outcomes, y.outcomes);
+    // Each recipient had its gift before the batch was answered.
+    assert_eq!(points(&a), vec![3; 30]);
+    assert_eq!(points(&b), vec![3; 30]);
+    let keys = |c: &nudge::engine::Committed| {
+        let mut k: Vec<(String, String)> = c
+            .effects
+            .iter()
+            .map(|e| (e.key.clone(), e.member.clone()))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&x), keys(&y));
+    // Each gift is in its recipient's partition's outbox.
+    for (k, st) in three.iter().enumerate() {
+        for (_, bytes) in st.outbox(0, 100).expect("outbox") {
+            let e: Effect = serde_json::from_slice(&bytes).expect("effect");
+            assert_eq!(partition_of(&e.member, 3), k, "{e:?}");
+        }
+    }
+    // Copies stored for other partitions go with the next commits.
+    assert!(stored_relays(&three) > 0);
+    b.settle(true).expect("settle");
+    assert_eq!(stored_relays(&three), 0);
+}
+
+#[test]
+fn a_relay_arrives_once_after_a_failed_commit_and_after_a_stop() {
+    let stores: Vec<SledStore> = (0..3)
+        .map(|_| SledStore::temporary().expect("store"))
+        .collect();
+    let (s, mut parts) = gifting(&stores);
+    // The recipients' partitions fail: the senders' commits store the
+    // relays; applying them fails.
+    let evs = gifts(&s, 0);
+    let k0 = partition_of("m0", 3);
+    let senders: Vec<Event> = evs
+        .iter()
+        .filter(|e| partition_of(&e.member, 3) == k0)
+        .cloned()
+        .collect();
+    for (k, e) in parts.engines().iter().enumerate() {
+        e.store().commits_broken.set(k != k0);
+    }
+    assert!(parts.process(&senders).is_err());
+    let gifted: Vec<usize> = senders
+        .iter()
+        .map(|e| e.member[1..].parse::<usize>().expect("n") + 1)
+        .filter(|n| partition_of(&format!("m{}", n % 30), 3) != k0)
+        .collect();
+    assert!(!gifted.is_empty());
+    assert_eq!(stored_relays(&stores), gifted.len());
+    // Stopped there: started again, the stored relays are applied once.
+    drop(parts);
+    let (_, mut parts) = gifting(&stores);
+    parts.settle(false).expect("settle");
+    let after = points(&parts);
+    for n in &gifted {
+        assert_eq!(after[n % 30], 3, "m{}", n % 30);
+    }
+    // Stopped before the senders dropped their copies: sent again, they
+    // are duplicates where they were applied.
+    assert_eq!(stored_relays(&stores), gifted.len());
+    drop(parts);
+    let (_, mut parts) = gifting(&stores);
+    let effects = parts.settle(true).expect("settle");
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(points(&parts), after);
+    assert_eq!(stored_relays(&stores), 0);
+    // The whole round again: the senders' events are duplicates, the
+    // rest apply, and everyone has one gift.
+    let c = parts.process(&evs).expect("process");
+    assert_eq!(
+        c.outcomes
+            .iter()
+            .filter(|o| **o == EventOutcome::Duplicate)
+            .count(),
+        senders.len()
+    );
+    assert_eq!(points(&parts), vec![3; 30]);
 }

@@ -6,7 +6,8 @@
 //! acknowledged before it was flushed. At the end the members and the set
 //! of idempotency keys the receiver got must equal a clean run's.
 //!
-//! Once on a folder of one partition, once on three (`storage.partitions`).
+//! Once on a folder of one partition, once on three (`storage.partitions`,
+//! where a friend's point is a relay to another partition mostly).
 //! CI runs 20 and 8 cycles; `NUDGE_CRASH_CYCLES=200 cargo test --release --test
 //! crash -- --nocapture` is the long mode (figures in docs/reliability.md).
 
@@ -16,22 +17,29 @@ use std::time::{Duration, Instant};
 
 const RULES: &str = "rule \"pts\" on purchase then award points floor(event.amount)\n\
 rule \"big spender\" on purchase when spend >= 300 then send coupon 20-5 limit once per 365d\n\
-rule \"regular\" on purchase when orders >= 3 then tag \"regular\"\n";
+rule \"regular\" on purchase when orders >= 3 then tag \"regular\"\n\
+rule \"thanks\" on purchase when event.friend is not null then award points 1 to event.friend\n";
 
 const MEMBERS: usize = 40;
 
 fn config(receiver: &str, partitions: usize) -> String {
     format!(
-        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://{receiver}/hook\nstorage:\n  partitions: {partitions}\n"
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\n    friend: string?\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://{receiver}/hook\nstorage:\n  partitions: {partitions}\n"
     )
 }
 
-/// Event `i`: a purchase by one of 40 members, a minute after the last.
+/// Event `i`: a purchase by one of 40 members, a minute after the last;
+/// every third names a friend, who gets a point (a relay, to another
+/// partition mostly).
 fn event(i: usize) -> String {
     // 2026-01-01T00:00:00Z plus i minutes.
     let at = jiff::Timestamp::from_second(1_767_225_600 + 60 * i as i64).expect("time");
+    let friend = match i % 3 {
+        0 => format!(r#","friend":"m{:02}""#, (i * 11 + 1) % MEMBERS),
+        _ => String::new(),
+    };
     format!(
-        r#"{{"id":"e{i}","type":"purchase","member":"m{:02}","at":"{at}","amount":{}.{:02}}}"#,
+        r#"{{"id":"e{i}","type":"purchase","member":"m{:02}","at":"{at}","amount":{}.{:02}{friend}}}"#,
         (i * 7) % MEMBERS,
         10 + (i * 13) % 90,
         i % 100
