@@ -36,22 +36,6 @@ pub(super) fn load_rules(common: &Common) -> Result<Loaded, ExitCode> {
     }
 }
 
-/// The data folder; `make` it when missing only for commands that write
-/// members (`nudge ingest`): a mistyped `--data` must not leave an empty one.
-pub(super) fn open_store(
-    common: &Common,
-    schema: &Schema,
-    make: bool,
-) -> Result<SledStore, ExitCode> {
-    let path = data_folder(common, schema, make)?;
-    nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
-    let store = SledStore::open_with(&path, schema.cache_bytes).map_err(fail)?;
-    if make && let Some(older) = store.older_format() {
-        eprintln!("{}", older_format_note(&path, older));
-    }
-    Ok(store)
-}
-
 /// The data folder's path; it must exist unless the command may `make` it.
 pub(super) fn data_folder(
     common: &Common,

@@ -1,7 +1,7 @@
 //! `nudge fit` and `nudge model`: fit the repurchase models on a data
 //! folder's members and keep the fit; show the fit kept.
 
-use super::commands::{code, fail, open_store};
+use super::commands::{code, fail, open_folder};
 use crate::Common;
 use nudge::project::load::{LoadOptions, load};
 use std::process::ExitCode;
@@ -25,12 +25,11 @@ pub fn fit(common: &Common, at: Option<&str>) -> ExitCode {
 
 fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
     let schema = schema(common)?;
-    let store = open_store(common, &schema, false)?;
-    if let Some(older) = store.older_format() {
-        eprintln!(
-            "{}",
-            super::commands::older_format_note(store.path(), older)
-        );
+    let store = open_folder(common, &schema)?;
+    for part in &store.parts {
+        if let Some(older) = part.older_format() {
+            eprintln!("{}", super::commands::older_format_note(part.path(), older));
+        }
     }
     // Without `--at`: the day the store is as of (its last daily tick; a
     // replayed folder's `--until` day), as `member` and `explain` show.
@@ -45,8 +44,11 @@ fn fit_inner(common: &Common, at: Option<&str>) -> Result<ExitCode, ExitCode> {
         ),
     };
     let started = std::time::Instant::now();
+    // Over every partition's members, kept in each.
     let fit = nudge::engine::predict::fit(&store, day).map_err(fail)?;
-    nudge::engine::predict::save(&store, &fit).map_err(fail)?;
+    for part in &store.parts {
+        nudge::engine::predict::save(part, &fit).map_err(fail)?;
+    }
     // As kept (and as `nudge model` shows it: JSON numbers read back).
     let kept = nudge::engine::predict::load(&store).map_err(fail)?;
     println!("{}", serde_json::json!(kept.as_ref().unwrap_or(&fit)));
@@ -64,7 +66,7 @@ pub fn model(common: &Common) -> ExitCode {
 
 fn model_inner(common: &Common) -> Result<ExitCode, ExitCode> {
     let schema = schema(common)?;
-    let store = open_store(common, &schema, false)?;
+    let store = open_folder(common, &schema)?;
     match nudge::engine::predict::load(&store).map_err(fail)? {
         Some(fit) => {
             println!("{}", serde_json::json!(fit));

@@ -156,20 +156,12 @@ pub fn run(
 
 /// Commits what was queued before the shutdown and saves the due index,
 /// saying what the next start will do.
-/// The repurchase models fitted now (`POST /v1/fit`); they are fitted over
-/// every member, so not on a folder of partitions (refused at the start
-/// when rules read predictions).
+/// The repurchase models fitted now (`POST /v1/fit`), over every
+/// partition's members.
 fn refit(parts: &mut Partitions<SledStore>) -> Result<crate::predict::Fit, String> {
-    if parts.len() > 1 {
-        return Err(format!(
-            "the repurchase models are fitted over every member, and this data folder has {} partitions (`storage.partitions`): not built yet",
-            parts.len()
-        ));
-    }
-    let engine = &mut parts.engines_mut()[0];
     let now = crate::engine::clock::Clock::now(&SystemClock);
-    let today = crate::engine::clock::local_day(&engine.schema, now);
-    engine.refit(today).map_err(|e| e.to_string())
+    let today = crate::engine::clock::local_day(&parts.first().schema, now);
+    parts.refit(today).map_err(|e| e.to_string())
 }
 
 fn shut_down(parts: &mut Partitions<SledStore>, rx: &Receiver<Command>, shared: &Shared) {

@@ -136,6 +136,8 @@ pub struct Engine<S: Store> {
     partition: Option<(usize, usize)>,
     /// Relays to and from other partitions ([`relay`]).
     mail: relay::Mail,
+    /// On a folder of partitions: the fit over all of them.
+    fits: Option<predict::FitShare>,
 }
 
 /// Uncommitted changes of a batch.
@@ -216,6 +218,7 @@ impl<S: Store> Engine<S> {
             tick_visits: 0,
             partition: None,
             mail: Default::default(),
+            fits: None,
         };
         engine.load_mail()?;
         engine.next_deferred = engine.first_deferred()?;
@@ -329,11 +332,23 @@ impl<S: Store> Engine<S> {
     /// Fits the repurchase models on the store's members (histories
     /// counted to `day`), keeps the fit in the store and evaluates the
     /// prediction fields with it from now on.
+    /// On a folder of partitions ([`Engine::fit_over`]) the fit is over
+    /// every partition's members.
     pub fn refit(&mut self, day: i32) -> Result<predict::Fit, predict::PredictError> {
-        let fit = predict::fit(&self.store, day)?;
+        let fit = match &self.fits {
+            Some(share) => share.fit(day)?,
+            None => predict::fit(&self.store, day)?,
+        };
         predict::save(&self.store, &fit)?;
         self.plan.fit = Some(Arc::new(fit.clone()));
         Ok(fit)
+    }
+
+    /// Fits over every partition of the folder (`share`), not this
+    /// partition's members alone.
+    pub fn fit_over(mut self, share: predict::FitShare) -> Self {
+        self.fits = Some(share);
+        self
     }
 
     /// The fit the prediction fields read, if any.

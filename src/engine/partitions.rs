@@ -157,7 +157,7 @@ pub fn open(
     plugins: Option<std::sync::Arc<crate::plugins::Plugins>>,
 ) -> Result<Partitions<crate::store::SledStore>, StoreError> {
     let n = crate::store::folder::partitions_in(folder)?.unwrap_or(schema.partitions);
-    let crossing = crate::lang::partitions::crossing(schema, rules);
+    let crossing = crate::lang::partitions::crossing(schema);
     if n > 1 && !crossing.is_empty() {
         return Err(StoreError::Layout {
             path: folder.to_path_buf(),
@@ -167,12 +167,18 @@ pub fn open(
             ),
         });
     }
-    let engines = crate::store::folder::open_partitions(folder, n, schema.cache_bytes)?
+    let stores = crate::store::folder::open_partitions(folder, n, schema.cache_bytes)?;
+    let whole = Arc::new(crate::store::folder::Folder {
+        parts: stores.clone(),
+    });
+    let fits = super::predict::FitShare::new(whole);
+    let engines = stores
         .into_iter()
         .map(|s| {
-            Engine::new(schema.clone(), rules.clone(), s).map(|e| e.with_plugins(plugins.clone()))
+            let e = Engine::new(schema.clone(), rules.clone(), s)?.with_plugins(plugins.clone());
+            Ok(if n > 1 { e.fit_over(fits.clone()) } else { e })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Partitions::new(engines)
 }
 
@@ -235,10 +241,10 @@ impl<S: Store + Send> Partitions<S> {
         rules: &Arc<RuleSet>,
         plugins: &Option<Arc<Plugins>>,
     ) -> Result<(), StoreError> {
-        let crossing = crate::lang::partitions::crossing(schema, rules);
+        let crossing = crate::lang::partitions::crossing(schema);
         if self.engines.len() > 1 && !crossing.is_empty() {
             return Err(StoreError::TiersChanged(format!(
-                "this data folder has {} partitions, and partitions do not yet share what these rules need across members: {}; keep such rules for a data folder of one partition",
+                "this data folder has {} partitions, and partitions do not yet share what this config needs across members: {}; keep it for a data folder of one partition",
                 self.engines.len(),
                 crossing.join("; ")
             )));
@@ -409,6 +415,18 @@ impl<S: Store + Send> Partitions<S> {
             }
         }
         Ok(())
+    }
+
+    /// Fits the repurchase models over every partition's members
+    /// (histories counted to `day`) and keeps the fit in each.
+    pub fn refit(&mut self, day: i32) -> Result<super::predict::Fit, super::predict::PredictError> {
+        let mut fit = None;
+        for e in &mut self.engines {
+            fit = Some(e.refit(day)?);
+        }
+        fit.ok_or(super::predict::PredictError::Store(StoreError::Io(
+            "no partitions".into(),
+        )))
     }
 
     /// Saves every partition's due index (at a clean stop).

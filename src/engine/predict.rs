@@ -69,11 +69,15 @@ pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
         });
     }
     let total = all.len() as u64;
-    let buyers: Vec<((f64, f64), f64)> = spends
+    let mut buyers: Vec<((f64, f64), f64)> = spends
         .iter()
         .filter(|(x, m)| *x > 0.0 && *m > 0.0)
         .map(|s| (*s, 1.0))
         .collect();
+    // In one order whatever the order members are read in (a folder of
+    // partitions reads them partition by partition): sums of floats
+    // depend on it, and the same members must give the same fit.
+    buyers.sort_by(|((x, m), _), ((y, n), _)| x.total_cmp(y).then(m.total_cmp(n)));
     let histories = group(all);
     let (bgnbd, bgnbd_ll) = fit_bgnbd(&histories)?;
     let gg = fit_gamma_gamma(&buyers).ok();
@@ -86,6 +90,39 @@ pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
         members: total,
         repeat_buyers: buyers.len() as u64,
     })
+}
+
+/// The fit of a data folder of partitions: over every partition's
+/// members, kept in each partition (the engines read their own copy). The
+/// partitions' engines share it: the first to refit for a day fits over
+/// the whole folder, the others take that fit.
+#[derive(Clone)]
+pub struct FitShare {
+    whole: std::sync::Arc<dyn Store + Send + Sync>,
+    last: std::sync::Arc<std::sync::Mutex<Option<Fit>>>,
+}
+
+impl FitShare {
+    /// Fits over `whole` (every partition, read as one store).
+    pub fn new(whole: std::sync::Arc<dyn Store + Send + Sync>) -> FitShare {
+        FitShare {
+            whole,
+            last: Default::default(),
+        }
+    }
+
+    /// The fit for `day`: made once, then shared.
+    pub fn fit(&self, day: i32) -> Result<Fit, PredictError> {
+        // A panic holding the lock left it whole: it is one assignment.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let on = crate::base::time::day_string(day);
+        if let Some(f) = last.as_ref().filter(|f| f.fitted_on == on) {
+            return Ok(f.clone());
+        }
+        let f = fit(self.whole.as_ref(), day)?;
+        *last = Some(f.clone());
+        Ok(f)
+    }
 }
 
 /// Keeps `fit` in the store (one durable commit).

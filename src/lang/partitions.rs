@@ -1,20 +1,17 @@
 //! What of a project needs every member in one partition of the data
-//! folder (`storage.partitions`): what partitions do not share yet. The
-//! engine refuses such a project on a folder of partitions; the loader
-//! warns of it when the config asks for partitions (W406).
+//! folder (`storage.partitions`): what partitions do not share yet (One
+//! ID; budgets, stock, relays and fits are shared). The engine refuses
+//! such a project on a folder of partitions; the loader warns of it when
+//! the config asks for partitions (W406).
 
 use crate::config::Schema;
-use crate::lang::RuleSet;
 
 /// What of a project needs every member in one partition, in words: one
 /// line each (empty: the project runs on any number of partitions).
-pub fn crossing(schema: &Schema, rules: &RuleSet) -> Vec<String> {
+pub fn crossing(schema: &Schema) -> Vec<String> {
     let mut out = Vec::new();
     if !schema.id_kinds.is_empty() {
         out.push("the config's `ids` (One ID): an event named by an identifier is looked up in every member before it can be routed".to_string());
-    }
-    if rules.reads_predictions {
-        out.push("rules read predictions, whose models are fitted over every member".to_string());
     }
     out
 }

@@ -348,7 +348,7 @@ fn finish(
             version,
         );
         if schema.partitions > 1 {
-            for why in crate::lang::partitions::crossing(&schema, &rules) {
+            for why in crate::lang::partitions::crossing(&schema) {
                 l.diagnostics.push(Diagnostic::global(
                     Code::NeedsOnePartition,
                     format!(

@@ -110,11 +110,26 @@ fn three_partitions_give_what_one_gives() {
     assert!(count[0].contains("\"members\":2357"), "{count:?}");
     assert_eq!(count, segment(one.path(), &["--count"]));
     assert_eq!(segment(three.path(), &[]), segment(one.path(), &[]));
+    // The repurchase models are fitted over every partition's members:
+    // the same fit, kept in each partition, so members show the same
+    // predictions.
+    let fit = |dir: &Path| {
+        let (out, err, code) = nudge(dir, &["fit", "--at", "1998-06-30"], None);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let fitted = fit(three.path());
+    assert!(fitted.contains("\"members\":2357"), "{fitted}");
+    assert_eq!(fitted, fit(one.path()));
+    let (model, err, code) = nudge(three.path(), &["model"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(model, fitted);
     for member in ["0001", "0671", "1108", "1452", "2357"] {
         let (a, _, _) = nudge(one.path(), &["member", member], None);
         let (b, err, code) = nudge(three.path(), &["member", member], None);
         assert_eq!(code, 0, "{err}");
         assert!(b.contains(&format!("\"member\":\"{member}\"")), "{b}");
+        assert!(b.contains("p_alive"), "{b}");
         assert_eq!(a, b, "member {member}");
     }
     // The last weeks sent again (older is past the dedup window): every

@@ -4,8 +4,8 @@
 //! sinks write a file per partition; after a restart a redelivery is a
 //! duplicate; segments count every partition; a budget is spent exactly
 //! over the partitions, relays reach members of other partitions before
-//! the answer, and a reload that brings predictions is refused
-//! with the running rules kept.
+//! the answer, the repurchase models are fitted over every partition, and
+//! a reload that brings One ID is refused with the running rules kept.
 
 use crate::common::*;
 
@@ -123,23 +123,22 @@ fn the_daemon_runs_a_folder_of_partitions() {
     // m0's record when the request is answered.
     assert_eq!(member_json(&d.addr, "m0")["points"], 110 + 60);
 
-    // Predictions need every member in one partition: the reload is
-    // refused.
+    // One ID needs every member in one partition: the reload is refused.
     std::fs::write(
-        dir.path().join("rules/r.rules"),
-        format!("{RULES}rule \"soon\" on purchase when expected_next_purchase < 30 then award points 5\n"),
+        dir.path().join("nudge.yaml"),
+        format!("{config}ids: [phone]\n"),
     )
-    .expect("rules");
+    .expect("config");
     wait_until(
         std::time::Duration::from_secs(20),
         "the failed reload",
         || {
             let (_, s) = http(&d.addr, "GET", "/v1/status", "");
-            s.contains("partitions do not yet share what these rules need")
+            s.contains("partitions do not yet share what this config needs")
         },
     );
     let (_, s) = http(&d.addr, "GET", "/v1/status", "");
-    assert!(s.contains("rules read predictions"), "{s}");
+    assert!(s.contains("the config's `ids` (One ID)"), "{s}");
     let (code, _) = http(
         &d.addr,
         "POST",

@@ -273,3 +273,53 @@ fn a_relay_arrives_once_after_a_failed_commit_and_after_a_stop() {
     );
     assert_eq!(points(&parts), vec![3; 30]);
 }
+
+/// Ticks refit the repurchase models over every partition's members:
+/// each partition's engine reads the one fit, as one engine fits it.
+#[test]
+fn ticks_on_partitions_fit_over_every_member() {
+    let (s, r) = build(
+        &format!("{CONFIG}storage:\n  partitions: 3\n"),
+        "rule \"likely\" on tick when p_alive > 0.5 then tag \"likely\"",
+    );
+    let one = tempfile::tempdir().expect("tempdir");
+    let three = tempfile::tempdir().expect("tempdir");
+    let mut b = nudge::engine::partitions::open(&one.path().join("d"), &s, &r, None)
+        .expect("a new folder of three");
+    assert_eq!(b.len(), 3);
+    // The CDNOW sample's purchases.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cdnow/events.ndjson"),
+    )
+    .expect("events");
+    let events: Vec<Event> = text
+        .lines()
+        .map(|l| event_from_json(&s, serde_json::from_str(l).expect("json")).expect("event"))
+        .collect();
+    let mut sorted = events.clone();
+    sorted.sort_by_key(|e| e.at);
+    b.process(&sorted).expect("process");
+    let tick_day = day("1998-06-30");
+    for e in b.engines_mut() {
+        e.tick(tick_day).expect("tick");
+    }
+    let fits: Vec<u64> = b
+        .engines()
+        .iter()
+        .map(|e| e.fit().expect("a fit").members)
+        .collect();
+    assert_eq!(
+        fits,
+        [2357, 2357, 2357],
+        "every partition's members, in each"
+    );
+    let mut single = Engine::new(
+        s.clone(),
+        r.clone(),
+        SledStore::open(three.path()).expect("open"),
+    )
+    .expect("engine");
+    single.process(&sorted).expect("process");
+    single.tick(tick_day).expect("tick");
+    assert_eq!(single.fit(), b.first().fit(), "the fit one engine makes");
+}
