@@ -1,5 +1,6 @@
-//! `nudge export` and `nudge import-state`: a whole data folder to one
-//! backup file and back (the format and its checks are `store::backup`'s).
+//! `nudge export` and `nudge import-state`: a whole data folder (all its
+//! partitions) to one backup file and back (the format and its checks are
+//! `store::backup`'s).
 
 use super::commands::{code, config_paths, fail};
 use crate::Common;
@@ -28,13 +29,16 @@ fn export_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode> {
     if !path.exists() {
         return Err(fail(format!("no data folder at {}", path.display())));
     }
-    let store = SledStore::open(&path).map_err(fail)?;
+    let parts = match nudge::store::folder::partitions_in(&path).map_err(fail)? {
+        Some(n) if n > 1 => nudge::store::folder::open_partitions(&path, n, None).map_err(fail)?,
+        _ => vec![SledStore::open(&path).map_err(fail)?],
+    };
     let summary = if file == Path::new("-") {
-        nudge::store::backup::export(&store, &mut std::io::stdout().lock())
+        nudge::store::backup::export_folder(&parts, &mut std::io::stdout().lock())
     } else {
         let f = std::fs::File::create(file)
             .map_err(|e| fail(format!("cannot create {}: {e}", file.display())))?;
-        nudge::store::backup::export(&store, &mut std::io::BufWriter::new(f))
+        nudge::store::backup::export_folder(&parts, &mut std::io::BufWriter::new(f))
     }
     .map_err(fail)?;
     eprintln!(
@@ -54,13 +58,12 @@ fn import_state_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode
     let path = data_path(common)?;
     std::fs::File::open(file).map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
     let existed = path.exists();
-    let store = SledStore::open(&path).map_err(fail)?;
     let source = || -> std::io::Result<Box<dyn BufRead>> {
         Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
             file,
         )?)))
     };
-    match nudge::store::backup::import(&store, &source) {
+    match nudge::store::backup::import_folder(&path, &source) {
         Ok(summary) => {
             eprintln!(
                 "imported {} entries into {}, sha256 {}",
@@ -71,7 +74,6 @@ fn import_state_inner(common: &Common, file: &Path) -> Result<ExitCode, ExitCode
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            drop(store);
             // A folder this command created holds nothing worth keeping.
             if !existed {
                 let _ = std::fs::remove_dir_all(&path);

@@ -31,7 +31,7 @@ pub enum StoreError {
         flushed: u64,
     },
     #[error(
-        "the data folder {path} is split into {partitions} partitions, which this command does not read yet (`nudge run`, `nudge ingest`, `nudge member`, `nudge explain` and `nudge segment` do); to use it on these members, ingest their history again into a new data folder made with `storage.partitions: 1`"
+        "the data folder {path} is split into {partitions} partitions, and this command works on a folder of one partition (`nudge replay --data` replays into a new one): give it another data folder"
     )]
     Partitioned { path: PathBuf, partitions: usize },
     /// A folder of partitions that does not fit together.
@@ -42,7 +42,7 @@ pub enum StoreError {
     )]
     APartition { path: PathBuf, place: String },
     #[error(
-        "`storage.partitions` is {partitions}, and this command does not make a folder of partitions or read one yet (`nudge run` and `nudge ingest` make one; `nudge member`, `nudge explain` and `nudge segment` read it); set `storage.partitions: 1` to make {path} a folder of one partition"
+        "`storage.partitions` is {partitions}, and this command does not make a data folder, which {path} is not yet (`nudge run` and `nudge ingest` make one of {partitions} partitions; `nudge import-state` restores one)"
     )]
     PartitionsConfigured { path: PathBuf, partitions: usize },
     #[error("member `{member}` has a damaged record: {message}")]

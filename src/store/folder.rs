@@ -28,8 +28,9 @@ pub fn partitions_in(folder: &Path) -> Result<Option<usize>, StoreError> {
     Ok(layout(folder)?.map(|(n, _)| n))
 }
 
-/// The folder's partitions and id (no id for a folder of one).
-fn layout(folder: &Path) -> Result<Option<(usize, String)>, StoreError> {
+/// The folder's partitions and id (no id for a folder of one); `None`
+/// when nothing is there yet.
+pub fn layout(folder: &Path) -> Result<Option<(usize, String)>, StoreError> {
     let file = folder.join(PARTITIONS_FILE);
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
@@ -169,10 +170,17 @@ fn make_folder(folder: &Path, n: usize) -> Result<(usize, String), StoreError> {
     // Random per process (std's hasher seed), as `folder_id`.
     let seed = std::collections::hash_map::RandomState::new();
     let id = format!("{:016x}", seed.hash_one(folder));
+    write_layout(folder, n, &id)?;
+    Ok((n, id))
+}
+
+/// Writes the file that makes `folder` a folder of `n` partitions with
+/// id `id`, in one step (the partitions are there before it).
+pub(super) fn write_layout(folder: &Path, n: usize, id: &str) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| layout_error(folder, format!("cannot make it: {e}"));
     let tmp = folder.join(format!("{PARTITIONS_FILE}.tmp"));
     std::fs::write(&tmp, format!("{n} {id}\n")).map_err(io)?;
-    std::fs::rename(&tmp, folder.join(PARTITIONS_FILE)).map_err(io)?;
-    Ok((n, id))
+    std::fs::rename(&tmp, folder.join(PARTITIONS_FILE)).map_err(io)
 }
 
 /// Opens partition `k` of the `n` of folder `id`, and checks (or, in a new

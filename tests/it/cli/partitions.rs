@@ -196,9 +196,7 @@ rule "thanks" on purchase when referred_by is not null then award points 5 to re
     let (_, err, code) = nudge(dir.path(), &["segment", "spend > 0", "--count"], None);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains(
-            "`storage.partitions` is 2, and this command does not make a folder of partitions"
-        ),
+        err.contains("`storage.partitions` is 2, and this command does not make a data folder"),
         "{err}"
     );
     assert!(files(&dir.path().join("data")).is_empty(), "nothing made");
@@ -238,14 +236,37 @@ fn partition_folders_that_do_not_fit_are_refused_by_name() {
     let (out, err, code) = nudge(d, &["segment", "spend > 0", "--count"], None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), r#"{"count":20,"members":20}"#);
-    // Commands that do not read partitions yet say so, and write nothing.
-    let (_, err, code) = nudge(d, &["export", "x.json"], None);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("is split into 2 partitions, which this command does not read yet"),
-        "{err}"
+    // A backup of the whole folder restores it, partitions and all.
+    let (_, err, code) = nudge(d, &["export", "backup.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    let sum = err
+        .split("sha256 ")
+        .nth(1)
+        .expect("checksum")
+        .trim()
+        .to_string();
+    let (_, err, code) = nudge(
+        d,
+        &["import-state", "backup.ndjson", "--data", "copy"],
+        None,
     );
-    assert_eq!(files(&d.join("data")), ["p0", "p1", "partitions"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.ends_with(&format!("sha256 {sum}\n")), "{err}");
+    assert_eq!(files(&d.join("copy")), ["p0", "p1", "partitions"]);
+    for m in ["m0", "m7", "m19"] {
+        let (a, _, _) = nudge(d, &["member", m], None);
+        let (b, err, code) = nudge(d, &["--data", "copy", "member", m], None);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(a, b, "{m}");
+    }
+    let (again, err, code) = nudge(
+        d,
+        &["import-state", "backup.ndjson", "--data", "copy"],
+        None,
+    );
+    assert_ne!(code, 0, "{again}");
+    assert!(err.contains("is not empty"), "{err}");
+    std::fs::remove_dir_all(d.join("copy")).expect("rm");
 
     // Partition folders swapped, then one missing.
     let data = d.join("data");
