@@ -84,6 +84,8 @@ impl<S: Store> Engine<S> {
         let at: jiff::Timestamp = e.at.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let utc = crate::base::time::utc_day(at);
         let day = clock::local_day(&self.schema, at);
+        // A recipient merged into another member: the survivor gets it.
+        e.member = self.canonical(&e.member, p)?;
         let mut rec = self.record(&e.member, day, p)?;
         if self
             .known_in(&e.member, (&rec.seen, &rec.seen_spilled), &id, utc, p)?

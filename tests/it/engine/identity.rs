@@ -135,3 +135,33 @@ fn merging_combines_every_part_of_a_record() {
     );
     assert_eq!(a.ids, [("card".to_string(), "c".to_string())]);
 }
+
+/// Regression: a gift to a member merged into another went to a new,
+/// empty record under the merged id (a ghost member the survivor never
+/// sees). It goes to the survivor, as events naming the merged id do.
+#[test]
+fn a_gift_to_a_merged_member_reaches_the_survivor() {
+    let config = format!("{CONFIG}ids: [phone]\n");
+    let (s, r) = build(
+        &config,
+        "rule \"gift\" on purchase when event.category is not null then award points 5 to event.category",
+    );
+    let ev = |v: serde_json::Value| event_from_json(&s, v).expect("event");
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    e.process(&[
+        ev(json!({"id": "1", "type": "purchase", "member": "a", "ids": {"phone": "1"}, "at": "2026-01-01T10:00:00Z", "amount": 1})),
+        ev(json!({"id": "2", "type": "purchase", "member": "b", "ids": {"phone": "2"}, "at": "2026-01-02T10:00:00Z", "amount": 1})),
+        // b is found to be a (b's phone): b merges into a, named.
+        ev(json!({"id": "3", "type": "purchase", "member": "a", "ids": {"phone": "2"}, "at": "2026-01-03T10:00:00Z", "amount": 1})),
+        // A friend names b.
+        ev(json!({"id": "4", "type": "purchase", "member": "f", "category": "b", "at": "2026-01-04T10:00:00Z", "amount": 1})),
+    ])
+    .expect("process");
+    assert!(e.member("b").expect("read").is_none(), "no ghost b");
+    assert_eq!(e.member("a").expect("read").expect("a").points, 5);
+    // The same in a later batch, read from the store.
+    e.process(&[ev(json!({"id": "5", "type": "purchase", "member": "f", "category": "b", "at": "2026-01-05T10:00:00Z", "amount": 1}))])
+        .expect("process");
+    assert!(e.member("b").expect("read").is_none(), "no ghost b");
+    assert_eq!(e.member("a").expect("read").expect("a").points, 10);
+}
