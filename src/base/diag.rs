@@ -161,7 +161,6 @@ codes! {
     EmptyRules = "W403", Warning, "a rules folder has no rule files";
     NullArithmetic = "W404", Warning, "a `set` computes with an attribute that is null until set (give it a default)";
     ProbabilityRange = "W405", Warning, "a probability (`p_alive`, `churn_risk`) is compared with a number above 1";
-    NeedsOnePartition = "W406", Warning, "`storage.partitions` asks for partitions, but the project uses what partitions do not share yet (a budget, a stock, `to`, One ID, predictions)";
 }
 
 /// One finding about the input: what, where, and what to do about it.

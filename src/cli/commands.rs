@@ -68,18 +68,6 @@ pub(super) fn open_folder(
     Ok(nudge::store::folder::Folder { parts })
 }
 
-/// The store of the partition `member` is in (the folder's only one when
-/// it has one); for commands that read one member.
-pub(super) fn open_store_of(
-    common: &Common,
-    schema: &Schema,
-    member: &str,
-) -> Result<SledStore, ExitCode> {
-    let path = data_folder(common, schema, false)?;
-    nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
-    nudge::store::folder::open_partition_of(&path, member, schema.cache_bytes).map_err(fail)
-}
-
 /// What a write does to a folder of an older store format, said before it.
 pub(super) fn older_format_note(path: &std::path::Path, older: u32) -> String {
     format!(
@@ -441,7 +429,9 @@ fn member_inner(common: &Common, id: &str) -> Result<ExitCode, ExitCode> {
         return Err(ExitCode::from(2));
     };
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
-    let store = open_store_of(common, &schema, id)?;
+    // Every partition: an identifier or a merged member's id is found in
+    // the partition of the member it leads to.
+    let store = open_folder(common, &schema)?;
     // Tier names come from the config by position: refuse to show them
     // through a list that would re-map them (as the engine refuses).
     if let Some(why) = nudge::engine::tier_change(&store, &schema.tiers).map_err(fail)? {
@@ -493,11 +483,12 @@ fn explain_inner(
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
-    let store = open_store_of(common, &schema, id)?;
-    let Some((id, rec)) = nudge::engine::identity::find_member(&store, id).map_err(fail)? else {
+    let folder = open_folder(common, &schema)?;
+    let Some((id, rec)) = nudge::engine::identity::find_member(&folder, id).map_err(fail)? else {
         eprintln!("error: no member `{id}`");
         return Ok(ExitCode::from(1));
     };
+    let store = folder.of(&id).clone();
     let fit = nudge::engine::predict::load(&store).map_err(fail)?;
     let last_tick = Engine::new(schema.clone(), rules.clone(), store)
         .map_err(fail)?

@@ -273,8 +273,8 @@ async fn get_explain(
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
     };
-    let store = app.shared.folder.of(&id);
-    let (id, rec) = match crate::engine::identity::find_member(store, &id) {
+    // By identifier or merged id too, whichever partition holds it.
+    let (id, rec) = match crate::engine::identity::find_member(&app.shared.folder, &id) {
         Ok(Some(found)) => found,
         Ok(None) => {
             return reply(
@@ -299,7 +299,10 @@ async fn get_explain(
         &rec,
         day,
         q.rule.as_deref(),
-        crate::engine::predict::load(store).ok().flatten().as_ref(),
+        crate::engine::predict::load(app.shared.folder.of(&id))
+            .ok()
+            .flatten()
+            .as_ref(),
     ) {
         Ok(x) => reply(StatusCode::OK, json!(x)),
         Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
@@ -315,7 +318,8 @@ async fn get_member(
         return unauthorized();
     }
     let store = app.shared.folder.of(&id);
-    match crate::engine::identity::find_member(store, &id) {
+    // By identifier or merged id too, whichever partition holds it.
+    match crate::engine::identity::find_member(&app.shared.folder, &id) {
         Ok(Some((id, rec))) => reply(
             StatusCode::OK,
             crate::report::member::member_json(

@@ -369,7 +369,7 @@ fn validate(
         }
     }
     for e in &events {
-        match parts.engine_of(&e.member).known(e) {
+        match parts.known(e) {
             Ok(Some(h)) if h != e.body_hash as u64 => conflicts.push(e.id.clone()),
             Ok(_) => {}
             Err(err) => {

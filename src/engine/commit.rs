@@ -109,6 +109,13 @@ impl<S: Store> Engine<S> {
                 (self.merges + removed).to_le_bytes().to_vec(),
             ));
         }
+        let aliased = p.aliased;
+        if aliased > 0 {
+            w.meta.push((
+                keys::ALIASES.into(),
+                (self.aliases + aliased).to_le_bytes().to_vec(),
+            ));
+        }
         w.identities = p.identities.into_iter().collect();
         w.identities.sort();
         let w_removed = p.removed.clone();
@@ -117,6 +124,7 @@ impl<S: Store> Engine<S> {
         self.next_seq = seq;
         self.next_deferred = next_deferred;
         self.merges += removed;
+        self.aliases += aliased;
         self.newest_day = newest;
         self.seen_floor = floor;
         // Written members are due at once (an event may have made a tick

@@ -200,6 +200,41 @@ impl<S: Store> Engine<S> {
     }
 }
 
+impl<S: Store> Engine<S> {
+    /// The ids of `member` that spilled into markers on `days` (stored,
+    /// and this batch's): UTC day, event id, body hash.
+    pub(super) fn spilled_of(
+        &self,
+        member: &str,
+        days: &[i32],
+        p: &Uncommitted,
+    ) -> Result<Vec<(i32, String, u64)>, StoreError> {
+        let prefix = spilled_id(member, "");
+        let mut out = Vec::new();
+        for &day in days {
+            for (key, hash) in self.store.seen_of(day, &prefix)? {
+                out.push((day, key[prefix.len()..].to_string(), hash as u64));
+            }
+        }
+        for ((day, key), hash) in &p.spilled {
+            if days.contains(day)
+                && let Some(id) = key.strip_prefix(&prefix)
+            {
+                out.push((*day, id.to_string(), *hash));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps spilled ids under `member`'s name (a merge's survivor, or the
+    /// member moved here): a redelivery of them is still a duplicate.
+    pub(super) fn respill(&self, member: &str, ids: Vec<(i32, String, u64)>, p: &mut Uncommitted) {
+        for (day, id, hash) in ids {
+            p.spilled.insert((day, spilled_id(member, &id)), hash);
+        }
+    }
+}
+
 /// The id a spilled seen marker is kept under: its member's and its own,
 /// so that two members' events with one id are two markers (the length
 /// first, so no member and id run into another pair).

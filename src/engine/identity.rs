@@ -157,6 +157,20 @@ pub fn merge(into: &mut MemberRecord, mut from: MemberRecord) {
     into.history.drain(..excess);
 }
 
+/// Links the event's identifiers to the member's record, and keeps a named
+/// member that turned out to be this one (`alias`) with it, so that later
+/// merges and moves take its alias along.
+pub fn link_names(rec: &mut MemberRecord, ev: &Event, alias: Option<String>) {
+    for id in &ev.ids {
+        link(rec, id.clone());
+    }
+    if let Some(n) = alias
+        && !rec.merged.contains(&n)
+    {
+        rec.merged.push(n);
+    }
+}
+
 /// Records an identifier in the member's list (bounded).
 pub fn link(rec: &mut MemberRecord, id: (String, String)) {
     if !rec.ids.contains(&id) && rec.ids.len() < MAX_IDS {
@@ -203,13 +217,15 @@ impl<S: Store> Engine<S> {
     /// members; when they lead to more than one (or to another member than
     /// the named one), those members are merged into one: the named member
     /// if it exists, else the one that joined first (then the smallest id).
-    /// Each merge is an effect (`rule: identity`, `action: merge`).
+    /// Each merge is an effect (`rule: identity`, `action: merge`). Also
+    /// returns the named member when it turned out to be the survivor
+    /// without ever existing (its alias is new).
     pub(super) fn resolve(
         &mut self,
         ev: &Event,
         day: i32,
         p: &mut Uncommitted,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(String, Option<String>), StoreError> {
         let named = if ev.member.is_empty() {
             None
         } else {
@@ -218,7 +234,7 @@ impl<S: Store> Engine<S> {
         if ev.ids.is_empty()
             && let Some(n) = named
         {
-            return Ok(n);
+            return Ok((n, None));
         }
         let mut found: Vec<String> = Vec::new();
         for (kind, value) in &ev.ids {
@@ -256,11 +272,14 @@ impl<S: Store> Engine<S> {
         };
         // A named member that does not exist yet becomes an alias of the
         // member its identifiers lead to.
+        let mut alias = None;
         if let Some(n) = &named
             && *n != survivor
             && !existing.iter().any(|(m, _)| m == n)
         {
             p.identities.insert(alias_key(n), survivor.clone());
+            p.aliased += 1;
+            alias = Some(n.clone());
         }
         let trigger = format!("event:{}", ev.id);
         for (i, (absorbed, rec)) in existing.into_iter().enumerate() {
@@ -284,12 +303,12 @@ impl<S: Store> Engine<S> {
         for (kind, value) in &ev.ids {
             p.identities.insert(id_key(kind, value), survivor.clone());
         }
-        Ok(survivor)
+        Ok((survivor, alias))
     }
 
     /// Follows a merged member's alias to the member it joined.
     pub(super) fn canonical(&self, member: &str, p: &Uncommitted) -> Result<String, StoreError> {
-        if self.merges == 0 && p.removed.is_empty() {
+        if self.aliases == 0 && p.aliased == 0 {
             return Ok(member.to_string());
         }
         let key = alias_key(member);
@@ -326,8 +345,12 @@ impl<S: Store> Engine<S> {
         p: &mut Uncommitted,
     ) -> Result<(), StoreError> {
         let mut into = self.record(survivor, day, p)?;
+        // The absorbed member's spilled ids, under the survivor's name.
+        let spilled = self.spilled_of(absorbed, &from.seen_spilled, p)?;
+        self.respill(survivor, spilled, p);
         for m in from.merged.iter().map(String::as_str).chain([absorbed]) {
             p.identities.insert(alias_key(m), survivor.to_string());
+            p.aliased += 1;
         }
         for (kind, value) in &from.ids {
             p.identities

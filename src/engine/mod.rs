@@ -24,8 +24,10 @@ pub mod identity;
 pub mod partitions;
 pub mod plan;
 pub mod points;
+mod moves;
 mod refund;
 mod relay;
+mod route;
 pub mod predict;
 mod rewards;
 pub mod segment;
@@ -100,8 +102,11 @@ pub struct Engine<S: Store> {
     budgets: std::cell::RefCell<budget::Budgets>,
     /// When the earliest deferred effect is due (cached from the store).
     next_deferred: Option<jiff::Timestamp>,
-    /// Merges so far: until the first, no event needs an alias lookup.
+    /// Merges so far (a counter for `/metrics`).
     merges: u64,
+    /// Aliases written so far: until the first, no event needs an alias
+    /// lookup.
+    aliases: u64,
     /// The newest event day (UTC) committed: the dedup window ends there.
     newest_day: Option<i32>,
     /// The first day whose seen markers are all kept: the window's start
@@ -158,6 +163,8 @@ struct Uncommitted {
     identities: HashMap<String, String>,
     /// Members merged into others in this batch.
     removed: Vec<String>,
+    /// Aliases this batch wrote.
+    aliased: u64,
     /// Due days computed by this batch's tick visits (after its commit,
     /// they replace "due at once" for the members written).
     due: Vec<(String, i32)>,
@@ -177,6 +184,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<Engine<S>, StoreError> {
         let next_seq = store.meta_u64(keys::OUTBOX_NEXT)?;
         let merges = store.meta_u64(keys::MERGES)?;
+        let aliases = store.meta_u64(keys::ALIASES)?.max(merges);
         let (newest_day, seen_floor) = (
             store.meta_day(keys::NEWEST_EVENT_DAY)?,
             store.meta_day(keys::SEEN_FLOOR)?,
@@ -206,6 +214,7 @@ impl<S: Store> Engine<S> {
             budgets: Default::default(),
             next_deferred: None,
             merges,
+            aliases,
             newest_day,
             seen_floor,
             format_3_until,
@@ -453,7 +462,7 @@ impl<S: Store> Engine<S> {
             return Ok(o);
         }
         let day = clock::local_day(&self.schema, ev.at);
-        let member = self.resolve(ev, day, p)?;
+        let (member, alias) = self.resolve(ev, day, p)?;
         if let Some(o) = self.repeat_in_store(&member, ev, utc, p)? {
             return Ok(o);
         }
@@ -473,9 +482,7 @@ impl<S: Store> Engine<S> {
                 why,
             }));
         }
-        for id in &ev.ids {
-            identity::link(&mut rec, id.clone());
-        }
+        identity::link_names(&mut rec, ev, alias);
         let cx = self.ctx();
         let shares = fold::fold(&mut rec, ev, day, &self.plan, &self.rules);
         consent(&self.schema, &mut rec, ev);

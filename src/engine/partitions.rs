@@ -9,11 +9,9 @@
 //! [`Ledger`] the partitions' engines share (`engine::budget`); what a rule
 //! gives a member of another partition (`to ...`) is handed there as a
 //! relay (`engine::relay`: stored by the sender, applied by the recipient
-//! with its next commit, here after every batch). What a partition cannot
-//! do alone is not built yet: One ID identifiers (an event named by them
-//! must be looked up before it can be routed) and the repurchase models
-//! (fitted over every member). `lang::partitions::crossing` names what a project uses of them,
-//! and a folder of more than one partition is refused for such a project.
+//! with its next commit, here after every batch); the repurchase models
+//! are fitted over every partition (`engine::predict::FitShare`). With One
+//! ID identifiers, where an event goes is `engine::route`'s to find.
 //!
 //! A batch over several partitions is several commits: when one fails,
 //! the others' events are stored, and sending the batch again finds them
@@ -157,16 +155,6 @@ pub fn open(
     plugins: Option<std::sync::Arc<crate::plugins::Plugins>>,
 ) -> Result<Partitions<crate::store::SledStore>, StoreError> {
     let n = crate::store::folder::partitions_in(folder)?.unwrap_or(schema.partitions);
-    let crossing = crate::lang::partitions::crossing(schema);
-    if n > 1 && !crossing.is_empty() {
-        return Err(StoreError::Layout {
-            path: folder.to_path_buf(),
-            message: format!(
-                "it has {n} partitions, and partitions do not yet share what this project needs across members:\n  - {}\nrun this project on a data folder of one partition: set `storage.partitions: 1` and ingest its history into a new data folder (a folder keeps the number of partitions it was made with)",
-                crossing.join("\n  - ")
-            ),
-        });
-    }
     let stores = crate::store::folder::open_partitions(folder, n, schema.cache_bytes)?;
     let whole = Arc::new(crate::store::folder::Folder {
         parts: stores.clone(),
@@ -199,7 +187,13 @@ impl<S: Store + Send> Partitions<S> {
             .enumerate()
             .map(|(k, e)| e.in_partition(k, n, ledger.clone()))
             .collect();
-        Ok(Partitions { engines })
+        let mut parts = Partitions { engines };
+        // A move between partitions (a One ID merge) a crash cut short is
+        // finished before anything else.
+        if parts.one_id() {
+            parts.finish_moves()?;
+        }
+        Ok(parts)
     }
 
     pub fn len(&self) -> usize {
@@ -223,9 +217,30 @@ impl<S: Store + Send> Partitions<S> {
         &self.engines[0]
     }
 
-    /// The engine of `member`'s partition.
+    /// The engine of `member`'s partition (where a One ID merge moved it,
+    /// if one did; its home when the note cannot be read).
     pub fn engine_of(&self, member: &str) -> &Engine<S> {
-        &self.engines[partition_of(member, self.engines.len())]
+        let home = partition_of(member, self.engines.len());
+        let k = match self.one_id() {
+            true => self.locate(member).unwrap_or(home),
+            false => home,
+        };
+        &self.engines[k]
+    }
+
+    /// The body hash `ev`'s id was applied with, if it was (to tell a
+    /// resend from another event reusing the id). With One ID the event's
+    /// names may lead to any partition: each is asked.
+    pub fn known(&self, ev: &Event) -> Result<Option<u64>, StoreError> {
+        if !self.one_id() {
+            return self.engine_of(&ev.member).known(ev);
+        }
+        for e in &self.engines {
+            if let Some(h) = e.known(ev)? {
+                return Ok(Some(h));
+            }
+        }
+        Ok(None)
     }
 
     pub fn member(&self, id: &str) -> Result<Option<MemberRecord>, StoreError> {
@@ -233,22 +248,13 @@ impl<S: Store + Send> Partitions<S> {
     }
 
     /// Swaps config, rules and plugins in every partition, or in none: a
-    /// tier list the stores cannot take, or on a folder of partitions a
-    /// project that needs every member in one, is refused first.
+    /// tier list the stores cannot take is refused first.
     pub fn swap(
         &mut self,
         schema: &Arc<Schema>,
         rules: &Arc<RuleSet>,
         plugins: &Option<Arc<Plugins>>,
     ) -> Result<(), StoreError> {
-        let crossing = crate::lang::partitions::crossing(schema);
-        if self.engines.len() > 1 && !crossing.is_empty() {
-            return Err(StoreError::TiersChanged(format!(
-                "this data folder has {} partitions, and partitions do not yet share what this config needs across members: {}; keep it for a data folder of one partition",
-                self.engines.len(),
-                crossing.join("; ")
-            )));
-        }
         for e in &self.engines {
             if let Some(why) = super::tier_change(e.store(), &schema.tiers)? {
                 return Err(StoreError::TiersChanged(why));
@@ -270,14 +276,28 @@ impl<S: Store + Send> Partitions<S> {
         if n == 1 {
             return self.engines[0].process(events);
         }
+        if self.one_id() {
+            return self.process_one_id(events);
+        }
+        let targets: Vec<usize> = events.iter().map(|e| partition_of(&e.member, n)).collect();
+        self.commit_routed(events, &targets)
+    }
+
+    /// Commits `events[i]` in partition `targets[i]`, every partition's
+    /// share at the same time, then the relays they made.
+    pub(super) fn commit_routed(
+        &mut self,
+        events: &[Event],
+        targets: &[usize],
+    ) -> Result<Committed, StoreError> {
+        let n = self.engines.len();
         let mut parts: Vec<Vec<Event>> = vec![Vec::new(); n];
         let mut at: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, ev) in events.iter().enumerate() {
-            let k = partition_of(&ev.member, n);
-            parts[k].push(ev.clone());
-            at[k].push(i);
+        for (i, (ev, k)) in events.iter().zip(targets).enumerate() {
+            parts[*k].push(ev.clone());
+            at[*k].push(i);
         }
-        self.route();
+        self.route()?;
         let mut outcomes = vec![EventOutcome::Duplicate; events.len()];
         let mut effects = Vec::new();
         for (result, places) in self.fork(&parts).into_iter().zip(at) {
@@ -322,14 +342,21 @@ impl<S: Store + Send> Partitions<S> {
     /// Hands each partition the relays other partitions stored for its
     /// members, and the confirmations of those it stored; whether any
     /// partition has relays to apply.
-    fn route(&mut self) -> bool {
+    fn route(&mut self) -> Result<bool, StoreError> {
         let n = self.engines.len();
         let mut relays: Vec<Vec<Effect>> = vec![Vec::new(); n];
         let mut confirmed: Vec<Vec<String>> = vec![Vec::new(); n];
+        let outgoing: Vec<Vec<Effect>> =
+            self.engines.iter_mut().map(|e| e.take_outgoing()).collect();
+        for r in outgoing.into_iter().flatten() {
+            // A member moved by a One ID merge is where its home says.
+            let k = match self.one_id() {
+                true => self.locate(&r.member)?,
+                false => partition_of(&r.member, n),
+            };
+            relays[k].push(r);
+        }
         for e in &mut self.engines {
-            for r in e.take_outgoing() {
-                relays[partition_of(&r.member, n)].push(r);
-            }
             for (key, from) in e.take_applied() {
                 confirmed[partition_of(&from, n)].push(key);
             }
@@ -338,7 +365,7 @@ impl<S: Store + Send> Partitions<S> {
             e.deliver(r);
             e.confirm(c);
         }
-        self.engines.iter().any(|e| e.has_incoming())
+        Ok(self.engines.iter().any(|e| e.has_incoming()))
     }
 
     /// Applies the relays partitions stored for members of others, each in
@@ -348,7 +375,7 @@ impl<S: Store + Send> Partitions<S> {
     pub fn settle(&mut self, all: bool) -> Result<Vec<Effect>, StoreError> {
         let mut effects = Vec::new();
         let none = vec![Vec::new(); self.engines.len()];
-        while self.route() || (all && self.engines.iter().any(|e| e.has_mail())) {
+        while self.route()? || (all && self.engines.iter().any(|e| e.has_mail())) {
             for c in self.fork(&none).into_iter().flatten() {
                 effects.extend(c?.effects);
             }
@@ -362,7 +389,7 @@ impl<S: Store + Send> Partitions<S> {
     /// commit, and what follows it); `done` gets what `work` returned, on
     /// this thread, as batches finish. The first error stops the feed;
     /// every batch already sent is finished before this returns it.
-    pub fn pipeline<T: Send, E: Send>(
+    pub fn pipeline<T: Send, E: Send + From<StoreError>>(
         &mut self,
         batch: usize,
         feed: impl FnOnce(&mut Router<'_, T, E>) -> Result<(), E>,
@@ -409,7 +436,7 @@ impl<S: Store + Send> Partitions<S> {
         for (k, e) in self.engines.iter_mut().enumerate() {
             post.collect(k, e);
         }
-        while self.route() || self.engines.iter().any(|e| e.has_mail()) {
+        while self.route().map_err(E::from)? || self.engines.iter().any(|e| e.has_mail()) {
             for e in self.engines.iter_mut().filter(|e| e.has_mail()) {
                 done(work(e, Batch::default())?);
             }

@@ -56,9 +56,17 @@ impl<S: Store> Engine<S> {
     /// partition now, those of others stored for them.
     pub(super) fn settle_relays(&mut self, p: &mut Uncommitted) -> Result<(), StoreError> {
         for e in std::mem::take(&mut p.out.relays) {
-            match self.partition {
-                Some((k, n)) if partition_of(&e.member, n) != k => p.outgoing.push(e),
-                _ => self.apply_relay(e, false, p)?,
+            // Another partition's member, or one of this partition's that a
+            // One ID merge moved away (its home notes where).
+            let elsewhere = match self.partition {
+                Some((k, n)) => {
+                    partition_of(&e.member, n) != k || self.moved_to(&e.member)?.is_some()
+                }
+                None => false,
+            };
+            match elsewhere {
+                true => p.outgoing.push(e),
+                false => self.apply_relay(e, false, p)?,
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 //! or stops the run; it is never half applied.
 
 use crate::config::Schema;
-use crate::engine::partitions::{Batch, Partitions, Router};
+use crate::engine::partitions::{Batch, Partitions};
 use crate::engine::{Engine, EventOutcome};
 use crate::io::event::parse_event;
 use crate::model::summary::Summary;
@@ -156,12 +156,31 @@ pub fn ingest<S: Store + Send>(
         }
         progress(&r);
     };
-    let fed = parts.pipeline(
-        BATCH,
-        |router| read(&schema, input, stop_on_error, now, &report, router),
-        commit,
-        &mut done,
-    );
+    let mut input = input;
+    let fed = match parts.one_id() {
+        // One ID over partitions: an event's partition depends on what the
+        // events before it linked, so the partitions commit in rounds.
+        true => rounds(
+            parts,
+            &mut |send| read(&schema, &mut input, stop_on_error, now, &report, send),
+            &mut done,
+        ),
+        false => parts.pipeline(
+            BATCH,
+            |router| {
+                read(
+                    &schema,
+                    &mut input,
+                    stop_on_error,
+                    now,
+                    &report,
+                    &mut |ev, line| router.send(ev, line),
+                )
+            },
+            commit,
+            &mut done,
+        ),
+    };
     let mut r = report.into_inner();
     r.errors.sort_by_key(|(line, _)| *line);
     match fed {
@@ -184,7 +203,7 @@ fn read(
     stop_on_error: bool,
     now: Option<jiff::Timestamp>,
     report: &std::cell::RefCell<IngestReport>,
-    router: &mut Router<'_, Committed, IngestError>,
+    send: &mut ToWriter<'_>,
 ) -> Result<(), IngestError> {
     let mut text = String::new();
     let mut line = 0;
@@ -217,7 +236,7 @@ fn read(
         report.borrow_mut().lines = line;
         match parsed {
             None => {}
-            Some(Ok(ev)) => router.send(ev, line)?,
+            Some(Ok(ev)) => send(ev, line)?,
             Some(Err(e)) => {
                 let mut r = report.borrow_mut();
                 r.invalid += 1;
@@ -229,6 +248,59 @@ fn read(
             }
         }
     }
+}
+
+/// Where the reading sends each event, with its line.
+type ToWriter<'a> = dyn FnMut(Event, usize) -> Result<(), IngestError> + 'a;
+
+/// Feeds what `feed` reads to [`Partitions::process`] in rounds of
+/// [`BATCH`] events per partition, each round committed by every
+/// partition at the same time; `done` gets each round.
+fn rounds<S: Store + Send>(
+    parts: &mut Partitions<S>,
+    feed: &mut dyn FnMut(&mut ToWriter) -> Result<(), IngestError>,
+    done: &mut dyn FnMut(Committed),
+) -> Result<(), IngestError> {
+    let size = BATCH * parts.len();
+    let mut batch = Batch::default();
+    feed(&mut |ev, line| {
+        batch.events.push(ev);
+        batch.tags.push(line);
+        if batch.events.len() == size {
+            done(round(parts, std::mem::take(&mut batch))?);
+        }
+        Ok(())
+    })?;
+    if !batch.events.is_empty() {
+        done(round(parts, batch)?);
+    }
+    Ok(())
+}
+
+/// One round: the batch committed over the partitions, then each
+/// partition's held messages and file sinks as [`commit`] does them.
+fn round<S: Store + Send>(parts: &mut Partitions<S>, b: Batch) -> Result<Committed, IngestError> {
+    let c = parts.process(&b.events)?;
+    let mut effects = c.effects;
+    let at = b.events.iter().map(|e| e.at).max();
+    let line = b.tags.last().copied().unwrap_or(0);
+    for engine in parts.engines_mut() {
+        if let Some(at) = at
+            && engine.deferred_due(at)
+        {
+            engine.release_deferred_each(at, &mut |e| effects.push(e))?;
+        }
+        crate::outbox::deliver_to_files(engine).map_err(|source| IngestError::Sink {
+            source,
+            line,
+            applied: 0,
+            duplicates: 0,
+        })?;
+    }
+    Ok(Committed {
+        outcomes: c.outcomes.into_iter().zip(b.tags).collect(),
+        effects,
+    })
 }
 
 /// A partition's writer: commits the batch, lets out the messages held

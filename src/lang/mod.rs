@@ -11,7 +11,6 @@ pub mod compile;
 pub mod conditions;
 pub mod parse;
 pub mod parse_yaml;
-pub mod partitions;
 pub mod print;
 pub mod program;
 pub mod timing;

@@ -347,17 +347,6 @@ fn finish(
             names,
             version,
         );
-        if schema.partitions > 1 {
-            for why in crate::lang::partitions::crossing(&schema) {
-                l.diagnostics.push(Diagnostic::global(
-                    Code::NeedsOnePartition,
-                    format!(
-                        "`storage.partitions` is {}, but {why}: a data folder of partitions refuses this project (one made with a single partition runs it)",
-                        schema.partitions
-                    ),
-                ));
-            }
-        }
         let limits = schema.plugin_limits.clone();
         let engine = crate::plugins::sandbox(&limits);
         l.plugins = Some(Arc::new(Plugins::new(

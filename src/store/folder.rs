@@ -127,25 +127,6 @@ pub fn open_partitions(
         .collect()
 }
 
-/// The store of the partition `member` is in, for commands that read one
-/// member.
-pub fn open_partition_of(
-    folder: &Path,
-    member: &str,
-    cache_bytes: Option<u64>,
-) -> Result<SledStore, StoreError> {
-    match layout(folder)? {
-        Some((n, id)) if n > 1 => open_partition(
-            folder,
-            partition_of(member, n),
-            n,
-            &id,
-            cache_share(cache_bytes, n),
-        ),
-        _ => SledStore::open_with(folder, cache_bytes),
-    }
-}
-
 /// A partition's part of sled's cache: the partitions share the one the
 /// config gives (`storage.cache_mb`) rather than multiply it.
 fn cache_share(cache_bytes: Option<u64>, n: usize) -> u64 {
@@ -238,10 +219,24 @@ pub struct Folder {
 }
 
 impl Folder {
-    /// The store of `member`'s partition.
+    /// The store of `member`'s partition: its home, unless its home notes
+    /// that a One ID merge moved it (a note it cannot read: the home).
     pub fn of(&self, member: &str) -> &SledStore {
-        &self.parts[partition_of(member, self.parts.len())]
+        let home = &self.parts[partition_of(member, self.parts.len())];
+        match moved_to(home, member) {
+            Some(k) if k < self.parts.len() => &self.parts[k],
+            _ => home,
+        }
     }
+}
+
+/// Where a member's home partition `home` notes it was moved, if it was.
+fn moved_to(home: &SledStore, member: &str) -> Option<usize> {
+    home.identity(&keys::moved(member))
+        .ok()
+        .flatten()?
+        .parse()
+        .ok()
 }
 
 impl Store for Folder {
@@ -260,6 +255,14 @@ impl Store for Folder {
             }
         }
         Ok(None)
+    }
+
+    fn seen_of(&self, day: i32, prefix: &str) -> Result<Vec<(String, u128)>, StoreError> {
+        let mut all = Vec::new();
+        for p in &self.parts {
+            all.extend(p.seen_of(day, prefix)?);
+        }
+        Ok(all)
     }
 
     fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {

@@ -35,6 +35,9 @@ pub const MEMBERS: &str = "members";
 pub const TIERS: &str = "tiers";
 /// The number of One ID merges so far.
 pub const MERGES: &str = "merges";
+/// Aliases written (a merged member's id, or a named member that turned
+/// out to be another): while there are none, no event needs a lookup.
+pub const ALIASES: &str = "aliases";
 /// Deferred effects: `defer:` + due time + outbox sequence, so key order is
 /// due order.
 pub const DEFERRED_PREFIX: &str = "defer:";
@@ -87,6 +90,17 @@ pub fn seen(day: i32, id: &str) -> Vec<u8> {
 pub const BUDGET_PREFIX: &str = "budget:";
 /// The start of every reward stock's meta key.
 pub const STOCK_PREFIX: &str = "stock:";
+
+/// The identity entry, in a member's home partition, that says which
+/// partition holds the member now (One ID merges move members between
+/// partitions: `engine::moves`).
+pub fn moved(member: &str) -> String {
+    format!("moved:{member}")
+}
+
+/// The start of the meta key of a member moved in, kept until the
+/// partition it came from has let it go.
+pub const MOVING_PREFIX: &str = "moving:";
 
 /// The start of every stored relay's meta key.
 pub const RELAY_OUT_PREFIX: &str = "relay_out:";

@@ -49,6 +49,9 @@ pub struct WriteSet {
     /// One ID: identifier (`kind:value`, or `member:ID` for a merged member)
     /// to the member it belongs to.
     pub identities: Vec<(String, String)>,
+    /// Identifiers (keys as in `identities`) that go: moved to another
+    /// partition with their member.
+    pub identities_removed: Vec<String>,
     /// Members merged into others.
     pub members_removed: Vec<String>,
 }
@@ -63,6 +66,7 @@ impl WriteSet {
             && self.meta.is_empty()
             && self.meta_removed.is_empty()
             && self.identities.is_empty()
+            && self.identities_removed.is_empty()
             && self.members_removed.is_empty()
     }
 }
@@ -98,6 +102,9 @@ pub trait Store {
     /// and only what a record has no room for is a marker.
     /// `day` is the UTC day of the event's time (`base::time::utc_day`).
     fn seen(&self, day: i32, event_id: &str) -> Result<Option<u128>, StoreError>;
+    /// The seen markers of `day` whose ids start with `prefix` (a member's
+    /// spilled ids, `engine::dedup`): id and body hash.
+    fn seen_of(&self, day: i32, prefix: &str) -> Result<Vec<(String, u128)>, StoreError>;
     /// The last UTC day whose ids a folder of store format 3 may hold as
     /// markers of their own (`keys::SEEN_MARKERS_UNTIL`); `None` for a
     /// folder made as format 4.
@@ -550,6 +557,19 @@ impl Store for SledStore {
             .map(u128::from_le_bytes))
     }
 
+    fn seen_of(&self, day: i32, prefix: &str) -> Result<Vec<(String, u128)>, StoreError> {
+        let start = keys::seen(day, "").len();
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(keys::seen(day, prefix)) {
+            let (k, v) = kv?;
+            if let Ok(h) = v.as_ref().try_into() {
+                let id = String::from_utf8_lossy(&k[start..]).into_owned();
+                out.push((id, u128::from_le_bytes(h)));
+            }
+        }
+        Ok(out)
+    }
+
     fn format_3_markers_until(&self) -> Result<Option<i32>, StoreError> {
         if self.older_format() == Some(3) {
             return Ok(Some(
@@ -600,6 +620,9 @@ impl Store for SledStore {
         }
         for k in w.meta_removed {
             b.remove(key(keys::META, k.as_bytes()));
+        }
+        for k in w.identities_removed {
+            b.remove(key(keys::IDENTITY, k.as_bytes()));
         }
         for (k, member) in w.identities {
             b.insert(key(keys::IDENTITY, k.as_bytes()), member.as_bytes());

@@ -152,46 +152,98 @@ fn three_partitions_give_what_one_gives() {
     assert_eq!(effects(three.path()), sent);
 }
 
+/// Events naming members and identifiers so that many link members of
+/// different partitions (One ID merges).
+fn one_id_events() -> String {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    (0..1500)
+        .map(|i| {
+            let member = match next(3) {
+                0 => String::new(),
+                _ => format!(r#""member":"m{}","#, next(200)),
+            };
+            let ids = match (member.is_empty(), next(4)) {
+                (true, _) | (_, 0) => format!(r#","ids":{{"phone":"p{}"}}"#, next(150)),
+                (_, 1) => format!(r#","ids":{{"card":"c{}"}}"#, next(150)),
+                _ => String::new(),
+            };
+            format!(
+                "{{\"id\":\"e{i}\",\"type\":\"purchase\",{member}\"at\":\"2026-01-01T{:02}:{:02}:{:02}Z\",\"amount\":{}{ids}}}\n",
+                i / 3600,
+                i / 60 % 60,
+                i % 60,
+                1 + next(50)
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn a_project_that_shares_across_members_is_refused_before_anything_is_made() {
-    let config = "timezone: UTC\ntiers: [bronze, silver]\nattributes:\n  referred_by: string\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 2\n";
-    let rules = r#"
-rule "welcome" on purchase when orders == 1 then award points 10 budget 100
-rule "thanks" on purchase when referred_by is not null then award points 5 to referred_by
-"#;
-    let config = format!("{config}ids: [phone]\n");
-    let config = config.as_str();
-    let dir = crate::common::project_with(config, rules);
-    // `nudge check` warns: the rules are fine, the partitions are not.
-    let (out, err, code) = nudge(dir.path(), &["check"], None);
-    assert_eq!(code, 0, "the rules themselves are fine: {err}");
-    let said = format!("{out}{err}");
-    assert!(said.contains("W406"), "{said}");
-    assert!(
-        said.contains("`storage.partitions` is 2, but the config's `ids` (One ID)"),
-        "{said}"
+fn one_id_over_partitions_gives_what_one_gives() {
+    let run = |partitions: usize| {
+        let config = format!(
+            "timezone: UTC\ntiers: [bronze, silver]\nids: [phone, card]\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: {partitions}\n{SINK}"
+        );
+        let rules = "rule \"pts\" on purchase then award points floor(event.amount)\n\
+                     rule \"silver\" on purchase when spend >= 200 then set tier silver\n";
+        let dir = crate::common::project_with(&config, rules);
+        std::fs::write(dir.path().join("e.ndjson"), one_id_events()).expect("events");
+        let (out, err, code) = nudge(dir.path(), &["ingest", "e.ndjson"], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("1500 applied"), "{out}");
+        let (again, err, code) = nudge(dir.path(), &["ingest", "e.ndjson"], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(again.contains("0 applied, 1500 duplicates"), "{again}");
+        let found: Vec<String> = [
+            "m7",
+            "m150",
+            "phone:p3",
+            "phone:p99",
+            "card:c42",
+            "card:c140",
+        ]
+        .iter()
+        .map(|name| nudge(dir.path(), &["member", name], None).0)
+        .collect();
+        (effects(dir.path()), found, dir)
+    };
+    let (one, found_one, _a) = run(1);
+    let (three, found_three, b) = run(3);
+    let merges = one
+        .iter()
+        .filter(|l| l.contains("\"action\":\"merge\""))
+        .count();
+    assert!(merges > 50, "{merges} merges");
+    assert_eq!(one.len(), three.len());
+    assert_eq!(one, three);
+    assert_eq!(found_one, found_three);
+    assert!(found_three[2].contains("\"points\""), "{found_three:?}");
+    // A backup of the folder restores members found by any name.
+    let d = b.path();
+    let (_, err, code) = nudge(d, &["export", "backup.ndjson"], None);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = nudge(
+        d,
+        &["import-state", "backup.ndjson", "--data", "copy"],
+        None,
     );
-    std::fs::write(
-        dir.path().join("e.ndjson"),
-        crate::common::purchase("e1", "m1", 5.0),
-    )
-    .expect("events");
-    let (_, err, code) = nudge(dir.path(), &["ingest", "e.ndjson"], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("has 2 partitions"), "{err}");
-    assert!(err.contains("the config's `ids` (One ID)"), "{err}");
-    assert!(!err.contains("welcome"), "a budget is shared: {err}");
-    assert!(!err.contains("thanks"), "a relay crosses partitions: {err}");
-    assert!(
-        err.contains("set `storage.partitions: 1` and ingest its history into a new data folder"),
-        "{err}"
+    assert_eq!(code, 0, "{err}");
+    let (copy, _, _) = nudge(d, &["--data", "copy", "member", "phone:p3"], None);
+    assert_eq!(copy, found_three[2]);
+}
+
+#[test]
+fn commands_that_only_read_make_no_folder() {
+    let dir = crate::common::project_with(
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 2\n",
+        "rule \"p\" on purchase then award points 1\n",
     );
-    assert!(!dir.path().join("data").exists(), "nothing made");
-    let (_, err, code) = nudge(dir.path(), &["run"], None);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("the config's `ids` (One ID)"), "{err}");
-    // Nor do the commands that do not make partitions make a folder of one
-    // (in an empty folder made for them).
     std::fs::create_dir(dir.path().join("data")).expect("data");
     let (_, err, code) = nudge(dir.path(), &["segment", "spend > 0", "--count"], None);
     assert_eq!(code, 2, "{err}");

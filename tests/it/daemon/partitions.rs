@@ -4,8 +4,8 @@
 //! sinks write a file per partition; after a restart a redelivery is a
 //! duplicate; segments count every partition; a budget is spent exactly
 //! over the partitions, relays reach members of other partitions before
-//! the answer, the repurchase models are fitted over every partition, and
-//! a reload that brings One ID is refused with the running rules kept.
+//! the answer; One ID merges members of two partitions, found by any name
+//! after a restart.
 
 use crate::common::*;
 
@@ -122,33 +122,61 @@ fn the_daemon_runs_a_folder_of_partitions() {
     // A thank-you from each of 60 members, most in other partitions, in
     // m0's record when the request is answered.
     assert_eq!(member_json(&d.addr, "m0")["points"], 110 + 60);
+}
 
-    // One ID needs every member in one partition: the reload is refused.
-    std::fs::write(
-        dir.path().join("nudge.yaml"),
-        format!("{config}ids: [phone]\n"),
-    )
-    .expect("config");
-    wait_until(
-        std::time::Duration::from_secs(20),
-        "the failed reload",
-        || {
-            let (_, s) = http(&d.addr, "GET", "/v1/status", "");
-            s.contains("partitions do not yet share what this config needs")
-        },
+/// One ID over partitions through the daemon: an event that links two
+/// members of different partitions merges them (as one partition does),
+/// and any of their names finds the survivor from then on, also after a
+/// restart; a resent request is all duplicates.
+#[test]
+fn one_id_merges_members_of_two_partitions() {
+    let dir = project_with(&format!("{CONFIG}ids: [phone, card]\n"), RULES);
+    // Two members in different partitions.
+    let (a, b) = (0..60)
+        .map(|m| format!("m{m}"))
+        .find_map(|x| {
+            let k = nudge::store::folder::partition_of(&x, 3);
+            (0..60)
+                .map(|m| format!("m{m}"))
+                .find(|y| nudge::store::folder::partition_of(y, 3) != k)
+                .map(|y| (x.clone(), y))
+        })
+        .expect("two partitions");
+    let ev = |id: &str, member: &str, ids: &str, amount: f64| {
+        format!(
+            r#"{{"id":"{id}","type":"purchase","member":"{member}","ids":{ids},"at":"2026-01-01T12:00:00Z","amount":{amount}}}"#
+        )
+    };
+    let first = format!(
+        "[{},{}]",
+        ev("i1", &a, r#"{"phone":"1"}"#, 30.0),
+        ev("i2", &b, r#"{"card":"9"}"#, 80.0)
     );
-    let (_, s) = http(&d.addr, "GET", "/v1/status", "");
-    assert!(s.contains("the config's `ids` (One ID)"), "{s}");
-    let (code, _) = http(
+    // b turns out to have a's phone: a merges into b (named).
+    let link = format!("[{}]", ev("i3", &b, r#"{"phone":"1"}"#, 5.0));
+    {
+        let d = start(dir.path());
+        for body in [&first, &link] {
+            let (code, r) = http(&d.addr, "POST", "/v1/events", body);
+            assert_eq!(code, 202, "{r}");
+        }
+        for name in [a.as_str(), b.as_str(), "phone:1", "card:9"] {
+            let m = member_json(&d.addr, name);
+            assert_eq!(m["member"], b.as_str(), "{name}: {m}");
+            assert_eq!(m["points"], 115, "{name}: {m}");
+        }
+    }
+    let d = start(dir.path());
+    let (code, r) = http(&d.addr, "POST", "/v1/events", &link);
+    assert_eq!(code, 202, "{r}");
+    assert!(r.contains("\"duplicates\":1"), "{r}");
+    let (code, r) = http(
         &d.addr,
         "POST",
         "/v1/events",
-        &format!("[{}]", purchase("c1", "m1", 1.0)),
+        &format!("[{}]", ev("i4", &a, "{}", 1.0)),
     );
-    assert_eq!(code, 202);
-    assert_eq!(
-        member_json(&d.addr, "m1")["points"],
-        111,
-        "the running rules stay"
-    );
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(member_json(&d.addr, "phone:1")["points"], 116);
+    assert_eq!(member_json(&d.addr, &a)["member"], b.as_str());
 }

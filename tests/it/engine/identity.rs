@@ -165,3 +165,83 @@ fn a_gift_to_a_merged_member_reaches_the_survivor() {
     assert!(e.member("b").expect("read").is_none(), "no ghost b");
     assert_eq!(e.member("a").expect("read").expect("a").points, 10);
 }
+
+/// Regression: a named member that turned out to be another (`x`, whose
+/// phone was already `phone:1`'s) kept leading to that member after it was
+/// merged into a third (`y`): the next event naming `x` made a new, empty
+/// `phone:1`. A name leads to the member it is now, however many merges
+/// later; also when the alias was written before any merge.
+#[test]
+fn a_name_leads_to_its_member_after_later_merges() {
+    let config = format!("{CONFIG}ids: [phone, card]\n");
+    let (s, r) = build(&config, "rule \"pts\" on purchase then award points 1");
+    let ev = |v: serde_json::Value| event_from_json(&s, v).expect("event");
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let at = |d: u32| format!("2026-01-{d:02}T10:00:00Z");
+    e.process(&[
+        ev(json!({"id": "1", "type": "purchase", "ids": {"phone": "1"}, "at": at(1), "amount": 1})),
+        // x is phone:1's: an alias, no merge yet.
+        ev(json!({"id": "2", "type": "purchase", "member": "x", "ids": {"phone": "1"}, "at": at(2), "amount": 1})),
+    ])
+    .expect("process");
+    e.process(&[ev(
+        json!({"id": "3", "type": "purchase", "member": "x", "at": at(3), "amount": 1}),
+    )])
+    .expect("process");
+    assert!(e.member("x").expect("read").is_none(), "x is phone:1");
+    assert_eq!(
+        e.member("phone:1").expect("read").expect("phone:1").points,
+        3
+    );
+    // y (with a card) turns out to have phone:1: phone:1 merges into y.
+    e.process(&[
+        ev(json!({"id": "4", "type": "purchase", "member": "y", "ids": {"card": "9"}, "at": at(4), "amount": 1})),
+        ev(json!({"id": "5", "type": "purchase", "member": "y", "ids": {"phone": "1"}, "at": at(5), "amount": 1})),
+    ])
+    .expect("process");
+    e.process(&[ev(
+        json!({"id": "6", "type": "purchase", "member": "x", "at": at(6), "amount": 1}),
+    )])
+    .expect("process");
+    assert!(
+        e.member("phone:1").expect("read").is_none(),
+        "no ghost phone:1"
+    );
+    assert_eq!(e.member("y").expect("read").expect("y").points, 6);
+    let (id, _) = nudge::engine::identity::find_member(e.store(), "x")
+        .expect("read")
+        .expect("found");
+    assert_eq!(id, "y");
+}
+
+/// Regression: ids of a busy member past its record's room are kept as
+/// markers under its name; merged into another member, a redelivery of
+/// one of them was applied again (looked up under the survivor's name).
+#[test]
+fn a_busy_members_events_stay_duplicates_after_it_is_merged() {
+    let config = format!("{CONFIG}ids: [phone]\n");
+    let (s, r) = build(&config, "rule \"pts\" on purchase then award points 1");
+    let ev = |v: serde_json::Value| event_from_json(&s, v).expect("event");
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let busy: Vec<Event> = (0..300)
+        .map(|i| ev(json!({"id": format!("a{i}"), "type": "purchase", "member": "a", "ids": {"phone": "1"}, "at": format!("2026-01-01T10:{:02}:{:02}Z", i / 60, i % 60), "amount": 1})))
+        .collect();
+    e.process(&busy).expect("process");
+    e.process(&[
+        ev(json!({"id": "b1", "type": "purchase", "member": "b", "at": "2026-01-01T12:00:00Z", "amount": 1})),
+    ])
+    .expect("process");
+    // b turns out to have a's phone: a merges into b (named).
+    e.process(&[ev(json!({"id": "b2", "type": "purchase", "member": "b", "ids": {"phone": "1"}, "at": "2026-01-01T12:01:00Z", "amount": 1}))])
+        .expect("merge");
+    assert!(e.member("a").expect("read").is_none());
+    assert_eq!(e.member("b").expect("read").expect("b").points, 302);
+    // Every one of a's events again, the first ones spilled: duplicates.
+    let c = e.process(&busy).expect("again");
+    assert!(
+        c.outcomes.iter().all(|o| *o == EventOutcome::Duplicate),
+        "{:?}",
+        &c.outcomes[..5]
+    );
+    assert_eq!(e.member("b").expect("read").expect("b").points, 302);
+}

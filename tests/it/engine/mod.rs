@@ -120,6 +120,9 @@ impl Store for FaultyStore {
     fn seen(&self, day: i32, id: &str) -> Result<Option<u128>, StoreError> {
         self.inner.seen(day, id)
     }
+    fn seen_of(&self, day: i32, prefix: &str) -> Result<Vec<(String, u128)>, StoreError> {
+        self.inner.seen_of(day, prefix)
+    }
     fn member_seen(&self, id: &str) -> Result<Option<nudge::store::SeenIds>, StoreError> {
         self.inner.member_seen(id)
     }

@@ -126,14 +126,17 @@ fn the_pipeline_keeps_each_members_order_and_stops_at_a_writers_error() {
         },
         |engine, b: Batch| {
             if batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
-                return Err("the disk is full".to_string());
+                return Err(StoreError::Io("the disk is full".into()));
             }
-            engine.process(&b.events).map_err(|e| e.to_string())?;
+            engine.process(&b.events)?;
             Ok(b.events.len())
         },
         &mut |n| done += n,
     );
-    assert_eq!(r, Err("the disk is full".to_string()));
+    assert!(
+        matches!(&r, Err(StoreError::Io(m)) if m == "the disk is full"),
+        "{r:?}"
+    );
     assert!(done > 0 && done < events.len(), "{done}");
 }
 
@@ -322,4 +325,226 @@ fn ticks_on_partitions_fit_over_every_member() {
     single.process(&sorted).expect("process");
     single.tick(tick_day).expect("tick");
     assert_eq!(single.fit(), b.first().fit(), "the fit one engine makes");
+}
+
+/// A stream of purchases naming members, phones and cards at random, so
+/// that many events link members of different partitions (merges).
+fn one_id_stream(s: &Schema, n: usize, seed: u64) -> Vec<Event> {
+    let mut x = seed;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    (0..n)
+        .map(|i| {
+            let mut v = json!({"id": format!("e{i}"), "type": "purchase", "at": format!("2026-03-01T{:02}:{:02}:00Z", i / 60 % 24, i % 60), "amount": 1 + next(9)});
+            let mut ids = serde_json::Map::new();
+            if next(3) > 0 {
+                v["member"] = json!(format!("m{}", next(40)));
+            }
+            if next(2) == 0 || v.get("member").is_none() {
+                ids.insert("phone".into(), json!(format!("p{}", next(30))));
+            }
+            if next(4) == 0 {
+                ids.insert("card".into(), json!(format!("c{}", next(30))));
+            }
+            if !ids.is_empty() {
+                v["ids"] = serde_json::Value::Object(ids);
+            }
+            event_from_json(s, v).expect("event")
+        })
+        .collect()
+}
+
+/// Every member as `find_member` finds it by each name the stream used.
+fn everyone(store: &dyn Store) -> Vec<(String, String, i64, u32)> {
+    let mut names: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    names.extend((0..150).map(|i| format!("phone:p{i}")));
+    names.extend((0..150).map(|i| format!("card:c{i}")));
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let (id, rec) = nudge::engine::identity::find_member(store, &n).expect("read")?;
+            Some((n, id, rec.points, rec.orders))
+        })
+        .collect()
+}
+
+#[test]
+fn one_id_over_partitions_merges_as_one_partition_does() {
+    // In requests of 25, as the daemon would take them, and in one batch.
+    for size in [25, 600] {
+        one_id_in_batches_of(size);
+    }
+}
+
+fn one_id_in_batches_of(size: usize) {
+    let config = format!("{CONFIG}ids: [phone, card]\nstorage:\n  partitions: 3\n");
+    let (s, r) = build(
+        &config,
+        "rule \"pts\" on purchase then award points floor(event.amount)",
+    );
+    let events = one_id_stream(&s, 600, 0x9E37_79B9_7F4A_7C15);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut one = Engine::new(
+        s.clone(),
+        r.clone(),
+        SledStore::open(&dir.path().join("one")).expect("open"),
+    )
+    .expect("engine");
+    let mut three =
+        nudge::engine::partitions::open(&dir.path().join("three"), &s, &r, None).expect("open");
+    assert!(three.one_id());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for chunk in events.chunks(size) {
+        let x = one.process(chunk).expect("one");
+        let y = three.process(chunk).expect("three");
+        assert_eq!(x.outcomes, y.outcomes);
+        a.extend(
+            x.effects
+                .into_iter()
+                .map(|e| (e.key, e.member, e.value.map(|v| v.to_string()))),
+        );
+        b.extend(
+            y.effects
+                .into_iter()
+                .map(|e| (e.key, e.member, e.value.map(|v| v.to_string()))),
+        );
+    }
+    a.sort();
+    b.sort();
+    let merges = a.iter().filter(|e| e.2.is_some()).count();
+    assert!(merges > 10, "{merges} merges");
+    let only_a: Vec<_> = a.iter().filter(|x| !b.contains(x)).collect();
+    let only_b: Vec<_> = b.iter().filter(|x| !a.contains(x)).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "one partition only: {only_a:?}\nthree only: {only_b:?}"
+    );
+    let folder = nudge::store::folder::Folder {
+        parts: three.engines().iter().map(|e| e.store().clone()).collect(),
+    };
+    let want = everyone(one.store());
+    assert!(want.len() > 90, "{}", want.len());
+    assert_eq!(everyone(&folder), want);
+    // Members merged across partitions were moved first: their homes
+    // note where they went.
+    let moved = (0..40)
+        .map(|i| format!("m{i}"))
+        .chain((0..30).map(|i| format!("phone:p{i}")))
+        .filter(|m| {
+            let home = nudge::store::folder::partition_of(m, 3);
+            folder.parts[home]
+                .identity(&format!("moved:{m}"))
+                .expect("read")
+                .is_some()
+        })
+        .count();
+    assert!(moved > 5, "{moved} moved");
+    // The same events again: all duplicates, in either.
+    for chunk in events.chunks(100) {
+        let x = one.process(chunk).expect("one");
+        let y = three.process(chunk).expect("three");
+        let odd: Vec<_> = chunk
+            .iter()
+            .zip(x.outcomes.iter().zip(&y.outcomes))
+            .filter(|(_, (a, b))| **a != EventOutcome::Duplicate || **b != EventOutcome::Duplicate)
+            .map(|(e, o)| (e.id.clone(), e.member.clone(), e.ids.clone(), o))
+            .collect();
+        assert!(odd.is_empty(), "{odd:?}");
+    }
+}
+
+/// A One ID merge of members of two partitions stopped between the steps
+/// of its move (the partition it leaves cannot write): started again, the
+/// move is finished, and the event sent again merges them once.
+#[test]
+fn a_move_cut_short_is_finished_at_the_start() {
+    let config = format!("{CONFIG}ids: [phone, card]\n");
+    let (s, r) = build(
+        &config,
+        "rule \"pts\" on purchase then award points floor(event.amount)",
+    );
+    let stores: Vec<SledStore> = (0..3)
+        .map(|_| SledStore::temporary().expect("store"))
+        .collect();
+    let open = || {
+        let engines = stores
+            .iter()
+            .map(|st| {
+                Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine")
+            })
+            .collect();
+        Partitions::new(engines).expect("partitions")
+    };
+    let (a, b) = (
+        "m1",
+        (2..40)
+            .map(|m| format!("m{m}"))
+            .find(|m| partition_of(m, 3) != partition_of("m1", 3))
+            .expect("b"),
+    );
+    let ev = |id: &str, member: &str, ids: serde_json::Value, amount: u32| {
+        event_from_json(&s, json!({"id": id, "type": "purchase", "member": member, "ids": ids, "at": "2026-03-01T12:00:00Z", "amount": amount})).expect("event")
+    };
+    let mut parts = open();
+    parts
+        .process(&[
+            ev("1", a, json!({"phone": "1"}), 10),
+            ev("2", &b, json!({"card": "9"}), 20),
+        ])
+        .expect("process");
+    let link = [ev("3", &b, json!({"phone": "1"}), 5)];
+    let from = partition_of(a, 3);
+    parts.engines()[from].store().commits_broken.set(true);
+    assert!(
+        parts.process(&link).is_err(),
+        "a's partition cannot let a go"
+    );
+    let to = partition_of(&b, 3);
+    assert!(stores[to].member(a).expect("read").is_some(), "moved in");
+    assert!(
+        stores[from].member(a).expect("read").is_some(),
+        "not let go yet"
+    );
+    drop(parts);
+    let mut parts = open();
+    assert!(
+        stores[from].member(a).expect("read").is_none(),
+        "let go at the start"
+    );
+    assert!(
+        stores[to]
+            .meta_prefix("moving:", 10)
+            .expect("meta")
+            .is_empty(),
+        "the move is done"
+    );
+    let c = parts.process(&link).expect("process");
+    assert_eq!(c.outcomes, [EventOutcome::Applied { effects: 1 }]);
+    assert_eq!(
+        c.effects[0].value,
+        Some(json!({"merged": a})),
+        "{:?}",
+        c.effects
+    );
+    let folder = nudge::store::folder::Folder {
+        parts: stores.clone(),
+    };
+    for name in [a, b.as_str(), "phone:1", "card:9"] {
+        let (id, rec) = nudge::engine::identity::find_member(&folder, name)
+            .expect("read")
+            .expect(name);
+        assert_eq!((id.as_str(), rec.points), (b.as_str(), 35), "{name}");
+    }
+    assert_eq!(folder.member_ids().expect("ids"), std::slice::from_ref(&b));
+    drop(parts);
+    // Sent again after all that: a duplicate.
+    let mut parts = open();
+    assert_eq!(
+        parts.process(&link).expect("again").outcomes,
+        [EventOutcome::Duplicate]
+    );
 }

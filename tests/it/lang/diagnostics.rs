@@ -148,7 +148,7 @@ fn config_cases_match_their_expected_output() {
             "--rules",
             "tests/lang/ok/minimal.rules",
         ]);
-        // A config with warnings only (W406) loads: exit 0.
+        // A config with warnings only loads: exit 0.
         let want = if out.contains("no rules loaded") {
             1
         } else {

@@ -7,7 +7,8 @@
 //! of idempotency keys the receiver got must equal a clean run's.
 //!
 //! Once on a folder of one partition, once on three (`storage.partitions`,
-//! where a friend's point is a relay to another partition mostly).
+//! where a friend's point is a relay to another partition mostly, and a
+//! phone that links two members merges members of two partitions).
 //! CI runs 20 and 8 cycles; `NUDGE_CRASH_CYCLES=200 cargo test --release --test
 //! crash -- --nocapture` is the long mode (figures in docs/reliability.md).
 
@@ -24,7 +25,7 @@ const MEMBERS: usize = 40;
 
 fn config(receiver: &str, partitions: usize) -> String {
     format!(
-        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\n    friend: string?\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://{receiver}/hook\nstorage:\n  partitions: {partitions}\n"
+        "timezone: UTC\ntiers: [bronze]\nids: [phone]\nevents:\n  purchase:\n    amount: money\n    friend: string?\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: webhook\n    url: http://{receiver}/hook\nstorage:\n  partitions: {partitions}\n"
     )
 }
 
@@ -38,8 +39,14 @@ fn event(i: usize) -> String {
         0 => format!(r#","friend":"m{:02}""#, (i * 11 + 1) % MEMBERS),
         _ => String::new(),
     };
+    // Now and then a phone, which links members (One ID merges, across
+    // partitions mostly).
+    let phone = match i % 97 {
+        0 => format!(r#","ids":{{"phone":"{}"}}"#, (i / 97) % 7),
+        _ => String::new(),
+    };
     format!(
-        r#"{{"id":"e{i}","type":"purchase","member":"m{:02}","at":"{at}","amount":{}.{:02}{friend}}}"#,
+        r#"{{"id":"e{i}","type":"purchase","member":"m{:02}","at":"{at}","amount":{}.{:02}{friend}{phone}}}"#,
         (i * 7) % MEMBERS,
         10 + (i * 13) % 90,
         i % 100
