@@ -78,6 +78,7 @@ pub fn run(
 ) {
     // Relays a crash left in transit between partitions are applied first.
     settle(&mut parts, shared, false);
+    publish_budgets(&parts, shared);
     // What the outbox holds from before the start goes to the file sinks
     // now, so a refused sink shows in status at once, not at the first
     // commit. With nothing waiting there is nothing to show, and the first
@@ -264,10 +265,24 @@ fn tick(parts: &mut Partitions<SledStore>, shared: &Shared) {
     }
     if !ticked.is_empty() {
         settle(parts, shared, false);
+        publish_budgets(parts, shared);
         shared.note_write(Ok(()));
         shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
         tracing::info!(days = ?ticked.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
         after_commit(parts, shared);
+    }
+}
+
+/// What the budgets have spent, for `/v1/status` and `/metrics` (any
+/// partition's engine reads the totals of every partition).
+fn publish_budgets(parts: &Partitions<SledStore>, shared: &Shared) {
+    let engine = parts.first();
+    let today = crate::engine::clock::local_day(
+        &engine.schema,
+        crate::engine::clock::Clock::now(&SystemClock),
+    );
+    if let Ok(mut b) = shared.budgets.lock() {
+        *b = engine.budgets(today);
     }
 }
 
@@ -405,15 +420,7 @@ fn commit(parts: &mut Partitions<SledStore>, batch: Vec<IngestRequest>, shared: 
             shared.note_write(Ok(()));
             shared.observe_batch(start.elapsed(), all.len());
             // Published before the replies, so a client sees its own spend.
-            // Any partition's engine reads the totals of every partition.
-            let engine = parts.first();
-            let today = crate::engine::clock::local_day(
-                &engine.schema,
-                crate::engine::clock::Clock::now(&SystemClock),
-            );
-            if let Ok(mut b) = shared.budgets.lock() {
-                *b = engine.budgets(today);
-            }
+            publish_budgets(parts, shared);
             shared.count_effects(&c.effects);
             let mut outcomes = c.outcomes.into_iter();
             let mut events = all.iter();
@@ -540,13 +547,13 @@ fn reload(
                 shared.plugins.store(Arc::new(l.plugins));
                 tracing::info!(version = %status.ruleset, reason, "Rules reloaded.");
                 register_sinks(parts);
+                publish_budgets(parts, shared);
                 // A sink back in the config gets what it missed now, not
                 // at the next commit.
                 after_commit(parts, shared);
             }
             Err(e) => {
-                // A config the stores cannot take (tiers that would re-map,
-                // rules that need every member in one partition).
+                // A config the stores cannot take (tiers that would re-map).
                 ok = false;
                 errors = 1;
                 why = e.to_string();

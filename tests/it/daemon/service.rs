@@ -604,6 +604,23 @@ fn status_and_metrics_show_what_is_left_of_a_budget() {
         metrics.contains("nudge_budget_left{rule=\"pts\"} 1"),
         "{metrics}"
     );
+    // Regression: after a restart both were empty until the first request
+    // (the writer publishes them as it starts).
+    drop(d);
+    let d = start(dir.path());
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the budget in the status after a restart",
+        || {
+            let (_, status) = http(&d.addr, "GET", "/v1/status", "");
+            status.contains(r#""budgets":[{"left":"1","rule":"pts","total":"3","used":"2"}]"#)
+        },
+    );
+    let (_, metrics) = http(&d.addr, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("nudge_budget_left{rule=\"pts\"} 1"),
+        "{metrics}"
+    );
 }
 
 fn reloads(addr: &str) -> u64 {
