@@ -277,25 +277,13 @@ fn rounds<S: Store + Send>(
     Ok(())
 }
 
-/// One round: the batch committed over the partitions, then each
-/// partition's held messages and file sinks as [`commit`] does them.
+/// One round: the batch committed over the partitions, then what follows
+/// each partition's commit, as [`commit`] does it.
 fn round<S: Store + Send>(parts: &mut Partitions<S>, b: Batch) -> Result<Committed, IngestError> {
     let c = parts.process(&b.events)?;
     let mut effects = c.effects;
-    let at = b.events.iter().map(|e| e.at).max();
-    let line = b.tags.last().copied().unwrap_or(0);
     for engine in parts.engines_mut() {
-        if let Some(at) = at
-            && engine.deferred_due(at)
-        {
-            engine.release_deferred_each(at, &mut |e| effects.push(e))?;
-        }
-        crate::outbox::deliver_to_files(engine).map_err(|source| IngestError::Sink {
-            source,
-            line,
-            applied: 0,
-            duplicates: 0,
-        })?;
+        after_commit(engine, &b, &mut effects)?;
     }
     Ok(Committed {
         outcomes: c.outcomes.into_iter().zip(b.tags).collect(),
@@ -309,20 +297,32 @@ fn round<S: Store + Send>(parts: &mut Partitions<S>, b: Batch) -> Result<Committ
 fn commit<S: Store>(engine: &mut Engine<S>, b: Batch) -> Result<Committed, IngestError> {
     let c = engine.process(&b.events)?;
     let mut effects = c.effects;
+    after_commit(engine, &b, &mut effects)?;
+    Ok(Committed {
+        outcomes: c.outcomes.into_iter().zip(b.tags).collect(),
+        effects,
+    })
+}
+
+/// What follows a partition's commit of `b`: the messages held for quiet
+/// hours whose time the batch's history has passed, then the file sinks.
+fn after_commit<S: Store>(
+    engine: &mut Engine<S>,
+    b: &Batch,
+    effects: &mut Vec<crate::model::Effect>,
+) -> Result<(), IngestError> {
     if let Some(at) = b.events.iter().map(|e| e.at).max()
         && engine.deferred_due(at)
     {
         engine.release_deferred_each(at, &mut |e| effects.push(e))?;
     }
     let line = b.tags.last().copied().unwrap_or(0);
-    crate::outbox::deliver_to_files(engine).map_err(|source| IngestError::Sink {
-        source,
-        line,
-        applied: 0,
-        duplicates: 0,
-    })?;
-    Ok(Committed {
-        outcomes: c.outcomes.into_iter().zip(b.tags).collect(),
-        effects,
-    })
+    crate::outbox::deliver_to_files(engine)
+        .map(drop)
+        .map_err(|source| IngestError::Sink {
+            source,
+            line,
+            applied: 0,
+            duplicates: 0,
+        })
 }

@@ -105,7 +105,6 @@ fn a_budget_the_store_cannot_read_fails_the_batch_instead_of_capping() {
 /// partitions opened again (a restart) start from what each stored.
 #[test]
 fn a_budget_over_partitions_is_spent_exactly_and_a_failed_commit_gives_back() {
-    use nudge::engine::partitions::Partitions;
     use nudge::store::folder::partition_of;
     let (s, r) = build(
         CONFIG,
@@ -114,15 +113,7 @@ fn a_budget_over_partitions_is_spent_exactly_and_a_failed_commit_gives_back() {
     let stores: Vec<SledStore> = (0..3)
         .map(|_| SledStore::temporary().expect("store"))
         .collect();
-    let open = |stores: &[SledStore]| {
-        let engines = stores
-            .iter()
-            .map(|st| {
-                Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine")
-            })
-            .collect();
-        Partitions::new(engines).expect("partitions")
-    };
+    let open = |stores: &[SledStore]| faulty_partitions(&s, &r, stores);
     let evs: Vec<Event> = (0..30)
         .map(|i| purchase(&s, &format!("e{i}"), &format!("m{i}"), "2026-01-01", 1.0))
         .collect();

@@ -170,3 +170,17 @@ impl Store for FaultyStore {
         self.inner.meta_prefix(p, limit)
     }
 }
+
+/// Partitions over `stores` (opened again: a restart), each store failing
+/// reads or commits while told to.
+pub(crate) fn faulty_partitions(
+    s: &Arc<Schema>,
+    r: &Arc<nudge::lang::RuleSet>,
+    stores: &[SledStore],
+) -> nudge::engine::partitions::Partitions<FaultyStore> {
+    let engines = stores
+        .iter()
+        .map(|st| Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine"))
+        .collect();
+    nudge::engine::partitions::Partitions::new(engines).expect("partitions")
+}

@@ -146,11 +146,8 @@ const GIFT: &str = "rule \"gift\" on purchase then award points 3 to event.categ
 /// commits while told to.
 fn gifting(stores: &[SledStore]) -> (Arc<Schema>, Partitions<FaultyStore>) {
     let (s, r) = build(CONFIG, GIFT);
-    let engines = stores
-        .iter()
-        .map(|st| Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine"))
-        .collect();
-    (s, Partitions::new(engines).expect("partitions"))
+    let parts = faulty_partitions(&s, &r, stores);
+    (s, parts)
 }
 
 /// Member `m<i>` buys and names `m<i+1>` (of 30) for the gift.
@@ -470,15 +467,7 @@ fn a_move_cut_short_is_finished_at_the_start() {
     let stores: Vec<SledStore> = (0..3)
         .map(|_| SledStore::temporary().expect("store"))
         .collect();
-    let open = || {
-        let engines = stores
-            .iter()
-            .map(|st| {
-                Engine::new(s.clone(), r.clone(), FaultyStore::new(st.clone())).expect("engine")
-            })
-            .collect();
-        Partitions::new(engines).expect("partitions")
-    };
+    let open = || faulty_partitions(&s, &r, &stores);
     let (a, b) = (
         "m1",
         (2..40)
