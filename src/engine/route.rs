@@ -136,12 +136,21 @@ impl<S: Store + Send> Partitions<S> {
                 existing.push((m.clone(), *k, rec.joined));
             }
         }
-        let named = found.first().filter(|_| !ev.member.is_empty());
-        let survivor = match named {
+        let named = found.first().filter(|_| !ev.member.is_empty()).cloned();
+        let survivor = match &named {
             Some((n, k)) if existing.iter().any(|(m, _, _)| m == n) => (n.clone(), *k),
             _ => match existing.iter().min_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0))) {
                 Some((m, k, _)) => (m.clone(), *k),
-                None => found.first().cloned().unwrap_or_default(),
+                // No one exists: the named member, else the first
+                // identifier's new member, as one partition makes it.
+                None => match named {
+                    Some(n) => n,
+                    None => {
+                        let id = identity::new_member_id(&ev.ids).unwrap_or_default();
+                        let k = self.locate(&id)?;
+                        (id, k)
+                    }
+                },
             },
         };
         let t = survivor.1;
