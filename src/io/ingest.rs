@@ -255,26 +255,56 @@ type ToWriter<'a> = dyn FnMut(Event, usize) -> Result<(), IngestError> + 'a;
 
 /// Feeds what `feed` reads to [`Partitions::process`] in rounds of
 /// [`BATCH`] events per partition, each round committed by every
-/// partition at the same time; `done` gets each round.
+/// partition at the same time on a thread of its own while the next round
+/// is read; `done` gets each round. The first error stops the reading.
 fn rounds<S: Store + Send>(
     parts: &mut Partitions<S>,
     feed: &mut dyn FnMut(&mut ToWriter) -> Result<(), IngestError>,
     done: &mut dyn FnMut(Committed),
 ) -> Result<(), IngestError> {
     let size = BATCH * parts.len();
-    let mut batch = Batch::default();
-    feed(&mut |ev, line| {
-        batch.events.push(ev);
-        batch.tags.push(line);
-        if batch.events.len() == size {
-            done(round(parts, std::mem::take(&mut batch))?);
-        }
-        Ok(())
-    })?;
-    if !batch.events.is_empty() {
-        done(round(parts, batch)?);
-    }
-    Ok(())
+    // One round waiting while one commits: the reading keeps ahead by a
+    // round and no more, so memory stays flat.
+    let (to_writer, rounds) = std::sync::mpsc::sync_channel::<Batch>(1);
+    let (results_tx, results) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for b in rounds {
+                let r = round(parts, b);
+                let stop = r.is_err();
+                if results_tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut batch = Batch::default();
+        let send = |b: Batch, done: &mut dyn FnMut(Committed)| -> Result<(), IngestError> {
+            if to_writer.send(b).is_err() {
+                // The writer stopped on an error, which it sent last.
+                return results.iter().try_for_each(|r| r.map(&mut *done));
+            }
+            while let Ok(r) = results.try_recv() {
+                done(r?);
+            }
+            Ok(())
+        };
+        let fed = feed(&mut |ev, line| {
+            batch.events.push(ev);
+            batch.tags.push(line);
+            match batch.events.len() == size {
+                true => send(std::mem::take(&mut batch), done),
+                false => Ok(()),
+            }
+        })
+        .and_then(|()| match batch.events.is_empty() {
+            true => Ok(()),
+            false => send(std::mem::take(&mut batch), done),
+        });
+        drop(to_writer);
+        // Every round sent is finished before this returns.
+        let finished = results.iter().try_for_each(|r| r.map(&mut *done));
+        fed.and(finished)
+    })
 }
 
 /// One round: the batch committed over the partitions, then what follows
