@@ -101,6 +101,8 @@ pub(crate) struct FaultyStore {
     pub(crate) inner: SledStore,
     pub(crate) broken: std::cell::Cell<bool>,
     pub(crate) commits_broken: std::cell::Cell<bool>,
+    /// Commits that succeed before the rest fail.
+    pub(crate) commits_left: std::cell::Cell<usize>,
 }
 
 impl FaultyStore {
@@ -109,6 +111,7 @@ impl FaultyStore {
             inner,
             broken: std::cell::Cell::new(false),
             commits_broken: std::cell::Cell::new(false),
+            commits_left: std::cell::Cell::new(usize::MAX),
         }
     }
 }
@@ -130,9 +133,11 @@ impl Store for FaultyStore {
         self.inner.format_3_markers_until()
     }
     fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
-        if self.commits_broken.get() {
+        let left = self.commits_left.get();
+        if self.commits_broken.get() || left == 0 {
             return Err(StoreError::Io("disk write failed".into()));
         }
+        self.commits_left.set(left.saturating_sub(1));
         self.inner.commit(w)
     }
     fn member_ids(&self) -> Result<Vec<String>, StoreError> {

@@ -537,3 +537,52 @@ fn a_move_cut_short_is_finished_at_the_start() {
         [EventOutcome::Duplicate]
     );
 }
+
+/// `nudge ingest` of a One ID project on partitions commits in rounds on a
+/// writer thread: a commit that fails stops the reading with its error,
+/// after the rounds before it, and nothing waits for ever.
+#[test]
+fn ingest_in_rounds_stops_at_a_failed_commit() {
+    let config = format!("{CONFIG}ids: [phone]\n");
+    let (s, r) = build(&config, "rule \"pts\" on purchase then award points 1");
+    let stores: Vec<SledStore> = (0..3)
+        .map(|_| SledStore::temporary().expect("store"))
+        .collect();
+    let mut parts = faulty_partitions(&s, &r, &stores);
+    assert!(parts.one_id());
+    // Partition 0 commits one round's share, then its disk fails.
+    parts.engines()[0].store().commits_left.set(1);
+    let lines: String = (0..12_000)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"type\":\"purchase\",\"member\":\"m{}\",\"at\":\"2026-03-01T12:00:00Z\",\"amount\":1}}\n", i % 500))
+        .collect();
+    let mut rounds = 0;
+    let r = nudge::io::ingest::ingest(&mut parts, lines.as_bytes(), false, None, &mut |_| {
+        rounds += 1
+    });
+    assert!(
+        matches!(
+            r,
+            Err(nudge::io::ingest::IngestError::Store(StoreError::Io(_)))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(rounds, 1, "the first round, then the error");
+    let applied: u32 = (0..500)
+        .filter_map(|m| parts.member(&format!("m{m}")).expect("read"))
+        .map(|m| m.orders)
+        .sum();
+    assert!(
+        (3000..6000).contains(&applied),
+        "the first round, and the other partitions' shares of the second: {applied}"
+    );
+    // The disk back, the same input again: each event once, all of them.
+    parts.engines()[0].store().commits_left.set(usize::MAX);
+    let report = nudge::io::ingest::ingest(&mut parts, lines.as_bytes(), false, None, &mut |_| {})
+        .expect("ingest");
+    assert_eq!(report.applied as u32 + applied, 12_000);
+    let orders: u32 = (0..500)
+        .filter_map(|m| parts.member(&format!("m{m}")).expect("read"))
+        .map(|m| m.orders)
+        .sum();
+    assert_eq!(orders, 12_000);
+}
