@@ -20,7 +20,11 @@ pub fn ingest(common: &Common, file: &Path, stop_on_error: bool) -> ExitCode {
 
 fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<ExitCode, ExitCode> {
     let (schema, rules, plugins) = load_rules(common)?;
-    let mut parts = open_partitions(common, &schema, &rules, plugins)?;
+    let path = data_folder(common, &schema, true)?;
+    let new = nudge::store::folder::partitions_in(&path)
+        .map_err(fail)?
+        .is_none();
+    let mut parts = open_partitions(&path, &schema, &rules, plugins)?;
     warn_left_out(&mut parts)?;
     let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
         (Box::new(std::io::stdin().lock()), None)
@@ -39,7 +43,16 @@ fn ingest_inner(common: &Common, file: &Path, stop_on_error: bool) -> Result<Exi
         bar.set_message(format!("{} events, {rate:.0} events/s", r.lines));
     });
     bar.finish_and_clear();
-    let r = result.map_err(fail)?;
+    let r = match result {
+        Err(e @ nudge::io::ingest::IngestError::SinkAtStart(_)) if new => {
+            // Nothing was applied: a folder made for it would be one made
+            // for nothing (and hold the next try's number of partitions).
+            drop(parts);
+            let _ = std::fs::remove_dir_all(&path);
+            return Err(fail(e));
+        }
+        r => r.map_err(fail)?,
+    };
     parts.save_due().map_err(fail)?;
     for (_, e) in &r.errors {
         eprintln!("error: {e}");
@@ -141,13 +154,12 @@ fn ingest_progress(size: Option<u64>) -> indicatif::ProgressBar {
 /// The data folder's partitions, with a note when the config asks for
 /// another number than the folder has.
 fn open_partitions(
-    common: &Common,
+    path: &Path,
     schema: &Arc<Schema>,
     rules: &Arc<RuleSet>,
     plugins: Option<Arc<nudge::plugins::Plugins>>,
 ) -> Result<Partitions<SledStore>, ExitCode> {
-    let path = data_folder(common, schema, true)?;
-    let made = nudge::store::folder::partitions_in(&path).map_err(fail)?;
+    let made = nudge::store::folder::partitions_in(path).map_err(fail)?;
     if let Some(n) = made.filter(|n| *n != schema.partitions) {
         eprintln!(
             "note: the data folder {} has {n} partition{}; `storage.partitions` ({}) is for folders made from now on",
@@ -156,13 +168,13 @@ fn open_partitions(
             schema.partitions
         );
     }
-    let parts = nudge::engine::partitions::open(&path, schema, rules, plugins).map_err(fail)?;
+    let parts = nudge::engine::partitions::open(path, schema, rules, plugins).map_err(fail)?;
     if let Some(older) = parts
         .engines()
         .iter()
         .find_map(|e| e.store().older_format())
     {
-        eprintln!("{}", older_format_note(&path, older));
+        eprintln!("{}", older_format_note(path, older));
     }
     Ok(parts)
 }

@@ -707,6 +707,10 @@ fn a_file_sink_of_another_data_folder_is_not_cut() {
         assert_ne!(code, 0, "{out}{err}");
         assert!(err.contains("belongs to another data folder"), "{err}");
         assert!(err.contains("No event of the input was applied"), "{err}");
+        assert!(
+            !d.join("two").exists(),
+            "no data folder is left made for nothing"
+        );
         let (_, err, code) = nudge(d, &["member", "a", "--data", "two"], None);
         assert_ne!(code, 0, "member a is not in folder two: {err}");
     }
