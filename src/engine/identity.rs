@@ -194,21 +194,36 @@ pub fn find_member<S: crate::store::Store + ?Sized>(
     // `kind:value` is an identifier first (events treat it so too).
     if id.contains(':')
         && let Some(m) = store.identity(id)?
-        && let Some(rec) = store.member(&m)?
+        && let Some(found) = existing_or_survivor(store, &m)?
     {
-        return Ok(Some((m, rec)));
+        return Ok(Some(found));
     }
     if let Some(rec) = store.member(id)? {
         return Ok(Some((id.to_string(), rec)));
     }
     for key in [alias_key(id), id.to_string()] {
         if let Some(m) = store.identity(&key)?
-            && let Some(rec) = store.member(&m)?
+            && let Some(found) = existing_or_survivor(store, &m)?
         {
-            return Ok(Some((m, rec)));
+            return Ok(Some(found));
         }
     }
     Ok(None)
+}
+
+/// Member `m`, or the member it was merged into: an identifier past the
+/// 64 a record lists still names the member it was linked to.
+fn existing_or_survivor<S: crate::store::Store + ?Sized>(
+    store: &S,
+    m: &str,
+) -> Result<Option<(String, MemberRecord)>, crate::store::StoreError> {
+    if let Some(rec) = store.member(m)? {
+        return Ok(Some((m.to_string(), rec)));
+    }
+    Ok(match store.identity(&alias_key(m))? {
+        Some(s) => store.member(&s)?.map(|rec| (s, rec)),
+        None => None,
+    })
 }
 
 impl<S: Store> Engine<S> {

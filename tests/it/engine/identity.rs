@@ -245,3 +245,32 @@ fn a_busy_members_events_stay_duplicates_after_it_is_merged() {
     );
     assert_eq!(e.member("b").expect("read").expect("b").points, 302);
 }
+
+/// Regression: a member's identifiers past the 64 its record lists still
+/// lead to it, but merged into another member they led nowhere when
+/// looked up (`nudge member card:...`, `GET /v1/members/...`): the lookup
+/// follows the merged member's alias to the survivor.
+#[test]
+fn every_identifier_of_a_merged_member_finds_the_survivor() {
+    let config = format!("{CONFIG}ids: [card]\n");
+    let (s, r) = build(&config, "rule \"pts\" on purchase then award points 1");
+    let ev = |v: serde_json::Value| event_from_json(&s, v).expect("event");
+    let mut e = Engine::new(s.clone(), r, SledStore::temporary().expect("store")).expect("engine");
+    let cards: Vec<Event> = (0..70)
+        .map(|i| ev(json!({"id": format!("c{i}"), "type": "purchase", "member": "n3", "ids": {"card": format!("B-{i}")}, "at": "2026-01-01T10:00:00Z", "amount": 1})))
+        .collect();
+    e.process(&cards).expect("process");
+    e.process(&[
+        ev(json!({"id": "x", "type": "purchase", "member": "n0", "at": "2026-01-01T11:00:00Z", "amount": 1})),
+    ])
+    .expect("process");
+    // n0 turns out to hold n3's first card: n3 merges into n0 (named).
+    e.process(&[ev(json!({"id": "y", "type": "purchase", "member": "n0", "ids": {"card": "B-0"}, "at": "2026-01-01T12:00:00Z", "amount": 1}))])
+        .expect("merge");
+    for name in ["n3", "card:B-0", "card:B-63", "card:B-64", "card:B-69"] {
+        let (id, rec) = nudge::engine::identity::find_member(e.store(), name)
+            .expect("read")
+            .unwrap_or_else(|| panic!("{name} found"));
+        assert_eq!((id.as_str(), rec.points), ("n0", 72), "{name}");
+    }
+}
