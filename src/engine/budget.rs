@@ -202,11 +202,6 @@ impl Budgets {
         self.spend(key, Decimal::ONE, Decimal::from(stock), store)
     }
 
-    /// How many of a reward's stock have gone, over every partition.
-    pub fn stock_gone(&mut self, reward: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
-        self.used(&crate::store::keys::stock(reward), store)
-    }
-
     /// The updates to commit with the batch.
     pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
         std::mem::take(&mut self.dirty)

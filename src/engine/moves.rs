@@ -164,10 +164,7 @@ impl<S: Store> Engine<S> {
     /// Where `member` is, by this partition's note (read in its home
     /// partition): `None` when it is here, at home.
     pub fn moved_to(&self, member: &str) -> Result<Option<usize>, StoreError> {
-        Ok(self
-            .store
-            .identity(&keys::moved(member))?
-            .and_then(|k| k.parse().ok()))
+        crate::store::folder::moved_to(&self.store, member)
     }
 }
 

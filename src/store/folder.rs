@@ -223,20 +223,19 @@ impl Folder {
     /// that a One ID merge moved it (a note it cannot read: the home).
     pub fn of(&self, member: &str) -> &SledStore {
         let home = &self.parts[partition_of(member, self.parts.len())];
-        match moved_to(home, member) {
+        match moved_to(home, member).ok().flatten() {
             Some(k) if k < self.parts.len() => &self.parts[k],
             _ => home,
         }
     }
 }
 
-/// Where a member's home partition `home` notes it was moved, if it was.
-fn moved_to(home: &SledStore, member: &str) -> Option<usize> {
-    home.identity(&keys::moved(member))
-        .ok()
-        .flatten()?
-        .parse()
-        .ok()
+/// Where a member's home partition `home` notes a One ID merge moved it,
+/// if one did (the note `engine::moves` writes).
+pub fn moved_to<S: Store + ?Sized>(home: &S, member: &str) -> Result<Option<usize>, StoreError> {
+    Ok(home
+        .identity(&keys::moved(member))?
+        .and_then(|k| k.parse().ok()))
 }
 
 impl Store for Folder {
