@@ -33,6 +33,8 @@ pub mod io;
 pub mod sim;
 /// The HTML report and member JSON.
 pub mod report;
+/// Cluster mode: partitions over NATS JetStream (streams, leases).
+pub mod cluster;
 /// The long-running service: writer, HTTP, watcher, dispatch.
 pub mod daemon;
 /// `nudge lsp`: the language server for rule files.

@@ -120,6 +120,8 @@ enum Command {
         /// 0.5 s (network file systems).
         #[arg(long, value_enum, default_value_t = Watch::Notify)]
         watch: Watch,
+        #[command(flatten)]
+        cluster: commands::ClusterArgs,
     },
     /// Process an NDJSON event file (or `-` for stdin) through the engine.
     Ingest {
@@ -308,11 +310,8 @@ fn quiet_on_closed_stdout(command: &Command) {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Logs go to stderr: the daemon says what it does (info), the other
-    // commands only warn (plugin failures). RUST_LOG overrides.
-    let level = default_log_level(&cli.command);
+fn init_logs(command: &Command) {
+    let level = default_log_level(command);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -321,11 +320,23 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr: the daemon says what it does (info), the other
+    // commands only warn (plugin failures). RUST_LOG overrides.
+    init_logs(&cli.command);
     quiet_on_closed_stdout(&cli.command);
     let common = cli.common;
     match cli.command {
         Command::Check { path, format } => check(&common, path, format),
-        Command::Run { listen, watch, .. } => commands::run(&common, listen, watch.into()),
+        Command::Run {
+            listen,
+            watch,
+            cluster,
+            ..
+        } => commands::run(&common, listen, watch.into(), cluster.options()),
         Command::Ingest {
             file,
             stop_on_error,

@@ -532,8 +532,55 @@ fn explain_inner(
     }
 }
 
-pub fn run(common: &Common, listen: Option<String>, watch: WatchMode) -> ExitCode {
+/// `nudge run`'s cluster options.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Join a cluster: the NATS JetStream server URLs, comma-separated
+    /// (docs/cluster.md). Without it the node runs alone.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, requires = "cluster")]
+    node: Option<String>,
+    /// How long a partition's lease lasts without renewal, in seconds
+    /// (1 to 600).
+    #[arg(long, default_value_t = 10.0, requires = "cluster")]
+    lease: f64,
+    /// Replicas of nudge's streams and buckets on the NATS cluster.
+    #[arg(long, default_value_t = 1, requires = "cluster")]
+    replicas: usize,
+}
+
+impl ClusterArgs {
+    pub fn options(self) -> Option<nudge::cluster::ClusterOptions> {
+        let urls = self.cluster?;
+        Some(nudge::cluster::ClusterOptions {
+            urls,
+            node: self.node.unwrap_or_else(host_name),
+            lease: std::time::Duration::from_secs_f64(self.lease.clamp(1.0, 600.0)),
+            replicas: self.replicas,
+        })
+    }
+}
+
+/// This machine's name, for a cluster node not given `--node`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| {
+            h.trim()
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+        })
+        .unwrap_or_else(|_| "node".into())
+}
+
+pub fn run(
+    common: &Common,
+    listen: Option<String>,
+    watch: WatchMode,
+    cluster: Option<nudge::cluster::ClusterOptions>,
+) -> ExitCode {
     let opts = nudge::daemon::DaemonOptions {
+        cluster,
         load: common.load_options(),
         data: common.data.clone(),
         listen,

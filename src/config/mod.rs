@@ -102,9 +102,18 @@ pub struct PointsPolicy {
 
 #[derive(Clone, Debug)]
 pub enum Sink {
-    File { path: PathBuf },
-    Webhook { url: String },
-    Plugin { plugin: String },
+    File {
+        path: PathBuf,
+    },
+    Webhook {
+        url: String,
+    },
+    Plugin {
+        plugin: String,
+    },
+    /// Cluster mode's effects stream (`nudge.effects.<partition>`): set by
+    /// `nudge run --cluster`, never written in the config.
+    Stream,
 }
 
 #[derive(Clone, Debug)]

@@ -24,6 +24,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Attempt {
     Delivered,
+    /// Not this node's to send now (cluster mode: the partition's lease is
+    /// elsewhere): try again later, not a failure.
+    NotHere,
     /// Try again (after the given wait, else the backoff); why it failed.
     Retry(Option<Duration>, String),
     Permanent(String),
@@ -122,10 +125,14 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
             let mut attempt = 0u64;
             loop {
                 attempt += 1;
-                match send(&shared, &client, &sink, &effect, &bytes).await {
+                match send(&shared, &client, &sink, part, &effect, &bytes).await {
                     Attempt::Delivered => {
                         shared.count_delivery(&name, Ok(()));
                         break;
+                    }
+                    Attempt::NotHere => {
+                        tokio::time::sleep(NOT_HERE_PAUSE).await;
+                        continue;
                     }
                     Attempt::Permanent(why) => {
                         shared.count_delivery(&name, Err(why.clone()));
@@ -164,6 +171,33 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
     }
 }
 
+/// How long an effect of a partition held elsewhere waits before it is
+/// looked at again.
+const NOT_HERE_PAUSE: Duration = Duration::from_millis(250);
+
+/// Cluster mode: publishes an effect of partition `part` to the effects
+/// stream, once: only while this node holds the partition, and not when
+/// an earlier owner published it.
+async fn publish(shared: &Shared, part: usize, effect: &Effect, body: &[u8]) -> Attempt {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return Attempt::Permanent("not in cluster mode".into());
+    };
+    if !cluster.owned.ready(part) {
+        return Attempt::NotHere;
+    }
+    if cluster.was_published(part, &effect.key) {
+        return Attempt::Delivered;
+    }
+    let body = bytes::Bytes::copy_from_slice(body);
+    match cluster.publish_effect(part, &effect.key, body).await {
+        Ok(()) => {
+            cluster.mark_published(part, &effect.key);
+            Attempt::Delivered
+        }
+        Err(e) => Attempt::Retry(None, e.to_string()),
+    }
+}
+
 /// Records that the sink is done with entry `seq`.
 fn advance(store: &crate::store::SledStore, cursor_key: &str, seq: u64) {
     let w = WriteSet {
@@ -179,10 +213,12 @@ async fn send(
     shared: &Shared,
     client: &reqwest::Client,
     sink: &Sink,
+    part: usize,
     effect: &Effect,
     body: &[u8],
 ) -> Attempt {
     let request = match sink {
+        Sink::Stream => return publish(shared, part, effect, body).await,
         Sink::Webhook { url } => client
             .post(url)
             .header("content-type", "application/json")

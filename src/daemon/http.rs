@@ -41,6 +41,7 @@ pub fn router(shared: Arc<Shared>, writer: Sender<Command>) -> Router {
         .route("/v1/status", get(get_status))
         .route("/v1/reload", post(post_reload))
         .route("/v1/fit", post(post_fit))
+        .route("/v1/cluster", get(get_cluster))
         .route("/metrics", get(get_metrics))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
@@ -172,6 +173,9 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     }
     let n = values.len() as u64;
     app.shared.events_received.fetch_add(n, Ordering::Relaxed);
+    if app.shared.cluster.is_some() {
+        return publish_events(&app, values).await;
+    }
     let (tx, rx) = oneshot::channel();
     if app
         .writer
@@ -196,14 +200,7 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
         ),
         Ok(IngestReply::Invalid(errors)) => {
             app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
-            let errors: Vec<_> = errors
-                .iter()
-                .map(|e| json!({"index": e.line.map(|l| l - 1), "id": e.id, "path": e.path, "message": e.message}))
-                .collect();
-            reply(
-                StatusCode::BAD_REQUEST,
-                json!({"errors": errors, "stored": 0}),
-            )
+            invalid(&errors)
         }
         Ok(IngestReply::Conflict { ids, stored }) => {
             app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
@@ -237,6 +234,39 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             json!({"error": "the writer stopped"}),
         ),
     }
+}
+
+/// Cluster mode's ingest: 202 once JetStream stored every event of the
+/// request (applied later by each partition's owner), 400 for an invalid
+/// one (nothing published), 503 when JetStream did not take them all.
+async fn publish_events(app: &App, values: Vec<serde_json::Value>) -> Response {
+    let n = values.len() as u64;
+    match super::cluster::ingest(&app.shared, values).await {
+        Ok((accepted, duplicates)) => reply(
+            StatusCode::ACCEPTED,
+            json!({"accepted": accepted, "duplicates": duplicates}),
+        ),
+        Err(super::cluster::IngestError::Invalid(errors)) => {
+            app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
+            invalid(&errors)
+        }
+        Err(super::cluster::IngestError::Unavailable(e)) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("the events stream did not take the events: {e}"), "stored": "unknown: send the request again (ids make it safe)"}),
+        ),
+    }
+}
+
+/// 400 for invalid events, each with its index, id and field path.
+fn invalid(errors: &[crate::model::EventError]) -> Response {
+    let errors: Vec<_> = errors
+        .iter()
+        .map(|e| json!({"index": e.line.map(|l| l - 1), "id": e.id, "path": e.path, "message": e.message}))
+        .collect();
+    reply(
+        StatusCode::BAD_REQUEST,
+        json!({"errors": errors, "stored": 0}),
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -317,35 +347,36 @@ async fn get_member(
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    let store = app.shared.folder.of(&id);
-    // By identifier or merged id too, whichever partition holds it.
-    match crate::engine::identity::find_member(&app.shared.folder, &id) {
-        Ok(Some((id, rec))) => reply(
-            StatusCode::OK,
-            crate::report::member::member_json(
-                &id,
-                &rec,
-                &app.shared.schema.load(),
-                &app.shared.rules.load(),
-                crate::engine::predict::load(store).ok().flatten().as_ref(),
-                crate::engine::predict::as_of(
-                    store,
-                    crate::engine::clock::local_day(
-                        &app.shared.schema.load(),
-                        crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
-                    ),
+    // Cluster mode: the node that holds the member's partition answers.
+    match super::cluster::member_elsewhere(&app.shared, &id).await {
+        None => {}
+        Some(Ok(node)) => {
+            return match super::cluster::read_member_from(&app.shared, &node, &id).await {
+                Ok((status, body)) => reply(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    body,
                 ),
-            ),
-        ),
-        Ok(None) => reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": format!("no member `{id}`")}),
-        ),
-        Err(e) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": e.to_string()}),
-        ),
+                Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+            };
+        }
+        Some(Err(e)) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
     }
+    let (status, body) = app.shared.member_answer(&id);
+    reply(status, body)
+}
+
+/// `GET /v1/cluster`: nodes, partitions, owners and lags.
+async fn get_cluster(State(app): State<App>, headers: HeaderMap) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    if app.shared.cluster.is_none() {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "this node is not in cluster mode (start it with `--cluster`)"}),
+        );
+    }
+    reply(StatusCode::OK, super::cluster::view(&app.shared).await)
 }
 
 async fn post_segment_count(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {

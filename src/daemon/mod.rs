@@ -3,6 +3,7 @@
 //! shuts them down in order. The HTTP handlers only validate shapes and pass
 //! work to the writer; they read members straight from the store.
 
+pub mod cluster;
 pub mod dispatch;
 pub mod http;
 pub mod segments;
@@ -37,6 +38,8 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
     #[error("the writer failed, so nothing more could be stored: {0}")]
     Writer(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What the status endpoint shows; replaced whole on every reload.
@@ -87,6 +90,8 @@ pub struct Shared {
     /// lies ahead of it); `None` while they run. Status is not ok then.
     pub ticks_held: Mutex<Option<String>>,
     pub fatal: tokio::sync::Notify,
+    /// Cluster mode's link to NATS (`None` on a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// One sink's deliveries so far.
@@ -249,6 +254,42 @@ impl Shared {
         failed.or_else(|| self.write_error.lock().ok().and_then(|w| w.clone()))
     }
 
+    /// A member as `GET /v1/members/{id}` shows it, read here.
+    pub fn member_answer(&self, id: &str) -> (axum::http::StatusCode, serde_json::Value) {
+        use axum::http::StatusCode;
+        use serde_json::json;
+        let shared = self;
+        let store = shared.folder.of(id);
+        // By identifier or merged id too, whichever partition holds it.
+        match crate::engine::identity::find_member(&shared.folder, id) {
+            Ok(Some((id, rec))) => (
+                StatusCode::OK,
+                crate::report::member::member_json(
+                    &id,
+                    &rec,
+                    &shared.schema.load(),
+                    &shared.rules.load(),
+                    crate::engine::predict::load(store).ok().flatten().as_ref(),
+                    crate::engine::predict::as_of(
+                        store,
+                        crate::engine::clock::local_day(
+                            &shared.schema.load(),
+                            crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
+                        ),
+                    ),
+                ),
+            ),
+            Ok(None) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no member `{id}`")}),
+            ),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            ),
+        }
+    }
+
     pub fn plugin_failures(&self) -> u64 {
         self.plugins
             .load()
@@ -270,6 +311,8 @@ pub struct DaemonOptions {
     /// Called once with the address the server listens on (the command
     /// line prints it: tests and scripts read the port from that line).
     pub on_listen: fn(std::net::SocketAddr),
+    /// Join a cluster on NATS JetStream (`--cluster`); `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterOptions>,
 }
 
 /// Runs until SIGINT or SIGTERM; returns after a clean shutdown.
@@ -293,7 +336,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             &opts.load,
         ))));
     };
+    if opts.cluster.is_some() {
+        crate::cluster::unsupported(&schema, &rules)?;
+    }
+    let schema = for_node(schema, opts.cluster.is_some());
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let data = opts
         .data
         .clone()
@@ -312,6 +363,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         );
     }
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
+    let cluster = match opts.cluster.clone() {
+        Some(c) => Some(Arc::new(
+            runtime.block_on(crate::cluster::connect(c, parts.len()))?,
+        )),
+        None => None,
+    };
     if parts.len() != schema.partitions {
         tracing::warn!(folder = %data.display(), partitions = parts.len(), configured = schema.partitions, "The data folder keeps the number of partitions it was made with: `storage.partitions` is for folders made from now on.");
     }
@@ -364,6 +421,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         writer_failed: Mutex::new(None),
         ticks_held: Mutex::new(None),
         fatal: tokio::sync::Notify::new(),
+        cluster: cluster.clone(),
     });
 
     let (tx, rx) = std::sync::mpsc::channel();
@@ -400,10 +458,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     ];
     let _watcher = watcher::spawn(watched, opts.watch, tx.clone())?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -429,6 +483,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         (opts.on_listen)(addr);
         let app = http::router(shared.clone(), tx.clone());
         dispatch::spawn(shared.clone());
+        cluster::spawn(shared.clone(), tx.clone(), addr.to_string());
         let ticks = tokio::spawn(schedule(tx.clone(), opts.tick_every));
         let hup = tokio::spawn(on_sighup(signals.hup, tx.clone()));
         let stop = shutdown_signal(signals.term, signals.int, shared.clone());
@@ -440,11 +495,31 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     tracing::info!("Stopping: finishing queued batches.");
     let _ = tx.send(writer::Command::Shutdown);
     let _ = writer.join();
+    if let Some(c) = &cluster {
+        // Nothing is applied any more: the others may take over at once.
+        runtime.block_on(c.leave());
+        tracing::info!("Left the cluster.");
+    }
     result?;
     match shared.writer_failed.lock().ok().and_then(|w| w.clone()) {
         Some(why) => Err(DaemonError::Writer(why)),
         None => Ok(()),
     }
+}
+
+/// The config as this node runs it: in cluster mode, effects go to the
+/// cluster's effects stream instead of the config's sinks.
+pub fn for_node(mut schema: Schema, cluster: bool) -> Schema {
+    if cluster {
+        if !schema.sinks.is_empty() {
+            tracing::warn!(
+                sinks = schema.sinks.len(),
+                "Cluster mode publishes effects to the `nudge_effects` stream; the config's sinks are not delivered by the nodes (consume `nudge.effects.>`)."
+            );
+        }
+        schema.sinks = vec![crate::config::Sink::Stream];
+    }
+    schema
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -37,6 +37,16 @@ pub enum Command {
     Fit {
         reply: oneshot::Sender<Result<crate::predict::Fit, String>>,
     },
+    /// Cluster mode: a partition's events from the stream, each with its
+    /// sequence, and the last sequence fetched (events that no longer
+    /// parse are left out). Applied in one commit that stores `through`;
+    /// those at or below the stored sequence are skipped.
+    Apply {
+        part: usize,
+        events: Vec<(u64, Event)>,
+        through: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     Shutdown,
 }
 
@@ -145,6 +155,14 @@ pub fn run(
                 }
                 let _ = reply.send(fit);
             }
+            Command::Apply {
+                part,
+                events,
+                through,
+                reply,
+            } => {
+                let _ = reply.send(apply(&mut parts, shared, part, events, through));
+            }
             Command::Shutdown => {
                 shut_down(&mut parts, &rx, shared);
                 files_at_stop(parts.first(), &opts, shared);
@@ -249,7 +267,10 @@ fn tick(parts: &mut Partitions<SledStore>, shared: &Shared) {
         count += effects.len();
     };
     let (mut ticked, mut visited) = (Vec::new(), 0);
-    for engine in parts.engines_mut() {
+    for (k, engine) in parts.engines_mut().iter_mut().enumerate() {
+        if !here(shared, k) {
+            continue;
+        }
         let visits = engine.tick_visits();
         match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
             Ok(days) => {
@@ -308,8 +329,8 @@ fn settle(parts: &mut Partitions<SledStore>, shared: &Shared, all: bool) {
 fn release_deferred(parts: &mut Partitions<SledStore>, shared: &Shared) {
     let now = crate::engine::clock::Clock::now(&SystemClock);
     let mut released = false;
-    for engine in parts.engines_mut() {
-        if !engine.deferred_due(now) {
+    for (k, engine) in parts.engines_mut().iter_mut().enumerate() {
+        if !here(shared, k) || !engine.deferred_due(now) {
             continue;
         }
         match engine.release_deferred_each(now, &mut |e| shared.count_effects(&[e])) {
@@ -474,6 +495,69 @@ fn commit(parts: &mut Partitions<SledStore>, batch: Vec<IngestRequest>, shared: 
     }
 }
 
+/// Cluster mode: applies a partition's events from the stream, if this
+/// node still holds its lease, storing the stream sequence in the commit.
+fn apply(
+    parts: &mut Partitions<SledStore>,
+    shared: &Shared,
+    part: usize,
+    events: Vec<(u64, Event)>,
+    through: u64,
+) -> Result<(), String> {
+    use crate::store::Store;
+    let key = crate::store::keys::STREAM_SEQ;
+    let engine = parts
+        .engines_mut()
+        .get_mut(part)
+        .ok_or_else(|| format!("no partition {part} here"))?;
+    let stored = engine.store().meta_u64(key).map_err(|e| e.to_string())?;
+    if through <= stored {
+        return Ok(());
+    }
+    let fresh: Vec<Event> = events
+        .into_iter()
+        .filter(|(seq, _)| *seq > stored)
+        .map(|(_, e)| e)
+        .collect();
+    if !shared.cluster.as_ref().is_some_and(|c| c.owned.holds(part)) {
+        return Err("the partition's lease is no longer held here".into());
+    }
+    let start = std::time::Instant::now();
+    let noted = vec![(key.to_string(), through.to_le_bytes().to_vec())];
+    match engine.process_noting(&fresh, noted) {
+        Ok(c) => {
+            shared.note_write(Ok(()));
+            shared.observe_batch(start.elapsed(), fresh.len());
+            shared.count_effects(&c.effects);
+            let count =
+                |f: fn(&EventOutcome) -> bool| c.outcomes.iter().filter(|o| f(o)).count() as u64;
+            let applied = count(|o| matches!(o, EventOutcome::Applied { .. }));
+            let duplicates = count(|o| matches!(o, EventOutcome::Duplicate));
+            let rejected = c.outcomes.len() as u64 - applied - duplicates;
+            shared.events_applied.fetch_add(applied, Ordering::Relaxed);
+            shared
+                .events_duplicate
+                .fetch_add(duplicates, Ordering::Relaxed);
+            shared
+                .events_rejected
+                .fetch_add(rejected, Ordering::Relaxed);
+            after_commit(parts, shared);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(partition = part, error = %e, "Commit failed.");
+            shared.note_write(Err(format!("the last commit failed: {e}")));
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Whether the writer works on partition `k`: every one on a single node,
+/// those whose lease this node holds in cluster mode.
+fn here(shared: &Shared, k: usize) -> bool {
+    shared.cluster.as_ref().is_none_or(|c| c.owned.holds(k))
+}
+
 /// Gives the config's sinks their cursors and warns of sinks left out of
 /// it that still have effects to deliver (kept for a while).
 pub(super) fn register_sinks(parts: &mut Partitions<SledStore>) {
@@ -506,6 +590,18 @@ fn register_sinks_of(engine: &mut Engine<SledStore>) {
     }
 }
 
+/// In cluster mode, whether the nodes can run these rules.
+fn cluster_runs(
+    shared: &Shared,
+    schema: &crate::config::Schema,
+    rules: &crate::lang::RuleSet,
+) -> Result<(), crate::cluster::ClusterError> {
+    match shared.cluster {
+        Some(_) => crate::cluster::unsupported(schema, rules),
+        None => Ok(()),
+    }
+}
+
 /// Loads, checks and compiles everything off to the side; swaps only when
 /// all of it is good. A failed reload keeps the running set.
 fn reload(
@@ -532,7 +628,19 @@ fn reload(
         // The version hashes the config, the rules and the plugins: a
         // file touched, or saved as it was, changes nothing.
         tracing::info!(version = %rules.version, reason, "Rules unchanged.");
+    } else if ok
+        && let (Some(schema), Some(rules)) = (&l.schema, &l.rules)
+        && let Err(e) = cluster_runs(shared, schema, rules)
+    {
+        ok = false;
+        errors = 1;
+        why = e.to_string();
+        status.last_reload_diagnostics = serde_json::json!([{
+            "code": "E303", "severity": "error", "file": "nudge.yaml",
+            "message": e.to_string(),
+        }]);
     } else if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
+        let schema = super::for_node(schema, shared.cluster.is_some());
         let (schema, rules) = (Arc::new(schema), Arc::new(rules));
         let listen = parts.first().schema.listen.clone();
         if schema.listen != listen {

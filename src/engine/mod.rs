@@ -395,6 +395,17 @@ impl<S: Store> Engine<S> {
     /// Processes a batch of events and commits it once: when this returns
     /// `Ok`, every applied event is durable.
     pub fn process(&mut self, events: &[Event]) -> Result<Committed, StoreError> {
+        self.process_noting(events, Vec::new())
+    }
+
+    /// [`Self::process`], with meta entries written in the same commit
+    /// (cluster mode's stream sequence: applied exactly when the events
+    /// are).
+    pub fn process_noting(
+        &mut self,
+        events: &[Event],
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<Committed, StoreError> {
         let mut p = Uncommitted::default();
         let mut outcomes = Vec::with_capacity(events.len());
         let incoming = self.take_incoming(&mut p);
@@ -411,7 +422,7 @@ impl<S: Store> Engine<S> {
             })
         });
         self.abandoned(applied)?;
-        let effects = self.commit(p, Vec::new())?;
+        let effects = self.commit(p, meta)?;
         Ok(Committed { outcomes, effects })
     }
 

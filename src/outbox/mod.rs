@@ -255,6 +255,7 @@ pub fn sink_label(sink: &Sink) -> String {
             format!("webhook:{scheme}://{host}{path}")
         }
         Sink::Plugin { plugin } => format!("plugin:{plugin}"),
+        Sink::Stream => "stream:nudge.effects".to_string(),
     }
 }
 

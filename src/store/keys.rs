@@ -73,6 +73,9 @@ pub const FOLDER_ID: &str = "folder_id";
 /// folder of more than one; see `store::folder`).
 pub const PARTITION: &str = "partition";
 
+/// Cluster mode: the last sequence of the events stream the partition
+/// applied, written in the commit that applied it.
+pub const STREAM_SEQ: &str = "stream_seq";
 /// The newest event day seen (UTC): the dedup window ends there.
 pub const NEWEST_EVENT_DAY: &str = "newest_event_day";
 
@@ -127,6 +130,7 @@ pub fn sink_cursor(sink: &Sink) -> String {
         Sink::File { path } => file_cursor(path),
         Sink::Webhook { url } => format!("sink:webhook:{url}:next"),
         Sink::Plugin { plugin } => format!("sink:plugin:{plugin}:next"),
+        Sink::Stream => "sink:stream:nudge.effects:next".to_string(),
     }
 }
 

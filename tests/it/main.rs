@@ -5,6 +5,7 @@
 //! `tests/configs/`, `tests/fmt/`.
 
 mod cli;
+mod cluster;
 mod common;
 mod daemon;
 mod docs;

@@ -1,0 +1,274 @@
+//! Leases: which node applies which partition. A lease is an entry
+//! `p<k>` in the `nudge_leases` bucket naming its node; the bucket's
+//! entries expire a lease time after their last write, so a node that
+//! stops renewing loses its partitions to the others. A renewal is an
+//! update at the revision the node last wrote (compare-and-set): it fails
+//! once any other node has written the entry, which fences the node out.
+//!
+//! The node counts a lease as held until three quarters of a lease time
+//! after it *sent* the renewal that the bucket acknowledged: the entry
+//! expires a lease time after the bucket *received* it, so the node stops
+//! applying a quarter of a lease before any other node may start. Every
+//! commit and every effect published checks [`Owned::holds`] first.
+//!
+//! Live nodes keep an entry in `nudge_nodes` (same expiry); partition `k`
+//! goes to the `k mod n`-th of the `n` live nodes in name order, so the
+//! partitions spread evenly, and a node that joins or leaves moves only
+//! what the new spread asks for: the holder lets go of a partition that
+//! is now another's, and that node takes it once the lease is free.
+
+use super::Cluster;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A lease this node holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Held {
+    /// The entry's revision after this node's last write.
+    pub revision: u64,
+    pub valid_until: Instant,
+    /// The partition's state is taken up (its published effects listed):
+    /// its effects may go out.
+    pub ready: bool,
+    /// Which taking of the lease this is: a consumer started for an
+    /// earlier one stops, even when the node holds the partition again.
+    pub taken: u64,
+}
+
+/// The partitions this node holds, shared by the lease task, the
+/// consumers, the writer and the effect publisher.
+pub struct Owned {
+    lease: Duration,
+    held: Mutex<BTreeMap<usize, Held>>,
+    /// Lease changes seen by this node (taken, lost, let go), for metrics.
+    changes: std::sync::atomic::AtomicU64,
+}
+
+impl Owned {
+    pub fn new(lease: Duration) -> Owned {
+        Owned {
+            lease,
+            held: Mutex::new(BTreeMap::new()),
+            changes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, p: usize) -> Option<Held> {
+        self.held.lock().ok()?.get(&p).copied()
+    }
+
+    /// Whether this node may apply partition `p` now.
+    pub fn holds(&self, p: usize) -> bool {
+        self.get(p).is_some_and(|h| h.valid_until > Instant::now())
+    }
+
+    /// Whether this node still holds partition `p` as taken the
+    /// `taken`-th time.
+    pub fn holds_taken(&self, p: usize, taken: u64) -> bool {
+        self.get(p)
+            .is_some_and(|h| h.taken == taken && h.valid_until > Instant::now())
+    }
+
+    /// Which taking of partition `p`'s lease this node holds.
+    pub fn taken(&self, p: usize) -> Option<u64> {
+        self.get(p).map(|h| h.taken)
+    }
+
+    /// Whether this node may publish partition `p`'s effects now.
+    pub fn ready(&self, p: usize) -> bool {
+        self.get(p)
+            .is_some_and(|h| h.ready && h.valid_until > Instant::now())
+    }
+
+    pub fn set_ready(&self, p: usize) {
+        if let Ok(mut m) = self.held.lock()
+            && let Some(h) = m.get_mut(&p)
+        {
+            h.ready = true;
+        }
+    }
+
+    /// The partitions held now.
+    pub fn list(&self) -> Vec<usize> {
+        let now = Instant::now();
+        self.held.lock().map_or_else(
+            |_| Vec::new(),
+            |m| {
+                m.iter()
+                    .filter(|(_, h)| h.valid_until > now)
+                    .map(|(p, _)| *p)
+                    .collect()
+            },
+        )
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records a renewal (`taken`: `None`) or a new taking of the lease.
+    fn write(&self, p: usize, revision: u64, sent: Instant, taken: Option<u64>) {
+        if let Ok(mut m) = self.held.lock() {
+            let before = m.get(&p).copied();
+            let held = Held {
+                revision,
+                valid_until: sent + self.lease * 3 / 4,
+                ready: taken.is_none() && before.is_some_and(|h| h.ready),
+                taken: taken.or(before.map(|h| h.taken)).unwrap_or_default(),
+            };
+            m.insert(p, held);
+        }
+    }
+
+    fn forget(&self, p: usize) -> Option<Held> {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.held.lock().ok()?.remove(&p)
+    }
+
+    /// Lets go of every partition (at a stop): nothing more is applied.
+    pub fn forget_all(&self) -> Vec<(usize, Held)> {
+        self.held.lock().map_or_else(
+            |_| Vec::new(),
+            |mut m| std::mem::take(&mut *m).into_iter().collect(),
+        )
+    }
+}
+
+fn lease_key(p: usize) -> String {
+    format!("p{p}")
+}
+
+/// Which node partition `p` goes to among the live nodes (sorted).
+pub fn assigned(p: usize, live: &[String]) -> Option<&str> {
+    if live.is_empty() {
+        return None;
+    }
+    Some(live[p % live.len()].as_str())
+}
+
+/// This node's entry in the node bucket: its HTTP address, for the
+/// cluster view.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub http: String,
+}
+
+impl Cluster {
+    /// The live nodes, by name, with what they published of themselves.
+    pub async fn live_nodes(&self) -> Result<BTreeMap<String, NodeInfo>, super::ClusterError> {
+        use tokio_stream::StreamExt;
+        let mut keys = self.nodes.keys().await.map_err(super::ClusterError::js)?;
+        let mut names = Vec::new();
+        while let Some(k) = keys.next().await {
+            names.push(k.map_err(super::ClusterError::js)?);
+        }
+        let mut nodes = BTreeMap::new();
+        for name in names {
+            if let Ok(Some(v)) = self.nodes.get(&name).await {
+                nodes.insert(name, serde_json::from_slice(&v).unwrap_or_default());
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Who holds each partition's lease now (by the bucket).
+    pub async fn owners(&self) -> BTreeMap<usize, String> {
+        let mut owners = BTreeMap::new();
+        for p in 0..self.partitions {
+            if let Ok(Some(v)) = self.leases.get(lease_key(p)).await {
+                owners.insert(p, String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        owners
+    }
+
+    /// Keeps this node's entry and leases, forever: renews what it holds,
+    /// lets go of what the spread gives another node, takes what it is
+    /// given once free. Each partition taken is sent on `gained`.
+    pub async fn keep_leases(
+        &self,
+        me: NodeInfo,
+        gained: tokio::sync::mpsc::UnboundedSender<usize>,
+    ) {
+        let every = self.options.lease / 4;
+        let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
+        loop {
+            if let Err(e) = self.nodes.put(&self.options.node, info.clone()).await {
+                tracing::warn!(error = %e, "Cannot renew this node's entry.");
+            }
+            let live: Vec<String> = match self.live_nodes().await {
+                Ok(n) => n.into_keys().collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot list the live nodes.");
+                    Vec::new()
+                }
+            };
+            for p in 0..self.partitions {
+                let mine = assigned(p, &live).is_none_or(|n| n == self.options.node);
+                self.keep_lease(p, mine, &gained).await;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    async fn keep_lease(
+        &self,
+        p: usize,
+        mine: bool,
+        gained: &tokio::sync::mpsc::UnboundedSender<usize>,
+    ) {
+        let node = bytes::Bytes::from(self.options.node.clone());
+        let sent = Instant::now();
+        match self.owned.get(p) {
+            Some(h) if !mine => {
+                self.owned.forget(p);
+                tracing::info!(partition = p, "Partition handed over to another node.");
+                let leases = self.leases.clone();
+                let grace = self.options.lease / 4;
+                // The writer and the publisher see the lease gone before
+                // the entry goes: nothing is applied after another node
+                // may take it.
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let _ = leases
+                        .delete_expect_revision(lease_key(p), Some(h.revision))
+                        .await;
+                });
+            }
+            Some(h) => match self.leases.update(lease_key(p), node, h.revision).await {
+                Ok(revision) => self.owned.write(p, revision, sent, None),
+                Err(e) => {
+                    self.owned.forget(p);
+                    tracing::warn!(partition = p, error = %e, "Lease lost; the partition is no longer applied here.");
+                }
+            },
+            None if mine => {
+                if let Ok(revision) = self.leases.create(lease_key(p), node).await {
+                    let taken = self
+                        .owned
+                        .changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
+                    self.owned.write(p, revision, sent, Some(taken));
+                    tracing::info!(partition = p, "Lease taken.");
+                    let _ = gained.send(p);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Lets go of every lease and this node's entry (at a clean stop, once
+    /// nothing more is applied), so that others take over at once.
+    pub async fn leave(&self) {
+        for (p, h) in self.owned.forget_all() {
+            let _ = self
+                .leases
+                .delete_expect_revision(lease_key(p), Some(h.revision))
+                .await;
+        }
+        let _ = self.nodes.delete(&self.options.node).await;
+    }
+}

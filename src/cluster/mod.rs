@@ -1,0 +1,308 @@
+//! Cluster mode: the data folder's partitions spread over the nodes of a
+//! NATS JetStream cluster. This layer owns the link to NATS: the streams
+//! and buckets nudge keeps there (`nudge_events`, `nudge_effects`, the
+//! lease and node buckets), publishing events and effects, the leases
+//! that say which node applies which partition ([`lease`]), and reading a
+//! partition's events in order ([`consume`]). It does not apply anything:
+//! the daemon's writer does, through the same engine commit as a single
+//! node, with the stream sequence stored in that commit.
+//!
+//! Subjects: events of partition `k` are published to `nudge.events.k`
+//! with `Nats-Msg-Id` = the event id, effects of partition `k` to
+//! `nudge.effects.k` with `Nats-Msg-Id` = the effect key.
+
+pub mod consume;
+pub mod lease;
+
+use crate::config::Schema;
+use crate::lang::RuleSet;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, kv, stream};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach NATS at {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("NATS JetStream: {0}")]
+    JetStream(String),
+    #[error(
+        "the cluster was made with {cluster} partitions and this node's `storage.partitions` is {node}: every node runs the same config"
+    )]
+    Partitions { cluster: usize, node: usize },
+    #[error("cluster mode does not run {0} yet; run it on a single node (without `--cluster`)")]
+    Unsupported(String),
+    #[error("`--node` is a name of letters, digits, `-` and `_`, not `{0}`")]
+    NodeName(String),
+}
+
+impl ClusterError {
+    fn js(e: impl std::fmt::Display) -> ClusterError {
+        ClusterError::JetStream(e.to_string())
+    }
+}
+
+/// How a node joins the cluster (`nudge run --cluster URL --node NAME`).
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// NATS server URLs, comma-separated.
+    pub urls: String,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// How long a partition's lease lasts without renewal.
+    pub lease: Duration,
+    /// Replicas of nudge's streams and buckets (1, or 3 on a NATS cluster).
+    pub replicas: usize,
+}
+
+/// The stream every event goes to, split by partition subject.
+pub const EVENTS_STREAM: &str = "nudge_events";
+/// The stream of committed effects, split by partition subject.
+pub const EFFECTS_STREAM: &str = "nudge_effects";
+const LEASES_BUCKET: &str = "nudge_leases";
+const NODES_BUCKET: &str = "nudge_nodes";
+const SETTINGS_BUCKET: &str = "nudge_cluster";
+
+/// How long JetStream drops a redelivered event or effect by its id
+/// (`Nats-Msg-Id`). Past it, the engine's dedup window catches events
+/// and a new owner's list of published effect keys catches effects.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+pub fn events_subject(partition: usize) -> String {
+    format!("nudge.events.{partition}")
+}
+
+pub fn effects_subject(partition: usize) -> String {
+    format!("nudge.effects.{partition}")
+}
+
+/// A node's link to the cluster.
+pub struct Cluster {
+    pub options: ClusterOptions,
+    pub partitions: usize,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub events: stream::Stream,
+    pub effects: stream::Stream,
+    pub leases: kv::Store,
+    pub nodes: kv::Store,
+    /// The partitions this node holds the lease of.
+    pub owned: Arc<lease::Owned>,
+    /// The keys of the effects each partition held here has published.
+    published:
+        std::sync::Mutex<std::collections::HashMap<usize, std::collections::HashSet<String>>>,
+}
+
+/// What cluster mode does not run yet, checked before joining: each of
+/// these needs state shared across partitions that only one node has.
+pub fn unsupported(schema: &Schema, rules: &RuleSet) -> Result<(), ClusterError> {
+    if !schema.id_kinds.is_empty() {
+        return Err(ClusterError::Unsupported(
+            "One ID (`ids` in nudge.yaml)".into(),
+        ));
+    }
+    if let Some(r) = rules.rules.iter().find(|r| r.budget.is_some()) {
+        return Err(ClusterError::Unsupported(format!(
+            "budgets (rule `{}`)",
+            r.name
+        )));
+    }
+    if let Some(r) = rules.rules.iter().find(|r| {
+        r.actions
+            .iter()
+            .any(|a| matches!(a, crate::lang::compile::Action::For { .. }))
+    }) {
+        return Err(ClusterError::Unsupported(format!(
+            "actions for another member (`to`, rule `{}`)",
+            r.name
+        )));
+    }
+    if let Some(r) = schema.rewards.iter().find(|r| r.stock.is_some()) {
+        return Err(ClusterError::Unsupported(format!(
+            "rewards with a stock (`{}`)",
+            r.name
+        )));
+    }
+    if rules.reads_predictions {
+        return Err(ClusterError::Unsupported(
+            "rules that read predictions (the fit reads every partition)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Connects and makes sure the streams and buckets are there (made by the
+/// first node, checked by the others).
+pub async fn connect(options: ClusterOptions, partitions: usize) -> Result<Cluster, ClusterError> {
+    if options.node.is_empty()
+        || !options
+            .node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ClusterError::NodeName(options.node.clone()));
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("nudge {}", options.node))
+        .connect(options.urls.as_str())
+        .await
+        .map_err(|e| ClusterError::Connect {
+            url: options.urls.clone(),
+            why: e.to_string(),
+        })?;
+    let js = jetstream::new(client.clone());
+    let replicas = options.replicas.max(1);
+    let events = ensure_stream(&js, EVENTS_STREAM, "nudge.events.*", replicas).await?;
+    let effects = ensure_stream(&js, EFFECTS_STREAM, "nudge.effects.*", replicas).await?;
+    let leases = ensure_bucket(&js, LEASES_BUCKET, options.lease, replicas).await?;
+    let nodes = ensure_bucket(&js, NODES_BUCKET, options.lease, replicas).await?;
+    let settings = ensure_bucket(&js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
+    check_partitions(&settings, partitions).await?;
+    Ok(Cluster {
+        owned: Arc::new(lease::Owned::new(options.lease)),
+        options,
+        partitions,
+        client,
+        js,
+        events,
+        effects,
+        leases,
+        nodes,
+        published: Default::default(),
+    })
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
+    replicas: usize,
+) -> Result<stream::Stream, ClusterError> {
+    if let Ok(s) = js.get_stream(name).await {
+        return Ok(s);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: name.to_string(),
+        subjects: vec![subjects.to_string()],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::JetStream(format!("making the stream `{name}`: {e}")))
+}
+
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(b) = js.get_key_value(bucket).await {
+        return Ok(b);
+    }
+    // The bucket's stream, made as `nats kv add` makes it: the client's
+    // own `create_key_value` first reads account fields that servers
+    // before 2.10 do not send.
+    let made = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await;
+    let fail = |e: String| ClusterError::JetStream(format!("making the bucket `{bucket}`: {e}"));
+    made.map_err(|e| fail(e.to_string()))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The first node writes the partition count; every node must match it,
+/// since a member's partition is its id's hash modulo that count.
+async fn check_partitions(settings: &kv::Store, partitions: usize) -> Result<(), ClusterError> {
+    let mine = bytes::Bytes::from(partitions.to_string());
+    if settings.create("partitions", mine).await.is_ok() {
+        return Ok(());
+    }
+    let stored = settings
+        .get("partitions")
+        .await
+        .map_err(ClusterError::js)?
+        .and_then(|b| String::from_utf8_lossy(&b).parse::<usize>().ok());
+    match stored {
+        Some(n) if n == partitions => Ok(()),
+        Some(n) => Err(ClusterError::Partitions {
+            cluster: n,
+            node: partitions,
+        }),
+        None => Err(ClusterError::JetStream(
+            "the cluster's partition count is unreadable".into(),
+        )),
+    }
+}
+
+/// One event to publish: its partition, id and JSON.
+pub struct Outgoing {
+    pub partition: usize,
+    pub id: String,
+    pub body: bytes::Bytes,
+}
+
+impl Cluster {
+    /// Publishes events and waits until JetStream has stored every one;
+    /// returns how many it already had (a redelivery within its window).
+    pub async fn publish_events(&self, events: Vec<Outgoing>) -> Result<usize, ClusterError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for e in events {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", e.id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(events_subject(e.partition), headers, e.body)
+                .await
+                .map_err(ClusterError::js)?;
+            acks.push(ack);
+        }
+        let mut duplicates = 0;
+        for ack in acks {
+            if ack.await.map_err(ClusterError::js)?.duplicate {
+                duplicates += 1;
+            }
+        }
+        Ok(duplicates)
+    }
+
+    /// Publishes one committed effect of `partition`, keyed by its key.
+    pub async fn publish_effect(
+        &self,
+        partition: usize,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), ClusterError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", key);
+        self.js
+            .publish_with_headers(effects_subject(partition), headers, body)
+            .await
+            .map_err(ClusterError::js)?
+            .await
+            .map_err(ClusterError::js)?;
+        Ok(())
+    }
+
+    /// The subject a node answers member reads on.
+    pub fn members_subject(node: &str) -> String {
+        format!("nudge.members.{node}")
+    }
+}

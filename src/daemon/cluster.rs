@@ -1,0 +1,285 @@
+//! Cluster mode's side of the daemon: the lease task, one consumer task
+//! per partition this node holds (fetch in order, hand the batch to the
+//! writer, acknowledge after its commit), member reads answered for other
+//! nodes, and the ingest and cluster routes' work. The link to NATS itself
+//! is `crate::cluster`.
+
+use super::Shared;
+use super::writer::Command;
+use crate::cluster::lease::NodeInfo;
+use crate::cluster::{Cluster, Outgoing};
+use crate::model::{Event, EventError};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_stream::StreamExt;
+
+/// How long a consumer waits after a failure before it starts again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Starts the node's cluster tasks: leases, and a consumer for each
+/// partition the node takes.
+pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let (gained_tx, mut gained) = tokio::sync::mpsc::unbounded_channel();
+    let leases = cluster.clone();
+    tokio::spawn(async move { leases.keep_leases(NodeInfo { http }, gained_tx).await });
+    let consumers = shared.clone();
+    tokio::spawn(async move {
+        while let Some(p) = gained.recv().await {
+            if let Some(taken) = cluster.owned.taken(p) {
+                tokio::spawn(consume(consumers.clone(), writer.clone(), p, taken));
+            }
+        }
+    });
+    tokio::spawn(answer_member_reads(shared));
+}
+
+/// The last stream sequence partition `p` applied here.
+fn applied(shared: &Shared, p: usize) -> u64 {
+    use crate::store::Store;
+    shared.folder.parts[p]
+        .meta_u64(crate::store::keys::STREAM_SEQ)
+        .unwrap_or(0)
+}
+
+/// Applies partition `p`'s events for as long as this taking of its lease
+/// lasts.
+async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: u64) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let held = || cluster.owned.holds_taken(p, taken);
+    // Effects wait until the keys published before are known.
+    while held() {
+        match cluster.take_up_published(p).await {
+            Ok(n) => {
+                tracing::info!(
+                    partition = p,
+                    published = n,
+                    from = applied(&shared, p) + 1,
+                    "Partition taken up."
+                );
+                cluster.owned.set_ready(p);
+                shared.outbox_changed.notify_waiters();
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "Cannot read the partition's published effects; retrying.");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+    let mut consumer = None;
+    while held() {
+        let c = match &consumer {
+            Some(c) => c,
+            None => match cluster.consumer(p, applied(&shared, p) + 1).await {
+                Ok(c) => consumer.insert(c),
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "Cannot make the partition's consumer; retrying.");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let fetched = match cluster.fetch(c).await {
+            Ok(f) if f.messages.is_empty() => continue,
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "Fetching events failed; starting again from the last applied.");
+                consumer = None;
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let (events, through) = parse(&shared, p, &fetched.events());
+        let (reply, answer) = oneshot::channel();
+        let apply = Command::Apply {
+            part: p,
+            events,
+            through,
+            reply,
+        };
+        if writer.send(apply).is_err() {
+            return;
+        }
+        match answer.await {
+            Ok(Ok(())) => {
+                if let Err(e) = fetched.ack().await {
+                    tracing::warn!(partition = p, error = %e, "Acknowledging applied events failed (they are skipped when redelivered).");
+                }
+            }
+            Ok(Err(why)) => {
+                tracing::warn!(partition = p, error = %why, "Applying events failed; starting again from the last applied.");
+                consumer = None;
+                tokio::time::sleep(RETRY).await;
+            }
+            Err(_) => return,
+        }
+    }
+    tracing::info!(partition = p, "Partition no longer applied here.");
+}
+
+/// The fetched events, parsed with the running config, and the last
+/// sequence among them. One that no longer parses (the config changed
+/// since it was accepted) is left out, said in the log, and counted.
+fn parse(shared: &Shared, p: usize, fetched: &[(u64, &[u8])]) -> (Vec<(u64, Event)>, u64) {
+    let schema = shared.schema.load();
+    let mut events = Vec::with_capacity(fetched.len());
+    let mut through = 0;
+    for (seq, body) in fetched {
+        through = through.max(*seq);
+        let parsed = serde_json::from_slice::<serde_json::Value>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| crate::io::event::event_from_json(&schema, v).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(e) => events.push((*seq, e)),
+            Err(why) => {
+                shared
+                    .events_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(partition = p, seq, error = %why, "An event in the stream does not parse with the running config; skipped.");
+            }
+        }
+    }
+    (events, through)
+}
+
+/// Validates a request's events and publishes each to its partition;
+/// `Ok` once JetStream stored all of them (with how many it already
+/// had), `Err` with the answer to give.
+pub async fn ingest(
+    shared: &Shared,
+    values: Vec<serde_json::Value>,
+) -> Result<(usize, usize), IngestError> {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return Err(IngestError::Unavailable("not in cluster mode".into()));
+    };
+    let schema = shared.schema.load();
+    let now = crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock);
+    let mut out = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        let body = bytes::Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+        let parsed = crate::io::event::event_from_json(&schema, v)
+            .and_then(|e| crate::io::event::check_not_ahead(&e, now).map(|()| e));
+        match parsed {
+            Ok(e) => out.push(Outgoing {
+                partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
+                id: e.id,
+                body,
+            }),
+            Err(mut e) => {
+                e.line = Some(i + 1);
+                errors.push(e);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(IngestError::Invalid(errors));
+    }
+    let n = out.len();
+    let duplicates = cluster
+        .publish_events(out)
+        .await
+        .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+    Ok((n - duplicates, duplicates))
+}
+
+pub enum IngestError {
+    Invalid(Vec<EventError>),
+    Unavailable(String),
+}
+
+/// Answers member reads other nodes send this one (it holds the member's
+/// partition): the same answer `GET /v1/members/{id}` gives here.
+async fn answer_member_reads(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let subject = Cluster::members_subject(&cluster.options.node);
+    let mut requests = match cluster.client.subscribe(subject).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot answer member reads for other nodes.");
+            return;
+        }
+    };
+    while let Some(m) = requests.next().await {
+        let Some(reply) = m.reply else { continue };
+        let id = String::from_utf8_lossy(&m.payload);
+        let (status, body) = shared.member_answer(&id);
+        let answer = json!({"status": status.as_u16(), "body": body});
+        let bytes = bytes::Bytes::from(answer.to_string());
+        if let Err(e) = cluster.client.publish(reply, bytes).await {
+            tracing::warn!(error = %e, "Cannot answer a member read.");
+        }
+    }
+}
+
+/// Where member `id` is read: `None` here (this node holds its
+/// partition), else the node that holds it.
+pub async fn member_elsewhere(shared: &Shared, id: &str) -> Option<Result<String, String>> {
+    let cluster = shared.cluster.as_ref()?;
+    let p = crate::store::folder::partition_of(id, cluster.partitions);
+    if cluster.owned.holds(p) {
+        return None;
+    }
+    Some(
+        cluster
+            .owners()
+            .await
+            .remove(&p)
+            .ok_or_else(|| format!("no node holds partition {p} now; try again shortly")),
+    )
+}
+
+/// Asks `node` for member `id`: its status code and body.
+pub async fn read_member_from(
+    shared: &Shared,
+    node: &str,
+    id: &str,
+) -> Result<(u16, serde_json::Value), String> {
+    let cluster = shared.cluster.as_ref().ok_or("not in cluster mode")?;
+    let ask = cluster.client.request(
+        Cluster::members_subject(node),
+        bytes::Bytes::from(id.to_string()),
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| format!("node `{node}` did not answer in time"))?
+        .map_err(|e| format!("node `{node}`: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&answer.payload).map_err(|e| e.to_string())?;
+    let status = v["status"].as_u64().unwrap_or(503) as u16;
+    Ok((status, v["body"].clone()))
+}
+
+/// `GET /v1/cluster`: the nodes, and each partition's owner and lag.
+pub async fn view(shared: &Shared) -> serde_json::Value {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return json!({"error": "not in cluster mode"});
+    };
+    let nodes = cluster.live_nodes().await.unwrap_or_default();
+    let owners = cluster.owners().await;
+    let mut partitions = Vec::new();
+    for p in 0..cluster.partitions {
+        partitions.push(json!({
+            "partition": p,
+            "owner": owners.get(&p),
+            "lag": cluster.lag(p).await,
+        }));
+    }
+    json!({
+        "node": cluster.options.node,
+        "nodes": nodes.iter().map(|(name, n)| json!({"node": name, "http": n.http})).collect::<Vec<_>>(),
+        "partitions": partitions,
+        "held_here": cluster.owned.list(),
+        "lease_changes": cluster.owned.changes(),
+    })
+}

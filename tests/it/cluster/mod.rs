@@ -1,0 +1,404 @@
+//! Cluster mode: real `nudge run --cluster` nodes on a real `nats-server`
+//! (JetStream) that each test starts on a free loopback port. What the
+//! nodes end with is checked against `nudge ingest` of the same events on
+//! one node: every member equal, and the effects stream holding each
+//! effect key of the single-node run exactly once.
+
+mod failover;
+
+use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `nats-server` with JetStream, on a loopback port, its store in a
+/// folder of its own; killed when dropped.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `nats-server` from the PATH, or where Debian's package puts it.
+fn nats_server() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/nats-server");
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let store = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (scripts/test installs Debian's package)");
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(Duration::from_secs(10), "nats-server listens", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Nats {
+            child,
+            url: format!("nats://{addr}"),
+            _store: store,
+        }
+    }
+}
+
+/// A project for the cluster: four partitions, a file sink (which the
+/// single-node run writes and cluster nodes leave to the stream), rules
+/// that award points, tag, and set tiers.
+pub fn project() -> tempfile::TempDir {
+    let config = "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
+    let rules = r#"rule "points"
+  on purchase
+  then award points 10
+
+rule "big spender"
+  on purchase
+  when event.amount > 150
+  then tag "big"
+
+rule "silver"
+  on purchase
+  when orders >= 3 and tier < silver
+  then set tier silver
+"#;
+    crate::common::project_with(config, rules)
+}
+
+/// Starts node `name` of the project in `dir`, its data in `dir/<name>`.
+pub fn node(dir: &Path, nats: &str, name: &str, lease: &str) -> Daemon {
+    let mut cmd = daemon_cmd(dir);
+    cmd.args([
+        "--data",
+        name,
+        "--cluster",
+        nats,
+        "--node",
+        name,
+        "--lease",
+        lease,
+    ]);
+    start_cmd(cmd, Some(dir.join(format!("{name}.log"))))
+}
+
+/// `n` purchases over `members` members, in time order.
+pub fn events(n: usize, members: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"id":"e{i}","type":"purchase","member":"m{}","at":"2026-11-{:02}T{:02}:{:02}:00Z","amount":{}}}"#,
+                (i * 7919) % members,
+                1 + i * 20 / n,
+                (i / 60) % 24,
+                i % 60,
+                20 + (i * 37) % 200
+            )
+        })
+        .collect()
+}
+
+/// Posts `events` in requests of `per` to the nodes in turn; every
+/// request answered 202.
+pub fn post(nodes: &[&Daemon], events: &[String], per: usize) {
+    for (i, chunk) in events.chunks(per).enumerate() {
+        let node = nodes[i % nodes.len()];
+        let (code, body) = http(
+            &node.addr,
+            "POST",
+            "/v1/events",
+            &format!("[{}]", chunk.join(",")),
+        );
+        assert_eq!(code, 202, "{body}");
+    }
+}
+
+/// What `nudge ingest` of `events` into a single node's folder gives: each
+/// member's JSON, and the effect keys.
+pub struct Reference {
+    pub members: BTreeMap<String, serde_json::Value>,
+    pub keys: BTreeSet<String>,
+}
+
+pub fn reference(dir: &Path, events: &[String], members: usize) -> Reference {
+    std::fs::write(dir.join("all.ndjson"), events.join("\n") + "\n").expect("events");
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .args(["--data", "single", "ingest", "all.ndjson"])
+        .output()
+        .expect("nudge ingest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut keys = BTreeSet::new();
+    for p in 0..4 {
+        let file = dir.join(format!("out/effects-p{p}.ndjson"));
+        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            let e: serde_json::Value = serde_json::from_str(line).expect("effect");
+            assert!(keys.insert(e["key"].as_str().expect("key").to_string()));
+        }
+    }
+    let members = (0..members)
+        .map(|m| {
+            let id = format!("m{m}");
+            let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+                .current_dir(dir)
+                .args(["--data", "single", "member", &id])
+                .output()
+                .expect("nudge member");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                id,
+                comparable(serde_json::from_slice(&out.stdout).expect("member json")),
+            )
+        })
+        .collect();
+    Reference { members, keys }
+}
+
+/// A member's JSON without what depends on the day it is read.
+fn comparable(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("predictions");
+        o.remove("as_of");
+    }
+    v
+}
+
+/// Waits until every member read through `node` (from whichever node holds
+/// it) equals the reference.
+pub fn wait_for_members(node: &Daemon, want: &Reference) {
+    let mut last = String::new();
+    let mut same = || {
+        want.members.iter().all(|(id, m)| {
+            let (code, body) = http(&node.addr, "GET", &format!("/v1/members/{id}"), "");
+            let got = serde_json::from_str(&body).map(comparable).ok();
+            let ok = code == 200 && got.as_ref() == Some(m);
+            if !ok {
+                last = format!("{id}: {code} {body}\nwant {m}");
+            }
+            ok
+        })
+    };
+    let start = std::time::Instant::now();
+    while !same() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "members differ: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every effect key in the effects stream, with how often it is there.
+pub fn published(nats: &str) -> BTreeMap<String, usize> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use tokio_stream::StreamExt;
+        let client = async_nats::connect(nats).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("nudge_effects").await.expect("stream");
+        let last = stream.info().await.expect("info").state.last_sequence;
+        let mut counts = BTreeMap::new();
+        if last == 0 {
+            return counts;
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        while let Some(m) = messages.next().await {
+            let m = m.expect("message");
+            let e: serde_json::Value = serde_json::from_slice(&m.payload).expect("effect");
+            *counts
+                .entry(e["key"].as_str().expect("key").to_string())
+                .or_insert(0) += 1;
+            if m.info().expect("info").stream_sequence >= last {
+                break;
+            }
+        }
+        counts
+    })
+}
+
+/// Waits until the effects stream holds exactly the reference's keys,
+/// each once (fails at once on a key twice or one not in the reference).
+pub fn wait_for_effects(nats: &str, want: &Reference) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = published(nats);
+        let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "effects published twice: {twice:?}");
+        let extra: Vec<_> = got.keys().filter(|k| !want.keys.contains(*k)).collect();
+        assert!(extra.is_empty(), "effects no single node made: {extra:?}");
+        if got.len() == want.keys.len() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {} effects published",
+            got.len(),
+            want.keys.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The partitions `node` holds (its `/v1/cluster`).
+pub fn held(node: &Daemon) -> Vec<u64> {
+    let (code, body) = http(&node.addr, "GET", "/v1/cluster", "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["held_here"]
+        .as_array()
+        .expect("held_here")
+        .iter()
+        .filter_map(|p| p.as_u64())
+        .collect()
+}
+
+/// Waits until the nodes hold every partition between them, each node
+/// at least one.
+pub fn wait_for_spread(nodes: &[&Daemon]) {
+    wait_until(
+        Duration::from_secs(30),
+        "partitions spread over the nodes",
+        || {
+            let all: Vec<Vec<u64>> = nodes.iter().map(|n| held(n)).collect();
+            let union: BTreeSet<u64> = all.iter().flatten().copied().collect();
+            union.len() == 4 && all.iter().all(|h| !h.is_empty())
+        },
+    );
+}
+
+#[test]
+fn nodes_apply_every_event_as_one_node_would() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path();
+    let (a, b, c) = (
+        node(d, &nats.url, "a", "2"),
+        node(d, &nats.url, "b", "2"),
+        node(d, &nats.url, "c", "2"),
+    );
+    wait_for_spread(&[&a, &b, &c]);
+    let events = events(1200, 40);
+    post(&[&a, &b, &c], &events, 50);
+    // Sent again: JetStream knows the ids, nothing changes.
+    let (code, body) = http(
+        &b.addr,
+        "POST",
+        "/v1/events",
+        &format!("[{}]", events[..50].join(",")),
+    );
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains(r#""duplicates":50"#), "{body}");
+    let want = reference(d, &events, 40);
+    wait_for_members(&a, &want);
+    wait_for_effects(&nats.url, &want);
+    let (code, body) = http(&c.addr, "GET", "/v1/cluster", "");
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(view["nodes"].as_array().map(|n| n.len()), Some(3), "{body}");
+    for p in view["partitions"].as_array().expect("partitions") {
+        assert!(p["owner"].is_string(), "{body}");
+        assert_eq!(p["lag"], 0, "{body}");
+    }
+}
+
+#[test]
+fn an_invalid_event_is_refused_and_nothing_is_published() {
+    let nats = Nats::start();
+    let dir = project();
+    let a = node(dir.path(), &nats.url, "a", "2");
+    let good = events(1, 1).remove(0);
+    let bad =
+        r#"{"id":"x","type":"purchase","member":"m1","at":"2026-11-01T00:00:00Z","amount":"lots"}"#;
+    let (code, body) = http(&a.addr, "POST", "/v1/events", &format!("[{good},{bad}]"));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains(r#""index":1"#) && body.contains("amount"),
+        "{body}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stored = rt.block_on(async {
+        let client = async_nats::connect(&nats.url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream("nudge_events").await.expect("stream");
+        s.info().await.expect("info").state.messages
+    });
+    assert_eq!(stored, 0, "a refused request published nothing");
+}
+
+#[test]
+fn a_node_without_nats_says_where_it_looked() {
+    let dir = project();
+    let port = free_port();
+    let out = daemon_cmd(dir.path())
+        .args([
+            "--cluster",
+            &format!("nats://127.0.0.1:{port}"),
+            "--node",
+            "a",
+        ])
+        .output()
+        .expect("nudge run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach NATS at nats://127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn what_the_cluster_cannot_run_yet_is_refused_at_the_start() {
+    let nats = Nats::start();
+    let dir = crate::common::project_with(
+        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nids: [phone]\n",
+        "rule \"p\"\n  on purchase\n  then award points 1\n",
+    );
+    let out = daemon_cmd(dir.path())
+        .args(["--cluster", &nats.url, "--node", "a"])
+        .output()
+        .expect("nudge run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster mode does not run One ID"), "{err}");
+}
