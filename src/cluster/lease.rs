@@ -63,13 +63,6 @@ impl Owned {
         self.get(p).is_some_and(|h| h.valid_until > Instant::now())
     }
 
-    /// Whether this node still holds partition `p` as taken the
-    /// `taken`-th time.
-    pub fn holds_taken(&self, p: usize, taken: u64) -> bool {
-        self.get(p)
-            .is_some_and(|h| h.taken == taken && h.valid_until > Instant::now())
-    }
-
     /// Which taking of partition `p`'s lease this node holds.
     pub fn taken(&self, p: usize) -> Option<u64> {
         self.get(p).map(|h| h.taken)
@@ -87,6 +80,13 @@ impl Owned {
         {
             h.ready = true;
         }
+    }
+
+    /// The partitions in the lease map, held now or waiting for renewal.
+    fn held_now(&self) -> Vec<usize> {
+        self.held
+            .lock()
+            .map_or_else(|_| Vec::new(), |m| m.keys().copied().collect())
     }
 
     /// The partitions held now.
@@ -195,6 +195,10 @@ impl Cluster {
         let every = self.options.lease / 4;
         let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
         loop {
+            // Renewals first: listing the nodes takes round trips.
+            for p in self.owned.held_now() {
+                self.renew(p).await;
+            }
             if let Err(e) = self.nodes.put(&self.options.node, info.clone()).await {
                 tracing::warn!(error = %e, "Cannot renew this node's entry.");
             }
@@ -237,13 +241,8 @@ impl Cluster {
                         .await;
                 });
             }
-            Some(h) => match self.leases.update(lease_key(p), node, h.revision).await {
-                Ok(revision) => self.owned.write(p, revision, sent, None),
-                Err(e) => {
-                    self.owned.forget(p);
-                    tracing::warn!(partition = p, error = %e, "Lease lost; the partition is no longer applied here.");
-                }
-            },
+            // Renewed at the start of the round.
+            Some(_) => {}
             None if mine => {
                 if let Ok(revision) = self.leases.create(lease_key(p), node).await {
                     let taken = self
@@ -257,6 +256,27 @@ impl Cluster {
                 }
             }
             None => {}
+        }
+    }
+
+    /// Renews partition `p`'s lease at the revision this node last wrote.
+    /// Refused at that revision, another node wrote the entry (or it
+    /// expired): the lease is lost. Any other failure (a timeout, NATS
+    /// away) is tried again next round; the lease lapses here meanwhile.
+    async fn renew(&self, p: usize) {
+        use async_nats::jetstream::kv::UpdateErrorKind;
+        let Some(h) = self.owned.get(p) else { return };
+        let node = bytes::Bytes::from(self.options.node.clone());
+        let sent = Instant::now();
+        match self.leases.update(lease_key(p), node, h.revision).await {
+            Ok(revision) => self.owned.write(p, revision, sent, None),
+            Err(e) if e.kind() != UpdateErrorKind::WrongLastRevision => {
+                tracing::warn!(partition = p, error = %e, "Cannot renew a lease; trying again.");
+            }
+            Err(e) => {
+                self.owned.forget(p);
+                tracing::warn!(partition = p, error = %e, "Lease lost; the partition is no longer applied here.");
+            }
         }
     }
 

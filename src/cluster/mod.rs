@@ -89,6 +89,8 @@ pub struct Cluster {
     pub nodes: kv::Store,
     /// The partitions this node holds the lease of.
     pub owned: Arc<lease::Owned>,
+    /// Events applied here, by partition (for `/metrics`).
+    pub applied: Vec<std::sync::atomic::AtomicU64>,
     /// The keys of the effects each partition held here has published.
     published:
         std::sync::Mutex<std::collections::HashMap<usize, std::collections::HashSet<String>>>,
@@ -170,6 +172,9 @@ pub async fn connect(options: ClusterOptions, partitions: usize) -> Result<Clust
         leases,
         nodes,
         published: Default::default(),
+        applied: (0..partitions)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
     })
 }
 
@@ -283,21 +288,31 @@ impl Cluster {
         Ok(duplicates)
     }
 
-    /// Publishes one committed effect of `partition`, keyed by its key.
-    pub async fn publish_effect(
+    /// Publishes committed effects of `partition`, each keyed by its key,
+    /// all sent before the first acknowledgement is awaited; `Ok` once
+    /// JetStream has every one (each then noted as published).
+    pub async fn publish_effects(
         &self,
         partition: usize,
-        key: &str,
-        body: bytes::Bytes,
+        effects: Vec<(String, bytes::Bytes)>,
     ) -> Result<(), ClusterError> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", key);
-        self.js
-            .publish_with_headers(effects_subject(partition), headers, body)
-            .await
-            .map_err(ClusterError::js)?
-            .await
-            .map_err(ClusterError::js)?;
+        let mut acks = Vec::with_capacity(effects.len());
+        for (key, body) in &effects {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", key.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(effects_subject(partition), headers, body.clone())
+                .await
+                .map_err(ClusterError::js)?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(ClusterError::js)?;
+        }
+        for (key, _) in &effects {
+            self.mark_published(partition, key);
+        }
         Ok(())
     }
 

@@ -18,6 +18,8 @@ use tokio_stream::StreamExt;
 
 /// How long a consumer waits after a failure before it starts again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a consumer waits for a late renewal of its lease.
+const PAUSE: Duration = Duration::from_millis(50);
 
 /// Starts the node's cluster tasks: leases, and a consumer for each
 /// partition the node takes.
@@ -53,9 +55,12 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
     let Some(cluster) = shared.cluster.clone() else {
         return;
     };
-    let held = || cluster.owned.holds_taken(p, taken);
+    // This taking of the lease lasts until the lease is lost or let go; a
+    // renewal that comes late only pauses it (the writer applies nothing
+    // while the lease is not known to be held).
+    let alive = || cluster.owned.taken(p) == Some(taken);
     // Effects wait until the keys published before are known.
-    while held() {
+    while alive() {
         match cluster.take_up_published(p).await {
             Ok(n) => {
                 tracing::info!(
@@ -75,7 +80,11 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
         }
     }
     let mut consumer = None;
-    while held() {
+    while alive() {
+        if !cluster.owned.holds(p) {
+            tokio::time::sleep(PAUSE).await;
+            continue;
+        }
         let c = match &consumer {
             Some(c) => c,
             None => match cluster.consumer(p, applied(&shared, p) + 1).await {
@@ -260,21 +269,73 @@ pub async fn read_member_from(
     Ok((status, v["body"].clone()))
 }
 
+/// How long a view waits for one NATS answer.
+const VIEW_WAIT: Duration = Duration::from_secs(2);
+
+/// `f`'s answer, or `None` after [`VIEW_WAIT`].
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(VIEW_WAIT, f).await.ok()
+}
+
+/// Cluster mode's lines of `/metrics`: partitions held, lease changes,
+/// and per partition the events applied here and (held here) the lag.
+pub async fn metrics(shared: &Shared, out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return;
+    };
+    let held = cluster.owned.list();
+    let _ = writeln!(
+        out,
+        "# HELP nudge_cluster_partitions_held Partitions whose lease this node holds.\n# TYPE nudge_cluster_partitions_held gauge\nnudge_cluster_partitions_held {}",
+        held.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_cluster_lease_changes_total Leases this node took, lost or let go.\n# TYPE nudge_cluster_lease_changes_total counter\nnudge_cluster_lease_changes_total {}",
+        cluster.owned.changes()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_cluster_applied_total Events applied on this node, by partition.\n# TYPE nudge_cluster_applied_total counter"
+    );
+    for (p, n) in cluster.applied.iter().enumerate() {
+        let n = n.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "nudge_cluster_applied_total{{partition=\"{p}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nudge_cluster_lag Events of a partition held here not yet applied.\n# TYPE nudge_cluster_lag gauge"
+    );
+    for p in held {
+        if let Some(Some(lag)) = bounded(cluster.lag(p)).await {
+            let _ = writeln!(out, "nudge_cluster_lag{{partition=\"{p}\"}} {lag}");
+        }
+    }
+}
+
 /// `GET /v1/cluster`: the nodes, and each partition's owner and lag.
 pub async fn view(shared: &Shared) -> serde_json::Value {
     let Some(cluster) = shared.cluster.as_ref() else {
         return json!({"error": "not in cluster mode"});
     };
-    let nodes = cluster.live_nodes().await.unwrap_or_default();
-    let owners = cluster.owners().await;
-    let mut partitions = Vec::new();
+    let nodes = bounded(cluster.live_nodes()).await.and_then(Result::ok);
+    let owners = bounded(cluster.owners()).await.unwrap_or_default();
+    // Each partition's lag asked at once, each answer waited for a while:
+    // a busy NATS makes the view slower, not stuck.
+    let mut lags = tokio::task::JoinSet::new();
     for p in 0..cluster.partitions {
-        partitions.push(json!({
-            "partition": p,
-            "owner": owners.get(&p),
-            "lag": cluster.lag(p).await,
-        }));
+        let c = cluster.clone();
+        lags.spawn(async move { (p, bounded(c.lag(p)).await.flatten()) });
     }
+    let mut lag = std::collections::BTreeMap::new();
+    while let Some(Ok((p, l))) = lags.join_next().await {
+        lag.insert(p, l);
+    }
+    let partitions: Vec<_> = (0..cluster.partitions)
+        .map(|p| json!({"partition": p, "owner": owners.get(&p), "lag": lag.get(&p).copied().flatten()}))
+        .collect();
+    let nodes = nodes.unwrap_or_default();
     json!({
         "node": cluster.options.node,
         "nodes": nodes.iter().map(|(name, n)| json!({"node": name, "http": n.http})).collect::<Vec<_>>(),

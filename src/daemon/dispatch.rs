@@ -24,9 +24,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Attempt {
     Delivered,
-    /// Not this node's to send now (cluster mode: the partition's lease is
-    /// elsewhere): try again later, not a failure.
-    NotHere,
     /// Try again (after the given wait, else the backoff); why it failed.
     Retry(Option<Duration>, String),
     Permanent(String),
@@ -112,6 +109,10 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
             }
             continue;
         }
+        if matches!(sink, Sink::Stream) {
+            publish_batch(&shared, part, &cursor_key, batch).await;
+            continue;
+        }
         for (seq, bytes) in batch {
             let effect = match serde_json::from_slice::<Effect>(&bytes) {
                 // A deferred record goes out when released, as `sent`.
@@ -125,14 +126,10 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
             let mut attempt = 0u64;
             loop {
                 attempt += 1;
-                match send(&shared, &client, &sink, part, &effect, &bytes).await {
+                match send(&shared, &client, &sink, &effect, &bytes).await {
                     Attempt::Delivered => {
                         shared.count_delivery(&name, Ok(()));
                         break;
-                    }
-                    Attempt::NotHere => {
-                        tokio::time::sleep(NOT_HERE_PAUSE).await;
-                        continue;
                     }
                     Attempt::Permanent(why) => {
                         shared.count_delivery(&name, Err(why.clone()));
@@ -175,26 +172,44 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
 /// looked at again.
 const NOT_HERE_PAUSE: Duration = Duration::from_millis(250);
 
-/// Cluster mode: publishes an effect of partition `part` to the effects
-/// stream, once: only while this node holds the partition, and not when
-/// an earlier owner published it.
-async fn publish(shared: &Shared, part: usize, effect: &Effect, body: &[u8]) -> Attempt {
+/// Cluster mode: publishes a batch of partition `part`'s outbox to the
+/// effects stream, all at once, and moves the cursor past it once
+/// JetStream has every one; only while this node holds the partition, and
+/// each effect once (not those an earlier holder published). A failure
+/// leaves the cursor: the batch goes again (JetStream drops the repeats
+/// by their ids).
+async fn publish_batch(shared: &Shared, part: usize, cursor_key: &str, batch: Vec<(u64, Vec<u8>)>) {
     let Some(cluster) = shared.cluster.as_ref() else {
-        return Attempt::Permanent("not in cluster mode".into());
+        return;
     };
     if !cluster.owned.ready(part) {
-        return Attempt::NotHere;
+        tokio::time::sleep(NOT_HERE_PAUSE).await;
+        return;
     }
-    if cluster.was_published(part, &effect.key) {
-        return Attempt::Delivered;
-    }
-    let body = bytes::Bytes::copy_from_slice(body);
-    match cluster.publish_effect(part, &effect.key, body).await {
+    let Some(last) = batch.last().map(|(seq, _)| *seq) else {
+        return;
+    };
+    let effects: Vec<(String, bytes::Bytes)> = batch
+        .into_iter()
+        .filter_map(|(_, bytes)| {
+            let e = serde_json::from_slice::<Effect>(&bytes).ok()?;
+            // A deferred record goes out when released, as `sent`.
+            let keep = e.status != Status::Deferred && !cluster.was_published(part, &e.key);
+            keep.then(|| (e.key, bytes::Bytes::from(bytes)))
+        })
+        .collect();
+    let n = effects.len() as u64;
+    let label = crate::outbox::sink_label(&Sink::Stream);
+    match cluster.publish_effects(part, effects).await {
         Ok(()) => {
-            cluster.mark_published(part, &effect.key);
-            Attempt::Delivered
+            shared.count_deliveries(&label, n, Ok(()));
+            advance(&shared.folder.parts[part], cursor_key, last);
         }
-        Err(e) => Attempt::Retry(None, e.to_string()),
+        Err(e) => {
+            shared.count_delivery(&label, Err(e.to_string()));
+            tracing::warn!(partition = part, error = %e, "Publishing effects failed; retrying.");
+            tokio::time::sleep(BACKOFF_START * 10).await;
+        }
     }
 }
 
@@ -213,12 +228,12 @@ async fn send(
     shared: &Shared,
     client: &reqwest::Client,
     sink: &Sink,
-    part: usize,
     effect: &Effect,
     body: &[u8],
 ) -> Attempt {
     let request = match sink {
-        Sink::Stream => return publish(shared, part, effect, body).await,
+        // Published in batches (`publish_batch`).
+        Sink::Stream => return Attempt::Delivered,
         Sink::Webhook { url } => client
             .post(url)
             .header("content-type", "application/json")

@@ -656,6 +656,7 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         out,
         "# HELP nudge_members Members in the store.\n# TYPE nudge_members gauge\nnudge_members {members}"
     );
+    super::cluster::metrics(sh, &mut out).await;
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

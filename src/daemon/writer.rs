@@ -535,6 +535,9 @@ fn apply(
             let duplicates = count(|o| matches!(o, EventOutcome::Duplicate));
             let rejected = c.outcomes.len() as u64 - applied - duplicates;
             shared.events_applied.fetch_add(applied, Ordering::Relaxed);
+            if let Some(n) = shared.cluster.as_ref().and_then(|c| c.applied.get(part)) {
+                n.fetch_add(applied, Ordering::Relaxed);
+            }
             shared
                 .events_duplicate
                 .fetch_add(duplicates, Ordering::Relaxed);

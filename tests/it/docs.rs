@@ -14,7 +14,9 @@
 //!   prints (stdout, then stderr): `...` alone stands for any lines, `[..]`
 //!   for any text within a line. A command without output lines must exit
 //!   0. `nudge run &` starts the daemon on a free port, which replaces
-//!   `localhost:8080` in the commands and output after it.
+//!   `localhost:8080` in the commands and output after it. `nats-server
+//!   ... &` starts a NATS server in the background; `4222` anywhere in the
+//!   block is replaced by a free port for it.
 //! - `text` (not a command or rule) and `sh` (commands CI runs itself: the
 //!   README's two top-level commands, and the editor extension's build in
 //!   `scripts/test`) are not run. An untagged block fails.
@@ -267,6 +269,27 @@ fn start_daemon(d: &Path, cmd: &str, daemons: &mut Daemons) -> Result<String, St
     Err(format!("`{cmd}` did not start listening"))
 }
 
+/// Starts a NATS server in the background and waits for its port.
+fn start_nats(d: &Path, cmd: &str, port: &str, daemons: &mut Daemons) -> Result<(), String> {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("PATH=$PATH:/usr/sbin exec {cmd}"))
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("`{cmd}`: {e}"))?;
+    daemons.0.push(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("`{cmd}` did not start listening"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 fn run_console(b: &Block) -> Result<(), String> {
     let dir = scratch();
     let d = dir.path();
@@ -282,10 +305,18 @@ fn run_console(b: &Block) -> Result<(), String> {
     }
     let mut daemons = Daemons(Vec::new());
     let mut addr: Option<String> = None;
+    let nats = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
     for (cmd, mut expected) in steps {
         let port = |s: &str| match &addr {
-            Some(a) => s.replace("localhost:8080", a).replace("127.0.0.1:8080", a),
-            None => s.to_string(),
+            Some(a) => s
+                .replace("localhost:8080", a)
+                .replace("127.0.0.1:8080", a)
+                .replace("4222", &nats),
+            None => s.replace("4222", &nats),
         };
         let cmd = port(&cmd);
         for e in &mut expected {
@@ -293,6 +324,12 @@ fn run_console(b: &Block) -> Result<(), String> {
         }
         while expected.last().is_some_and(|e| e.trim().is_empty()) {
             expected.pop();
+        }
+        if let Some(server) = cmd.trim_end().strip_suffix('&')
+            && server.starts_with("nats-server ")
+        {
+            start_nats(d, server, &nats, &mut daemons)?;
+            continue;
         }
         if let Some(daemon) = cmd.trim_end().strip_suffix('&') {
             addr = Some(start_daemon(d, daemon.trim(), &mut daemons)?);
@@ -381,6 +418,7 @@ fn every_doc_is_checked() {
     let tested = [
         "architecture.md",
         "backtest.md",
+        "cluster.md",
         "config.md",
         "editors.md",
         "engine.md",
@@ -414,6 +452,11 @@ fn architecture() {
         .collect();
     layers.push("cli");
     assert_eq!(table, layers);
+}
+
+#[test]
+fn cluster() {
+    check_doc("docs/cluster.md");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! one node: every member equal, and the effects stream holding each
 //! effect key of the single-node run exactly once.
 
+mod chaos;
 mod failover;
 
 use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
@@ -163,25 +164,23 @@ pub fn reference(dir: &Path, events: &[String], members: usize) -> Reference {
             assert!(keys.insert(e["key"].as_str().expect("key").to_string()));
         }
     }
+    // Read through a single node's daemon on that folder (one process,
+    // not one `nudge member` per member).
+    let mut cmd = daemon_cmd(dir);
+    cmd.args(["--data", "single"]);
+    let mut single = start_cmd(cmd, None);
     let members = (0..members)
         .map(|m| {
             let id = format!("m{m}");
-            let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
-                .current_dir(dir)
-                .args(["--data", "single", "member", &id])
-                .output()
-                .expect("nudge member");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let (code, body) = http(&single.addr, "GET", &format!("/v1/members/{id}"), "");
+            assert_eq!(code, 200, "{body}");
             (
                 id,
-                comparable(serde_json::from_slice(&out.stdout).expect("member json")),
+                comparable(serde_json::from_str(&body).expect("member json")),
             )
         })
         .collect();
+    single.stop();
     Reference { members, keys }
 }
 
@@ -211,10 +210,10 @@ pub fn wait_for_members(node: &Daemon, want: &Reference) {
     };
     let start = std::time::Instant::now();
     while !same() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "members differ: {last}"
-        );
+        if start.elapsed() > Duration::from_secs(60) {
+            let (_, view) = http(&node.addr, "GET", "/v1/cluster", "");
+            panic!("members differ: {last}\ncluster: {view}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -235,16 +234,20 @@ pub fn published(nats: &str) -> BTreeMap<String, usize> {
         if last == 0 {
             return counts;
         }
+        // The keys are the messages' ids (the effect's `key`).
         let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                headers_only: true,
+                ..Default::default()
+            })
             .await
             .expect("consumer");
         let mut messages = consumer.messages().await.expect("messages");
         while let Some(m) = messages.next().await {
             let m = m.expect("message");
-            let e: serde_json::Value = serde_json::from_slice(&m.payload).expect("effect");
+            let key = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
             *counts
-                .entry(e["key"].as_str().expect("key").to_string())
+                .entry(key.expect("Nats-Msg-Id").to_string())
                 .or_insert(0) += 1;
             if m.info().expect("info").stream_sequence >= last {
                 break;
@@ -337,6 +340,20 @@ fn nodes_apply_every_event_as_one_node_would() {
         assert!(p["owner"].is_string(), "{body}");
         assert_eq!(p["lag"], 0, "{body}");
     }
+    // Each event applied once, on one node: the nodes' counts add up.
+    let applied: u64 = [&a, &b, &c].iter().map(|n| applied(n)).sum();
+    assert_eq!(applied, 1200);
+}
+
+/// The events `node` applied, summed over partitions (`/metrics`).
+fn applied(node: &Daemon) -> u64 {
+    let (code, body) = http(&node.addr, "GET", "/metrics", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("nudge_cluster_partitions_held"), "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("nudge_cluster_applied_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]

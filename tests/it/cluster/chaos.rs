@@ -1,0 +1,116 @@
+//! Three nodes, 50,000 events posted to whichever node is up, while nodes
+//! are SIGKILLed and started again at random moments: at the end every
+//! member equals a single node's `nudge ingest` of the same events, and
+//! the effects stream holds each of its effect keys exactly once.
+
+use super::{
+    Nats, events, node, project, reference, wait_for_effects, wait_for_members, wait_for_spread,
+};
+use crate::common::{Daemon, try_http};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator (xorshift): the same kills every run.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Posts every chunk to some node that is up, again to another when the
+/// answer is not 202 (a node killed mid-request, or JetStream busy): the
+/// event ids make a resend safe, as they do for any client.
+fn post_all(addrs: Arc<Mutex<Vec<Option<String>>>>, events: Vec<String>) -> usize {
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let mut resends = 0;
+    for chunk in events.chunks(50) {
+        let body = format!("[{}]", chunk.join(","));
+        let started = Instant::now();
+        loop {
+            let up: Vec<String> = addrs
+                .lock()
+                .expect("addrs")
+                .iter()
+                .flatten()
+                .cloned()
+                .collect();
+            let answer = match up.is_empty() {
+                true => None,
+                false => {
+                    let addr = &up[dice.roll(up.len() as u64) as usize];
+                    try_http(addr, "POST", "/v1/events", &[], body.as_bytes())
+                }
+            };
+            if answer.as_ref().is_some_and(|(code, _)| *code == 202) {
+                break;
+            }
+            resends += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no node took a request: {answer:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    resends
+}
+
+#[test]
+fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path().to_path_buf();
+    let names = ["a", "b", "c"];
+    let mut nodes: Vec<Option<Daemon>> = names
+        .iter()
+        .map(|n| Some(node(&d, &nats.url, n, "1")))
+        .collect();
+    wait_for_spread(&nodes.iter().flatten().collect::<Vec<_>>());
+    let addrs = Arc::new(Mutex::new(
+        nodes
+            .iter()
+            .map(|n| n.as_ref().map(|n| n.addr.clone()))
+            .collect::<Vec<_>>(),
+    ));
+    let events = events(50_000, 500);
+    let poster = {
+        let (addrs, events) = (addrs.clone(), events.clone());
+        std::thread::spawn(move || post_all(addrs, events))
+    };
+    let mut dice = Dice(0x2545_f491_4f6c_dd1d);
+    let mut kills = 0;
+    while !poster.is_finished() {
+        std::thread::sleep(Duration::from_millis(100 + dice.roll(400)));
+        let i = dice.roll(3) as usize;
+        match nodes[i].take() {
+            Some(mut n) => {
+                addrs.lock().expect("addrs")[i] = None;
+                let _ = n.child.kill();
+                let _ = n.child.wait();
+                kills += 1;
+            }
+            None => {
+                let n = node(&d, &nats.url, names[i], "1");
+                addrs.lock().expect("addrs")[i] = Some(n.addr.clone());
+                nodes[i] = Some(n);
+            }
+        }
+    }
+    let resends = poster.join().expect("poster");
+    for (i, slot) in nodes.iter_mut().enumerate() {
+        if slot.is_none() {
+            *slot = Some(node(&d, &nats.url, names[i], "1"));
+        }
+    }
+    assert!(kills >= 5, "only {kills} kills (resends {resends})");
+    let up: Vec<&Daemon> = nodes.iter().flatten().collect();
+    wait_for_spread(&up);
+    let want = reference(&d, &events, 500);
+    wait_for_members(up[0], &want);
+    wait_for_effects(&nats.url, &want);
+}
