@@ -136,6 +136,23 @@ impl Owned {
     }
 }
 
+/// Says once (each time the set changes) which live nodes run another
+/// rule set than this node: a partition rebuilt there would apply other
+/// rules to its history.
+fn warn_of_other_rules(me: &NodeInfo, listed: &BTreeMap<String, NodeInfo>, said: &mut Vec<String>) {
+    let other: Vec<String> = listed
+        .iter()
+        .filter(|(_, n)| !n.version.is_empty() && n.version != me.version)
+        .map(|(name, n)| format!("{name} ({})", n.version))
+        .collect();
+    if other != *said {
+        if !other.is_empty() {
+            tracing::warn!(version = %me.version, others = ?other, "Nodes run another rule set than this one: every node must run the same config, rules and plugins.");
+        }
+        *said = other;
+    }
+}
+
 fn lease_key(p: usize) -> String {
     format!("p{p}")
 }
@@ -153,6 +170,9 @@ pub fn assigned(p: usize, live: &[String]) -> Option<&str> {
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
 pub struct NodeInfo {
     pub http: String,
+    /// The version of the rule set it runs (config, rules, plugins).
+    #[serde(default)]
+    pub version: String,
 }
 
 impl Cluster {
@@ -189,28 +209,41 @@ impl Cluster {
     /// given once free. Each partition taken is sent on `gained`.
     pub async fn keep_leases(
         &self,
-        me: NodeInfo,
+        me: impl Fn() -> NodeInfo,
         gained: tokio::sync::mpsc::UnboundedSender<usize>,
     ) {
         let every = self.options.lease / 4;
-        let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
+        let mut before: Vec<String> = Vec::new();
+        let mut other_rules: Vec<String> = Vec::new();
         loop {
             // Renewals first: listing the nodes takes round trips.
             for p in self.owned.held_now() {
                 self.renew(p).await;
             }
-            if let Err(e) = self.nodes.put(&self.options.node, info.clone()).await {
+            let me = me();
+            let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
+            if let Err(e) = self.nodes.put(&self.options.node, info).await {
                 tracing::warn!(error = %e, "Cannot renew this node's entry.");
             }
-            let live: Vec<String> = match self.live_nodes().await {
-                Ok(n) => n.into_keys().collect(),
+            let listed = match self.live_nodes().await {
+                Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "Cannot list the live nodes.");
-                    Vec::new()
+                    tracing::warn!(error = %e, "Cannot list the live nodes; the spread waits.");
+                    tokio::time::sleep(every).await;
+                    continue;
                 }
             };
+            warn_of_other_rules(&me, &listed, &mut other_rules);
+            // A listing made while an entry is rewritten can miss it: a
+            // node is gone once two listings in a row miss it.
+            let now: Vec<String> = listed.into_keys().collect();
+            let mut live: Vec<String> = now.iter().chain(&before).cloned().collect();
+            live.push(self.options.node.clone());
+            live.sort();
+            live.dedup();
+            before = now;
             for p in 0..self.partitions {
-                let mine = assigned(p, &live).is_none_or(|n| n == self.options.node);
+                let mine = assigned(p, &live) == Some(self.options.node.as_str());
                 self.keep_lease(p, mine, &gained).await;
             }
             tokio::time::sleep(every).await;
@@ -277,6 +310,39 @@ impl Cluster {
                 self.owned.forget(p);
                 tracing::warn!(partition = p, error = %e, "Lease lost; the partition is no longer applied here.");
             }
+        }
+    }
+
+    /// Makes sure no live node has this node's name: an entry of it that
+    /// is renewed within a lease belongs to another node (an entry left by
+    /// a node of this name that died expires, and is waited for).
+    pub async fn claim_name(&self) -> Result<(), super::ClusterError> {
+        use async_nats::jetstream::kv::Operation;
+        let name = &self.options.node;
+        let first = self
+            .nodes
+            .entry(name)
+            .await
+            .map_err(super::ClusterError::js)?;
+        let Some(first) = first.filter(|e| e.operation == Operation::Put) else {
+            return Ok(());
+        };
+        tracing::info!(node = %name, "An entry of this node's name is in the cluster; waiting a lease to see whether it is alive.");
+        tokio::time::sleep(self.options.lease * 5 / 4).await;
+        let again = self
+            .nodes
+            .entry(name)
+            .await
+            .map_err(super::ClusterError::js)?;
+        match again {
+            Some(e) if e.operation == Operation::Put && e.revision != first.revision => {
+                let other: NodeInfo = serde_json::from_slice(&e.value).unwrap_or_default();
+                Err(super::ClusterError::NodeTaken {
+                    node: name.clone(),
+                    http: other.http,
+                })
+            }
+            _ => Ok(()),
         }
     }
 

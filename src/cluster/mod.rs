@@ -35,6 +35,10 @@ pub enum ClusterError {
     Unsupported(String),
     #[error("`--node` is a name of letters, digits, `-` and `_`, not `{0}`")]
     NodeName(String),
+    #[error(
+        "a node named `{node}` is already in the cluster (listening on {http}); give this one another `--node`"
+    )]
+    NodeTaken { node: String, http: String },
 }
 
 impl ClusterError {
@@ -136,7 +140,10 @@ pub fn unsupported(schema: &Schema, rules: &RuleSet) -> Result<(), ClusterError>
 
 /// Connects and makes sure the streams and buckets are there (made by the
 /// first node, checked by the others).
-pub async fn connect(options: ClusterOptions, partitions: usize) -> Result<Cluster, ClusterError> {
+pub async fn connect(
+    mut options: ClusterOptions,
+    partitions: usize,
+) -> Result<Cluster, ClusterError> {
     if options.node.is_empty()
         || !options
             .node
@@ -145,9 +152,21 @@ pub async fn connect(options: ClusterOptions, partitions: usize) -> Result<Clust
     {
         return Err(ClusterError::NodeName(options.node.clone()));
     }
+    let servers = options
+        .urls
+        .split(',')
+        .map(|u| {
+            u.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ClusterError::Connect {
+                    url: u.trim().to_string(),
+                    why: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let client = async_nats::ConnectOptions::new()
         .name(format!("nudge {}", options.node))
-        .connect(options.urls.as_str())
+        .connect(servers)
         .await
         .map_err(|e| ClusterError::Connect {
             url: options.urls.clone(),
@@ -155,13 +174,31 @@ pub async fn connect(options: ClusterOptions, partitions: usize) -> Result<Clust
         })?;
     let js = jetstream::new(client.clone());
     let replicas = options.replicas.max(1);
-    let events = ensure_stream(&js, EVENTS_STREAM, "nudge.events.*", replicas).await?;
-    let effects = ensure_stream(&js, EFFECTS_STREAM, "nudge.effects.*", replicas).await?;
-    let leases = ensure_bucket(&js, LEASES_BUCKET, options.lease, replicas).await?;
-    let nodes = ensure_bucket(&js, NODES_BUCKET, options.lease, replicas).await?;
-    let settings = ensure_bucket(&js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
-    check_partitions(&settings, partitions).await?;
-    Ok(Cluster {
+    // A JetStream cluster that has just started has no leader for a few
+    // seconds and refuses to make streams: asked again for a while.
+    let started = std::time::Instant::now();
+    let (events, effects, leases, nodes) = loop {
+        match ensure_all(&js, &options, partitions, replicas).await {
+            Ok(made) => break made,
+            Err(e @ ClusterError::JetStream(_)) if started.elapsed() < JETSTREAM_WAIT => {
+                tracing::warn!(error = %e, "JetStream is not ready; asking again.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    // The lease time is the cluster's: the buckets' expiry, set by the
+    // node that made them. A node counting another would renew too late.
+    let made_with = lease_time(&js).await?;
+    if made_with != options.lease {
+        tracing::warn!(
+            this_node = options.lease.as_secs_f64(),
+            cluster = made_with.as_secs_f64(),
+            "`--lease` differs from the lease time the cluster was made with; using the cluster's."
+        );
+        options.lease = made_with;
+    }
+    let cluster = Cluster {
         owned: Arc::new(lease::Owned::new(options.lease)),
         options,
         partitions,
@@ -175,7 +212,38 @@ pub async fn connect(options: ClusterOptions, partitions: usize) -> Result<Clust
         applied: (0..partitions)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
-    })
+    };
+    cluster.claim_name().await?;
+    Ok(cluster)
+}
+
+/// The lease bucket's expiry.
+async fn lease_time(js: &jetstream::Context) -> Result<Duration, ClusterError> {
+    let mut s = js
+        .get_stream(format!("KV_{LEASES_BUCKET}"))
+        .await
+        .map_err(ClusterError::js)?;
+    Ok(s.info().await.map_err(ClusterError::js)?.config.max_age)
+}
+
+/// How long a starting node waits for JetStream to make its streams.
+const JETSTREAM_WAIT: Duration = Duration::from_secs(30);
+
+/// The events and effects streams, the lease and node buckets, made or
+/// found, and the partition count checked.
+async fn ensure_all(
+    js: &jetstream::Context,
+    options: &ClusterOptions,
+    partitions: usize,
+    replicas: usize,
+) -> Result<(stream::Stream, stream::Stream, kv::Store, kv::Store), ClusterError> {
+    let events = ensure_stream(js, EVENTS_STREAM, "nudge.events.*", replicas).await?;
+    let effects = ensure_stream(js, EFFECTS_STREAM, "nudge.effects.*", replicas).await?;
+    let leases = ensure_bucket(js, LEASES_BUCKET, options.lease, replicas).await?;
+    let nodes = ensure_bucket(js, NODES_BUCKET, options.lease, replicas).await?;
+    let settings = ensure_bucket(js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
+    check_partitions(&settings, partitions).await?;
+    Ok((events, effects, leases, nodes))
 }
 
 async fn ensure_stream(

@@ -29,7 +29,12 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
     };
     let (gained_tx, mut gained) = tokio::sync::mpsc::unbounded_channel();
     let leases = cluster.clone();
-    tokio::spawn(async move { leases.keep_leases(NodeInfo { http }, gained_tx).await });
+    let status = shared.clone();
+    let me = move || NodeInfo {
+        http: http.clone(),
+        version: status.status.load().ruleset.clone(),
+    };
+    tokio::spawn(async move { leases.keep_leases(me, gained_tx).await });
     let consumers = shared.clone();
     tokio::spawn(async move {
         while let Some(p) = gained.recv().await {
@@ -239,11 +244,11 @@ pub async fn member_elsewhere(shared: &Shared, id: &str) -> Option<Result<String
     if cluster.owned.holds(p) {
         return None;
     }
+    let owners = bounded(cluster.owners()).await.unwrap_or_default();
     Some(
-        cluster
-            .owners()
-            .await
-            .remove(&p)
+        owners
+            .get(&p)
+            .cloned()
             .ok_or_else(|| format!("no node holds partition {p} now; try again shortly")),
     )
 }
@@ -338,7 +343,7 @@ pub async fn view(shared: &Shared) -> serde_json::Value {
     let nodes = nodes.unwrap_or_default();
     json!({
         "node": cluster.options.node,
-        "nodes": nodes.iter().map(|(name, n)| json!({"node": name, "http": n.http})).collect::<Vec<_>>(),
+        "nodes": nodes.iter().map(|(name, n)| json!({"node": name, "http": n.http, "version": n.version})).collect::<Vec<_>>(),
         "partitions": partitions,
         "held_here": cluster.owned.list(),
         "lease_changes": cluster.owned.changes(),

@@ -251,7 +251,15 @@ impl Shared {
     /// Why writes do not work now, if they do not.
     pub fn unhealthy(&self) -> Option<String> {
         let failed = self.writer_failed.lock().ok().and_then(|w| w.clone());
-        failed.or_else(|| self.write_error.lock().ok().and_then(|w| w.clone()))
+        failed
+            .or_else(|| self.write_error.lock().ok().and_then(|w| w.clone()))
+            .or_else(|| {
+                use async_nats::connection::State;
+                let c = self.cluster.as_ref()?;
+                (c.client.connection_state() != State::Connected).then(|| {
+                    "not connected to NATS: events are refused (503) until it is back".to_string()
+                })
+            })
     }
 
     /// A member as `GET /v1/members/{id}` shows it, read here.

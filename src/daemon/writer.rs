@@ -544,6 +544,15 @@ fn apply(
             shared
                 .events_rejected
                 .fetch_add(rejected, Ordering::Relaxed);
+            // Its client heard 202 (the event is in the stream): the log
+            // and the counter are where a refusal shows.
+            let first = c.outcomes.iter().zip(&fresh).find_map(|(o, e)| match o {
+                EventOutcome::Rejected(r) => Some((e.id.clone(), r.to_string())),
+                _ => None,
+            });
+            if let Some((id, why)) = first {
+                tracing::warn!(partition = part, refused = rejected, first = %id, why = %why, "Events in the stream refused by the engine.");
+            }
             after_commit(parts, shared);
             Ok(())
         }

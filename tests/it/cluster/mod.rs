@@ -6,6 +6,7 @@
 
 mod chaos;
 mod failover;
+mod nats_cluster;
 
 use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
@@ -418,4 +419,36 @@ fn what_the_cluster_cannot_run_yet_is_refused_at_the_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster mode does not run One ID"), "{err}");
+}
+
+#[test]
+fn a_second_node_of_the_same_name_is_refused_and_a_restart_is_not() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path();
+    let mut a = node(d, &nats.url, "a", "2");
+    let out = daemon_cmd(d)
+        .args(["--data", "a2", "--cluster", &nats.url, "--node", "a"])
+        .output()
+        .expect("nudge run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "a node named `a` is already in the cluster (listening on {})",
+            a.addr
+        )),
+        "{err}"
+    );
+    // Killed and started again under its name: its old entry is not
+    // renewed any more, so the new one takes the name.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let a = node(d, &nats.url, "a", "10");
+    wait_for_spread(&[&a]);
+    // The lease is the cluster's (2 s), whatever this node was given.
+    assert!(
+        a.logs()
+            .contains("differs from the lease time the cluster was made with")
+    );
 }

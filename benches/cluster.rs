@@ -1,0 +1,218 @@
+//! Cluster mode against a single node, in one run on this machine: the
+//! release `nudge run` standalone, one node in cluster mode, and three
+//! nodes, each on a fresh data folder of 4 partitions with the same rules,
+//! and a `nats-server` (JetStream, file store) on loopback. Two client
+//! threads post 100,000 purchases in requests of 100. A single node's 202
+//! means applied and durable; in cluster mode it means stored in the
+//! stream, so the clock stops when every event is applied (the nodes'
+//! `nudge_cluster_applied_total`). Then failover: one of the three nodes
+//! is SIGKILLed and the time until the others hold its partitions is
+//! measured (lease 2 s). Prints JSON lines.
+//!
+//! Run: `cargo bench --bench cluster` (needs `nats-server`, as the tests;
+//! about a minute after the build).
+
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EVENTS: usize = 100_000;
+const BATCH: usize = 100;
+const CLIENTS: usize = 2;
+
+fn main() {
+    let standalone = run(0);
+    let one = run(1);
+    let three = run(3);
+    for (name, eps) in [("cluster_1_node", one.0), ("cluster_3_nodes", three.0)] {
+        println!(
+            "{{\"bench\":\"cluster\",\"setup\":\"{name}\",\"events_per_s\":{eps:.0},\"standalone_events_per_s\":{:.0},\"ratio\":{:.2}}}",
+            standalone.0,
+            eps / standalone.0
+        );
+    }
+    if let Some(f) = three.1 {
+        println!(
+            "{{\"bench\":\"cluster\",\"setup\":\"failover\",\"lease_s\":2,\"takeover_s\":{:.2}}}",
+            f.as_secs_f64()
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+struct Killed(Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn project(dir: &Path) {
+    std::fs::write(dir.join("nudge.yaml"), "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nstorage:\n  partitions: 4\n").expect("config");
+    std::fs::create_dir(dir.join("rules")).expect("rules");
+    std::fs::write(
+        dir.join("rules/r.rules"),
+        "rule \"points\" on purchase then award points floor(event.amount)\nrule \"silver\" on purchase when tier == bronze and spend >= 500 then set tier silver\nwhen days_since_last_purchase > cycle*1.5 and tier >= silver then send coupon 30-6\n",
+    )
+    .expect("rules");
+}
+
+fn start(dir: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let addr = line.trim().trim_start_matches("nudge listening on http://");
+    (child, addr.to_string())
+}
+
+fn request(addr: &str, method: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    resp
+}
+
+/// `nodes` 0: a single node; else that many cluster nodes. Returns events
+/// per second and (three nodes) the failover time.
+fn run(nodes: usize) -> (f64, Option<Duration>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    project(d);
+    let mut children = Killed(Vec::new());
+    let port = free_port().to_string();
+    let url = format!("nats://127.0.0.1:{port}");
+    if nodes > 0 {
+        let nats = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(d.join("nats"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server");
+        children.0.push(nats);
+        while TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut addrs = Vec::new();
+    for n in 0..nodes.max(1) {
+        let name = format!("n{n}");
+        let cluster = [
+            "--data",
+            &name,
+            "--cluster",
+            &url,
+            "--node",
+            &name,
+            "--lease",
+            "2",
+        ];
+        let (child, addr) = start(d, if nodes == 0 { &[] } else { &cluster });
+        children.0.push(child);
+        addrs.push(addr);
+    }
+    // Every partition held before the clock starts.
+    while nodes > 0 && held(&addrs) < 4 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || post(c, &addrs))
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client");
+    }
+    while nodes > 0 && applied(&addrs) < EVENTS as u64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let eps = EVENTS as f64 / start.elapsed().as_secs_f64();
+    let failover = (nodes == 3).then(|| {
+        let victim = &mut children.0[1];
+        let _ = victim.kill();
+        let _ = victim.wait();
+        let killed = Instant::now();
+        while held(&addrs[1..]) < 4 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        killed.elapsed()
+    });
+    println!(
+        "{{\"bench\":\"cluster\",\"nodes\":{nodes},\"events\":{EVENTS},\"batch\":{BATCH},\"clients\":{CLIENTS},\"events_per_s\":{eps:.0}}}"
+    );
+    (eps, failover)
+}
+
+fn post(client: usize, addrs: &[String]) {
+    let per_client = EVENTS / CLIENTS / BATCH;
+    for r in 0..per_client {
+        let events: Vec<String> = (0..BATCH)
+            .map(|i| {
+                let n = (client * per_client + r) * BATCH + i;
+                format!(r#"{{"id":"e{n}","type":"purchase","member":"m{}","at":"2026-11-01T12:00:00Z","amount":{}.5}}"#, n % 50_000, n % 300)
+            })
+            .collect();
+        let addr = &addrs[r % addrs.len()];
+        let resp = request(
+            addr,
+            "POST",
+            "/v1/events",
+            &format!("[{}]", events.join(",")),
+        );
+        assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    }
+}
+
+/// A metric summed over the nodes that answer.
+fn metric(addrs: &[String], name: &str) -> u64 {
+    addrs
+        .iter()
+        .filter_map(|a| TcpStream::connect(a).ok().map(|_| a))
+        .map(|a| {
+            request(a, "GET", "/metrics", "")
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+fn applied(addrs: &[String]) -> u64 {
+    metric(addrs, "nudge_cluster_applied_total{")
+}
+
+fn held(addrs: &[String]) -> u64 {
+    metric(addrs, "nudge_cluster_partitions_held ")
+}

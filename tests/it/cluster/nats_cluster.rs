@@ -1,0 +1,203 @@
+//! NATS itself lost: three NATS servers as one JetStream cluster, nudge's
+//! streams and buckets with three replicas, one server killed during
+//! ingest (nothing lost); and one NATS server restarted under the nodes.
+
+use super::{
+    events, free_port, nats_server, node, project, reference, wait_for_effects, wait_for_members,
+    wait_for_spread,
+};
+use crate::common::{Daemon, start_cmd, try_http, wait_until};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One NATS server of a JetStream cluster (or alone), on loopback ports.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+}
+
+impl Server {
+    fn start(&mut self) {
+        let child = Command::new(nats_server())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_until(Duration::from_secs(10), "nats-server listens", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+    }
+
+    fn kill(&mut self, signal: &str) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill("-KILL");
+    }
+}
+
+/// Three servers routed to each other as the JetStream cluster `nudge`.
+fn three_servers(store: &Path) -> Vec<Server> {
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let all_routes = routes
+        .iter()
+        .map(|r| format!("nats://127.0.0.1:{r}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (0..3)
+        .map(|i| {
+            let port = free_port();
+            let dir = store.join(format!("s{i}"));
+            let args = vec![
+                "-js".into(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-sd".into(),
+                dir.display().to_string(),
+                "--server_name".into(),
+                format!("s{i}"),
+                "--cluster_name".into(),
+                "nudge".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", routes[i]),
+                "--routes".into(),
+                all_routes.clone(),
+            ];
+            let mut s = Server {
+                child: None,
+                port,
+                args,
+            };
+            s.start();
+            s
+        })
+        .collect()
+}
+
+/// Posts every chunk to the nodes in turn, each again until it is 202
+/// (503 while JetStream elects a new leader).
+fn post_retrying(nodes: &[&Daemon], events: &[String]) {
+    for (i, chunk) in events.chunks(50).enumerate() {
+        let body = format!("[{}]", chunk.join(","));
+        let started = Instant::now();
+        let mut turn = i;
+        loop {
+            let addr = &nodes[turn % nodes.len()].addr;
+            match try_http(addr, "POST", "/v1/events", &[], body.as_bytes()) {
+                Some((202, _)) => break,
+                answer => assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "no node took a request: {answer:?}"
+                ),
+            }
+            turn += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn node_on(dir: &Path, urls: &str, name: &str) -> Daemon {
+    let mut cmd = crate::common::daemon_cmd(dir);
+    cmd.args([
+        "--data",
+        name,
+        "--cluster",
+        urls,
+        "--node",
+        name,
+        "--lease",
+        "2",
+        "--replicas",
+        "3",
+    ]);
+    start_cmd(cmd, Some(dir.join(format!("{name}.log"))))
+}
+
+#[test]
+fn one_nats_server_of_three_killed_during_ingest_loses_nothing() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let mut servers = three_servers(store.path());
+    let urls = servers
+        .iter()
+        .map(Server::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = project();
+    let d = dir.path();
+    // The JetStream cluster elects its leader before the first node can
+    // make the streams.
+    let (a, b) = (node_on(d, &urls, "a"), node_on(d, &urls, "b"));
+    wait_for_spread(&[&a, &b]);
+    let events = events(6000, 60);
+    post_retrying(&[&a, &b], &events[..2000]);
+    servers[0].kill("-KILL");
+    post_retrying(&[&a, &b], &events[2000..]);
+    let want = reference(d, &events, 60);
+    wait_for_members(&a, &want);
+    wait_for_effects(&servers[1].url(), &want);
+}
+
+#[test]
+fn nodes_carry_on_after_their_nats_server_restarts() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut server = Server {
+        child: None,
+        port,
+        args: vec![
+            "-js".into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-sd".into(),
+            store.path().display().to_string(),
+        ],
+    };
+    server.start();
+    let dir = project();
+    let d = dir.path();
+    let (a, b) = (
+        node(d, &server.url(), "a", "2"),
+        node(d, &server.url(), "b", "2"),
+    );
+    wait_for_spread(&[&a, &b]);
+    let events = events(3000, 60);
+    post_retrying(&[&a, &b], &events[..1500]);
+    server.kill("-TERM");
+    // While NATS is away a request is refused (503), not lost.
+    let (code, body) = try_http(
+        &a.addr,
+        "POST",
+        "/v1/events",
+        &[],
+        format!("[{}]", events[1500]).as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(code, 503, "{body}");
+    server.start();
+    post_retrying(&[&a, &b], &events[1500..]);
+    let want = reference(d, &events, 60);
+    wait_for_members(&a, &want);
+    wait_for_effects(&server.url(), &want);
+    wait_for_spread(&[&a, &b]);
+}
