@@ -235,13 +235,22 @@ impl Cluster {
             };
             warn_of_other_rules(&me, &listed, &mut other_rules);
             // A listing made while an entry is rewritten can miss it: a
-            // node is gone once two listings in a row miss it.
-            let now: Vec<String> = listed.into_keys().collect();
-            let mut live: Vec<String> = now.iter().chain(&before).cloned().collect();
+            // node listed before and missed now is asked for by name.
+            let mut live: Vec<String> = listed.into_keys().collect();
+            for name in before
+                .iter()
+                .filter(|n| !live.contains(n))
+                .cloned()
+                .collect::<Vec<_>>()
+            {
+                if matches!(self.nodes.get(&name).await, Ok(Some(_))) {
+                    live.push(name);
+                }
+            }
             live.push(self.options.node.clone());
             live.sort();
             live.dedup();
-            before = now;
+            before.clone_from(&live);
             for p in 0..self.partitions {
                 let mine = assigned(p, &live) == Some(self.options.node.as_str());
                 self.keep_lease(p, mine, &gained).await;

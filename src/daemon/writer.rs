@@ -602,6 +602,13 @@ fn register_sinks_of(engine: &mut Engine<SledStore>) {
     }
 }
 
+/// A reload that loads but that this node cannot run: its one diagnostic.
+fn refused_by_node(status: &mut Status, code: &str, why: &str) {
+    status.last_reload_diagnostics = serde_json::json!([{
+        "code": code, "severity": "error", "file": "nudge.yaml", "message": why,
+    }]);
+}
+
 /// In cluster mode, whether the nodes can run these rules.
 fn cluster_runs(
     shared: &Shared,
@@ -644,13 +651,8 @@ fn reload(
         && let (Some(schema), Some(rules)) = (&l.schema, &l.rules)
         && let Err(e) = cluster_runs(shared, schema, rules)
     {
-        ok = false;
-        errors = 1;
-        why = e.to_string();
-        status.last_reload_diagnostics = serde_json::json!([{
-            "code": "E303", "severity": "error", "file": "nudge.yaml",
-            "message": e.to_string(),
-        }]);
+        (ok, errors, why) = (false, 1, e.to_string());
+        refused_by_node(&mut status, "E303", &why);
     } else if ok && let (Some(schema), Some(rules)) = (l.schema, l.rules) {
         let schema = super::for_node(schema, shared.cluster.is_some());
         let (schema, rules) = (Arc::new(schema), Arc::new(rules));
@@ -674,13 +676,8 @@ fn reload(
             }
             Err(e) => {
                 // A config the stores cannot take (tiers that would re-map).
-                ok = false;
-                errors = 1;
-                why = e.to_string();
-                status.last_reload_diagnostics = serde_json::json!([{
-                    "code": "E302", "severity": "error", "file": "nudge.yaml",
-                    "message": e.to_string(),
-                }]);
+                (ok, errors, why) = (false, 1, e.to_string());
+                refused_by_node(&mut status, "E302", &why);
             }
         }
     }

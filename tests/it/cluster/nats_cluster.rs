@@ -19,6 +19,24 @@ struct Server {
 }
 
 impl Server {
+    /// A JetStream server on `port` storing in `store`, with `more` args;
+    /// started.
+    fn new(port: u16, store: &Path, more: Vec<String>) -> Server {
+        let mut args: Vec<String> = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(store.display().to_string());
+        args.extend(more);
+        let mut s = Server {
+            child: None,
+            port,
+            args,
+        };
+        s.start();
+        s
+    }
+
     fn start(&mut self) {
         let child = Command::new(nats_server())
             .args(&self.args)
@@ -63,16 +81,7 @@ fn three_servers(store: &Path) -> Vec<Server> {
         .join(",");
     (0..3)
         .map(|i| {
-            let port = free_port();
-            let dir = store.join(format!("s{i}"));
-            let args = vec![
-                "-js".into(),
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-                "-sd".into(),
-                dir.display().to_string(),
+            let more = vec![
                 "--server_name".into(),
                 format!("s{i}"),
                 "--cluster_name".into(),
@@ -82,13 +91,7 @@ fn three_servers(store: &Path) -> Vec<Server> {
                 "--routes".into(),
                 all_routes.clone(),
             ];
-            let mut s = Server {
-                child: None,
-                port,
-                args,
-            };
-            s.start();
-            s
+            Server::new(free_port(), &store.join(format!("s{i}")), more)
         })
         .collect()
 }
@@ -159,21 +162,7 @@ fn one_nats_server_of_three_killed_during_ingest_loses_nothing() {
 #[test]
 fn nodes_carry_on_after_their_nats_server_restarts() {
     let store = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut server = Server {
-        child: None,
-        port,
-        args: vec![
-            "-js".into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-sd".into(),
-            store.path().display().to_string(),
-        ],
-    };
-    server.start();
+    let mut server = Server::new(free_port(), store.path(), Vec::new());
     let dir = project();
     let d = dir.path();
     let (a, b) = (
