@@ -11,11 +11,11 @@
 //! applying a quarter of a lease before any other node may start. Every
 //! commit and every effect published checks [`Owned::holds`] first.
 //!
-//! Live nodes keep an entry in `nudge_nodes` (same expiry); partition `k`
-//! goes to the `k mod n`-th of the `n` live nodes in name order, so the
-//! partitions spread evenly, and a node that joins or leaves moves only
-//! what the new spread asks for: the holder lets go of a partition that
-//! is now another's, and that node takes it once the lease is free.
+//! Live nodes keep an entry in `nudge_nodes` (same expiry); the
+//! partitions are shared out evenly over them ([`spread`]), each staying
+//! with its holder where the shares allow, so a node that joins or leaves
+//! moves only its share: the holder lets go of a partition that is now
+//! another's, and that node takes it once the lease is free.
 
 use super::Cluster;
 use std::collections::BTreeMap;
@@ -157,12 +157,44 @@ fn lease_key(p: usize) -> String {
     format!("p{p}")
 }
 
-/// Which node partition `p` goes to among the live nodes (sorted).
-pub fn assigned(p: usize, live: &[String]) -> Option<&str> {
-    if live.is_empty() {
-        return None;
+/// Which node each partition goes to. The live nodes (sorted by name)
+/// each get an equal share, the first ones one more while the partitions
+/// do not divide evenly; a partition stays with its owner while the owner
+/// is live and within its share, and the others go, in partition order,
+/// to the nodes below their share. So a node that joins takes its share
+/// and one that leaves hands its share over, and nothing else moves.
+/// Every node computes the same from the same owners and live nodes.
+pub fn spread(
+    partitions: usize,
+    live: &[String],
+    owners: &BTreeMap<usize, String>,
+) -> Vec<Option<String>> {
+    let n = live.len();
+    if n == 0 {
+        return vec![None; partitions];
     }
-    Some(live[p % live.len()].as_str())
+    let share = |i: usize| partitions / n + usize::from(i < partitions % n);
+    let mut count = vec![0usize; n];
+    let mut plan: Vec<Option<String>> = vec![None; partitions];
+    for (p, slot) in plan.iter_mut().enumerate() {
+        let Some(i) = owners
+            .get(&p)
+            .and_then(|o| live.iter().position(|l| l == o))
+        else {
+            continue;
+        };
+        if count[i] < share(i) {
+            count[i] += 1;
+            *slot = Some(live[i].clone());
+        }
+    }
+    for slot in plan.iter_mut().filter(|s| s.is_none()) {
+        if let Some(i) = (0..n).find(|&i| count[i] < share(i)) {
+            count[i] += 1;
+            *slot = Some(live[i].clone());
+        }
+    }
+    plan
 }
 
 /// This node's entry in the node bucket: its HTTP address, for the
@@ -251,8 +283,14 @@ impl Cluster {
             live.sort();
             live.dedup();
             before.clone_from(&live);
-            for p in 0..self.partitions {
-                let mine = assigned(p, &live) == Some(self.options.node.as_str());
+            // What this node holds is its own, whatever a read missed.
+            let mut owners = self.owners().await;
+            for p in self.owned.held_now() {
+                owners.insert(p, self.options.node.clone());
+            }
+            let plan = spread(self.partitions, &live, &owners);
+            for (p, node) in plan.iter().enumerate() {
+                let mine = node.as_deref() == Some(self.options.node.as_str());
                 self.keep_lease(p, mine, &gained).await;
             }
             tokio::time::sleep(every).await;

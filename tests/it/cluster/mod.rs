@@ -225,37 +225,50 @@ pub fn published(nats: &str) -> BTreeMap<String, usize> {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        use tokio_stream::StreamExt;
-        let client = async_nats::connect(nats).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
-        let mut stream = js.get_stream("nudge_effects").await.expect("stream");
-        let last = stream.info().await.expect("info").state.last_sequence;
-        let mut counts = BTreeMap::new();
-        if last == 0 {
-            return counts;
+    // Read again after a JetStream error: right after a NATS server died
+    // the stream may still be electing its leader.
+    let started = std::time::Instant::now();
+    loop {
+        match rt.block_on(read_published(nats)) {
+            Ok(counts) => return counts,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cannot read the effects stream: {e}"
+            ),
         }
-        // The keys are the messages' ids (the effect's `key`).
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                headers_only: true,
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
-        let mut messages = consumer.messages().await.expect("messages");
-        while let Some(m) = messages.next().await {
-            let m = m.expect("message");
-            let key = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
-            *counts
-                .entry(key.expect("Nats-Msg-Id").to_string())
-                .or_insert(0) += 1;
-            if m.info().expect("info").stream_sequence >= last {
-                break;
-            }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+async fn read_published(nats: &str) -> Result<BTreeMap<String, usize>, async_nats::Error> {
+    use tokio_stream::StreamExt;
+    let client = async_nats::connect(nats).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("nudge_effects").await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut counts = BTreeMap::new();
+    if last == 0 {
+        return Ok(counts);
+    }
+    // The keys are the messages' ids (the effect's `key`).
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            headers_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        let key = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
+        *counts
+            .entry(key.ok_or("an effect without Nats-Msg-Id")?.to_string())
+            .or_insert(0) += 1;
+        if m.info()?.stream_sequence >= last {
+            break;
         }
-        counts
-    })
+    }
+    Ok(counts)
 }
 
 /// Waits until the effects stream holds exactly the reference's keys,
@@ -451,4 +464,30 @@ fn a_second_node_of_the_same_name_is_refused_and_a_restart_is_not() {
         a.logs()
             .contains("differs from the lease time the cluster was made with")
     );
+}
+
+#[test]
+fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
+    use nudge::cluster::lease::spread;
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let owners = |plan: &[Option<String>]| {
+        plan.iter()
+            .enumerate()
+            .filter_map(|(p, o)| Some((p, o.clone()?)))
+            .collect::<BTreeMap<usize, String>>()
+    };
+    let two = spread(8, &names(&["a", "b"]), &BTreeMap::new());
+    assert_eq!(two.iter().flatten().filter(|n| *n == "a").count(), 4);
+    let three = spread(8, &names(&["a", "b", "c"]), &owners(&two));
+    let moved: Vec<usize> = (0..8).filter(|&p| two[p] != three[p]).collect();
+    assert_eq!(moved.len(), 2, "c takes its share of 2: {three:?}");
+    assert!(moved.iter().all(|&p| three[p].as_deref() == Some("c")));
+    // b leaves: only b's partitions move, to a and c.
+    let without_b = spread(8, &names(&["a", "c"]), &owners(&three));
+    for p in 0..8 {
+        if three[p].as_deref() != Some("b") {
+            assert_eq!(without_b[p], three[p], "partition {p} moved");
+        }
+    }
+    assert_eq!(without_b.iter().flatten().filter(|n| *n == "a").count(), 4);
 }
