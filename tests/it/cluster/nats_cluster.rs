@@ -1,12 +1,12 @@
-//! NATS itself lost: three NATS servers as one JetStream cluster, nudge's
-//! streams and buckets with three replicas, one server killed during
-//! ingest (nothing lost); and one NATS server restarted under the nodes.
+//! NATS itself lost: the NATS server stopped and started again under the
+//! nodes. (One server of a three-server JetStream cluster killed during
+//! ingest is not here yet: see docs/cluster.md, Failures.)
 
 use super::{
     events, free_port, nats_server, node, project, reference, wait_for_effects, wait_for_members,
     wait_for_spread,
 };
-use crate::common::{Daemon, start_cmd, try_http, wait_until};
+use crate::common::{Daemon, try_http, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,31 +71,6 @@ impl Drop for Server {
     }
 }
 
-/// Three servers routed to each other as the JetStream cluster `nudge`.
-fn three_servers(store: &Path) -> Vec<Server> {
-    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let all_routes = routes
-        .iter()
-        .map(|r| format!("nats://127.0.0.1:{r}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    (0..3)
-        .map(|i| {
-            let more = vec![
-                "--server_name".into(),
-                format!("s{i}"),
-                "--cluster_name".into(),
-                "nudge".into(),
-                "--cluster".into(),
-                format!("nats://127.0.0.1:{}", routes[i]),
-                "--routes".into(),
-                all_routes.clone(),
-            ];
-            Server::new(free_port(), &store.join(format!("s{i}")), more)
-        })
-        .collect()
-}
-
 /// Posts every chunk to the nodes in turn, each again until it is 202
 /// (503 while JetStream elects a new leader).
 fn post_retrying(nodes: &[&Daemon], events: &[String]) {
@@ -116,47 +91,6 @@ fn post_retrying(nodes: &[&Daemon], events: &[String]) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn node_on(dir: &Path, urls: &str, name: &str) -> Daemon {
-    let mut cmd = crate::common::daemon_cmd(dir);
-    cmd.args([
-        "--data",
-        name,
-        "--cluster",
-        urls,
-        "--node",
-        name,
-        "--lease",
-        "2",
-        "--replicas",
-        "3",
-    ]);
-    start_cmd(cmd, Some(dir.join(format!("{name}.log"))))
-}
-
-#[test]
-fn one_nats_server_of_three_killed_during_ingest_loses_nothing() {
-    let store = tempfile::tempdir().expect("tempdir");
-    let mut servers = three_servers(store.path());
-    let urls = servers
-        .iter()
-        .map(Server::url)
-        .collect::<Vec<_>>()
-        .join(",");
-    let dir = project();
-    let d = dir.path();
-    // The JetStream cluster elects its leader before the first node can
-    // make the streams.
-    let (a, b) = (node_on(d, &urls, "a"), node_on(d, &urls, "b"));
-    wait_for_spread(&[&a, &b]);
-    let events = events(6000, 60);
-    post_retrying(&[&a, &b], &events[..2000]);
-    servers[0].kill("-KILL");
-    post_retrying(&[&a, &b], &events[2000..]);
-    let want = reference(d, &events, 60);
-    wait_for_members(&a, &want);
-    wait_for_effects(&servers[1].url(), &want);
 }
 
 #[test]
