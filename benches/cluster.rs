@@ -15,7 +15,9 @@
 // A benchmark prints its figures.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{BufRead, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -72,23 +74,6 @@ fn project(dir: &Path) {
     .expect("rules");
 }
 
-fn start(dir: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(dir)
-        .arg("run")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let addr = line.trim().trim_start_matches("nudge listening on http://");
-    (child, addr.to_string())
-}
-
 fn request(addr: &str, method: &str, path: &str, body: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     let req = format!(
@@ -136,7 +121,8 @@ fn run(nodes: usize) -> (f64, Option<Duration>) {
             "--lease",
             "2",
         ];
-        let (child, addr) = start(d, if nodes == 0 { &[] } else { &cluster });
+        let (child, addr) =
+            common::start_daemon_with(d, if nodes == 0 { &[] } else { &cluster }, Stdio::null());
         children.0.push(child);
         addrs.push(addr);
     }

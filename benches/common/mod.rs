@@ -248,10 +248,20 @@ pub fn env_size(name: &str, default: usize) -> usize {
 /// Starts the release `nudge run` in `dir` (stderr to `stderr`); returns
 /// the child and the address it listens on.
 pub fn start_daemon(dir: &Path, stderr: std::process::Stdio) -> (std::process::Child, String) {
+    start_daemon_with(dir, &[], stderr)
+}
+
+/// [`start_daemon`] with more arguments to `nudge run`.
+pub fn start_daemon_with(
+    dir: &Path,
+    args: &[&str],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
         .current_dir(dir)
         .arg("run")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
         .spawn()

@@ -262,3 +262,16 @@ pub fn wait_for_points(addr: &str, prefix: &str, want: i64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// xorshift: kill moments and request sizes, reproducible by seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

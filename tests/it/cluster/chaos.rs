@@ -6,27 +6,15 @@
 use super::{
     Nats, events, node, project, reference, wait_for_effects, wait_for_members, wait_for_spread,
 };
-use crate::common::{Daemon, try_http};
+use crate::common::{Daemon, Rng, try_http};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A small deterministic generator (xorshift): the same kills every run.
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Posts every chunk to some node that is up, again to another when the
 /// answer is not 202 (a node killed mid-request, or JetStream busy): the
 /// event ids make a resend safe, as they do for any client.
 fn post_all(addrs: Arc<Mutex<Vec<Option<String>>>>, events: Vec<String>) -> usize {
-    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let mut dice = Rng(0x9e37_79b9_7f4a_7c15);
     let mut resends = 0;
     for chunk in events.chunks(50) {
         let body = format!("[{}]", chunk.join(","));
@@ -42,7 +30,7 @@ fn post_all(addrs: Arc<Mutex<Vec<Option<String>>>>, events: Vec<String>) -> usiz
             let answer = match up.is_empty() {
                 true => None,
                 false => {
-                    let addr = &up[dice.roll(up.len() as u64) as usize];
+                    let addr = &up[dice.next(up.len() as u64) as usize];
                     try_http(addr, "POST", "/v1/events", &[], body.as_bytes())
                 }
             };
@@ -82,11 +70,11 @@ fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice(
         let (addrs, events) = (addrs.clone(), events.clone());
         std::thread::spawn(move || post_all(addrs, events))
     };
-    let mut dice = Dice(0x2545_f491_4f6c_dd1d);
+    let mut dice = Rng(0x2545_f491_4f6c_dd1d);
     let mut kills = 0;
     while !poster.is_finished() {
-        std::thread::sleep(Duration::from_millis(100 + dice.roll(400)));
-        let i = dice.roll(3) as usize;
+        std::thread::sleep(Duration::from_millis(100 + dice.next(400)));
+        let i = dice.next(3) as usize;
         match nodes[i].take() {
             Some(mut n) => {
                 addrs.lock().expect("addrs")[i] = None;

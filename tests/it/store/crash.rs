@@ -57,16 +57,7 @@ fn body(range: std::ops::Range<usize>) -> String {
     format!("[{}]", range.map(event).collect::<Vec<_>>().join(","))
 }
 
-/// xorshift: the kill moments and request sizes, reproducible by seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use crate::common::Rng;
 
 /// Posts `range`; `Some((applied, duplicates))` on 202, `None` when the
 /// daemon died first. Anything else fails the test.
