@@ -54,6 +54,11 @@ impl Owned {
         }
     }
 
+    /// How long a lease lasts without renewal.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     fn get(&self, p: usize) -> Option<Held> {
         self.held.lock().ok()?.get(&p).copied()
     }

@@ -11,6 +11,7 @@
 //! with `Nats-Msg-Id` = the event id, effects of partition `k` to
 //! `nudge.effects.k` with `Nats-Msg-Id` = the effect key.
 
+pub mod allot;
 pub mod consume;
 pub mod lease;
 
@@ -91,6 +92,8 @@ pub struct Cluster {
     pub effects: stream::Stream,
     pub leases: kv::Store,
     pub nodes: kv::Store,
+    /// Budgets and stock handed out to partitions ([`allot`]).
+    pub budgets: kv::Store,
     /// The partitions this node holds the lease of.
     pub owned: Arc<lease::Owned>,
     /// Events applied here, by partition (for `/metrics`).
@@ -108,12 +111,6 @@ pub fn unsupported(schema: &Schema, rules: &RuleSet) -> Result<(), ClusterError>
             "One ID (`ids` in nudge.yaml)".into(),
         ));
     }
-    if let Some(r) = rules.rules.iter().find(|r| r.budget.is_some()) {
-        return Err(ClusterError::Unsupported(format!(
-            "budgets (rule `{}`)",
-            r.name
-        )));
-    }
     if let Some(r) = rules.rules.iter().find(|r| {
         r.actions
             .iter()
@@ -121,12 +118,6 @@ pub fn unsupported(schema: &Schema, rules: &RuleSet) -> Result<(), ClusterError>
     }) {
         return Err(ClusterError::Unsupported(format!(
             "actions for another member (`to`, rule `{}`)",
-            r.name
-        )));
-    }
-    if let Some(r) = schema.rewards.iter().find(|r| r.stock.is_some()) {
-        return Err(ClusterError::Unsupported(format!(
-            "rewards with a stock (`{}`)",
             r.name
         )));
     }
@@ -177,7 +168,13 @@ pub async fn connect(
     // A JetStream cluster that has just started has no leader for a few
     // seconds and refuses to make streams: asked again for a while.
     let started = std::time::Instant::now();
-    let (events, effects, leases, nodes) = loop {
+    let Made {
+        events,
+        effects,
+        leases,
+        nodes,
+        budgets,
+    } = loop {
         match ensure_all(&js, &options, partitions, replicas).await {
             Ok(made) => break made,
             Err(e @ ClusterError::JetStream(_)) if started.elapsed() < JETSTREAM_WAIT => {
@@ -208,6 +205,7 @@ pub async fn connect(
         effects,
         leases,
         nodes,
+        budgets,
         published: Default::default(),
         applied: (0..partitions)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
@@ -229,21 +227,37 @@ async fn lease_time(js: &jetstream::Context) -> Result<Duration, ClusterError> {
 /// How long a starting node waits for JetStream to make its streams.
 const JETSTREAM_WAIT: Duration = Duration::from_secs(30);
 
-/// The events and effects streams, the lease and node buckets, made or
-/// found, and the partition count checked.
+/// What nudge keeps in JetStream.
+struct Made {
+    events: stream::Stream,
+    effects: stream::Stream,
+    leases: kv::Store,
+    nodes: kv::Store,
+    budgets: kv::Store,
+}
+
+/// The events and effects streams and the buckets, made or found, and the
+/// partition count checked.
 async fn ensure_all(
     js: &jetstream::Context,
     options: &ClusterOptions,
     partitions: usize,
     replicas: usize,
-) -> Result<(stream::Stream, stream::Stream, kv::Store, kv::Store), ClusterError> {
+) -> Result<Made, ClusterError> {
     let events = ensure_stream(js, EVENTS_STREAM, "nudge.events.*", replicas).await?;
     let effects = ensure_stream(js, EFFECTS_STREAM, "nudge.effects.*", replicas).await?;
     let leases = ensure_bucket(js, LEASES_BUCKET, options.lease, replicas).await?;
     let nodes = ensure_bucket(js, NODES_BUCKET, options.lease, replicas).await?;
+    let budgets = ensure_bucket(js, allot::BUDGETS_BUCKET, Duration::ZERO, replicas).await?;
     let settings = ensure_bucket(js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
     check_partitions(&settings, partitions).await?;
-    Ok((events, effects, leases, nodes))
+    Ok(Made {
+        events,
+        effects,
+        leases,
+        nodes,
+        budgets,
+    })
 }
 
 async fn ensure_stream(

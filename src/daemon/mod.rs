@@ -377,6 +377,17 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         )),
         None => None,
     };
+    if let Some(c) = &cluster {
+        let allot: Arc<dyn crate::engine::budget::Allotment> =
+            Arc::new(crate::cluster::allot::Allotments::new(
+                c.budgets.clone(),
+                runtime.handle().clone(),
+                c.owned.clone(),
+            ));
+        for e in parts.engines_mut() {
+            e.draw_from(allot.clone());
+        }
+    }
     if parts.len() != schema.partitions {
         tracing::warn!(folder = %data.display(), partitions = parts.len(), configured = schema.partitions, "The data folder keeps the number of partitions it was made with: `storage.partitions` is for folders made from now on.");
     }

@@ -11,6 +11,17 @@
 //! what a batch that failed to commit had taken. The budget is the sum over
 //! the partitions, so it stays exact after a crash too: what was not
 //! committed was not spent, and its effects do not exist.
+//!
+//! In cluster mode the partitions are on different nodes and draw from an
+//! [`Allotment`] instead: one entry per key, shared by every node, saying
+//! how much of it each partition has been given. A partition spends from
+//! what it was given and draws another block when that is used up. What a
+//! partition was given stays its own (whichever node holds it), so a crash
+//! loses nothing: the new holder rebuilds the partition's spend from the
+//! stream and spends the rest. A draw that finds less left than it needs
+//! takes what is left, so once a budget runs short no more is handed out:
+//! a holder replaying the partition's history then caps exactly the
+//! firings the old holder capped.
 
 use crate::config::Schema;
 use crate::lang::check::{BudgetSpec, CouponSpec, Period};
@@ -32,14 +43,48 @@ pub struct Budgets {
     /// The totals over every partition; none on a folder of one, where the
     /// partition's own spend is the total.
     ledger: Option<Ledger>,
+    /// What this partition has been given of each key (cluster mode; may
+    /// lag behind the allotment, never run ahead of it).
+    given: HashMap<String, Decimal>,
     /// A store error met taking stock inside an action: the batch fails.
     pub failed: Option<StoreError>,
 }
 
-/// Every budget's and reward stock's spend summed over the partitions of a
-/// data folder, shared by their writers.
-#[derive(Clone, Default)]
-pub struct Ledger(Arc<Mutex<HashMap<String, Decimal>>>);
+/// Where the partitions' writers take budgets and stock from.
+#[derive(Clone)]
+pub enum Ledger {
+    /// Every budget's and reward stock's spend summed over the partitions
+    /// of a data folder, shared by their writers in one process.
+    Totals(Arc<Mutex<HashMap<String, Decimal>>>),
+    /// Blocks drawn by partition `partition` from an allotment shared by
+    /// the nodes of a cluster.
+    Drawn {
+        from: Arc<dyn Allotment>,
+        partition: usize,
+    },
+}
+
+/// Budgets and stock handed out to partitions in blocks (cluster mode,
+/// `cluster::allot`): one entry per key saying what each partition has
+/// been given, changed only by compare-and-set.
+pub trait Allotment: Send + Sync {
+    /// Gives partition `partition` at least `need` of `key` in all, in a
+    /// block of at least `block`, where `limit` leaves room; when it does
+    /// not, the partition is given what is left. Returns what the
+    /// partition has now been given.
+    fn draw(
+        &self,
+        key: &str,
+        partition: usize,
+        need: Decimal,
+        block: Decimal,
+        limit: Decimal,
+    ) -> Result<Decimal, String>;
+
+    /// What has been given out of `key` to every partition, as this node
+    /// last saw it (spent, or held in a partition's block).
+    fn given_out(&self, key: &str) -> Option<Decimal>;
+}
 
 impl Ledger {
     /// The sums of what each store's meta says its partition spent. Every
@@ -57,14 +102,22 @@ impl Ledger {
                 }
             }
         }
-        Ok(Ledger(Arc::new(Mutex::new(totals))))
+        Ok(Ledger::Totals(Arc::new(Mutex::new(totals))))
     }
+}
 
-    // A writer that panicked holding the lock left the totals whole: each
-    // change is one `+=`.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Decimal>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+// A writer that panicked holding the lock left the totals whole: each
+// change is one `+=`.
+fn lock(totals: &Mutex<HashMap<String, Decimal>>) -> MutexGuard<'_, HashMap<String, Decimal>> {
+    totals.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How much a partition draws at a time: 1% of the limit, at least one
+/// unit. Small enough that the partitions holding blocks near the end keep
+/// little from the others, large enough that a budget is drawn about a
+/// hundred times, not once per firing.
+fn block(limit: Decimal) -> Decimal {
+    (limit / Decimal::from(100)).floor().max(Decimal::ONE)
 }
 
 fn parse(b: &[u8]) -> Decimal {
@@ -144,7 +197,8 @@ impl Budgets {
     /// What every partition spent of `key`.
     fn used(&mut self, key: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
         match &self.ledger {
-            Some(l) => Ok(l.lock().get(key).copied().unwrap_or_default()),
+            Some(Ledger::Totals(t)) => Ok(lock(t).get(key).copied().unwrap_or_default()),
+            Some(Ledger::Drawn { from, .. }) => Ok(from.given_out(key).unwrap_or_default()),
             None => self.own(key, store),
         }
     }
@@ -159,14 +213,27 @@ impl Budgets {
     ) -> Result<bool, StoreError> {
         let own = self.own(&key, store)?;
         match &self.ledger {
-            Some(l) => {
-                let mut totals = l.lock();
+            Some(Ledger::Totals(t)) => {
+                let mut totals = lock(t);
                 let total = totals.entry(key.clone()).or_default();
                 if *total + cost > limit {
                     return Ok(false);
                 }
                 *total += cost;
                 *self.pending.entry(key.clone()).or_default() += cost;
+            }
+            Some(Ledger::Drawn { from, partition }) => {
+                let need = own + cost;
+                let given = self.given.get(&key).copied().unwrap_or_default();
+                if need > given {
+                    let now = from
+                        .draw(&key, *partition, need, block(limit), limit)
+                        .map_err(|e| StoreError::Io(format!("drawing from `{key}`: {e}")))?;
+                    self.given.insert(key.clone(), now);
+                    if need > now {
+                        return Ok(false);
+                    }
+                }
             }
             None if own + cost > limit => return Ok(false),
             None => {}
@@ -219,8 +286,8 @@ impl Budgets {
     /// After a failed commit the cache may be ahead of the store, and the
     /// ledger holds what the batch took: both go back to what is stored.
     pub fn forget(&mut self) {
-        if let Some(l) = &self.ledger {
-            let mut totals = l.lock();
+        if let Some(Ledger::Totals(t)) = &self.ledger {
+            let mut totals = lock(t);
             for (k, v) in self.pending.drain() {
                 if let Some(t) = totals.get_mut(&k) {
                     *t -= v;

@@ -301,6 +301,15 @@ impl<S: Store> Engine<S> {
         self
     }
 
+    /// Budgets and stock are drawn in blocks from `from`, shared by the
+    /// nodes of a cluster (see [`budget`]).
+    pub fn draw_from(&mut self, from: std::sync::Arc<dyn budget::Allotment>) {
+        let partition = self.partition.map_or(0, |(k, _)| k);
+        self.budgets
+            .get_mut()
+            .share(budget::Ledger::Drawn { from, partition });
+    }
+
     /// A file sink's file for this engine: each partition writes its own,
     /// `effects-p0.ndjson` for `effects.ndjson` (a file has one owner).
     pub fn sink_file(&self, path: &std::path::Path) -> std::path::PathBuf {

@@ -1,22 +1,32 @@
 //! Three nodes, 50,000 events posted to whichever node is up, while nodes
 //! are SIGKILLed and started again at random moments: at the end every
 //! member equals a single node's `nudge ingest` of the same events, and
-//! the effects stream holds each of its effect keys exactly once.
+//! the effects stream holds each of its effect keys exactly once, and the
+//! budgeted rule spent exactly its budget.
 
 use super::{
     Nats, events, node, project, reference, wait_for_effects, wait_for_members, wait_for_spread,
 };
 use crate::common::{Daemon, Rng, try_http};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Events per request.
+const CHUNK: usize = 50;
 
 /// Posts every chunk to some node that is up, again to another when the
 /// answer is not 202 (a node killed mid-request, or JetStream busy): the
 /// event ids make a resend safe, as they do for any client.
-fn post_all(addrs: Arc<Mutex<Vec<Option<String>>>>, events: Vec<String>) -> usize {
+fn post_all(
+    addrs: Arc<Mutex<Vec<Option<String>>>>,
+    events: Vec<String>,
+    progress: Arc<AtomicUsize>,
+) -> usize {
     let mut dice = Rng(0x9e37_79b9_7f4a_7c15);
     let mut resends = 0;
-    for chunk in events.chunks(50) {
+    for (i, chunk) in events.chunks(CHUNK).enumerate() {
+        progress.store(i, Ordering::Relaxed);
         let body = format!("[{}]", chunk.join(","));
         let started = Instant::now();
         loop {
@@ -66,14 +76,24 @@ fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice(
             .collect::<Vec<_>>(),
     ));
     let events = events(50_000, 500);
+    let chunks = events.len() / CHUNK;
+    let progress = Arc::new(AtomicUsize::new(0));
     let poster = {
-        let (addrs, events) = (addrs.clone(), events.clone());
-        std::thread::spawn(move || post_all(addrs, events))
+        let (addrs, events, progress) = (addrs.clone(), events.clone(), progress.clone());
+        std::thread::spawn(move || post_all(addrs, events, progress))
     };
+    // Eight moments of the ingest, by request, each killing a node that is
+    // up or starting one that is down: a start needs a kill before it, so
+    // at least four kills, all while events are coming in however fast
+    // the machine posts them.
     let mut dice = Rng(0x2545_f491_4f6c_dd1d);
+    let mut moments: Vec<usize> = (0..8).map(|_| dice.next(chunks as u64) as usize).collect();
+    moments.sort();
     let mut kills = 0;
-    while !poster.is_finished() {
-        std::thread::sleep(Duration::from_millis(100 + dice.next(400)));
+    for at in moments {
+        while progress.load(Ordering::Relaxed) < at && !poster.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let i = dice.next(3) as usize;
         match nodes[i].take() {
             Some(mut n) => {
@@ -95,10 +115,14 @@ fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice(
             *slot = Some(node(&d, &nats.url, names[i], "1"));
         }
     }
-    assert!(kills >= 3, "only {kills} kills (resends {resends})");
+    assert!(
+        kills >= 4 && progress.load(Ordering::Relaxed) + 1 == chunks,
+        "{kills} kills (resends {resends})"
+    );
     let up: Vec<&Daemon> = nodes.iter().flatten().collect();
     wait_for_spread(&up);
     let want = reference(&d, &events, 500);
+    assert_eq!(want.thanks_sent, super::BUDGET, "the budget runs out");
     wait_for_members(up[0], &want);
     wait_for_effects(&nats.url, &want);
 }

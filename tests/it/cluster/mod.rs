@@ -71,9 +71,11 @@ impl Nats {
 
 /// A project for the cluster: four partitions, a file sink (which the
 /// single-node run writes and cluster nodes leave to the stream), rules
-/// that award points, tag, and set tiers.
+/// that award points, tag, and set tiers, and a message with a budget of
+/// [`BUDGET`] firings (which members get it depends on which partition
+/// asks first, so it changes nothing in the member).
 pub fn project() -> tempfile::TempDir {
-    let config = "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
+    let config = "timezone: UTC\ntiers: [bronze, silver]\nchannels:\n  email: {}\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
     let rules = r#"rule "points"
   on purchase
   then award points 10
@@ -87,6 +89,12 @@ rule "silver"
   on purchase
   when orders >= 3 and tier < silver
   then set tier silver
+
+rule "thanks"
+  on purchase
+  when event.amount > 200
+  then send message "thanks" via email
+  budget 300
 "#;
     crate::common::project_with(config, rules)
 }
@@ -143,7 +151,12 @@ pub fn post(nodes: &[&Daemon], events: &[String], per: usize) {
 pub struct Reference {
     pub members: BTreeMap<String, serde_json::Value>,
     pub keys: BTreeSet<String>,
+    /// Firings of the budgeted rule that went out.
+    pub thanks_sent: usize,
 }
+
+/// The budget of the project's rule "thanks".
+pub const BUDGET: usize = 300;
 
 pub fn reference(dir: &Path, events: &[String], members: usize) -> Reference {
     std::fs::write(dir.join("all.ndjson"), events.join("\n") + "\n").expect("events");
@@ -158,11 +171,13 @@ pub fn reference(dir: &Path, events: &[String], members: usize) -> Reference {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut keys = BTreeSet::new();
+    let mut thanks_sent = 0;
     for p in 0..4 {
         let file = dir.join(format!("out/effects-p{p}.ndjson"));
         for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
             let e: serde_json::Value = serde_json::from_str(line).expect("effect");
             assert!(keys.insert(e["key"].as_str().expect("key").to_string()));
+            thanks_sent += usize::from(is_thanks_sent(&e));
         }
     }
     // Read through a single node's daemon on that folder (one process,
@@ -182,7 +197,15 @@ pub fn reference(dir: &Path, events: &[String], members: usize) -> Reference {
         })
         .collect();
     single.stop();
-    Reference { members, keys }
+    Reference {
+        members,
+        keys,
+        thanks_sent,
+    }
+}
+
+fn is_thanks_sent(effect: &serde_json::Value) -> bool {
+    effect["rule"] == "thanks" && effect["status"] == "sent"
 }
 
 /// A member's JSON without what depends on the day it is read.
@@ -219,8 +242,15 @@ pub fn wait_for_members(node: &Daemon, want: &Reference) {
     }
 }
 
+/// The effects stream: how often each key is there, and how many
+/// firings of rule "thanks" went out.
+pub struct Published {
+    pub counts: BTreeMap<String, usize>,
+    pub thanks_sent: usize,
+}
+
 /// Every effect key in the effects stream, with how often it is there.
-pub fn published(nats: &str) -> BTreeMap<String, usize> {
+pub fn published(nats: &str) -> Published {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -240,35 +270,39 @@ pub fn published(nats: &str) -> BTreeMap<String, usize> {
     }
 }
 
-async fn read_published(nats: &str) -> Result<BTreeMap<String, usize>, async_nats::Error> {
+async fn read_published(nats: &str) -> Result<Published, async_nats::Error> {
     use tokio_stream::StreamExt;
     let client = async_nats::connect(nats).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("nudge_effects").await?;
     let last = stream.info().await?.state.last_sequence;
-    let mut counts = BTreeMap::new();
+    let mut got = Published {
+        counts: BTreeMap::new(),
+        thanks_sent: 0,
+    };
     if last == 0 {
-        return Ok(counts);
+        return Ok(got);
     }
     // The keys are the messages' ids (the effect's `key`).
     let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            headers_only: true,
-            ..Default::default()
-        })
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
         .await?;
     let mut messages = consumer.messages().await?;
     while let Some(m) = messages.next().await {
         let m = m?;
         let key = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
-        *counts
-            .entry(key.ok_or("an effect without Nats-Msg-Id")?.to_string())
-            .or_insert(0) += 1;
+        let key = key.ok_or("an effect without Nats-Msg-Id")?.to_string();
+        let n = got.counts.entry(key).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let effect: serde_json::Value = serde_json::from_slice(&m.payload)?;
+            got.thanks_sent += usize::from(is_thanks_sent(&effect));
+        }
         if m.info()?.stream_sequence >= last {
             break;
         }
     }
-    Ok(counts)
+    Ok(got)
 }
 
 /// Waits until the effects stream holds exactly the reference's keys,
@@ -276,12 +310,18 @@ async fn read_published(nats: &str) -> Result<BTreeMap<String, usize>, async_nat
 pub fn wait_for_effects(nats: &str, want: &Reference) {
     let start = std::time::Instant::now();
     loop {
-        let got = published(nats);
+        let Published {
+            counts: got,
+            thanks_sent,
+        } = published(nats);
         let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "effects published twice: {twice:?}");
         let extra: Vec<_> = got.keys().filter(|k| !want.keys.contains(*k)).collect();
         assert!(extra.is_empty(), "effects no single node made: {extra:?}");
         if got.len() == want.keys.len() {
+            // Spent exactly as far as on one node: the whole budget when
+            // the single node spent it all, else every firing.
+            assert_eq!(thanks_sent, want.thanks_sent, "firings of a budgeted rule");
             return;
         }
         assert!(
