@@ -24,11 +24,18 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Each message's stream sequence and body.
-    pub fn events(&self) -> Vec<(u64, &[u8])> {
+    /// Each message's stream sequence and body, and whether it is a relay
+    /// (an effect from another partition) rather than an event.
+    pub fn events(&self) -> Vec<(u64, &[u8], bool)> {
         self.messages
             .iter()
-            .filter_map(|m| Some((m.info().ok()?.stream_sequence, m.payload.as_ref())))
+            .filter_map(|m| {
+                let relay = m
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(super::RELAY_HEADER).is_some());
+                Some((m.info().ok()?.stream_sequence, m.payload.as_ref(), relay))
+            })
             .collect()
     }
 

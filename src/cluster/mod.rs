@@ -9,7 +9,10 @@
 //!
 //! Subjects: events of partition `k` are published to `nudge.events.k`
 //! with `Nats-Msg-Id` = the event id, effects of partition `k` to
-//! `nudge.effects.k` with `Nats-Msg-Id` = the effect key.
+//! `nudge.effects.k` with `Nats-Msg-Id` = the effect key. What a rule gives
+//! a member of another partition (a relay, `to`) travels to that
+//! partition's events subject as the effect's JSON, with the header
+//! [`RELAY_HEADER`] and `Nats-Msg-Id` = `relay:<effect key>`.
 
 pub mod allot;
 pub mod consume;
@@ -69,6 +72,11 @@ const LEASES_BUCKET: &str = "nudge_leases";
 const NODES_BUCKET: &str = "nudge_nodes";
 const SETTINGS_BUCKET: &str = "nudge_cluster";
 
+/// The header that marks a message of the events stream as a relay from
+/// another partition (its body an effect, not an event). Only nodes set
+/// it: a client's events are published by a node, which never does.
+pub const RELAY_HEADER: &str = "Nudge-Relay";
+
 /// How long JetStream drops a redelivered event or effect by its id
 /// (`Nats-Msg-Id`). Past it, the engine's dedup window catches events
 /// and a new owner's list of published effect keys catches effects.
@@ -94,6 +102,9 @@ pub struct Cluster {
     pub nodes: kv::Store,
     /// Budgets and stock handed out to partitions ([`allot`]).
     pub budgets: kv::Store,
+    /// The runtime the node's NATS client runs on, for the writer's
+    /// thread to wait on.
+    pub runtime: tokio::runtime::Handle,
     /// The partitions this node holds the lease of.
     pub owned: Arc<lease::Owned>,
     /// Events applied here, by partition (for `/metrics`).
@@ -110,16 +121,6 @@ pub fn unsupported(schema: &Schema, rules: &RuleSet) -> Result<(), ClusterError>
         return Err(ClusterError::Unsupported(
             "One ID (`ids` in nudge.yaml)".into(),
         ));
-    }
-    if let Some(r) = rules.rules.iter().find(|r| {
-        r.actions
-            .iter()
-            .any(|a| matches!(a, crate::lang::compile::Action::For { .. }))
-    }) {
-        return Err(ClusterError::Unsupported(format!(
-            "actions for another member (`to`, rule `{}`)",
-            r.name
-        )));
     }
     if rules.reads_predictions {
         return Err(ClusterError::Unsupported(
@@ -206,6 +207,7 @@ pub async fn connect(
         leases,
         nodes,
         budgets,
+        runtime: tokio::runtime::Handle::current(),
         published: Default::default(),
         applied: (0..partitions)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
@@ -339,11 +341,12 @@ async fn check_partitions(settings: &kv::Store, partitions: usize) -> Result<(),
     }
 }
 
-/// One event to publish: its partition, id and JSON.
+/// One event (or relay) to publish: its partition, id and JSON.
 pub struct Outgoing {
     pub partition: usize,
     pub id: String,
     pub body: bytes::Bytes,
+    pub relay: bool,
 }
 
 impl Cluster {
@@ -354,6 +357,9 @@ impl Cluster {
         for e in events {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", e.id.as_str());
+            if e.relay {
+                headers.insert(RELAY_HEADER, "1");
+            }
             let ack = self
                 .js
                 .publish_with_headers(events_subject(e.partition), headers, e.body)

@@ -5,10 +5,11 @@
 //! is `crate::cluster`.
 
 use super::Shared;
+use super::apply::Entry;
 use super::writer::Command;
 use crate::cluster::lease::NodeInfo;
 use crate::cluster::{Cluster, Outgoing};
-use crate::model::{Event, EventError};
+use crate::model::EventError;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -139,18 +140,27 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
     tracing::info!(partition = p, "Partition no longer applied here.");
 }
 
-/// The fetched events, parsed with the running config, and the last
-/// sequence among them. One that no longer parses (the config changed
-/// since it was accepted) is left out, said in the log, and counted.
-fn parse(shared: &Shared, p: usize, fetched: &[(u64, &[u8])]) -> (Vec<(u64, Event)>, u64) {
+/// The fetched events and relays, parsed (events with the running
+/// config), and the last sequence among them. One that no longer parses
+/// (the config changed since it was accepted) is left out, said in the
+/// log, and counted.
+fn parse(shared: &Shared, p: usize, fetched: &[(u64, &[u8], bool)]) -> (Vec<(u64, Entry)>, u64) {
     let schema = shared.schema.load();
     let mut events = Vec::with_capacity(fetched.len());
     let mut through = 0;
-    for (seq, body) in fetched {
+    for (seq, body, relay) in fetched {
         through = through.max(*seq);
-        let parsed = serde_json::from_slice::<serde_json::Value>(body)
-            .map_err(|e| e.to_string())
-            .and_then(|v| crate::io::event::event_from_json(&schema, v).map_err(|e| e.to_string()));
+        let parsed = match relay {
+            true => serde_json::from_slice(body)
+                .map(|r| Entry::Relay(Box::new(r)))
+                .map_err(|e| format!("a relay: {e}")),
+            false => serde_json::from_slice::<serde_json::Value>(body)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    crate::io::event::event_from_json(&schema, v).map_err(|e| e.to_string())
+                })
+                .map(Entry::Event),
+        };
         match parsed {
             Ok(e) => events.push((*seq, e)),
             Err(why) => {
@@ -187,6 +197,7 @@ pub async fn ingest(
                 partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
                 id: e.id,
                 body,
+                relay: false,
             }),
             Err(mut e) => {
                 e.line = Some(i + 1);

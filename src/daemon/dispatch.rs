@@ -285,3 +285,27 @@ async fn send(
         Err(e) => Attempt::Retry(None, e.to_string()),
     }
 }
+
+/// Writes file sinks (counted per sink in `/metrics`), trims the outbox
+/// and wakes the dispatcher.
+pub(super) fn after_commit(
+    parts: &mut crate::engine::partitions::Partitions<crate::store::SledStore>,
+    shared: &Shared,
+) {
+    for engine in parts.engines_mut() {
+        let counted = crate::outbox::drain_file_sinks(engine, &mut |sink, r| {
+            let label = crate::outbox::sink_label(sink);
+            match r {
+                Ok(n) => shared.count_deliveries(&label, n as u64, Ok(())),
+                Err(e) => {
+                    shared.count_deliveries(&label, 1, Err(e.to_string()));
+                    tracing::error!(sink = %label, error = %e, "Delivery failed.");
+                }
+            }
+        });
+        if let Err(e) = counted {
+            tracing::error!(error = %e, "Trimming the outbox failed.");
+        }
+    }
+    shared.outbox_changed.notify_waiters();
+}

@@ -3,6 +3,7 @@
 //! shuts them down in order. The HTTP handlers only validate shapes and pass
 //! work to the writer; they read members straight from the store.
 
+pub mod apply;
 pub mod cluster;
 pub mod dispatch;
 pub mod http;
@@ -381,7 +382,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let allot: Arc<dyn crate::engine::budget::Allotment> =
             Arc::new(crate::cluster::allot::Allotments::new(
                 c.budgets.clone(),
-                runtime.handle().clone(),
+                c.runtime.clone(),
                 c.owned.clone(),
             ));
         for e in parts.engines_mut() {

@@ -7,6 +7,7 @@
 //! a reload swaps config, rules and plugins between two batches, and no
 //! event is ever evaluated against a mix of old and new rules.
 
+use super::dispatch::after_commit;
 use super::{Shared, Status};
 use crate::engine::clock::{CatchUp, SystemClock};
 use crate::engine::partitions::Partitions;
@@ -37,13 +38,14 @@ pub enum Command {
     Fit {
         reply: oneshot::Sender<Result<crate::predict::Fit, String>>,
     },
-    /// Cluster mode: a partition's events from the stream, each with its
-    /// sequence, and the last sequence fetched (events that no longer
-    /// parse are left out). Applied in one commit that stores `through`;
-    /// those at or below the stored sequence are skipped.
+    /// Cluster mode: a partition's events and relays from the stream, each
+    /// with its sequence, and the last sequence fetched (entries that no
+    /// longer parse are left out). Applied in commits that store the
+    /// sequence (the last one `through`); those at or below the stored
+    /// sequence are skipped (`daemon::apply`).
     Apply {
         part: usize,
-        events: Vec<(u64, Event)>,
+        events: Vec<(u64, super::apply::Entry)>,
         through: u64,
         reply: oneshot::Sender<Result<(), String>>,
     },
@@ -143,6 +145,10 @@ pub fn run(
                 }
             }
             Command::Tick => {
+                // Relays NATS did not take at their commit are sent again.
+                if shared.cluster.is_some() {
+                    settle(&mut parts, shared, false);
+                }
                 release_deferred(&mut parts, shared);
                 if !ticks_held(parts.first(), shared, &mut watch) {
                     tick(&mut parts, shared);
@@ -161,7 +167,9 @@ pub fn run(
                 through,
                 reply,
             } => {
-                let _ = reply.send(apply(&mut parts, shared, part, events, through));
+                let _ = reply.send(super::apply::apply(
+                    &mut parts, shared, part, events, through,
+                ));
             }
             Command::Shutdown => {
                 shut_down(&mut parts, &rx, shared);
@@ -309,7 +317,11 @@ fn publish_budgets(parts: &Partitions<SledStore>, shared: &Shared) {
 
 /// Applies the relays partitions stored for members of other partitions
 /// (with `all`, also drops the copies applied: nothing left in transit).
+/// In cluster mode they are sent through the stream instead.
 fn settle(parts: &mut Partitions<SledStore>, shared: &Shared, all: bool) {
+    if shared.cluster.is_some() {
+        return super::apply::publish_relays(parts, shared);
+    }
     match parts.settle(all) {
         Ok(effects) if effects.is_empty() => {}
         Ok(effects) => {
@@ -347,27 +359,6 @@ fn release_deferred(parts: &mut Partitions<SledStore>, shared: &Shared) {
     if released {
         after_commit(parts, shared);
     }
-}
-
-/// Writes file sinks (counted per sink in `/metrics`), trims the outbox
-/// and wakes the dispatcher.
-fn after_commit(parts: &mut Partitions<SledStore>, shared: &Shared) {
-    for engine in parts.engines_mut() {
-        let counted = crate::outbox::drain_file_sinks(engine, &mut |sink, r| {
-            let label = crate::outbox::sink_label(sink);
-            match r {
-                Ok(n) => shared.count_deliveries(&label, n as u64, Ok(())),
-                Err(e) => {
-                    shared.count_deliveries(&label, 1, Err(e.to_string()));
-                    tracing::error!(sink = %label, error = %e, "Delivery failed.");
-                }
-            }
-        });
-        if let Err(e) = counted {
-            tracing::error!(error = %e, "Trimming the outbox failed.");
-        }
-    }
-    shared.outbox_changed.notify_waiters();
 }
 
 /// Validates a request's events with the current schema. Invalid requests
@@ -491,75 +482,6 @@ fn commit(parts: &mut Partitions<SledStore>, batch: Vec<IngestRequest>, shared: 
             for (reply, _) in replies {
                 let _ = reply.send(IngestReply::Unavailable(e.to_string()));
             }
-        }
-    }
-}
-
-/// Cluster mode: applies a partition's events from the stream, if this
-/// node still holds its lease, storing the stream sequence in the commit.
-fn apply(
-    parts: &mut Partitions<SledStore>,
-    shared: &Shared,
-    part: usize,
-    events: Vec<(u64, Event)>,
-    through: u64,
-) -> Result<(), String> {
-    use crate::store::Store;
-    let key = crate::store::keys::STREAM_SEQ;
-    let engine = parts
-        .engines_mut()
-        .get_mut(part)
-        .ok_or_else(|| format!("no partition {part} here"))?;
-    let stored = engine.store().meta_u64(key).map_err(|e| e.to_string())?;
-    if through <= stored {
-        return Ok(());
-    }
-    let fresh: Vec<Event> = events
-        .into_iter()
-        .filter(|(seq, _)| *seq > stored)
-        .map(|(_, e)| e)
-        .collect();
-    if !shared.cluster.as_ref().is_some_and(|c| c.owned.holds(part)) {
-        return Err("the partition's lease is no longer held here".into());
-    }
-    let start = std::time::Instant::now();
-    let noted = vec![(key.to_string(), through.to_le_bytes().to_vec())];
-    match engine.process_noting(&fresh, noted) {
-        Ok(c) => {
-            shared.note_write(Ok(()));
-            shared.observe_batch(start.elapsed(), fresh.len());
-            shared.count_effects(&c.effects);
-            let count =
-                |f: fn(&EventOutcome) -> bool| c.outcomes.iter().filter(|o| f(o)).count() as u64;
-            let applied = count(|o| matches!(o, EventOutcome::Applied { .. }));
-            let duplicates = count(|o| matches!(o, EventOutcome::Duplicate));
-            let rejected = c.outcomes.len() as u64 - applied - duplicates;
-            shared.events_applied.fetch_add(applied, Ordering::Relaxed);
-            if let Some(n) = shared.cluster.as_ref().and_then(|c| c.applied.get(part)) {
-                n.fetch_add(applied, Ordering::Relaxed);
-            }
-            shared
-                .events_duplicate
-                .fetch_add(duplicates, Ordering::Relaxed);
-            shared
-                .events_rejected
-                .fetch_add(rejected, Ordering::Relaxed);
-            // Its client heard 202 (the event is in the stream): the log
-            // and the counter are where a refusal shows.
-            let first = c.outcomes.iter().zip(&fresh).find_map(|(o, e)| match o {
-                EventOutcome::Rejected(r) => Some((e.id.clone(), r.to_string())),
-                _ => None,
-            });
-            if let Some((id, why)) = first {
-                tracing::warn!(partition = part, refused = rejected, first = %id, why = %why, "Events in the stream refused by the engine.");
-            }
-            after_commit(parts, shared);
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(partition = part, error = %e, "Commit failed.");
-            shared.note_write(Err(format!("the last commit failed: {e}")));
-            Err(e.to_string())
         }
     }
 }

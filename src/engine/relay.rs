@@ -164,6 +164,17 @@ impl<S: Store> Engine<S> {
         std::mem::take(&mut self.mail.outgoing)
     }
 
+    /// Relays whose sending failed, to send again later.
+    pub fn resend(&mut self, relays: Vec<Effect>) {
+        self.mail.outgoing.extend(relays);
+    }
+
+    /// Relays delivered for a commit that failed: they come again (from
+    /// the stream, in cluster mode) rather than with the next commit.
+    pub fn drop_incoming(&mut self) {
+        self.mail.incoming.clear();
+    }
+
     /// Relays applied here since the last call: (key, sending member).
     pub fn take_applied(&mut self) -> Vec<(String, String)> {
         std::mem::take(&mut self.mail.applied)

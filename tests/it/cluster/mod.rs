@@ -71,11 +71,13 @@ impl Nats {
 
 /// A project for the cluster: four partitions, a file sink (which the
 /// single-node run writes and cluster nodes leave to the stream), rules
-/// that award points, tag, and set tiers, and a message with a budget of
+/// that award points (to the buyer, and to a friend the purchase names,
+/// often in another partition), tag, and set tiers, and a message with a
+/// budget of
 /// [`BUDGET`] firings (which members get it depends on which partition
 /// asks first, so it changes nothing in the member).
 pub fn project() -> tempfile::TempDir {
-    let config = "timezone: UTC\ntiers: [bronze, silver]\nchannels:\n  email: {}\nevents:\n  purchase:\n    amount: money\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
+    let config = "timezone: UTC\ntiers: [bronze, silver]\nchannels:\n  email: {}\nevents:\n  purchase:\n    amount: money\n    friend: string?\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
     let rules = r#"rule "points"
   on purchase
   then award points 10
@@ -89,6 +91,11 @@ rule "silver"
   on purchase
   when orders >= 3 and tier < silver
   then set tier silver
+
+rule "friend"
+  on purchase
+  when event.friend is not null
+  then award points 5 to event.friend
 
 rule "thanks"
   on purchase
@@ -115,12 +122,17 @@ pub fn node(dir: &Path, nats: &str, name: &str, lease: &str) -> Daemon {
     start_cmd(cmd, Some(dir.join(format!("{name}.log"))))
 }
 
-/// `n` purchases over `members` members, in time order.
+/// `n` purchases over `members` members, in time order; one in ten names
+/// a friend.
 pub fn events(n: usize, members: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
+            let friend = match i % 10 {
+                0 => format!(r#","friend":"m{}""#, (i * 31 + 1) % members),
+                _ => String::new(),
+            };
             format!(
-                r#"{{"id":"e{i}","type":"purchase","member":"m{}","at":"2026-11-{:02}T{:02}:{:02}:00Z","amount":{}}}"#,
+                r#"{{"id":"e{i}","type":"purchase","member":"m{}","at":"2026-11-{:02}T{:02}:{:02}:00Z","amount":{}{friend}}}"#,
                 (i * 7919) % members,
                 1 + i * 20 / n,
                 (i / 60) % 24,

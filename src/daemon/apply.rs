@@ -1,0 +1,205 @@
+//! Cluster mode, on the writer's thread: applying what a partition's
+//! stream holds (events, and relays from other partitions), and sending
+//! this node's relays to their recipients' partitions through the stream.
+//! Fetching from the stream and the leases are `daemon::cluster`'s and
+//! `cluster`'s; the commit is the engine's, as on a single node.
+
+use super::Shared;
+use super::dispatch::after_commit;
+use crate::cluster::{Cluster, Outgoing};
+use crate::engine::EventOutcome;
+use crate::engine::partitions::Partitions;
+use crate::model::{Effect, Event};
+use crate::store::SledStore;
+use std::sync::atomic::Ordering;
+
+/// What the events stream holds for a partition: a client's event, or a
+/// relay another partition's rule sent one of its members.
+pub enum Entry {
+    Event(Event),
+    // Boxed: an effect is several times an event's size, and rare here.
+    Relay(Box<Effect>),
+}
+
+/// A stretch of the stream committed at once: relays first (as the
+/// engine applies them), then events, and the last sequence it covers.
+struct Stretch {
+    relays: Vec<Effect>,
+    events: Vec<Event>,
+    through: u64,
+}
+
+/// Applies a partition's entries from the stream, if this node still
+/// holds its lease, storing the stream sequence in each commit. A relay
+/// after an event starts a new commit: the engine applies a commit's
+/// relays before its events, and the stream's order must hold on every
+/// holder, however the fetches cut it.
+pub fn apply(
+    parts: &mut Partitions<SledStore>,
+    shared: &Shared,
+    part: usize,
+    entries: Vec<(u64, Entry)>,
+    through: u64,
+) -> Result<(), String> {
+    use crate::store::Store;
+    let stored = parts
+        .engines()
+        .get(part)
+        .ok_or_else(|| format!("no partition {part} here"))?
+        .store()
+        .meta_u64(crate::store::keys::STREAM_SEQ)
+        .map_err(|e| e.to_string())?;
+    if through <= stored {
+        return Ok(());
+    }
+    let mut stretches: Vec<Stretch> = Vec::new();
+    for (seq, entry) in entries.into_iter().filter(|(seq, _)| *seq > stored) {
+        let fresh = match stretches.last() {
+            None => true,
+            Some(s) => matches!(entry, Entry::Relay(_)) && !s.events.is_empty(),
+        };
+        if fresh {
+            stretches.push(Stretch {
+                relays: Vec::new(),
+                events: Vec::new(),
+                through: seq,
+            });
+        }
+        if let Some(s) = stretches.last_mut() {
+            s.through = seq;
+            match entry {
+                Entry::Relay(r) => s.relays.push(*r),
+                Entry::Event(e) => s.events.push(e),
+            }
+        }
+    }
+    // The last commit stores the fetch's last sequence, past any entries
+    // that did not parse.
+    match stretches.last_mut() {
+        Some(s) => s.through = through,
+        None => stretches.push(Stretch {
+            relays: Vec::new(),
+            events: Vec::new(),
+            through,
+        }),
+    }
+    for s in stretches {
+        commit(parts, shared, part, s)?;
+    }
+    publish_relays(parts, shared);
+    Ok(())
+}
+
+/// One stretch through the engine's commit, counted.
+fn commit(
+    parts: &mut Partitions<SledStore>,
+    shared: &Shared,
+    part: usize,
+    s: Stretch,
+) -> Result<(), String> {
+    if !shared.cluster.as_ref().is_some_and(|c| c.owned.holds(part)) {
+        return Err("the partition's lease is no longer held here".into());
+    }
+    let engine = parts
+        .engines_mut()
+        .get_mut(part)
+        .ok_or_else(|| format!("no partition {part} here"))?;
+    let start = std::time::Instant::now();
+    let noted = vec![(
+        crate::store::keys::STREAM_SEQ.to_string(),
+        s.through.to_le_bytes().to_vec(),
+    )];
+    engine.deliver(s.relays);
+    let c = match engine.process_noting(&s.events, noted) {
+        Ok(c) => c,
+        Err(e) => {
+            // Applied again from the stream: not kept for the next commit.
+            engine.drop_incoming();
+            tracing::error!(partition = part, error = %e, "Commit failed.");
+            shared.note_write(Err(format!("the last commit failed: {e}")));
+            return Err(e.to_string());
+        }
+    };
+    shared.note_write(Ok(()));
+    shared.observe_batch(start.elapsed(), s.events.len());
+    shared.count_effects(&c.effects);
+    let count = |f: fn(&EventOutcome) -> bool| c.outcomes.iter().filter(|o| f(o)).count() as u64;
+    let applied = count(|o| matches!(o, EventOutcome::Applied { .. }));
+    let duplicates = count(|o| matches!(o, EventOutcome::Duplicate));
+    let rejected = c.outcomes.len() as u64 - applied - duplicates;
+    shared.events_applied.fetch_add(applied, Ordering::Relaxed);
+    if let Some(n) = shared.cluster.as_ref().and_then(|c| c.applied.get(part)) {
+        n.fetch_add(applied, Ordering::Relaxed);
+    }
+    shared
+        .events_duplicate
+        .fetch_add(duplicates, Ordering::Relaxed);
+    shared
+        .events_rejected
+        .fetch_add(rejected, Ordering::Relaxed);
+    // Its client heard 202 (the event is in the stream): the log and the
+    // counter are where a refusal shows.
+    let first = c.outcomes.iter().zip(&s.events).find_map(|(o, e)| match o {
+        EventOutcome::Rejected(r) => Some((e.id.clone(), r.to_string())),
+        _ => None,
+    });
+    if let Some((id, why)) = first {
+        tracing::warn!(partition = part, refused = rejected, first = %id, why = %why, "Events in the stream refused by the engine.");
+    }
+    after_commit(parts, shared);
+    Ok(())
+}
+
+/// Sends what the partitions held here gave members of other partitions
+/// to those partitions' events subjects. A relay JetStream acknowledged
+/// is in the stream for good: its stored copy goes with the partition's
+/// next commit. One not acknowledged is sent again after the next commit
+/// or tick; one a crash cut off is made again by whichever node rebuilds
+/// the partition (the same key, so its recipient applies it once).
+pub fn publish_relays(parts: &mut Partitions<SledStore>, shared: &Shared) {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return;
+    };
+    for (k, engine) in parts.engines_mut().iter_mut().enumerate() {
+        // Confirmations are a single node's way to drop stored copies; in
+        // the cluster the stream's acknowledgement is.
+        drop(engine.take_applied());
+        if !cluster.owned.holds(k) {
+            continue;
+        }
+        let relays = engine.take_outgoing();
+        if relays.is_empty() {
+            continue;
+        }
+        match send(cluster, &relays) {
+            Ok(()) => engine.confirm(relays.into_iter().map(|e| e.key).collect()),
+            Err(why) => {
+                tracing::warn!(partition = k, relays = relays.len(), error = %why, "Sending relays to other partitions failed; sending them again later.");
+                engine.resend(relays);
+            }
+        }
+    }
+}
+
+fn send(cluster: &Cluster, relays: &[Effect]) -> Result<(), String> {
+    let out = relays
+        .iter()
+        .map(|e| {
+            Ok(Outgoing {
+                partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
+                id: format!("relay:{}", e.key),
+                body: serde_json::to_vec(e).map_err(|e| e.to_string())?.into(),
+                relay: true,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    // The writer waits for JetStream as for its own disk, but not past a
+    // quarter of a lease (see `cluster::allot`).
+    let wait = cluster.owned.lease() / 4;
+    cluster
+        .runtime
+        .block_on(async { tokio::time::timeout(wait, cluster.publish_events(out)).await })
+        .map_err(|_| "NATS did not answer in time".to_string())?
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
