@@ -81,15 +81,7 @@ impl Allotments {
         use kv::{CreateErrorKind, UpdateErrorKind};
         let name = entry_name(key);
         for _ in 0..ROUNDS {
-            let found = self.bucket.entry(&name).await.map_err(|e| e.to_string())?;
-            let (mut entry, revision) = match found {
-                Some(e) if e.operation == kv::Operation::Put => (
-                    serde_json::from_slice::<Entry>(&e.value)
-                        .map_err(|why| format!("the entry `{name}` is damaged: {why}"))?,
-                    Some(e.revision),
-                ),
-                _ => (Entry::default(), None),
-            };
+            let (mut entry, revision) = self.read(&name).await?;
             let mine = entry.of(partition);
             let total = entry.total();
             let grant = (need - mine).max(block).min(limit - total);
@@ -120,6 +112,31 @@ impl Allotments {
         Err(format!(
             "the entry `{name}` changed under {ROUNDS} draws in a row"
         ))
+    }
+
+    /// The entry as the bucket stream's leader has it, with its revision
+    /// (none yet: `None`). Not the key-value get, which may be answered by
+    /// a replica that lags behind: a partition told less than it was given
+    /// would cap a firing its next holder sends.
+    async fn read(&self, name: &str) -> Result<(Entry, Option<u64>), String> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = format!("$KV.{BUDGETS_BUCKET}.{name}");
+        match self
+            .bucket
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => Ok((
+                serde_json::from_slice(&m.payload)
+                    .map_err(|why| format!("the entry `{name}` is damaged: {why}"))?,
+                Some(m.sequence),
+            )),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                Ok((Entry::default(), None))
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn saw(&self, key: &str, total: Decimal) {

@@ -50,16 +50,44 @@ impl Fetched {
     }
 }
 
+/// How long reading a partition's published effect keys may take.
+const READ_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a fetch may take in all: its half a second of waiting for
+/// the first event, and time to receive up to [`FETCH`] events.
+const FETCH_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a consumer nobody pulls from stays: one left by a node that
+/// died, or whose delete NATS did not hear, is dropped by NATS after it.
+const IDLE: Duration = Duration::from_secs(60);
+
 impl Cluster {
     /// Partition `p`'s consumer, made anew to start at stream sequence
-    /// `from` (the one after the last the partition applied): a consumer
-    /// an earlier owner left is replaced, with its place in the stream.
-    pub async fn consumer(&self, p: usize, from: u64) -> Result<PullConsumer, ClusterError> {
-        let name = format!("p{p}");
-        let _ = self.events.delete_consumer(&name).await;
+    /// `from` (the one after the last the partition applied), under a name
+    /// of its own: a consumer is never changed, since JetStream refuses to
+    /// move one's start ("deliver policy can not be updated") and a delete
+    /// may not have been heard. `previous`, this node's last consumer of
+    /// the partition, is deleted if NATS answers; one it does not (or a
+    /// dead node's) goes once idle for [`IDLE`].
+    pub async fn consumer(
+        &self,
+        p: usize,
+        from: u64,
+        previous: Option<&str>,
+    ) -> Result<PullConsumer, ClusterError> {
+        if let Some(old) = previous {
+            let _ = tokio::time::timeout(IDLE / 4, self.events.delete_consumer(old)).await;
+        }
+        let n = self
+            .consumers_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.events
             .create_consumer(pull::Config {
-                durable_name: Some(name),
+                name: Some(format!(
+                    "p{p}-{}-{}-{n}",
+                    self.options.node,
+                    std::process::id()
+                )),
                 filter_subject: events_subject(p),
                 deliver_policy: if from <= 1 {
                     consumer::DeliverPolicy::All
@@ -71,6 +99,13 @@ impl Cluster {
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(60),
                 max_ack_pending: (FETCH * 4) as i64,
+                inactive_threshold: IDLE,
+                // One replica, in memory: the holder makes it anew from its
+                // copy's sequence whenever it takes the partition or the
+                // consumer is gone (its NATS server died), so replicating
+                // it would only cost a raft group per partition.
+                num_replicas: 1,
+                memory_storage: true,
                 ..Default::default()
             })
             .await
@@ -80,6 +115,14 @@ impl Cluster {
     /// The next events of the consumer, at most [`FETCH`], waiting up to
     /// half a second for the first.
     pub async fn fetch(&self, consumer: &PullConsumer) -> Result<Fetched, ClusterError> {
+        // Bounded: a consumer on a NATS server that died answers nothing,
+        // and the pull would wait for ever; the caller makes it anew.
+        tokio::time::timeout(FETCH_WAIT, self.fetch_unbounded(consumer))
+            .await
+            .map_err(|_| ClusterError::JetStream("the consumer did not answer in time".into()))?
+    }
+
+    async fn fetch_unbounded(&self, consumer: &PullConsumer) -> Result<Fetched, ClusterError> {
         let mut batch = consumer
             .fetch()
             .max_messages(FETCH)
@@ -94,18 +137,45 @@ impl Cluster {
         Ok(Fetched { messages })
     }
 
-    /// How many of partition `p`'s events wait to be applied (its
-    /// consumer's pending and unacknowledged); `None` with no consumer.
-    pub async fn lag(&self, p: usize) -> Option<u64> {
-        let mut c: PullConsumer = self.events.get_consumer(&format!("p{p}")).await.ok()?;
-        let info = c.info().await.ok()?;
-        Some(info.num_pending + info.num_ack_pending as u64)
+    /// Whether the stream holds events of partition `p` past `applied`
+    /// (asked of the stream's leader; `false` when it does not answer).
+    pub async fn behind(&self, p: usize, applied: u64) -> bool {
+        let subject = events_subject(p);
+        let last = self.events.get_last_raw_message_by_subject(&subject);
+        matches!(tokio::time::timeout(FETCH_WAIT, last).await, Ok(Ok(m)) if m.sequence > applied)
+    }
+
+    /// Notes partition `p`'s lag after a fetch: the events after the last
+    /// one fetched (JetStream says so in each message), 0 after none.
+    pub fn note_lag(&self, p: usize, fetched: &Fetched) {
+        let lag = fetched
+            .messages
+            .last()
+            .and_then(|m| m.info().ok())
+            .map_or(0, |i| i.pending);
+        if let Some(l) = self.lags.get(p) {
+            l.store(lag, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Partition `p`'s lag as last noted here, if it is held here.
+    pub fn lag(&self, p: usize) -> Option<u64> {
+        self.owned.holds(p).then(|| {
+            self.lags
+                .get(p)
+                .map_or(0, |l| l.load(std::sync::atomic::Ordering::Relaxed))
+        })
     }
 
     /// Reads the keys of every effect partition `p` has published (and
     /// the stream still keeps) and keeps them for [`Self::was_published`].
     pub async fn take_up_published(&self, p: usize) -> Result<usize, ClusterError> {
-        let keys = self.published_keys(p).await?;
+        // Bounded: a consumer on a NATS server that died answers nothing.
+        let keys = tokio::time::timeout(READ_WAIT, self.published_keys(p))
+            .await
+            .map_err(|_| {
+                ClusterError::JetStream("reading the effects stream timed out".into())
+            })??;
         let n = keys.len();
         if let Ok(mut m) = self.published.lock() {
             m.insert(p, keys);

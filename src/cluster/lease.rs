@@ -17,7 +17,8 @@
 //! moves only its share: the holder lets go of a partition that is now
 //! another's, and that node takes it once the lease is free.
 
-use super::Cluster;
+use super::{Cluster, NODES_BUCKET};
+use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -141,6 +142,11 @@ impl Owned {
     }
 }
 
+/// `f`, or `None` when it takes longer than `wait`.
+async fn bounded<T>(wait: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(wait, f).await.ok()
+}
+
 /// Says once (each time the set changes) which live nodes run another
 /// rule set than this node: a partition rebuilt there would apply other
 /// rules to its history.
@@ -210,18 +216,36 @@ pub struct NodeInfo {
     /// The version of the rule set it runs (config, rules, plugins).
     #[serde(default)]
     pub version: String,
+    /// The lag of each partition it holds (by partition number, a string
+    /// as JSON keys are), as of its last fetch.
+    #[serde(default)]
+    pub lags: BTreeMap<String, u64>,
 }
 
 impl Cluster {
     /// The live nodes, by name, with what they published of themselves.
+    /// Listed from the bucket stream's subjects (a request its leader
+    /// answers), not by a consumer: right after a NATS server died, making
+    /// consumers can take many seconds while reads and writes already
+    /// work again.
     pub async fn live_nodes(&self) -> Result<BTreeMap<String, NodeInfo>, super::ClusterError> {
         use tokio_stream::StreamExt;
-        let mut keys = self.nodes.keys().await.map_err(super::ClusterError::js)?;
+        let prefix = format!("$KV.{NODES_BUCKET}.");
+        let mut subjects = self
+            .nodes
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(super::ClusterError::js)?;
         let mut names = Vec::new();
-        while let Some(k) = keys.next().await {
-            names.push(k.map_err(super::ClusterError::js)?);
+        while let Some(s) = subjects.next().await {
+            let (subject, _) = s.map_err(super::ClusterError::js)?;
+            if let Some(name) = subject.strip_prefix(&prefix) {
+                names.push(name.to_string());
+            }
         }
         let mut nodes = BTreeMap::new();
+        // A deleted entry (a node that left) reads as none.
         for name in names {
             if let Ok(Some(v)) = self.nodes.get(&name).await {
                 nodes.insert(name, serde_json::from_slice(&v).unwrap_or_default());
@@ -230,15 +254,16 @@ impl Cluster {
         Ok(nodes)
     }
 
-    /// Who holds each partition's lease now (by the bucket).
+    /// Who holds each partition's lease now (by the bucket), read all at
+    /// once.
     pub async fn owners(&self) -> BTreeMap<usize, String> {
-        let mut owners = BTreeMap::new();
-        for p in 0..self.partitions {
-            if let Ok(Some(v)) = self.leases.get(lease_key(p)).await {
-                owners.insert(p, String::from_utf8_lossy(&v).into_owned());
-            }
-        }
-        owners
+        let reads = (0..self.partitions)
+            .map(|p| async move { (p, self.leases.get(lease_key(p)).await.ok().flatten()) });
+        join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(|(p, v)| Some((p, String::from_utf8_lossy(&v?).into_owned())))
+            .collect()
     }
 
     /// Keeps this node's entry and leases, forever: renews what it holds,
@@ -253,18 +278,27 @@ impl Cluster {
         let mut before: Vec<String> = Vec::new();
         let mut other_rules: Vec<String> = Vec::new();
         loop {
-            // Renewals first: listing the nodes takes round trips.
-            for p in self.owned.held_now() {
-                self.renew(p).await;
-            }
+            // Renewals first, all at once, each waiting at most a round:
+            // a slow answer for one lease (NATS electing a leader) must
+            // not let the others lapse.
+            let held = self.owned.held_now();
+            join_all(held.into_iter().map(|p| bounded(every, self.renew(p)))).await;
             let me = me();
             let info = bytes::Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
-            if let Err(e) = self.nodes.put(&self.options.node, info).await {
-                tracing::warn!(error = %e, "Cannot renew this node's entry.");
+            match bounded(every, self.nodes.put(&self.options.node, info)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "Cannot renew this node's entry."),
+                None => {
+                    tracing::warn!("Cannot renew this node's entry: NATS did not answer in time.")
+                }
             }
-            let listed = match self.live_nodes().await {
-                Ok(n) => n,
-                Err(e) => {
+            let listed = match bounded(every, self.live_nodes()).await {
+                Some(Ok(n)) => n,
+                None => {
+                    tracing::warn!("Cannot list the live nodes in time; the spread waits.");
+                    continue;
+                }
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "Cannot list the live nodes; the spread waits.");
                     tokio::time::sleep(every).await;
                     continue;
@@ -289,7 +323,10 @@ impl Cluster {
             live.dedup();
             before.clone_from(&live);
             // What this node holds is its own, whatever a read missed.
-            let mut owners = self.owners().await;
+            let Some(mut owners) = bounded(every, self.owners()).await else {
+                tracing::warn!("Cannot read the leases in time; the spread waits.");
+                continue;
+            };
             for p in self.owned.held_now() {
                 owners.insert(p, self.options.node.clone());
             }

@@ -109,6 +109,14 @@ pub struct Cluster {
     pub owned: Arc<lease::Owned>,
     /// Events applied here, by partition (for `/metrics`).
     pub applied: Vec<std::sync::atomic::AtomicU64>,
+    /// Events waiting in each partition held here, as of the last fetch.
+    pub lags: Vec<std::sync::atomic::AtomicU64>,
+    /// Relays committed here for other partitions, to publish: the writer
+    /// sends them, the daemon's relay task takes the receiver.
+    pub relays: RelayQueue,
+    /// Consumers made by this process so far: each is named
+    /// `p<k>-<node>-<pid>-<n>`, so a restarted node's names are new too.
+    pub consumers_made: std::sync::atomic::AtomicU64,
     /// The keys of the effects each partition held here has published.
     published:
         std::sync::Mutex<std::collections::HashMap<usize, std::collections::HashSet<String>>>,
@@ -212,6 +220,11 @@ pub async fn connect(
         applied: (0..partitions)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
+        lags: (0..partitions)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+        consumers_made: std::sync::atomic::AtomicU64::new(0),
+        relays: RelayQueue::new(),
     };
     cluster.claim_name().await?;
     Ok(cluster)
@@ -341,12 +354,43 @@ async fn check_partitions(settings: &kv::Store, partitions: usize) -> Result<(),
     }
 }
 
+/// A sending partition and its relays.
+pub type Relays = (usize, Vec<crate::model::Effect>);
+
+/// Relays waiting to be published, by sending partition.
+pub struct RelayQueue {
+    pub tx: tokio::sync::mpsc::UnboundedSender<Relays>,
+    pub rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Relays>>>,
+}
+
+impl RelayQueue {
+    fn new() -> RelayQueue {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        RelayQueue {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+}
+
 /// One event (or relay) to publish: its partition, id and JSON.
 pub struct Outgoing {
     pub partition: usize,
     pub id: String,
     pub body: bytes::Bytes,
     pub relay: bool,
+}
+
+impl Outgoing {
+    /// The same message, to send again (the body is shared, not copied).
+    pub fn again(&self) -> Outgoing {
+        Outgoing {
+            partition: self.partition,
+            id: self.id.clone(),
+            body: self.body.clone(),
+            relay: self.relay,
+        }
+    }
 }
 
 impl Cluster {

@@ -6,7 +6,6 @@
 
 use super::Shared;
 use super::dispatch::after_commit;
-use crate::cluster::{Cluster, Outgoing};
 use crate::engine::EventOutcome;
 use crate::engine::partitions::Partitions;
 use crate::model::{Effect, Event};
@@ -150,11 +149,12 @@ fn commit(
     Ok(())
 }
 
-/// Sends what the partitions held here gave members of other partitions
-/// to those partitions' events subjects. A relay JetStream acknowledged
-/// is in the stream for good: its stored copy goes with the partition's
-/// next commit. One not acknowledged is sent again after the next commit
-/// or tick; one a crash cut off is made again by whichever node rebuilds
+/// Hands what the partitions held here gave members of other partitions
+/// to the relay task (`daemon::cluster::send_relays`), which publishes them to those
+/// partitions' events subjects. A relay JetStream acknowledged is in the
+/// stream for good: the task confirms it, and its stored copy goes with
+/// the partition's next commit. One a crash cut off is sent again after
+/// the start (its stored copy), or made again by whichever node rebuilds
 /// the partition (the same key, so its recipient applies it once).
 pub fn publish_relays(parts: &mut Partitions<SledStore>, shared: &Shared) {
     let Some(cluster) = shared.cluster.as_ref() else {
@@ -168,38 +168,11 @@ pub fn publish_relays(parts: &mut Partitions<SledStore>, shared: &Shared) {
             continue;
         }
         let relays = engine.take_outgoing();
-        if relays.is_empty() {
-            continue;
-        }
-        match send(cluster, &relays) {
-            Ok(()) => engine.confirm(relays.into_iter().map(|e| e.key).collect()),
-            Err(why) => {
-                tracing::warn!(partition = k, relays = relays.len(), error = %why, "Sending relays to other partitions failed; sending them again later.");
-                engine.resend(relays);
-            }
+        if !relays.is_empty() && cluster.relays.tx.send((k, relays)).is_err() {
+            tracing::error!(
+                partition = k,
+                "The relay task is gone; relays wait for the next start."
+            );
         }
     }
-}
-
-fn send(cluster: &Cluster, relays: &[Effect]) -> Result<(), String> {
-    let out = relays
-        .iter()
-        .map(|e| {
-            Ok(Outgoing {
-                partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
-                id: format!("relay:{}", e.key),
-                body: serde_json::to_vec(e).map_err(|e| e.to_string())?.into(),
-                relay: true,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    // The writer waits for JetStream as for its own disk, but not past a
-    // quarter of a lease (see `cluster::allot`).
-    let wait = cluster.owned.lease() / 4;
-    cluster
-        .runtime
-        .block_on(async { tokio::time::timeout(wait, cluster.publish_events(out)).await })
-        .map_err(|_| "NATS did not answer in time".to_string())?
-        .map(drop)
-        .map_err(|e| e.to_string())
 }

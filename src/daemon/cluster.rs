@@ -19,6 +19,9 @@ use tokio_stream::StreamExt;
 
 /// How long a consumer waits after a failure before it starts again.
 const RETRY: Duration = Duration::from_secs(1);
+/// Empty fetches (half a second each) between two checks that the
+/// partition's consumer still sees the stream.
+const STALL_CHECK: u32 = 4;
 /// How long a consumer waits for a late renewal of its lease.
 const PAUSE: Duration = Duration::from_millis(50);
 
@@ -29,11 +32,19 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
         return;
     };
     let (gained_tx, mut gained) = tokio::sync::mpsc::unbounded_channel();
+    let (relays, writer_relays) = (cluster.clone(), writer.clone());
     let leases = cluster.clone();
     let status = shared.clone();
+    let lags = cluster.clone();
     let me = move || NodeInfo {
         http: http.clone(),
         version: status.status.load().ruleset.clone(),
+        lags: lags
+            .owned
+            .list()
+            .into_iter()
+            .filter_map(|p| Some((p.to_string(), lags.lag(p)?)))
+            .collect(),
     };
     tokio::spawn(async move { leases.keep_leases(me, gained_tx).await });
     let consumers = shared.clone();
@@ -44,6 +55,7 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
             }
         }
     });
+    tokio::spawn(send_relays(relays, writer_relays));
     tokio::spawn(answer_member_reads(shared));
 }
 
@@ -55,24 +67,16 @@ fn applied(shared: &Shared, p: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// Applies partition `p`'s events for as long as this taking of its lease
-/// lasts.
-async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: u64) {
-    let Some(cluster) = shared.cluster.clone() else {
-        return;
-    };
-    // This taking of the lease lasts until the lease is lost or let go; a
-    // renewal that comes late only pauses it (the writer applies nothing
-    // while the lease is not known to be held).
-    let alive = || cluster.owned.taken(p) == Some(taken);
-    // Effects wait until the keys published before are known.
+/// Reads the keys partition `p` published before: its effects wait until
+/// they are known.
+async fn take_up(shared: &Shared, cluster: &Cluster, p: usize, alive: &impl Fn() -> bool) {
     while alive() {
         match cluster.take_up_published(p).await {
             Ok(n) => {
                 tracing::info!(
                     partition = p,
                     published = n,
-                    from = applied(&shared, p) + 1,
+                    from = applied(shared, p) + 1,
                     "Partition taken up."
                 );
                 cluster.owned.set_ready(p);
@@ -85,7 +89,23 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
             }
         }
     }
+}
+
+/// Applies partition `p`'s events for as long as this taking of its lease
+/// lasts.
+async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: u64) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    // This taking of the lease lasts until the lease is lost or let go; a
+    // renewal that comes late only pauses it (the writer applies nothing
+    // while the lease is not known to be held).
+    let alive = || cluster.owned.taken(p) == Some(taken);
+    take_up(&shared, &cluster, p, &alive).await;
     let mut consumer = None;
+    // This node's last consumer of the partition, deleted when replaced.
+    let mut last_name: Option<String> = None;
+    let mut empty = 0u32;
     while alive() {
         if !cluster.owned.holds(p) {
             tokio::time::sleep(PAUSE).await;
@@ -93,8 +113,14 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
         }
         let c = match &consumer {
             Some(c) => c,
-            None => match cluster.consumer(p, applied(&shared, p) + 1).await {
-                Ok(c) => consumer.insert(c),
+            None => match cluster
+                .consumer(p, applied(&shared, p) + 1, last_name.as_deref())
+                .await
+            {
+                Ok(mut c) => {
+                    last_name = c.info().await.ok().map(|i| i.name.clone());
+                    consumer.insert(c)
+                }
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "Cannot make the partition's consumer; retrying.");
                     tokio::time::sleep(RETRY).await;
@@ -103,8 +129,27 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
             },
         };
         let fetched = match cluster.fetch(c).await {
-            Ok(f) if f.messages.is_empty() => continue,
-            Ok(f) => f,
+            Ok(f) if f.messages.is_empty() => {
+                cluster.note_lag(p, &f);
+                empty += 1;
+                // A consumer whose NATS server died answers every pull with
+                // nothing: now and then the stream is asked whether the
+                // partition has events past the last applied.
+                if empty.is_multiple_of(STALL_CHECK) && cluster.behind(p, applied(&shared, p)).await
+                {
+                    tracing::warn!(
+                        partition = p,
+                        "The partition's consumer gives nothing while the stream has more; making it anew."
+                    );
+                    consumer = None;
+                }
+                continue;
+            }
+            Ok(f) => {
+                cluster.note_lag(p, &f);
+                empty = 0;
+                f
+            }
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "Fetching events failed; starting again from the last applied.");
                 consumer = None;
@@ -324,7 +369,7 @@ pub async fn metrics(shared: &Shared, out: &mut String) {
         "# HELP nudge_cluster_lag Events of a partition held here not yet applied.\n# TYPE nudge_cluster_lag gauge"
     );
     for p in held {
-        if let Some(Some(lag)) = bounded(cluster.lag(p)).await {
+        if let Some(lag) = cluster.lag(p) {
             let _ = writeln!(out, "nudge_cluster_lag{{partition=\"{p}\"}} {lag}");
         }
     }
@@ -337,19 +382,15 @@ pub async fn view(shared: &Shared) -> serde_json::Value {
     };
     let nodes = bounded(cluster.live_nodes()).await.and_then(Result::ok);
     let owners = bounded(cluster.owners()).await.unwrap_or_default();
-    // Each partition's lag asked at once, each answer waited for a while:
-    // a busy NATS makes the view slower, not stuck.
-    let mut lags = tokio::task::JoinSet::new();
-    for p in 0..cluster.partitions {
-        let c = cluster.clone();
-        lags.spawn(async move { (p, bounded(c.lag(p)).await.flatten()) });
-    }
-    let mut lag = std::collections::BTreeMap::new();
-    while let Some(Ok((p, l))) = lags.join_next().await {
-        lag.insert(p, l);
-    }
     let partitions: Vec<_> = (0..cluster.partitions)
-        .map(|p| json!({"partition": p, "owner": owners.get(&p), "lag": lag.get(&p).copied().flatten()}))
+        .map(|p| {
+            // Each holder says its partitions' lags in its node entry.
+            let lag = cluster.lag(p).or_else(|| {
+                let owner = nodes.as_ref()?.get(owners.get(&p)?)?;
+                owner.lags.get(&p.to_string()).copied()
+            });
+            json!({"partition": p, "owner": owners.get(&p), "lag": lag})
+        })
         .collect();
     let nodes = nodes.unwrap_or_default();
     json!({
@@ -359,4 +400,43 @@ pub async fn view(shared: &Shared) -> serde_json::Value {
         "held_here": cluster.owned.list(),
         "lease_changes": cluster.owned.changes(),
     })
+}
+
+/// Publishes the relays the writer hands over, each batch again until
+/// JetStream has every one (the ids make a resend safe), then confirms
+/// them to the writer.
+pub async fn send_relays(cluster: std::sync::Arc<Cluster>, writer: Sender<Command>) {
+    let Some(mut queue) = cluster.relays.rx.lock().ok().and_then(|mut q| q.take()) else {
+        return;
+    };
+    while let Some((part, relays)) = queue.recv().await {
+        let mut out = Vec::with_capacity(relays.len());
+        for e in &relays {
+            match serde_json::to_vec(e) {
+                Ok(body) => out.push(Outgoing {
+                    partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
+                    id: format!("relay:{}", e.key),
+                    body: body.into(),
+                    relay: true,
+                }),
+                Err(why) => {
+                    tracing::error!(key = %e.key, error = %why, "A relay cannot be encoded; it is not sent.")
+                }
+            }
+        }
+        loop {
+            let resend: Vec<Outgoing> = out.iter().map(Outgoing::again).collect();
+            match cluster.publish_events(resend).await {
+                Ok(_) => break,
+                Err(why) => {
+                    tracing::warn!(partition = part, relays = out.len(), error = %why, "Sending relays to other partitions failed; retrying.");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let keys = relays.into_iter().map(|e| e.key).collect();
+        if writer.send(Command::Confirm { part, keys }).is_err() {
+            return;
+        }
+    }
 }

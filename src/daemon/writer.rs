@@ -49,6 +49,12 @@ pub enum Command {
         through: u64,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Cluster mode: relays of partition `part` are in the stream; their
+    /// stored copies go with its next commit.
+    Confirm {
+        part: usize,
+        keys: Vec<String>,
+    },
     Shutdown,
 }
 
@@ -171,6 +177,7 @@ pub fn run(
                     &mut parts, shared, part, events, through,
                 ));
             }
+            Command::Confirm { part, keys } => confirm(&mut parts, part, keys),
             Command::Shutdown => {
                 shut_down(&mut parts, &rx, shared);
                 files_at_stop(parts.first(), &opts, shared);
@@ -178,6 +185,13 @@ pub fn run(
                 return;
             }
         }
+    }
+}
+
+/// Relays of partition `part` are in the stream (cluster mode).
+fn confirm(parts: &mut Partitions<SledStore>, part: usize, keys: Vec<String>) {
+    if let Some(e) = parts.engines_mut().get_mut(part) {
+        e.confirm(keys);
     }
 }
 
