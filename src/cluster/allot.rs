@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use super::lease::Owned;
+use crate::engine::budget::Draw;
 
 /// The bucket of allotments.
 pub const BUDGETS_BUCKET: &str = "nudge_budgets";
@@ -70,21 +71,15 @@ impl Allotments {
         }
     }
 
-    async fn draw_async(
-        &self,
-        key: &str,
-        partition: usize,
-        need: Decimal,
-        block: Decimal,
-        limit: Decimal,
-    ) -> Result<Decimal, String> {
+    async fn draw_async(&self, d: &Draw<'_>) -> Result<Decimal, String> {
         use kv::{CreateErrorKind, UpdateErrorKind};
+        let (key, partition, need) = (d.key, d.partition, d.need);
         let name = entry_name(key);
         for _ in 0..ROUNDS {
             let (mut entry, revision) = self.read(&name).await?;
             let mine = entry.of(partition);
             let total = entry.total();
-            let grant = (need - mine).max(block).min(limit - total);
+            let grant = (need - mine).max(d.block).min(d.limit - total);
             if mine >= need || grant <= Decimal::ZERO {
                 self.saw(key, total);
                 return Ok(mine);
@@ -147,26 +142,19 @@ impl Allotments {
 }
 
 impl crate::engine::budget::Allotment for Allotments {
-    fn draw(
-        &self,
-        key: &str,
-        partition: usize,
-        need: Decimal,
-        block: Decimal,
-        limit: Decimal,
-    ) -> Result<Decimal, String> {
+    fn draw(&self, d: &Draw<'_>) -> Result<Decimal, String> {
         // Called on the writer's thread, outside the runtime: it waits for
         // NATS as it waits for its own disk, but not past a quarter of a
         // lease, the margin between a holder's last sure moment and the
         // lease's end: the batch must commit while the lease is this
         // node's, or not at all.
         let wait = self.owned.lease() / 4;
-        let draw = self.draw_async(key, partition, need, block, limit);
+        let draw = self.draw_async(d);
         let given = self
             .runtime
             .block_on(async { tokio::time::timeout(wait, draw).await })
             .map_err(|_| "NATS did not answer in time".to_string())??;
-        match self.owned.holds(partition) {
+        match self.owned.holds(d.partition) {
             true => Ok(given),
             false => Err("the partition's lease is no longer held here".into()),
         }

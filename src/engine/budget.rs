@@ -64,22 +64,24 @@ pub enum Ledger {
     },
 }
 
+/// One partition's request for more of a budget or stock key: at least
+/// `need` in all, taken in a block of at least `block` where `limit` leaves
+/// room; when it does not, the partition is given what is left.
+pub struct Draw<'a> {
+    pub key: &'a str,
+    pub partition: usize,
+    pub need: Decimal,
+    pub block: Decimal,
+    pub limit: Decimal,
+}
+
 /// Budgets and stock handed out to partitions in blocks (cluster mode,
 /// `cluster::allot`): one entry per key saying what each partition has
 /// been given, changed only by compare-and-set.
 pub trait Allotment: Send + Sync {
-    /// Gives partition `partition` at least `need` of `key` in all, in a
-    /// block of at least `block`, where `limit` leaves room; when it does
-    /// not, the partition is given what is left. Returns what the
-    /// partition has now been given.
-    fn draw(
-        &self,
-        key: &str,
-        partition: usize,
-        need: Decimal,
-        block: Decimal,
-        limit: Decimal,
-    ) -> Result<Decimal, String>;
+    /// Gives the partition at least `need` of the key in all (see
+    /// [`Draw`]); returns what the partition has now been given.
+    fn draw(&self, d: &Draw<'_>) -> Result<Decimal, String>;
 
     /// What has been given out of `key` to every partition, as this node
     /// last saw it (spent, or held in a partition's block).
@@ -226,8 +228,15 @@ impl Budgets {
                 let need = own + cost;
                 let given = self.given.get(&key).copied().unwrap_or_default();
                 if need > given {
+                    let draw = Draw {
+                        key: &key,
+                        partition: *partition,
+                        need,
+                        block: block(limit),
+                        limit,
+                    };
                     let now = from
-                        .draw(&key, *partition, need, block(limit), limit)
+                        .draw(&draw)
                         .map_err(|e| StoreError::Io(format!("drawing from `{key}`: {e}")))?;
                     self.given.insert(key.clone(), now);
                     if need > now {
