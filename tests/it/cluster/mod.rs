@@ -498,6 +498,25 @@ fn what_the_cluster_cannot_run_yet_is_refused_at_the_start() {
     assert!(err.contains("cluster mode does not run One ID"), "{err}");
 }
 
+/// nats-server 2.9 loses compare-and-set writes on replicated streams
+/// (two writes expecting one revision both stored), which leases and
+/// budgets rely on: more than one replica is refused there.
+#[test]
+fn replicated_streams_on_nats_2_9_are_refused() {
+    let nats = Nats::start();
+    let dir = project();
+    let out = daemon_cmd(dir.path())
+        .args(["--cluster", &nats.url, "--node", "a", "--replicas", "3"])
+        .output()
+        .expect("nudge run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not keep compare-and-set exact") && err.contains("--replicas 1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_second_node_of_the_same_name_is_refused_and_a_restart_is_not() {
     let nats = Nats::start();
