@@ -172,13 +172,17 @@ fn lease_key(p: usize) -> String {
 /// each get an equal share, the first ones one more while the partitions
 /// do not divide evenly; a partition stays with its owner while the owner
 /// is live and within its share, and the others go, in partition order,
-/// to the nodes below their share. So a node that joins takes its share
-/// and one that leaves hands its share over, and nothing else moves.
-/// Every node computes the same from the same owners and live nodes.
+/// to the nodes below their share: to the one whose copy of it is the
+/// furthest on (`copies`: node -> partition -> applied sequence), so a
+/// restarted node gets back the partitions it has copies of instead of
+/// rebuilding others from the whole stream. So a node that joins takes its
+/// share and one that leaves hands its share over, and nothing else moves.
+/// Every node computes the same from the same owners, nodes and copies.
 pub fn spread(
     partitions: usize,
     live: &[String],
     owners: &BTreeMap<usize, String>,
+    copies: &BTreeMap<String, BTreeMap<String, u64>>,
 ) -> Vec<Option<String>> {
     let n = live.len();
     if n == 0 {
@@ -199,8 +203,21 @@ pub fn spread(
             *slot = Some(live[i].clone());
         }
     }
-    for slot in plan.iter_mut().filter(|s| s.is_none()) {
-        if let Some(i) = (0..n).find(|&i| count[i] < share(i)) {
+    let copy = |i: usize, p: usize| {
+        copies
+            .get(&live[i])
+            .and_then(|c| c.get(&p.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    for (p, slot) in plan.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+        let mut best: Option<usize> = None;
+        for i in (0..n).filter(|&i| count[i] < share(i)) {
+            if best.is_none_or(|b| copy(i, p) > copy(b, p)) {
+                best = Some(i);
+            }
+        }
+        if let Some(i) = best {
             count[i] += 1;
             *slot = Some(live[i].clone());
         }
@@ -220,6 +237,10 @@ pub struct NodeInfo {
     /// as JSON keys are), as of its last fetch.
     #[serde(default)]
     pub lags: BTreeMap<String, u64>,
+    /// The last stream sequence of each partition its copy applied (those
+    /// it has a copy of), for the spread to give partitions back.
+    #[serde(default)]
+    pub copies: BTreeMap<String, u64>,
 }
 
 impl Cluster {
@@ -305,6 +326,11 @@ impl Cluster {
                 }
             };
             warn_of_other_rules(&me, &listed, &mut other_rules);
+            let mut copies: BTreeMap<String, BTreeMap<String, u64>> = listed
+                .iter()
+                .map(|(name, n)| (name.clone(), n.copies.clone()))
+                .collect();
+            copies.insert(self.options.node.clone(), me.copies.clone());
             // A listing made while an entry is rewritten can miss it: a
             // node listed before and missed now is asked for by name.
             let mut live: Vec<String> = listed.into_keys().collect();
@@ -330,7 +356,7 @@ impl Cluster {
             for p in self.owned.held_now() {
                 owners.insert(p, self.options.node.clone());
             }
-            let plan = spread(self.partitions, &live, &owners);
+            let plan = spread(self.partitions, &live, &owners, &copies);
             for (p, node) in plan.iter().enumerate() {
                 let mine = node.as_deref() == Some(self.options.node.as_str());
                 self.keep_lease(p, mine, &gained).await;

@@ -45,6 +45,10 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
             .into_iter()
             .filter_map(|p| Some((p.to_string(), lags.lag(p)?)))
             .collect(),
+        copies: (0..lags.partitions)
+            .map(|p| (p.to_string(), applied(&status, p)))
+            .filter(|(_, seq)| *seq > 0)
+            .collect(),
     };
     tokio::spawn(async move { leases.keep_leases(me, gained_tx).await });
     let consumers = shared.clone();

@@ -559,18 +559,36 @@ fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
             .filter_map(|(p, o)| Some((p, o.clone()?)))
             .collect::<BTreeMap<usize, String>>()
     };
-    let two = spread(8, &names(&["a", "b"]), &BTreeMap::new());
+    let none = BTreeMap::new();
+    let two = spread(8, &names(&["a", "b"]), &BTreeMap::new(), &none);
     assert_eq!(two.iter().flatten().filter(|n| *n == "a").count(), 4);
-    let three = spread(8, &names(&["a", "b", "c"]), &owners(&two));
+    let three = spread(8, &names(&["a", "b", "c"]), &owners(&two), &none);
     let moved: Vec<usize> = (0..8).filter(|&p| two[p] != three[p]).collect();
     assert_eq!(moved.len(), 2, "c takes its share of 2: {three:?}");
     assert!(moved.iter().all(|&p| three[p].as_deref() == Some("c")));
     // b leaves: only b's partitions move, to a and c.
-    let without_b = spread(8, &names(&["a", "c"]), &owners(&three));
+    let without_b = spread(8, &names(&["a", "c"]), &owners(&three), &none);
     for p in 0..8 {
         if three[p].as_deref() != Some("b") {
             assert_eq!(without_b[p], three[p], "partition {p} moved");
         }
     }
     assert_eq!(without_b.iter().flatten().filter(|n| *n == "a").count(), 4);
+    // b and c restart after their leases lapsed: each gets back the
+    // partitions it has copies of, not the free ones in partition order.
+    let mut copies: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (p, o) in three.iter().enumerate() {
+        if let Some(o) = o.as_deref().filter(|o| *o != "a") {
+            copies
+                .entry(o.into())
+                .or_default()
+                .insert(p.to_string(), 100);
+        }
+    }
+    let mut lapsed = owners(&three);
+    lapsed.retain(|_, o| o == "a");
+    let back = spread(8, &names(&["a", "b", "c"]), &lapsed, &copies);
+    assert_eq!(back, three, "each node gets its own partitions back");
+    let by_order = spread(8, &names(&["a", "b", "c"]), &lapsed, &none);
+    assert_ne!(by_order, three, "the case is one where copies matter");
 }
