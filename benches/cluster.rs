@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -72,18 +71,6 @@ fn project(dir: &Path) {
         "rule \"points\" on purchase then award points floor(event.amount)\nrule \"silver\" on purchase when tier == bronze and spend >= 500 then set tier silver\nwhen days_since_last_purchase > cycle*1.5 and tier >= silver then send coupon 30-6\n",
     )
     .expect("rules");
-}
-
-fn request(addr: &str, method: &str, path: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    resp
 }
 
 /// `nodes` 0: a single node; else that many cluster nodes. Returns events
@@ -163,18 +150,12 @@ fn run(nodes: usize) -> (f64, Option<Duration>) {
 fn post(client: usize, addrs: &[String]) {
     let per_client = EVENTS / CLIENTS / BATCH;
     for r in 0..per_client {
-        let events: Vec<String> = (0..BATCH)
-            .map(|i| {
-                let n = (client * per_client + r) * BATCH + i;
-                format!(r#"{{"id":"e{n}","type":"purchase","member":"m{}","at":"2026-11-01T12:00:00Z","amount":{}.5}}"#, n % 50_000, n % 300)
-            })
-            .collect();
         let addr = &addrs[r % addrs.len()];
-        let resp = request(
+        let resp = common::http(
             addr,
             "POST",
             "/v1/events",
-            &format!("[{}]", events.join(",")),
+            &common::purchases_body((client * per_client + r) * BATCH, BATCH, "2026-11-01"),
         );
         assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
     }
@@ -186,7 +167,7 @@ fn metric(addrs: &[String], name: &str) -> u64 {
         .iter()
         .filter_map(|a| TcpStream::connect(a).ok().map(|_| a))
         .map(|a| {
-            request(a, "GET", "/metrics", "")
+            common::http(a, "GET", "/metrics", "")
                 .lines()
                 .filter(|l| l.starts_with(name))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

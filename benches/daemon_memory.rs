@@ -13,8 +13,6 @@
 mod common;
 
 use nudge::store::SledStore;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,18 +29,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn post(addr: &str, body: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let req = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    resp
 }
 
 fn main() {
@@ -86,7 +72,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Its effects go to the file sink before the writer takes requests.
-    while !post(&addr, "[]").starts_with("HTTP/1.1 202") {
+    while !common::http(&addr, "POST", "/v1/events", "[]").starts_with("HTTP/1.1 202") {
         assert!(start.elapsed() < Duration::from_secs(900), "no answer");
     }
     let tick_s = start.elapsed().as_secs_f64();
@@ -106,7 +92,12 @@ fn main() {
                 )
             })
             .collect();
-        let resp = post(&addr, &format!("[{}]", events.join(",")));
+        let resp = common::http(
+            &addr,
+            "POST",
+            "/v1/events",
+            &format!("[{}]", events.join(",")),
+        );
         assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
     }
     let ingest_s = start.elapsed().as_secs_f64();

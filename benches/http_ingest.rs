@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -43,19 +41,13 @@ fn run(partitions: usize) {
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
                 for r in 0..REQUESTS_PER_CLIENT {
-                    let events: Vec<String> = (0..BATCH)
-                        .map(|i| {
-                            let n = (c * REQUESTS_PER_CLIENT + r) * BATCH + i;
-                            format!(r#"{{"id":"e{n}","type":"purchase","member":"m{}","at":"2026-01-01T12:00:00Z","amount":{}.5}}"#, n % 50_000, n % 300)
-                        })
-                        .collect();
-                    let body = format!("[{}]", events.join(","));
+                    let body = common::purchases_body(
+                        (c * REQUESTS_PER_CLIENT + r) * BATCH,
+                        BATCH,
+                        "2026-01-01",
+                    );
                     let t = Instant::now();
-                    let mut s = TcpStream::connect(&addr).expect("connect");
-                    let req = format!("POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                    s.write_all(req.as_bytes()).expect("send");
-                    let mut resp = String::new();
-                    s.read_to_string(&mut resp).expect("read");
+                    let resp = common::http(&addr, "POST", "/v1/events", &body);
                     assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
                     latencies.push(t.elapsed().as_secs_f64() * 1e3);
                 }

@@ -370,3 +370,33 @@ pub fn spawn_ingest(
     let stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
     (child, stdin)
 }
+
+/// One HTTP/1.1 request on a connection of its own: the whole answer.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    resp
+}
+
+/// Purchases `first..first + n` as the JSON array of one `POST
+/// /v1/events`: ids `e<k>`, members `m0` to `m49999`, amounts 0.5 to
+/// 299.5, at noon on `day`.
+pub fn purchases_body(first: usize, n: usize, day: &str) -> String {
+    let events: Vec<String> = (first..first + n)
+        .map(|k| {
+            format!(
+                r#"{{"id":"e{k}","type":"purchase","member":"m{}","at":"{day}T12:00:00Z","amount":{}.5}}"#,
+                k % 50_000,
+                k % 300
+            )
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}

@@ -58,15 +58,12 @@ impl Entry {
 }
 
 impl Allotments {
-    pub fn new(
-        bucket: kv::Store,
-        runtime: tokio::runtime::Handle,
-        owned: Arc<Owned>,
-    ) -> Allotments {
+    /// The allotments of `cluster`'s budgets bucket.
+    pub fn of(cluster: &super::Cluster) -> Allotments {
         Allotments {
-            bucket,
-            runtime,
-            owned,
+            bucket: cluster.budgets.clone(),
+            runtime: cluster.runtime.clone(),
+            owned: cluster.owned.clone(),
             seen: Mutex::default(),
         }
     }

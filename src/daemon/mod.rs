@@ -380,11 +380,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     };
     if let Some(c) = &cluster {
         let allot: Arc<dyn crate::engine::budget::Allotment> =
-            Arc::new(crate::cluster::allot::Allotments::new(
-                c.budgets.clone(),
-                c.runtime.clone(),
-                c.owned.clone(),
-            ));
+            Arc::new(crate::cluster::allot::Allotments::of(c));
         for e in parts.engines_mut() {
             e.draw_from(allot.clone());
         }

@@ -151,7 +151,8 @@ pub fn run(
                 }
             }
             Command::Tick => {
-                // Relays NATS did not take at their commit are sent again.
+                // Relays a partition stored before a restart go out even
+                // when no event comes to it (the relay task retries the rest).
                 if shared.cluster.is_some() {
                     settle(&mut parts, shared, false);
                 }
