@@ -17,6 +17,7 @@
 pub mod allot;
 pub mod consume;
 pub mod lease;
+pub mod sinks;
 
 use crate::config::Schema;
 use crate::lang::RuleSet;
@@ -106,6 +107,9 @@ pub struct Cluster {
     pub nodes: kv::Store,
     /// Budgets and stock handed out to partitions ([`allot`]).
     pub budgets: kv::Store,
+    /// Where each of the config's sinks stands in the effects stream
+    /// ([`sinks`]).
+    pub sinks: kv::Store,
     /// The runtime the node's NATS client runs on, for the writer's
     /// thread to wait on.
     pub runtime: tokio::runtime::Handle,
@@ -191,6 +195,7 @@ pub async fn connect(
         leases,
         nodes,
         budgets,
+        sinks,
     } = loop {
         match ensure_all(&js, &options, partitions, replicas).await {
             Ok(made) => break made,
@@ -223,6 +228,7 @@ pub async fn connect(
         leases,
         nodes,
         budgets,
+        sinks,
         runtime: tokio::runtime::Handle::current(),
         published: Default::default(),
         applied: (0..partitions)
@@ -257,6 +263,7 @@ struct Made {
     leases: kv::Store,
     nodes: kv::Store,
     budgets: kv::Store,
+    sinks: kv::Store,
 }
 
 /// The events and effects streams and the buckets, made or found, and the
@@ -272,6 +279,7 @@ async fn ensure_all(
     let leases = ensure_bucket(js, LEASES_BUCKET, options.lease, replicas).await?;
     let nodes = ensure_bucket(js, NODES_BUCKET, options.lease, replicas).await?;
     let budgets = ensure_bucket(js, allot::BUDGETS_BUCKET, Duration::ZERO, replicas).await?;
+    let sinks = ensure_bucket(js, sinks::SINKS_BUCKET, Duration::ZERO, replicas).await?;
     let settings = ensure_bucket(js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
     check_partitions(&settings, partitions).await?;
     Ok(Made {
@@ -280,6 +288,7 @@ async fn ensure_all(
         leases,
         nodes,
         budgets,
+        sinks,
     })
 }
 

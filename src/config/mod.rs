@@ -159,7 +159,12 @@ pub struct Schema {
     /// Days between fits of the repurchase models at the daily tick, when
     /// rules read predictions (`prediction.refit`).
     pub refit_days: i32,
+    /// Where the engine's outbox goes: the config's sinks, or in cluster
+    /// mode the effects stream alone ([`Sink::Stream`]).
     pub sinks: Vec<Sink>,
+    /// Cluster mode: the config's sinks, delivered from the effects stream
+    /// by one node each. Empty on a single node.
+    pub stream_sinks: Vec<Sink>,
     pub plugin_limits: PluginLimits,
     /// Members held out of every rule, in parts per million.
     pub control_group_ppm: u32,

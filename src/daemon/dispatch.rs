@@ -1,14 +1,14 @@
 //! The dispatcher: one task per webhook or plugin sink (and partition of
 //! the data folder) delivers outbox entries in order (so in order per
-//! member), at least once. Each request
-//! carries the effect's key as `Idempotency-Key`. 2xx moves the sink's
-//! cursor on; 5xx, timeouts and connection errors are retried with
-//! exponential backoff and jitter; 429 waits for `Retry-After`; any other
-//! 4xx is permanent: the entry goes to the dead-letter list (kept in the
-//! store, shown in `/v1/status`) and delivery goes on. File sinks are
-//! written by the writer after each commit.
+//! member), at least once ([`send`] says how). A delivered entry moves the
+//! sink's cursor on; one refused for good goes to the dead-letter list
+//! (kept in the store, shown in `/v1/status`) and delivery goes on. File
+//! sinks are written by the writer after each commit. In cluster mode the
+//! outbox goes to the effects stream, and the config's sinks are
+//! delivered from there ([`stream_sinks`]).
 
-use super::Shared;
+use super::send::{self, BACKOFF_START, Delivery, REQUEST_TIMEOUT};
+use super::{Shared, stream_sinks};
 use crate::config::Sink;
 use crate::model::Effect;
 use crate::model::Status;
@@ -16,18 +16,6 @@ use crate::store::keys::sink_cursor;
 use crate::store::{Store, WriteSet};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Backoff: 100 ms doubling up to 30 s, with up to half of it as jitter.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-enum Attempt {
-    Delivered,
-    /// Try again (after the given wait, else the backoff); why it failed.
-    Retry(Option<Duration>, String),
-    Permanent(String),
-}
 
 /// Starts the dispatcher: a delivery task for each webhook and plugin sink
 /// of the running config, kept in step with reloads.
@@ -53,8 +41,21 @@ async fn supervise(shared: Arc<Shared>, client: reqwest::Client) {
         std::collections::HashMap::new();
     loop {
         running.retain(|_, task| !task.is_finished());
-        let sinks = shared.schema.load().sinks.clone();
-        for sink in sinks.iter().filter(|s| !matches!(s, Sink::File { .. })) {
+        let schema = shared.schema.load_full();
+        for sink in &schema.stream_sinks {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                running.entry((sink_cursor(sink), usize::MAX))
+            {
+                let task =
+                    stream_sinks::deliver_forever(shared.clone(), client.clone(), sink.clone());
+                slot.insert(tokio::spawn(task));
+            }
+        }
+        for sink in schema
+            .sinks
+            .iter()
+            .filter(|s| !matches!(s, Sink::File { .. }))
+        {
             for part in 0..shared.folder.parts.len() {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     running.entry((sink_cursor(sink), part))
@@ -122,45 +123,11 @@ async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client, sink: Sin
                     continue;
                 }
             };
-            let mut backoff = BACKOFF_START;
-            let mut attempt = 0u64;
-            loop {
-                attempt += 1;
-                match send(&shared, &client, &sink, &effect, &bytes).await {
-                    Attempt::Delivered => {
-                        shared.count_delivery(&name, Ok(()));
-                        break;
-                    }
-                    Attempt::Permanent(why) => {
-                        shared.count_delivery(&name, Err(why.clone()));
-                        tracing::warn!(sink = %name, key = %effect.key, error = %why, "Delivery failed for good; dead-lettered.");
-                        let record = serde_json::json!({"sink": name, "seq": seq, "key": effect.key, "member": effect.member, "rule": effect.rule, "error": why});
-                        let w = WriteSet {
-                            meta: vec![(
-                                crate::store::keys::dead_letter(&cursor_key, seq),
-                                record.to_string().into_bytes(),
-                            )],
-                            ..WriteSet::default()
-                        };
-                        if let Err(e) = store.commit(w) {
-                            tracing::error!(error = %e, "Cannot record a dead letter.");
-                        }
-                        break;
-                    }
-                    Attempt::Retry(_, _) if !configured(&shared, &cursor_key) => return,
-                    Attempt::Retry(wait, why) => {
-                        shared.count_delivery(&name, Err(why));
-                        let jitter = Duration::from_millis(
-                            xxhash_rust::xxh3::xxh3_64(
-                                &[seq.to_le_bytes(), attempt.to_le_bytes()].concat(),
-                            ) % (backoff.as_millis() as u64 / 2 + 1),
-                        );
-                        let pause = wait.unwrap_or(backoff + jitter);
-                        tracing::debug!(sink = %name, key = %effect.key, attempt, ?pause, "Delivery failed; retrying.");
-                        tokio::time::sleep(pause).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
+            let go_on = || configured(&shared, &cursor_key);
+            match send::deliver(&shared, &client, &sink, &effect, &bytes, seq, go_on).await {
+                Delivery::Done => {}
+                Delivery::Refused(why) => send::dead_letter(store, &sink, seq, &effect, &why),
+                Delivery::Stopped => return,
             }
             // Only a confirmed (or dead-lettered) entry moves the cursor.
             advance(store, &cursor_key, seq);
@@ -221,68 +188,6 @@ fn advance(store: &crate::store::SledStore, cursor_key: &str, seq: u64) {
     };
     if let Err(e) = store.commit(w) {
         tracing::error!(error = %e, "Cannot record delivery progress.");
-    }
-}
-
-async fn send(
-    shared: &Shared,
-    client: &reqwest::Client,
-    sink: &Sink,
-    effect: &Effect,
-    body: &[u8],
-) -> Attempt {
-    let request = match sink {
-        // Published in batches (`publish_batch`).
-        Sink::Stream => return Attempt::Delivered,
-        Sink::Webhook { url } => client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_vec()),
-        Sink::Plugin { plugin } => {
-            let plugins = shared.plugins.load();
-            let Some(p) = plugins.as_ref().as_ref() else {
-                return Attempt::Retry(None, "no plugins are loaded".into());
-            };
-            let req = match p.delivery_request(plugin, effect) {
-                Ok(r) => r,
-                Err(e) => return Attempt::Permanent(e.to_string()),
-            };
-            let Some(url) = req.url else {
-                return Attempt::Permanent(format!("plugin `{plugin}` gave no url"));
-            };
-            let method =
-                reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-            let mut r = client.request(method, url).body(req.body);
-            for (k, v) in req.headers {
-                r = r.header(k, v);
-            }
-            r
-        }
-        Sink::File { .. } => return Attempt::Delivered,
-    };
-    match request.header("idempotency-key", &effect.key).send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            if status.is_success() {
-                Attempt::Delivered
-            } else if status.as_u16() == 429 {
-                let after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                Attempt::Retry(
-                    after.map(|s| Duration::from_secs(s).min(BACKOFF_MAX)),
-                    format!("HTTP {status}"),
-                )
-            } else if status.is_server_error() || status.as_u16() == 408 {
-                Attempt::Retry(None, format!("HTTP {status}"))
-            } else {
-                Attempt::Permanent(format!("HTTP {status}"))
-            }
-        }
-        // Timeouts, refused connections, resets: try again.
-        Err(e) => Attempt::Retry(None, e.to_string()),
     }
 }
 

@@ -8,10 +8,12 @@ pub mod cluster;
 pub mod dispatch;
 pub mod http;
 pub mod segments;
+pub mod send;
+pub mod stream_sinks;
 pub mod watcher;
 pub mod writer;
 
-use crate::config::Schema;
+use crate::config::{Schema, Sink};
 use crate::lang::RuleSet;
 use crate::model::Effect;
 use crate::project::load::{LoadOptions, load};
@@ -154,11 +156,11 @@ impl Shared {
     pub fn sink_health(&self) -> Vec<(String, Option<String>)> {
         // The configured sinks, in the config's order: one a reload took
         // out keeps its delivery counts (for `/metrics`) but no health.
-        let configured: Vec<String> = self
-            .schema
-            .load()
+        let schema = self.schema.load();
+        let configured: Vec<String> = schema
             .sinks
             .iter()
+            .chain(&schema.stream_sinks)
             .map(crate::outbox::sink_label)
             .collect();
         let Ok(deliveries) = self.deliveries.lock() else {
@@ -523,17 +525,12 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
 }
 
-/// The config as this node runs it: in cluster mode, effects go to the
-/// cluster's effects stream instead of the config's sinks.
+/// The config as this node runs it: in cluster mode, the engine's outbox
+/// goes to the cluster's effects stream, and the config's sinks are
+/// delivered from that stream (`daemon::stream_sinks`).
 pub fn for_node(mut schema: Schema, cluster: bool) -> Schema {
     if cluster {
-        if !schema.sinks.is_empty() {
-            tracing::warn!(
-                sinks = schema.sinks.len(),
-                "Cluster mode publishes effects to the `nudge_effects` stream; the config's sinks are not delivered by the nodes (consume `nudge.effects.>`)."
-            );
-        }
-        schema.sinks = vec![crate::config::Sink::Stream];
+        schema.stream_sinks = std::mem::replace(&mut schema.sinks, vec![Sink::Stream]);
     }
     schema
 }

@@ -272,6 +272,7 @@ impl Validator<'_> {
                 .and_then(|s| self.duration_days(s))
                 .map_or(1, |d| d.clamp(1, 36_500) as i32),
             sinks: self.sinks(&f, base),
+            stream_sinks: Vec::new(),
         }
     }
 }

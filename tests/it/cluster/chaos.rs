@@ -1,11 +1,13 @@
 //! Three nodes, 50,000 events posted to whichever node is up, while nodes
 //! are SIGKILLed and started again at random moments: at the end every
 //! member equals a single node's `nudge ingest` of the same events, and
-//! the effects stream holds each of its effect keys exactly once, and the
-//! budgeted rule spent exactly its budget.
+//! the effects stream holds each of its effect keys exactly once, the
+//! budgeted rule spent exactly its budget, the file sink's node files hold
+//! each effect exactly once between them and the webhook got every one.
 
 use super::{
-    Nats, events, node, project, reference, wait_for_effects, wait_for_members, wait_for_spread,
+    Nats, events, node, project_with_sinks, reference, wait_for_effects, wait_for_files,
+    wait_for_hook, wait_for_members, wait_for_spread,
 };
 use crate::common::{Daemon, Rng, try_http};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,7 +63,8 @@ fn post_all(
 #[test]
 fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice() {
     let nats = Nats::start();
-    let dir = project();
+    let (hook, received) = crate::common::receiver(0, 200);
+    let dir = project_with_sinks(&format!("  - kind: webhook\n    url: http://{hook}/fx\n"));
     let d = dir.path().to_path_buf();
     let names = ["a", "b", "c"];
     let mut nodes: Vec<Option<Daemon>> = names
@@ -76,6 +79,10 @@ fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice(
             .collect::<Vec<_>>(),
     ));
     let events = events(50_000, 500);
+    // The single node's run first: its daemon (reading the members back)
+    // delivers to the same webhook, which is then cleared for the nodes.
+    let want = reference(&d, &events, 500);
+    received.lock().expect("received").clear();
     let chunks = events.len() / CHUNK;
     let progress = Arc::new(AtomicUsize::new(0));
     let poster = {
@@ -121,8 +128,10 @@ fn nodes_killed_and_restarted_during_ingest_lose_nothing_and_send_nothing_twice(
     );
     let up: Vec<&Daemon> = nodes.iter().flatten().collect();
     wait_for_spread(&up);
-    let want = reference(&d, &events, 500);
     assert_eq!(want.thanks_sent, super::BUDGET, "the budget runs out");
     wait_for_members(up[0], &want);
     wait_for_effects(&nats.url, &want);
+    wait_for_files(&d, &names, &want);
+    let repeats = wait_for_hook(&received, &want);
+    eprintln!("{kills} kills, {resends} resends, {repeats} webhook requests repeated an effect");
 }

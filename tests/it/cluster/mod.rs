@@ -70,14 +70,22 @@ impl Nats {
 }
 
 /// A project for the cluster: four partitions, a file sink (which the
-/// single-node run writes and cluster nodes leave to the stream), rules
+/// single-node run writes per partition, and each cluster node as the
+/// node's own file of what it delivered), rules
 /// that award points (to the buyer, and to a friend the purchase names,
 /// often in another partition), tag, and set tiers, and a message with a
 /// budget of
 /// [`BUDGET`] firings (which members get it depends on which partition
 /// asks first, so it changes nothing in the member).
 pub fn project() -> tempfile::TempDir {
-    let config = "timezone: UTC\ntiers: [bronze, silver]\nchannels:\n  email: {}\nevents:\n  purchase:\n    amount: money\n    friend: string?\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n";
+    project_with_sinks("")
+}
+
+/// [`project`] with more sinks (YAML list items) after the file sink.
+pub fn project_with_sinks(more: &str) -> tempfile::TempDir {
+    let config = format!(
+        "timezone: UTC\ntiers: [bronze, silver]\nchannels:\n  email: {{}}\nevents:\n  purchase:\n    amount: money\n    friend: string?\nstorage:\n  partitions: 4\nhttp:\n  listen: 127.0.0.1:0\nsinks:\n  - kind: file\n    path: out/effects.ndjson\n{more}"
+    );
     let rules = r#"rule "points"
   on purchase
   then award points 10
@@ -103,7 +111,7 @@ rule "thanks"
   then send message "thanks" via email
   budget 300
 "#;
-    crate::common::project_with(config, rules)
+    crate::common::project_with(&config, rules)
 }
 
 /// Starts node `name` of the project in `dir`, its data in `dir/<name>`.
@@ -353,6 +361,68 @@ pub fn wait_for_keys(nats: &str, want: &Reference) -> usize {
     }
 }
 
+/// Waits until the nodes' files of the file sink (`out/effects-<node>.ndjson`)
+/// hold every effect of the reference between them, each once in all
+/// (fails at once on an effect written twice).
+pub fn wait_for_files(dir: &Path, nodes: &[&str], want: &Reference) {
+    let start = std::time::Instant::now();
+    loop {
+        let mut got = BTreeMap::<String, usize>::new();
+        for n in nodes {
+            let file = dir.join(format!("out/effects-{n}.ndjson"));
+            for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+                let e: serde_json::Value = serde_json::from_str(line).expect("an effect");
+                *got.entry(e["key"].as_str().expect("key").to_string())
+                    .or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "effects written twice: {twice:?}");
+        if got.keys().eq(want.keys.iter()) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {} effects in the files",
+            got.len(),
+            want.keys.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until a webhook receiver got every effect of the reference (at
+/// least once: a node that dies mid-batch leaves it to be sent again) and
+/// nothing else; how many requests repeated an effect.
+pub fn wait_for_hook(received: &crate::common::Received, want: &Reference) -> usize {
+    let start = std::time::Instant::now();
+    loop {
+        let got: Vec<String> = received
+            .lock()
+            .expect("received")
+            .iter()
+            .filter(|(_, _, code)| *code == 200)
+            .map(|(_, body, _)| {
+                let e: serde_json::Value = serde_json::from_str(body).expect("an effect");
+                e["key"].as_str().expect("key").to_string()
+            })
+            .collect();
+        let keys: BTreeSet<String> = got.iter().cloned().collect();
+        let extra: Vec<_> = keys.difference(&want.keys).collect();
+        assert!(extra.is_empty(), "effects no single node made: {extra:?}");
+        if keys.len() == want.keys.len() {
+            return got.len() - keys.len();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {} effects delivered",
+            keys.len(),
+            want.keys.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The partitions `node` holds (its `/v1/cluster`).
 pub fn held(node: &Daemon) -> Vec<u64> {
     let (code, body) = http(&node.addr, "GET", "/v1/cluster", "");
@@ -405,6 +475,7 @@ fn nodes_apply_every_event_as_one_node_would() {
     let want = reference(d, &events, 40);
     wait_for_members(&a, &want);
     wait_for_effects(&nats.url, &want);
+    wait_for_files(d, &["a", "b", "c"], &want);
     let (code, body) = http(&c.addr, "GET", "/v1/cluster", "");
     assert_eq!(code, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).expect("json");
