@@ -549,6 +549,24 @@ pub struct ClusterArgs {
     /// Replicas of nudge's streams and buckets on the NATS cluster.
     #[arg(long, default_value_t = 1, requires = "cluster")]
     replicas: usize,
+    /// Events a partition's holder applies between two snapshots of it to
+    /// the cluster's object store (0: none).
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        requires = "cluster",
+        value_name = "EVENTS"
+    )]
+    snapshot_every: u64,
+    /// Minutes after which a partition with events since its last
+    /// snapshot gets one, however few.
+    #[arg(
+        long,
+        default_value_t = 60,
+        requires = "cluster",
+        value_name = "MINUTES"
+    )]
+    snapshot_minutes: u64,
 }
 
 impl ClusterArgs {
@@ -559,6 +577,8 @@ impl ClusterArgs {
             node: self.node.unwrap_or_else(host_name),
             lease: std::time::Duration::from_secs_f64(self.lease.clamp(1.0, 600.0)),
             replicas: self.replicas,
+            snapshot_every: self.snapshot_every,
+            snapshot_at_most: std::time::Duration::from_secs(self.snapshot_minutes.max(1) * 60),
         })
     }
 }

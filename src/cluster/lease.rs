@@ -35,6 +35,11 @@ pub struct Held {
     /// Which taking of the lease this is: a consumer started for an
     /// earlier one stops, even when the node holds the partition again.
     pub taken: u64,
+    /// The spread gave the partition to another node: since when its
+    /// hand-over snapshot was asked for.
+    pub handing: Option<Instant>,
+    /// The hand-over snapshot is put (or could not be): the lease may go.
+    pub handed: bool,
 }
 
 /// The partitions this node holds, shared by the lease task, the
@@ -122,8 +127,35 @@ impl Owned {
                 valid_until: sent + self.lease * 3 / 4,
                 ready: taken.is_none() && before.is_some_and(|h| h.ready),
                 taken: taken.or(before.map(|h| h.taken)).unwrap_or_default(),
+                handing: before.and_then(|h| h.handing).filter(|_| taken.is_none()),
+                handed: before.is_some_and(|h| h.handed) && taken.is_none(),
             };
             m.insert(p, held);
+        }
+    }
+
+    /// Partition `p`'s hand-over snapshot is put, or will not be: its
+    /// lease may go to the node the spread gave it.
+    pub fn handed(&self, p: usize) {
+        if let Ok(mut m) = self.held.lock()
+            && let Some(h) = m.get_mut(&p)
+        {
+            h.handed = true;
+        }
+    }
+
+    /// Notes that partition `p`'s hand-over snapshot was asked for; false
+    /// when it already was.
+    fn ask_hand_over(&self, p: usize) -> bool {
+        let Ok(mut m) = self.held.lock() else {
+            return false;
+        };
+        match m.get_mut(&p) {
+            Some(h) if h.handing.is_none() => {
+                h.handing = Some(Instant::now());
+                true
+            }
+            _ => false,
         }
     }
 
@@ -288,12 +320,15 @@ impl Cluster {
     }
 
     /// Keeps this node's entry and leases, forever: renews what it holds,
-    /// lets go of what the spread gives another node, takes what it is
-    /// given once free. Each partition taken is sent on `gained`.
+    /// lets go of what the spread gives another node (once its hand-over
+    /// snapshot is put: each such partition is sent on `leaving`, and
+    /// [`Owned::handed`] says it is done), takes what it is given once
+    /// free. Each partition taken is sent on `gained`.
     pub async fn keep_leases(
         &self,
         me: impl Fn() -> NodeInfo,
         gained: tokio::sync::mpsc::UnboundedSender<usize>,
+        leaving: tokio::sync::mpsc::UnboundedSender<usize>,
     ) {
         let every = self.options.lease / 4;
         let mut before: Vec<String> = Vec::new();
@@ -359,7 +394,7 @@ impl Cluster {
             let plan = spread(self.partitions, &live, &owners, &copies);
             for (p, node) in plan.iter().enumerate() {
                 let mine = node.as_deref() == Some(self.options.node.as_str());
-                self.keep_lease(p, mine, &gained).await;
+                self.keep_lease(p, mine, &gained, &leaving).await;
             }
             tokio::time::sleep(every).await;
         }
@@ -370,10 +405,22 @@ impl Cluster {
         p: usize,
         mine: bool,
         gained: &tokio::sync::mpsc::UnboundedSender<usize>,
+        leaving: &tokio::sync::mpsc::UnboundedSender<usize>,
     ) {
         let node = bytes::Bytes::from(self.options.node.clone());
         let sent = Instant::now();
         match self.owned.get(p) {
+            // The new holder starts from the partition as it is here, not
+            // from an older snapshot or copy: waited for at most two
+            // leases (a snapshot of a big partition, NATS slow).
+            Some(h)
+                if !mine
+                    && !h.handed
+                    && h.handing
+                        .is_none_or(|t| t.elapsed() < self.options.lease * 2) =>
+            {
+                self.ask_hand_over(p, leaving)
+            }
             Some(h) if !mine => {
                 self.owned.forget(p);
                 tracing::info!(partition = p, "Partition handed over to another node.");
@@ -404,6 +451,14 @@ impl Cluster {
                 }
             }
             None => {}
+        }
+    }
+
+    /// Asks once for partition `p`'s hand-over snapshot; with nobody to
+    /// take it, the lease may go at once.
+    fn ask_hand_over(&self, p: usize, leaving: &tokio::sync::mpsc::UnboundedSender<usize>) {
+        if self.owned.ask_hand_over(p) && leaving.send(p).is_err() {
+            self.owned.handed(p);
         }
     }
 

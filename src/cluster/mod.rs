@@ -18,6 +18,7 @@ pub mod allot;
 pub mod consume;
 pub mod lease;
 pub mod sinks;
+pub mod snapshot;
 
 use crate::config::Schema;
 use crate::lang::RuleSet;
@@ -67,6 +68,11 @@ pub struct ClusterOptions {
     pub lease: Duration,
     /// Replicas of nudge's streams and buckets (1, or 3 on a NATS cluster).
     pub replicas: usize,
+    /// Events a partition's holder applies between two snapshots of it
+    /// (0: none are taken).
+    pub snapshot_every: u64,
+    /// A partition with events since its last snapshot gets one after this.
+    pub snapshot_at_most: Duration,
 }
 
 /// The stream every event goes to, split by partition subject.
@@ -110,6 +116,8 @@ pub struct Cluster {
     /// Where each of the config's sinks stands in the effects stream
     /// ([`sinks`]).
     pub sinks: kv::Store,
+    /// Partitions' snapshots ([`snapshot`]).
+    pub snapshots: async_nats::jetstream::object_store::ObjectStore,
     /// The runtime the node's NATS client runs on, for the writer's
     /// thread to wait on.
     pub runtime: tokio::runtime::Handle,
@@ -196,6 +204,7 @@ pub async fn connect(
         nodes,
         budgets,
         sinks,
+        snapshots,
     } = loop {
         match ensure_all(&js, &options, partitions, replicas).await {
             Ok(made) => break made,
@@ -229,6 +238,7 @@ pub async fn connect(
         nodes,
         budgets,
         sinks,
+        snapshots,
         runtime: tokio::runtime::Handle::current(),
         published: Default::default(),
         applied: (0..partitions)
@@ -264,6 +274,7 @@ struct Made {
     nodes: kv::Store,
     budgets: kv::Store,
     sinks: kv::Store,
+    snapshots: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The events and effects streams and the buckets, made or found, and the
@@ -280,6 +291,7 @@ async fn ensure_all(
     let nodes = ensure_bucket(js, NODES_BUCKET, options.lease, replicas).await?;
     let budgets = ensure_bucket(js, allot::BUDGETS_BUCKET, Duration::ZERO, replicas).await?;
     let sinks = ensure_bucket(js, sinks::SINKS_BUCKET, Duration::ZERO, replicas).await?;
+    let snapshots = snapshot::ensure_store(js, replicas).await?;
     let settings = ensure_bucket(js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
     check_partitions(&settings, partitions).await?;
     Ok(Made {
@@ -289,6 +301,7 @@ async fn ensure_all(
         nodes,
         budgets,
         sinks,
+        snapshots,
     })
 }
 

@@ -50,7 +50,9 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
             .filter(|(_, seq)| *seq > 0)
             .collect(),
     };
-    tokio::spawn(async move { leases.keep_leases(me, gained_tx).await });
+    let (leaving_tx, leaving) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { leases.keep_leases(me, gained_tx, leaving_tx).await });
+    tokio::spawn(hand_over(cluster.clone(), writer.clone(), leaving));
     let consumers = shared.clone();
     tokio::spawn(async move {
         while let Some(p) = gained.recv().await {
@@ -61,6 +63,30 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
     });
     tokio::spawn(send_relays(relays, writer_relays));
     tokio::spawn(answer_member_reads(shared));
+}
+
+/// Takes and puts the snapshot of each partition the spread gives another
+/// node, then lets its lease go ([`crate::cluster::lease::Owned::handed`]).
+async fn hand_over(
+    cluster: Arc<Cluster>,
+    writer: Sender<Command>,
+    mut leaving: tokio::sync::mpsc::UnboundedReceiver<usize>,
+) {
+    while let Some(p) = leaving.recv().await {
+        let (reply, answer) = oneshot::channel();
+        if writer.send(Command::Snapshot { part: p, reply }).is_err() {
+            cluster.owned.handed(p);
+            continue;
+        }
+        match answer.await {
+            Ok(Ok(taken)) => super::snapshots::put(&cluster, p, taken).await,
+            Ok(Err(why)) => {
+                tracing::warn!(partition = p, error = %why, "Cannot take the hand-over snapshot.")
+            }
+            Err(_) => {}
+        }
+        cluster.owned.handed(p);
+    }
 }
 
 /// The last stream sequence partition `p` applied here.
@@ -95,6 +121,64 @@ async fn take_up(shared: &Shared, cluster: &Cluster, p: usize, alive: &impl Fn()
     }
 }
 
+/// Puts partition `p`'s snapshot in place of this node's copy when the
+/// snapshot is further on. Any failure leaves the copy (applied from its
+/// own sequence on: slower, as right).
+async fn restore_if_further(
+    shared: &Shared,
+    cluster: &Cluster,
+    writer: &Sender<Command>,
+    p: usize,
+) {
+    let Some(dir) = shared.snapshots.as_ref().map(|s| s.dir.clone()) else {
+        return;
+    };
+    let copy = applied(shared, p);
+    let info = match cluster.snapshot_info(p).await {
+        Ok(Some(info)) if info.applied > copy => info,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "Cannot read the partition's snapshot; going on from this node's copy.");
+            return;
+        }
+    };
+    let file = dir.join(format!("p{p}.in"));
+    let got = match tokio::fs::create_dir_all(&dir).await {
+        Ok(()) => cluster.get_snapshot(p, &file).await,
+        Err(e) => Err(crate::cluster::ClusterError::JetStream(format!(
+            "{}: {e}",
+            dir.display()
+        ))),
+    };
+    let restored = match got {
+        Ok(got) => {
+            let (reply, answer) = oneshot::channel();
+            let restore = Command::Restore {
+                part: p,
+                file: file.clone(),
+                reply,
+            };
+            match writer.send(restore) {
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_| Err("the writer stopped".into()))
+                    .map(|n| (n, got)),
+                Err(_) => Err("the writer stopped".into()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = tokio::fs::remove_file(&file).await;
+    match restored {
+        Ok((entries, got)) => {
+            tracing::info!(partition = p, applied = got.applied, copy, entries, from = %got.node, "Partition restored from its snapshot.")
+        }
+        Err(why) => {
+            tracing::warn!(partition = p, snapshot = info.applied, copy, error = %why, "Cannot restore the partition's snapshot; going on from this node's copy.")
+        }
+    }
+}
+
 /// Applies partition `p`'s events for as long as this taking of its lease
 /// lasts.
 async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: u64) {
@@ -105,6 +189,7 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
     // renewal that comes late only pauses it (the writer applies nothing
     // while the lease is not known to be held).
     let alive = || cluster.owned.taken(p) == Some(taken);
+    restore_if_further(&shared, &cluster, &writer, p).await;
     take_up(&shared, &cluster, p, &alive).await;
     let mut consumer = None;
     // This node's last consumer of the partition, deleted when replaced.

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod http;
 pub mod segments;
 pub mod send;
+pub mod snapshots;
 pub mod stream_sinks;
 pub mod watcher;
 pub mod writer;
@@ -95,6 +96,9 @@ pub struct Shared {
     pub fatal: tokio::sync::Notify,
     /// Cluster mode's link to NATS (`None` on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: when partition snapshots are taken, and where their
+    /// files wait.
+    pub snapshots: Option<snapshots::Snapshots>,
 }
 
 /// One sink's deliveries so far.
@@ -439,6 +443,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         writer_failed: Mutex::new(None),
         ticks_held: Mutex::new(None),
         fatal: tokio::sync::Notify::new(),
+        snapshots: opts.cluster.as_ref().map(|c| {
+            snapshots::Snapshots::new(
+                c.snapshot_every,
+                c.snapshot_at_most,
+                data.join("snapshots"),
+                parts.len(),
+            )
+        }),
         cluster: cluster.clone(),
     });
 

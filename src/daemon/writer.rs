@@ -49,6 +49,19 @@ pub enum Command {
         through: u64,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Cluster mode: put the snapshot in `file` in place of partition
+    /// `part`'s copy here (`daemon::snapshots`): how many entries it held.
+    Restore {
+        part: usize,
+        file: std::path::PathBuf,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Cluster mode: take partition `part`'s snapshot now (it is handed
+    /// over to another node).
+    Snapshot {
+        part: usize,
+        reply: oneshot::Sender<Result<super::snapshots::Taken, String>>,
+    },
     /// Cluster mode: relays of partition `part` are in the stream; their
     /// stored copies go with its next commit.
     Confirm {
@@ -150,17 +163,7 @@ pub fn run(
                     let _ = r.send(ok);
                 }
             }
-            Command::Tick => {
-                // Relays a partition stored before a restart go out even
-                // when no event comes to it (the relay task retries the rest).
-                if shared.cluster.is_some() {
-                    settle(&mut parts, shared, false);
-                }
-                release_deferred(&mut parts, shared);
-                if !ticks_held(parts.first(), shared, &mut watch) {
-                    tick(&mut parts, shared);
-                }
-            }
+            Command::Tick => on_tick(&mut parts, shared, &mut watch),
             Command::Fit { reply } => {
                 let fit = refit(&mut parts);
                 if let Ok(f) = &fit {
@@ -174,9 +177,18 @@ pub fn run(
                 through,
                 reply,
             } => {
-                let _ = reply.send(super::apply::apply(
-                    &mut parts, shared, part, events, through,
-                ));
+                let n = events.len() as u64;
+                let applied = super::apply::apply(&mut parts, shared, part, events, through);
+                if applied.is_ok() {
+                    super::snapshots::after_apply(&parts, shared, part, n);
+                }
+                let _ = reply.send(applied);
+            }
+            Command::Snapshot { part, reply } => {
+                let _ = reply.send(super::snapshots::take(&parts, shared, part));
+            }
+            Command::Restore { part, file, reply } => {
+                let _ = reply.send(super::snapshots::restore(&mut parts, shared, part, &file));
             }
             Command::Confirm { part, keys } => confirm(&mut parts, part, keys),
             Command::Shutdown => {
@@ -186,6 +198,23 @@ pub fn run(
                 return;
             }
         }
+    }
+}
+
+/// The schedule's tick: relays a partition stored before a restart go out
+/// even when no event comes to it (cluster mode; the relay task retries
+/// the rest), quiet hours' releases, and the daily tick when due.
+fn on_tick(
+    parts: &mut Partitions<SledStore>,
+    shared: &Shared,
+    watch: &mut crate::engine::clock::ClockWatch,
+) {
+    if shared.cluster.is_some() {
+        settle(parts, shared, false);
+    }
+    release_deferred(parts, shared);
+    if !ticks_held(parts.first(), shared, watch) {
+        tick(parts, shared);
     }
 }
 

@@ -186,6 +186,11 @@ impl Budgets {
         self.ledger = Some(ledger);
     }
 
+    /// The ledger this partition spends from, if shared.
+    pub fn ledger(&self) -> Option<Ledger> {
+        self.ledger.clone()
+    }
+
     /// What this partition spent of `key`.
     fn own(&mut self, key: &str, store: &dyn Store) -> Result<Decimal, StoreError> {
         if let Some(v) = self.own.get(key) {

@@ -310,6 +310,25 @@ impl<S: Store> Engine<S> {
             .share(budget::Ledger::Drawn { from, partition });
     }
 
+    /// The engine made again from its store, whose contents were replaced
+    /// (cluster mode: a partition's snapshot), placed as this one is: same
+    /// partition, config, rules, plugins, shared fit and budget ledger.
+    /// Nothing of this engine's memory carries over.
+    pub fn reopen(&mut self) -> Result<(), StoreError>
+    where
+        S: Clone,
+    {
+        let mut fresh = Engine::new(self.schema.clone(), self.rules.clone(), self.store.clone())?
+            .with_plugins(self.plugins.clone());
+        fresh.partition = self.partition;
+        fresh.fits = self.fits.clone();
+        if let Some(ledger) = self.budgets.get_mut().ledger() {
+            fresh.budgets.get_mut().share(ledger);
+        }
+        *self = fresh;
+        Ok(())
+    }
+
     /// A file sink's file for this engine: each partition writes its own,
     /// `effects-p0.ndjson` for `effects.ndjson` (a file has one owner).
     pub fn sink_file(&self, path: &std::path::Path) -> std::path::PathBuf {

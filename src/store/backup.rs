@@ -194,6 +194,60 @@ pub fn import_folder(folder: &Path, source: Source<'_>) -> Result<Summary, Backu
     digest(&parts)
 }
 
+/// Replaces the contents of `store`, partition `k` of `n`, with a
+/// snapshot of that partition taken on another node (cluster mode: a
+/// partition's export, in this same format). The whole snapshot is read
+/// and checked first, nothing changed when it fails; then the store's
+/// contents are replaced, keeping what places it (its folder, partition
+/// and commit number), crash-safe (`SledStore::begin_replace`).
+pub fn replace_partition(
+    store: &SledStore,
+    (k, n): (usize, usize),
+    source: Source<'_>,
+) -> Result<u64, BackupError> {
+    let open = opener(source);
+    let place = super::key(keys::META, keys::PARTITION.as_bytes());
+    let mut says = None;
+    let (parts, _) = read(&mut *open()?, &mut |_, key, v| {
+        if key == place {
+            says = Some(String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(())
+    })?;
+    let want = format!("{k}/{n} ");
+    if parts != 1 || !says.as_deref().is_some_and(|s| s.starts_with(&want)) {
+        return Err(BackupError::Format {
+            line: 1,
+            message: format!(
+                "not a snapshot of partition {k} of {n} (it says {})",
+                says.as_deref().unwrap_or("nothing")
+            ),
+        });
+    }
+    store.begin_replace()?;
+    let (mut batch, mut written) = (Vec::new(), 0);
+    let summary = read(&mut *open()?, &mut |_, key, v| {
+        if !SledStore::keeps_on_replace(&key) {
+            batch.push((key, v));
+            written += 1;
+        }
+        if batch.len() == 10_000 {
+            store.raw_insert(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    });
+    let written_all = summary.and_then(|_| Ok(store.raw_insert(batch)?));
+    if let Err(e) = written_all {
+        // Half of a state is no state: the partition is left empty (and
+        // rebuilt from the stream), not mixed.
+        store.clear_contents()?;
+        store.end_replace()?;
+        return Err(e);
+    }
+    store.end_replace()?;
+    Ok(written)
+}
+
 fn opener<'a>(source: Source<'a>) -> impl Fn() -> Result<Box<dyn BufRead + 'a>, BackupError> + 'a {
     move || {
         source().map_err(|source| BackupError::Io {
@@ -393,6 +447,73 @@ impl Places {
 mod tests {
     use super::*;
     use crate::store::{Store, WriteSet};
+
+    fn partition(k: &str, members: &[&str]) -> SledStore {
+        let s = SledStore::temporary().expect("store");
+        s.commit(WriteSet {
+            members: members.iter().map(|m| (m.to_string(), vec![1])).collect(),
+            meta: vec![(keys::PARTITION.into(), k.as_bytes().to_vec())],
+            ..WriteSet::default()
+        })
+        .expect("commit");
+        s
+    }
+
+    #[test]
+    fn a_partition_is_replaced_by_its_snapshot_and_keeps_its_place() {
+        let theirs = partition("0/2 their-folder", &["a", "b"]);
+        let ours = partition("0/2 our-folder", &["c"]);
+        let mut snapshot = Vec::new();
+        export(&theirs, &mut snapshot).expect("export");
+        let source = || Ok(Box::new(snapshot.as_slice()) as Box<dyn BufRead>);
+        replace_partition(&ours, (0, 2), &source).expect("replaced");
+        assert!(has(&ours, "a"));
+        assert!(!has(&ours, "c"));
+        assert_eq!(
+            ours.meta(keys::PARTITION).expect("read"),
+            Some(b"0/2 our-folder".to_vec())
+        );
+        // Another partition's snapshot changes nothing.
+        let err = replace_partition(&ours, (1, 2), &source).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("not a snapshot of partition 1 of 2"),
+            "{err}"
+        );
+        assert!(has(&ours, "a"));
+    }
+
+    #[test]
+    fn a_replacement_cut_short_leaves_an_empty_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        {
+            let s =
+                SledStore::open_partition(&path, crate::store::DEFAULT_CACHE_BYTES).expect("open");
+            s.commit(WriteSet {
+                members: vec![("a".into(), vec![1])],
+                meta: vec![(keys::PARTITION.into(), b"0/2 f".to_vec())],
+                ..WriteSet::default()
+            })
+            .expect("commit");
+            s.begin_replace().expect("begin");
+            s.raw_insert(vec![(crate::store::key(keys::MEMBER, b"half"), vec![1])])
+                .expect("insert");
+        }
+        let s = SledStore::open_partition(&path, crate::store::DEFAULT_CACHE_BYTES).expect("open");
+        assert!(!has(&s, "half"));
+        assert!(!has(&s, "a"));
+        assert_eq!(
+            s.meta(keys::PARTITION).expect("read"),
+            Some(b"0/2 f".to_vec())
+        );
+        assert!(s.meta(keys::REPLACING).expect("read").is_none());
+    }
+
+    fn has(store: &SledStore, member: &str) -> bool {
+        let k = crate::store::key(keys::MEMBER, member.as_bytes());
+        store.raw_entries().any(|e| e.expect("entry").0 == k)
+    }
 
     fn filled() -> SledStore {
         let s = SledStore::temporary().expect("store");

@@ -73,6 +73,11 @@ pub const FOLDER_ID: &str = "folder_id";
 /// folder of more than one; see `store::folder`).
 pub const PARTITION: &str = "partition";
 
+/// Set while a partition's contents are being replaced by a snapshot
+/// (cluster mode): a store opened with it is cleared, since a crash cut
+/// the replacement short.
+pub const REPLACING: &str = "replacing";
+
 /// Cluster mode: the last sequence of the events stream the partition
 /// applied, written in the commit that applied it.
 pub const STREAM_SEQ: &str = "stream_seq";

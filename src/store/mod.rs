@@ -9,6 +9,7 @@ mod error;
 pub mod folder;
 mod format;
 pub mod keys;
+mod raw;
 
 pub use error::StoreError;
 
@@ -394,6 +395,12 @@ impl SledStore {
             older_format: Default::default(),
         };
         s.check_version()?;
+        if s.meta(keys::REPLACING)?.is_some() {
+            // A replacement a crash cut short: what is left is neither
+            // state, so nothing is (the partition is rebuilt).
+            s.clear_contents()?;
+            s.end_replace()?;
+        }
         s.check_commits()?;
         Ok(s)
     }
@@ -487,51 +494,6 @@ impl SledStore {
             let _ = self.commits.mark(next);
         }
         Ok(())
-    }
-
-    /// Every key and value of the store, in key order (for backups).
-    pub fn raw_entries(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
-        self.db.iter().map(|kv| {
-            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(Into::into)
-        })
-    }
-
-    /// True when the store holds nothing but its format version.
-    pub fn is_blank(&self) -> Result<bool, StoreError> {
-        let version = key(keys::META, keys::FORMAT.as_bytes());
-        for kv in self.db.iter().keys() {
-            if kv? != version.as_slice() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Writes raw entries (a restore), without a commit number of its own.
-    pub fn raw_insert(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for (k, v) in entries {
-            b.insert(k, v);
-        }
-        self.db.apply_batch(b)?;
-        Ok(())
-    }
-
-    /// After a restore: flush, and take the restored commit number as the
-    /// last one (and the mark's).
-    pub fn raw_finish(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        let restored = self.meta_u64(keys::COMMIT_SEQ)?;
-        let mut last = self
-            .commits
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last = restored;
-        self.commits
-            .mark(restored)
-            .map_err(|e| StoreError::Io(e.to_string()))
     }
 
     /// Bytes the store takes on disk.

@@ -1,10 +1,12 @@
 //! Nodes lost: killed for good (its partitions go to the others within two
-//! lease times, nothing lost), and stopped past its lease (it applies
-//! nothing once the lease is gone, and no effect goes out twice).
+//! lease times, nothing lost), killed and replaced by a node with no copy
+//! (it starts from the partitions' snapshots, not the stream's start), and
+//! stopped past its lease (it applies nothing once the lease is gone, and
+//! no effect goes out twice).
 
 use super::{
-    Nats, events, held, node, post, project, reference, wait_for_effects, wait_for_members,
-    wait_for_spread,
+    Nats, applied, events, held, node, node_with, post, project, reference, wait_for_effects,
+    wait_for_members, wait_for_spread,
 };
 use crate::common::wait_until;
 use std::time::{Duration, Instant};
@@ -72,4 +74,80 @@ fn a_node_stopped_past_its_lease_applies_nothing_and_sends_nothing_twice() {
         logs.contains("Lease lost") || logs.contains("handed over"),
         "a noticed it lost {before:?}: {logs}"
     );
+}
+
+#[test]
+fn a_node_with_no_copy_starts_from_the_snapshots_not_the_whole_stream() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path();
+    let every = ["--snapshot-every", "100"];
+    let mut a = node_with(d, &nats.url, "a", "1", &every);
+    wait_for_spread(&[&a]);
+    let events = events(1200, 30);
+    post(&[&a], &events[..900], 30);
+    // Each partition has had its 225 or so events: a snapshot each, at
+    // least (one past its first 100 events applied).
+    let put = |logs: &str, p: usize| {
+        logs.lines()
+            .filter(|l| l.contains("Snapshot put.") && l.contains(&format!("partition={p} ")))
+            .count()
+    };
+    let started = Instant::now();
+    while (0..4).any(|p| put(&a.logs(), p) < 1) {
+        assert!(started.elapsed() < Duration::from_secs(30), "{}", a.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(a.child.id(), "-KILL");
+    let _ = a.child.wait();
+    let c = node_with(d, &nats.url, "c", "1", &every);
+    wait_until(Duration::from_secs(10), "c holds every partition", || {
+        held(&c).len() == 4
+    });
+    post(&[&c], &events[900..], 30);
+    let want = reference(d, &events, 30);
+    wait_for_members(&c, &want);
+    wait_for_effects(&nats.url, &want);
+    let logs = c.logs();
+    assert_eq!(
+        logs.matches("Partition restored from its snapshot.")
+            .count(),
+        4,
+        "{logs}"
+    );
+    // From its copy (none) it would apply all 1,200; from the snapshots,
+    // what came after them: the last 300, and at most 100 or so a
+    // partition before.
+    let from_snapshots = applied(&c);
+    assert!(from_snapshots < 900, "c applied {from_snapshots} events");
+}
+
+#[test]
+fn a_partition_handed_over_goes_with_its_snapshot() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path();
+    // No snapshot but the hand-over's.
+    let never = ["--snapshot-every", "0"];
+    let a = node_with(d, &nats.url, "a", "1", &never);
+    wait_for_spread(&[&a]);
+    let events = events(900, 30);
+    post(&[&a], &events[..600], 30);
+    let want = reference(d, &events[..600], 30);
+    wait_for_members(&a, &want);
+    let b = node_with(d, &nats.url, "b", "1", &never);
+    wait_for_spread(&[&a, &b]);
+    // b starts its two partitions from a's state: it applies none of the
+    // 600 events.
+    wait_until(Duration::from_secs(10), "b restores its share", || {
+        b.logs()
+            .matches("Partition restored from its snapshot.")
+            .count()
+            == 2
+    });
+    assert_eq!(applied(&b), 0, "{}", b.logs());
+    post(&[&a, &b], &events[600..], 30);
+    let want = reference(d, &events, 30);
+    wait_for_members(&b, &want);
+    wait_for_effects(&nats.url, &want);
 }

@@ -116,7 +116,13 @@ rule "thanks"
 
 /// Starts node `name` of the project in `dir`, its data in `dir/<name>`.
 pub fn node(dir: &Path, nats: &str, name: &str, lease: &str) -> Daemon {
+    node_with(dir, nats, name, lease, &[])
+}
+
+/// [`node`] with more `nudge run` options.
+pub fn node_with(dir: &Path, nats: &str, name: &str, lease: &str, more: &[&str]) -> Daemon {
     let mut cmd = daemon_cmd(dir);
+    cmd.args(more);
     cmd.args([
         "--data",
         name,
@@ -495,7 +501,7 @@ fn nodes_apply_every_event_as_one_node_would() {
 }
 
 /// The events `node` applied, summed over partitions (`/metrics`).
-fn applied(node: &Daemon) -> u64 {
+pub fn applied(node: &Daemon) -> u64 {
     let (code, body) = http(&node.addr, "GET", "/metrics", "");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("nudge_cluster_partitions_held"), "{body}");
