@@ -24,17 +24,14 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Each message's stream sequence and body, and whether it is a relay
-    /// (an effect from another partition) rather than an event.
-    pub fn events(&self) -> Vec<(u64, &[u8], bool)> {
+    /// Each message's stream sequence, body and kind (an event, a relay
+    /// from another partition, the partition's daily tick).
+    pub fn events(&self) -> Vec<(u64, &[u8], super::Kind)> {
         self.messages
             .iter()
             .filter_map(|m| {
-                let relay = m
-                    .headers
-                    .as_ref()
-                    .is_some_and(|h| h.get(super::RELAY_HEADER).is_some());
-                Some((m.info().ok()?.stream_sequence, m.payload.as_ref(), relay))
+                let kind = super::Kind::of(m.headers.as_ref());
+                Some((m.info().ok()?.stream_sequence, m.payload.as_ref(), kind))
             })
             .collect()
     }

@@ -189,8 +189,11 @@ fn warn_of_other_rules(me: &NodeInfo, listed: &BTreeMap<String, NodeInfo>, said:
         .map(|(name, n)| format!("{name} ({})", n.version))
         .collect();
     if other != *said {
-        if !other.is_empty() {
-            tracing::warn!(version = %me.version, others = ?other, "Nodes run another rule set than this one: every node must run the same config, rules and plugins.");
+        match other.is_empty() {
+            false => {
+                tracing::warn!(version = %me.version, others = ?other, "Nodes run another rule set than this one: every node must run the same config, rules and plugins.")
+            }
+            true => tracing::info!(version = %me.version, "Every node runs this rule set again."),
         }
         *said = other;
     }

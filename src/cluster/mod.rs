@@ -88,6 +88,13 @@ const SETTINGS_BUCKET: &str = "nudge_cluster";
 /// it: a client's events are published by a node, which never does.
 pub const RELAY_HEADER: &str = "Nudge-Relay";
 
+/// The header that marks a message of the events stream as the
+/// partition's daily tick (its body the day): published by the holder
+/// when the tick is due, applied at its place in the stream by whichever
+/// node applies the partition, so a partition rebuilt elsewhere ticks at
+/// the same point of its history.
+pub const TICK_HEADER: &str = "Nudge-Tick";
+
 /// How long JetStream drops a redelivered event or effect by its id
 /// (`Nats-Msg-Id`). Past it, the engine's dedup window catches events
 /// and a new owner's list of published effect keys catches effects.
@@ -403,12 +410,33 @@ impl RelayQueue {
     }
 }
 
-/// One event (or relay) to publish: its partition, id and JSON.
+/// What a message of the events stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A client's event (JSON).
+    Event,
+    /// A relay from another partition (the effect's JSON), [`RELAY_HEADER`].
+    Relay,
+    /// The partition's daily tick (the day, `2026-12-02`), [`TICK_HEADER`].
+    Tick,
+}
+
+impl Kind {
+    fn of(headers: Option<&HeaderMap>) -> Kind {
+        match headers {
+            Some(h) if h.get(RELAY_HEADER).is_some() => Kind::Relay,
+            Some(h) if h.get(TICK_HEADER).is_some() => Kind::Tick,
+            _ => Kind::Event,
+        }
+    }
+}
+
+/// One event, relay or tick to publish: its partition, id and body.
 pub struct Outgoing {
     pub partition: usize,
     pub id: String,
     pub body: bytes::Bytes,
-    pub relay: bool,
+    pub kind: Kind,
 }
 
 impl Outgoing {
@@ -418,7 +446,7 @@ impl Outgoing {
             partition: self.partition,
             id: self.id.clone(),
             body: self.body.clone(),
-            relay: self.relay,
+            kind: self.kind,
         }
     }
 }
@@ -431,8 +459,10 @@ impl Cluster {
         for e in events {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", e.id.as_str());
-            if e.relay {
-                headers.insert(RELAY_HEADER, "1");
+            match e.kind {
+                Kind::Event => {}
+                Kind::Relay => headers.insert(RELAY_HEADER, "1"),
+                Kind::Tick => headers.insert(TICK_HEADER, "1"),
             }
             let ack = self
                 .js

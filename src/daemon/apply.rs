@@ -6,6 +6,7 @@
 
 use super::Shared;
 use super::dispatch::after_commit;
+use crate::cluster::{Kind, Outgoing};
 use crate::engine::EventOutcome;
 use crate::engine::partitions::Partitions;
 use crate::model::{Effect, Event};
@@ -18,13 +19,19 @@ pub enum Entry {
     Event(Event),
     // Boxed: an effect is several times an event's size, and rare here.
     Relay(Box<Effect>),
+    /// The partition's daily tick for this day, at this point of its
+    /// history (`cluster::TICK_HEADER`).
+    Tick(i32),
 }
 
 /// A stretch of the stream committed at once: relays first (as the
-/// engine applies them), then events, and the last sequence it covers.
+/// engine applies them), then events, and the last sequence it covers;
+/// or a daily tick on its own.
+#[derive(Default)]
 struct Stretch {
     relays: Vec<Effect>,
     events: Vec<Event>,
+    tick: Option<i32>,
     through: u64,
 }
 
@@ -55,20 +62,21 @@ pub fn apply(
     for (seq, entry) in entries.into_iter().filter(|(seq, _)| *seq > stored) {
         let fresh = match stretches.last() {
             None => true,
-            Some(s) => matches!(entry, Entry::Relay(_)) && !s.events.is_empty(),
+            Some(s) => {
+                s.tick.is_some()
+                    || matches!(entry, Entry::Tick(_))
+                    || (matches!(entry, Entry::Relay(_)) && !s.events.is_empty())
+            }
         };
         if fresh {
-            stretches.push(Stretch {
-                relays: Vec::new(),
-                events: Vec::new(),
-                through: seq,
-            });
+            stretches.push(Stretch::default());
         }
         if let Some(s) = stretches.last_mut() {
             s.through = seq;
             match entry {
                 Entry::Relay(r) => s.relays.push(*r),
                 Entry::Event(e) => s.events.push(e),
+                Entry::Tick(day) => s.tick = Some(day),
             }
         }
     }
@@ -77,9 +85,8 @@ pub fn apply(
     match stretches.last_mut() {
         Some(s) => s.through = through,
         None => stretches.push(Stretch {
-            relays: Vec::new(),
-            events: Vec::new(),
             through,
+            ..Stretch::default()
         }),
     }
     for s in stretches {
@@ -103,6 +110,9 @@ fn commit(
         .engines_mut()
         .get_mut(part)
         .ok_or_else(|| format!("no partition {part} here"))?;
+    if let Some(day) = s.tick {
+        tick(engine, shared, part, day)?;
+    }
     let start = std::time::Instant::now();
     let noted = vec![(
         crate::store::keys::STREAM_SEQ.to_string(),
@@ -147,6 +157,78 @@ fn commit(
     }
     after_commit(parts, shared);
     Ok(())
+}
+
+/// Partition `part`'s daily tick for `day`, unless it ran already (a
+/// tick published twice, or applied before a crash cut the commit of its
+/// stream sequence short: a tick run again is as a single node's after a
+/// crash).
+fn tick(
+    engine: &mut crate::engine::Engine<SledStore>,
+    shared: &Shared,
+    part: usize,
+    day: i32,
+) -> Result<(), String> {
+    if engine.last_tick().map_err(|e| e.to_string())? >= Some(day) {
+        return Ok(());
+    }
+    let visits = engine.tick_visits();
+    let mut effects = 0;
+    let ticked = engine.tick_with(day, &mut |e| {
+        effects += e.len();
+        shared.count_effects(&e);
+    });
+    if let Err(e) = ticked {
+        tracing::error!(partition = part, error = %e, "Daily tick failed.");
+        shared.note_write(Err(format!("the daily tick failed: {e}")));
+        return Err(e.to_string());
+    }
+    let visited = engine.tick_visits() - visits;
+    shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
+    let day = crate::base::time::day_string(day);
+    tracing::info!(partition = part, %day, visited, effects, "Daily tick done.");
+    Ok(())
+}
+
+/// Publishes the daily tick of each partition held here that is due by
+/// the wall clock and not yet applied, as an entry of the partition's
+/// events stream (id `tick:<day>:p<k>`: JetStream keeps one of the
+/// resends of the next ten minutes, and the engine skips a day it
+/// ticked). The tick then runs where the stream has it, on whichever node
+/// applies the partition, so a partition rebuilt on another node ticks at
+/// the same point of its history as it did here.
+pub fn publish_ticks(parts: &Partitions<SledStore>, shared: &Shared) {
+    use crate::engine::clock::{CatchUp, Clock, SystemClock, due_ticks};
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let now = SystemClock.now();
+    let mut out = Vec::new();
+    for (k, engine) in parts.engines().iter().enumerate() {
+        if !cluster.owned.ready(k) {
+            continue;
+        }
+        let Ok(last) = engine.last_tick() else {
+            continue;
+        };
+        for day in due_ticks(&engine.schema, last, now, CatchUp::Once) {
+            let day = crate::base::time::day_string(day);
+            out.push(Outgoing {
+                partition: k,
+                id: format!("tick:{day}:p{k}"),
+                body: day.into(),
+                kind: Kind::Tick,
+            });
+        }
+    }
+    if out.is_empty() {
+        return;
+    }
+    cluster.runtime.clone().spawn(async move {
+        if let Err(e) = cluster.publish_events(out).await {
+            tracing::warn!(error = %e, "Publishing the daily ticks failed; the schedule's next round sends them again.");
+        }
+    });
 }
 
 /// Hands what the partitions held here gave members of other partitions

@@ -8,7 +8,7 @@ use super::Shared;
 use super::apply::Entry;
 use super::writer::Command;
 use crate::cluster::lease::NodeInfo;
-use crate::cluster::{Cluster, Outgoing};
+use crate::cluster::{Cluster, Kind, Outgoing};
 use crate::model::EventError;
 use serde_json::json;
 use std::sync::Arc;
@@ -86,6 +86,33 @@ async fn hand_over(
             Err(_) => {}
         }
         cluster.owned.handed(p);
+    }
+}
+
+/// At a clean stop: takes and puts a snapshot of each partition held here
+/// before the leases go, so the nodes that take them start from here, not
+/// from older copies. A stop waits at most a minute for it.
+pub async fn snapshot_held(cluster: &Arc<Cluster>, writer: &Sender<Command>) {
+    let all = async {
+        for p in cluster.owned.list() {
+            let (reply, answer) = oneshot::channel();
+            if writer.send(Command::Snapshot { part: p, reply }).is_err() {
+                return;
+            }
+            match answer.await {
+                Ok(Ok(taken)) => super::snapshots::put(cluster, p, taken).await,
+                Ok(Err(why)) => {
+                    tracing::warn!(partition = p, error = %why, "Cannot take a snapshot at the stop.")
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("Snapshots at the stop took over a minute; the others are left.");
     }
 }
 
@@ -191,6 +218,9 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
     let alive = || cluster.owned.taken(p) == Some(taken);
     restore_if_further(&shared, &cluster, &writer, p).await;
     take_up(&shared, &cluster, p, &alive).await;
+    // A daily tick due for the partition is published now, not at the
+    // schedule's next round.
+    let _ = writer.send(Command::Tick);
     let mut consumer = None;
     // This node's last consumer of the partition, deleted when replaced.
     let mut last_name: Option<String> = None;
@@ -263,6 +293,11 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
                     tracing::warn!(partition = p, error = %e, "Acknowledging applied events failed (they are skipped when redelivered).");
                 }
             }
+            Ok(Err(why)) if !cluster.owned.holds(p) => {
+                // Handed over or lost: the lease task said so already.
+                tracing::debug!(partition = p, error = %why, "Batch not applied: the lease is gone.");
+                consumer = None;
+            }
             Ok(Err(why)) => {
                 tracing::warn!(partition = p, error = %why, "Applying events failed; starting again from the last applied.");
                 consumer = None;
@@ -274,21 +309,26 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
     tracing::info!(partition = p, "Partition no longer applied here.");
 }
 
-/// The fetched events and relays, parsed (events with the running
+/// The fetched events, relays and ticks, parsed (events with the running
 /// config), and the last sequence among them. One that no longer parses
 /// (the config changed since it was accepted) is left out, said in the
 /// log, and counted.
-fn parse(shared: &Shared, p: usize, fetched: &[(u64, &[u8], bool)]) -> (Vec<(u64, Entry)>, u64) {
+fn parse(shared: &Shared, p: usize, fetched: &[(u64, &[u8], Kind)]) -> (Vec<(u64, Entry)>, u64) {
     let schema = shared.schema.load();
     let mut events = Vec::with_capacity(fetched.len());
     let mut through = 0;
-    for (seq, body, relay) in fetched {
+    for (seq, body, kind) in fetched {
         through = through.max(*seq);
-        let parsed = match relay {
-            true => serde_json::from_slice(body)
+        let parsed = match kind {
+            Kind::Relay => serde_json::from_slice(body)
                 .map(|r| Entry::Relay(Box::new(r)))
                 .map_err(|e| format!("a relay: {e}")),
-            false => serde_json::from_slice::<serde_json::Value>(body)
+            Kind::Tick => std::str::from_utf8(body)
+                .ok()
+                .and_then(crate::base::time::parse_date)
+                .map(Entry::Tick)
+                .ok_or_else(|| "a tick without its day".to_string()),
+            Kind::Event => serde_json::from_slice::<serde_json::Value>(body)
                 .map_err(|e| e.to_string())
                 .and_then(|v| {
                     crate::io::event::event_from_json(&schema, v).map_err(|e| e.to_string())
@@ -331,7 +371,7 @@ pub async fn ingest(
                 partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
                 id: e.id,
                 body,
-                relay: false,
+                kind: Kind::Event,
             }),
             Err(mut e) => {
                 e.line = Some(i + 1);
@@ -481,11 +521,23 @@ pub async fn view(shared: &Shared) -> serde_json::Value {
             json!({"partition": p, "owner": owners.get(&p), "lag": lag})
         })
         .collect();
+    // Each sink is delivered by its partition's holder.
+    let sinks: Vec<_> = shared
+        .schema
+        .load()
+        .stream_sinks
+        .iter()
+        .map(|s| {
+            let p = cluster.sink_partition(&crate::store::keys::sink_cursor(s));
+            json!({"sink": crate::outbox::sink_label(s), "partition": p, "node": owners.get(&p)})
+        })
+        .collect();
     let nodes = nodes.unwrap_or_default();
     json!({
         "node": cluster.options.node,
         "nodes": nodes.iter().map(|(name, n)| json!({"node": name, "http": n.http, "version": n.version})).collect::<Vec<_>>(),
         "partitions": partitions,
+        "sinks": sinks,
         "held_here": cluster.owned.list(),
         "lease_changes": cluster.owned.changes(),
     })
@@ -506,7 +558,7 @@ pub async fn send_relays(cluster: std::sync::Arc<Cluster>, writer: Sender<Comman
                     partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
                     id: format!("relay:{}", e.key),
                     body: body.into(),
-                    relay: true,
+                    kind: Kind::Relay,
                 }),
                 Err(why) => {
                     tracing::error!(key = %e.key, error = %why, "A relay cannot be encoded; it is not sent.")

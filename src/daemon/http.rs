@@ -519,7 +519,6 @@ fn label(v: &str) -> String {
 
 // Long because the Prometheus exposition, one metric family after another in the order a scrape shows them.
 async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
-    use crate::store::Store;
     if !authorized(&app, &headers) {
         return unauthorized();
     }
@@ -647,7 +646,7 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     }
     // From counters, not scans: a scrape must stay cheap with millions of members.
     let depth = sh.outbox_depth();
-    let members = sh.folder.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0);
+    let members = sh.members();
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"

@@ -183,10 +183,26 @@ impl Shared {
     /// left (entries it delivered stay in the store until the writer's
     /// next commit trims them). From counters, not a scan.
     pub fn outbox_depth(&self) -> u64 {
+        self.held_parts().map(|s| self.outbox_depth_of(s)).sum()
+    }
+
+    /// The partitions this node answers for: all of them on a single node,
+    /// those whose lease it holds in cluster mode (its copies of others
+    /// are stale and not its to count).
+    pub fn held_parts(&self) -> impl Iterator<Item = &SledStore> {
         self.folder
             .parts
             .iter()
-            .map(|s| self.outbox_depth_of(s))
+            .enumerate()
+            .filter(|(k, _)| self.cluster.as_ref().is_none_or(|c| c.owned.holds(*k)))
+            .map(|(_, s)| s)
+    }
+
+    /// Members in the partitions this node answers for.
+    pub fn members(&self) -> u64 {
+        use crate::store::Store;
+        self.held_parts()
+            .map(|s| s.meta_u64(crate::store::keys::MEMBERS).unwrap_or(0))
             .sum()
     }
 
@@ -522,6 +538,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         hup.abort();
         Ok::<(), DaemonError>(())
     });
+    if let Some(c) = &cluster {
+        // Before the leases go: the nodes that take them start from here.
+        runtime.block_on(cluster::snapshot_held(c, &tx));
+    }
     tracing::info!("Stopping: finishing queued batches.");
     let _ = tx.send(writer::Command::Shutdown);
     let _ = writer.join();

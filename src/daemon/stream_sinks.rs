@@ -84,6 +84,9 @@ pub(super) async fn deliver_forever(shared: Arc<Shared>, client: reqwest::Client
 /// cursor records: what it wrote past that (a crash, or a turn that ended
 /// before its save) is another node's to write.
 async fn settle(cluster: &Cluster, key: &str, path: &Path) -> Result<(), String> {
+    if !node_file(path, &cluster.options.node).exists() {
+        return Ok(());
+    }
     let (mut cursor, _) = cluster.sink_cursor(key).await.map_err(|e| e.to_string())?;
     NodeFile::take_up(path, &cluster.options.node, &mut cursor).map(drop)
 }
@@ -156,7 +159,13 @@ impl Deliverer<'_> {
                 None => SAVE_EVERY,
             }) {
                 let done = match file.as_mut() {
-                    Some(f) => f.write(chunk, &mut cursor)?,
+                    Some(f) => {
+                        let written = f.write(chunk, &mut cursor)?;
+                        let label = crate::outbox::sink_label(self.sink);
+                        self.shared
+                            .count_deliveries(&label, chunk.len() as u64, Ok(()));
+                        written
+                    }
                     None => self.send_all(chunk).await,
                 };
                 let Some(last) = done else {

@@ -203,7 +203,8 @@ pub fn run(
 
 /// The schedule's tick: relays a partition stored before a restart go out
 /// even when no event comes to it (cluster mode; the relay task retries
-/// the rest), quiet hours' releases, and the daily tick when due.
+/// the rest), quiet hours' releases, and the daily tick when due (in
+/// cluster mode published to each partition's stream).
 fn on_tick(
     parts: &mut Partitions<SledStore>,
     shared: &Shared,
@@ -214,7 +215,11 @@ fn on_tick(
     }
     release_deferred(parts, shared);
     if !ticks_held(parts.first(), shared, watch) {
-        tick(parts, shared);
+        match shared.cluster {
+            // Through the stream, applied where it lands there.
+            Some(_) => super::apply::publish_ticks(parts, shared),
+            None => tick(parts, shared),
+        }
     }
 }
 
@@ -581,7 +586,13 @@ fn cluster_runs(
     schema: &crate::config::Schema,
     rules: &crate::lang::RuleSet,
 ) -> Result<(), crate::cluster::ClusterError> {
-    match shared.cluster {
+    match &shared.cluster {
+        Some(c) if schema.partitions != c.partitions => {
+            Err(crate::cluster::ClusterError::Partitions {
+                cluster: c.partitions,
+                node: schema.partitions,
+            })
+        }
         Some(_) => crate::cluster::unsupported(schema, rules),
         None => Ok(()),
     }

@@ -135,7 +135,7 @@ fn a_partition_handed_over_goes_with_its_snapshot() {
     post(&[&a], &events[..600], 30);
     let want = reference(d, &events[..600], 30);
     wait_for_members(&a, &want);
-    let b = node_with(d, &nats.url, "b", "1", &never);
+    let mut b = node_with(d, &nats.url, "b", "1", &never);
     wait_for_spread(&[&a, &b]);
     // b starts its two partitions from a's state: it applies none of the
     // 600 events.
@@ -150,4 +150,11 @@ fn a_partition_handed_over_goes_with_its_snapshot() {
     let want = reference(d, &events, 30);
     wait_for_members(&b, &want);
     wait_for_effects(&nats.url, &want);
+    // A clean stop puts its partitions' snapshots before the leases go:
+    // `a` takes them back from there, not from its copies of before.
+    b.stop();
+    wait_until(Duration::from_secs(10), "a restores b's partitions", || {
+        a.logs().matches("from=b").count() == 2
+    });
+    wait_for_members(&a, &want);
 }

@@ -7,6 +7,7 @@
 mod chaos;
 mod failover;
 mod nats_cluster;
+mod ticks;
 
 use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
@@ -668,4 +669,40 @@ fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
     assert_eq!(back, three, "each node gets its own partitions back");
     let by_order = spread(8, &names(&["a", "b", "c"]), &lapsed, &none);
     assert_ne!(by_order, three, "the case is one where copies matter");
+}
+
+/// A reload to another `storage.partitions` is refused by a node of a
+/// cluster (a node started with it would be refused too), and the node
+/// goes on with its rules.
+#[test]
+fn a_reload_to_another_partition_count_is_refused() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path();
+    let a = node(d, &nats.url, "a", "1");
+    wait_for_spread(&[&a]);
+    let config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
+    std::fs::write(
+        d.join("nudge.yaml"),
+        config.replace("partitions: 4", "partitions: 8"),
+    )
+    .expect("config");
+    let (code, body) = http(&a.addr, "POST", "/v1/reload", "");
+    assert_eq!(code, 422, "{body}");
+    let (_, status) = http(&a.addr, "GET", "/v1/status", "");
+    assert!(
+        status.contains("the cluster was made with 4 partitions"),
+        "{status}"
+    );
+    let (code, body) = http(&a.addr, "GET", "/v1/cluster", "");
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+    // The file sink, and the node that delivers it.
+    assert_eq!(view["sinks"][0]["node"], "a", "{body}");
+    assert!(
+        view["sinks"][0]["sink"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("file:")),
+        "{body}"
+    );
 }
