@@ -508,8 +508,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// The subject a node answers member reads on.
-    pub fn members_subject(node: &str) -> String {
-        format!("nudge.members.{node}")
+    /// The subject a node answers other nodes' reads on (member reads,
+    /// explanations, segment counts of the partitions it holds).
+    pub fn asks_subject(node: &str) -> String {
+        format!("nudge.asks.{node}")
     }
 }

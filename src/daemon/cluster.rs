@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio_stream::StreamExt;
 
 /// How long a consumer waits after a failure before it starts again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -62,7 +61,7 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
         }
     });
     tokio::spawn(send_relays(relays, writer_relays));
-    tokio::spawn(answer_member_reads(shared));
+    tokio::spawn(super::asks::answer(shared));
 }
 
 /// Takes and puts the snapshot of each partition the spread gives another
@@ -393,70 +392,6 @@ pub async fn ingest(
 pub enum IngestError {
     Invalid(Vec<EventError>),
     Unavailable(String),
-}
-
-/// Answers member reads other nodes send this one (it holds the member's
-/// partition): the same answer `GET /v1/members/{id}` gives here.
-async fn answer_member_reads(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.clone() else {
-        return;
-    };
-    let subject = Cluster::members_subject(&cluster.options.node);
-    let mut requests = match cluster.client.subscribe(subject).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot answer member reads for other nodes.");
-            return;
-        }
-    };
-    while let Some(m) = requests.next().await {
-        let Some(reply) = m.reply else { continue };
-        let id = String::from_utf8_lossy(&m.payload);
-        let (status, body) = shared.member_answer(&id);
-        let answer = json!({"status": status.as_u16(), "body": body});
-        let bytes = bytes::Bytes::from(answer.to_string());
-        if let Err(e) = cluster.client.publish(reply, bytes).await {
-            tracing::warn!(error = %e, "Cannot answer a member read.");
-        }
-    }
-}
-
-/// Where member `id` is read: `None` here (this node holds its
-/// partition), else the node that holds it.
-pub async fn member_elsewhere(shared: &Shared, id: &str) -> Option<Result<String, String>> {
-    let cluster = shared.cluster.as_ref()?;
-    let p = crate::store::folder::partition_of(id, cluster.partitions);
-    if cluster.owned.holds(p) {
-        return None;
-    }
-    let owners = bounded(cluster.owners()).await.unwrap_or_default();
-    Some(
-        owners
-            .get(&p)
-            .cloned()
-            .ok_or_else(|| format!("no node holds partition {p} now; try again shortly")),
-    )
-}
-
-/// Asks `node` for member `id`: its status code and body.
-pub async fn read_member_from(
-    shared: &Shared,
-    node: &str,
-    id: &str,
-) -> Result<(u16, serde_json::Value), String> {
-    let cluster = shared.cluster.as_ref().ok_or("not in cluster mode")?;
-    let ask = cluster.client.request(
-        Cluster::members_subject(node),
-        bytes::Bytes::from(id.to_string()),
-    );
-    let answer = tokio::time::timeout(Duration::from_secs(5), ask)
-        .await
-        .map_err(|_| format!("node `{node}` did not answer in time"))?
-        .map_err(|e| format!("node `{node}`: {e}"))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&answer.payload).map_err(|e| e.to_string())?;
-    let status = v["status"].as_u64().unwrap_or(503) as u16;
-    Ok((status, v["body"].clone()))
 }
 
 /// How long a view waits for one NATS answer.

@@ -303,40 +303,17 @@ async fn get_explain(
             crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock),
         ),
     };
-    // By identifier or merged id too, whichever partition holds it.
-    let (id, rec) = match crate::engine::identity::find_member(&app.shared.folder, &id) {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            return reply(
-                StatusCode::NOT_FOUND,
-                json!({"error": format!("no member `{id}`")}),
-            );
-        }
-        Err(e) => {
-            return reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": e.to_string()}),
-            );
-        }
-    };
-    let rules = app.shared.rules.load();
-    let plugins = app.shared.plugins.load();
-    match crate::sim::explain::explain(
-        &schema,
-        &rules,
-        plugins.as_ref().as_deref(),
-        &id,
-        &rec,
+    // Cluster mode: the node that holds the member's partition answers.
+    let ask = super::asks::Ask::Explain {
+        id: id.clone(),
+        rule: q.rule.clone(),
         day,
-        q.rule.as_deref(),
-        crate::engine::predict::load(app.shared.folder.of(&id))
-            .ok()
-            .flatten()
-            .as_ref(),
-    ) {
-        Ok(x) => reply(StatusCode::OK, json!(x)),
-        Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+    };
+    if let Some((status, body)) = super::asks::elsewhere(&app.shared, &id, &ask).await {
+        return reply(status, body);
     }
+    let (status, body) = app.shared.explain_answer(&id, q.rule.as_deref(), day);
+    reply(status, body)
 }
 
 async fn get_member(
@@ -348,18 +325,9 @@ async fn get_member(
         return unauthorized();
     }
     // Cluster mode: the node that holds the member's partition answers.
-    match super::cluster::member_elsewhere(&app.shared, &id).await {
-        None => {}
-        Some(Ok(node)) => {
-            return match super::cluster::read_member_from(&app.shared, &node, &id).await {
-                Ok((status, body)) => reply(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                    body,
-                ),
-                Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
-            };
-        }
-        Some(Err(e)) => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
+    let ask = super::asks::Ask::Member { id: id.clone() };
+    if let Some((status, body)) = super::asks::elsewhere(&app.shared, &id, &ask).await {
+        return reply(status, body);
     }
     let (status, body) = app.shared.member_answer(&id);
     reply(status, body)
@@ -383,7 +351,11 @@ async fn post_segment_count(State(app): State<App>, headers: HeaderMap, body: By
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    let (code, body) = super::segments::count(app.shared.clone(), body.to_vec()).await;
+    // Cluster mode: over every partition, each counted by its holder.
+    let (code, body) = match app.shared.cluster {
+        Some(_) => super::asks::count_across(app.shared.clone(), body.to_vec()).await,
+        None => super::segments::count(app.shared.clone(), body.to_vec(), None).await,
+    };
     reply(code, body)
 }
 

@@ -4,6 +4,7 @@
 //! work to the writer; they read members straight from the store.
 
 pub mod apply;
+pub mod asks;
 pub mod cluster;
 pub mod dispatch;
 pub mod http;
@@ -283,6 +284,51 @@ impl Shared {
                     "not connected to NATS: events are refused (503) until it is back".to_string()
                 })
             })
+    }
+
+    /// Why rules did or did not fire for member `id` on `day`, as
+    /// `GET /v1/members/{id}/explain` shows it, read here.
+    pub fn explain_answer(
+        &self,
+        id: &str,
+        rule: Option<&str>,
+        day: i32,
+    ) -> (axum::http::StatusCode, serde_json::Value) {
+        use axum::http::StatusCode;
+        use serde_json::json;
+        // By identifier or merged id too, whichever partition holds it.
+        let (id, rec) = match crate::engine::identity::find_member(&self.folder, id) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no member `{id}`")}),
+                );
+            }
+            Err(e) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": e.to_string()}),
+                );
+            }
+        };
+        let (schema, rules, plugins) = (self.schema.load(), self.rules.load(), self.plugins.load());
+        let fit = crate::engine::predict::load(self.folder.of(&id))
+            .ok()
+            .flatten();
+        match crate::sim::explain::explain(
+            &schema,
+            &rules,
+            plugins.as_ref().as_deref(),
+            &id,
+            &rec,
+            day,
+            rule,
+            fit.as_ref(),
+        ) {
+            Ok(x) => (StatusCode::OK, json!(x)),
+            Err(e) => (StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+        }
     }
 
     /// A member as `GET /v1/members/{id}` shows it, read here.

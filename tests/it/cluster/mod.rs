@@ -499,6 +499,49 @@ fn nodes_apply_every_event_as_one_node_would() {
     // Each event applied once, on one node: the nodes' counts add up.
     let applied: u64 = [&a, &b, &c].iter().map(|n| applied(n)).sum();
     assert_eq!(applied, 1200);
+    reads_across_nodes(&[&a, &b, &c], &want);
+}
+
+/// A segment count on any node counts every partition, each by its
+/// holder; an explanation is answered by the member's holder; an export,
+/// not built across nodes, is refused rather than partial.
+fn reads_across_nodes(nodes: &[&Daemon], want: &Reference) {
+    let regulars = want
+        .members
+        .values()
+        .filter(|m| m["points"].as_i64().is_some_and(|p| p > 315))
+        .count();
+    assert!(regulars > 0 && regulars < want.members.len());
+    for n in nodes {
+        let (code, body) = http(
+            &n.addr,
+            "POST",
+            "/v1/segments/count",
+            r#"{"when": "points > 315"}"#,
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["count"], regulars, "{body}");
+        assert_eq!(v["members"], want.members.len(), "{body}");
+        for id in want.members.keys() {
+            let (code, body) = http(&n.addr, "GET", &format!("/v1/members/{id}/explain"), "");
+            assert_eq!(code, 200, "{id}: {body}");
+        }
+        let (code, body) = http(
+            &n.addr,
+            "POST",
+            "/v1/segments/export",
+            r#"{"when": "points > 315"}"#,
+        );
+        assert_eq!(code, 501, "{body}");
+    }
+    let (code, body) = http(
+        &nodes[0].addr,
+        "POST",
+        "/v1/segments/count",
+        r#"{"when": "orders >"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
 }
 
 /// The events `node` applied, summed over partitions (`/metrics`).
@@ -530,11 +573,32 @@ fn an_invalid_event_is_refused_and_nothing_is_published() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The stream holds the daily ticks the node published, nothing else.
     let stored = rt.block_on(async {
+        use tokio_stream::StreamExt;
         let client = async_nats::connect(&nats.url).await.expect("connect");
         let js = async_nats::jetstream::new(client);
         let mut s = js.get_stream("nudge_events").await.expect("stream");
-        s.info().await.expect("info").state.messages
+        let last = s.info().await.expect("info").state.last_sequence;
+        let mut events = 0;
+        if last == 0 {
+            return events;
+        }
+        let ordered = async_nats::jetstream::consumer::pull::OrderedConfig::default();
+        let consumer = s.create_consumer(ordered).await.expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        while let Some(m) = messages.next().await {
+            let m = m.expect("message");
+            let tick = m
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get("Nudge-Tick").is_some());
+            events += usize::from(!tick);
+            if m.info().expect("info").stream_sequence >= last {
+                break;
+            }
+        }
+        events
     });
     assert_eq!(stored, 0, "a refused request published nothing");
 }

@@ -1,0 +1,208 @@
+//! Cluster mode's reads across nodes: what a node is asked about a member
+//! of a partition another node holds (the member, why rules fired for it)
+//! goes to that node over NATS request-reply, and a segment count is the
+//! sum of each holder's count of its partitions. A node answers on
+//! `nudge.asks.<node>` for the partitions it holds, as its own routes
+//! would; a node asked about a partition it no longer holds says so (503),
+//! and the asker's client tries again.
+
+use super::Shared;
+use crate::cluster::Cluster;
+use axum::http::StatusCode;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+
+/// What one node asks another.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ask {
+    /// `GET /v1/members/{id}`.
+    Member { id: String },
+    /// `GET /v1/members/{id}/explain`, on `day`.
+    Explain {
+        id: String,
+        rule: Option<String>,
+        day: i32,
+    },
+    /// `POST /v1/segments/count` with this body, over these partitions.
+    Count {
+        body: serde_json::Value,
+        partitions: Vec<usize>,
+    },
+}
+
+/// How long an asked node may take: a count scans its partitions.
+const ASK_WAIT: Duration = Duration::from_secs(60);
+
+/// Answers what other nodes ask this one, for as long as it runs.
+pub async fn answer(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let subject = Cluster::asks_subject(&cluster.options.node);
+    let mut requests = match cluster.client.subscribe(subject).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot answer reads for other nodes.");
+            return;
+        }
+    };
+    while let Some(m) = requests.next().await {
+        let Some(reply) = m.reply else { continue };
+        let (shared, cluster) = (shared.clone(), cluster.clone());
+        // One at a time would hold every member read behind a count.
+        tokio::spawn(async move {
+            let (status, body) = match serde_json::from_slice::<Ask>(&m.payload) {
+                Ok(ask) => answer_one(shared, ask).await,
+                Err(e) => (StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
+            };
+            let answer = json!({"status": status.as_u16(), "body": body});
+            let bytes = bytes::Bytes::from(answer.to_string());
+            if let Err(e) = cluster.client.publish(reply, bytes).await {
+                tracing::warn!(error = %e, "Cannot answer another node's read.");
+            }
+        });
+    }
+}
+
+async fn answer_one(shared: Arc<Shared>, ask: Ask) -> (StatusCode, serde_json::Value) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "not in cluster mode"}),
+        );
+    };
+    let gone = |p: usize| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("partition {p} moved; try again shortly")}),
+        )
+    };
+    match ask {
+        Ask::Member { id } => match cluster.owned.holds(home(&cluster, &id)) {
+            true => shared.member_answer(&id),
+            false => gone(home(&cluster, &id)),
+        },
+        Ask::Explain { id, rule, day } => match cluster.owned.holds(home(&cluster, &id)) {
+            true => shared.explain_answer(&id, rule.as_deref(), day),
+            false => gone(home(&cluster, &id)),
+        },
+        Ask::Count { body, partitions } => {
+            if let Some(p) = partitions.iter().find(|p| !cluster.owned.holds(**p)) {
+                return gone(*p);
+            }
+            let body = body.to_string().into_bytes();
+            super::segments::count(shared, body, Some(partitions)).await
+        }
+    }
+}
+
+fn home(cluster: &Cluster, id: &str) -> usize {
+    crate::store::folder::partition_of(id, cluster.partitions)
+}
+
+/// The answer of the node holding member `id`'s partition, when that is
+/// not this node (`None`: answer here).
+pub async fn elsewhere(
+    shared: &Shared,
+    id: &str,
+    ask: &Ask,
+) -> Option<(StatusCode, serde_json::Value)> {
+    let cluster = shared.cluster.as_ref()?;
+    let p = home(cluster, id);
+    if cluster.owned.holds(p) {
+        return None;
+    }
+    let owners = bounded(cluster.owners()).await.unwrap_or_default();
+    Some(match owners.get(&p) {
+        Some(node) => ask_node(cluster, node, ask).await,
+        None => unavailable(format!(
+            "no node holds partition {p} now; try again shortly"
+        )),
+    })
+}
+
+/// A segment count over every partition: this node's share counted here,
+/// each other holder asked for its share, the counts added. 503 while a
+/// partition has no holder or a holder does not answer.
+pub async fn count_across(shared: Arc<Shared>, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return unavailable("not in cluster mode".into());
+    };
+    let owners = bounded(cluster.owners()).await.unwrap_or_default();
+    let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for p in 0..cluster.partitions {
+        match owners.get(&p) {
+            Some(node) => by_node.entry(node.clone()).or_default().push(p),
+            None => {
+                return unavailable(format!(
+                    "no node holds partition {p} now; try again shortly"
+                ));
+            }
+        }
+    }
+    let here = by_node.remove(&cluster.options.node).unwrap_or_default();
+    // Checked and counted here first: a bad request is answered at once.
+    let (status, mine) = super::segments::count(shared.clone(), body.clone(), Some(here)).await;
+    if status != StatusCode::OK {
+        return (status, mine);
+    }
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let asks = by_node.into_iter().map(|(node, partitions)| {
+        let ask = Ask::Count {
+            body: request.clone(),
+            partitions,
+        };
+        let cluster = cluster.clone();
+        async move { ask_node(&cluster, &node, &ask).await }
+    });
+    let (mut count, mut members) = (
+        mine["count"].as_u64().unwrap_or(0),
+        mine["members"].as_u64().unwrap_or(0),
+    );
+    for (status, theirs) in futures_util::future::join_all(asks).await {
+        if status != StatusCode::OK {
+            return (status, theirs);
+        }
+        count += theirs["count"].as_u64().unwrap_or(0);
+        members += theirs["members"].as_u64().unwrap_or(0);
+    }
+    (StatusCode::OK, json!({"count": count, "members": members}))
+}
+
+/// Asks `node`; its status and body (503 when it does not answer).
+async fn ask_node(cluster: &Cluster, node: &str, ask: &Ask) -> (StatusCode, serde_json::Value) {
+    let payload = match serde_json::to_vec(ask) {
+        Ok(p) => bytes::Bytes::from(p),
+        Err(e) => return unavailable(e.to_string()),
+    };
+    let request = cluster.client.request(Cluster::asks_subject(node), payload);
+    let answer = match tokio::time::timeout(ASK_WAIT, request).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return unavailable(format!("node `{node}`: {e}")),
+        Err(_) => return unavailable(format!("node `{node}` did not answer in time")),
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&answer.payload) {
+        Ok(v) => v,
+        Err(e) => return unavailable(format!("node `{node}`: {e}")),
+    };
+    let status = v["status"]
+        .as_u64()
+        .and_then(|s| StatusCode::from_u16(s as u16).ok());
+    (
+        status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        v["body"].clone(),
+    )
+}
+
+fn unavailable(error: String) -> (StatusCode, serde_json::Value) {
+    (StatusCode::SERVICE_UNAVAILABLE, json!({"error": error}))
+}
+
+/// `f`'s answer, or `None` after two seconds (NATS away).
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(2), f).await.ok()
+}
