@@ -343,13 +343,7 @@ fn written_by_nudge(bytes: &[u8]) -> bool {
 /// The configured path with the node's name added before the extension:
 /// `out/effects.ndjson` is written by node `a` as `out/effects-a.ndjson`.
 fn node_file(path: &Path, node: &str) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-    let name = match (stem, path.extension()) {
-        (Some(s), Some(x)) => format!("{s}-{node}.{}", x.to_string_lossy()),
-        (Some(s), None) => format!("{s}-{node}"),
-        (None, _) => node.to_string(),
-    };
-    path.with_file_name(name)
+    crate::base::path_of_writer(path, node)
 }
 
 #[cfg(test)]

@@ -332,16 +332,10 @@ impl<S: Store> Engine<S> {
     /// A file sink's file for this engine: each partition writes its own,
     /// `effects-p0.ndjson` for `effects.ndjson` (a file has one owner).
     pub fn sink_file(&self, path: &std::path::Path) -> std::path::PathBuf {
-        let Some((k, _)) = self.partition else {
-            return path.to_path_buf();
-        };
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-        let name = match (stem, path.extension()) {
-            (Some(s), Some(x)) => format!("{s}-p{k}.{}", x.to_string_lossy()),
-            (Some(s), None) => format!("{s}-p{k}"),
-            (None, _) => format!("p{k}"),
-        };
-        path.with_file_name(name)
+        match self.partition {
+            Some((k, _)) => crate::base::path_of_writer(path, &format!("p{k}")),
+            None => path.to_path_buf(),
+        }
     }
 
     pub fn with_plugins(mut self, plugins: Option<Arc<Plugins>>) -> Self {
