@@ -206,7 +206,8 @@ fn lease_key(p: usize) -> String {
 /// Which node each partition goes to. The live nodes (sorted by name)
 /// each get an equal share, the first ones one more while the partitions
 /// do not divide evenly; a partition stays with its owner while the owner
-/// is live and within its share, and the others go, in partition order,
+/// is live and within its share (an owner above it keeps first those no
+/// other live node has a copy of), and the others go, in partition order,
 /// to the nodes below their share: to the one whose copy of it is the
 /// furthest on (`copies`: node -> partition -> applied sequence), so a
 /// restarted node gets back the partitions it has copies of instead of
@@ -226,18 +227,6 @@ pub fn spread(
     let share = |i: usize| partitions / n + usize::from(i < partitions % n);
     let mut count = vec![0usize; n];
     let mut plan: Vec<Option<String>> = vec![None; partitions];
-    for (p, slot) in plan.iter_mut().enumerate() {
-        let Some(i) = owners
-            .get(&p)
-            .and_then(|o| live.iter().position(|l| l == o))
-        else {
-            continue;
-        };
-        if count[i] < share(i) {
-            count[i] += 1;
-            *slot = Some(live[i].clone());
-        }
-    }
     let copy = |i: usize, p: usize| {
         copies
             .get(&live[i])
@@ -245,6 +234,29 @@ pub fn spread(
             .copied()
             .unwrap_or(0)
     };
+    // A holder above its share keeps first the partitions no other live
+    // node has a copy of, and lets go of those another has (the ones it
+    // took from a node that died and is back): a restarted node gets its
+    // own back. Whether a copy exists changes rarely, so this does not
+    // make partitions move back and forth as copies advance.
+    let owner = |p: usize| {
+        owners
+            .get(&p)
+            .and_then(|o| live.iter().position(|l| l == o))
+    };
+    let mut held: Vec<(bool, usize, usize)> = (0..partitions)
+        .filter_map(|p| {
+            let i = owner(p)?;
+            Some(((0..n).any(|j| j != i && copy(j, p) > 0), p, i))
+        })
+        .collect();
+    held.sort();
+    for (_, p, i) in held {
+        if count[i] < share(i) {
+            count[i] += 1;
+            plan[p] = Some(live[i].clone());
+        }
+    }
     for (p, slot) in plan.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
         let mut best: Option<usize> = None;
         for i in (0..n).filter(|&i| count[i] < share(i)) {

@@ -733,6 +733,14 @@ fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
     assert_eq!(back, three, "each node gets its own partitions back");
     let by_order = spread(8, &names(&["a", "b", "c"]), &lapsed, &none);
     assert_ne!(by_order, three, "the case is one where copies matter");
+    // b died and c took b's partitions; b is back: c, now above its
+    // share, lets go of b's (b has copies of them), not its own.
+    let mut c_took = owners(&three);
+    for o in c_took.values_mut().filter(|o| *o == "b") {
+        *o = "c".into();
+    }
+    let b_back = spread(8, &names(&["a", "b", "c"]), &c_took, &copies);
+    assert_eq!(b_back, three, "b gets its own partitions back");
 }
 
 /// A reload to another `storage.partitions` is refused by a node of a
