@@ -625,7 +625,7 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     );
     let _ = writeln!(
         out,
-        "# HELP nudge_members Members in the store.\n# TYPE nudge_members gauge\nnudge_members {members}"
+        "# HELP nudge_members Members in the store (cluster mode: of the partitions held here).\n# TYPE nudge_members gauge\nnudge_members {members}"
     );
     super::cluster::metrics(sh, &mut out).await;
     (
