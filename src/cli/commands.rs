@@ -544,7 +544,7 @@ pub struct ClusterArgs {
     node: Option<String>,
     /// How long a partition's lease lasts without renewal, in seconds
     /// (1 to 600).
-    #[arg(long, default_value_t = 10.0, requires = "cluster")]
+    #[arg(long, default_value_t = 10.0, requires = "cluster", value_parser = lease_seconds)]
     lease: f64,
     /// Replicas of nudge's streams and buckets on the NATS cluster.
     #[arg(long, default_value_t = 1, requires = "cluster")]
@@ -567,6 +567,14 @@ pub struct ClusterArgs {
         value_name = "MINUTES"
     )]
     snapshot_minutes: u64,
+}
+
+/// `--lease`: seconds, 1 to 600 (refused outside, not bent into it).
+fn lease_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (1.0..=600.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds from 1 to 600")),
+    }
 }
 
 impl ClusterArgs {

@@ -242,10 +242,18 @@ async fn post_events(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
 async fn publish_events(app: &App, values: Vec<serde_json::Value>) -> Response {
     let n = values.len() as u64;
     match super::cluster::ingest(&app.shared, values).await {
-        Ok((accepted, duplicates)) => reply(
-            StatusCode::ACCEPTED,
-            json!({"accepted": accepted, "duplicates": duplicates}),
-        ),
+        Ok((accepted, duplicates)) => {
+            // Known to JetStream already (a retry): counted as a single
+            // node counts its duplicates.
+            let dups = duplicates as u64;
+            app.shared
+                .events_duplicate
+                .fetch_add(dups, Ordering::Relaxed);
+            reply(
+                StatusCode::ACCEPTED,
+                json!({"accepted": accepted, "duplicates": duplicates}),
+            )
+        }
         Err(super::cluster::IngestError::Invalid(errors)) => {
             app.shared.events_rejected.fetch_add(n, Ordering::Relaxed);
             invalid(&errors)

@@ -479,6 +479,11 @@ fn nodes_apply_every_event_as_one_node_would() {
     );
     assert_eq!(code, 202, "{body}");
     assert!(body.contains(r#""duplicates":50"#), "{body}");
+    let (_, metrics) = http(&b.addr, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("nudge_events_duplicate_total 50"),
+        "{metrics}"
+    );
     let want = reference(d, &events, 40);
     wait_for_members(&a, &want);
     wait_for_effects(&nats.url, &want);
@@ -777,4 +782,21 @@ fn a_reload_to_another_partition_count_is_refused() {
             .is_some_and(|s| s.starts_with("file:")),
         "{body}"
     );
+}
+
+#[test]
+fn a_lease_outside_one_to_600_seconds_is_refused() {
+    let dir = project();
+    for lease in ["0", "601", "soon"] {
+        let out = daemon_cmd(dir.path())
+            .args(["--cluster", "nats://127.0.0.1:1", "--lease", lease])
+            .output()
+            .expect("nudge run");
+        assert_eq!(out.status.code(), Some(2), "--lease {lease}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a number of seconds from 1 to 600"),
+            "{err}"
+        );
+    }
 }
