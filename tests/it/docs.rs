@@ -311,12 +311,14 @@ fn run_console(b: &Block) -> Result<(), String> {
         .port()
         .to_string();
     for (cmd, mut expected) in steps {
-        let port = |s: &str| match &addr {
-            Some(a) => s
-                .replace("localhost:8080", a)
-                .replace("127.0.0.1:8080", a)
-                .replace("4222", &nats),
-            None => s.replace("4222", &nats),
+        // NATS's port first: a daemon's port may contain `4222` (34222).
+        let port = |s: &str| {
+            let s = s.replace(":4222", &format!(":{nats}"));
+            let s = s.replace("-p 4222", &format!("-p {nats}"));
+            match &addr {
+                Some(a) => s.replace("localhost:8080", a).replace("127.0.0.1:8080", a),
+                None => s,
+            }
         };
         let cmd = port(&cmd);
         for e in &mut expected {
