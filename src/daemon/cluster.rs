@@ -72,18 +72,7 @@ async fn hand_over(
     mut leaving: tokio::sync::mpsc::UnboundedReceiver<usize>,
 ) {
     while let Some(p) = leaving.recv().await {
-        let (reply, answer) = oneshot::channel();
-        if writer.send(Command::Snapshot { part: p, reply }).is_err() {
-            cluster.owned.handed(p);
-            continue;
-        }
-        match answer.await {
-            Ok(Ok(taken)) => super::snapshots::put(&cluster, p, taken).await,
-            Ok(Err(why)) => {
-                tracing::warn!(partition = p, error = %why, "Cannot take the hand-over snapshot.")
-            }
-            Err(_) => {}
-        }
+        snapshot_now(&cluster, &writer, p).await;
         cluster.owned.handed(p);
     }
 }
@@ -94,16 +83,8 @@ async fn hand_over(
 pub async fn snapshot_held(cluster: &Arc<Cluster>, writer: &Sender<Command>) {
     let all = async {
         for p in cluster.owned.list() {
-            let (reply, answer) = oneshot::channel();
-            if writer.send(Command::Snapshot { part: p, reply }).is_err() {
+            if !snapshot_now(cluster, writer, p).await {
                 return;
-            }
-            match answer.await {
-                Ok(Ok(taken)) => super::snapshots::put(cluster, p, taken).await,
-                Ok(Err(why)) => {
-                    tracing::warn!(partition = p, error = %why, "Cannot take a snapshot at the stop.")
-                }
-                Err(_) => return,
             }
         }
     };
@@ -113,6 +94,21 @@ pub async fn snapshot_held(cluster: &Arc<Cluster>, writer: &Sender<Command>) {
     {
         tracing::warn!("Snapshots at the stop took over a minute; the others are left.");
     }
+}
+
+/// Has the writer take partition `p`'s snapshot now and puts it; false
+/// when the writer is gone.
+async fn snapshot_now(cluster: &Arc<Cluster>, writer: &Sender<Command>, p: usize) -> bool {
+    let (reply, answer) = oneshot::channel();
+    if writer.send(Command::Snapshot { part: p, reply }).is_err() {
+        return false;
+    }
+    match answer.await {
+        Ok(Ok(taken)) => super::snapshots::put(cluster, p, taken).await,
+        Ok(Err(why)) => tracing::warn!(partition = p, error = %why, "Cannot take a snapshot."),
+        Err(_) => return false,
+    }
+    true
 }
 
 /// The last stream sequence partition `p` applied here.

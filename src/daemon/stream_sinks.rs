@@ -282,9 +282,8 @@ impl NodeFile {
         if len > recorded {
             // Only whole effects of ours are cut: another program's bytes
             // are refused, not lost.
-            let tail = std::fs::read(&path).map_err(io)?;
-            let tail = tail.get(recorded as usize..).unwrap_or_default();
-            if !written_by_nudge(tail) {
+            let tail = crate::outbox::read_tail(&path, recorded, len).map_err(io)?;
+            if !written_by_nudge(&tail) {
                 return Err(format!(
                     "the file sink {} holds {} bytes past what the cluster recorded for node `{node}` that are not effects; nothing was cut or written: move the file away",
                     path.display(),

@@ -207,7 +207,9 @@ fn folder_id<S: Store>(engine: &mut Engine<S>) -> Result<String, StoreError> {
 
 /// The file's bytes from `from` to `to`, at most what one drain writes
 /// and a byte more (enough to tell a foreign file).
-fn read_tail(path: &Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+/// Bytes `from..to` of the file at `path` (at most [`MAX_TAIL`]): what a
+/// write cut short may have left past a recorded length.
+pub fn read_tail(path: &Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(from))?;

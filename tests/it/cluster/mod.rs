@@ -377,7 +377,9 @@ pub fn wait_for_files(dir: &Path, nodes: &[&str], want: &Reference) {
         let mut got = BTreeMap::<String, usize>::new();
         for n in nodes {
             let file = dir.join(format!("out/effects-{n}.ndjson"));
-            for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            // A line being written (no newline yet) is read next round.
+            for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
                 let e: serde_json::Value = serde_json::from_str(line).expect("an effect");
                 *got.entry(e["key"].as_str().expect("key").to_string())
                     .or_default() += 1;
