@@ -26,7 +26,7 @@ const ROUNDS: usize = 100;
 
 /// The allotments, drawn from the writer's thread.
 pub struct Allotments {
-    bucket: kv::Store,
+    bucket: super::bucket::Bucket,
     runtime: tokio::runtime::Handle,
     /// The leases: a draw for a partition no longer held here fails.
     owned: Arc<Owned>,

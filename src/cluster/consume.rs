@@ -54,6 +54,15 @@ const READ_WAIT: Duration = Duration::from_secs(60);
 /// the first event, and time to receive up to [`FETCH`] events.
 const FETCH_WAIT: Duration = Duration::from_secs(10);
 
+/// How long making a consumer may take. JetStream places a consumer of
+/// one replica on a server of its stream's picked at random, the dead
+/// one too until the cluster drops it (nats-server 2.9): such a request
+/// is never answered, and the client's own wait (10 s) let a partition
+/// stand still for 40 s after one of three servers died, trying again.
+/// Given up sooner, the next try lands on a live server two times in
+/// three; made on a live one, it takes milliseconds.
+pub const MAKE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a consumer nobody pulls from stays: one left by a node that
 /// died, or whose delete NATS did not hear, is dropped by NATS after it.
 const IDLE: Duration = Duration::from_secs(60);
@@ -78,34 +87,35 @@ impl Cluster {
         let n = self
             .consumers_made
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.events
-            .create_consumer(pull::Config {
-                name: Some(format!(
-                    "p{p}-{}-{}-{n}",
-                    self.options.node,
-                    std::process::id()
-                )),
-                filter_subject: events_subject(p),
-                deliver_policy: if from <= 1 {
-                    consumer::DeliverPolicy::All
-                } else {
-                    consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: from,
-                    }
-                },
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: (FETCH * 4) as i64,
-                inactive_threshold: IDLE,
-                // One replica, in memory: the holder makes it anew from its
-                // copy's sequence whenever it takes the partition or the
-                // consumer is gone (its NATS server died), so replicating
-                // it would only cost a raft group per partition.
-                num_replicas: 1,
-                memory_storage: true,
-                ..Default::default()
-            })
+        let made = self.events.create_consumer(pull::Config {
+            name: Some(format!(
+                "p{p}-{}-{}-{n}",
+                self.options.node,
+                std::process::id()
+            )),
+            filter_subject: events_subject(p),
+            deliver_policy: if from <= 1 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
+            },
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: (FETCH * 4) as i64,
+            inactive_threshold: IDLE,
+            // One replica, in memory: the holder makes it anew from its
+            // copy's sequence whenever it takes the partition or the
+            // consumer is gone (its NATS server died), so replicating
+            // it would only cost a raft group per partition.
+            num_replicas: 1,
+            memory_storage: true,
+            ..Default::default()
+        });
+        tokio::time::timeout(MAKE_WAIT, made)
             .await
+            .map_err(|_| ClusterError::JetStream("making a consumer timed out".into()))?
             .map_err(ClusterError::js)
     }
 

@@ -447,14 +447,14 @@ impl Cluster {
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     let _ = leases
-                        .delete_expect_revision(lease_key(p), Some(h.revision))
+                        .delete_expect_revision(&lease_key(p), h.revision)
                         .await;
                 });
             }
             // Renewed at the start of the round.
             Some(_) => {}
             None if mine => {
-                if let Ok(revision) = self.leases.create(lease_key(p), node).await {
+                if let Ok(revision) = self.leases.create(&lease_key(p), node).await {
                     let taken = self
                         .owned
                         .changes
@@ -486,7 +486,7 @@ impl Cluster {
         let Some(h) = self.owned.get(p) else { return };
         let node = bytes::Bytes::from(self.options.node.clone());
         let sent = Instant::now();
-        match self.leases.update(lease_key(p), node, h.revision).await {
+        match self.leases.update(&lease_key(p), node, h.revision).await {
             Ok(revision) => self.owned.write(p, revision, sent, None),
             Err(e) if e.kind() != UpdateErrorKind::WrongLastRevision => {
                 tracing::warn!(partition = p, error = %e, "Cannot renew a lease; trying again.");
@@ -537,7 +537,7 @@ impl Cluster {
         for (p, h) in self.owned.forget_all() {
             let _ = self
                 .leases
-                .delete_expect_revision(lease_key(p), Some(h.revision))
+                .delete_expect_revision(&lease_key(p), h.revision)
                 .await;
         }
         let _ = self.nodes.delete(&self.options.node).await;

@@ -15,6 +15,7 @@
 //! [`RELAY_HEADER`] and `Nats-Msg-Id` = `relay:<effect key>`.
 
 pub mod allot;
+pub mod bucket;
 pub mod consume;
 pub mod lease;
 pub mod sinks;
@@ -23,7 +24,8 @@ pub mod snapshot;
 use crate::config::Schema;
 use crate::lang::RuleSet;
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, stream};
+use bucket::Bucket;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,10 +41,6 @@ pub enum ClusterError {
     Partitions { cluster: usize, node: usize },
     #[error("cluster mode does not run {0} yet; run it on a single node (without `--cluster`)")]
     Unsupported(String),
-    #[error(
-        "nats-server {0} does not keep compare-and-set exact on streams of more than one replica (two writes expecting the same revision can both be stored: measured on 2.9.10, 8,815 of 12,555 acknowledged increments kept), and the leases and budgets of nudge rely on it; run with `--replicas 1`, or on a newer NATS server"
-    )]
-    UnsafeReplicas(String),
     #[error("`--node` is a name of letters, digits, `-` and `_`, not `{0}`")]
     NodeName(String),
     #[error(
@@ -116,13 +114,13 @@ pub struct Cluster {
     pub js: jetstream::Context,
     pub events: stream::Stream,
     pub effects: stream::Stream,
-    pub leases: kv::Store,
-    pub nodes: kv::Store,
+    pub leases: Bucket,
+    pub nodes: Bucket,
     /// Budgets and stock handed out to partitions ([`allot`]).
-    pub budgets: kv::Store,
+    pub budgets: Bucket,
     /// Where each of the config's sinks stands in the effects stream
     /// ([`sinks`]).
-    pub sinks: kv::Store,
+    pub sinks: Bucket,
     /// Partitions' snapshots ([`snapshot`]).
     pub snapshots: async_nats::jetstream::object_store::ObjectStore,
     /// The runtime the node's NATS client runs on, for the writer's
@@ -196,10 +194,6 @@ pub async fn connect(
             why: e.to_string(),
         })?;
     let replicas = options.replicas.max(1);
-    let version = client.server_info().version;
-    if replicas > 1 && version.starts_with("2.9.") {
-        return Err(ClusterError::UnsafeReplicas(version));
-    }
     let js = jetstream::new(client.clone());
     // A JetStream cluster that has just started has no leader for a few
     // seconds and refuses to make streams: asked again for a while.
@@ -277,10 +271,10 @@ const JETSTREAM_WAIT: Duration = Duration::from_secs(30);
 struct Made {
     events: stream::Stream,
     effects: stream::Stream,
-    leases: kv::Store,
-    nodes: kv::Store,
-    budgets: kv::Store,
-    sinks: kv::Store,
+    leases: Bucket,
+    nodes: Bucket,
+    budgets: Bucket,
+    sinks: Bucket,
     snapshots: async_nats::jetstream::object_store::ObjectStore,
 }
 
@@ -338,9 +332,9 @@ async fn ensure_bucket(
     bucket: &str,
     max_age: Duration,
     replicas: usize,
-) -> Result<kv::Store, ClusterError> {
+) -> Result<Bucket, ClusterError> {
     if let Ok(b) = js.get_key_value(bucket).await {
-        return Ok(b);
+        return Ok(Bucket::new(b, js));
     }
     // The bucket's stream, made as `nats kv add` makes it: the client's
     // own `create_key_value` first reads account fields that servers
@@ -364,12 +358,13 @@ async fn ensure_bucket(
     made.map_err(|e| fail(e.to_string()))?;
     js.get_key_value(bucket)
         .await
+        .map(|b| Bucket::new(b, js))
         .map_err(|e| fail(e.to_string()))
 }
 
 /// The first node writes the partition count; every node must match it,
 /// since a member's partition is its id's hash modulo that count.
-async fn check_partitions(settings: &kv::Store, partitions: usize) -> Result<(), ClusterError> {
+async fn check_partitions(settings: &Bucket, partitions: usize) -> Result<(), ClusterError> {
     let mine = bytes::Bytes::from(partitions.to_string());
     if settings.create("partitions", mine).await.is_ok() {
         return Ok(());

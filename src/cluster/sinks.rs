@@ -115,7 +115,7 @@ impl Cluster {
             memory_storage: true,
             ..Default::default()
         });
-        tokio::time::timeout(WAIT, made)
+        tokio::time::timeout(super::consume::MAKE_WAIT, made)
             .await
             .map_err(|_| {
                 ClusterError::JetStream(format!(

@@ -269,11 +269,14 @@ pub fn wait_for_members(node: &Daemon, want: &Reference) {
     }
 }
 
-/// The effects stream: how often each key is there, and how many
-/// firings of rule "thanks" went out.
+/// The effects stream: how often each key is there, and the firings of
+/// rule "thanks" by partition.
 pub struct Published {
     pub counts: BTreeMap<String, usize>,
-    pub thanks_sent: usize,
+    /// Firings of "thanks" that went out, by partition.
+    pub thanks_sent: BTreeMap<usize, usize>,
+    /// Firings of "thanks" capped by its budget, by partition.
+    pub thanks_capped: BTreeMap<usize, usize>,
 }
 
 /// Every effect key in the effects stream, with how often it is there.
@@ -282,18 +285,23 @@ pub fn published(nats: &str) -> Published {
         .enable_all()
         .build()
         .expect("runtime");
-    // Read again after a JetStream error: right after a NATS server died
-    // the stream may still be electing its leader.
+    // Read again after a JetStream error or a wait: right after a NATS
+    // server died the stream may still be electing its leader, or the
+    // reading consumer be placed on the dead server (never answering).
     let started = std::time::Instant::now();
     loop {
-        match rt.block_on(read_published(nats)) {
-            Ok(counts) => return counts,
-            Err(e) => assert!(
-                started.elapsed() < Duration::from_secs(30),
+        let wait = Duration::from_secs(10);
+        match rt.block_on(async { tokio::time::timeout(wait, read_published(nats)).await }) {
+            Ok(Ok(counts)) => return counts,
+            Ok(Err(e)) => assert!(
+                started.elapsed() < Duration::from_secs(60),
                 "cannot read the effects stream: {e}"
             ),
+            Err(_) => assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "cannot read the effects stream in time"
+            ),
         }
-        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -305,7 +313,8 @@ async fn read_published(nats: &str) -> Result<Published, async_nats::Error> {
     let last = stream.info().await?.state.last_sequence;
     let mut got = Published {
         counts: BTreeMap::new(),
-        thanks_sent: 0,
+        thanks_sent: BTreeMap::new(),
+        thanks_capped: BTreeMap::new(),
     };
     if last == 0 {
         return Ok(got);
@@ -321,9 +330,14 @@ async fn read_published(nats: &str) -> Result<Published, async_nats::Error> {
         let key = key.ok_or("an effect without Nats-Msg-Id")?.to_string();
         let n = got.counts.entry(key).or_insert(0);
         *n += 1;
-        if *n == 1 {
-            let effect: serde_json::Value = serde_json::from_slice(&m.payload)?;
-            got.thanks_sent += usize::from(is_thanks_sent(&effect));
+        let effect: serde_json::Value = serde_json::from_slice(&m.payload)?;
+        if *n == 1 && effect["rule"] == "thanks" {
+            let partition: usize = m.subject.rsplit('.').next().unwrap_or("").parse()?;
+            let by = match effect["status"].as_str() {
+                Some("sent") => &mut got.thanks_sent,
+                _ => &mut got.thanks_capped,
+            };
+            *by.entry(partition).or_default() += 1;
         }
         if m.info()?.stream_sequence >= last {
             break;
@@ -332,31 +346,78 @@ async fn read_published(nats: &str) -> Result<Published, async_nats::Error> {
     Ok(got)
 }
 
+/// What each partition was given of rule "thanks"'s budget, as the
+/// budgets bucket's stream leader has it.
+fn budget_given(nats: &str) -> BTreeMap<usize, usize> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("connect"));
+        let stream = js.get_stream("KV_nudge_budgets").await.expect("budgets");
+        let m = stream
+            .get_last_raw_message_by_subject("$KV.nudge_budgets.budget=3Athanks=3Aall")
+            .await
+            .expect("the budget's entry");
+        let entry: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+        entry["given"]
+            .as_object()
+            .expect("given")
+            .iter()
+            .map(|(p, n)| {
+                let n = n.as_str().and_then(|n| n.parse().ok()).expect("a count");
+                (p.parse().expect("a partition"), n)
+            })
+            .collect()
+    })
+}
+
 /// Waits until the effects stream holds exactly the reference's keys,
 /// each once (fails at once on a key twice or one not in the reference),
-/// and the budgeted rule's firings went out as on one node.
-pub fn wait_for_effects(nats: &str, want: &Reference) {
-    let sent = wait_for_keys(nats, want);
-    // Spent exactly as far as on one node: the whole budget when the
-    // single node spent it all, else every firing.
-    assert_eq!(sent, want.thanks_sent, "firings of a budgeted rule");
+/// and the budgeted rule's firings went out as on one node: every one
+/// while the budget lasted there; when it ran out there, never more than
+/// the budget, each partition sent what it was given (blocks of it), and
+/// a partition left something unsent only if none of its firings was
+/// capped (it fired no more after its last block; nothing else may go
+/// missing). Firings of the rule that went out.
+pub fn wait_for_effects(nats: &str, want: &Reference) -> usize {
+    let got = wait_for_keys(nats, want);
+    let sent: usize = got.thanks_sent.values().sum();
+    if want.thanks_sent < BUDGET {
+        assert_eq!(sent, want.thanks_sent, "firings of a budgeted rule");
+        return sent;
+    }
+    let given = budget_given(nats);
+    assert_eq!(
+        given.values().sum::<usize>(),
+        BUDGET,
+        "budget given out: {given:?}"
+    );
+    for (p, g) in &given {
+        let s = got.thanks_sent.get(p).copied().unwrap_or_default();
+        let capped = got.thanks_capped.get(p).copied().unwrap_or_default();
+        assert!(
+            s == *g || (s < *g && capped == 0),
+            "partition {p} was given {g} of the budget, sent {s} and capped {capped}"
+        );
+    }
+    sent
 }
 
 /// Waits until the effects stream holds exactly the reference's keys,
 /// each once; how many firings of the budgeted rule went out.
-pub fn wait_for_keys(nats: &str, want: &Reference) -> usize {
+pub fn wait_for_keys(nats: &str, want: &Reference) -> Published {
     let start = std::time::Instant::now();
     loop {
-        let Published {
-            counts: got,
-            thanks_sent,
-        } = published(nats);
+        let published = published(nats);
+        let got = &published.counts;
         let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
         assert!(twice.is_empty(), "effects published twice: {twice:?}");
         let extra: Vec<_> = got.keys().filter(|k| !want.keys.contains(*k)).collect();
         assert!(extra.is_empty(), "effects no single node made: {extra:?}");
         if got.len() == want.keys.len() {
-            return thanks_sent;
+            return published;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -645,25 +706,6 @@ fn what_the_cluster_cannot_run_yet_is_refused_at_the_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster mode does not run One ID"), "{err}");
-}
-
-/// nats-server 2.9 loses compare-and-set writes on replicated streams
-/// (two writes expecting one revision both stored), which leases and
-/// budgets rely on: more than one replica is refused there.
-#[test]
-fn replicated_streams_on_nats_2_9_are_refused() {
-    let nats = Nats::start();
-    let dir = project();
-    let out = daemon_cmd(dir.path())
-        .args(["--cluster", &nats.url, "--node", "a", "--replicas", "3"])
-        .output()
-        .expect("nudge run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("does not keep compare-and-set exact") && err.contains("--replicas 1"),
-        "{err}"
-    );
 }
 
 #[test]
