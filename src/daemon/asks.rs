@@ -1,7 +1,8 @@
 //! Cluster mode's reads across nodes: what a node is asked about a member
 //! of a partition another node holds (the member, why rules fired for it)
-//! goes to that node over NATS request-reply, and a segment count is the
-//! sum of each holder's count of its partitions. A node answers on
+//! goes to that node over NATS request-reply, a segment count is the
+//! sum of each holder's count of its partitions, and a segment export is
+//! each partition's members in turn, in parts taken by its holder. A node answers on
 //! `nudge.asks.<node>` for the partitions it holds, as its own routes
 //! would; a node asked about a partition it no longer holds says so (503),
 //! and the asker's client tries again.
@@ -31,6 +32,13 @@ pub enum Ask {
     Count {
         body: serde_json::Value,
         partitions: Vec<usize>,
+    },
+    /// A part of `POST /v1/segments/export` with this body: partition
+    /// `partition`'s members after member `after`.
+    Export {
+        body: serde_json::Value,
+        partition: usize,
+        after: Option<String>,
     },
 }
 
@@ -97,6 +105,127 @@ async fn answer_one(shared: Arc<Shared>, ask: Ask) -> (StatusCode, serde_json::V
             let body = body.to_string().into_bytes();
             super::segments::count(shared, body, Some(partitions)).await
         }
+        Ask::Export {
+            body,
+            partition,
+            after,
+        } => match cluster.owned.holds(partition) {
+            true => local_part(shared, body.to_string().into_bytes(), partition, after).await,
+            false => gone(partition),
+        },
+    }
+}
+
+/// A part of an export taken from this node's copy of `partition`.
+async fn local_part(
+    shared: Arc<Shared>,
+    body: Vec<u8>,
+    partition: usize,
+    after: Option<String>,
+) -> (StatusCode, serde_json::Value) {
+    let work = tokio::task::spawn_blocking(move || {
+        super::segments::export_part(&shared, &body, partition, after.as_deref())
+    });
+    match work.await {
+        Ok(Ok(part)) => (StatusCode::OK, json!(part)),
+        Ok(Err(refused)) => refused,
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+/// How long an export waits for a partition without a holder, or whose
+/// holder moved it, before it ends with an error line.
+const PART_WAIT: Duration = Duration::from_secs(30);
+
+/// `POST /v1/segments/export` across the nodes: partition by partition,
+/// each in parts taken by its holder (here or asked), so the lines come
+/// in the order a single node's export has them. The request is checked
+/// here before the answer starts; a part that cannot be had ends the
+/// stream with a line `{"error": ...}`.
+pub async fn export_across(
+    shared: Arc<Shared>,
+    body: Vec<u8>,
+) -> Result<tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>, super::segments::Refusal> {
+    let Some(cluster) = shared.cluster.clone() else {
+        return Err(unavailable("not in cluster mode".into()));
+    };
+    let checked = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || super::segments::checked_export(&shared, &body))
+    };
+    let body: serde_json::Value = match checked.await {
+        Ok(Ok(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+        Ok(Err(refused)) => return Err(refused),
+        Err(e) => return Err(unavailable(e.to_string())),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for p in 0..cluster.partitions {
+            let mut after = None;
+            loop {
+                let part = match part(&shared, &cluster, &body, p, after).await {
+                    Ok(part) => part,
+                    Err(error) => {
+                        let _ = tx
+                            .send(Ok(json!({"error": error}).to_string() + "\n"))
+                            .await;
+                        return;
+                    }
+                };
+                // A client that went away stops the export.
+                if !part.lines.is_empty() && tx.send(Ok(part.lines)).await.is_err() {
+                    return;
+                }
+                match part.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// One part of partition `p` after member `after`, from its holder; asked
+/// again while the partition has no holder or moves (503), up to
+/// [`PART_WAIT`].
+async fn part(
+    shared: &Arc<Shared>,
+    cluster: &Cluster,
+    body: &serde_json::Value,
+    p: usize,
+    after: Option<String>,
+) -> Result<super::segments::Part, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, answer) = if cluster.owned.holds(p) {
+            let bytes = body.to_string().into_bytes();
+            local_part(shared.clone(), bytes, p, after.clone()).await
+        } else {
+            let owners = bounded(cluster.owners()).await.unwrap_or_default();
+            match owners.get(&p) {
+                Some(node) => {
+                    let ask = Ask::Export {
+                        body: body.clone(),
+                        partition: p,
+                        after: after.clone(),
+                    };
+                    ask_node(cluster, node, &ask).await
+                }
+                None => unavailable(format!("no node holds partition {p} now")),
+            }
+        };
+        if status == StatusCode::OK {
+            return serde_json::from_value(answer).map_err(|e| e.to_string());
+        }
+        let error = answer["error"].as_str().unwrap_or("refused").to_string();
+        if status != StatusCode::SERVICE_UNAVAILABLE || started.elapsed() > PART_WAIT {
+            return Err(format!("partition {p}: {error}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

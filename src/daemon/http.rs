@@ -371,7 +371,12 @@ async fn post_segment_export(State(app): State<App>, headers: HeaderMap, body: B
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    match super::segments::export(app.shared.clone(), body.to_vec()).await {
+    // Cluster mode: every partition in turn, each read by its holder.
+    let lines = match app.shared.cluster {
+        Some(_) => super::asks::export_across(app.shared.clone(), body.to_vec()).await,
+        None => super::segments::export(app.shared.clone(), body.to_vec()).await,
+    };
+    match lines {
         Ok(lines) => (
             StatusCode::OK,
             [("content-type", "application/x-ndjson")],

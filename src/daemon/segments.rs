@@ -148,7 +148,8 @@ pub async fn count(shared: Arc<Shared>, body: Vec<u8>, parts: Option<Vec<usize>>
 /// Lines of an export in flight, ahead of the client.
 const EXPORT_BUFFER: usize = 256;
 
-/// `POST /v1/segments/export`: the members as NDJSON, streamed as they
+/// `POST /v1/segments/export` on one node (cluster mode's is
+/// `asks::export_across`): the members as NDJSON, streamed as they
 /// are found. The request is checked before the answer starts (400 with
 /// diagnostics); a store error after that ends the stream with a line
 /// `{"error": ...}`.
@@ -156,14 +157,6 @@ pub async fn export(
     shared: Arc<Shared>,
     body: Vec<u8>,
 ) -> Result<tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>, Refusal> {
-    if shared.cluster.is_some() {
-        // This node's copies of the partitions it does not hold are stale:
-        // a list from them would be wrong without saying so.
-        return Err((
-            StatusCode::NOT_IMPLEMENTED,
-            json!({"error": "a segment export across the nodes of a cluster is not built yet; /v1/segments/count counts across them"}),
-        ));
-    }
     let (checked_tx, checked_rx) = tokio::sync::oneshot::channel();
     let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
     tokio::task::spawn_blocking(move || {
@@ -195,4 +188,74 @@ pub async fn export(
             json!({"error": "the export stopped"}),
         )),
     }
+}
+
+/// One part of an export: the lines of members in the segment, and the
+/// member to go on after (`None`: the partition is done).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    pub lines: String,
+    pub next: Option<String>,
+}
+
+/// Bytes of lines in a part: a part travels as one NATS message (at most
+/// 1 MB by default), its lines escaped as a JSON string.
+const PART_BYTES: usize = 256 * 1024;
+
+/// Members looked at for a part: a segment few match still answers in
+/// well under the asker's wait.
+const PART_MEMBERS: usize = 100_000;
+
+/// Partition `p`'s members in the segment after member `after`, up to a
+/// part's size (cluster mode's export, `daemon::asks`). Blocking.
+pub fn export_part(
+    shared: &Shared,
+    body: &[u8],
+    p: usize,
+    after: Option<&str>,
+) -> Result<Part, Refusal> {
+    let a = asked(shared, body, true)?;
+    let store = shared
+        .folder
+        .parts
+        .get(p)
+        .ok_or_else(|| bad(format!("no partition {p}")))?;
+    let rules = a.query.rules(&a.rules);
+    let mut scan =
+        Scan::new(&a.schema, rules, a.query.index, &a.fields).map_err(|e| bad(e.to_string()))?;
+    let (mut lines, mut looked, mut last) = (String::new(), 0, None);
+    let mut full = false;
+    let result = scan.each_after(store, a.today, after, &mut |scan, id, rec| {
+        if let Some(rec) = rec {
+            lines.push_str(&row_json(&scan.row(id, rec)));
+            lines.push('\n');
+        }
+        looked += 1;
+        last = Some(id.to_string());
+        full = lines.len() >= PART_BYTES || looked >= PART_MEMBERS;
+        !full
+    });
+    result.map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        )
+    })?;
+    Ok(Part {
+        lines,
+        next: if full { last } else { None },
+    })
+}
+
+/// An export's request checked here (400 with diagnostics before the
+/// answer starts) and its day written in, so that every part, on
+/// whichever node, is taken on the same day.
+pub fn checked_export(shared: &Shared, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let a = asked(shared, body, true)?;
+    Scan::new(&a.schema, a.query.rules(&a.rules), a.query.index, &a.fields)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut request: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    request["at"] = crate::base::time::day_string(a.today).into();
+    Ok(request.to_string().into_bytes())
 }

@@ -267,6 +267,41 @@ impl<'r> Scan<'r> {
         })?;
         Ok(c)
     }
+
+    /// Calls `visit` with every member of `store` after member `after`
+    /// (all: `None`), in member id order, with its record when it is in
+    /// the segment on `today`, until `visit` returns `false`: an export
+    /// taken in parts (cluster mode asks each partition's holder for one
+    /// part at a time).
+    pub fn each_after(
+        &mut self,
+        store: &dyn Store,
+        today: i32,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&Self, &str, Option<&MemberRecord>) -> bool,
+    ) -> Result<(), SegmentError> {
+        check_day(store, today)?;
+        self.test.plan.fit = super::predict::load(store)?.map(std::sync::Arc::new);
+        let mut corrupt = None;
+        store.each_member_bytes(&crate::store::IdRange::after(after), &mut |id, bytes| {
+            let id = String::from_utf8_lossy(id);
+            match MemberRecord::decode(bytes) {
+                Ok(rec) => {
+                    let hit = self.matches(&rec, today);
+                    visit(self, &id, hit.then_some(&rec))
+                }
+                Err(message) => {
+                    let member = id.into_owned();
+                    corrupt = Some(StoreError::Corrupt { member, message });
+                    false
+                }
+            }
+        })?;
+        match corrupt {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Test {

@@ -83,6 +83,18 @@ pub struct IdRange {
     pub to: Option<Vec<u8>>,
 }
 
+impl IdRange {
+    /// Every member after `after` (all: `None`), to the end: a scan taken
+    /// again where the last one stopped. The first id above `after` is
+    /// `after` and a zero byte: after `1` comes `1\0`, then `10`, `2`.
+    pub fn after(after: Option<&str>) -> IdRange {
+        IdRange {
+            from: after.map_or_else(Vec::new, |a| [a.as_bytes(), &[0]].concat()),
+            to: None,
+        }
+    }
+}
+
 /// How many times `member_ranges` cuts its ranges again, one byte deeper,
 /// at most: four levels split any alphabet finely, and each costs a seek
 /// per prefix in use.

@@ -133,25 +133,34 @@ pub fn try_http(
     let _ = s.write_all(body);
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
-    let resp = String::from_utf8_lossy(&resp).into_owned();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok())?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Chunked bodies: drop the chunk-size lines.
-    let body = if resp
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.lines()
-            .filter(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_hexdigit()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        body
+    let head_end = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&resp[..head_end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok())?;
+    let raw = &resp[head_end + 4..];
+    let body = match head.contains("transfer-encoding: chunked") {
+        true => dechunk(raw),
+        false => raw.to_vec(),
     };
+    let body = String::from_utf8_lossy(&body).into_owned();
     Some((status, body))
+}
+
+/// A chunked body's chunks, joined (each is its size in hex, a line
+/// break, the bytes, a line break; the last is of size 0).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&raw[..eol]);
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16);
+        let Ok(size) = size else { break };
+        let start = eol + 2;
+        if size == 0 || start + size > raw.len() {
+            break;
+        }
+        out.extend_from_slice(&raw[start..start + size]);
+        raw = raw.get(start + size + 2..).unwrap_or_default();
+    }
+    out
 }
 
 pub fn purchase(id: &str, member: &str, amount: f64) -> String {

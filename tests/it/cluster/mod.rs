@@ -567,13 +567,26 @@ fn nodes_apply_every_event_as_one_node_would() {
     // Each event applied once, on one node: the nodes' counts add up.
     let applied: u64 = [&a, &b, &c].iter().map(|n| applied(n)).sum();
     assert_eq!(applied, 1200);
-    reads_across_nodes(&[&a, &b, &c], &want);
+    reads_across_nodes(d, &[&a, &b, &c], &want);
 }
 
 /// A segment count on any node counts every partition, each by its
-/// holder; an explanation is answered by the member's holder; an export,
-/// not built across nodes, is refused rather than partial.
-fn reads_across_nodes(nodes: &[&Daemon], want: &Reference) {
+/// holder; an explanation is answered by the member's holder; an export
+/// on any node is, byte for byte, the single node's (partition by
+/// partition, each part from its holder).
+fn reads_across_nodes(dir: &Path, nodes: &[&Daemon], want: &Reference) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .args(["--data", "single", "segment", "points > 315", "--fields"])
+        .args(["member,points,tags"])
+        .output()
+        .expect("nudge segment");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let single = String::from_utf8(out.stdout).expect("utf-8");
     let regulars = want
         .members
         .values()
@@ -599,10 +612,19 @@ fn reads_across_nodes(nodes: &[&Daemon], want: &Reference) {
             &n.addr,
             "POST",
             "/v1/segments/export",
-            r#"{"when": "points > 315"}"#,
+            r#"{"when": "points > 315", "fields": ["member", "points", "tags"]}"#,
         );
-        assert_eq!(code, 501, "{body}");
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body.lines().count(), regulars, "{body}");
+        assert_eq!(body, single, "the export of node {}", n.addr);
     }
+    let (code, body) = http(
+        &nodes[1].addr,
+        "POST",
+        "/v1/segments/export",
+        r#"{"when": "points > 315", "fields": ["nope"]}"#,
+    );
+    assert_eq!(code, 400, "{body}");
     let (code, body) = http(
         &nodes[0].addr,
         "POST",

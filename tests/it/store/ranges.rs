@@ -2,7 +2,7 @@
 //! whatever the ids look like, the ranges hold every member exactly once,
 //! in key order, and split a large store into many ranges.
 
-use nudge::store::{SledStore, Store, WriteSet};
+use nudge::store::{IdRange, SledStore, Store, WriteSet};
 
 /// Every member id read back range by range, in order.
 fn read_back(store: &SledStore, want: usize) -> (Vec<String>, usize) {
@@ -60,5 +60,41 @@ fn ranges_hold_every_member_once_whatever_the_ids() {
                 assert!(n >= 64, "{} ids cut into only {n} ranges", ids.len());
             }
         }
+    }
+}
+
+/// A scan taken in parts, each going on after the last member the one
+/// before saw (a cluster's segment export): every member once, in order,
+/// ids that are prefixes of others included.
+#[test]
+fn parts_after_the_last_seen_hold_every_member_once() {
+    let ids: Vec<String> = [
+        "1", "10", "100", "1000", "101", "11", "2", "\u{ff}x", "a\u{0}b",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain((0..50).map(|i| format!("m{i}")))
+    .collect();
+    let (_dir, store) = store_of(&ids);
+    let mut want = ids.clone();
+    want.sort();
+    for size in [1, 2, 7, 100] {
+        let (mut got, mut after) = (Vec::<String>::new(), None::<String>);
+        loop {
+            let mut part = Vec::new();
+            store
+                .each_member_bytes(&IdRange::after(after.as_deref()), &mut |id, _| {
+                    part.push(String::from_utf8(id.to_vec()).expect("utf-8"));
+                    part.len() < size
+                })
+                .expect("scan");
+            let done = part.len() < size;
+            after = part.last().cloned();
+            got.extend(part);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(got, want, "parts of {size}");
     }
 }
