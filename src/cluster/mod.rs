@@ -17,12 +17,12 @@
 pub mod allot;
 pub mod bucket;
 pub mod consume;
+pub mod fits;
 pub mod lease;
 pub mod sinks;
 pub mod snapshot;
 
 use crate::config::Schema;
-use crate::lang::RuleSet;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bucket::Bucket;
@@ -123,6 +123,9 @@ pub struct Cluster {
     pub sinks: Bucket,
     /// Partitions' snapshots ([`snapshot`]).
     pub snapshots: async_nats::jetstream::object_store::ObjectStore,
+    /// The fit each day's refitting ticks use ([`fits`]); histories go
+    /// in `snapshots`.
+    pub fits: Bucket,
     /// The runtime the node's NATS client runs on, for the writer's
     /// thread to wait on.
     pub runtime: tokio::runtime::Handle,
@@ -145,15 +148,10 @@ pub struct Cluster {
 
 /// What cluster mode does not run yet, checked before joining: each of
 /// these needs state shared across partitions that only one node has.
-pub fn unsupported(schema: &Schema, rules: &RuleSet) -> Result<(), ClusterError> {
+pub fn unsupported(schema: &Schema) -> Result<(), ClusterError> {
     if !schema.id_kinds.is_empty() {
         return Err(ClusterError::Unsupported(
             "One ID (`ids` in nudge.yaml)".into(),
-        ));
-    }
-    if rules.reads_predictions {
-        return Err(ClusterError::Unsupported(
-            "rules that read predictions (the fit reads every partition)".into(),
         ));
     }
     Ok(())
@@ -206,6 +204,7 @@ pub async fn connect(
         budgets,
         sinks,
         snapshots,
+        fits,
     } = loop {
         match ensure_all(&js, &options, partitions, replicas).await {
             Ok(made) => break made,
@@ -240,6 +239,7 @@ pub async fn connect(
         budgets,
         sinks,
         snapshots,
+        fits,
         runtime: tokio::runtime::Handle::current(),
         published: Default::default(),
         applied: (0..partitions)
@@ -276,6 +276,7 @@ struct Made {
     budgets: Bucket,
     sinks: Bucket,
     snapshots: async_nats::jetstream::object_store::ObjectStore,
+    fits: Bucket,
 }
 
 /// The events and effects streams and the buckets, made or found, and the
@@ -293,6 +294,7 @@ async fn ensure_all(
     let budgets = ensure_bucket(js, allot::BUDGETS_BUCKET, Duration::ZERO, replicas).await?;
     let sinks = ensure_bucket(js, sinks::SINKS_BUCKET, Duration::ZERO, replicas).await?;
     let snapshots = snapshot::ensure_store(js, replicas).await?;
+    let fits = ensure_bucket(js, fits::FITS_BUCKET, Duration::ZERO, replicas).await?;
     let settings = ensure_bucket(js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
     check_partitions(&settings, partitions).await?;
     Ok(Made {
@@ -303,6 +305,7 @@ async fn ensure_all(
         budgets,
         sinks,
         snapshots,
+        fits,
     })
 }
 

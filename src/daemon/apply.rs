@@ -24,6 +24,45 @@ pub enum Entry {
     Tick(i32),
 }
 
+/// Why a fetch of a partition's stream was not (all) applied; what was
+/// committed before stays, and the rest is fetched again.
+#[derive(Debug)]
+pub enum NotApplied {
+    Failed(String),
+    /// A refitting tick waits for every partition's histories
+    /// ([`super::fits::FitError::Waits`]): nothing is wrong.
+    Waits(String),
+}
+
+impl From<String> for NotApplied {
+    fn from(why: String) -> NotApplied {
+        NotApplied::Failed(why)
+    }
+}
+
+impl From<super::fits::FitError> for NotApplied {
+    fn from(e: super::fits::FitError) -> NotApplied {
+        match e {
+            super::fits::FitError::Waits(why) => NotApplied::Waits(why),
+            super::fits::FitError::Failed(why) => NotApplied::Failed(why),
+        }
+    }
+}
+
+impl From<&str> for NotApplied {
+    fn from(why: &str) -> NotApplied {
+        NotApplied::Failed(why.to_string())
+    }
+}
+
+impl std::fmt::Display for NotApplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotApplied::Failed(why) | NotApplied::Waits(why) => f.write_str(why),
+        }
+    }
+}
+
 /// A stretch of the stream committed at once: relays first (as the
 /// engine applies them), then events, and the last sequence it covers;
 /// or a daily tick on its own.
@@ -46,7 +85,7 @@ pub fn apply(
     part: usize,
     entries: Vec<(u64, Entry)>,
     through: u64,
-) -> Result<(), String> {
+) -> Result<(), NotApplied> {
     use crate::store::Store;
     let stored = parts
         .engines()
@@ -102,7 +141,7 @@ fn commit(
     shared: &Shared,
     part: usize,
     s: Stretch,
-) -> Result<(), String> {
+) -> Result<(), NotApplied> {
     if !shared.cluster.as_ref().is_some_and(|c| c.owned.holds(part)) {
         return Err("the partition's lease is no longer held here".into());
     }
@@ -126,7 +165,7 @@ fn commit(
             engine.drop_incoming();
             tracing::error!(partition = part, error = %e, "Commit failed.");
             shared.note_write(Err(format!("the last commit failed: {e}")));
-            return Err(e.to_string());
+            return Err(e.to_string().into());
         }
     };
     shared.note_write(Ok(()));
@@ -168,9 +207,12 @@ fn tick(
     shared: &Shared,
     part: usize,
     day: i32,
-) -> Result<(), String> {
+) -> Result<(), NotApplied> {
     if engine.last_tick().map_err(|e| e.to_string())? >= Some(day) {
         return Ok(());
+    }
+    if engine.refit_due(day) {
+        super::fits::adopt(engine, shared, part, day)?;
     }
     let visits = engine.tick_visits();
     let mut effects = 0;
@@ -181,7 +223,7 @@ fn tick(
     if let Err(e) = ticked {
         tracing::error!(partition = part, error = %e, "Daily tick failed.");
         shared.note_write(Err(format!("the daily tick failed: {e}")));
-        return Err(e.to_string());
+        return Err(e.to_string().into());
     }
     let visited = engine.tick_visits() - visits;
     shared.tick_visits.fetch_add(visited, Ordering::Relaxed);

@@ -294,7 +294,7 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
                 consumer = None;
             }
             Ok(Err(why)) => {
-                tracing::warn!(partition = p, error = %why, "Applying events failed; starting again from the last applied.");
+                not_applied(p, &why);
                 consumer = None;
                 tokio::time::sleep(RETRY).await;
             }
@@ -302,6 +302,19 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
         }
     }
     tracing::info!(partition = p, "Partition no longer applied here.");
+}
+
+/// Says why a fetch was not applied: a partition waiting at a refitting
+/// tick (`daemon::fits`) is not a failure.
+fn not_applied(p: usize, why: &super::apply::NotApplied) {
+    match why {
+        super::apply::NotApplied::Waits(why) => {
+            tracing::debug!(partition = p, %why, "Waiting at the tick.");
+        }
+        super::apply::NotApplied::Failed(why) => {
+            tracing::warn!(partition = p, error = %why, "Applying events failed; starting again from the last applied.");
+        }
+    }
 }
 
 /// The fetched events, relays and ticks, parsed (events with the running

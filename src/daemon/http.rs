@@ -475,6 +475,14 @@ async fn post_fit(State(app): State<App>, headers: HeaderMap) -> Response {
     if !authorized(&app, &headers) {
         return unauthorized();
     }
+    if app.shared.cluster.is_some() {
+        // A node has every partition only as stale copies: the fit is made
+        // at refitting ticks from what each holder publishes.
+        return reply(
+            StatusCode::CONFLICT,
+            json!({"error": "in cluster mode the models are fitted at the daily tick, over every partition's histories (prediction.refit); POST /v1/fit fits on a single node"}),
+        );
+    }
     let (tx, rx) = oneshot::channel();
     if app.writer.send(Command::Fit { reply: tx }).is_err() {
         return reply(

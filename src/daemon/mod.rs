@@ -7,6 +7,7 @@ pub mod apply;
 pub mod asks;
 pub mod cluster;
 pub mod dispatch;
+pub mod fits;
 pub mod http;
 pub mod segments;
 pub mod send;
@@ -414,7 +415,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         ))));
     };
     if opts.cluster.is_some() {
-        crate::cluster::unsupported(&schema, &rules)?;
+        crate::cluster::unsupported(&schema)?;
     }
     let schema = for_node(schema, opts.cluster.is_some());
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
@@ -451,6 +452,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             Arc::new(crate::cluster::allot::Allotments::of(c));
         for e in parts.engines_mut() {
             e.draw_from(allot.clone());
+            // The fit is over every partition, made at refitting ticks
+            // from what each holder publishes (`daemon::fits`).
+            e.fits_given();
         }
     }
     if parts.len() != schema.partitions {

@@ -47,7 +47,7 @@ pub enum Command {
         part: usize,
         events: Vec<(u64, super::apply::Entry)>,
         through: u64,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), super::apply::NotApplied>>,
     },
     /// Cluster mode: put the snapshot in `file` in place of partition
     /// `part`'s copy here (`daemon::snapshots`): how many entries it held.
@@ -584,7 +584,6 @@ fn refused_by_node(status: &mut Status, code: &str, why: &str) {
 fn cluster_runs(
     shared: &Shared,
     schema: &crate::config::Schema,
-    rules: &crate::lang::RuleSet,
 ) -> Result<(), crate::cluster::ClusterError> {
     match &shared.cluster {
         Some(c) if schema.partitions != c.partitions => {
@@ -593,7 +592,7 @@ fn cluster_runs(
                 node: schema.partitions,
             })
         }
-        Some(_) => crate::cluster::unsupported(schema, rules),
+        Some(_) => crate::cluster::unsupported(schema),
         None => Ok(()),
     }
 }
@@ -625,8 +624,8 @@ fn reload(
         // file touched, or saved as it was, changes nothing.
         tracing::info!(version = %rules.version, reason, "Rules unchanged.");
     } else if ok
-        && let (Some(schema), Some(rules)) = (&l.schema, &l.rules)
-        && let Err(e) = cluster_runs(shared, schema, rules)
+        && let Some(schema) = &l.schema
+        && let Err(e) = cluster_runs(shared, schema)
     {
         (ok, errors, why) = (false, 1, e.to_string());
         refused_by_node(&mut status, "E303", &why);

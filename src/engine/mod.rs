@@ -143,6 +143,9 @@ pub struct Engine<S: Store> {
     mail: relay::Mail,
     /// On a folder of partitions: the fit over all of them.
     fits: Option<predict::FitShare>,
+    /// Cluster mode: the fit comes from every partition's histories, made
+    /// by the daemon before a tick ([`Engine::adopt_fit`]); never here.
+    fits_given: bool,
 }
 
 /// Uncommitted changes of a batch.
@@ -228,6 +231,7 @@ impl<S: Store> Engine<S> {
             partition: None,
             mail: Default::default(),
             fits: None,
+            fits_given: false,
         };
         engine.load_mail()?;
         engine.next_deferred = engine.first_deferred()?;
@@ -322,6 +326,7 @@ impl<S: Store> Engine<S> {
             .with_plugins(self.plugins.clone());
         fresh.partition = self.partition;
         fresh.fits = self.fits.clone();
+        fresh.fits_given = self.fits_given;
         if let Some(ledger) = self.budgets.get_mut().ledger() {
             fresh.budgets.get_mut().share(ledger);
         }
@@ -380,6 +385,21 @@ impl<S: Store> Engine<S> {
     pub fn fit_over(mut self, share: predict::FitShare) -> Self {
         self.fits = Some(share);
         self
+    }
+
+    /// Cluster mode: the fit is given before each tick that refits
+    /// ([`Engine::adopt_fit`]), made from every partition's histories;
+    /// this partition never fits on its own members.
+    pub fn fits_given(&mut self) {
+        self.fits_given = true;
+    }
+
+    /// Keeps `fit` (made elsewhere from every partition) in the store and
+    /// evaluates the prediction fields with it from now on.
+    pub fn adopt_fit(&mut self, fit: &predict::Fit) -> Result<(), StoreError> {
+        predict::save(&self.store, fit)?;
+        self.plan.fit = Some(Arc::new(fit.clone()));
+        Ok(())
     }
 
     /// The fit the prediction fields read, if any.

@@ -5,7 +5,7 @@
 
 use crate::model::MemberRecord;
 pub use crate::predict::Fit;
-use crate::predict::{FitError, History, fit_bgnbd, fit_gamma_gamma, group};
+use crate::predict::{FitError, History, fit_bgnbd, fit_gamma_gamma};
 use crate::store::{Store, StoreError, WriteSet, keys};
 use rust_decimal::prelude::ToPrimitive;
 
@@ -47,38 +47,81 @@ pub fn repeat_spend(rec: &MemberRecord) -> Option<(f64, f64)> {
     (m > 0.0).then_some((f64::from(x), m))
 }
 
-/// Fits both models on every member of `store` with a purchase by `day`
-/// (histories counted to it).
-pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
-    // One pass: histories as whole days, and repeat buyers' mean spend.
-    let mut all: Vec<(u32, u32, u32)> = Vec::new();
-    let mut spends: Vec<(f64, f64)> = Vec::new();
-    let mut later = 0u64;
+/// What a fit reads of a store's members on a day: their histories and
+/// repeat buyers' spend. In cluster mode each partition's holder
+/// publishes its partition's, and the fit is made from them all.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Histories {
+    /// Each (repeat purchase days, days first to last, days first to the
+    /// day), with how many members have it; in order.
+    pub days: Vec<((u32, u32, u32), u64)>,
+    /// Repeat buyers' repeat purchase days and mean spend, in order.
+    pub buyers: Vec<(f64, f64)>,
+    /// Members who bought after the day (the record cannot count back).
+    pub later: u64,
+}
+
+/// The histories of every member of `store` with a purchase by `day`.
+pub fn histories(store: &dyn Store, day: i32) -> Result<Histories, StoreError> {
+    let mut days = std::collections::BTreeMap::<(u32, u32, u32), u64>::new();
+    let mut h = Histories::default();
     store.each_member(&mut |_, rec| {
-        later += u64::from(rec.last_purchase.is_some_and(|l| l > day));
-        if let Some(h) = history(&rec, day) {
-            all.push((h.x as u32, h.t_x as u32, h.t as u32));
-            spends.push(repeat_spend(&rec).unwrap_or((0.0, 0.0)));
+        h.later += u64::from(rec.last_purchase.is_some_and(|l| l > day));
+        if let Some(x) = history(&rec, day) {
+            *days
+                .entry((x.x as u32, x.t_x as u32, x.t as u32))
+                .or_default() += 1;
+            if let Some((x, m)) = repeat_spend(&rec).filter(|(x, m)| *x > 0.0 && *m > 0.0) {
+                h.buyers.push((x, m));
+            }
         }
         true
     })?;
+    h.days = days.into_iter().collect();
+    h.buyers
+        .sort_by(|(x, m), (y, n)| x.total_cmp(y).then(m.total_cmp(n)));
+    Ok(h)
+}
+
+/// Fits both models on every member of `store` with a purchase by `day`
+/// (histories counted to it).
+pub fn fit(store: &dyn Store, day: i32) -> Result<Fit, PredictError> {
+    fit_union(&[histories(store, day)?], day)
+}
+
+/// Fits both models on the members of every part. In one order whatever
+/// the parts and their order (histories counted together, buyers sorted):
+/// sums of floats depend on it, and the same members must give the same
+/// fit, on one partition, a folder of them, or a cluster.
+pub fn fit_union(parts: &[Histories], day: i32) -> Result<Fit, PredictError> {
+    let later: u64 = parts.iter().map(|p| p.later).sum();
     if later > 0 {
         return Err(PredictError::Later {
             members: later,
             day: crate::base::time::day_string(day),
         });
     }
-    let total = all.len() as u64;
-    let mut buyers: Vec<((f64, f64), f64)> = spends
-        .iter()
-        .filter(|(x, m)| *x > 0.0 && *m > 0.0)
-        .map(|s| (*s, 1.0))
+    let mut days = std::collections::BTreeMap::<(u32, u32, u32), u64>::new();
+    for (k, n) in parts.iter().flat_map(|p| &p.days) {
+        *days.entry(*k).or_default() += n;
+    }
+    let total: u64 = days.values().sum();
+    let histories: crate::predict::Weighted<History> = days
+        .into_iter()
+        .map(|((x, t_x, t), n)| {
+            let h = History {
+                x: f64::from(x),
+                t_x: f64::from(t_x),
+                t: f64::from(t),
+            };
+            (h, n as f64)
+        })
         .collect();
-    // In one order whatever the order members are read in (a folder of
-    // partitions reads them partition by partition): sums of floats
-    // depend on it, and the same members must give the same fit.
+    let mut buyers: Vec<((f64, f64), f64)> = parts
+        .iter()
+        .flat_map(|p| p.buyers.iter().map(|b| (*b, 1.0)))
+        .collect();
     buyers.sort_by(|((x, m), _), ((y, n), _)| x.total_cmp(y).then(m.total_cmp(n)));
-    let histories = group(all);
     let (bgnbd, bgnbd_ll) = fit_bgnbd(&histories)?;
     let gg = fit_gamma_gamma(&buyers).ok();
     Ok(Fit {

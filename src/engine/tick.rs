@@ -63,13 +63,7 @@ impl<S: Store> Engine<S> {
     /// there is none). A fit that cannot be made yet (no repeat buyers)
     /// leaves the predictions as they were: null until one can.
     fn refit_if_due(&mut self, day: i32) -> Result<(), StoreError> {
-        if !self.rules.reads_predictions {
-            return Ok(());
-        }
-        let fitted = self
-            .fit()
-            .and_then(|f| crate::base::time::parse_date(&f.fitted_on));
-        if fitted.is_some_and(|d| day - d < self.schema.refit_days && day >= d) {
+        if self.fits_given || !self.refit_due(day) {
             return Ok(());
         }
         match self.refit(day) {
@@ -80,6 +74,16 @@ impl<S: Store> Engine<S> {
             | Err(super::predict::PredictError::Later { .. }) => Ok(()),
             Err(super::predict::PredictError::Store(e)) => Err(e),
         }
+    }
+
+    /// Whether the tick of `day` fits the models again first: rules read
+    /// predictions and the fit is `prediction.refit` days old, or none.
+    pub fn refit_due(&self, day: i32) -> bool {
+        let fitted = self
+            .fit()
+            .and_then(|f| crate::base::time::parse_date(&f.fitted_on));
+        self.rules.reads_predictions
+            && !fitted.is_some_and(|d| day - d < self.schema.refit_days && day >= d)
     }
 
     /// One commit of a tick: the members `ids`.

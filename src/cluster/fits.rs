@@ -1,0 +1,142 @@
+//! The repurchase models' fit in cluster mode. On one node the fit reads
+//! every partition's members; here no node has them all. When a
+//! partition's tick refits, its holder puts the partition's histories
+//! (`engine::predict::Histories`, as of that point of its stream) into the
+//! object store as `histories-<day>-p<k>`, and the fit of the day is made
+//! from every partition's once all are there, by whichever holder sees
+//! them first. The decision (the fit, or none) is created once in the
+//! `nudge_fits` bucket (`fit.<day>`), so every partition, on every node
+//! and in every rebuild, ticks with the same fit. This module moves the
+//! histories and the decision; waiting for them is the daemon's.
+
+use super::{Cluster, ClusterError};
+use crate::engine::predict::{Fit, Histories};
+use async_nats::jetstream::kv::CreateErrorKind;
+use async_nats::jetstream::object_store::{InfoErrorKind, ObjectMetadata};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// The bucket of decided fits.
+pub const FITS_BUCKET: &str = "nudge_fits";
+
+/// The fit a day's ticks use: `None` when none could be made (`why`),
+/// and the predictions stay as they were.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Decided {
+    pub fit: Option<Fit>,
+    pub why: Option<String>,
+}
+
+/// How long moving a partition's histories may take.
+const MOVE_WAIT: Duration = Duration::from_secs(120);
+
+fn histories_name(day: &str, p: usize) -> String {
+    format!("histories-{day}-p{p}")
+}
+
+fn fit_key(day: &str) -> String {
+    format!("fit.{day}")
+}
+
+impl Cluster {
+    /// The fit decided for `day`, if it is, as the bucket stream's leader
+    /// has it (a lagging replica must not make a partition decide again).
+    pub async fn decided_fit(&self, day: &str) -> Result<Option<Decided>, ClusterError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = format!("$KV.{FITS_BUCKET}.{}", fit_key(day));
+        let read = self.fits.stream.get_last_raw_message_by_subject(&subject);
+        match bounded(read).await? {
+            Ok(m) => serde_json::from_slice(&m.payload)
+                .map(Some)
+                .map_err(|e| ClusterError::JetStream(format!("the fit of {day}: {e}"))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(ClusterError::js(e)),
+        }
+    }
+
+    /// Decides `day`'s fit as `d` unless it is decided already; the
+    /// decision that stands.
+    pub async fn decide_fit(&self, day: &str, d: &Decided) -> Result<Decided, ClusterError> {
+        let value = serde_json::to_vec(d).map_err(ClusterError::js)?;
+        match bounded(self.fits.create(&fit_key(day), value.into())).await? {
+            Ok(_) => Ok(d.clone()),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                self.decided_fit(day).await?.ok_or_else(|| {
+                    ClusterError::JetStream(format!("the fit of {day} is there and is not"))
+                })
+            }
+            Err(e) => Err(ClusterError::js(e)),
+        }
+    }
+
+    /// Whether partition `p`'s histories for `day` are in.
+    pub async fn has_histories(&self, day: &str, p: usize) -> Result<bool, ClusterError> {
+        match bounded(self.snapshots.info(histories_name(day, p))).await? {
+            Ok(o) => Ok(!o.deleted),
+            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ClusterError::js(e)),
+        }
+    }
+
+    pub async fn put_histories(
+        &self,
+        day: &str,
+        p: usize,
+        h: &Histories,
+    ) -> Result<(), ClusterError> {
+        let bytes = serde_json::to_vec(h).map_err(ClusterError::js)?;
+        let meta = ObjectMetadata {
+            name: histories_name(day, p),
+            ..Default::default()
+        };
+        let mut reader = bytes.as_slice();
+        let put = self.snapshots.put(meta, &mut reader);
+        tokio::time::timeout(MOVE_WAIT, put)
+            .await
+            .map_err(|_| ClusterError::JetStream("putting histories timed out".into()))?
+            .map(drop)
+            .map_err(ClusterError::js)
+    }
+
+    /// Partition `p`'s histories for `day`, if they are in.
+    pub async fn get_histories(
+        &self,
+        day: &str,
+        p: usize,
+    ) -> Result<Option<Histories>, ClusterError> {
+        if !self.has_histories(day, p).await? {
+            return Ok(None);
+        }
+        let get = async {
+            let mut o = self
+                .snapshots
+                .get(histories_name(day, p))
+                .await
+                .map_err(ClusterError::js)?;
+            let mut bytes = Vec::new();
+            o.read_to_end(&mut bytes)
+                .await
+                .map_err(|e| ClusterError::JetStream(format!("reading histories: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(ClusterError::js)
+        };
+        tokio::time::timeout(MOVE_WAIT, get)
+            .await
+            .map_err(|_| ClusterError::JetStream("getting histories timed out".into()))?
+            .map(Some)
+    }
+
+    /// Drops `day`'s histories once its fit is decided: nobody reads them
+    /// again.
+    pub async fn drop_histories(&self, day: &str) {
+        for p in 0..self.partitions {
+            let _ = bounded(self.snapshots.delete(histories_name(day, p))).await;
+        }
+    }
+}
+
+/// `f`'s answer, or an error after ten seconds (NATS away).
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Result<T, ClusterError> {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .map_err(|_| ClusterError::JetStream("NATS did not answer in time".into()))
+}
