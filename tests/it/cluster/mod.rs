@@ -279,19 +279,24 @@ pub struct Published {
     pub thanks_capped: BTreeMap<usize, usize>,
 }
 
-/// Every effect key in the effects stream, with how often it is there.
-pub fn published(nats: &str) -> Published {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// `f` run to its end on a runtime of its own (the tests' NATS clients).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Every effect key in the effects stream, with how often it is there.
+pub fn published(nats: &str) -> Published {
     // Read again after a JetStream error or a wait: right after a NATS
     // server died the stream may still be electing its leader, or the
     // reading consumer be placed on the dead server (never answering).
     let started = std::time::Instant::now();
     loop {
         let wait = Duration::from_secs(10);
-        match rt.block_on(async { tokio::time::timeout(wait, read_published(nats)).await }) {
+        match block_on(async { tokio::time::timeout(wait, read_published(nats)).await }) {
             Ok(Ok(counts)) => return counts,
             Ok(Err(e)) => assert!(
                 started.elapsed() < Duration::from_secs(60),
@@ -349,11 +354,7 @@ async fn read_published(nats: &str) -> Result<Published, async_nats::Error> {
 /// What each partition was given of rule "thanks"'s budget, as the
 /// budgets bucket's stream leader has it.
 fn budget_given(nats: &str) -> BTreeMap<usize, usize> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("connect"));
         let stream = js.get_stream("KV_nudge_budgets").await.expect("budgets");
         let m = stream
@@ -659,12 +660,8 @@ fn an_invalid_event_is_refused_and_nothing_is_published() {
         body.contains(r#""index":1"#) && body.contains("amount"),
         "{body}"
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     // The stream holds the daily ticks the node published, nothing else.
-    let stored = rt.block_on(async {
+    let stored = block_on(async {
         use tokio_stream::StreamExt;
         let client = async_nats::connect(&nats.url).await.expect("connect");
         let js = async_nats::jetstream::new(client);

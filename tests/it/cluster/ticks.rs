@@ -3,18 +3,14 @@
 //! applied where the stream has it, so a partition rebuilt on another
 //! node ticks at the same point of its history.
 
-use super::{Nats, held, node_with, project, published};
+use super::{Nats, block_on, held, node_with, project, published};
 use crate::common::{http, wait_until};
 use std::time::Duration;
 
 /// Publishes what a holder publishes for a tick of `day` to partition
 /// `p`'s events subject.
 fn publish_tick(nats: &str, p: usize, day: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    block_on(async {
         let client = async_nats::connect(nats).await.expect("connect");
         let js = async_nats::jetstream::new(client);
         let mut headers = async_nats::HeaderMap::new();
@@ -221,11 +217,7 @@ fn predictions(addr: &str, id: &str) -> serde_json::Value {
 
 /// The fit decided for `day` in the cluster's `nudge_fits` bucket.
 fn decided_fit(nats: &str, day: &str) -> serde_json::Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("connect"));
         let kv = js.get_key_value("nudge_fits").await.expect("bucket");
         let v = kv
