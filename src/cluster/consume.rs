@@ -51,8 +51,15 @@ impl Fetched {
 const READ_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a fetch may take in all: its half a second of waiting for
-/// the first event, and time to receive up to [`FETCH`] events.
-const FETCH_WAIT: Duration = Duration::from_secs(10);
+/// the first event, and time to receive up to [`FETCH`] events (a
+/// millisecond or so). A consumer on a server that died answers never:
+/// this is part of how long its partition stands still.
+const FETCH_WAIT: Duration = Duration::from_secs(3);
+
+/// How long asking the stream's leader for a partition's last entry may
+/// take: while a stream elects a new leader it answers nothing, and a
+/// stalled consumer is noticed only after an answer.
+const ASK_WAIT: Duration = Duration::from_secs(2);
 
 /// How long making a consumer may take. JetStream places a consumer of
 /// one replica on a server of its stream's picked at random, the dead
@@ -147,9 +154,18 @@ impl Cluster {
     /// Whether the stream holds events of partition `p` past `applied`
     /// (asked of the stream's leader; `false` when it does not answer).
     pub async fn behind(&self, p: usize, applied: u64) -> bool {
+        self.last_of(p).await.is_some_and(|last| last > applied)
+    }
+
+    /// The stream sequence of partition `p`'s last entry, as the stream's
+    /// leader has it (`None`: none, or no answer within [`ASK_WAIT`]).
+    pub async fn last_of(&self, p: usize) -> Option<u64> {
         let subject = events_subject(p);
         let last = self.events.get_last_raw_message_by_subject(&subject);
-        matches!(tokio::time::timeout(FETCH_WAIT, last).await, Ok(Ok(m)) if m.sequence > applied)
+        match tokio::time::timeout(ASK_WAIT, last).await {
+            Ok(Ok(m)) => Some(m.sequence),
+            _ => None,
+        }
     }
 
     /// Notes partition `p`'s lag after a fetch: the events after the last

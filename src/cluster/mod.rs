@@ -135,6 +135,10 @@ pub struct Cluster {
     pub applied: Vec<std::sync::atomic::AtomicU64>,
     /// Events waiting in each partition held here, as of the last fetch.
     pub lags: Vec<std::sync::atomic::AtomicU64>,
+    /// The stream sequence each partition had when this node took it: a
+    /// member not found before its copy applied that far may be one not
+    /// rebuilt yet.
+    pub taken_at: Vec<std::sync::atomic::AtomicU64>,
     /// Relays committed here for other partitions, to publish: the writer
     /// sends them, the daemon's relay task takes the receiver.
     pub relays: RelayQueue,
@@ -246,6 +250,9 @@ pub async fn connect(
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
         lags: (0..partitions)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+        taken_at: (0..partitions)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
         consumers_made: std::sync::atomic::AtomicU64::new(0),

@@ -125,10 +125,13 @@ async fn take_up(shared: &Shared, cluster: &Cluster, p: usize, alive: &impl Fn()
     while alive() {
         match cluster.take_up_published(p).await {
             Ok(n) => {
+                let to = cluster.last_of(p).await.unwrap_or(0);
+                cluster.taken_at[p].store(to, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     partition = p,
                     published = n,
                     from = applied(shared, p) + 1,
+                    to,
                     "Partition taken up."
                 );
                 cluster.owned.set_ready(p);

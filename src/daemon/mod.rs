@@ -357,15 +357,37 @@ impl Shared {
                     ),
                 ),
             ),
-            Ok(None) => (
-                StatusCode::NOT_FOUND,
-                json!({"error": format!("no member `{id}`")}),
-            ),
+            Ok(None) => match shared.catching_up(id) {
+                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no member `{id}`")}),
+                ),
+            },
             Err(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": e.to_string()}),
             ),
         }
+    }
+
+    /// Cluster mode: why a member not found here may yet be, when its
+    /// partition was taken here and its copy has not applied the stream
+    /// as far as it reached then (a rebuild from an old copy or none).
+    fn catching_up(&self, id: &str) -> Option<String> {
+        use crate::store::Store;
+        let cluster = self.cluster.as_ref()?;
+        let p = crate::store::folder::partition_of(id, cluster.partitions);
+        let to = cluster.taken_at.get(p)?.load(Ordering::Relaxed);
+        let applied = self
+            .folder
+            .parts
+            .get(p)?
+            .meta_u64(crate::store::keys::STREAM_SEQ);
+        let applied = applied.unwrap_or(0);
+        (applied < to).then(|| {
+            format!("partition {p} is catching up on this node (applied through stream sequence {applied} of {to}); try again shortly")
+        })
     }
 
     pub fn plugin_failures(&self) -> u64 {

@@ -58,8 +58,9 @@ pub enum TickHeld {
     /// The wall clock moved ahead of the time since boot by this many
     /// seconds while the daemon ran.
     Jumped { seconds: i64 },
-    /// The last tick's day lies after the day due now (the clock was set
-    /// back, or the folder came from a machine ahead of this one).
+    /// The last tick's day lies more than a day after the day due now
+    /// (the clock was set back, or the folder came from a machine ahead
+    /// of this one).
     Ahead { last: i32, due: i32 },
 }
 
@@ -99,8 +100,10 @@ impl ClockWatch {
                 seconds: walked - booted,
             });
         }
+        // One day ahead is today's tick run before `schedule.daily_at` was
+        // moved later (or a first start's): the next is tomorrow's anyway.
         match last_tick {
-            Some(last) if last > due => Some(TickHeld::Ahead { last, due }),
+            Some(last) if last > due + 1 => Some(TickHeld::Ahead { last, due }),
             _ => None,
         }
     }
@@ -288,6 +291,16 @@ mod tests {
                 "2026-03-04T10:00:00Z",
                 hour,
                 Some("2026-03-04"),
+                "2026-03-04"
+            ),
+            None
+        );
+        // Today's tick ran, then `daily_at` moved later: not held.
+        assert_eq!(
+            check(
+                "2026-03-04T10:00:00Z",
+                hour,
+                Some("2026-03-05"),
                 "2026-03-04"
             ),
             None
