@@ -125,9 +125,11 @@ impl<'r> Scan<'r> {
                         Field::Slot(i as u16)
                     }
                     None => {
+                        // Windowed predictions are any window: named by form.
                         let names: Vec<&str> = layout.fields[..n_plain]
                             .iter()
                             .map(|(f, _)| f.as_str())
+                            .chain(["expected_purchases(Nd)", "predicted_clv(Nd)"])
                             .collect();
                         return Err(SegmentError::UnknownField {
                             name: name.clone(),

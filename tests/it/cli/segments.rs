@@ -163,7 +163,10 @@ fn bad_queries_are_named_at_their_place_and_write_nothing() {
         None,
     );
     assert_eq!(code, 1);
-    assert!(err.contains("unknown field `colour`"), "{err}");
+    assert!(
+        err.contains("unknown field `colour`") && err.contains("predicted_clv(Nd)"),
+        "{err}"
+    );
     assert!(!d.join("x.ndjson").exists());
 }
 
