@@ -29,10 +29,11 @@ fn purchase(id: &str, member: &str, at: jiff::Timestamp) -> String {
 }
 
 /// The member as `addr` reads it (null until its first event is applied:
-/// a 202 says the event is in the stream).
+/// a 202 says the event is in the stream; 503 while a node that took its
+/// partition rebuilds it).
 fn member(addr: &str, id: &str) -> serde_json::Value {
     let (code, body) = http(addr, "GET", &format!("/v1/members/{id}"), "");
-    if code == 404 {
+    if code == 404 || code == 503 {
         return serde_json::Value::Null;
     }
     assert_eq!(code, 200, "{body}");
