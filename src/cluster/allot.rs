@@ -111,22 +111,13 @@ impl Allotments {
     /// a replica that lags behind: a partition told less than it was given
     /// would cap a firing its next holder sends.
     async fn read(&self, name: &str) -> Result<(Entry, Option<u64>), String> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let subject = format!("$KV.{BUDGETS_BUCKET}.{name}");
-        match self
-            .bucket
-            .stream
-            .get_last_raw_message_by_subject(&subject)
-            .await
-        {
-            Ok(m) => Ok((
-                serde_json::from_slice(&m.payload)
+        match self.bucket.leader_entry(name).await {
+            Ok(Some(e)) => Ok((
+                serde_json::from_slice(&e.value)
                     .map_err(|why| format!("the entry `{name}` is damaged: {why}"))?,
-                Some(m.sequence),
+                Some(e.revision),
             )),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                Ok((Entry::default(), None))
-            }
+            Ok(None) => Ok((Entry::default(), None)),
             Err(e) => Err(e.to_string()),
         }
     }

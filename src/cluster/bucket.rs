@@ -24,13 +24,21 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, CreateError, CreateErrorKind, UpdateError, UpdateErrorKind};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::stream::{LastRawMessageError, LastRawMessageErrorKind};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How often a write goes again after writes to other keys of the
 /// bucket came first. Each round lost means another write was stored.
 const ROUNDS: usize = 50;
+
+/// A key's last entry, as [`Bucket::leader_entry`] reads it.
+pub struct LeaderEntry {
+    pub value: bytes::Bytes,
+    pub revision: u64,
+    /// A deletion (or purge) marker: the key has no value.
+    pub deleted: bool,
+}
 
 #[derive(Clone)]
 pub struct Bucket {
@@ -160,21 +168,36 @@ impl Bucket {
     /// The key's last revision as the stream's leader has it, and whether
     /// it is a deletion (`None`: never written).
     async fn last(&self, key: &str) -> Result<Option<(u64, bool)>, UpdateError> {
+        match self.leader_entry(key).await {
+            Ok(e) => Ok(e.map(|e| (e.revision, e.deleted))),
+            Err(e) => Err(UpdateError::with_source(UpdateErrorKind::Other, e)),
+        }
+    }
+
+    /// The key's last entry as the bucket stream's leader has it (`None`:
+    /// never written). Not the key-value get, which a replica lagging
+    /// behind may answer: a read before a compare-and-set, or one a
+    /// decision rests on (a budget's grants, a sink's cursor, a day's fit).
+    pub async fn leader_entry(
+        &self,
+        key: &str,
+    ) -> Result<Option<LeaderEntry>, LastRawMessageError> {
         match self
             .store
             .stream
             .get_last_raw_message_by_subject(&self.subject(key))
             .await
         {
-            Ok(m) => {
-                let deleted = m
+            Ok(m) => Ok(Some(LeaderEntry {
+                deleted: m
                     .headers
                     .get("KV-Operation")
-                    .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE");
-                Ok(Some((m.sequence, deleted)))
-            }
+                    .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE"),
+                value: m.payload,
+                revision: m.sequence,
+            })),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(UpdateError::with_source(UpdateErrorKind::Other, e)),
+            Err(e) => Err(e),
         }
     }
 

@@ -42,14 +42,11 @@ impl Cluster {
     /// The fit decided for `day`, if it is, as the bucket stream's leader
     /// has it (a lagging replica must not make a partition decide again).
     pub async fn decided_fit(&self, day: &str) -> Result<Option<Decided>, ClusterError> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let subject = format!("$KV.{FITS_BUCKET}.{}", fit_key(day));
-        let read = self.fits.stream.get_last_raw_message_by_subject(&subject);
-        match bounded(read).await? {
-            Ok(m) => serde_json::from_slice(&m.payload)
+        match bounded(self.fits.leader_entry(&fit_key(day))).await? {
+            Ok(Some(e)) => serde_json::from_slice(&e.value)
                 .map(Some)
                 .map_err(|e| ClusterError::JetStream(format!("the fit of {day}: {e}"))),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(ClusterError::js(e)),
         }
     }
@@ -136,7 +133,7 @@ impl Cluster {
 
 /// `f`'s answer, or an error after ten seconds (NATS away).
 async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Result<T, ClusterError> {
-    tokio::time::timeout(Duration::from_secs(10), f)
+    super::bounded(Duration::from_secs(10), f)
         .await
-        .map_err(|_| ClusterError::JetStream("NATS did not answer in time".into()))
+        .ok_or_else(|| ClusterError::JetStream("NATS did not answer in time".into()))
 }

@@ -17,7 +17,7 @@
 //! moves only its share: the holder lets go of a partition that is now
 //! another's, and that node takes it once the lease is free.
 
-use super::{Cluster, NODES_BUCKET};
+use super::{Cluster, NODES_BUCKET, bounded};
 use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -172,11 +172,6 @@ impl Owned {
             |mut m| std::mem::take(&mut *m).into_iter().collect(),
         )
     }
-}
-
-/// `f`, or `None` when it takes longer than `wait`.
-async fn bounded<T>(wait: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(wait, f).await.ok()
 }
 
 /// Says once (each time the set changes) which live nodes run another

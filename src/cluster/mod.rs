@@ -161,6 +161,12 @@ pub fn unsupported(schema: &Schema) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// `f`'s answer, or `None` when it takes longer than `wait` (NATS away,
+/// or a stream electing its leader).
+pub async fn bounded<T>(wait: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(wait, f).await.ok()
+}
+
 /// Connects and makes sure the streams and buckets are there (made by the
 /// first node, checked by the others).
 pub async fn connect(

@@ -41,23 +41,18 @@ impl Cluster {
         &self,
         cursor_key: &str,
     ) -> Result<(SinkCursor, Option<u64>), ClusterError> {
-        use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let name = super::allot::entry_name(cursor_key);
-        let subject = format!("$KV.{SINKS_BUCKET}.{name}");
-        let read = self.sinks.stream.get_last_raw_message_by_subject(&subject);
-        match tokio::time::timeout(WAIT, read).await {
+        match tokio::time::timeout(WAIT, self.sinks.leader_entry(&name)).await {
             Err(_) => Err(ClusterError::JetStream(
                 "the sinks bucket did not answer".into(),
             )),
-            Ok(Ok(m)) => Ok((
-                serde_json::from_slice(&m.payload).map_err(|e| {
+            Ok(Ok(Some(e))) => Ok((
+                serde_json::from_slice(&e.value).map_err(|e| {
                     ClusterError::JetStream(format!("the sink entry `{name}` is damaged: {e}"))
                 })?,
-                Some(m.sequence),
+                Some(e.revision),
             )),
-            Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                Ok((SinkCursor::default(), None))
-            }
+            Ok(Ok(None)) => Ok((SinkCursor::default(), None)),
             Ok(Err(e)) => Err(ClusterError::js(e)),
         }
     }

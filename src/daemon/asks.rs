@@ -205,7 +205,7 @@ async fn part(
             let bytes = body.to_string().into_bytes();
             local_part(shared.clone(), bytes, p, after.clone()).await
         } else {
-            let owners = bounded(cluster.owners()).await.unwrap_or_default();
+            let owners = owners(cluster).await;
             match owners.get(&p) {
                 Some(node) => {
                     let ask = Ask::Export {
@@ -245,7 +245,7 @@ pub async fn elsewhere(
     if cluster.owned.holds(p) {
         return None;
     }
-    let owners = bounded(cluster.owners()).await.unwrap_or_default();
+    let owners = owners(cluster).await;
     Some(match owners.get(&p) {
         Some(node) => ask_node(cluster, node, ask).await,
         None => unavailable(format!(
@@ -261,7 +261,7 @@ pub async fn count_across(shared: Arc<Shared>, body: Vec<u8>) -> (StatusCode, se
     let Some(cluster) = shared.cluster.clone() else {
         return unavailable("not in cluster mode".into());
     };
-    let owners = bounded(cluster.owners()).await.unwrap_or_default();
+    let owners = owners(&cluster).await;
     let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for p in 0..cluster.partitions {
         match owners.get(&p) {
@@ -331,7 +331,12 @@ fn unavailable(error: String) -> (StatusCode, serde_json::Value) {
     (StatusCode::SERVICE_UNAVAILABLE, json!({"error": error}))
 }
 
-/// `f`'s answer, or `None` after two seconds (NATS away).
-async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(Duration::from_secs(2), f).await.ok()
+/// How long reading who holds which partition may take (NATS away).
+const OWNERS_WAIT: Duration = Duration::from_secs(2);
+
+/// The partitions' holders, as the leases say (empty: NATS away).
+async fn owners(cluster: &Cluster) -> BTreeMap<usize, String> {
+    crate::cluster::bounded(OWNERS_WAIT, cluster.owners())
+        .await
+        .unwrap_or_default()
 }

@@ -7,6 +7,7 @@
 use super::Shared;
 use super::apply::Entry;
 use super::writer::Command;
+use crate::cluster::bounded;
 use crate::cluster::lease::NodeInfo;
 use crate::cluster::{Cluster, Kind, Outgoing};
 use crate::model::EventError;
@@ -409,11 +410,6 @@ pub enum IngestError {
 /// How long a view waits for one NATS answer.
 const VIEW_WAIT: Duration = Duration::from_secs(2);
 
-/// `f`'s answer, or `None` after [`VIEW_WAIT`].
-async fn bounded<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(VIEW_WAIT, f).await.ok()
-}
-
 /// Cluster mode's lines of `/metrics`: partitions held, lease changes,
 /// and per partition the events applied here and (held here) the lag.
 pub async fn metrics(shared: &Shared, out: &mut String) {
@@ -456,8 +452,12 @@ pub async fn view(shared: &Shared) -> serde_json::Value {
     let Some(cluster) = shared.cluster.as_ref() else {
         return json!({"error": "not in cluster mode"});
     };
-    let nodes = bounded(cluster.live_nodes()).await.and_then(Result::ok);
-    let owners = bounded(cluster.owners()).await.unwrap_or_default();
+    let nodes = bounded(VIEW_WAIT, cluster.live_nodes())
+        .await
+        .and_then(Result::ok);
+    let owners = bounded(VIEW_WAIT, cluster.owners())
+        .await
+        .unwrap_or_default();
     let partitions: Vec<_> = (0..cluster.partitions)
         .map(|p| {
             // Each holder says its partitions' lags in its node entry.
