@@ -12,9 +12,8 @@
 use super::{Cluster, ClusterError};
 use crate::engine::predict::{Fit, Histories};
 use async_nats::jetstream::kv::CreateErrorKind;
-use async_nats::jetstream::object_store::{InfoErrorKind, ObjectMetadata};
+use async_nats::jetstream::object_store::InfoErrorKind;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 /// The bucket of decided fits.
 pub const FITS_BUCKET: &str = "nudge_fits";
@@ -26,9 +25,6 @@ pub struct Decided {
     pub fit: Option<Fit>,
     pub why: Option<String>,
 }
-
-/// How long moving a partition's histories may take.
-const MOVE_WAIT: Duration = Duration::from_secs(120);
 
 fn histories_name(day: &str, p: usize) -> String {
     format!("histories-{day}-p{p}")
@@ -82,17 +78,7 @@ impl Cluster {
         h: &Histories,
     ) -> Result<(), ClusterError> {
         let bytes = serde_json::to_vec(h).map_err(ClusterError::js)?;
-        let meta = ObjectMetadata {
-            name: histories_name(day, p),
-            ..Default::default()
-        };
-        let mut reader = bytes.as_slice();
-        let put = self.snapshots.put(meta, &mut reader);
-        tokio::time::timeout(MOVE_WAIT, put)
-            .await
-            .map_err(|_| ClusterError::JetStream("putting histories timed out".into()))?
-            .map(drop)
-            .map_err(ClusterError::js)
+        self.put_object(&histories_name(day, p), &bytes).await
     }
 
     /// Partition `p`'s histories for `day`, if they are in.
@@ -101,25 +87,12 @@ impl Cluster {
         day: &str,
         p: usize,
     ) -> Result<Option<Histories>, ClusterError> {
-        if !self.has_histories(day, p).await? {
-            return Ok(None);
+        match self.get_object(&histories_name(day, p)).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(ClusterError::js),
+            None => Ok(None),
         }
-        let get = async {
-            let mut o = self
-                .snapshots
-                .get(histories_name(day, p))
-                .await
-                .map_err(ClusterError::js)?;
-            let mut bytes = Vec::new();
-            o.read_to_end(&mut bytes)
-                .await
-                .map_err(|e| ClusterError::JetStream(format!("reading histories: {e}")))?;
-            serde_json::from_slice(&bytes).map_err(ClusterError::js)
-        };
-        tokio::time::timeout(MOVE_WAIT, get)
-            .await
-            .map_err(|_| ClusterError::JetStream("getting histories timed out".into()))?
-            .map(Some)
     }
 
     /// Drops `day`'s histories once its fit is decided: nobody reads them

@@ -18,6 +18,7 @@ pub mod allot;
 pub mod bucket;
 pub mod consume;
 pub mod fits;
+pub mod handover;
 pub mod lease;
 pub mod sinks;
 pub mod snapshot;
@@ -39,8 +40,10 @@ pub enum ClusterError {
         "the cluster was made with {cluster} partitions and this node's `storage.partitions` is {node}: every node runs the same config"
     )]
     Partitions { cluster: usize, node: usize },
-    #[error("cluster mode does not run {0} yet; run it on a single node (without `--cluster`)")]
-    Unsupported(String),
+    #[error(
+        "`ids` cannot change while the cluster runs: where members are depends on them; stop every node and start each with the new config (dropping `ids` after merges moved members between partitions is not supported)"
+    )]
+    IdsChanged,
     #[error("`--node` is a name of letters, digits, `-` and `_`, not `{0}`")]
     NodeName(String),
     #[error(
@@ -133,6 +136,8 @@ pub struct Cluster {
     pub owned: Arc<lease::Owned>,
     /// Events applied here, by partition (for `/metrics`).
     pub applied: Vec<std::sync::atomic::AtomicU64>,
+    /// One ID: members taken in here from other partitions.
+    pub moved_in: std::sync::atomic::AtomicU64,
     /// Events waiting in each partition held here, as of the last fetch.
     pub lags: Vec<std::sync::atomic::AtomicU64>,
     /// The stream sequence each partition had when this node took it: a
@@ -150,15 +155,14 @@ pub struct Cluster {
         std::sync::Mutex<std::collections::HashMap<usize, std::collections::HashSet<String>>>,
 }
 
-/// What cluster mode does not run yet, checked before joining: each of
-/// these needs state shared across partitions that only one node has.
-pub fn unsupported(schema: &Schema) -> Result<(), ClusterError> {
-    if !schema.id_kinds.is_empty() {
-        return Err(ClusterError::Unsupported(
-            "One ID (`ids` in nudge.yaml)".into(),
-        ));
+/// A reload must keep the One ID identifier kinds: with them, events are
+/// routed by partition 0's directory and members live where merges moved
+/// them (`engine::directory`); without, each goes to its home partition.
+pub fn same_ids(running: &Schema, new: &Schema) -> Result<(), ClusterError> {
+    match running.id_kinds == new.id_kinds {
+        true => Ok(()),
+        false => Err(ClusterError::IdsChanged),
     }
-    Ok(())
 }
 
 /// `f`'s answer, or `None` when it takes longer than `wait` (NATS away,
@@ -252,6 +256,7 @@ pub async fn connect(
         fits,
         runtime: tokio::runtime::Handle::current(),
         published: Default::default(),
+        moved_in: Default::default(),
         applied: (0..partitions)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
@@ -422,7 +427,7 @@ impl RelayQueue {
 }
 
 /// What a message of the events stream is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A client's event (JSON).
     Event,
@@ -430,19 +435,85 @@ pub enum Kind {
     Relay,
     /// The partition's daily tick (the day, `2026-12-02`), [`TICK_HEADER`].
     Tick,
+    /// One ID: an event or relay partition 0 routed here
+    /// ([`ROUTED_HEADER`]).
+    Routed(Routed),
+    /// One ID: partition 0 asks this partition to give up a group's
+    /// members (the body the JSON of [`MoveOut`]), [`MOVE_HEADER`].
+    Move(u64),
 }
+
+/// What partition 0 says of an event or relay it routed: the sequence it
+/// had in partition 0's stream (the partitions skip one they applied, when
+/// a new holder of partition 0 routes its stream again), whether it is a
+/// relay, and the partitions whose members move here before it is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routed {
+    pub seq: u64,
+    pub relay: bool,
+    pub from: Vec<usize>,
+}
+
+/// The body of a [`Kind::Move`]: the partition the group goes to and the
+/// names this partition gives up.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MoveOut {
+    pub to: usize,
+    pub names: Vec<String>,
+}
+
+/// Headers of One ID's routing (see [`Kind::Routed`], [`Kind::Move`]).
+pub const ROUTED_HEADER: &str = "Nudge-Routed";
+pub const FROM_HEADER: &str = "Nudge-Moved-From";
+pub const MOVE_HEADER: &str = "Nudge-Move";
 
 impl Kind {
     fn of(headers: Option<&HeaderMap>) -> Kind {
-        match headers {
-            Some(h) if h.get(RELAY_HEADER).is_some() => Kind::Relay,
-            Some(h) if h.get(TICK_HEADER).is_some() => Kind::Tick,
+        let Some(h) = headers else {
+            return Kind::Event;
+        };
+        let number = |name: &str| h.get(name).and_then(|v| v.as_str().parse::<u64>().ok());
+        if let Some(seq) = number(ROUTED_HEADER) {
+            let from = h.get(FROM_HEADER).map_or(Vec::new(), |v| {
+                v.as_str()
+                    .split(',')
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            });
+            let relay = h.get(RELAY_HEADER).is_some();
+            return Kind::Routed(Routed { seq, relay, from });
+        }
+        if let Some(seq) = number(MOVE_HEADER) {
+            return Kind::Move(seq);
+        }
+        match () {
+            _ if h.get(RELAY_HEADER).is_some() => Kind::Relay,
+            _ if h.get(TICK_HEADER).is_some() => Kind::Tick,
             _ => Kind::Event,
+        }
+    }
+
+    fn headers(&self, h: &mut HeaderMap) {
+        match self {
+            Kind::Event => {}
+            Kind::Relay => h.insert(RELAY_HEADER, "1"),
+            Kind::Tick => h.insert(TICK_HEADER, "1"),
+            Kind::Routed(r) => {
+                h.insert(ROUTED_HEADER, r.seq.to_string().as_str());
+                if r.relay {
+                    h.insert(RELAY_HEADER, "1");
+                }
+                if !r.from.is_empty() {
+                    let from: Vec<String> = r.from.iter().map(usize::to_string).collect();
+                    h.insert(FROM_HEADER, from.join(",").as_str());
+                }
+            }
+            Kind::Move(seq) => h.insert(MOVE_HEADER, seq.to_string().as_str()),
         }
     }
 }
 
-/// One event, relay or tick to publish: its partition, id and body.
+/// One message to publish: its partition, id, body and kind.
 pub struct Outgoing {
     pub partition: usize,
     pub id: String,
@@ -457,7 +528,7 @@ impl Outgoing {
             partition: self.partition,
             id: self.id.clone(),
             body: self.body.clone(),
-            kind: self.kind,
+            kind: self.kind.clone(),
         }
     }
 }
@@ -470,11 +541,7 @@ impl Cluster {
         for e in events {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", e.id.as_str());
-            match e.kind {
-                Kind::Event => {}
-                Kind::Relay => headers.insert(RELAY_HEADER, "1"),
-                Kind::Tick => headers.insert(TICK_HEADER, "1"),
-            }
+            e.kind.headers(&mut headers);
             let ack = self
                 .js
                 .publish_with_headers(events_subject(e.partition), headers, e.body)

@@ -22,6 +22,27 @@ pub enum Entry {
     /// The partition's daily tick for this day, at this point of its
     /// history (`cluster::TICK_HEADER`).
     Tick(i32),
+    /// One ID, in partition 0: an event or relay to route, with the body
+    /// it came with (`daemon::routing`).
+    Route(super::routing::ToRoute, bytes::Bytes),
+    /// One ID: an event or relay partition 0 routed here.
+    Routed(crate::cluster::Routed, Box<Entry>),
+    /// One ID: partition 0's request to give up a group's members (at its
+    /// sequence in partition 0's stream).
+    Move(u64, crate::cluster::MoveOut),
+    /// A routed entry that did not parse: nothing to apply.
+    Skipped,
+}
+
+impl Entry {
+    /// Partition 0's sequence of a routed entry or move.
+    fn routed(&self) -> Option<u64> {
+        match self {
+            Entry::Routed(r, _) => Some(r.seq),
+            Entry::Move(seq, _) => Some(*seq),
+            _ => None,
+        }
+    }
 }
 
 /// Why a fetch of a partition's stream was not (all) applied; what was
@@ -49,6 +70,15 @@ impl From<super::fits::FitError> for NotApplied {
     }
 }
 
+impl From<super::routing::Hold> for NotApplied {
+    fn from(h: super::routing::Hold) -> NotApplied {
+        match h {
+            super::routing::Hold::Waits(why) => NotApplied::Waits(why),
+            super::routing::Hold::Failed(why) => NotApplied::Failed(why),
+        }
+    }
+}
+
 impl From<&str> for NotApplied {
     fn from(why: &str) -> NotApplied {
         NotApplied::Failed(why.to_string())
@@ -65,13 +95,57 @@ impl std::fmt::Display for NotApplied {
 
 /// A stretch of the stream committed at once: relays first (as the
 /// engine applies them), then events, and the last sequence it covers;
-/// or a daily tick on its own.
+/// or a daily tick, a move or entries to route on their own.
 #[derive(Default)]
 struct Stretch {
     relays: Vec<Effect>,
     events: Vec<Event>,
     tick: Option<i32>,
     through: u64,
+    /// Partition 0's sequence of the last routed entry in it.
+    routed: u64,
+    /// Members moving here come first: partition 0's sequence of the
+    /// event that joined them, and the partitions they come from.
+    from: Option<(u64, Vec<usize>)>,
+    moving: Option<(u64, crate::cluster::MoveOut)>,
+    route: Vec<(u64, super::routing::ToRoute, bytes::Bytes)>,
+}
+
+impl Stretch {
+    /// Whether `entry` starts a stretch of its own after this one.
+    fn ends_before(&self, entry: &Entry) -> bool {
+        let inner = match entry {
+            Entry::Routed(r, inner) if r.from.is_empty() => inner.as_ref(),
+            Entry::Routed(..) | Entry::Tick(_) | Entry::Move(..) => return true,
+            e => e,
+        };
+        self.tick.is_some()
+            || self.moving.is_some()
+            || matches!(inner, Entry::Route(..)) != !self.route.is_empty()
+            || (matches!(inner, Entry::Relay(_)) && !self.events.is_empty())
+    }
+
+    fn take(&mut self, seq: u64, entry: Entry) {
+        self.through = seq;
+        match entry {
+            Entry::Relay(r) => self.relays.push(*r),
+            Entry::Event(e) => self.events.push(e),
+            Entry::Tick(day) => self.tick = Some(day),
+            Entry::Skipped => {}
+            Entry::Route(what, body) => self.route.push((seq, what, body)),
+            Entry::Move(at, m) => {
+                self.routed = at;
+                self.moving = Some((at, m));
+            }
+            Entry::Routed(r, what) => {
+                self.routed = r.seq;
+                if !r.from.is_empty() {
+                    self.from = Some((r.seq, r.from));
+                }
+                self.take(seq, *what);
+            }
+        }
+    }
 }
 
 /// Applies a partition's entries from the stream, if this node still
@@ -97,26 +171,21 @@ pub fn apply(
     if through <= stored {
         return Ok(());
     }
+    let routed = parts.engines()[part]
+        .store()
+        .meta_u64(crate::store::keys::ROUTED_THROUGH)
+        .map_err(|e| e.to_string())?;
     let mut stretches: Vec<Stretch> = Vec::new();
     for (seq, entry) in entries.into_iter().filter(|(seq, _)| *seq > stored) {
-        let fresh = match stretches.last() {
-            None => true,
-            Some(s) => {
-                s.tick.is_some()
-                    || matches!(entry, Entry::Tick(_))
-                    || (matches!(entry, Entry::Relay(_)) && !s.events.is_empty())
-            }
-        };
-        if fresh {
+        // Routed again by a new holder of partition 0: applied already.
+        if entry.routed().is_some_and(|r| r <= routed) {
+            continue;
+        }
+        if stretches.last().is_none_or(|s| s.ends_before(&entry)) {
             stretches.push(Stretch::default());
         }
         if let Some(s) = stretches.last_mut() {
-            s.through = seq;
-            match entry {
-                Entry::Relay(r) => s.relays.push(*r),
-                Entry::Event(e) => s.events.push(e),
-                Entry::Tick(day) => s.tick = Some(day),
-            }
+            s.take(seq, entry);
         }
     }
     // The last commit stores the fetch's last sequence, past any entries
@@ -145,18 +214,32 @@ fn commit(
     if !shared.cluster.as_ref().is_some_and(|c| c.owned.holds(part)) {
         return Err("the partition's lease is no longer held here".into());
     }
+    let n = parts.len();
     let engine = parts
         .engines_mut()
         .get_mut(part)
         .ok_or_else(|| format!("no partition {part} here"))?;
+    let mut noted = vec![(
+        crate::store::keys::STREAM_SEQ.to_string(),
+        s.through.to_le_bytes().to_vec(),
+    )];
+    if s.routed > 0 {
+        let seq = s.routed.to_le_bytes().to_vec();
+        noted.push((crate::store::keys::ROUTED_THROUGH.to_string(), seq));
+    }
+    if !s.route.is_empty() {
+        return Ok(super::routing::route(engine, shared, n, s.route, noted)?);
+    }
+    if let Some((seq, m)) = s.moving {
+        return Ok(super::routing::give(engine, shared, part, seq, m, noted)?);
+    }
+    if let Some((seq, from)) = &s.from {
+        super::routing::take(engine, shared, *seq, from)?;
+    }
     if let Some(day) = s.tick {
         tick(engine, shared, part, day)?;
     }
     let start = std::time::Instant::now();
-    let noted = vec![(
-        crate::store::keys::STREAM_SEQ.to_string(),
-        s.through.to_le_bytes().to_vec(),
-    )];
     engine.deliver(s.relays);
     let c = match engine.process_noting(&s.events, noted) {
         Ok(c) => c,

@@ -20,14 +20,24 @@ use tokio_stream::StreamExt;
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ask {
-    /// `GET /v1/members/{id}`.
-    Member { id: String },
+    /// `GET /v1/members/{id}`; `partition`: where the directory has it
+    /// (One ID), else its home.
+    Member {
+        id: String,
+        #[serde(default)]
+        partition: Option<usize>,
+    },
     /// `GET /v1/members/{id}/explain`, on `day`.
     Explain {
         id: String,
         rule: Option<String>,
         day: i32,
+        #[serde(default)]
+        partition: Option<usize>,
     },
+    /// One ID: the partition member or identifier `id` is in, asked of
+    /// partition 0's holder (`engine::directory`).
+    Locate { id: String },
     /// `POST /v1/segments/count` with this body, over these partitions.
     Count {
         body: serde_json::Value,
@@ -90,13 +100,31 @@ async fn answer_one(shared: Arc<Shared>, ask: Ask) -> (StatusCode, serde_json::V
         )
     };
     match ask {
-        Ask::Member { id } => match cluster.owned.holds(home(&cluster, &id)) {
-            true => shared.member_answer(&id),
-            false => gone(home(&cluster, &id)),
-        },
-        Ask::Explain { id, rule, day } => match cluster.owned.holds(home(&cluster, &id)) {
-            true => shared.explain_answer(&id, rule.as_deref(), day),
-            false => gone(home(&cluster, &id)),
+        Ask::Member { id, partition } => {
+            let p = partition.unwrap_or_else(|| home(&cluster, &id));
+            match cluster.owned.holds(p) {
+                true => shared.member_answer(&id, partition),
+                false => gone(p),
+            }
+        }
+        Ask::Explain {
+            id,
+            rule,
+            day,
+            partition,
+        } => {
+            let p = partition.unwrap_or_else(|| home(&cluster, &id));
+            match cluster.owned.holds(p) {
+                true => shared.explain_answer(&id, rule.as_deref(), day, partition),
+                false => gone(p),
+            }
+        }
+        Ask::Locate { id } => match cluster.owned.holds(0) {
+            true => match shared.locate_here(&id) {
+                Ok(p) => (StatusCode::OK, json!({ "partition": p })),
+                Err(e) => unavailable(e.to_string()),
+            },
+            false => gone(0),
         },
         Ask::Count { body, partitions } => {
             if let Some(p) = partitions.iter().find(|p| !cluster.owned.holds(**p)) {
@@ -233,25 +261,60 @@ fn home(cluster: &Cluster, id: &str) -> usize {
     crate::store::folder::partition_of(id, cluster.partitions)
 }
 
-/// The answer of the node holding member `id`'s partition, when that is
-/// not this node (`None`: answer here).
+/// Where member `id` is read: the answer of the node holding its
+/// partition when that is not this node (`Err`), else the partition to
+/// read it in here (`Some` on One ID, where the directory says; `None`:
+/// its home, or any partition on a single node).
 pub async fn elsewhere(
     shared: &Shared,
     id: &str,
-    ask: &Ask,
-) -> Option<(StatusCode, serde_json::Value)> {
-    let cluster = shared.cluster.as_ref()?;
-    let p = home(cluster, id);
+    mut ask: Ask,
+) -> Result<Option<usize>, (StatusCode, serde_json::Value)> {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return Ok(None);
+    };
+    let located = match super::routing::routed(shared) {
+        true => Some(locate(shared, cluster, id).await?),
+        false => None,
+    };
+    let p = located.unwrap_or_else(|| home(cluster, id));
     if cluster.owned.holds(p) {
-        return None;
+        return Ok(located);
+    }
+    if let Ask::Member { partition, .. } | Ask::Explain { partition, .. } = &mut ask {
+        *partition = located;
     }
     let owners = owners(cluster).await;
-    Some(match owners.get(&p) {
-        Some(node) => ask_node(cluster, node, ask).await,
+    Err(match owners.get(&p) {
+        Some(node) => ask_node(cluster, node, &ask).await,
         None => unavailable(format!(
             "no node holds partition {p} now; try again shortly"
         )),
     })
+}
+
+/// One ID: the partition member `id` is in, by partition 0's directory
+/// (read here, or asked of partition 0's holder).
+async fn locate(
+    shared: &Shared,
+    cluster: &Cluster,
+    id: &str,
+) -> Result<usize, (StatusCode, serde_json::Value)> {
+    if cluster.owned.holds(0) {
+        return shared
+            .locate_here(id)
+            .map_err(|e| unavailable(e.to_string()));
+    }
+    let Some(node) = owners(cluster).await.get(&0).cloned() else {
+        return Err(unavailable(
+            "no node holds partition 0 (One ID's directory) now; try again shortly".into(),
+        ));
+    };
+    let (status, body) = ask_node(cluster, &node, &Ask::Locate { id: id.into() }).await;
+    match body["partition"].as_u64() {
+        Some(p) if status == StatusCode::OK => Ok(p as usize),
+        _ => Err((status, body)),
+    }
 }
 
 /// A segment count over every partition: this node's share counted here,

@@ -61,7 +61,7 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
             }
         }
     });
-    tokio::spawn(send_relays(relays, writer_relays));
+    tokio::spawn(send_relays(shared.clone(), relays, writer_relays));
     tokio::spawn(super::asks::answer(shared));
 }
 
@@ -327,37 +327,72 @@ fn not_applied(p: usize, why: &super::apply::NotApplied) {
 /// log, and counted.
 fn parse(shared: &Shared, p: usize, fetched: &[(u64, &[u8], Kind)]) -> (Vec<(u64, Entry)>, u64) {
     let schema = shared.schema.load();
+    let routing = p == 0 && super::routing::routed(shared);
     let mut events = Vec::with_capacity(fetched.len());
     let mut through = 0;
     for (seq, body, kind) in fetched {
         through = through.max(*seq);
-        let parsed = match kind {
-            Kind::Relay => serde_json::from_slice(body)
-                .map(|r| Entry::Relay(Box::new(r)))
-                .map_err(|e| format!("a relay: {e}")),
-            Kind::Tick => std::str::from_utf8(body)
-                .ok()
-                .and_then(crate::base::time::parse_date)
-                .map(Entry::Tick)
-                .ok_or_else(|| "a tick without its day".to_string()),
-            Kind::Event => serde_json::from_slice::<serde_json::Value>(body)
-                .map_err(|e| e.to_string())
-                .and_then(|v| {
-                    crate::io::event::event_from_json(&schema, v).map_err(|e| e.to_string())
-                })
-                .map(Entry::Event),
-        };
-        match parsed {
+        match parse_one(&schema, body, kind, routing) {
             Ok(e) => events.push((*seq, e)),
             Err(why) => {
                 shared
                     .events_rejected
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(partition = p, seq, error = %why, "An event in the stream does not parse with the running config; skipped.");
+                // Members moving here before it are taken in all the same.
+                if let Kind::Routed(r) = kind
+                    && !r.from.is_empty()
+                {
+                    events.push((*seq, Entry::Routed(r.clone(), Box::new(Entry::Skipped))));
+                }
             }
         }
     }
     (events, through)
+}
+
+/// One message of a partition's stream; in partition 0 on One ID, a
+/// client's event or a relay is to be routed.
+fn parse_one(
+    schema: &crate::config::Schema,
+    body: &[u8],
+    kind: &Kind,
+    routing: bool,
+) -> Result<Entry, String> {
+    use super::routing::ToRoute;
+    let relay = || {
+        serde_json::from_slice(body)
+            .map(Box::new)
+            .map_err(|e| format!("a relay: {e}"))
+    };
+    let event = || {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|v| crate::io::event::event_from_json(schema, v).map_err(|e| e.to_string()))
+    };
+    let bytes = || bytes::Bytes::copy_from_slice(body);
+    Ok(match kind {
+        Kind::Event if routing => Entry::Route(ToRoute::Event(event()?), bytes()),
+        Kind::Relay if routing => Entry::Route(ToRoute::Relay(relay()?), bytes()),
+        Kind::Event => Entry::Event(event()?),
+        Kind::Relay => Entry::Relay(relay()?),
+        Kind::Tick => std::str::from_utf8(body)
+            .ok()
+            .and_then(crate::base::time::parse_date)
+            .map(Entry::Tick)
+            .ok_or_else(|| "a tick without its day".to_string())?,
+        Kind::Routed(r) => {
+            let what = match r.relay {
+                true => Entry::Relay(relay()?),
+                false => Entry::Event(event()?),
+            };
+            Entry::Routed(r.clone(), Box::new(what))
+        }
+        Kind::Move(seq) => Entry::Move(
+            *seq,
+            serde_json::from_slice(body).map_err(|e| format!("a move: {e}"))?,
+        ),
+    })
 }
 
 /// Validates a request's events and publishes each to its partition;
@@ -371,6 +406,8 @@ pub async fn ingest(
         return Err(IngestError::Unavailable("not in cluster mode".into()));
     };
     let schema = shared.schema.load();
+    // One ID: partition 0 routes every event (`daemon::routing`).
+    let routed = super::routing::routed(shared);
     let now = crate::engine::clock::Clock::now(&crate::engine::clock::SystemClock);
     let mut out = Vec::with_capacity(values.len());
     let mut errors = Vec::new();
@@ -380,7 +417,10 @@ pub async fn ingest(
             .and_then(|e| crate::io::event::check_not_ahead(&e, now).map(|()| e));
         match parsed {
             Ok(e) => out.push(Outgoing {
-                partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
+                partition: match routed {
+                    true => 0,
+                    false => crate::store::folder::partition_of(&e.member, cluster.partitions),
+                },
                 id: e.id,
                 body,
                 kind: Kind::Event,
@@ -427,6 +467,11 @@ pub async fn metrics(shared: &Shared, out: &mut String) {
         out,
         "# HELP nudge_cluster_lease_changes_total Leases this node took, lost or let go.\n# TYPE nudge_cluster_lease_changes_total counter\nnudge_cluster_lease_changes_total {}",
         cluster.owned.changes()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nudge_cluster_members_moved_in_total One ID: members taken in here from other partitions by merges.\n# TYPE nudge_cluster_members_moved_in_total counter\nnudge_cluster_members_moved_in_total {}",
+        cluster.moved_in.load(std::sync::atomic::Ordering::Relaxed)
     );
     let _ = writeln!(
         out,
@@ -493,7 +538,7 @@ pub async fn view(shared: &Shared) -> serde_json::Value {
 /// Publishes the relays the writer hands over, each batch again until
 /// JetStream has every one (the ids make a resend safe), then confirms
 /// them to the writer.
-pub async fn send_relays(cluster: std::sync::Arc<Cluster>, writer: Sender<Command>) {
+pub async fn send_relays(shared: Arc<Shared>, cluster: Arc<Cluster>, writer: Sender<Command>) {
     let Some(mut queue) = cluster.relays.rx.lock().ok().and_then(|mut q| q.take()) else {
         return;
     };
@@ -502,7 +547,11 @@ pub async fn send_relays(cluster: std::sync::Arc<Cluster>, writer: Sender<Comman
         for e in &relays {
             match serde_json::to_vec(e) {
                 Ok(body) => out.push(Outgoing {
-                    partition: crate::store::folder::partition_of(&e.member, cluster.partitions),
+                    // One ID: partition 0 routes them.
+                    partition: match super::routing::routed(&shared) {
+                        true => 0,
+                        false => crate::store::folder::partition_of(&e.member, cluster.partitions),
+                    },
                     id: format!("relay:{}", e.key),
                     body: body.into(),
                     kind: Kind::Relay,

@@ -316,11 +316,15 @@ async fn get_explain(
         id: id.clone(),
         rule: q.rule.clone(),
         day,
+        partition: None,
     };
-    if let Some((status, body)) = super::asks::elsewhere(&app.shared, &id, &ask).await {
-        return reply(status, body);
-    }
-    let (status, body) = app.shared.explain_answer(&id, q.rule.as_deref(), day);
+    let within = match super::asks::elsewhere(&app.shared, &id, ask).await {
+        Ok(within) => within,
+        Err((status, body)) => return reply(status, body),
+    };
+    let (status, body) = app
+        .shared
+        .explain_answer(&id, q.rule.as_deref(), day, within);
     reply(status, body)
 }
 
@@ -333,11 +337,15 @@ async fn get_member(
         return unauthorized();
     }
     // Cluster mode: the node that holds the member's partition answers.
-    let ask = super::asks::Ask::Member { id: id.clone() };
-    if let Some((status, body)) = super::asks::elsewhere(&app.shared, &id, &ask).await {
-        return reply(status, body);
-    }
-    let (status, body) = app.shared.member_answer(&id);
+    let ask = super::asks::Ask::Member {
+        id: id.clone(),
+        partition: None,
+    };
+    let within = match super::asks::elsewhere(&app.shared, &id, ask).await {
+        Ok(within) => within,
+        Err((status, body)) => return reply(status, body),
+    };
+    let (status, body) = app.shared.member_answer(&id, within);
     reply(status, body)
 }
 

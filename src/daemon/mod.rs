@@ -8,6 +8,7 @@ pub mod asks;
 pub mod cluster;
 pub mod dispatch;
 pub mod fits;
+pub mod routing;
 pub mod http;
 pub mod segments;
 pub mod send;
@@ -294,11 +295,12 @@ impl Shared {
         id: &str,
         rule: Option<&str>,
         day: i32,
+        within: Option<usize>,
     ) -> (axum::http::StatusCode, serde_json::Value) {
         use axum::http::StatusCode;
         use serde_json::json;
         // By identifier or merged id too, whichever partition holds it.
-        let (id, rec) = match crate::engine::identity::find_member(&self.folder, id) {
+        let (id, rec) = match crate::engine::identity::find_member(self.reads(within), id) {
             Ok(Some(found)) => found,
             Ok(None) => {
                 return (
@@ -332,14 +334,38 @@ impl Shared {
         }
     }
 
-    /// A member as `GET /v1/members/{id}` shows it, read here.
-    pub fn member_answer(&self, id: &str) -> (axum::http::StatusCode, serde_json::Value) {
+    /// Where members are read: partition `within` (One ID in the cluster:
+    /// where the directory has them), else every partition.
+    fn reads(&self, within: Option<usize>) -> &dyn crate::store::Store {
+        match within.and_then(|k| self.folder.parts.get(k)) {
+            Some(part) => part,
+            None => &self.folder,
+        }
+    }
+
+    /// One ID in the cluster, on partition 0's holder: the partition
+    /// member or identifier `id` is in.
+    pub fn locate_here(&self, id: &str) -> Result<usize, crate::store::StoreError> {
+        crate::engine::directory::Directory::new(&self.folder.parts[0], self.folder.parts.len())
+            .locate(id)
+    }
+
+    /// A member as `GET /v1/members/{id}` shows it, read here (in
+    /// partition `within` when given).
+    pub fn member_answer(
+        &self,
+        id: &str,
+        within: Option<usize>,
+    ) -> (axum::http::StatusCode, serde_json::Value) {
         use axum::http::StatusCode;
         use serde_json::json;
         let shared = self;
-        let store = shared.folder.of(id);
+        let store = match within.and_then(|k| self.folder.parts.get(k)) {
+            Some(part) => part,
+            None => shared.folder.of(id),
+        };
         // By identifier or merged id too, whichever partition holds it.
-        match crate::engine::identity::find_member(&shared.folder, id) {
+        match crate::engine::identity::find_member(self.reads(within), id) {
             Ok(Some((id, rec))) => (
                 StatusCode::OK,
                 crate::report::member::member_json(
@@ -357,7 +383,7 @@ impl Shared {
                     ),
                 ),
             ),
-            Ok(None) => match shared.catching_up(id) {
+            Ok(None) => match shared.catching_up(id, within) {
                 Some(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
                 None => (
                     StatusCode::NOT_FOUND,
@@ -374,10 +400,11 @@ impl Shared {
     /// Cluster mode: why a member not found here may yet be, when its
     /// partition was taken here and its copy has not applied the stream
     /// as far as it reached then (a rebuild from an old copy or none).
-    fn catching_up(&self, id: &str) -> Option<String> {
+    fn catching_up(&self, id: &str, within: Option<usize>) -> Option<String> {
         use crate::store::Store;
         let cluster = self.cluster.as_ref()?;
-        let p = crate::store::folder::partition_of(id, cluster.partitions);
+        let p =
+            within.unwrap_or_else(|| crate::store::folder::partition_of(id, cluster.partitions));
         let to = cluster.taken_at.get(p)?.load(Ordering::Relaxed);
         let applied = self
             .folder
@@ -436,9 +463,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             &opts.load,
         ))));
     };
-    if opts.cluster.is_some() {
-        crate::cluster::unsupported(&schema)?;
-    }
     let schema = for_node(schema, opts.cluster.is_some());
     let (schema, rules) = (Arc::new(schema), Arc::new(rules));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -476,7 +500,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             e.draw_from(allot.clone());
             // The fit is over every partition, made at refitting ticks
             // from what each holder publishes (`daemon::fits`).
-            e.fits_given();
+            e.in_cluster();
         }
     }
     if parts.len() != schema.partitions {

@@ -592,7 +592,7 @@ fn cluster_runs(
                 node: schema.partitions,
             })
         }
-        Some(_) => crate::cluster::unsupported(schema),
+        Some(_) => crate::cluster::same_ids(&shared.schema.load(), schema),
         None => Ok(()),
     }
 }

@@ -24,10 +24,11 @@ pub mod identity;
 pub mod partitions;
 pub mod plan;
 pub mod points;
-mod moves;
+pub mod moves;
 mod refund;
 mod relay;
 mod route;
+pub mod directory;
 pub mod predict;
 mod rewards;
 pub mod segment;
@@ -144,8 +145,9 @@ pub struct Engine<S: Store> {
     /// On a folder of partitions: the fit over all of them.
     fits: Option<predict::FitShare>,
     /// Cluster mode: the fit comes from every partition's histories, made
-    /// by the daemon before a tick ([`Engine::adopt_fit`]); never here.
-    fits_given: bool,
+    /// by the daemon before a tick ([`Engine::adopt_fit`]), never here; on
+    /// One ID, partition 0 routes every relay (`engine::directory`).
+    in_cluster: bool,
 }
 
 /// Uncommitted changes of a batch.
@@ -231,7 +233,7 @@ impl<S: Store> Engine<S> {
             partition: None,
             mail: Default::default(),
             fits: None,
-            fits_given: false,
+            in_cluster: false,
         };
         engine.load_mail()?;
         engine.next_deferred = engine.first_deferred()?;
@@ -326,7 +328,7 @@ impl<S: Store> Engine<S> {
             .with_plugins(self.plugins.clone());
         fresh.partition = self.partition;
         fresh.fits = self.fits.clone();
-        fresh.fits_given = self.fits_given;
+        fresh.in_cluster = self.in_cluster;
         if let Some(ledger) = self.budgets.get_mut().ledger() {
             fresh.budgets.get_mut().share(ledger);
         }
@@ -389,9 +391,10 @@ impl<S: Store> Engine<S> {
 
     /// Cluster mode: the fit is given before each tick that refits
     /// ([`Engine::adopt_fit`]), made from every partition's histories;
-    /// this partition never fits on its own members.
-    pub fn fits_given(&mut self) {
-        self.fits_given = true;
+    /// this partition never fits on its own members. On One ID, every
+    /// relay leaves the partition for partition 0 to route.
+    pub fn in_cluster(&mut self) {
+        self.in_cluster = true;
     }
 
     /// Keeps `fit` (made elsewhere from every partition) in the store and

@@ -171,3 +171,112 @@ impl<S: Store> Engine<S> {
 fn moving_key(member: &str) -> String {
     format!("{}{member}", keys::MOVING_PREFIX)
 }
+
+/// Cluster mode's move (One ID, `engine::directory`): what a partition
+/// gives up of a group of names, put in NATS by its holder and taken in
+/// by the partition the group went to. The partitions are on different
+/// nodes, so each side is one commit of its own partition, at its place
+/// in that partition's stream: the giver lets go ([`Engine::let_go`])
+/// once the handover is stored, the taker takes it in
+/// ([`Engine::take_in`]) before the event that joined the group.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct Handover {
+    pub members: Vec<Handed>,
+    /// Identity entries: identifier or alias, and the member it leads to.
+    pub identities: Vec<(String, String)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    pub member: String,
+    pub record: MemberRecord,
+    spilled: Vec<(i32, String, u64)>,
+}
+
+impl<S: Store> Engine<S> {
+    /// What this partition holds of `names` (identifiers, `member:ID`):
+    /// the members they lead to and every identity entry of theirs.
+    pub fn handover(&self, names: &[String]) -> Result<Handover, StoreError> {
+        let mut members: Vec<String> = Vec::new();
+        let mut identities: Vec<(String, String)> = Vec::new();
+        for n in names {
+            if let Some(m) = self.store.identity(n)? {
+                identities.push((n.clone(), m.clone()));
+                members.push(m);
+            }
+            if let Some(id) = n.strip_prefix("member:") {
+                members.push(id.to_string());
+            }
+        }
+        let mut out = Handover::default();
+        for m in members {
+            if out.members.iter().any(|h| h.member == m) {
+                continue;
+            }
+            let Some(moving) = self.moving_out(&m)? else {
+                continue;
+            };
+            identities.extend(moving.identities.into_iter().map(|k| (k, m.clone())));
+            out.members.push(Handed {
+                member: m,
+                record: moving.record,
+                spilled: moving.spilled,
+            });
+        }
+        identities.sort();
+        identities.dedup();
+        out.identities = identities;
+        Ok(out)
+    }
+
+    /// Lets go of a handover this partition stored (with `noted`).
+    pub fn let_go(
+        &mut self,
+        h: &Handover,
+        noted: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let members = self
+            .store
+            .meta_u64(keys::MEMBERS)?
+            .saturating_sub(h.members.len() as u64);
+        let mut meta = noted;
+        meta.push((keys::MEMBERS.into(), members.to_le_bytes().to_vec()));
+        self.persist(WriteSet {
+            members_removed: h.members.iter().map(|m| m.member.clone()).collect(),
+            identities_removed: h.identities.iter().map(|(k, _)| k.clone()).collect(),
+            meta,
+            ..WriteSet::default()
+        })?;
+        for m in &h.members {
+            if let Some(cache) = &self.cache {
+                cache.borrow_mut().remove(&m.member);
+            }
+            self.due.forget(&m.member);
+        }
+        Ok(())
+    }
+
+    /// Takes in a handover from another partition (with `noted`).
+    pub fn take_in(
+        &mut self,
+        h: Handover,
+        noted: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let mut p = Uncommitted::default();
+        for m in h.members {
+            if self.load(&m.member)?.is_none() {
+                p.new_members.push(m.member.clone());
+            }
+            p.order.push(m.member.clone());
+            p.members.insert(m.member.clone(), m.record);
+            self.respill(&m.member, m.spilled, &mut p);
+        }
+        for (k, m) in h.identities {
+            if k.starts_with("member:") {
+                p.aliased += 1;
+            }
+            p.identities.insert(k, m);
+        }
+        self.commit(p, noted).map(drop)
+    }
+}

@@ -59,6 +59,8 @@ impl<S: Store> Engine<S> {
             // Another partition's member, or one of this partition's that a
             // One ID merge moved away (its home notes where).
             let elsewhere = match self.partition {
+                // Only the directory knows where a member is.
+                Some(_) if self.in_cluster && !self.schema.id_kinds.is_empty() => true,
                 Some((k, n)) => {
                     partition_of(&e.member, n) != k || self.moved_to(&e.member)?.is_some()
                 }
@@ -112,6 +114,10 @@ impl<S: Store> Engine<S> {
             p.out.effects.push(e);
             return Ok(());
         }
+        // Whether the relay or the member's own first event comes first
+        // differs between a folder and a cluster (relays travel through
+        // the stream there): the earlier day stands either way.
+        rec.joined = rec.joined.min(day);
         act::apply_relay(&self.ctx(), &mut rec, &mut e, day);
         self.remember((&e.member, &mut rec), &id, utc, hash, p);
         if !p.members.contains_key(&e.member) {

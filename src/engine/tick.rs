@@ -63,7 +63,7 @@ impl<S: Store> Engine<S> {
     /// there is none). A fit that cannot be made yet (no repeat buyers)
     /// leaves the predictions as they were: null until one can.
     fn refit_if_due(&mut self, day: i32) -> Result<(), StoreError> {
-        if self.fits_given || !self.refit_due(day) {
+        if self.in_cluster || !self.refit_due(day) {
             return Ok(());
         }
         match self.refit(day) {

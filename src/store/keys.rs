@@ -81,6 +81,10 @@ pub const REPLACING: &str = "replacing";
 /// Cluster mode: the last sequence of the events stream the partition
 /// applied, written in the commit that applied it.
 pub const STREAM_SEQ: &str = "stream_seq";
+/// Cluster mode, One ID: the sequence in partition 0's stream of the last
+/// entry partition 0 routed to this partition that it applied (a new
+/// holder of partition 0 routes its stream again from its snapshot).
+pub const ROUTED_THROUGH: &str = "routed_through";
 /// The newest event day seen (UTC): the dedup window ends there.
 pub const NEWEST_EVENT_DAY: &str = "newest_event_day";
 

@@ -7,6 +7,7 @@
 mod chaos;
 mod failover;
 mod nats_cluster;
+mod one_id;
 mod ticks;
 
 use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
@@ -709,22 +710,6 @@ fn a_node_without_nats_says_where_it_looked() {
         err.contains(&format!("cannot reach NATS at nats://127.0.0.1:{port}")),
         "{err}"
     );
-}
-
-#[test]
-fn what_the_cluster_cannot_run_yet_is_refused_at_the_start() {
-    let nats = Nats::start();
-    let dir = crate::common::project_with(
-        "timezone: UTC\ntiers: [bronze]\nevents:\n  purchase:\n    amount: money\nids: [phone]\n",
-        "rule \"p\"\n  on purchase\n  then award points 1\n",
-    );
-    let out = daemon_cmd(dir.path())
-        .args(["--cluster", &nats.url, "--node", "a"])
-        .output()
-        .expect("nudge run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cluster mode does not run One ID"), "{err}");
 }
 
 #[test]
