@@ -25,6 +25,10 @@ pub struct SnapshotInfo {
     pub node: String,
     /// The rule set version it was applied under.
     pub ruleset: String,
+    /// One ID: the last entry of partition 0's stream routed to the
+    /// partition that it had applied (`store::keys::ROUTED_THROUGH`).
+    #[serde(default)]
+    pub routed_through: u64,
 }
 
 /// How long reading a snapshot's description may take.

@@ -234,7 +234,7 @@ fn commit(
         return Ok(super::routing::give(engine, shared, part, seq, m, noted)?);
     }
     if let Some((seq, from)) = &s.from {
-        super::routing::take(engine, shared, *seq, from)?;
+        super::routing::take(engine, shared, part, *seq, from)?;
     }
     if let Some(day) = s.tick {
         tick(engine, shared, part, day)?;

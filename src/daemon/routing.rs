@@ -116,7 +116,7 @@ pub fn give(
     let bytes = serde_json::to_vec(&h).map_err(failed)?;
     cluster
         .runtime
-        .block_on(cluster.put_handover(seq, part, &bytes))
+        .block_on(cluster.put_handover(seq, part, m.to, &bytes))
         .map_err(failed)?;
     engine.let_go(&h, noted).map_err(failed)?;
     tracing::debug!(
@@ -135,6 +135,7 @@ pub fn give(
 pub fn take(
     engine: &mut Engine<SledStore>,
     shared: &Shared,
+    part: usize,
     seq: u64,
     from: &[usize],
 ) -> Result<(), Hold> {
@@ -146,7 +147,7 @@ pub fn take(
     for &k in from {
         let got = cluster
             .runtime
-            .block_on(cluster.get_handover(seq, k))
+            .block_on(cluster.get_handover(seq, k, part))
             .map_err(failed)?;
         let Some(bytes) = got else {
             return Err(Hold::Waits(format!(

@@ -129,6 +129,10 @@ pub fn take(parts: &Partitions<SledStore>, shared: &Shared, part: usize) -> Resu
             .map_err(|e| e.to_string())?,
         node: cluster.options.node.clone(),
         ruleset: engine.rules.version.clone(),
+        routed_through: engine
+            .store()
+            .meta_u64(crate::store::keys::ROUTED_THROUGH)
+            .map_err(|e| e.to_string())?,
     };
     let n = snaps.files.fetch_add(1, Ordering::Relaxed);
     let file = snaps.dir.join(format!("p{part}-{n}.out"));
@@ -145,7 +149,8 @@ pub fn take(parts: &Partitions<SledStore>, shared: &Shared, part: usize) -> Resu
 }
 
 /// Puts a snapshot taken, while the partition's lease is held here, and
-/// removes its file.
+/// removes its file. The handovers of members moved into the partition
+/// that it covers go (One ID): no rebuild reads them again.
 pub async fn put(cluster: &crate::cluster::Cluster, part: usize, taken: Taken) {
     let Taken { file, info, took } = taken;
     let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
@@ -158,7 +163,12 @@ pub async fn put(cluster: &crate::cluster::Cluster, part: usize, taken: Taken) {
                     bytes,
                     taken_ms = took.as_millis() as u64,
                     "Snapshot put."
-                )
+                );
+                if info.routed_through > 0
+                    && let Err(e) = cluster.drop_handovers(part, info.routed_through).await
+                {
+                    tracing::warn!(partition = part, error = %e, "Cannot delete the handovers the snapshot covers; the next snapshot tries again.");
+                }
             }
             Err(e) => tracing::warn!(partition = part, error = %e, "Cannot put a snapshot."),
         }
