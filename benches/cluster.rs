@@ -7,7 +7,12 @@
 //! stream, so the clock stops when every event is applied (the nodes'
 //! `nudge_cluster_applied_total`). Then failover: one of the three nodes
 //! is SIGKILLed and the time until the others hold its partitions is
-//! measured (lease 2 s). Prints JSON lines.
+//! measured (lease 2 s). Last, three nodes again with One ID identifiers
+//! in the config (`ids: [phone]`), where partition 0's holder routes every
+//! event (the same purchases, by member id); and merges across partitions:
+//! 2,000 members named by phone and 2,000 by card, then 2,000 events each
+//! linking a phone to a card (most of the two members in two
+//! partitions), timed until all are applied. Prints JSON lines.
 //!
 //! Run: `cargo bench --bench cluster` (needs `nats-server`, as the tests;
 //! about a minute after the build).
@@ -27,16 +32,25 @@ const BATCH: usize = 100;
 const CLIENTS: usize = 2;
 
 fn main() {
-    let standalone = run(0);
-    let one = run(1);
-    let three = run(3);
-    for (name, eps) in [("cluster_1_node", one.0), ("cluster_3_nodes", three.0)] {
+    let standalone = run(0, false);
+    let one = run(1, false);
+    let three = run(3, false);
+    let routed = run(3, true);
+    for (name, eps) in [
+        ("cluster_1_node", one.0),
+        ("cluster_3_nodes", three.0),
+        ("cluster_3_nodes_one_id", routed.0),
+    ] {
         println!(
             "{{\"bench\":\"cluster\",\"setup\":\"{name}\",\"events_per_s\":{eps:.0},\"standalone_events_per_s\":{:.0},\"ratio\":{:.2}}}",
             standalone.0,
             eps / standalone.0
         );
     }
+    let merges = merges();
+    println!(
+        "{{\"bench\":\"cluster\",\"setup\":\"one_id_merges\",\"merges\":{MERGES},\"merges_per_s\":{merges:.0}}}"
+    );
     if let Some(f) = three.1 {
         println!(
             "{{\"bench\":\"cluster\",\"setup\":\"failover\",\"lease_s\":2,\"takeover_s\":{:.2}}}",
@@ -63,8 +77,9 @@ impl Drop for Killed {
     }
 }
 
-fn project(dir: &Path) {
-    std::fs::write(dir.join("nudge.yaml"), "timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nstorage:\n  partitions: 4\n").expect("config");
+fn project(dir: &Path, one_id: bool) {
+    let ids = if one_id { "ids: [phone]\n" } else { "" };
+    std::fs::write(dir.join("nudge.yaml"), format!("timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nstorage:\n  partitions: 4\n{ids}")).expect("config");
     std::fs::create_dir(dir.join("rules")).expect("rules");
     std::fs::write(
         dir.join("rules/r.rules"),
@@ -73,12 +88,96 @@ fn project(dir: &Path) {
     .expect("rules");
 }
 
-/// `nodes` 0: a single node; else that many cluster nodes. Returns events
-/// per second and (three nodes) the failover time.
-fn run(nodes: usize) -> (f64, Option<Duration>) {
+/// `nodes` 0: a single node; else that many cluster nodes (`one_id`: with
+/// identifiers in the config). Returns events per second and (three
+/// nodes) the failover time.
+fn run(nodes: usize, one_id: bool) -> (f64, Option<Duration>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    project(d);
+    project(d, one_id);
+    let (mut children, addrs) = cluster(d, nodes);
+    // Every partition is held before the clock starts.
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || post(c, &addrs))
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client");
+    }
+    while nodes > 0 && applied(&addrs) < EVENTS as u64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let eps = EVENTS as f64 / start.elapsed().as_secs_f64();
+    let failover = (nodes == 3 && !one_id).then(|| {
+        let victim = &mut children.0[1];
+        let _ = victim.kill();
+        let _ = victim.wait();
+        let killed = Instant::now();
+        while held(&addrs[1..]) < 4 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        killed.elapsed()
+    });
+    println!(
+        "{{\"bench\":\"cluster\",\"nodes\":{nodes},\"one_id\":{one_id},\"events\":{EVENTS},\"batch\":{BATCH},\"clients\":{CLIENTS},\"events_per_s\":{eps:.0}}}"
+    );
+    (eps, failover)
+}
+
+/// Events that link a phone member to a card member.
+const MERGES: usize = 2_000;
+
+/// Three nodes with `ids: [phone, card]`: merges applied per second.
+fn merges() -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    project(d, true);
+    let config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
+    std::fs::write(
+        d.join("nudge.yaml"),
+        config.replace("ids: [phone]", "ids: [phone, card]"),
+    )
+    .expect("config");
+    let (children, addrs) = cluster(d, 3);
+    let event = |id: String, ids: String| {
+        format!(
+            r#"{{"id":"{id}","type":"purchase","ids":{{{ids}}},"at":"2026-11-01T12:00:00Z","amount":20}}"#
+        )
+    };
+    let body = |events: Vec<String>| format!("[{}]", events.join(","));
+    for k in (0..MERGES).step_by(BATCH) {
+        let phones = (k..k + BATCH).map(|i| event(format!("p{i}"), format!(r#""phone":"{i}""#)));
+        let cards = (k..k + BATCH).map(|i| event(format!("c{i}"), format!(r#""card":"{i}""#)));
+        for b in [body(phones.collect()), body(cards.collect())] {
+            assert!(common::http(&addrs[0], "POST", "/v1/events", &b).starts_with("HTTP/1.1 202"));
+        }
+    }
+    while applied(&addrs) < 2 * MERGES as u64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let start = Instant::now();
+    for k in (0..MERGES).step_by(BATCH) {
+        let links = (k..k + BATCH)
+            .map(|i| event(format!("l{i}"), format!(r#""phone":"{i}","card":"{i}""#)));
+        let b = body(links.collect());
+        assert!(
+            common::http(&addrs[k / BATCH % 3], "POST", "/v1/events", &b)
+                .starts_with("HTTP/1.1 202")
+        );
+    }
+    while applied(&addrs) < 3 * MERGES as u64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(children);
+    MERGES as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A `nats-server` and `nodes` cluster nodes on the project in `d` (0: one
+/// standalone node); the processes and the nodes' addresses.
+fn cluster(d: &Path, nodes: usize) -> (Killed, Vec<String>) {
     let mut children = Killed(Vec::new());
     let port = free_port().to_string();
     let url = format!("nats://127.0.0.1:{port}");
@@ -113,38 +212,10 @@ fn run(nodes: usize) -> (f64, Option<Duration>) {
         children.0.push(child);
         addrs.push(addr);
     }
-    // Every partition held before the clock starts.
     while nodes > 0 && held(&addrs) < 4 {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let start = Instant::now();
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let addrs = addrs.clone();
-            std::thread::spawn(move || post(c, &addrs))
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("client");
-    }
-    while nodes > 0 && applied(&addrs) < EVENTS as u64 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let eps = EVENTS as f64 / start.elapsed().as_secs_f64();
-    let failover = (nodes == 3).then(|| {
-        let victim = &mut children.0[1];
-        let _ = victim.kill();
-        let _ = victim.wait();
-        let killed = Instant::now();
-        while held(&addrs[1..]) < 4 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        killed.elapsed()
-    });
-    println!(
-        "{{\"bench\":\"cluster\",\"nodes\":{nodes},\"events\":{EVENTS},\"batch\":{BATCH},\"clients\":{CLIENTS},\"events_per_s\":{eps:.0}}}"
-    );
-    (eps, failover)
+    (children, addrs)
 }
 
 fn post(client: usize, addrs: &[String]) {

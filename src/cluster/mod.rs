@@ -44,6 +44,10 @@ pub enum ClusterError {
         "`ids` cannot change while the cluster runs: where members are depends on them; stop every node and start each with the new config (dropping `ids` after merges moved members between partitions is not supported)"
     )]
     IdsChanged,
+    #[error(
+        "this cluster routes members by `ids` (a node started with them, and merges may have moved members between partitions): a node without `ids` would look for members at their home partitions; start it with the cluster's `ids`"
+    )]
+    IdsDropped,
     #[error("`--node` is a name of letters, digits, `-` and `_`, not `{0}`")]
     NodeName(String),
     #[error(
@@ -173,9 +177,11 @@ pub async fn bounded<T>(wait: Duration, f: impl std::future::Future<Output = T>)
 
 /// Connects and makes sure the streams and buckets are there (made by the
 /// first node, checked by the others).
+/// `routes_by_ids`: the node's config has One ID's `ids`.
 pub async fn connect(
     mut options: ClusterOptions,
     partitions: usize,
+    routes_by_ids: bool,
 ) -> Result<Cluster, ClusterError> {
     if options.node.is_empty()
         || !options
@@ -220,7 +226,7 @@ pub async fn connect(
         snapshots,
         fits,
     } = loop {
-        match ensure_all(&js, &options, partitions, replicas).await {
+        match ensure_all(&js, &options, (partitions, routes_by_ids), replicas).await {
             Ok(made) => break made,
             Err(e @ ClusterError::JetStream(_)) if started.elapsed() < JETSTREAM_WAIT => {
                 tracing::warn!(error = %e, "JetStream is not ready; asking again.");
@@ -302,7 +308,7 @@ struct Made {
 async fn ensure_all(
     js: &jetstream::Context,
     options: &ClusterOptions,
-    partitions: usize,
+    (partitions, routes_by_ids): (usize, bool),
     replicas: usize,
 ) -> Result<Made, ClusterError> {
     let events = ensure_stream(js, EVENTS_STREAM, "nudge.events.*", replicas).await?;
@@ -315,6 +321,7 @@ async fn ensure_all(
     let fits = ensure_bucket(js, fits::FITS_BUCKET, Duration::ZERO, replicas).await?;
     let settings = ensure_bucket(js, SETTINGS_BUCKET, Duration::ZERO, replicas).await?;
     check_partitions(&settings, partitions).await?;
+    check_routing(&settings, routes_by_ids).await?;
     Ok(Made {
         events,
         effects,
@@ -403,6 +410,29 @@ async fn check_partitions(settings: &Bucket, partitions: usize) -> Result<(), Cl
         }),
         None => Err(ClusterError::JetStream(
             "the cluster's partition count is unreadable".into(),
+        )),
+    }
+}
+
+/// The first node with `ids` marks the cluster as routing by them; a
+/// node without is refused from then on: members merged across
+/// partitions live where the directory says, not at their home partition.
+/// (Adding `ids` to a cluster that had none is fine: each member is still
+/// at its home partition until a merge moves it.)
+async fn check_routing(settings: &Bucket, routes_by_ids: bool) -> Result<(), ClusterError> {
+    if routes_by_ids && settings.create("routes_by_ids", "1".into()).await.is_ok() {
+        return Ok(());
+    }
+    let marked = settings
+        .get("routes_by_ids")
+        .await
+        .map_err(ClusterError::js)?;
+    match (marked.is_some(), routes_by_ids) {
+        (true, true) | (false, false) => Ok(()),
+        (true, false) => Err(ClusterError::IdsDropped),
+        // Not made and not there: NATS refused the write.
+        (false, true) => Err(ClusterError::JetStream(
+            "the cluster's `routes_by_ids` mark cannot be written".into(),
         )),
     }
 }

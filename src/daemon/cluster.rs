@@ -275,18 +275,10 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
                 continue;
             }
         };
-        let (events, through) = parse(&shared, p, &fetched.events());
-        let (reply, answer) = oneshot::channel();
-        let apply = Command::Apply {
-            part: p,
-            events,
-            through,
-            reply,
-        };
-        if writer.send(apply).is_err() {
+        let Some(answer) = apply_waiting(&shared, &writer, p, &fetched).await else {
             return;
-        }
-        match answer.await {
+        };
+        match answer {
             Ok(Ok(())) => {
                 if let Err(e) = fetched.ack().await {
                     tracing::warn!(partition = p, error = %e, "Acknowledging applied events failed (they are skipped when redelivered).");
@@ -306,6 +298,44 @@ async fn consume(shared: Arc<Shared>, writer: Sender<Command>, p: usize, taken: 
         }
     }
     tracing::info!(partition = p, "Partition no longer applied here.");
+}
+
+/// How long a fetched batch that waits (members moving in, a refitting
+/// tick's histories) is offered to the writer again before the consumer
+/// is made anew: a merge across partitions waits for the giving
+/// partition's holder, usually milliseconds, and the partition's later
+/// entries wait behind it.
+const QUICK_WAITS: Duration = Duration::from_secs(30);
+
+/// Hands a fetched batch to the writer, again after a short pause while
+/// it waits (up to [`QUICK_WAITS`]); the writer's last answer (`None`:
+/// the writer is gone).
+async fn apply_waiting(
+    shared: &Shared,
+    writer: &Sender<Command>,
+    p: usize,
+    fetched: &crate::cluster::consume::Fetched,
+) -> Option<Result<Result<(), super::apply::NotApplied>, oneshot::error::RecvError>> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let (events, through) = parse(shared, p, &fetched.events());
+        let (reply, answer) = oneshot::channel();
+        let apply = Command::Apply {
+            part: p,
+            events,
+            through,
+            reply,
+        };
+        writer.send(apply).ok()?;
+        let answer = answer.await;
+        let waits = matches!(answer, Ok(Err(super::apply::NotApplied::Waits(_))));
+        if !waits || started.elapsed() > QUICK_WAITS {
+            return Some(answer);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// Says why a fetch was not applied: a partition waiting at a refitting

@@ -488,9 +488,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     let listen = opts.listen.clone().unwrap_or_else(|| schema.listen.clone());
     let cluster = match opts.cluster.clone() {
-        Some(c) => Some(Arc::new(
-            runtime.block_on(crate::cluster::connect(c, parts.len()))?,
-        )),
+        Some(c) => Some(Arc::new(runtime.block_on(crate::cluster::connect(
+            c,
+            parts.len(),
+            !schema.id_kinds.is_empty(),
+        ))?)),
         None => None,
     };
     if let Some(c) = &cluster {

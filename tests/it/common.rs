@@ -74,6 +74,36 @@ pub fn daemon_cmd(dir: &Path) -> Command {
     c
 }
 
+/// Runs a `nudge run` that must refuse to start, and returns what it
+/// wrote to stderr; one that is still running after 60 s is killed and
+/// the test fails (instead of waiting for ever).
+pub fn refused(mut cmd: Command, log: &Path) -> String {
+    let file = std::fs::File::create(log).expect("log file");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("nudge run");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "started instead of being refused: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(log).expect("log");
+    assert!(!status.success(), "{err}");
+    err
+}
+
 /// Spawns `cmd` and waits for the line that says where it listens.
 pub fn start_cmd(mut cmd: Command, log: Option<PathBuf>) -> Daemon {
     let stderr = match &log {

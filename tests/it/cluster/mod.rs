@@ -10,7 +10,7 @@ mod nats_cluster;
 mod one_id;
 mod ticks;
 
-use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
+use crate::common::{Daemon, daemon_cmd, http, refused, start_cmd, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -718,12 +718,9 @@ fn a_second_node_of_the_same_name_is_refused_and_a_restart_is_not() {
     let dir = project();
     let d = dir.path();
     let mut a = node(d, &nats.url, "a", "2");
-    let out = daemon_cmd(d)
-        .args(["--data", "a2", "--cluster", &nats.url, "--node", "a"])
-        .output()
-        .expect("nudge run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = daemon_cmd(d);
+    cmd.args(["--data", "a2", "--cluster", &nats.url, "--node", "a"]);
+    let err = refused(cmd, &d.join("refused.log"));
     assert!(
         err.contains(&format!(
             "a node named `a` is already in the cluster (listening on {})",

@@ -8,7 +8,7 @@ use super::{
     Nats, held, node, project_with_sinks, reference, wait_for_effects, wait_for_members,
     wait_for_spread,
 };
-use crate::common::{Daemon, daemon_cmd, http, start_cmd, wait_until};
+use crate::common::{Daemon, daemon_cmd, http, refused, start_cmd, wait_until};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -174,11 +174,11 @@ fn members_named_by_identifiers_end_as_on_one_node_with_the_router_killed() {
 /// A reload that changes the identifier kinds is refused: where members
 /// are depends on them.
 #[test]
-fn a_reload_that_changes_the_identifier_kinds_is_refused() {
+fn ids_changed_by_a_reload_or_dropped_at_a_start_are_refused() {
     let nats = Nats::start();
     let dir = project_with_sinks("ids: [phone]\n");
     let d = dir.path();
-    let a = node(d, &nats.url, "a", "1");
+    let mut a = node(d, &nats.url, "a", "1");
     wait_for_spread(&[&a]);
     let config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
     std::fs::write(
@@ -193,4 +193,23 @@ fn a_reload_that_changes_the_identifier_kinds_is_refused() {
         status.contains("`ids` cannot change while the cluster runs"),
         "{status}"
     );
+    // Stopped, and started again without `ids`: the cluster routes by
+    // them, so the node is refused; with other kinds it starts.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    std::fs::write(d.join("nudge.yaml"), config.replace("ids: [phone]\n", "")).expect("config");
+    let mut cmd = daemon_cmd(d);
+    cmd.args(["--data", "a", "--cluster", &nats.url, "--node", "a"]);
+    let err = refused(cmd, &d.join("refused.log"));
+    assert!(
+        err.contains("this cluster routes members by `ids`"),
+        "{err}"
+    );
+    std::fs::write(
+        d.join("nudge.yaml"),
+        config.replace("ids: [phone]", "ids: [phone, card]"),
+    )
+    .expect("config");
+    let a = node(d, &nats.url, "a", "1");
+    wait_for_spread(&[&a]);
 }
