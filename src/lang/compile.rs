@@ -131,19 +131,17 @@ fn terms(cond: Option<&TExpr>, source: &str) -> Vec<Term> {
     let mut out = Vec::new();
     let mut stack: Vec<&TExpr> = cond.into_iter().collect();
     while let Some(e) = stack.pop() {
-        let (cmp, operands): (Option<Cmp>, Vec<&TExpr>) = match &e.kind {
-            TKind::And(a, b) | TKind::Or(a, b) => {
+        let (cmp, operands) = match &e.kind {
+            TKind::And(a, b) | TKind::Or(a, b) if !written_as_one(e) => {
                 stack.push(b);
                 stack.push(a);
                 continue;
             }
-            TKind::Not(a) => {
+            TKind::Not(a) if !written_as_one(e) => {
                 stack.push(a);
                 continue;
             }
-            TKind::Cmp(op, a, b) => (Some(*op), vec![a, b]),
-            TKind::In(a, _) | TKind::IsNull(a) => (None, vec![a]),
-            _ => (None, vec![e]),
+            _ => shape(e),
         };
         out.push(Term {
             text: text(e),
@@ -156,6 +154,27 @@ fn terms(cond: Option<&TExpr>, source: &str) -> Vec<Term> {
         });
     }
     out
+}
+
+/// `is not null`, `not in` and `between` are checked into `not` and `and`
+/// nodes that span the whole test as written: one test, not its parts.
+fn written_as_one(e: &TExpr) -> bool {
+    match &e.kind {
+        TKind::And(a, _) | TKind::Or(a, _) | TKind::Not(a) => a.span == e.span,
+        _ => false,
+    }
+}
+
+/// A test's comparison (shown as `a > b`) and the operands whose values
+/// explain it (for `between`, the value tested).
+fn shape(e: &TExpr) -> (Option<Cmp>, Vec<&TExpr>) {
+    match &e.kind {
+        TKind::Cmp(op, a, b) => (Some(*op), vec![a, b]),
+        TKind::In(a, _) | TKind::IsNull(a) => (None, vec![a]),
+        TKind::Not(a) if written_as_one(e) => (None, shape(a).1),
+        TKind::And(a, _) if written_as_one(e) => (None, shape(a).1.into_iter().take(1).collect()),
+        _ => (None, vec![e]),
+    }
 }
 
 impl CompiledRule {

@@ -109,3 +109,67 @@ rule "bigger" on purchase then tag "bigger" group "g"
             .contains("did you mean `thanks`")
     );
 }
+
+/// A test written as one (`is not null`, `not in`, `between`) is shown
+/// as one, with its own result: `is not null` once showed the result of
+/// `is null` under its text, and `between` its two halves each under the
+/// whole text.
+#[test]
+fn a_test_written_as_one_is_shown_with_its_own_result() {
+    let rules = r#"
+rule "known" on tick when cycle is not null then tag "known"
+rule "not vip" on tick when tier not in [gold] then tag "nv"
+rule "in range" on tick when days_since_last_purchase between 5 and 10 then tag "r"
+rule "out of range" on tick when days_since_last_purchase not between 5 and 10 then tag "o"
+"#;
+    let (s, r) = build(CONFIG, rules);
+    let mut e =
+        Engine::new(s.clone(), r.clone(), SledStore::temporary().expect("store")).expect("engine");
+    e.process(&[purchase(&s, "p0", "m", "2026-01-01", 5.0)])
+        .expect("process");
+    let rec = e.member("m").expect("read").expect("m");
+    let x = nudge::sim::explain::explain(&s, &r, None, "m", &rec, day("2026-01-21"), None, None)
+        .expect("explain");
+    type Shown<'a> = (Option<bool>, Vec<(&'a str, &'a str, Option<bool>)>);
+    let shown: Vec<Shown> = x
+        .rules
+        .iter()
+        .map(|rule| {
+            let tests = rule
+                .tests
+                .iter()
+                .map(|t| (t.text.as_str(), t.values.as_str(), t.result))
+                .collect();
+            (rule.result, tests)
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                Some(false),
+                vec![("cycle is not null", "cycle = null", Some(false))]
+            ),
+            (
+                Some(true),
+                vec![("tier not in [gold]", "tier = bronze", Some(true))]
+            ),
+            (
+                Some(false),
+                vec![(
+                    "days_since_last_purchase between 5 and 10",
+                    "days_since_last_purchase = 20",
+                    Some(false)
+                )]
+            ),
+            (
+                Some(true),
+                vec![(
+                    "days_since_last_purchase not between 5 and 10",
+                    "days_since_last_purchase = 20",
+                    Some(true)
+                )]
+            ),
+        ]
+    );
+}
