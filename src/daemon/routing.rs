@@ -37,6 +37,13 @@ fn failed(e: impl std::fmt::Display) -> Hold {
     Hold::Failed(e.to_string())
 }
 
+fn cluster_of(shared: &Shared) -> Result<&crate::cluster::Cluster, Hold> {
+    shared
+        .cluster
+        .as_deref()
+        .ok_or_else(|| failed("not in cluster mode"))
+}
+
 /// Whether events are routed by partition 0 (cluster mode with One ID
 /// identifiers and more than one partition).
 pub fn routed(shared: &Shared) -> bool {
@@ -53,10 +60,7 @@ pub fn route(
     items: Vec<(u64, ToRoute, bytes::Bytes)>,
     noted: Vec<(String, Vec<u8>)>,
 ) -> Result<(), Hold> {
-    let cluster = shared
-        .cluster
-        .as_ref()
-        .ok_or_else(|| failed("not in cluster mode"))?;
+    let cluster = cluster_of(shared)?;
     let mut dir = Directory::new(engine.store(), partitions);
     let mut out = Vec::new();
     for (seq, what, body) in items {
@@ -108,10 +112,7 @@ pub fn give(
     m: MoveOut,
     noted: Vec<(String, Vec<u8>)>,
 ) -> Result<(), Hold> {
-    let cluster = shared
-        .cluster
-        .as_ref()
-        .ok_or_else(|| failed("not in cluster mode"))?;
+    let cluster = cluster_of(shared)?;
     let h = engine.handover(&m.names).map_err(failed)?;
     let bytes = serde_json::to_vec(&h).map_err(failed)?;
     cluster
@@ -139,10 +140,7 @@ pub fn take(
     seq: u64,
     from: &[usize],
 ) -> Result<(), Hold> {
-    let cluster = shared
-        .cluster
-        .as_ref()
-        .ok_or_else(|| failed("not in cluster mode"))?;
+    let cluster = cluster_of(shared)?;
     let mut all = Handover::default();
     for &k in from {
         let got = cluster
