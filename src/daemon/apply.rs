@@ -171,15 +171,20 @@ pub fn apply(
     if through <= stored {
         return Ok(());
     }
-    let routed = parts.engines()[part]
+    let mut routed = parts.engines()[part]
         .store()
         .meta_u64(crate::store::keys::ROUTED_THROUGH)
         .map_err(|e| e.to_string())?;
     let mut stretches: Vec<Stretch> = Vec::new();
     for (seq, entry) in entries.into_iter().filter(|(seq, _)| *seq > stored) {
-        // Routed again by a new holder of partition 0: applied already.
-        if entry.routed().is_some_and(|r| r <= routed) {
-            continue;
+        // Routed again by a new holder of partition 0: applied already,
+        // before this fetch or earlier in it (past JetStream's duplicate
+        // window a fetch can hold the first routing and the copy).
+        if let Some(r) = entry.routed() {
+            if r <= routed {
+                continue;
+            }
+            routed = r;
         }
         if stretches.last().is_none_or(|s| s.ends_before(&entry)) {
             stretches.push(Stretch::default());

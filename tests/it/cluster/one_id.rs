@@ -171,6 +171,79 @@ fn members_named_by_identifiers_end_as_on_one_node_with_the_router_killed() {
     }
 }
 
+/// The router killed after JetStream's duplicate window has passed: the
+/// new holder's routed copies are then in the partitions' streams (not
+/// dropped by their ids), and each partition must skip them by partition
+/// 0's sequence. The window is made 1 s here by making the events stream
+/// before the nodes do (they take it as it is); then every node is
+/// stopped and one started alone, on its copies plus the streams.
+#[test]
+fn members_stay_one_when_the_router_is_killed_past_the_duplicate_window() {
+    let nats = Nats::start();
+    super::block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.expect("nats"));
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: nudge::cluster::EVENTS_STREAM.to_string(),
+            subjects: vec!["nudge.events.*".to_string()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            duplicate_window: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .expect("events stream");
+    });
+    let dir = project_with_sinks("ids: [phone, card]\n");
+    let d = dir.path();
+    let mut nodes = vec![
+        node(d, &nats.url, "a", "2"),
+        node(d, &nats.url, "b", "2"),
+        node(d, &nats.url, "c", "2"),
+    ];
+    wait_for_spread(&nodes.iter().collect::<Vec<_>>());
+    let events = events(1200);
+    let want = reference(d, &events, MEMBERS);
+    for (i, chunk) in events[..900].chunks(40).enumerate() {
+        post_to(&nodes[i % 3], chunk);
+    }
+    // Applied, and the window past.
+    std::thread::sleep(Duration::from_secs(5));
+    let r = {
+        let all: Vec<&Daemon> = nodes.iter().collect();
+        let r = router(&all).addr.clone();
+        nodes.iter().position(|n| n.addr == r).expect("router")
+    };
+    let mut killed = nodes.remove(r);
+    let _ = killed.child.kill();
+    let _ = killed.child.wait();
+    wait_until(
+        Duration::from_secs(20),
+        "the others hold every partition",
+        || nodes.iter().map(|n| held(n).len()).sum::<usize>() == 4,
+    );
+    post_to(&nodes[0], &events[900..]);
+    wait_for_members(&nodes[0], &want);
+    let single = single_reads(d);
+    for n in &nodes {
+        wait_until(
+            Duration::from_secs(20),
+            "every name reads as on one node",
+            || reads(n) == single,
+        );
+    }
+    // Every node stopped, and the killed one started alone: each
+    // partition from its copy here (old ones too) plus the streams.
+    for mut n in nodes {
+        n.stop();
+    }
+    let alone = node(d, &nats.url, ["a", "b", "c"][r], "2");
+    wait_for_spread(&[&alone]);
+    wait_until(
+        Duration::from_secs(30),
+        "every name reads as on one node after a restart",
+        || reads(&alone) == single,
+    );
+}
+
 /// A reload that changes the identifier kinds is refused: where members
 /// are depends on them.
 #[test]
