@@ -49,6 +49,8 @@ pub struct Owned {
     held: Mutex<BTreeMap<usize, Held>>,
     /// Lease changes seen by this node (taken, lost, let go), for metrics.
     changes: std::sync::atomic::AtomicU64,
+    /// Set at a clean stop: no lease is taken any more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Owned {
@@ -57,7 +59,20 @@ impl Owned {
             lease,
             held: Mutex::new(BTreeMap::new()),
             changes: std::sync::atomic::AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// At a clean stop: this node takes no partition any more (others
+    /// stopping let theirs go at the same time), and says so in its entry
+    /// so that the spread gives it none.
+    pub fn stop_taking(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// How long a lease lasts without renewal.
@@ -283,6 +298,9 @@ pub struct NodeInfo {
     /// it has a copy of), for the spread to give partitions back.
     #[serde(default)]
     pub copies: BTreeMap<String, u64>,
+    /// Stopping: it takes no partition, and the spread gives it none.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 impl Cluster {
@@ -378,6 +396,12 @@ impl Cluster {
             copies.insert(self.options.node.clone(), me.copies.clone());
             // A listing made while an entry is rewritten can miss it: a
             // node listed before and missed now is asked for by name.
+            // Another node stopping is given no partition.
+            let stopping: Vec<String> = listed
+                .iter()
+                .filter(|(_, n)| n.stopping)
+                .map(|(name, _)| name.clone())
+                .collect();
             let mut live: Vec<String> = listed.into_keys().collect();
             for name in before
                 .iter()
@@ -393,6 +417,8 @@ impl Cluster {
             live.sort();
             live.dedup();
             before.clone_from(&live);
+            // Its own partitions it keeps until its stop snapshots them.
+            live.retain(|n| *n == self.options.node || !stopping.contains(n));
             // What this node holds is its own, whatever a read missed.
             let Some(mut owners) = bounded(every, self.owners()).await else {
                 tracing::warn!("Cannot read the leases in time; the spread waits.");
@@ -448,7 +474,7 @@ impl Cluster {
             }
             // Renewed at the start of the round.
             Some(_) => {}
-            None if mine => {
+            None if mine && !self.owned.stopping() => {
                 if let Ok(revision) = self.leases.create(&lease_key(p), node).await {
                     let taken = self
                         .owned

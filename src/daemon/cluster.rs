@@ -37,6 +37,7 @@ pub fn spawn(shared: Arc<Shared>, writer: Sender<Command>, http: String) {
     let status = shared.clone();
     let lags = cluster.clone();
     let me = move || NodeInfo {
+        stopping: lags.owned.stopping(),
         http: http.clone(),
         version: status.status.load().ruleset.clone(),
         lags: lags

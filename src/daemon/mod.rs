@@ -716,4 +716,7 @@ async fn shutdown_signal(mut term: Signal, mut int: Signal, shared: Arc<Shared>)
         _ = shared.fatal.notified() => return,
     }
     tracing::info!("Shutdown signal received.");
+    if let Some(c) = &shared.cluster {
+        c.owned.stop_taking();
+    }
 }

@@ -9,6 +9,8 @@ use super::check::{
 };
 use super::conditions::Conditions;
 use super::program::*;
+pub use super::terms::Term;
+use super::terms::terms;
 use super::timing::{Codes, Timing};
 use super::timing::{push_children, timing};
 use crate::base::diag::{Code, Diagnostic, SourceId};
@@ -104,77 +106,6 @@ pub struct CompiledRule {
     pub rearm: bool,
     /// An experiment's arms (empty: `actions` are all the rule's).
     pub variants: Box<[Variant]>,
-}
-
-/// One test of a condition (a comparison, `in`, `is null`, a tag, a
-/// boolean field or plugin), as `nudge explain` shows it: its source text,
-/// its code, and its operands' texts and codes.
-#[derive(Debug)]
-pub struct Term {
-    pub text: String,
-    pub test: BoolCode,
-    /// The comparison's operator, when the term is one.
-    pub cmp: Option<Cmp>,
-    pub operands: Vec<(String, AnyCode)>,
-}
-
-/// The tests a condition is made of (under `and`, `or` and `not`).
-fn terms(cond: Option<&TExpr>, source: &str) -> Vec<Term> {
-    let text = |e: &TExpr| {
-        source
-            .get(e.span.start..e.span.end)
-            .unwrap_or("?")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut out = Vec::new();
-    let mut stack: Vec<&TExpr> = cond.into_iter().collect();
-    while let Some(e) = stack.pop() {
-        let (cmp, operands) = match &e.kind {
-            TKind::And(a, b) | TKind::Or(a, b) if !written_as_one(e) => {
-                stack.push(b);
-                stack.push(a);
-                continue;
-            }
-            TKind::Not(a) if !written_as_one(e) => {
-                stack.push(a);
-                continue;
-            }
-            _ => shape(e),
-        };
-        out.push(Term {
-            text: text(e),
-            test: bool_code(e),
-            cmp,
-            operands: operands
-                .into_iter()
-                .map(|o| (text(o), any_code(o)))
-                .collect(),
-        });
-    }
-    out
-}
-
-/// `is not null`, `not in` and `between` are checked into `not` and `and`
-/// nodes that span the whole test as written: one test, not its parts.
-fn written_as_one(e: &TExpr) -> bool {
-    match &e.kind {
-        TKind::And(a, _) | TKind::Or(a, _) | TKind::Not(a) => a.span == e.span,
-        _ => false,
-    }
-}
-
-/// A test's comparison (shown as `a > b`) and the operands whose values
-/// explain it (for `between`, the value tested).
-fn shape(e: &TExpr) -> (Option<Cmp>, Vec<&TExpr>) {
-    match &e.kind {
-        TKind::Cmp(op, a, b) => (Some(*op), vec![a, b]),
-        TKind::In(a, _) | TKind::IsNull(a) => (None, vec![a]),
-        TKind::Not(a) if written_as_one(e) => (None, shape(a).1),
-        TKind::And(a, _) if written_as_one(e) => (None, shape(a).1.into_iter().take(1).collect()),
-        _ => (None, vec![e]),
-    }
 }
 
 impl CompiledRule {
@@ -314,7 +245,7 @@ pub fn compile(
             });
         let reads = rule_reads(&r);
         let rearm = (t.state || t.tick) && writes_what_it_reads(&r, &set.layout);
-        let terms = terms(r.cond.as_ref(), sources.text(r.source));
+        let terms = terms(r.cond.as_ref(), sources.text(r.source), bool_code, any_code);
         set.timing.push(timing(
             r.cond.as_ref(),
             &set.layout,

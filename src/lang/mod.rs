@@ -13,6 +13,7 @@ pub mod parse;
 pub mod parse_yaml;
 pub mod print;
 pub mod program;
+pub mod terms;
 pub mod timing;
 
 pub use compile::{CompiledRule, RuleSet};

@@ -741,6 +741,46 @@ fn a_second_node_of_the_same_name_is_refused_and_a_restart_is_not() {
     );
 }
 
+/// Every node stopped at once (SIGTERM together): a node stopping takes
+/// no partition another lets go, and is given none, so each snapshots
+/// only its own and leaves; before, they took each other's and each
+/// waited a minute for snapshots (a helper's trial).
+#[test]
+fn nodes_stopped_together_take_nothing_from_each_other() {
+    let nats = Nats::start();
+    let dir = project();
+    let d = dir.path();
+    let mut nodes = vec![
+        node(d, &nats.url, "a", "2"),
+        node(d, &nats.url, "b", "2"),
+        node(d, &nats.url, "c", "2"),
+    ];
+    wait_for_spread(&nodes.iter().collect::<Vec<_>>());
+    // Enough members that each stop's snapshots take a few lease rounds.
+    for chunk in events(2_000, 2_000).chunks(1000) {
+        let body = format!("[{}]", chunk.join(","));
+        let (code, answer) = http(&nodes[0].addr, "POST", "/v1/events", &body);
+        assert_eq!(code, 202, "{answer}");
+    }
+    for n in &nodes {
+        Command::new("kill")
+            .args(["-TERM", &n.child.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+    for n in &mut nodes {
+        assert!(n.child.wait().expect("wait").success());
+        let logs = n.logs();
+        let after = logs
+            .split("Shutdown signal received.")
+            .nth(1)
+            .expect("the stop is logged");
+        assert!(!after.contains("Lease taken."), "{logs}");
+        assert!(!after.contains("took over a minute"), "{logs}");
+        assert!(after.contains("Left the cluster."), "{logs}");
+    }
+}
+
 #[test]
 fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
     use nudge::cluster::lease::spread;
