@@ -121,6 +121,13 @@ pub fn node(dir: &Path, nats: &str, name: &str, lease: &str) -> Daemon {
     node_with(dir, nats, name, lease, &[])
 }
 
+/// Nodes a, b and c (lease 2 s), once they share the partitions.
+pub fn three_nodes(dir: &Path, nats: &str) -> Vec<Daemon> {
+    let nodes: Vec<Daemon> = ["a", "b", "c"].map(|n| node(dir, nats, n, "2")).into();
+    wait_for_spread(&nodes.iter().collect::<Vec<_>>());
+    nodes
+}
+
 /// [`node`] with more `nudge run` options.
 pub fn node_with(dir: &Path, nats: &str, name: &str, lease: &str, more: &[&str]) -> Daemon {
     let mut cmd = daemon_cmd(dir);
@@ -750,12 +757,7 @@ fn nodes_stopped_together_take_nothing_from_each_other() {
     let nats = Nats::start();
     let dir = project();
     let d = dir.path();
-    let mut nodes = vec![
-        node(d, &nats.url, "a", "2"),
-        node(d, &nats.url, "b", "2"),
-        node(d, &nats.url, "c", "2"),
-    ];
-    wait_for_spread(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = three_nodes(d, &nats.url);
     // Enough members that each stop's snapshots take a few lease rounds.
     for chunk in events(2_000, 2_000).chunks(1000) {
         let body = format!("[{}]", chunk.join(","));

@@ -5,8 +5,8 @@
 //! the node routing (partition 0's holder) is killed mid-way.
 
 use super::{
-    Nats, held, node, project_with_sinks, reference, wait_for_effects, wait_for_members,
-    wait_for_spread,
+    Nats, held, node, project_with_sinks, reference, three_nodes, wait_for_effects,
+    wait_for_members, wait_for_spread,
 };
 use crate::common::{Daemon, daemon_cmd, http, refused, start_cmd, wait_until};
 use std::collections::BTreeMap;
@@ -90,13 +90,17 @@ fn single_reads(dir: &Path) -> BTreeMap<String, (u16, serde_json::Value)> {
     got
 }
 
-/// The node holding partition 0 (the one routing).
-fn router<'a>(nodes: &[&'a Daemon]) -> &'a Daemon {
-    nodes
+/// Kills the node holding partition 0 (the one routing); its place in
+/// `nodes` (its name's index in a, b, c).
+fn kill_router(nodes: &mut Vec<Daemon>) -> usize {
+    let r = nodes
         .iter()
-        .find(|n| held(n).contains(&0))
-        .copied()
-        .expect("a node holds partition 0")
+        .position(|n| held(n).contains(&0))
+        .expect("a node holds partition 0");
+    let mut killed = nodes.remove(r);
+    let _ = killed.child.kill();
+    let _ = killed.child.wait();
+    r
 }
 
 fn post_to(node: &Daemon, events: &[String]) {
@@ -112,12 +116,7 @@ fn members_named_by_identifiers_end_as_on_one_node_with_the_router_killed() {
     let nats = Nats::start();
     let dir = project_with_sinks("ids: [phone, card]\n");
     let d = dir.path();
-    let mut nodes = vec![
-        node(d, &nats.url, "a", "2"),
-        node(d, &nats.url, "b", "2"),
-        node(d, &nats.url, "c", "2"),
-    ];
-    wait_for_spread(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = three_nodes(d, &nats.url);
     let events = events(1200);
     let want = reference(d, &events, MEMBERS);
     let merges: usize = (0..4)
@@ -135,14 +134,7 @@ fn members_named_by_identifiers_end_as_on_one_node_with_the_router_killed() {
     }
     // Partition 0's holder killed: another routes from its snapshot or
     // the stream, the same way.
-    let r = {
-        let all: Vec<&Daemon> = nodes.iter().collect();
-        let r = router(&all).addr.clone();
-        nodes.iter().position(|n| n.addr == r).expect("router")
-    };
-    let mut killed = nodes.remove(r);
-    let _ = killed.child.kill();
-    let _ = killed.child.wait();
+    let r = kill_router(&mut nodes);
     post_to(&nodes[0], &events[600..750]);
     post_to(&nodes[1], &events[750..900]);
     wait_until(
@@ -194,12 +186,7 @@ fn members_stay_one_when_the_router_is_killed_past_the_duplicate_window() {
     });
     let dir = project_with_sinks("ids: [phone, card]\n");
     let d = dir.path();
-    let mut nodes = vec![
-        node(d, &nats.url, "a", "2"),
-        node(d, &nats.url, "b", "2"),
-        node(d, &nats.url, "c", "2"),
-    ];
-    wait_for_spread(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = three_nodes(d, &nats.url);
     let events = events(1200);
     let want = reference(d, &events, MEMBERS);
     for (i, chunk) in events[..900].chunks(40).enumerate() {
@@ -207,14 +194,7 @@ fn members_stay_one_when_the_router_is_killed_past_the_duplicate_window() {
     }
     // Applied, and the window past.
     std::thread::sleep(Duration::from_secs(5));
-    let r = {
-        let all: Vec<&Daemon> = nodes.iter().collect();
-        let r = router(&all).addr.clone();
-        nodes.iter().position(|n| n.addr == r).expect("router")
-    };
-    let mut killed = nodes.remove(r);
-    let _ = killed.child.kill();
-    let _ = killed.child.wait();
+    let r = kill_router(&mut nodes);
     wait_until(
         Duration::from_secs(20),
         "the others hold every partition",
