@@ -77,8 +77,8 @@ impl Drop for Killed {
     }
 }
 
-fn project(dir: &Path, one_id: bool) {
-    let ids = if one_id { "ids: [phone]\n" } else { "" };
+/// The project: `ids` is One ID's line of the config (or nothing).
+fn project(dir: &Path, ids: &str) {
     std::fs::write(dir.join("nudge.yaml"), format!("timezone: UTC\ntiers: [bronze, silver]\nevents:\n  purchase:\n    amount: money\nhttp:\n  listen: 127.0.0.1:0\nstorage:\n  partitions: 4\n{ids}")).expect("config");
     std::fs::create_dir(dir.join("rules")).expect("rules");
     std::fs::write(
@@ -94,7 +94,7 @@ fn project(dir: &Path, one_id: bool) {
 fn run(nodes: usize, one_id: bool) -> (f64, Option<Duration>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    project(d, one_id);
+    project(d, if one_id { "ids: [phone]\n" } else { "" });
     let (mut children, addrs) = cluster(d, nodes);
     // Every partition is held before the clock starts.
     let start = Instant::now();
@@ -134,13 +134,7 @@ const MERGES: usize = 2_000;
 fn merges() -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    project(d, true);
-    let config = std::fs::read_to_string(d.join("nudge.yaml")).expect("config");
-    std::fs::write(
-        d.join("nudge.yaml"),
-        config.replace("ids: [phone]", "ids: [phone, card]"),
-    )
-    .expect("config");
+    project(d, "ids: [phone, card]\n");
     let (children, addrs) = cluster(d, 3);
     let event = |id: String, ids: String| {
         format!(

@@ -176,8 +176,8 @@ pub async fn bounded<T>(wait: Duration, f: impl std::future::Future<Output = T>)
 }
 
 /// Connects and makes sure the streams and buckets are there (made by the
-/// first node, checked by the others).
-/// `routes_by_ids`: the node's config has One ID's `ids`.
+/// first node, checked by the others). `routes_by_ids`: the node's config
+/// has One ID's `ids`.
 pub async fn connect(
     mut options: ClusterOptions,
     partitions: usize,
@@ -226,7 +226,7 @@ pub async fn connect(
         snapshots,
         fits,
     } = loop {
-        match ensure_all(&js, &options, (partitions, routes_by_ids), replicas).await {
+        match ensure_all(&js, &options, partitions, routes_by_ids, replicas).await {
             Ok(made) => break made,
             Err(e @ ClusterError::JetStream(_)) if started.elapsed() < JETSTREAM_WAIT => {
                 tracing::warn!(error = %e, "JetStream is not ready; asking again.");
@@ -308,7 +308,8 @@ struct Made {
 async fn ensure_all(
     js: &jetstream::Context,
     options: &ClusterOptions,
-    (partitions, routes_by_ids): (usize, bool),
+    partitions: usize,
+    routes_by_ids: bool,
     replicas: usize,
 ) -> Result<Made, ClusterError> {
     let events = ensure_stream(js, EVENTS_STREAM, "nudge.events.*", replicas).await?;
