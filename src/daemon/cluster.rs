@@ -129,11 +129,14 @@ async fn take_up(shared: &Shared, cluster: &Cluster, p: usize, alive: &impl Fn()
             Ok(n) => {
                 let to = cluster.last_of(p).await.unwrap_or(0);
                 cluster.taken_at[p].store(to, std::sync::atomic::Ordering::Relaxed);
+                // The effects its earlier owners published (known here now,
+                // so not published again) and the stream sequences of the
+                // events this node applies to catch up.
                 tracing::info!(
                     partition = p,
-                    published = n,
-                    from = applied(shared, p) + 1,
-                    to,
+                    effects_already_published = n,
+                    catch_up_from_seq = applied(shared, p) + 1,
+                    catch_up_to_seq = to,
                     "Partition taken up."
                 );
                 cluster.owned.set_ready(p);
