@@ -17,7 +17,8 @@
 //!    each answered once durable: events/s, peak RSS.
 //!
 //! Not run in CI. Run: `cargo bench --bench scale` (about 30 minutes on
-//! the README's machine; `NUDGE_BENCH_MEMBERS=1000000` for a shorter run).
+//! the README's machine; `NUDGE_BENCH_MEMBERS=1000000` for a shorter run,
+//! `NUDGE_BENCH_PARTITIONS=2` for a folder of two partitions).
 //! Prints one JSON line.
 
 // A benchmark prints its figures.
@@ -37,8 +38,16 @@ const HTTP_BATCH: usize = 1_000;
 
 fn main() {
     let n = common::env_size("NUDGE_BENCH_MEMBERS", 10_000_000);
+    let parts = common::env_size("NUDGE_BENCH_PARTITIONS", 1);
     let dir = common::example_project();
     let d = dir.path();
+    if parts > 1 {
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("nudge.yaml"))
+            .expect("config");
+        writeln!(config, "\nstorage:\n  partitions: {parts}").expect("config");
+    }
     // The bench reads the wall clock for its dates only: events may not
     // be dated past the machine's clock, and the daemon ticks by it.
     let today = nudge::base::time::utc_day(jiff::Timestamp::now());
@@ -57,7 +66,14 @@ fn main() {
     let import_s = started.elapsed().as_secs_f64();
     let import_peak_mib = usage / 1024;
     // The store alone: the example's file sink writes into `data/` too.
-    let effects_bytes = std::fs::metadata(d.join("data/effects.ndjson")).map_or(0, |m| m.len());
+    // `effects.ndjson`, or a file per partition (`effects-p0.ndjson`, ...).
+    let effects_bytes: u64 = std::fs::read_dir(d.join("data"))
+        .expect("data")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("effects"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     let disk = dir_size(&d.join("data")) - effects_bytes;
 
     // 2. The daemon's first start: its first tick visits everyone.
@@ -89,30 +105,42 @@ fn main() {
     assert_eq!(l.errors(), 0, "{:?}", l.diagnostics);
     let schema = Arc::new(l.schema.expect("schema"));
     let rules = Arc::new(l.rules.expect("rules"));
-    let store =
-        nudge::store::SledStore::open_with(&schema.paths.data, schema.cache_bytes).expect("store");
     let t = Instant::now();
-    let mut engine = nudge::engine::Engine::new(schema.clone(), rules, store)
-        .expect("engine")
-        .with_plugins(l.plugins);
+    let data = schema.paths.data.clone();
+    let mut engines =
+        nudge::engine::partitions::open(&data, &schema, &rules, l.plugins).expect("engines");
     let engine_open_s = t.elapsed().as_secs_f64();
     // Three days: with the example rules the first of them may visit
     // everyone (a calendar rule turning, e.g. the day after the 1st of a
-    // month for the newsletter), the others only the members due.
+    // month for the newsletter), the others only the members due. The
+    // partitions tick at once, a thread each, as the daemon's writers do.
     let tomorrow = nudge::engine::clock::local_day(&schema, jiff::Timestamp::now()) + 1;
     let (mut ticks_due, mut ticks_s, mut ticks_effects) = (Vec::new(), Vec::new(), Vec::new());
     for day in tomorrow..tomorrow + 3 {
-        ticks_due.push(engine.due_on(day).map_or(-1, |d| d as i64));
+        let due = engines.engines().iter().map(|e| e.due_on(day));
+        ticks_due.push(due.map(|d| d.map_or(-1, |d| d as i64)).sum::<i64>());
         let t = Instant::now();
-        let mut effects = 0usize;
-        engine
-            .tick_with(day, &mut |e| effects += e.len())
-            .expect("tick");
+        let effects: usize = std::thread::scope(|s| {
+            let ticks: Vec<_> = engines
+                .engines_mut()
+                .iter_mut()
+                .map(|engine| {
+                    s.spawn(move || {
+                        let mut effects = 0usize;
+                        engine
+                            .tick_with(day, &mut |e| effects += e.len())
+                            .expect("tick");
+                        effects
+                    })
+                })
+                .collect();
+            ticks.into_iter().map(|t| t.join().expect("tick")).sum()
+        });
         ticks_s.push(format!("{:.2}", t.elapsed().as_secs_f64()));
         ticks_effects.push(effects);
     }
-    engine.save_due().expect("save");
-    drop(engine);
+    engines.save_due().expect("save");
+    drop(engines);
 
     // 4. The daemon again, then HTTP ingest.
     let started = Instant::now();
@@ -140,7 +168,7 @@ fn main() {
     let http_per_s = HTTP_EVENTS as f64 / t.elapsed().as_secs_f64();
     let http_peak_mib = stop(child);
     println!(
-        "{{\"bench\":\"scale\",\"members\":{n},\"import_s\":{import_s:.0},\"import_events_per_s\":{:.0},\"import_peak_rss_mib\":{import_peak_mib},\"store_bytes\":{disk},\"effects_file_bytes\":{effects_bytes},\"bytes_per_member\":{:.0},\"daemon_listening_s\":{listening_s:.2},\"first_start_answer_s\":{first_answer_s:.1},\"first_start_peak_rss_mib\":{daemon_peak_mib},\"engine_open_s\":{engine_open_s:.2},\"next_ticks_due\":{ticks_due:?},\"next_ticks_s\":[{}],\"next_ticks_effects\":{ticks_effects:?},\"restart_answer_s\":{restart_answer_s:.2},\"http_events_per_s\":{http_per_s:.0},\"http_peak_rss_mib\":{http_peak_mib}}}",
+        "{{\"bench\":\"scale\",\"members\":{n},\"partitions\":{parts},\"import_s\":{import_s:.0},\"import_events_per_s\":{:.0},\"import_peak_rss_mib\":{import_peak_mib},\"store_bytes\":{disk},\"effects_file_bytes\":{effects_bytes},\"bytes_per_member\":{:.0},\"daemon_listening_s\":{listening_s:.2},\"first_start_answer_s\":{first_answer_s:.1},\"first_start_peak_rss_mib\":{daemon_peak_mib},\"engine_open_s\":{engine_open_s:.2},\"next_ticks_due\":{ticks_due:?},\"next_ticks_s\":[{}],\"next_ticks_effects\":{ticks_effects:?},\"restart_answer_s\":{restart_answer_s:.2},\"http_events_per_s\":{http_per_s:.0},\"http_peak_rss_mib\":{http_peak_mib}}}",
         n as f64 / import_s,
         disk as f64 / n as f64,
         ticks_s.join(","),
