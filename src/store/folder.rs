@@ -122,9 +122,35 @@ pub fn open_partitions(
         return Ok(vec![SledStore::open_with(folder, cache_bytes)?]);
     }
     let cache = cache_share(cache_bytes, n);
-    (0..n)
-        .map(|k| open_partition(folder, k, n, &id, cache))
-        .collect()
+    // Opening a partition is mostly sled's recovery, reading the log
+    // written since its last snapshot: seconds for a large one after an
+    // import. The partitions open at once, a thread per core.
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get().min(n));
+    let mut opened: Vec<(usize, Result<SledStore, StoreError>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|w| {
+                let id = &id;
+                s.spawn(move || {
+                    (w..n)
+                        .step_by(threads)
+                        .map(|k| (k, open_partition(folder, k, n, id, cache)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    let message = "a partition's opening stopped".to_string();
+                    let path = folder.to_path_buf();
+                    vec![(0, Err(StoreError::Open { path, message }))]
+                })
+            })
+            .collect()
+    });
+    opened.sort_by_key(|(k, _)| *k);
+    opened.into_iter().map(|(_, store)| store).collect()
 }
 
 /// A partition's part of sled's cache: the partitions share the one the
