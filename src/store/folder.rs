@@ -122,9 +122,9 @@ pub fn open_partitions(
         return Ok(vec![SledStore::open_with(folder, cache_bytes)?]);
     }
     let cache = cache_share(cache_bytes, n);
-    // Opening a partition is mostly sled's recovery, reading the log
-    // written since its last snapshot: seconds for a large one after an
-    // import. The partitions open at once, a thread per core.
+    // Opening a partition is mostly sled reading its files: seconds for a
+    // large store read cold (after an import, a restart of the machine).
+    // The partitions open at once, a thread per core.
     let threads = std::thread::available_parallelism().map_or(1, |c| c.get().min(n));
     let mut opened: Vec<(usize, Result<SledStore, StoreError>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
