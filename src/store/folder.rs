@@ -124,33 +124,24 @@ pub fn open_partitions(
     let cache = cache_share(cache_bytes, n);
     // Opening a partition is mostly sled reading its files: seconds for a
     // large store read cold (after an import, a restart of the machine).
-    // The partitions open at once, a thread per core.
-    let threads = std::thread::available_parallelism().map_or(1, |c| c.get().min(n));
-    let mut opened: Vec<(usize, Result<SledStore, StoreError>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|w| {
-                let id = &id;
-                s.spawn(move || {
-                    (w..n)
-                        .step_by(threads)
-                        .map(|k| (k, open_partition(folder, k, n, id, cache)))
-                        .collect::<Vec<_>>()
-                })
-            })
+    // The partitions open at once, a thread each (the work is reading).
+    let id = &id;
+    std::thread::scope(|s| {
+        let opening: Vec<_> = (0..n)
+            .map(|k| s.spawn(move || open_partition(folder, k, n, id, cache)))
             .collect();
-        workers
+        opening
             .into_iter()
-            .flat_map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    let message = "a partition's opening stopped".to_string();
-                    let path = folder.to_path_buf();
-                    vec![(0, Err(StoreError::Open { path, message }))]
+            .map(|o| {
+                o.join().unwrap_or_else(|_| {
+                    Err(StoreError::Open {
+                        path: folder.to_path_buf(),
+                        message: "a partition's opening stopped".into(),
+                    })
                 })
             })
             .collect()
-    });
-    opened.sort_by_key(|(k, _)| *k);
-    opened.into_iter().map(|(_, store)| store).collect()
+    })
 }
 
 /// A partition's part of sled's cache: the partitions share the one the
