@@ -405,6 +405,14 @@ impl Shared {
         let cluster = self.cluster.as_ref()?;
         let p =
             within.unwrap_or_else(|| crate::store::folder::partition_of(id, cluster.partitions));
+        // Held but not taken up yet: how far the stream reached when it was
+        // taken is not known yet (`taken_at` is set just before `ready`),
+        // and the copy may hold nothing of it.
+        if cluster.owned.holds(p) && !cluster.owned.ready(p) {
+            return Some(format!(
+                "partition {p} is being taken up on this node; try again shortly"
+            ));
+        }
         let to = cluster.taken_at.get(p)?.load(Ordering::Relaxed);
         let applied = self
             .folder

@@ -28,33 +28,66 @@ fn a_killed_nodes_partitions_are_served_by_the_others_within_two_leases() {
     wait_for_spread(&[&a, &b]);
     let events = events(800, 30);
     post(&[&a, &b], &events[..400], 40);
-    signal(a.child.id(), "-KILL");
-    let _ = a.child.wait();
-    let killed = Instant::now();
-    wait_until(Duration::from_secs(10), "b holds every partition", || {
-        held(&b).len() == 4
-    });
-    let took = killed.elapsed();
-    assert!(
-        took < Duration::from_secs(4),
-        "took over in {took:?} (lease 2 s)"
-    );
-    // While `b` rebuilds a's partitions from the stream (it has no copy
-    // of them), a member not applied yet is 503, never 404.
-    let members: std::collections::BTreeSet<String> = events[..400]
+    // From the kill until two seconds after `b` holds every partition, a
+    // member not applied yet is 503, never 404: while no node holds a's
+    // partitions, while `b` takes them up (a moment in which it holds them
+    // with nothing of them in its copy) and while it rebuilds them from
+    // the stream. Two readers, so that one is always asking.
+    let members: Vec<String> = events[..400]
         .iter()
         .map(|e| {
             let v: serde_json::Value = serde_json::from_str(e).expect("event");
             v["member"].as_str().expect("member").to_string()
         })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(2) {
-        for m in &members {
-            let (code, body) = http(&b.addr, "GET", &format!("/v1/members/{m}"), "");
-            assert!(code == 200 || code == 503, "{m}: {code} {body}");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let took = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|k| {
+                let (members, done, addr) = (&members, &done, &b.addr);
+                s.spawn(move || {
+                    let mut wrong = Vec::new();
+                    let mut asked = 0usize;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        for m in members.iter().skip(k).step_by(2) {
+                            let (code, body) = http(addr, "GET", &format!("/v1/members/{m}"), "");
+                            asked += 1;
+                            if code != 200 && code != 503 {
+                                wrong.push(format!("{m}: {code} {body}"));
+                            }
+                        }
+                    }
+                    (asked, wrong)
+                })
+            })
+            .collect();
+        signal(a.child.id(), "-KILL");
+        let _ = a.child.wait();
+        let killed = Instant::now();
+        wait_until(Duration::from_secs(10), "b holds every partition", || {
+            held(&b).len() == 4
+        });
+        let took = killed.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            let (asked, wrong) = r.join().expect("reader");
+            assert!(asked > 0);
+            assert!(
+                wrong.is_empty(),
+                "{} of {asked}: {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(5)]
+            );
         }
-    }
+        took
+    });
+    assert!(
+        took < Duration::from_secs(4),
+        "took over in {took:?} (lease 2 s)"
+    );
     post(&[&b], &events[400..], 40);
     let want = reference(d, &events, 30);
     wait_for_members(&b, &want);
