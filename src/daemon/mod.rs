@@ -303,10 +303,13 @@ impl Shared {
         let (id, rec) = match crate::engine::identity::find_member(self.reads(within), id) {
             Ok(Some(found)) => found,
             Ok(None) => {
-                return (
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("no member `{id}`")}),
-                );
+                return match self.catching_up(id, within) {
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        json!({"error": format!("no member `{id}`")}),
+                    ),
+                };
             }
             Err(e) => {
                 return (
