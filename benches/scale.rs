@@ -113,8 +113,7 @@ fn main() {
     // Three days: with the example rules the first of them may visit
     // everyone (a calendar rule turning, e.g. the day after the 1st of a
     // month for the newsletter), the others only the members due. The
-    // partitions tick one after the other, as the daemon's writer ticks
-    // them.
+    // partitions tick at the same time, as the daemon's writer ticks them.
     let tomorrow = nudge::engine::clock::local_day(&schema, jiff::Timestamp::now()) + 1;
     let (mut ticks_due, mut ticks_s, mut ticks_effects) = (Vec::new(), Vec::new(), Vec::new());
     for day in tomorrow..tomorrow + 3 {
@@ -122,12 +121,18 @@ fn main() {
         let due: Option<usize> = engines.engines().iter().map(|e| e.due_on(day)).sum();
         ticks_due.push(due.map_or(-1, |d| d as i64));
         let t = Instant::now();
-        let mut effects = 0usize;
-        for engine in engines.engines_mut() {
-            engine
-                .tick_with(day, &mut |e| effects += e.len())
-                .expect("tick");
-        }
+        let effects: usize = engines
+            .each(
+                |_, _| true,
+                |_, engine| {
+                    let mut effects = 0;
+                    engine.tick_with(day, &mut |e| effects += e.len())?;
+                    Ok(effects)
+                },
+            )
+            .into_iter()
+            .map(|n| n.expect("chosen").expect("tick"))
+            .sum();
         ticks_s.push(format!("{:.2}", t.elapsed().as_secs_f64()));
         ticks_effects.push(effects);
     }

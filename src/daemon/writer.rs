@@ -315,40 +315,51 @@ fn ticks_held(
     held.is_some()
 }
 
-/// Runs the daily ticks that are due by the wall clock, partition by
-/// partition.
+/// Runs the daily ticks that are due by the wall clock, the partitions
+/// held here all at the same time (a thread each: a day on which a
+/// calendar rule turns visits every member).
 fn tick(parts: &mut Partitions<SledStore>, shared: &Shared) {
-    let mut count = 0;
-    let mut counted = |effects: Vec<crate::model::Effect>| {
-        shared.count_effects(&effects);
-        count += effects.len();
-    };
-    let (mut ticked, mut visited) = (Vec::new(), 0);
-    for (k, engine) in parts.engines_mut().iter_mut().enumerate() {
-        if !here(shared, k) {
-            continue;
-        }
-        let visits = engine.tick_visits();
-        match engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted) {
-            Ok(days) => {
-                visited += engine.tick_visits() - visits;
+    let outcomes = parts.each(
+        |k, _| here(shared, k),
+        |_, engine| {
+            let (visits, mut effects) = (engine.tick_visits(), 0);
+            let mut counted = |e: Vec<crate::model::Effect>| {
+                shared.count_effects(&e);
+                effects += e.len();
+            };
+            let days = engine.run_due_ticks(&SystemClock, CatchUp::Once, &mut counted)?;
+            Ok((days, engine.tick_visits() - visits, effects))
+        },
+    );
+    let (mut ticked, mut visited, mut count) = (Vec::new(), 0, 0);
+    let mut failed = false;
+    for outcome in outcomes.into_iter().flatten() {
+        match outcome {
+            Ok((days, v, n)) => {
                 ticked = ticked.max(days);
+                visited += v;
+                count += n;
             }
             Err(e) => {
                 tracing::error!(error = %e, "Daily tick failed.");
                 shared.note_write(Err(format!("the daily tick failed: {e}")));
-                return;
+                failed = true;
             }
         }
     }
-    if !ticked.is_empty() {
-        settle(parts, shared, false);
-        publish_budgets(parts, shared);
-        shared.note_write(Ok(()));
-        shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
-        tracing::info!(days = ?ticked.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
-        after_commit(parts, shared);
+    if ticked.is_empty() {
+        return;
     }
+    // The partitions that ticked committed: their relays, budgets and
+    // effects go on even when another partition's tick failed.
+    settle(parts, shared, false);
+    publish_budgets(parts, shared);
+    shared.tick_visits.fetch_add(visited, Ordering::Relaxed);
+    if !failed {
+        shared.note_write(Ok(()));
+        tracing::info!(days = ?ticked.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
+    }
+    after_commit(parts, shared);
 }
 
 /// What the budgets have spent, for `/v1/status` and `/metrics` (any

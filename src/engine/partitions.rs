@@ -316,15 +316,32 @@ impl<S: Store + Send> Partitions<S> {
     /// Commits `parts[k]` in partition `k`, for each partition with events
     /// or relays to apply, all at the same time; `None` for the others.
     fn fork(&mut self, parts: &[Vec<Event>]) -> Vec<Option<Result<Committed, StoreError>>> {
+        self.each(
+            |k, engine| !parts[k].is_empty() || engine.has_mail(),
+            |k, engine| engine.process(&parts[k]),
+        )
+    }
+
+    /// Runs `work` on each partition `pick` chooses, all at the same time
+    /// (a thread each; on this thread when it chooses one); the outcomes
+    /// in partition order, `None` for those not chosen.
+    pub fn each<T: Send>(
+        &mut self,
+        pick: impl Fn(usize, &Engine<S>) -> bool,
+        work: impl Fn(usize, &mut Engine<S>) -> Result<T, StoreError> + Sync,
+    ) -> Vec<Option<Result<T, StoreError>>> {
+        let chosen: Vec<bool> = (self.engines.iter().enumerate())
+            .map(|(k, e)| pick(k, e))
+            .collect();
+        if chosen.iter().filter(|c| **c).count() <= 1 {
+            return (self.engines.iter_mut().enumerate())
+                .map(|(k, e)| chosen[k].then(|| work(k, e)))
+                .collect();
+        }
+        let work = &work;
         std::thread::scope(|s| {
-            let running: Vec<_> = self
-                .engines
-                .iter_mut()
-                .zip(parts)
-                .map(|(engine, evs)| {
-                    (!evs.is_empty() || engine.has_mail())
-                        .then(|| s.spawn(move || engine.process(evs)))
-                })
+            let running: Vec<_> = (self.engines.iter_mut().enumerate())
+                .map(|(k, engine)| chosen[k].then(|| s.spawn(move || work(k, engine))))
                 .collect();
             running
                 .into_iter()

@@ -180,3 +180,42 @@ fn one_id_merges_members_of_two_partitions() {
     assert_eq!(member_json(&d.addr, "phone:1")["points"], 116);
     assert_eq!(member_json(&d.addr, &a)["member"], b.as_str());
 }
+
+/// The partitions tick at the same time: every member of each is visited
+/// once, a budget shared by the partitions is spent exactly, and the log
+/// sums what each partition's tick did.
+#[test]
+fn the_partitions_tick_at_the_same_time() {
+    let rules = "rule \"late\" on tick when days_since_last_purchase > 30 then tag \"late\"\n\
+                 rule \"gift\" on tick when days_since_last_purchase > 30 then award points 5 budget 25\n";
+    let dir = project_with(CONFIG, rules);
+    let events: Vec<String> = (0..60)
+        .map(|m| purchase(&format!("e{m}"), &format!("m{m}"), 10.0))
+        .collect();
+    std::fs::write(dir.path().join("events.ndjson"), events.join("\n")).expect("events");
+    let ingest = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir.path())
+        .args(["ingest", "events.ndjson"])
+        .output()
+        .expect("ingest");
+    assert!(ingest.status.success(), "{ingest:?}");
+    let mut d = start_logged(dir.path());
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the start's tick",
+        || d.logs().contains("Daily tick done."),
+    );
+    let (mut tagged, mut points) = (0, 0);
+    for m in 0..60 {
+        let rec = member_json(&d.addr, &format!("m{m}"));
+        tagged += usize::from(rec["tags"].to_string().contains("late"));
+        points += rec["points"].as_i64().expect("points");
+    }
+    let logs = d.stop();
+    assert_eq!((tagged, points), (60, 25 * 5), "{logs}");
+    // 60 tags, 25 gifts and 35 recorded as capped by the budget.
+    assert!(
+        logs.contains("visited=60") && logs.contains("effects=120"),
+        "{logs}"
+    );
+}
