@@ -49,6 +49,21 @@ impl Due {
         self.days.values().filter(|d| **d <= day).count()
     }
 
+    /// Whether `member` is due on or before `day` (one not in the index
+    /// waits for the next full tick).
+    pub fn is_due(&self, member: &str, day: i32) -> bool {
+        self.days.get(member).is_some_and(|d| *d <= day)
+    }
+
+    /// How many members the index holds.
+    pub fn len(&self) -> usize {
+        self.days.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty()
+    }
+
     pub fn set(&mut self, member: &str, day: i32) {
         match self.days.get_mut(member) {
             Some(d) => *d = day,

@@ -7,10 +7,16 @@ use super::fire;
 use super::points;
 use super::{Engine, Uncommitted, clock, due, prune};
 use crate::model::{Effect, MemberRecord};
-use crate::store::{Store, StoreError, WriteSet, keys};
+use crate::store::{IdRange, Store, StoreError, WriteSet, keys};
 
 /// Members a daily tick evaluates and commits together (one flush each).
 const TICK_CHUNK: usize = 10_000;
+
+/// A tick lists the members due when they are at most this fraction of
+/// the index (one in this many); more, and it reads the store in key order
+/// instead, without a list (`tick_in_key_order`). Listing costs memory per
+/// member due; reading in order costs a pass over every key.
+const FEW_DUE: usize = 4;
 
 impl<S: Store> Engine<S> {
     /// Runs the daily tick of `day` for every member and commits it
@@ -36,17 +42,19 @@ impl<S: Store> Engine<S> {
             // After a start without a snapshot, or a rule change, every
             // member is visited (and gets a due day); after that only the
             // members due.
-            let members = if self.due_ready && !self.full_ticks {
-                self.due.on(day)
-            } else if self.due_complete {
-                self.due.on(i32::MAX)
-            } else {
-                self.store.member_ids()?
+            let everyone = !self.due_ready || self.full_ticks;
+            let due = (!everyone).then(|| self.due.count_on(day));
+            let visits = match due {
+                Some(n) if n <= self.due.len() / FEW_DUE => {
+                    let members = self.due.on(day);
+                    for chunk in members.chunks(TICK_CHUNK) {
+                        self.tick_chunk(chunk, day, at, &tick_name, on_effects)?;
+                    }
+                    n
+                }
+                _ => self.tick_in_key_order(day, at, &tick_name, everyone, on_effects)?,
             };
-            for chunk in members.chunks(TICK_CHUNK) {
-                self.tick_chunk(chunk, day, at, &tick_name, on_effects)?;
-            }
-            self.tick_visits += members.len() as u64;
+            self.tick_visits += visits as u64;
             // Only a completed full tick leaves every member with a due day.
             self.due_ready = true;
             self.due_complete = true;
@@ -56,6 +64,43 @@ impl<S: Store> Engine<S> {
             ..WriteSet::default()
         })?;
         Ok(())
+    }
+
+    /// Visits the members due on `day` (`everyone`: all of them) by
+    /// reading the store's member keys in order, a chunk at a time: a list
+    /// of every id would cost hundreds of megabytes at millions of members
+    /// (the tick that visits everyone, and a day a calendar rule turns for
+    /// everyone). How many were visited.
+    fn tick_in_key_order(
+        &mut self,
+        day: i32,
+        at: jiff::Timestamp,
+        tick_name: &str,
+        everyone: bool,
+        on_effects: &mut dyn FnMut(Vec<Effect>),
+    ) -> Result<usize, StoreError> {
+        let (mut after, mut visits) = (None::<String>, 0);
+        loop {
+            let mut chunk = Vec::with_capacity(TICK_CHUNK);
+            let mut last = None;
+            let (store, due) = (&self.store, &self.due);
+            store.each_member_bytes(&IdRange::after(after.as_deref()), &mut |key, _| {
+                let id = String::from_utf8_lossy(key).into_owned();
+                if everyone || due.is_due(&id, day) {
+                    chunk.push(id.clone());
+                }
+                last = Some(id);
+                chunk.len() < TICK_CHUNK
+            })?;
+            if !chunk.is_empty() {
+                self.tick_chunk(&chunk, day, at, tick_name, on_effects)?;
+            }
+            visits += chunk.len();
+            if chunk.len() < TICK_CHUNK {
+                return Ok(visits);
+            }
+            after = last;
+        }
     }
 
     /// Fits the repurchase models again before the tick of `day` when rules

@@ -286,3 +286,60 @@ fn only_rules_that_write_what_they_read_are_rearmed() {
         ]
     );
 }
+
+/// A tick that visits everyone, or a day on which a calendar rule turns
+/// for everyone, reads the store's keys in order, a chunk of 10,000 at a
+/// time, not from a list of every id: over 25,001 members (three chunks)
+/// each is visited once, on the first tick, the day after (the rule turns
+/// false) and a month later.
+#[test]
+fn ticks_that_visit_most_members_read_the_store_in_chunks() {
+    // No points expiry: the points given on the 8th would expire by the
+    // next month's.
+    let config = CONFIG.replace("points:\n  expire_after: 20d\n", "");
+    let loaded = nudge::project::load::load_texts(
+        &config,
+        &[(
+            "r.rules",
+            "rule \"eighth\" on tick when day_of_month(today) == 8 then award points 1\n",
+        )],
+    );
+    assert_eq!(loaded.errors(), 0, "{:?}", loaded.diagnostics);
+    let (schema, rules) = (
+        Arc::new(loaded.schema.expect("schema")),
+        Arc::new(loaded.rules.expect("rules")),
+    );
+    let mut e = Engine::new(
+        schema.clone(),
+        rules,
+        SledStore::temporary().expect("store"),
+    )
+    .expect("engine");
+    let n = 25_001;
+    let events: Vec<_> = (0..n)
+        .map(|m| {
+            let v = json!({"id": format!("e{m}"), "type": "purchase", "member": format!("m{m}"), "at": "2026-01-02T12:00:00Z", "amount": 10});
+            event_from_json(&schema, v).expect("event")
+        })
+        .collect();
+    for batch in events.chunks(1_000) {
+        e.process(batch).expect("process");
+    }
+    let members = |effects: Vec<nudge::model::Effect>| {
+        let all = effects.len();
+        let distinct: std::collections::BTreeSet<String> =
+            effects.into_iter().map(|x| x.member).collect();
+        (all, distinct.len())
+    };
+    let eighth = (DAY0 + 7) as i32; // 2026-01-08
+    assert_eq!(members(e.tick(eighth).expect("tick")), (n, n));
+    assert_eq!(e.tick_visits(), n as u64);
+    // Everyone again on the 9th, when the rule turns false (and can rise
+    // again), with nothing to send; then on 8 February.
+    assert_eq!(members(e.tick(eighth + 1).expect("tick")), (0, 0));
+    assert_eq!(e.tick_visits(), 2 * n as u64);
+    assert_eq!(e.due_on(eighth + 30), Some(0));
+    assert_eq!(e.due_on(eighth + 31), Some(n));
+    assert_eq!(members(e.tick(eighth + 31).expect("tick")), (n, n));
+    assert_eq!(e.tick_visits(), 3 * n as u64);
+}
