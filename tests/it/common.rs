@@ -193,6 +193,18 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Imports `events` (NDJSON lines) into the project at `dir` with the
+/// release binary's `nudge ingest`, as an operator loads a history.
+pub fn ingest(dir: &Path, events: &[String]) {
+    std::fs::write(dir.join("events.ndjson"), events.join("\n")).expect("events");
+    let ingest = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(dir)
+        .args(["ingest", "events.ndjson"])
+        .output()
+        .expect("ingest");
+    assert!(ingest.status.success(), "{ingest:?}");
+}
+
 pub fn purchase(id: &str, member: &str, amount: f64) -> String {
     format!(
         r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"2026-01-01T12:00:00Z","amount":{amount}}}"#

@@ -192,13 +192,7 @@ fn the_partitions_tick_at_the_same_time() {
     let events: Vec<String> = (0..60)
         .map(|m| purchase(&format!("e{m}"), &format!("m{m}"), 10.0))
         .collect();
-    std::fs::write(dir.path().join("events.ndjson"), events.join("\n")).expect("events");
-    let ingest = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(dir.path())
-        .args(["ingest", "events.ndjson"])
-        .output()
-        .expect("ingest");
-    assert!(ingest.status.success(), "{ingest:?}");
+    ingest(dir.path(), &events);
     let mut d = start_logged(dir.path());
     wait_until(
         std::time::Duration::from_secs(30),

@@ -19,13 +19,7 @@ fn ticks_say_how_many_members_they_visited() {
     let events: Vec<String> = (0..5)
         .map(|i| purchase(&format!("e{i}"), &format!("m{i}"), 10.0))
         .collect();
-    std::fs::write(dir.path().join("events.ndjson"), events.join("\n")).expect("events");
-    let ingest = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .current_dir(dir.path())
-        .args(["ingest", "events.ndjson"])
-        .output()
-        .expect("ingest");
-    assert!(ingest.status.success(), "{ingest:?}");
+    ingest(dir.path(), &events);
     // No index yet (an import builds none): the start's tick visits all.
     let mut d = start_logged(dir.path());
     wait_until(Duration::from_secs(30), "the start's tick", || {
