@@ -217,7 +217,8 @@ fn lease_key(p: usize) -> String {
 /// each get an equal share, the first ones one more while the partitions
 /// do not divide evenly; a partition stays with its owner while the owner
 /// is live and within its share (an owner above it keeps first those no
-/// other live node has a copy of), and the others go, in partition order,
+/// other live node has a copy of, then those whose other copies are least
+/// far on), and the others go, in partition order,
 /// to the nodes below their share: to the one whose copy of it is the
 /// furthest on (`copies`: node -> partition -> applied sequence), so a
 /// restarted node gets back the partitions it has copies of instead of
@@ -245,19 +246,23 @@ pub fn spread(
             .unwrap_or(0)
     };
     // A holder above its share keeps first the partitions no other live
-    // node has a copy of, and lets go of those another has (the ones it
-    // took from a node that died and is back): a restarted node gets its
-    // own back. Whether a copy exists changes rarely, so this does not
-    // make partitions move back and forth as copies advance.
+    // node has a copy of, then those whose furthest other copy is least
+    // far on, and lets go of the rest (the ones it took from a node that
+    // died and is back, whose copies of them are far on; not the ones it
+    // was handed at the start, of which the others have old copies): a
+    // restarted node gets its own back. Only a partition's holder applies
+    // it, so the other nodes' copies of it stand still while it is held,
+    // and partitions do not move back and forth as copies advance.
     let owner = |p: usize| {
         owners
             .get(&p)
             .and_then(|o| live.iter().position(|l| l == o))
     };
-    let mut held: Vec<(bool, usize, usize)> = (0..partitions)
+    let mut held: Vec<(u64, usize, usize)> = (0..partitions)
         .filter_map(|p| {
             let i = owner(p)?;
-            Some(((0..n).any(|j| j != i && copy(j, p) > 0), p, i))
+            let others = (0..n).filter(|&j| j != i).map(|j| copy(j, p)).max();
+            Some((others.unwrap_or(0), p, i))
         })
         .collect();
     held.sort();

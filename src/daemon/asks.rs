@@ -52,8 +52,25 @@ pub enum Ask {
     },
 }
 
-/// How long an asked node may take: a count scans its partitions.
+/// How long an asked node may take to count or list: it scans its
+/// partitions (NATS's default bound, 10 s, is too short for millions of
+/// members).
 const ASK_WAIT: Duration = Duration::from_secs(60);
+
+/// How long an asked node may take to read one member or where one is.
+/// A live holder answers in milliseconds; right after a holder is killed,
+/// NATS may still route to its subscription and the ask is lost, so the
+/// client gets a 503 after this rather than after the scan's minute.
+const READ_ASK_WAIT: Duration = Duration::from_secs(3);
+
+impl Ask {
+    fn wait(&self) -> Duration {
+        match self {
+            Ask::Member { .. } | Ask::Explain { .. } | Ask::Locate { .. } => READ_ASK_WAIT,
+            Ask::Count { .. } | Ask::Export { .. } => ASK_WAIT,
+        }
+    }
+}
 
 /// Answers what other nodes ask this one, for as long as it runs.
 pub async fn answer(shared: Arc<Shared>) {
@@ -371,11 +388,32 @@ async fn ask_node(cluster: &Cluster, node: &str, ask: &Ask) -> (StatusCode, serd
         Ok(p) => bytes::Bytes::from(p),
         Err(e) => return unavailable(e.to_string()),
     };
-    let request = cluster.client.request(Cluster::asks_subject(node), payload);
-    let answer = match tokio::time::timeout(ASK_WAIT, request).await {
+    let wait = ask.wait();
+    let request = async_nats::Request::new()
+        .payload(payload)
+        .timeout(Some(wait));
+    let request = cluster
+        .client
+        .send_request(Cluster::asks_subject(node), request);
+    let silent = || {
+        unavailable(format!(
+            "node `{node}` did not answer within {} s (stopped, unreachable or busy): its partitions go to another node once its leases lapse; try again shortly",
+            wait.as_secs()
+        ))
+    };
+    // (NATS's own bound is the request's; this one only guards it.)
+    let answer = match tokio::time::timeout(wait + Duration::from_secs(1), request).await {
         Ok(Ok(a)) => a,
+        // Its lease is still in the bucket but nothing listens for it:
+        // stopped, killed or cut off.
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return unavailable(format!(
+                "node `{node}` does not answer (stopped or unreachable): its partitions go to another node once its leases lapse; try again shortly"
+            ));
+        }
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => return silent(),
         Ok(Err(e)) => return unavailable(format!("node `{node}`: {e}")),
-        Err(_) => return unavailable(format!("node `{node}` did not answer in time")),
+        Err(_) => return silent(),
     };
     let v: serde_json::Value = match serde_json::from_slice(&answer.payload) {
         Ok(v) => v,

@@ -408,12 +408,14 @@ impl Shared {
         let cluster = self.cluster.as_ref()?;
         let p =
             within.unwrap_or_else(|| crate::store::folder::partition_of(id, cluster.partitions));
-        // Held but not taken up yet: how far the stream reached when it was
-        // taken is not known yet (`taken_at` is set just before `ready`),
-        // and the copy may hold nothing of it.
-        if cluster.owned.holds(p) && !cluster.owned.ready(p) {
+        // Not taken up here (yet): how far the stream reached when it was
+        // taken is not known (`taken_at` is set just before `ready`), and
+        // the copy may hold nothing of it. Also when not held at all: the
+        // lease bucket may name this node a moment before its own record
+        // of the lease does, and another node's ask comes here.
+        if !cluster.owned.ready(p) {
             return Some(format!(
-                "partition {p} is being taken up on this node; try again shortly"
+                "partition {p} is not taken up on this node yet; try again shortly"
             ));
         }
         let to = cluster.taken_at.get(p)?.load(Ordering::Relaxed);

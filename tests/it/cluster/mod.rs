@@ -833,6 +833,20 @@ fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
     }
     let b_back = spread(8, &names(&["a", "b", "c"]), &c_took, &copies);
     assert_eq!(b_back, three, "b gets its own partitions back");
+    // The same when b also has old copies of c's partitions (it held them
+    // for a moment at the start, applied a tick, and handed them over):
+    // c keeps first those whose other copies are the least far on.
+    let mut stale = copies.clone();
+    for (p, o) in three.iter().enumerate() {
+        if o.as_deref() == Some("c") {
+            stale
+                .entry("b".into())
+                .or_default()
+                .insert(p.to_string(), 3);
+        }
+    }
+    let b_back = spread(8, &names(&["a", "b", "c"]), &c_took, &stale);
+    assert_eq!(b_back, three, "b gets its own back, not c's old ones");
 }
 
 /// A reload to another `storage.partitions` is refused by a node of a
