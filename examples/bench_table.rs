@@ -112,6 +112,22 @@ fn row(v: &Value) -> Option<[String; 4]> {
             "< 1 s (example rules)".into(),
             String::new(),
         ],
+        "retention" => [
+            format!(
+                "disk under steady traffic, {} members, {} purchases a day with new ids",
+                v["members"], v["events_per_day"]
+            ),
+            format!(
+                "day 60 against day 30: {}x; B/member by day {} (records {}, outbox {}); written afresh {:.0}",
+                v["day60_over_day30"],
+                v["bytes_per_member_by_day"],
+                v["record_bytes_per_member_by_day"],
+                v["outbox_bytes_per_member_by_day"],
+                num(v, "bytes_per_member_rewritten")
+            ),
+            "within 10%".into(),
+            String::new(),
+        ],
         "sled_overhead" if v.get("case").is_some() => [
             format!(
                 "sled alone, {} keys: {}",

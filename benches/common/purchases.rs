@@ -48,21 +48,35 @@ pub fn load() -> (
 
 /// `events` purchases for random members of `n`, the same every run.
 pub fn stream(schema: &Schema, n: usize, events: usize) -> Vec<Event> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    stream_on(schema, n, events, super::TODAY, "e", 0x2545_F491_4F6C_DD1D)
+}
+
+/// `events` purchases for random members of `n` on `day`, one a minute
+/// from midnight (wrapping after a day), ids `{prefix}{i}`, drawn from
+/// `seed`.
+pub fn stream_on(
+    schema: &Schema,
+    n: usize,
+    events: usize,
+    day: i32,
+    prefix: &str,
+    seed: u64,
+) -> Vec<Event> {
+    let mut x = seed;
     let mut rand = move || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         x
     };
-    let start_day = nudge::base::time::day_string(super::TODAY);
+    let on = nudge::base::time::day_string(day);
     (0..events)
         .map(|i| {
             let m = (rand() % n as u64) as usize;
             let amount = (rand() % 50_000) as f64 / 100.0;
             let category = CATEGORIES[(rand() % 6) as usize];
-            let at = format!("{start_day}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
-            event_from_json(schema, serde_json::json!({"id": format!("e{i}"), "type": "purchase", "member": super::member_id(m), "at": at, "amount": amount, "category": category})).expect("event")
+            let at = format!("{on}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
+            event_from_json(schema, serde_json::json!({"id": format!("{prefix}{i}"), "type": "purchase", "member": super::member_id(m), "at": at, "amount": amount, "category": category})).expect("event")
         })
         .collect()
 }
