@@ -109,13 +109,7 @@ fn live(store: &SledStore) -> Live {
 fn rewritten_size(store: &SledStore) -> u64 {
     use nudge::store::{IdRange, Store};
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = sled::Config::new()
-        .path(dir.path().join("fresh"))
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(nudge::store::DEFAULT_CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .expect("fresh store");
+    let db = common::raw_sled(&dir.path().join("fresh"));
     let mut batch = sled::Batch::default();
     let mut n = 0;
     let mut put = |k: Vec<u8>, v: &[u8]| {

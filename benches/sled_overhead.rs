@@ -23,16 +23,6 @@ use std::time::Instant;
 /// Members a page holds in the paged layout.
 const PAGE: u64 = 64;
 
-fn open(dir: &std::path::Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir)
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(nudge::store::DEFAULT_CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .expect("sled")
-}
-
 fn report(case: &str, db: &sled::Db, n: usize, seconds: f64) {
     let bytes = db.size_on_disk().expect("size") as f64 / n as f64;
     println!(
@@ -67,7 +57,7 @@ fn main() {
         ("member records, batches of 10000", 10_000, true),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open(dir.path());
+        let db = common::raw_sled(dir.path());
         let t = Instant::now();
         let value = |i: usize| {
             if with_values {
@@ -97,7 +87,7 @@ fn main() {
         ((h % pages) as u32).to_be_bytes().to_vec()
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = open(dir.path());
+    let db = common::raw_sled(dir.path());
     let t = Instant::now();
     let mut contents: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {

@@ -237,6 +237,18 @@ pub fn preload(store: &nudge::store::SledStore, people: &[Member]) {
     }
 }
 
+/// sled opened as nudge opens it (its mode, cache and no timed flush),
+/// for the baselines written on sled directly.
+pub fn raw_sled(dir: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(nudge::store::DEFAULT_CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .expect("sled")
+}
+
 /// A size from the environment (`NUDGE_BENCH_MEMBERS`, ...), else `default`.
 pub fn env_size(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -88,13 +88,7 @@ pub fn stream_on(
 pub fn raw_loop(people: &[super::Member], stream: &[Event], batch: usize) -> (f64, f64) {
     let n = people.len();
     let raw_dir = tempfile::tempdir().expect("tempdir");
-    let raw = sled::Config::new()
-        .path(raw_dir.path().join("raw"))
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(nudge::store::DEFAULT_CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .expect("raw store");
+    let raw = super::raw_sled(&raw_dir.path().join("raw"));
     for chunk in people.chunks(10_000).enumerate() {
         let mut b = sled::Batch::default();
         for (i, m) in chunk.1.iter().enumerate() {
