@@ -7,7 +7,8 @@
 //! every 10 days), in group commits of 1,000 through `Engine::process`,
 //! and the day's tick, the outbox trimmed after each commit as `nudge
 //! ingest` and the daemon trim it. Prints the store's bytes on disk after every 10
-//! days and the ratio of day 60 to day 30 (Step 3's target: within 10%).
+//! days and the ratio of day 60 to day 30 (Step 3's target: within 10%),
+//! and at the end what the folder takes restored from its backup.
 //!
 //! What still grows after day 30 is the members' own state: the rules'
 //! 90- and 365-day windows keep a bucket per purchase day until the
@@ -58,7 +59,7 @@ fn main() {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let rewritten = rewritten_size(engine.store());
+    let restored = restored_size(engine.store());
     let at = |day: i32| sizes.iter().find(|(d, ..)| *d == day).map(|(_, b, _)| *b);
     let ratio = match (at(30), at(60)) {
         (Some(a), Some(b)) => format!("{:.3}", b as f64 / a as f64),
@@ -72,12 +73,12 @@ fn main() {
             .join(",")
     };
     println!(
-        "{{\"bench\":\"retention\",\"members\":{n},\"days\":{days},\"events_per_day\":{per_day},\"seconds\":{secs:.1},\"bytes_per_member_loaded\":{:.0},\"bytes_per_member_by_day\":{{{}}},\"day60_over_day30\":{ratio},\"record_bytes_per_member_by_day\":{{{}}},\"outbox_bytes_per_member_by_day\":{{{}}},\"bytes_per_member_rewritten\":{:.0}}}",
+        "{{\"bench\":\"retention\",\"members\":{n},\"days\":{days},\"events_per_day\":{per_day},\"seconds\":{secs:.1},\"bytes_per_member_loaded\":{:.0},\"bytes_per_member_by_day\":{{{}}},\"day60_over_day30\":{ratio},\"record_bytes_per_member_by_day\":{{{}}},\"outbox_bytes_per_member_by_day\":{{{}}},\"bytes_per_member_restored\":{:.0}}}",
         per(loaded),
         by_day(&|x| x.1),
         by_day(&|x| x.2.records),
         by_day(&|x| x.2.outbox),
-        per(rewritten),
+        per(restored),
     );
 }
 
@@ -103,33 +104,22 @@ fn live(store: &SledStore) -> Live {
     Live { records, outbox }
 }
 
-/// What the same members and outbox take written afresh into a new sled
-/// database (as `nudge import-state` restores a backup), in batches of
-/// 10,000: sled's files with nothing superseded in them.
-fn rewritten_size(store: &SledStore) -> u64 {
-    use nudge::store::{IdRange, Store};
+/// What the folder takes restored from its backup into an empty one, as
+/// `nudge export` then `nudge import-state` do: sled's files with nothing
+/// superseded in them.
+fn restored_size(store: &SledStore) -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = common::raw_sled(&dir.path().join("fresh"));
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    let mut put = |k: Vec<u8>, v: &[u8]| {
-        batch.insert(k, v);
-        n += 1;
-        if n % 10_000 == 0 {
-            db.apply_batch(std::mem::take(&mut batch)).expect("apply");
-            db.flush().expect("flush");
-        }
+    let backup = dir.path().join("backup.nudge");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&backup).expect("backup"));
+    nudge::store::backup::export(store, &mut out).expect("export");
+    std::io::Write::flush(&mut out).expect("flush");
+    drop(out);
+    let fresh = SledStore::open(&dir.path().join("fresh")).expect("fresh store");
+    let source = || -> std::io::Result<Box<dyn std::io::BufRead>> {
+        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+            &backup,
+        )?)))
     };
-    store
-        .each_member_bytes(&IdRange::after(None), &mut |k, v| {
-            put([b"m", k].concat(), v);
-            true
-        })
-        .expect("scan");
-    for (seq, v) in store.outbox(0, usize::MAX).expect("outbox") {
-        put([b"o".as_slice(), &seq.to_be_bytes()].concat(), &v);
-    }
-    db.apply_batch(batch).expect("apply");
-    db.flush().expect("flush");
-    db.size_on_disk().expect("size")
+    nudge::store::backup::import(&fresh, &source).expect("import");
+    fresh.size_on_disk()
 }

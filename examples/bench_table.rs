@@ -118,12 +118,12 @@ fn row(v: &Value) -> Option<[String; 4]> {
                 v["members"], v["events_per_day"]
             ),
             format!(
-                "day 60 against day 30: {}x; B/member by day {} (records {}, outbox {}); written afresh {:.0}",
+                "day 60 against day 30: {}x; B/member by day {} (records {}, outbox {}); restored from a backup {:.0}",
                 v["day60_over_day30"],
                 v["bytes_per_member_by_day"],
                 v["record_bytes_per_member_by_day"],
                 v["outbox_bytes_per_member_by_day"],
-                num(v, "bytes_per_member_rewritten")
+                num(v, "bytes_per_member_restored")
             ),
             "within 10%".into(),
             String::new(),

@@ -216,9 +216,9 @@ fn lease_key(p: usize) -> String {
 /// Which node each partition goes to. The live nodes (sorted by name)
 /// each get an equal share, the first ones one more while the partitions
 /// do not divide evenly; a partition stays with its owner while the owner
-/// is live and within its share (an owner above it keeps first those no
-/// other live node has a copy of, then those whose other copies are least
-/// far on), and the others go, in partition order,
+/// is live and within its share (an owner above it keeps first those the
+/// nodes below their share have no copy of, then those their copies are
+/// least far on for), and the others go, in partition order,
 /// to the nodes below their share: to the one whose copy of it is the
 /// furthest on (`copies`: node -> partition -> applied sequence), so a
 /// restarted node gets back the partitions it has copies of instead of
@@ -245,24 +245,29 @@ pub fn spread(
             .copied()
             .unwrap_or(0)
     };
-    // A holder above its share keeps first the partitions no other live
-    // node has a copy of, then those whose furthest other copy is least
-    // far on, and lets go of the rest (the ones it took from a node that
-    // died and is back, whose copies of them are far on; not the ones it
-    // was handed at the start, of which the others have old copies): a
-    // restarted node gets its own back. Only a partition's holder applies
-    // it, so the other nodes' copies of it stand still while it is held,
-    // and partitions do not move back and forth as copies advance.
+    // A holder above its share keeps first the partitions of which the
+    // nodes below their share (one that joined or came back) have no copy,
+    // then those their copies are least far on for, and lets go of the
+    // rest: a restarted node gets back what it held, not a partition it
+    // would rebuild from the stream's start (with One ID, partition 0, the
+    // directory, whose move makes every read wait). Only the nodes below
+    // their share are asked: the others' copies say nothing of where a
+    // partition should go now, and the stream's sequences are not
+    // comparable between partitions. Only a partition's holder applies
+    // it, so the other copies of it stand still while it is held, and
+    // partitions do not move back and forth as copies advance.
     let owner = |p: usize| {
         owners
             .get(&p)
             .and_then(|o| live.iter().position(|l| l == o))
     };
+    let holding = |i: usize| (0..partitions).filter(|&p| owner(p) == Some(i)).count();
+    let below: Vec<usize> = (0..n).filter(|&j| holding(j) < share(j)).collect();
     let mut held: Vec<(u64, usize, usize)> = (0..partitions)
         .filter_map(|p| {
             let i = owner(p)?;
-            let others = (0..n).filter(|&j| j != i).map(|j| copy(j, p)).max();
-            Some((others.unwrap_or(0), p, i))
+            let wanted = below.iter().map(|&j| copy(j, p)).max();
+            Some((wanted.unwrap_or(0), p, i))
         })
         .collect();
     held.sort();

@@ -847,6 +847,38 @@ fn a_node_that_joins_takes_its_share_and_nothing_else_moves() {
     }
     let b_back = spread(8, &names(&["a", "b", "c"]), &c_took, &stale);
     assert_eq!(b_back, three, "b gets its own back, not c's old ones");
+    // An operator's trial (six partitions): `a` died, and `c` and `b`
+    // held its 0 and 1 until it came back; then `b` died, and `a` took
+    // its 2 and `c` its 3. When `b` is back, `a` lets go of 2, whose copy
+    // `b` has, not of 0, of which `b` has none though `c` has one further
+    // on than `b`'s of 2 (the stream's sequences are not comparable
+    // between partitions).
+    let copies: BTreeMap<String, BTreeMap<String, u64>> = [
+        ("a", vec![(0, 800), (1, 800), (2, 810)]),
+        ("b", vec![(1, 780), (2, 790), (3, 792)]),
+        ("c", vec![(0, 795), (3, 810), (4, 810), (5, 810)]),
+    ]
+    .into_iter()
+    .map(|(node, c)| {
+        let c = c.into_iter().map(|(p, seq)| (p.to_string(), seq)).collect();
+        (node.to_string(), c)
+    })
+    .collect();
+    let held: BTreeMap<usize, String> =
+        [(0, "a"), (1, "a"), (2, "a"), (3, "c"), (4, "c"), (5, "c")]
+            .into_iter()
+            .map(|(p, o)| (p, o.to_string()))
+            .collect();
+    let plan = spread(6, &names(&["a", "b", "c"]), &held, &copies);
+    let of = |node: &str| {
+        (0..6)
+            .filter(|&p| plan[p].as_deref() == Some(node))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (of("a"), of("b"), of("c")),
+        (vec![0, 1], vec![2, 3], vec![4, 5])
+    );
 }
 
 /// A reload to another `storage.partitions` is refused by a node of a
