@@ -327,9 +327,19 @@ async fn locate(
             "no node holds partition 0 (One ID's directory) now; try again shortly".into(),
         ));
     };
-    let (status, body) = ask_node(cluster, &node, &Ask::Locate { id: id.into() }).await;
+    let (status, mut body) = ask_node(cluster, &node, &Ask::Locate { id: id.into() }).await;
     match body["partition"].as_u64() {
         Some(p) if status == StatusCode::OK => Ok(p as usize),
+        // Say why that node was asked: the member may be held here.
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+            if let Some(why) = body["error"].as_str() {
+                body["error"] = format!(
+                    "cannot find where the member is: One ID's directory is on partition 0, held by node `{node}`: {why}"
+                )
+                .into();
+            }
+            Err((status, body))
+        }
         _ => Err((status, body)),
     }
 }

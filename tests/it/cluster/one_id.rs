@@ -135,6 +135,14 @@ fn members_named_by_identifiers_end_as_on_one_node_with_the_router_killed() {
     // Partition 0's holder killed: another routes from its snapshot or
     // the stream, the same way.
     let r = kill_router(&mut nodes);
+    // Until another node holds partition 0, a read cannot find where a
+    // member is, and says why (not only that some node does not answer).
+    let id = &names()[0];
+    let (code, body) = http(&nodes[0].addr, "GET", &format!("/v1/members/{id}"), "");
+    assert!(
+        code == 200 || (code == 503 && body.contains("One ID's directory")),
+        "{code} {body}"
+    );
     post_to(&nodes[0], &events[600..750]);
     post_to(&nodes[1], &events[750..900]);
     wait_until(
