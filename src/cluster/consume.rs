@@ -154,17 +154,25 @@ impl Cluster {
     /// Whether the stream holds events of partition `p` past `applied`
     /// (asked of the stream's leader; `false` when it does not answer).
     pub async fn behind(&self, p: usize, applied: u64) -> bool {
-        self.last_of(p).await.is_some_and(|last| last > applied)
+        self.last_of(p)
+            .await
+            .is_ok_and(|last| last.is_some_and(|last| last > applied))
     }
 
     /// The stream sequence of partition `p`'s last entry, as the stream's
-    /// leader has it (`None`: none, or no answer within [`ASK_WAIT`]).
-    pub async fn last_of(&self, p: usize) -> Option<u64> {
+    /// leader has it (`None`: the partition has none); an error when the
+    /// leader does not answer within [`ASK_WAIT`] or fails.
+    pub async fn last_of(&self, p: usize) -> Result<Option<u64>, ClusterError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let subject = events_subject(p);
         let last = self.events.get_last_raw_message_by_subject(&subject);
         match tokio::time::timeout(ASK_WAIT, last).await {
-            Ok(Ok(m)) => Some(m.sequence),
-            _ => None,
+            Ok(Ok(m)) => Ok(Some(m.sequence)),
+            Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(Err(e)) => Err(ClusterError::JetStream(e.to_string())),
+            Err(_) => Err(ClusterError::JetStream(
+                "reading the partition's last event timed out".into(),
+            )),
         }
     }
 

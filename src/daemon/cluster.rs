@@ -121,13 +121,20 @@ fn applied(shared: &Shared, p: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the keys partition `p` published before: its effects wait until
-/// they are known.
+/// Reads the keys partition `p` published before (its effects wait until
+/// they are known) and where the stream stood for it; then the partition
+/// is ready.
 async fn take_up(shared: &Shared, cluster: &Cluster, p: usize, alive: &impl Fn() -> bool) {
     while alive() {
-        match cluster.take_up_published(p).await {
-            Ok(n) => {
-                let to = cluster.last_of(p).await.unwrap_or(0);
+        // Where the stream stood for the partition: until it is known, a
+        // member not in this node's copy may still be in the stream, so
+        // the partition is not ready (reads of it answer 503, not 404).
+        let taken = match cluster.take_up_published(p).await {
+            Ok(n) => cluster.last_of(p).await.map(|to| (n, to.unwrap_or(0))),
+            Err(e) => Err(e),
+        };
+        match taken {
+            Ok((n, to)) => {
                 cluster.taken_at[p].store(to, std::sync::atomic::Ordering::Relaxed);
                 // The effects its earlier owners published (known here now,
                 // so not published again) and the stream sequences of the
@@ -144,7 +151,7 @@ async fn take_up(shared: &Shared, cluster: &Cluster, p: usize, alive: &impl Fn()
                 break;
             }
             Err(e) => {
-                tracing::warn!(partition = p, error = %e, "Cannot read the partition's published effects; retrying.");
+                tracing::warn!(partition = p, error = %e, "Cannot take the partition up (its published effects, its last event); retrying.");
                 tokio::time::sleep(RETRY).await;
             }
         }
