@@ -42,6 +42,14 @@ fn a_killed_nodes_partitions_are_served_by_the_others_within_two_leases() {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    // A 202 says the events are in the stream, not applied: until they
+    // are, a member may be 404 on its holder as documented. So every
+    // member is read once before the kill.
+    wait_until(Duration::from_secs(20), "the first events applied", || {
+        members
+            .iter()
+            .all(|m| http(&b.addr, "GET", &format!("/v1/members/{m}"), "").0 == 200)
+    });
     let done = std::sync::atomic::AtomicBool::new(false);
     let took = std::thread::scope(|s| {
         let readers: Vec<_> = (0..2)
