@@ -302,15 +302,7 @@ impl Shared {
         // By identifier or merged id too, whichever partition holds it.
         let (id, rec) = match crate::engine::identity::find_member(self.reads(within), id) {
             Ok(Some(found)) => found,
-            Ok(None) => {
-                return match self.catching_up(id, within) {
-                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
-                    None => (
-                        StatusCode::NOT_FOUND,
-                        json!({"error": format!("no member `{id}`")}),
-                    ),
-                };
-            }
+            Ok(None) => return self.not_found(id, within),
             Err(e) => {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -386,16 +378,30 @@ impl Shared {
                     ),
                 ),
             ),
-            Ok(None) => match shared.catching_up(id, within) {
-                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("no member `{id}`")}),
-                ),
-            },
+            Ok(None) => shared.not_found(id, within),
             Err(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": e.to_string()}),
+            ),
+        }
+    }
+
+    /// The answer for member `id` not found here: 404, or 503 while it may
+    /// yet be (see [`Self::catching_up`]).
+    fn not_found(
+        &self,
+        id: &str,
+        within: Option<usize>,
+    ) -> (axum::http::StatusCode, serde_json::Value) {
+        use axum::http::StatusCode;
+        match self.catching_up(id, within) {
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": why }),
+            ),
+            None => (
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("no member `{id}`")}),
             ),
         }
     }
