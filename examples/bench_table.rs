@@ -23,10 +23,13 @@ fn row(v: &Value) -> Option<[String; 4]> {
         "eval" => [
             format!("eval, {} rules", v["rules"]),
             format!(
-                "{} member-evals/s; baseline {}: {:.2}x",
+                "{} member-evals/s; baseline {}: {:.2}x; the baseline fed from the records {} ({:.2}x the baseline): {:.2}x",
                 m(num(v, "member_evals_per_s")),
                 m(num(v, "baseline_member_evals_per_s")),
-                num(v, "ratio")
+                num(v, "ratio"),
+                m(num(v, "from_records_member_evals_per_s")),
+                num(v, "from_records_ratio"),
+                num(v, "ratio_to_from_records")
             ),
             "0.5x baseline".into(),
             "zen-expression ~0.03x, rhai ~0.01x".into(),
