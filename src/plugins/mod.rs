@@ -8,6 +8,8 @@
 //! deadline, a wrong type, a panic in the host) is reported, counted, and
 //! yields no value; it never stops the engine.
 
+pub mod reads;
+
 use crate::base::time::day_string;
 use crate::config::PluginLimits;
 use crate::lang::check::Layout;
@@ -81,20 +83,28 @@ pub struct Plugin {
     pub ast: AST,
     /// Public functions and their arities.
     pub functions: Vec<(String, usize)>,
+    /// Per public function (as `functions` lists them), what it reads of
+    /// each parameter given `member`.
+    reads: Vec<Vec<reads::Reads>>,
 }
 
 /// Compiles one plugin with the sandbox's engine.
 pub fn compile(engine: &Engine, name: &str, text: &str) -> Result<Plugin, rhai::ParseError> {
     let ast = engine.compile(text)?;
-    let functions = ast
+    let (functions, reads) = ast
         .iter_functions()
         .filter(|f| f.access != rhai::FnAccess::Private)
-        .map(|f| (f.name.to_string(), f.params.len()))
-        .collect();
+        .map(|f| {
+            let arity = f.params.len();
+            let reads = reads::of_function(&ast, f.name, arity, &f.params);
+            ((f.name.to_string(), arity), reads)
+        })
+        .unzip();
     Ok(Plugin {
         name: name.to_string(),
         ast,
         functions,
+        reads,
     })
 }
 
@@ -233,7 +243,7 @@ impl Plugins {
         env: &Env<'_>,
         rule: &str,
     ) -> Result<Vec<Intent>, PluginError> {
-        let dyn_args = args.iter().map(|a| self.to_dynamic(a, env)).collect();
+        let dyn_args = self.arguments(index, function, args, env);
         let out = self.call_raw(index, function, dyn_args, Some(rule))?;
         let err = |message: String| {
             self.fail(PluginError {
@@ -301,6 +311,34 @@ impl Plugins {
         })
     }
 
+    /// A call's arguments as scripts see them; `member` with only the
+    /// properties the function reads of it, when that is known.
+    fn arguments(
+        &self,
+        index: usize,
+        function: &str,
+        args: &[Value],
+        env: &Env<'_>,
+    ) -> Vec<Dynamic> {
+        let reads = self.plugins.get(index).and_then(|p| {
+            let at = p
+                .functions
+                .iter()
+                .position(|(f, n)| f == function && *n == args.len())?;
+            p.reads.get(at)
+        });
+        args.iter()
+            .enumerate()
+            .map(|(i, a)| match a {
+                Value::Member => {
+                    let only = reads.and_then(|r| r.get(i)).and_then(|r| r.as_deref());
+                    self.member_map(env, only).into()
+                }
+                a => self.to_dynamic(a, env),
+            })
+            .collect()
+    }
+
     /// A value as scripts see it: copies, dates as text, tiers by name.
     fn to_dynamic(&self, v: &Value, env: &Env<'_>) -> Dynamic {
         match v {
@@ -317,34 +355,41 @@ impl Plugins {
                 .cloned()
                 .unwrap_or_default()
                 .into(),
-            Value::Member => self.member_map(env).into(),
+            Value::Member => self.member_map(env, None).into(),
         }
     }
 
     /// The member, read-only: every field, attribute and aggregate the rule
-    /// set knows by name, all tags as an array, and the event's fields.
-    fn member_map(&self, env: &Env<'_>) -> Map {
+    /// set knows by name, all tags as an array, and the event's fields; or
+    /// of those, only the properties `only` names (what the function reads:
+    /// [`reads`]).
+    fn member_map(&self, env: &Env<'_>, only: Option<&[String]>) -> Map {
+        let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|n| n == name));
         let mut m = Map::new();
         for (i, (name, _)) in self.layout.fields.iter().enumerate() {
-            if name == "tags" {
+            if name == "tags" || !wanted(name) {
                 continue;
             }
             let v = env.member.get(i).cloned().unwrap_or(Value::Null);
             m.insert(name.as_str().into(), self.to_dynamic(&v, env));
         }
-        let tags: rhai::Array = env
-            .tag_names
-            .iter()
-            .map(|t| Dynamic::from(t.to_string()))
-            .collect();
-        m.insert("tags".into(), tags.into());
-        let mut event = Map::new();
-        for (i, name) in self.layout.event_fields.iter().enumerate() {
-            if let Some(v) = env.event.get(i) {
-                event.insert(name.as_str().into(), self.to_dynamic(v, env));
-            }
+        if wanted("tags") {
+            let tags: rhai::Array = env
+                .tag_names
+                .iter()
+                .map(|t| Dynamic::from(t.to_string()))
+                .collect();
+            m.insert("tags".into(), tags.into());
         }
-        m.insert("event".into(), event.into());
+        if wanted("event") {
+            let mut event = Map::new();
+            for (i, name) in self.layout.event_fields.iter().enumerate() {
+                if let Some(v) = env.event.get(i) {
+                    event.insert(name.as_str().into(), self.to_dynamic(v, env));
+                }
+            }
+            m.insert("event".into(), event.into());
+        }
         m
     }
 
@@ -398,7 +443,7 @@ impl PluginHost for Plugins {
         env: &Env<'_>,
         expect: Expect,
     ) -> Value {
-        let dyn_args = args.iter().map(|a| self.to_dynamic(a, env)).collect();
+        let dyn_args = self.arguments(plugin as usize, function, args, env);
         let rule = (!env.rule.is_empty()).then_some(env.rule);
         let Ok(out) = self.call_raw(plugin as usize, function, dyn_args, rule) else {
             return Value::Null;

@@ -271,3 +271,50 @@ fn the_sms_gateway_turns_an_effect_into_a_request() {
         "{err}"
     );
 }
+
+/// The payloads `f` returned.
+fn payloads(r: &Run) -> Vec<serde_json::Value> {
+    r.effects
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok()?.get("value").cloned())
+        .collect()
+}
+
+/// A function is given only the member properties it reads (found when the
+/// plugin loads), and sees them exactly as in the whole map, which a
+/// function gets when it uses `member` any other way (here: a copy).
+#[test]
+fn a_function_sees_what_it_reads_as_in_the_whole_member() {
+    let reads = "[#{payload: #{spend: m.spend, tier: m.tier, tags: m.tags, amount: m.event.amount, points: m.points, days: m.days_since_last_purchase, keys: m.keys().len()}}]";
+    let only = run(
+        &format!("fn f(member) {{ {} }}", "[#{payload: #{spend: member.spend, tier: member.tier, tags: member.tags, amount: member.event.amount, points: member.points, days: member.days_since_last_purchase}}]"),
+        false,
+    )
+    .expect("loads");
+    let whole = run(
+        &format!("fn f(member) {{ let m = member; {reads} }}"),
+        false,
+    )
+    .expect("loads");
+    assert_eq!(
+        only.failures + whole.failures,
+        0,
+        "{:?} {:?}",
+        only.errors,
+        whole.errors
+    );
+    let (only, whole) = (payloads(&only), payloads(&whole));
+    assert_eq!(only.len(), 2, "{only:?}");
+    let want =
+        json!({"spend": 5, "tier": "bronze", "tags": [], "amount": null, "points": 1, "days": 0});
+    for (o, w) in only.iter().zip(&whole) {
+        assert_eq!(o, &want);
+        let mut w = w.clone();
+        let keys = w
+            .as_object_mut()
+            .and_then(|m| m.remove("keys"))
+            .and_then(|k| k.as_i64());
+        assert!(keys.is_some_and(|k| k > 20), "the whole member: {keys:?}");
+        assert_eq!(w, want);
+    }
+}
