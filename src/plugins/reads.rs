@@ -7,8 +7,9 @@
 //! The answer is "these properties" only when every use of the parameter
 //! is `param.name` (or a chain starting so: `param.event.amount`,
 //! `param.tags[0]`); any other use (passed to a function, captured by a
-//! closure, assigned, indexed by a string, a method such as `keys()`)
-//! means the whole map. What this does not own: building the map
+//! closure, assigned, indexed by a string, a method such as `keys()`), or
+//! a call that shares the function's scope (`helper!()`), means the whole
+//! map. What this does not own: building the map
 //! (`super::Plugins`).
 
 use rhai::{AST, ASTNode, Expr};
@@ -33,6 +34,9 @@ fn of_param(ast: &AST, param: &str) -> Reads {
     ast.walk(&mut |path: &[ASTNode]| {
         match path.last() {
             Some(ASTNode::Expr(e)) if is_param(e) => uses += 1,
+            // `helper!()` runs in this function's scope: it may read the
+            // parameter where this walk does not look.
+            Some(ASTNode::Expr(Expr::FnCall(f, ..))) if f.capture_parent_scope => any = true,
             Some(ASTNode::Expr(Expr::Dot(b, ..))) if is_param(&b.lhs) => {
                 properties += 1;
                 match lead(&b.rhs) {
@@ -106,6 +110,12 @@ mod tests {
             ("fn f(m) { let k = m; k.spend }", None),
             ("fn f(m) { m.points = 5; m }", None),
             ("fn f(m) { m.points = 5; m.points }", some(&["points"])),
+            // A helper run in the caller's scope reads `member` itself (a
+            // helper's trial).
+            (
+                "fn tier() { member.tier } fn f(member) { member.spend + tier!() }",
+                None,
+            ),
         ];
         for (script, want) in cases {
             assert_eq!(&reads(script), want, "{script}");
