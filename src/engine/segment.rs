@@ -27,6 +27,10 @@ pub enum SegmentError {
         "segments are evaluated on member records as they are now, and this folder's members are as of {last} (its last event or daily tick): {day} is before that (records keep no history to count back to it); `nudge replay --until DAY --data NEW_FOLDER` makes a folder as it was on a day"
     )]
     TooEarly { day: String, last: String },
+    #[error(
+        "{segment} calls the plugin function `{function}`, and segments are counted and exported without plugins (it would match no one); tag the members with a rule (`when {function}(member) then tag \"...\"`) and make the segment `\"...\" in tags`"
+    )]
+    Plugin { segment: String, function: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -98,6 +102,20 @@ impl<'r> Scan<'r> {
         fields: &[String],
     ) -> Result<Scan<'r>, SegmentError> {
         let layout = &rules.layout;
+        if let Some(seg) = rules.segments.get(index)
+            && let Some((plugin, function)) = seg.checked.cond.plugin_call()
+        {
+            // A query's own rule set lists no plugins; a named segment's does.
+            let function = match rules.plugins.get(plugin as usize) {
+                Some(p) => format!("{p}.{function}"),
+                None => function.to_string(),
+            };
+            let segment = match seg.name.as_str() {
+                "" => "the query".to_string(),
+                name => format!("segment \"{name}\""),
+            };
+            return Err(SegmentError::Plugin { segment, function });
+        }
         let n_plain = layout.fields.len() - layout.computed();
         let mut need = vec![false; layout.fields.len()];
         match rules.segments.get(index).and_then(|s| s.reads.as_deref()) {

@@ -288,3 +288,56 @@ fn an_empty_csv_export_has_its_header() {
     assert!(err.contains("cannot be used with"), "{err}");
     assert!(!dir.path().join("x.ndjson").exists());
 }
+
+/// A segment that calls a plugin is refused by name when it is counted or
+/// exported: segments run without plugins, and it counted 0 without a
+/// word (a helper's trial).
+#[test]
+fn a_segment_calling_a_plugin_is_refused_not_counted_as_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("nudge.yaml"), CONFIG).expect("config");
+    std::fs::create_dir(d.join("rules")).expect("rules");
+    std::fs::create_dir(d.join("plugins")).expect("plugins");
+    std::fs::write(
+        d.join("plugins/probe.rhai"),
+        "fn big(member) { member.spend > 10 }",
+    )
+    .expect("plugin");
+    std::fs::write(
+        d.join("rules/r.rules"),
+        "segment \"probed\"\n  when probe.big(member)\n\nrule \"big\" on purchase when probe.big(member) then tag \"big\"\n",
+    )
+    .expect("rules");
+    let event =
+        r#"{"id":"1","type":"purchase","member":"a","at":"2026-01-05T12:00:00Z","amount":50}"#;
+    let (_, err, code) = nudge(d, &["ingest", "-"], Some(event));
+    assert_eq!(code, 0, "{err}");
+    for (query, says) in [
+        (
+            "probed",
+            "segment \"probed\" calls the plugin function `probe.big`",
+        ),
+        (
+            "in segment \"probed\"",
+            "the query calls the plugin function `big`",
+        ),
+    ] {
+        let (out, err, code) = nudge(d, &["segment", query, "--count"], None);
+        assert_eq!(code, 1, "{query}: {out}{err}");
+        assert!(out.is_empty(), "{query}: {out}");
+        assert!(
+            err.contains(&format!(
+                "{says}, and segments are counted and exported without plugins"
+            )),
+            "{query}: {err}"
+        );
+    }
+    // The tag a rule gives with the same plugin is what to segment on.
+    let (out, err, code) = nudge(d, &["segment", "\"big\" in tags", "--count"], None);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "{\"count\":1,\"members\":1}\n"),
+        "{err}"
+    );
+}
