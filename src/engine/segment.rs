@@ -103,7 +103,7 @@ impl<'r> Scan<'r> {
     ) -> Result<Scan<'r>, SegmentError> {
         let layout = &rules.layout;
         if let Some(seg) = rules.segments.get(index)
-            && let Some((plugin, function)) = seg.checked.cond.plugin_call()
+            && let Some((plugin, function)) = crate::lang::compile::plugin_call(&seg.checked.cond)
         {
             // A query's own rule set lists no plugins; a named segment's does.
             let function = match rules.plugins.get(plugin as usize) {

@@ -383,6 +383,21 @@ fn rule_reads(r: &CheckedRule) -> Option<Box<[u16]>> {
     reads(exprs)
 }
 
+/// The first plugin call in `e`: the plugin's index and the function.
+pub fn plugin_call(e: &TExpr) -> Option<(u16, &str)> {
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        if let TKind::Plugin {
+            plugin, function, ..
+        } = &e.kind
+        {
+            return Some((*plugin, function.as_str()));
+        }
+        push_children(e, &mut stack);
+    }
+    None
+}
+
 /// The member slots `exprs` read, or `None` when they read the whole member.
 fn reads(mut exprs: Vec<&TExpr>) -> Option<Box<[u16]>> {
     let (mut slots, mut all) = (Vec::new(), false);

@@ -86,34 +86,6 @@ pub struct TExpr {
     pub kind: TKind,
 }
 
-impl TExpr {
-    /// The first plugin call in the expression: plugin index and function.
-    pub fn plugin_call(&self) -> Option<(u16, &str)> {
-        match &self.kind {
-            TKind::Plugin {
-                plugin, function, ..
-            } => Some((*plugin, function.as_str())),
-            TKind::Neg(a)
-            | TKind::Not(a)
-            | TKind::IsNull(a)
-            | TKind::Func(_, a)
-            | TKind::Named(a) => a.plugin_call(),
-            TKind::And(a, b) | TKind::Or(a, b) | TKind::Arith(_, a, b) | TKind::Cmp(_, a, b) => {
-                a.plugin_call().or_else(|| b.plugin_call())
-            }
-            TKind::In(a, list) => a
-                .plugin_call()
-                .or_else(|| list.iter().find_map(TExpr::plugin_call)),
-            TKind::Lit(_)
-            | TKind::Slot(_)
-            | TKind::Event(_)
-            | TKind::Today
-            | TKind::HasTag(_)
-            | TKind::Member => None,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arith {
     Add,
