@@ -97,19 +97,15 @@ pub fn drain_to_file<S: Store>(engine: &mut Engine<S>, sink: &Path) -> Result<us
     }
     let mut total = 0;
     loop {
-        let batch = engine.outbox(next, 4096)?;
-        let Some((last, _)) = batch.last() else {
+        let mut buf = Vec::new();
+        let Some((last, n)) = file_lines(engine, next, &mut buf)? else {
             return Ok(total);
         };
         next = last + 1;
-        let mut buf = Vec::new();
-        for (_, effect) in batch.iter().filter(|(_, e)| e.status != Status::Deferred) {
-            write_line(&mut buf, effect);
-        }
         file.write_all(&buf).map_err(io)?;
         file.sync_data().map_err(io)?;
         len += buf.len() as u64;
-        total += batch.len();
+        total += n;
         let meta = vec![
             (len_key.clone(), len.to_le_bytes().to_vec()),
             (next_key.clone(), next.to_le_bytes().to_vec()),
@@ -231,16 +227,46 @@ fn expected_from<S: Store>(
 ) -> Result<Vec<u8>, StoreError> {
     let mut buf = Vec::new();
     while buf.len() < want {
-        let batch = engine.outbox(next, 4096)?;
-        let Some((last, _)) = batch.last() else {
+        let Some((last, _)) = file_lines(engine, next, &mut buf)? else {
             break;
         };
         next = last + 1;
-        for (_, effect) in batch.iter().filter(|(_, e)| e.status != Status::Deferred) {
-            write_line(&mut buf, effect);
-        }
     }
     Ok(buf)
+}
+
+/// Appends to `buf` the file sink's lines for up to 4,096 outbox entries
+/// from `next` on: the last entry's sequence number and how many were
+/// read, or `None` at the end of the outbox. A line is the entry's bytes
+/// as stored: the engine stores each effect as `write_line` writes it, so
+/// they are the same bytes, without decoding every field only to encode it
+/// again (a sixth of `nudge ingest`'s time with the example project). Only
+/// the status is read, to leave out `deferred` records; an entry that is
+/// not an effect is left out, as it was when decoded.
+fn file_lines<S: Store>(
+    engine: &Engine<S>,
+    next: u64,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(u64, usize)>, StoreError> {
+    /// The one field of a stored effect the file sink decides by.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        status: Status,
+    }
+    let entries = engine.store().outbox(next, 4096)?;
+    let Some(&(last, _)) = entries.last() else {
+        return Ok(None);
+    };
+    for (_, bytes) in &entries {
+        match serde_json::from_slice::<Head>(bytes) {
+            Ok(h) if h.status != Status::Deferred => {
+                buf.extend_from_slice(bytes);
+                buf.push(b'\n');
+            }
+            _ => {}
+        }
+    }
+    Ok(Some((last, entries.len())))
 }
 
 /// How a sink is named in metrics, logs and dead letters: a webhook's URL
