@@ -152,6 +152,7 @@ codes! {
     DuplicateSegment = "E225", Error, "two segments have the same name, or a segment uses itself";
     BadExperiment = "E226", Error, "an experiment's shares and holdout do not add up to 100%, or two variants share a name";
     NotKept = "E227", Error, "a segment query reads a windowed aggregate no rule or segment keeps";
+    QueryPlugin = "E228", Error, "a segment query calls a plugin function (segments are counted without plugins)";
     PluginSyntax = "E130", Error, "a plugin does not compile";
     ConfigSyntax = "E300", Error, "the config is not valid YAML";
     ConfigShape = "E301", Error, "the config has an unknown key, a missing key or a value of the wrong kind";

@@ -348,6 +348,25 @@ impl Checker<'_> {
     }
 
     pub(super) fn plugin_call(&mut self, call: &ast::PluginCall) -> R<(u16, Vec<TExpr>)> {
+        // A query is checked without the plugins: scans run without them.
+        // Saying the plugin does not exist would send the user looking
+        // for a file that is there.
+        if self.frozen_aggregates.is_some() {
+            let f = format!("{}.{}", call.plugin.name, call.function.name);
+            self.err(
+                Diagnostic::new(
+                    Code::QueryPlugin,
+                    self.source,
+                    crate::base::diag::Span::new(call.plugin.span.start, call.function.span.end),
+                    format!("a segment query cannot call the plugin function `{f}`"),
+                )
+                .label("segments are counted and exported without plugins")
+                .hint(format!(
+                    "tag the members with a rule (`when {f}(...) then tag \"...\"`) and query `\"...\" in tags`"
+                )),
+            );
+            return Err(());
+        }
         let Some(pi) = self
             .plugins
             .plugins

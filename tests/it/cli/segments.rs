@@ -333,6 +333,16 @@ fn a_segment_calling_a_plugin_is_refused_not_counted_as_empty() {
             "{query}: {err}"
         );
     }
+    // A query that calls it is refused by the check, not as a plugin that
+    // does not exist (the file is there).
+    let (out, err, code) = nudge(d, &["segment", "probe.big(member)", "--count"], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("E228"), "{err}");
+    assert!(
+        err.contains("a segment query cannot call the plugin function `probe.big`"),
+        "{err}"
+    );
+    assert!(!err.contains("there are no plugins"), "{err}");
     // The tag a rule gives with the same plugin is what to segment on.
     let (out, err, code) = nudge(d, &["segment", "\"big\" in tags", "--count"], None);
     assert_eq!(
