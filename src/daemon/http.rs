@@ -408,6 +408,9 @@ fn status_json(app: &App) -> serde_json::Value {
     let unhealthy = app.shared.unhealthy();
     let sinks = app.shared.sink_health();
     let held = app.shared.ticks_held.lock().ok().and_then(|h| h.clone());
+    let mut ticks = health(held.as_deref());
+    let last_tick = app.shared.last_tick.lock().ok().and_then(|d| *d);
+    ticks["last"] = json!(last_tick.map(crate::base::time::day_string));
     json!({
         "ok": unhealthy.is_none() && held.is_none() && sinks.iter().all(|(_, e)| e.is_none()),
         "sinks": sinks.iter().map(|(sink, error)| match error {
@@ -415,7 +418,7 @@ fn status_json(app: &App) -> serde_json::Value {
             Some(e) => json!({"sink": sink, "ok": false, "error": e}),
         }).collect::<Vec<_>>(),
         "writes": health(unhealthy.as_deref()),
-        "ticks": health(held.as_deref()),
+        "ticks": ticks,
         "ruleset": s.ruleset,
         "rules": s.rules,
         "last_reload": {"ok": s.last_reload_ok, "diagnostics": s.last_reload_diagnostics},

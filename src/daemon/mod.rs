@@ -96,6 +96,8 @@ pub struct Shared {
     /// Why daily ticks are held (the wall clock jumped, or the last tick
     /// lies ahead of it); `None` while they run. Status is not ok then.
     pub ticks_held: Mutex<Option<String>>,
+    /// The day of the last completed daily tick, for `/v1/status`.
+    pub last_tick: Mutex<Option<i32>>,
     pub fatal: tokio::sync::Notify,
     /// Cluster mode's link to NATS (`None` on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -575,6 +577,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         write_error: Mutex::new(None),
         writer_failed: Mutex::new(None),
         ticks_held: Mutex::new(None),
+        last_tick: Mutex::new(None),
         fatal: tokio::sync::Notify::new(),
         snapshots: opts.cluster.as_ref().map(|c| {
             snapshots::Snapshots::new(

@@ -299,6 +299,9 @@ fn ticks_held(
     use crate::engine::clock::{Clock, last_due_tick, since_boot};
     let now = SystemClock.now();
     let last = engine.last_tick().ok().flatten();
+    if let Ok(mut l) = shared.last_tick.lock() {
+        *l = last;
+    }
     let held = watch
         .check(now, since_boot(), last, last_due_tick(&engine.schema, now))
         .map(|h| h.to_string());
@@ -358,6 +361,9 @@ fn tick(parts: &mut Partitions<SledStore>, shared: &Shared) {
     if !failed {
         shared.note_write(Ok(()));
         tracing::info!(days = ?ticked.iter().map(|d| crate::base::time::day_string(*d)).collect::<Vec<_>>(), visited, effects = count, "Daily tick done.");
+        if let Ok(mut l) = shared.last_tick.lock() {
+            *l = ticked.last().copied().max(*l);
+        }
     }
     after_commit(parts, shared);
 }

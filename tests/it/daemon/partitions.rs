@@ -199,6 +199,15 @@ fn the_partitions_tick_at_the_same_time() {
         "the start's tick",
         || d.logs().contains("Daily tick done."),
     );
+    // Status says which day ticked last: the day the log names.
+    let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+    let status: serde_json::Value = serde_json::from_str(&s).expect("status");
+    let last = status["ticks"]["last"].as_str().expect("a last tick day");
+    assert!(
+        d.logs().contains(&format!("days=[\"{last}\"]")),
+        "{s}\n{}",
+        d.logs()
+    );
     let (mut tagged, mut points) = (0, 0);
     for m in 0..60 {
         let rec = member_json(&d.addr, &format!("m{m}"));
