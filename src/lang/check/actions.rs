@@ -347,25 +347,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A segment query is checked without the plugins, as scans run
+    /// without them: saying the plugin does not exist would send the user
+    /// looking for a file that is there.
+    fn query_plugin<T>(&mut self, call: &ast::PluginCall) -> R<T> {
+        let f = format!("{}.{}", call.plugin.name, call.function.name);
+        self.err(
+            Diagnostic::new(
+                Code::QueryPlugin,
+                self.source,
+                crate::base::diag::Span::new(call.plugin.span.start, call.function.span.end),
+                format!("a segment query cannot call the plugin function `{f}`"),
+            )
+            .label("segments are counted and exported without plugins")
+            .hint(format!(
+                "tag the members with a rule (`when {f}(...) then tag \"...\"`) and query `\"...\" in tags`"
+            )),
+        );
+        Err(())
+    }
+
     pub(super) fn plugin_call(&mut self, call: &ast::PluginCall) -> R<(u16, Vec<TExpr>)> {
-        // A query is checked without the plugins: scans run without them.
-        // Saying the plugin does not exist would send the user looking
-        // for a file that is there.
         if self.frozen_aggregates.is_some() {
-            let f = format!("{}.{}", call.plugin.name, call.function.name);
-            self.err(
-                Diagnostic::new(
-                    Code::QueryPlugin,
-                    self.source,
-                    crate::base::diag::Span::new(call.plugin.span.start, call.function.span.end),
-                    format!("a segment query cannot call the plugin function `{f}`"),
-                )
-                .label("segments are counted and exported without plugins")
-                .hint(format!(
-                    "tag the members with a rule (`when {f}(...) then tag \"...\"`) and query `\"...\" in tags`"
-                )),
-            );
-            return Err(());
+            return self.query_plugin(call);
         }
         let Some(pi) = self
             .plugins
