@@ -28,7 +28,7 @@ pub enum SegmentError {
     )]
     TooEarly { day: String, last: String },
     #[error(
-        "{segment} calls the plugin function `{function}`, and segments are counted and exported without plugins (it would match no one); tag the members with a rule (`when {function}(member) then tag \"...\"`) and make the segment `\"...\" in tags`"
+        "{segment} calls the plugin function `{function}`, and segments are counted and exported without plugins (it would match no one); tag the members with a rule (`when {function}(member) then tag \"...\"`) and make the segment `\"...\" in tags` (members get the tag at the next event or tick the rule runs on)"
     )]
     Plugin { segment: String, function: String },
     #[error(transparent)]

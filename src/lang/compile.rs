@@ -13,7 +13,7 @@ pub use super::terms::Term;
 use super::terms::terms;
 use super::timing::{Codes, Timing};
 use super::timing::{push_children, timing};
-use crate::base::diag::{Code, Diagnostic, SourceId};
+use crate::base::diag::{Code, Diagnostic, SourceId, Span};
 use rust_decimal::Decimal;
 use std::sync::Arc;
 
@@ -394,6 +394,32 @@ pub fn plugin_call(e: &TExpr) -> Option<(u16, &str)> {
             return Some((*plugin, function.as_str()));
         }
         push_children(e, &mut stack);
+    }
+    None
+}
+
+/// The first plugin call `e` reaches through an `in segment "..."`, with
+/// that use's span (the outermost: the one in `e`'s own text). A query's
+/// own plugin calls are refused when it is checked; a named segment's
+/// are not, as rules that use the segment call them.
+pub fn plugin_call_in_segment(e: &TExpr) -> Option<(Span, u16, &str)> {
+    let mut stack = vec![(e, None)];
+    let mut children = Vec::new();
+    while let Some((e, seg)) = stack.pop() {
+        let seg = match (&e.kind, seg) {
+            (
+                TKind::Plugin {
+                    plugin, function, ..
+                },
+                Some(span),
+            ) => {
+                return Some((span, *plugin, function.as_str()));
+            }
+            (TKind::Named(_), None) => Some(e.span),
+            _ => seg,
+        };
+        push_children(e, &mut children);
+        stack.extend(children.drain(..).map(|c| (c, seg)));
     }
     None
 }

@@ -3,11 +3,12 @@
 //! project: a named segment, or a condition of the rule language checked
 //! and compiled on its own. Scanning the members is `engine::segment`'s job.
 
-use crate::base::diag::{Code, Diagnostic, SourceMap, Span};
+use crate::base::diag::{Code, Diagnostic, SourceId, SourceMap, Span};
 use crate::config::Schema;
 use crate::lang::RuleSet;
-use crate::lang::check::{PluginSigs, check_query};
-use crate::lang::compile::compile_query;
+use crate::lang::check::TExpr;
+use crate::lang::check::{PluginSigs, check_query, query_plugin_hint};
+use crate::lang::compile::{compile_query, plugin_call_in_segment};
 use crate::lang::parse::{Fragment, FragmentKind, Offsets, parse_fragment};
 use std::path::Path;
 
@@ -87,6 +88,9 @@ pub fn segment_query(
         &expr,
         &values,
     ) {
+        Ok((_, cond)) if let Some(d) = plugin_in_segment(rules, source, text, &cond) => {
+            Err(vec![d])
+        }
         Ok((layout, cond)) => Ok(Query {
             own: Some(compile_query(layout, cond, schema.events.len())),
             index: 0,
@@ -99,4 +103,32 @@ pub fn segment_query(
         )]),
         Err(ds) => Err(ds),
     }
+}
+
+/// E228 for a query that uses a named segment calling a plugin function
+/// (the query's own calls are refused by the check): named by the segment
+/// use and the project's name of the plugin, which the query's check does
+/// not know.
+fn plugin_in_segment(
+    rules: &RuleSet,
+    source: SourceId,
+    text: &str,
+    cond: &TExpr,
+) -> Option<Diagnostic> {
+    let (span, plugin, function) = plugin_call_in_segment(cond)?;
+    let f = match rules.plugins.get(plugin as usize) {
+        Some(p) => format!("{p}.{function}"),
+        None => function.to_string(),
+    };
+    let used = text.get(span.start..span.end).unwrap_or("a segment");
+    Some(
+        Diagnostic::new(
+            Code::QueryPlugin,
+            source,
+            span,
+            format!("{used} calls the plugin function `{f}`, and a segment query cannot call plugin functions"),
+        )
+        .label("segments are counted and exported without plugins")
+        .hint(query_plugin_hint(&f)),
+    )
 }

@@ -360,9 +360,7 @@ impl Checker<'_> {
                 format!("a segment query cannot call the plugin function `{f}`"),
             )
             .label("segments are counted and exported without plugins")
-            .hint(format!(
-                "tag the members with a rule (`when {f}(...) then tag \"...\"`) and query `\"...\" in tags`"
-            )),
+            .hint(query_plugin_hint(&f)),
         );
         Err(())
     }

@@ -13,7 +13,7 @@ mod names;
 mod segments;
 mod tree;
 
-pub use segments::check_query;
+pub use segments::{check_query, query_plugin_hint};
 pub use tree::*;
 
 use super::ast::{self};

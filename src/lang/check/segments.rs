@@ -58,6 +58,15 @@ pub fn check_query(
     }
 }
 
+/// What to do instead of a segment query calling the plugin function `f`
+/// (E228): segments are counted without plugins, so a rule that calls it
+/// gives a tag to query.
+pub fn query_plugin_hint(f: &str) -> String {
+    format!(
+        "tag the members with a rule (`when {f}(...) then tag \"...\"`) and query `\"...\" in tags`; members get the tag at the next event or tick the rule runs on"
+    )
+}
+
 /// The checking context of a segment's condition: the daily tick's, with
 /// no event.
 fn segment_cx() -> RuleCx {

@@ -331,6 +331,42 @@ fn a_segment_query_over_an_aggregate_nobody_keeps_is_refused() {
     );
 }
 
+/// A segment query that calls a plugin function: refused with E228 (not
+/// E207 "there are no plugins": a query is checked without them), and
+/// nothing is opened.
+#[test]
+fn a_segment_query_calling_a_plugin_is_refused() {
+    let dir = setup(&[(
+        "r.rules",
+        b"rule \"r\" on purchase when crm.is_vip(member) then tag \"vip\"\n",
+    )]);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["segment", "--color=never", "--config"])
+        .arg(format!("{root}/tests/lang/nudge.yaml"))
+        .arg("--rules")
+        .arg(dir.path().join("rules"))
+        .arg("--plugins")
+        .arg(format!("{root}/tests/lang/plugins"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("crm.is_vip(member)")
+        .arg("--count")
+        .output()
+        .expect("run nudge");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("E228"), "{text}");
+    assert!(
+        text.contains("a segment query cannot call the plugin function `crm.is_vip`"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing opened or written"
+    );
+}
+
 /// A mistyped `--data` is refused by the commands that read members, and
 /// no empty folder is left behind for it.
 #[test]
