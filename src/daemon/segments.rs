@@ -36,8 +36,14 @@ struct Asked {
     today: i32,
 }
 
+/// A 400 in the one shape every segment 400 has (docs/operations.md):
+/// what is wrong, and the diagnostics, none for a refusal that is not a
+/// condition's check (a bad body, a day, a segment calling a plugin).
 fn bad(message: impl Into<String>) -> Refusal {
-    (StatusCode::BAD_REQUEST, json!({"error": message.into()}))
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"error": message.into(), "diagnostics": []}),
+    )
 }
 
 fn asked(shared: &Shared, body: &[u8], export: bool) -> Result<Asked, Refusal> {
