@@ -301,45 +301,11 @@ fn within_20s(cmd: &mut Command) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-/// A segment query over an aggregate no rule keeps: member records have no
-/// history for it, so the answer would be wrong; refused with E227.
-#[test]
-fn a_segment_query_over_an_aggregate_nobody_keeps_is_refused() {
-    let dir = setup(&[(
-        "r.rules",
-        b"rule \"r\" on purchase when count(purchase, 30d) > 1 then tag \"x\"\n",
-    )]);
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(["segment", "--color=never", "--config"])
-        .arg(format!("{root}/tests/lang/nudge.yaml"))
-        .arg("--rules")
-        .arg(dir.path().join("rules"))
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("count(purchase, 60d) > 1")
-        .arg("--count")
-        .output()
-        .expect("run nudge");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("E227"), "{text}");
-    assert!(text.contains("kept are: `count(purchase, 30d)`"), "{text}");
-    assert!(
-        !dir.path().join("data").exists(),
-        "nothing opened or written"
-    );
-}
-
-/// A segment query that calls a plugin function: refused with E228 (not
-/// E207 "there are no plugins": a query is checked without them), and
-/// nothing is opened.
-#[test]
-fn a_segment_query_calling_a_plugin_is_refused() {
-    let dir = setup(&[(
-        "r.rules",
-        b"rule \"r\" on purchase when crm.is_vip(member) then tag \"vip\"\n",
-    )]);
+/// `nudge segment QUERY --count` on the rules of `rule`, with the test
+/// config and plugins: the exit code and stderr, once it is checked that
+/// no data folder was opened or made.
+fn segment_refused(rule: &[u8], query: &str) -> (Option<i32>, String) {
+    let dir = setup(&[("r.rules", rule)]);
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
         .args(["segment", "--color=never", "--config"])
@@ -350,20 +316,45 @@ fn a_segment_query_calling_a_plugin_is_refused() {
         .arg(format!("{root}/tests/lang/plugins"))
         .arg("--data")
         .arg(dir.path().join("data"))
-        .arg("crm.is_vip(member)")
-        .arg("--count")
+        .args([query, "--count"])
         .output()
         .expect("run nudge");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing opened or written"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A segment query over an aggregate no rule keeps: member records have no
+/// history for it, so the answer would be wrong; refused with E227.
+#[test]
+fn a_segment_query_over_an_aggregate_nobody_keeps_is_refused() {
+    let (code, text) = segment_refused(
+        b"rule \"r\" on purchase when count(purchase, 30d) > 1 then tag \"x\"\n",
+        "count(purchase, 60d) > 1",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("E227"), "{text}");
+    assert!(text.contains("kept are: `count(purchase, 30d)`"), "{text}");
+}
+
+/// A segment query that calls a plugin function: refused with E228 (not
+/// E207 "there are no plugins": a query is checked without them).
+#[test]
+fn a_segment_query_calling_a_plugin_is_refused() {
+    let (code, text) = segment_refused(
+        b"rule \"r\" on purchase when crm.is_vip(member) then tag \"vip\"\n",
+        "crm.is_vip(member)",
+    );
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("E228"), "{text}");
     assert!(
         text.contains("a segment query cannot call the plugin function `crm.is_vip`"),
         "{text}"
-    );
-    assert!(
-        !dir.path().join("data").exists(),
-        "nothing opened or written"
     );
 }
 
