@@ -212,5 +212,6 @@ pub(super) fn after_commit(
             tracing::error!(error = %e, "Trimming the outbox failed.");
         }
     }
+    shared.note_deferred(parts);
     shared.outbox_changed.notify_waiters();
 }

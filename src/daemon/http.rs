@@ -431,6 +431,7 @@ fn status_json(app: &App) -> serde_json::Value {
             "rejected": app.shared.events_rejected.load(Ordering::Relaxed),
         },
         "outbox": app.shared.outbox_depth(),
+        "deferred": app.shared.deferred.load(Ordering::Relaxed),
         "plugin_failures": app.shared.plugin_failures(),
         "dead_letters": app.shared.dead_letters(100),
         "rewards": app.shared.reward_stock(),
@@ -651,6 +652,11 @@ async fn get_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     // From counters, not scans: a scrape must stay cheap with millions of members.
     let depth = sh.outbox_depth();
     let members = sh.members();
+    let deferred = sh.deferred.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP nudge_deferred Effects waiting for their channel's quiet hours to end.\n# TYPE nudge_deferred gauge\nnudge_deferred {deferred}"
+    );
     let _ = writeln!(
         out,
         "# HELP nudge_outbox_depth Effects not yet delivered to every sink.\n# TYPE nudge_outbox_depth gauge\nnudge_outbox_depth {depth}"

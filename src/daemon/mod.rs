@@ -98,6 +98,9 @@ pub struct Shared {
     pub ticks_held: Mutex<Option<String>>,
     /// The day of the last completed daily tick, for `/v1/status`.
     pub last_tick: Mutex<Option<i32>>,
+    /// Effects waiting for their channel's quiet hours to end, in the
+    /// partitions held here (`/v1/status`, `/metrics`).
+    pub deferred: AtomicU64,
     pub fatal: tokio::sync::Notify,
     /// Cluster mode's link to NATS (`None` on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -201,6 +204,16 @@ impl Shared {
             .enumerate()
             .filter(|(k, _)| self.cluster.as_ref().is_none_or(|c| c.owned.holds(*k)))
             .map(|(_, s)| s)
+    }
+
+    /// Notes how many effects wait for quiet hours in the partitions held
+    /// here (the engines count them as they commit and release).
+    pub fn note_deferred(&self, parts: &crate::engine::partitions::Partitions<SledStore>) {
+        let waiting = (parts.engines().iter().enumerate())
+            .filter(|(k, _)| self.cluster.as_ref().is_none_or(|c| c.owned.holds(*k)))
+            .map(|(_, e)| e.deferred_waiting())
+            .sum();
+        self.deferred.store(waiting, Ordering::Relaxed);
     }
 
     /// Members in the partitions this node answers for.
@@ -578,6 +591,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         writer_failed: Mutex::new(None),
         ticks_held: Mutex::new(None),
         last_tick: Mutex::new(None),
+        deferred: AtomicU64::new(0),
         fatal: tokio::sync::Notify::new(),
         snapshots: opts.cluster.as_ref().map(|c| {
             snapshots::Snapshots::new(

@@ -110,6 +110,7 @@ pub fn run(
     // Relays a crash left in transit between partitions are applied first.
     settle(&mut parts, shared, false);
     publish_budgets(&parts, shared);
+    shared.note_deferred(&parts);
     // What the outbox holds from before the start goes to the file sinks
     // now, so a refused sink shows in status at once, not at the first
     // commit. With nothing waiting there is nothing to show, and the first

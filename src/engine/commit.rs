@@ -74,6 +74,7 @@ impl<S: Store> Engine<S> {
         w.seen_before = floor;
         let mut seq = self.next_seq;
         let mut next_deferred = self.next_deferred;
+        let mut deferred = 0;
         // An effect that cannot be encoded fails the commit: an empty
         // outbox entry would be an effect lost without a word.
         let encode = |e: &Effect| {
@@ -88,6 +89,7 @@ impl<S: Store> Engine<S> {
                 later.at = at.to_string();
                 w.meta.push((deferred_key(at, seq), encode(&later)?));
                 next_deferred = Some(next_deferred.map_or(at, |n| n.min(at)));
+                deferred += 1;
             }
             seq += 1;
         }
@@ -123,6 +125,7 @@ impl<S: Store> Engine<S> {
         self.persist(w)?;
         self.next_seq = seq;
         self.next_deferred = next_deferred;
+        self.deferred_waiting += deferred;
         self.merges += removed;
         self.aliases += aliased;
         self.newest_day = newest;

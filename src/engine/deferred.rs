@@ -7,6 +7,11 @@ use crate::model::Status;
 use crate::store::{Store, StoreError, WriteSet, keys};
 
 impl<S: Store> Engine<S> {
+    /// How many effects wait for their channel's quiet hours to end.
+    pub fn deferred_waiting(&self) -> u64 {
+        self.deferred_waiting
+    }
+
     /// Whether a deferred effect is due at `now`.
     pub fn deferred_due(&self, now: jiff::Timestamp) -> bool {
         self.next_deferred.is_some_and(|t| t <= now)
@@ -53,12 +58,14 @@ impl<S: Store> Engine<S> {
                 w.meta_removed.push(k);
             }
             let more = next.is_none() && !w.meta_removed.is_empty();
+            let gone = w.meta_removed.len() as u64;
             if seq != self.next_seq {
                 w.meta
                     .push((keys::OUTBOX_NEXT.into(), seq.to_le_bytes().to_vec()));
             }
             self.persist(w)?;
             self.next_seq = seq;
+            self.deferred_waiting = self.deferred_waiting.saturating_sub(gone);
             if !more {
                 self.next_deferred = match next {
                     Some(t) => Some(t),

@@ -103,6 +103,8 @@ pub struct Engine<S: Store> {
     budgets: std::cell::RefCell<budget::Budgets>,
     /// When the earliest deferred effect is due (cached from the store).
     next_deferred: Option<jiff::Timestamp>,
+    /// How many effects wait for their quiet hours to end.
+    deferred_waiting: u64,
     /// Merges so far (a counter for `/metrics`).
     merges: u64,
     /// Aliases written so far: until the first, no event needs an alias
@@ -218,6 +220,7 @@ impl<S: Store> Engine<S> {
             plugins: None,
             budgets: Default::default(),
             next_deferred: None,
+            deferred_waiting: 0,
             merges,
             aliases,
             newest_day,
@@ -237,6 +240,7 @@ impl<S: Store> Engine<S> {
         };
         engine.load_mail()?;
         engine.next_deferred = engine.first_deferred()?;
+        engine.deferred_waiting = engine.store.meta_count(keys::DEFERRED_PREFIX)?;
         engine.keep_tiers(&engine.schema.tiers.clone())?;
         Ok(engine)
     }

@@ -360,6 +360,10 @@ impl Store for Folder {
         Ok(None)
     }
 
+    fn meta_count(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.parts.iter().map(|p| p.meta_count(prefix)).sum()
+    }
+
     fn meta_prefix(
         &self,
         prefix: &str,

@@ -151,6 +151,9 @@ pub trait Store {
     /// Meta entries whose key starts with `prefix`, in key order.
     fn meta_prefix(&self, prefix: &str, limit: usize)
     -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// How many meta entries have a key starting with `prefix` (read
+    /// once, at open: it visits them all).
+    fn meta_count(&self, prefix: &str) -> Result<u64, StoreError>;
 
     /// A day kept in meta (`last_tick`, `seen_floor`, ...), if any.
     fn meta_day(&self, key: &str) -> Result<Option<i32>, StoreError> {
@@ -724,6 +727,19 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn meta_count(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self
+            .db
+            .scan_prefix(key(keys::META, prefix.as_bytes()))
+            .keys()
+        {
+            k?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn meta_prefix(

@@ -777,3 +777,44 @@ fn signals_right_after_the_announcement_are_handled() {
         d.stop();
     }
 }
+
+/// Messages held for quiet hours are counted in status and metrics while
+/// they wait (an operator saw nothing: `outbox` is 0 until they are
+/// released; a helper's trial).
+#[test]
+fn messages_held_for_quiet_hours_show_in_status_and_metrics() {
+    let config = format!("{CONFIG}channels:\n  sms: {{ quiet_hours: \"21:00-09:00\" }}\n");
+    let dir = project_with(
+        &config,
+        "rule \"hi\" on purchase then send message \"hi\" via sms\n",
+    );
+    let d = start(dir.path());
+    // 22:00 UTC today: held until 09:00 tomorrow, after the test ends.
+    let today = nudge::base::time::day_string(nudge::base::time::utc_day(jiff::Timestamp::now()));
+    for (id, member) in [("q1", "m1"), ("q2", "m2")] {
+        let event = format!(
+            r#"{{"id":"{id}","type":"purchase","member":"{member}","at":"{today}T22:00:00Z","amount":5}}"#
+        );
+        let (code, b) = http(&d.addr, "POST", "/v1/events", &event);
+        assert_eq!(code, 202, "{b}");
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "two held messages in status",
+        || {
+            let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+            serde_json::from_str::<serde_json::Value>(&s).is_ok_and(|v| v["deferred"] == 2)
+        },
+    );
+    let (_, metrics) = http(&d.addr, "GET", "/metrics", "");
+    assert!(
+        metrics.lines().any(|l| l == "nudge_deferred 2"),
+        "{metrics}"
+    );
+    // A restart counts them from the store.
+    drop(d);
+    let d = start(dir.path());
+    let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+    let v: serde_json::Value = serde_json::from_str(&s).expect("status");
+    assert_eq!(v["deferred"], 2, "{s}");
+}

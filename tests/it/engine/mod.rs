@@ -174,6 +174,9 @@ impl Store for FaultyStore {
     fn meta_prefix(&self, p: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.inner.meta_prefix(p, limit)
     }
+    fn meta_count(&self, p: &str) -> Result<u64, StoreError> {
+        self.inner.meta_count(p)
+    }
 }
 
 /// Partitions over `stores` (opened again: a restart), each store failing

@@ -130,11 +130,13 @@ fn a_deferred_message_survives_a_restart_and_reaches_the_sink_once() {
         );
         nudge::outbox::drain_to_file(&mut e, &file).expect("drain");
         assert!(!e.deferred_due("2026-01-06T07:59:59Z".parse().expect("time")));
+        assert_eq!(e.deferred_waiting(), 1, "counted as it commits");
     }
     // Nothing reached the sink yet: a deferred record is not delivered.
     assert_eq!(std::fs::read_to_string(&file).expect("read"), "");
     let store = SledStore::open(&dir.path().join("data")).expect("reopen");
     let mut e = Engine::new(s, r, store).expect("engine");
+    assert_eq!(e.deferred_waiting(), 1, "counted from the store at open");
     assert!(e.deferred_due("2026-01-06T08:00:00Z".parse().expect("time")));
     let early = e.release_deferred("2026-01-06T07:00:00Z".parse().expect("time"));
     assert!(early.expect("release").is_empty());
@@ -143,6 +145,7 @@ fn a_deferred_message_survives_a_restart_and_reaches_the_sink_once() {
         .expect("release");
     assert_eq!(summary(&released), ["thanks m event:p message  sent"]);
     assert_eq!(released[0].at, "2026-01-06T08:00:00Z");
+    assert_eq!(e.deferred_waiting(), 0, "released");
     // Released once: a second release finds nothing.
     let again = e.release_deferred("2026-01-07T10:00:00Z".parse().expect("time"));
     assert!(again.expect("release").is_empty());
