@@ -64,7 +64,18 @@ pub(super) fn open_folder(
     let path = data_folder(common, schema, false)?;
     nudge::store::folder::refuse_to_make(&path, schema.partitions).map_err(fail)?;
     let parts = nudge::store::folder::open_partitions(&path, schema.partitions, schema.cache_bytes)
-        .map_err(fail)?;
+        .map_err(|e| {
+            let locked = matches!(e, nudge::store::StoreError::Locked { .. });
+            let code = fail(e);
+            if locked {
+                // These commands only read: the daemon holding the folder
+                // answers the same questions.
+                eprintln!(
+                    "hint: a running `nudge run` answers over HTTP: GET /v1/members/ID and /v1/members/ID/explain, POST /v1/segments/count and /v1/segments/export (docs/operations.md)"
+                );
+            }
+            code
+        })?;
     Ok(nudge::store::folder::Folder { parts })
 }
 

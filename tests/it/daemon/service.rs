@@ -294,6 +294,23 @@ fn a_second_daemon_on_the_same_folder_exits_at_once() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another nudge process"), "{err}");
+    assert!(!err.contains("hint:"), "{err}");
+    // A command that only reads is pointed to the daemon's HTTP reads (a
+    // helper's trial: `nudge segment` said only that the folder is locked).
+    for args in [
+        &["segment", "tier >= silver", "--count"][..],
+        &["member", "m1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("in use by another nudge process"), "{err}");
+        assert!(err.contains("POST /v1/segments/count"), "{err}");
+    }
 }
 
 fn webhook_project(url: &str) -> tempfile::TempDir {
