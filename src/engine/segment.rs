@@ -105,11 +105,7 @@ impl<'r> Scan<'r> {
         if let Some(seg) = rules.segments.get(index)
             && let Some((plugin, function)) = crate::lang::compile::plugin_call(&seg.checked.cond)
         {
-            // A query's own rule set lists no plugins; a named segment's does.
-            let function = match rules.plugins.get(plugin as usize) {
-                Some(p) => format!("{p}.{function}"),
-                None => function.to_string(),
-            };
+            let function = rules.plugin_function(plugin, function);
             let segment = match seg.name.as_str() {
                 "" => "the query".to_string(),
                 name => format!("segment \"{name}\""),

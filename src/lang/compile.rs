@@ -72,6 +72,15 @@ pub struct Variant {
 }
 
 impl RuleSet {
+    /// A plugin call's name as written (`crm.is_vip`): `plugin` indexes
+    /// `plugins` (a query's own rule set lists none: the function alone).
+    pub fn plugin_function(&self, plugin: u16, function: &str) -> String {
+        match self.plugins.get(plugin as usize) {
+            Some(p) => format!("{p}.{function}"),
+            None => function.to_string(),
+        }
+    }
+
     pub fn rule(&self, name: &str) -> Option<&CompiledRule> {
         self.rules.iter().find(|r| r.name == name)
     }

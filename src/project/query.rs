@@ -116,10 +116,7 @@ fn plugin_in_segment(
     cond: &TExpr,
 ) -> Option<Diagnostic> {
     let (span, plugin, function) = plugin_call_in_segment(cond)?;
-    let f = match rules.plugins.get(plugin as usize) {
-        Some(p) => format!("{p}.{function}"),
-        None => function.to_string(),
-    };
+    let f = rules.plugin_function(plugin, function);
     let used = text.get(span.start..span.end).unwrap_or("a segment");
     Some(
         Diagnostic::new(
