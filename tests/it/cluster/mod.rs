@@ -14,28 +14,44 @@ use crate::common::{Daemon, daemon_cmd, http, refused, start_cmd, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// A `nats-server` with JetStream, on a loopback port, its store in a
-/// folder of its own; killed when dropped.
+/// A `nats-server` with JetStream on a loopback port, alone or one of a
+/// cluster, its log in `nats.log` beside its store; killed when dropped.
 pub struct Nats {
-    child: Child,
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+    log: PathBuf,
     pub url: String,
-    _store: tempfile::TempDir,
+    _store: Option<tempfile::TempDir>,
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill("-KILL");
     }
 }
 
+/// A loopback port that was free a moment ago, below the kernel's
+/// ephemeral range (32768 and up).
+///
+/// Why not `bind(0)`: that hands out an ephemeral port and lets it go, and
+/// until nats-server binds it the kernel may give it to any of the other
+/// tests' connections or `:0` listeners (CI once saw a server of three
+/// never listen). Ports below the range are only ever given by this
+/// function, each once per process; the pid keeps two test processes apart.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (std::process::id().wrapping_mul(7919).wrapping_add(n)) % 12_000;
+        let port = u16::try_from(port).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `nats-server` from the PATH, or where Debian's package puts it.
@@ -49,24 +65,71 @@ fn nats_server() -> PathBuf {
 }
 
 impl Nats {
+    /// A server alone, storing in a folder of its own.
     pub fn start() -> Nats {
         let store = tempfile::tempdir().expect("tempdir");
+        let mut nats = Nats::on(store.path(), Vec::new());
+        nats._store = Some(store);
+        nats
+    }
+
+    /// A server on a free port storing in `store`, with `more` args; started.
+    fn on(store: &Path, more: Vec<String>) -> Nats {
         let port = free_port();
-        let child = Command::new(nats_server())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
+        let mut args: Vec<String> = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(store.display().to_string());
+        args.extend(more);
+        std::fs::create_dir_all(store).expect("the server's store");
+        let mut nats = Nats {
+            child: None,
+            port,
+            args,
+            log: store.join("nats.log"),
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: None,
+        };
+        nats.run();
+        nats
+    }
+
+    /// Starts the server (again, on the same port and store) and waits
+    /// until it listens; if it exits first, says what it logged.
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("nats.log");
+        let mut child = Command::new(nats_server())
+            .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server (scripts/test installs Debian's package)");
-        let addr = format!("127.0.0.1:{port}");
-        wait_until(Duration::from_secs(10), "nats-server listens", || {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let said = || std::fs::read_to_string(&self.log).unwrap_or_default();
+        wait_until(Duration::from_secs(30), "nats-server listens", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nats-server exited ({status}) before it listened:\n{}",
+                    said()
+                );
+            }
             std::net::TcpStream::connect(&addr).is_ok()
         });
-        Nats {
-            child,
-            url: format!("nats://{addr}"),
-            _store: store,
+        self.child = Some(child);
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) and waits for the server to exit.
+    fn kill(&mut self, signal: &str) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
+            let _ = c.wait();
         }
     }
 }

@@ -5,76 +5,15 @@
 //! replicated bucket.
 
 use super::{
-    events, free_port, nats_server, node, project, reference, wait_for_effects, wait_for_members,
+    Nats, events, free_port, node, project, reference, wait_for_effects, wait_for_members,
     wait_for_spread,
 };
-use crate::common::{Daemon, start_cmd, try_http, wait_until};
+use crate::common::{Daemon, start_cmd, try_http};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One NATS server of a JetStream cluster (or alone), on loopback ports.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    args: Vec<String>,
-}
-
-impl Server {
-    /// A JetStream server on `port` storing in `store`, with `more` args;
-    /// started.
-    fn new(port: u16, store: &Path, more: Vec<String>) -> Server {
-        let mut args: Vec<String> = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.push(store.display().to_string());
-        args.extend(more);
-        let mut s = Server {
-            child: None,
-            port,
-            args,
-        };
-        s.start();
-        s
-    }
-
-    fn start(&mut self) {
-        let child = Command::new(nats_server())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        wait_until(Duration::from_secs(10), "nats-server listens", || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
-    }
-
-    fn kill(&mut self, signal: &str) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args([signal, &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill("-KILL");
-    }
-}
-
 /// Three servers routed to each other as the JetStream cluster `nudge`.
-fn three_servers(store: &Path) -> Vec<Server> {
+fn three_servers(store: &Path) -> Vec<Nats> {
     let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let all_routes = routes
         .iter()
@@ -93,7 +32,7 @@ fn three_servers(store: &Path) -> Vec<Server> {
                 "--routes".into(),
                 all_routes.clone(),
             ];
-            Server::new(free_port(), &store.join(format!("s{i}")), more)
+            Nats::on(&store.join(format!("s{i}")), more)
         })
         .collect()
 }
@@ -143,7 +82,7 @@ fn one_nats_server_of_three_killed_during_ingest_loses_nothing() {
     let mut servers = three_servers(store.path());
     let urls = servers
         .iter()
-        .map(Server::url)
+        .map(|s| s.url.clone())
         .collect::<Vec<_>>()
         .join(",");
     let dir = project();
@@ -158,7 +97,7 @@ fn one_nats_server_of_three_killed_during_ingest_loses_nothing() {
     post_retrying(&[&a, &b], &events[2000..]);
     let want = reference(d, &events, 60);
     wait_for_members(&a, &want);
-    wait_for_effects(&servers[1].url(), &want);
+    wait_for_effects(&servers[1].url, &want);
 }
 
 /// Four writers add one to a key of a three-replica bucket by
@@ -170,7 +109,7 @@ fn compare_and_set_on_three_replicas_keeps_every_acknowledged_write() {
     use async_nats::jetstream::{self, stream};
     let store = tempfile::tempdir().expect("tempdir");
     let servers = three_servers(store.path());
-    let url = servers[0].url();
+    let url = servers[0].url.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (acked, kept) = rt.block_on(async move {
         let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
@@ -247,12 +186,12 @@ async fn add_ones(bucket: &nudge::cluster::bucket::Bucket, times: u64) -> u64 {
 #[test]
 fn nodes_carry_on_after_their_nats_server_restarts() {
     let store = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::new(free_port(), store.path(), Vec::new());
+    let mut server = Nats::on(store.path(), Vec::new());
     let dir = project();
     let d = dir.path();
     let (a, b) = (
-        node(d, &server.url(), "a", "2"),
-        node(d, &server.url(), "b", "2"),
+        node(d, &server.url, "a", "2"),
+        node(d, &server.url, "b", "2"),
     );
     wait_for_spread(&[&a, &b]);
     let events = events(3000, 60);
@@ -268,10 +207,10 @@ fn nodes_carry_on_after_their_nats_server_restarts() {
     )
     .expect("an answer");
     assert_eq!(code, 503, "{body}");
-    server.start();
+    server.run();
     post_retrying(&[&a, &b], &events[1500..]);
     let want = reference(d, &events, 60);
     wait_for_members(&a, &want);
-    wait_for_effects(&server.url(), &want);
+    wait_for_effects(&server.url, &want);
     wait_for_spread(&[&a, &b]);
 }
