@@ -66,14 +66,15 @@ enum Watch {
 }
 
 /// What is logged without `RUST_LOG`: the daemon's info lines, only
-/// warnings from the other commands. notify logs at info when a watched
+/// warnings from the other commands (errors from `nudge test`). notify logs at info when a watched
 /// file is replaced (`sed -i`): its inotify bookkeeping, not the
 /// operator's business.
 fn default_log_level(command: &Command) -> &'static str {
-    if matches!(command, Command::Run { .. }) {
-        "info,notify=warn"
-    } else {
-        "warn"
+    match command {
+        Command::Run { .. } => "info,notify=warn",
+        // A case's plugin failures are in its report, not again in the log.
+        Command::Test { .. } => "error",
+        _ => "warn",
     }
 }
 

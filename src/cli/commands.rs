@@ -384,6 +384,11 @@ pub fn test(common: &Common, path: Option<PathBuf>) -> ExitCode {
                 println!("FAIL {path} ({name})\n     {}", e.replace('\n', "\n     "));
             }
         }
+        if let Some(last) = &r.last_plugin_failure {
+            let n = r.plugin_failures;
+            let calls = if n == 1 { "call" } else { "calls" };
+            println!("     {n} plugin {calls} failed; the last: {last}");
+        }
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 {

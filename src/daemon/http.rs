@@ -433,6 +433,7 @@ fn status_json(app: &App) -> serde_json::Value {
         "outbox": app.shared.outbox_depth(),
         "deferred": app.shared.deferred.load(Ordering::Relaxed),
         "plugin_failures": app.shared.plugin_failures(),
+        "plugin_errors": app.shared.plugin_errors(),
         "dead_letters": app.shared.dead_letters(100),
         "rewards": app.shared.reward_stock(),
         // (Predictions are refused on a folder of partitions: one store.)

@@ -451,6 +451,18 @@ impl Shared {
         })
     }
 
+    /// The latest plugin failures, oldest first, for the status page.
+    pub fn plugin_errors(&self) -> Vec<serde_json::Value> {
+        let plugins = self.plugins.load();
+        let Some(p) = plugins.as_ref().as_ref() else {
+            return Vec::new();
+        };
+        p.recent_failures()
+            .iter()
+            .map(|e| serde_json::json!({"plugin": e.plugin, "function": e.function, "rule": e.rule, "error": e.message}))
+            .collect()
+    }
+
     pub fn plugin_failures(&self) -> u64 {
         self.plugins
             .load()

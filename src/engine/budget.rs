@@ -50,6 +50,14 @@ pub struct Budgets {
     pub failed: Option<StoreError>,
 }
 
+/// What [`Budgets`] had spent at a point of a batch.
+#[derive(Clone)]
+pub struct Spent {
+    own: HashMap<String, Decimal>,
+    dirty: BTreeMap<String, Decimal>,
+    pending: HashMap<String, Decimal>,
+}
+
 /// Where the partitions' writers take budgets and stock from.
 #[derive(Clone)]
 pub enum Ledger {
@@ -281,6 +289,33 @@ impl Budgets {
     ) -> Result<bool, StoreError> {
         let key = crate::store::keys::stock(reward);
         self.spend(key, Decimal::ONE, Decimal::from(stock), store)
+    }
+
+    /// What has been spent so far, for [`Budgets::undo`].
+    pub fn mark(&self) -> Spent {
+        Spent {
+            own: self.own.clone(),
+            dirty: self.dirty.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// Takes back what was spent since `mark` (a firing undone by a
+    /// failed custom action); the shared totals give it back too. What a
+    /// cluster node drew stays drawn: it is this node's to spend later.
+    pub fn undo(&mut self, mark: Spent) {
+        if let Some(Ledger::Totals(t)) = &self.ledger {
+            let mut totals = lock(t);
+            for (k, v) in &self.pending {
+                let since = *v - mark.pending.get(k).copied().unwrap_or_default();
+                if let Some(t) = totals.get_mut(k) {
+                    *t -= since;
+                }
+            }
+        }
+        self.own = mark.own;
+        self.dirty = mark.dirty;
+        self.pending = mark.pending;
     }
 
     /// The updates to commit with the batch.

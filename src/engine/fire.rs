@@ -146,13 +146,11 @@ fn run_one(
             Some(v) => (&rule.actions[v.actions.clone()], v.actions.start),
             None => (&rule.actions[..], 0),
         };
-        let only_calls = is_true && actions.iter().all(|a| matches!(a, Action::Call(_)));
-        let prior = only_calls.then(|| {
-            rec.rules
-                .iter()
-                .find(|r| r.rule == key)
-                .map_or((0, Vec::new()), |r| (r.fired, r.recent.clone()))
-        });
+        let has_call = is_true && actions.iter().any(|a| matches!(a, Action::Call(_)));
+        let only_calls = has_call && actions.iter().all(|a| matches!(a, Action::Call(_)));
+        // The rule's state before this trigger, for a firing its custom
+        // actions take back.
+        let prior = has_call.then(|| rec.rules.iter().find(|r| r.rule == key).cloned());
         let mut st = RuleStateSlot::get(rec, key);
         let fire = if rule.edge_triggered() {
             let rising = is_true && !st.state.armed;
@@ -191,6 +189,7 @@ fn run_one(
         let first_effect = out.effects.len();
         let relays_before = out.relays.len();
         let held_out = held_out(rule, member) || in_control_group(cx.schema, member);
+        let spent = has_call.then(|| cx.budgets.borrow().mark());
         // Held-out firings spend no budget; a spent budget caps the firing.
         // A store error reading the budget fails the batch (see `Out`); it
         // is not taken as a spent budget.
@@ -213,14 +212,11 @@ fn run_one(
         };
         let apply = status == Status::Sent;
         // A plugin action that fails undoes the whole rule: the event is
-        // applied without this rule's effects.
-        let undo = actions
-            .iter()
-            .any(|a| matches!(a, Action::Call(_)))
-            .then(|| {
-                let lens = (out.effects.len(), out.relays.len(), tier_changes.len());
-                (rec.clone(), lens)
-            });
+        // applied without this rule's effects, firing, budget or stock.
+        let undo = has_call.then(|| {
+            let lens = (out.effects.len(), out.relays.len(), tier_changes.len());
+            (rec.clone(), lens)
+        });
         let mut failed = false;
         for (ai, action) in actions.iter().enumerate() {
             let ai = offset + ai;
@@ -229,6 +225,10 @@ fn run_one(
                 Err(_) => {
                     if let Some((saved, (n_effects, n_relays, n_tiers))) = undo.clone() {
                         *rec = saved;
+                        restore_rule_state(rec, key, prior.clone().flatten());
+                        if let Some(spent) = spent.clone() {
+                            cx.budgets.borrow_mut().undo(spent);
+                        }
                         out.effects.truncate(n_effects);
                         out.relays.truncate(n_relays);
                         tier_changes.truncate(n_tiers);
@@ -283,13 +283,14 @@ fn run_one(
         if let Some(e) = cx.budgets.borrow_mut().failed.take() {
             out.failed.get_or_insert(e);
         }
-        if let Some((fired, recent)) = prior
+        if let Some(before) = prior.filter(|_| only_calls)
             && !failed
             && out.effects.len() == first_effect
             && out.relays.len() == relays_before
         {
             // Custom actions that returned nothing: not a firing, so no
             // limit is used up and no decision recorded.
+            let (fired, recent) = before.map_or((0, Vec::new()), |r| (r.fired, r.recent));
             if let Some(r) = rec.rules.iter_mut().find(|r| r.rule == key) {
                 r.fired = fired;
                 r.recent = recent;
@@ -303,6 +304,20 @@ fn run_one(
             let outcome = outcome(status, &out.effects[first_effect.min(out.effects.len())..]);
             rec.decided(key, t.today, outcome);
         }
+    }
+}
+
+/// Puts a rule's state back as it was before a firing its custom actions
+/// undid (`None`: the member had none), so the next trigger tries again.
+fn restore_rule_state(rec: &mut MemberRecord, key: u64, before: Option<RuleState>) {
+    let at = rec.rules.iter().position(|r| r.rule == key);
+    match (at, before) {
+        (Some(p), Some(b)) => rec.rules[p] = b,
+        (Some(p), None) => {
+            rec.rules.remove(p);
+        }
+        (None, Some(b)) => rec.rules.push(b),
+        (None, None) => {}
     }
 }
 

@@ -83,6 +83,42 @@ pub struct Effect {
     pub cash: Option<serde_json::Number>,
 }
 
+/// Every field an effect may have, as written (test cases check their
+/// expected effects' keys against it).
+pub const FIELDS: [&str; 31] = [
+    "key",
+    "at",
+    "member",
+    "rule",
+    "ruleset",
+    "trigger",
+    "action",
+    "coupon",
+    "threshold",
+    "discount",
+    "valid_until",
+    "points",
+    "tier",
+    "from_tier",
+    "tag",
+    "attribute",
+    "value",
+    "message",
+    "plugin",
+    "args",
+    "channel",
+    "code",
+    "status",
+    "reason",
+    "deliver_at",
+    "from",
+    "variant",
+    "amount",
+    "balance",
+    "reward",
+    "cash",
+];
+
 /// Money and decimals as exact JSON numbers.
 pub fn json_number(d: Decimal) -> serde_json::Number {
     serde_json::Number::from_str(&d.normalize().to_string())
@@ -196,5 +232,39 @@ impl Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fields_name_every_field_an_effect_writes() {
+        let full: serde_json::Map<String, serde_json::Value> = super::FIELDS
+            .iter()
+            .map(|f| {
+                let v = match *f {
+                    "action" => "coupon".into(),
+                    "status" => "sent".into(),
+                    "points" => 1.into(),
+                    "threshold" | "discount" | "amount" | "balance" | "cash" => 1.into(),
+                    "args" => serde_json::json!([]),
+                    _ => "x".into(),
+                };
+                (f.to_string(), v)
+            })
+            .collect();
+        let e: super::Effect =
+            serde_json::from_value(serde_json::Value::Object(full)).expect("every field");
+        let written = serde_json::to_value(&e).expect("json");
+        let mut keys: Vec<&str> = written
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = super::FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
     }
 }

@@ -127,7 +127,9 @@ impl Summary {
                 .unwrap_or_default();
         }
         if e.action == Action::Points {
-            self.points_awarded += e.points.unwrap_or(0).max(0);
+            self.points_awarded = self
+                .points_awarded
+                .saturating_add(e.points.unwrap_or(0).max(0));
         }
     }
 }

@@ -490,6 +490,22 @@ fn describe(e: &rhai::EvalAltResult, limits: &PluginLimits) -> String {
     }
 }
 
+/// The most points one intent may award or take: a plugin that returns
+/// more has a bug (a unit mix-up, an unchecked sum), and a balance it
+/// pushed to the integer's end could never be spent down again.
+pub const MAX_INTENT_POINTS: i64 = 1_000_000_000;
+
+/// What an intent map may hold: its kind, and the keys that kind takes
+/// besides (a coupon's or message's `channel`).
+const INTENT_KINDS: [(&str, &[&str]); 6] = [
+    ("coupon", &["channel"]),
+    ("points", &[]),
+    ("tag", &[]),
+    ("untag", &[]),
+    ("message", &["channel"]),
+    ("payload", &[]),
+];
+
 fn intent(item: Dynamic) -> Result<Intent, String> {
     let Some(map) = item.clone().try_cast::<Map>() else {
         return Err(format!(
@@ -497,39 +513,52 @@ fn intent(item: Dynamic) -> Result<Intent, String> {
             item.type_name()
         ));
     };
-    let s = |k: &str| map.get(k).map(|v| v.to_string());
-    if let Some(c) = s("coupon") {
-        return Ok(Intent::Coupon {
-            coupon: c,
-            channel: s("channel"),
-        });
+    let keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+    let kinds: Vec<&str> = INTENT_KINDS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| map.contains_key(*k))
+        .collect();
+    let [kind] = kinds[..] else {
+        return Err(format!(
+            "an intent has one of coupon, points, tag, untag, message, payload; this one has {keys:?} (return one map per intent: [#{{points: 3}}, #{{tag: \"x\"}}])"
+        ));
+    };
+    let allowed = INTENT_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[][..], |(_, also)| *also);
+    if let Some(extra) = keys.iter().find(|k| **k != kind && !allowed.contains(k)) {
+        return Err(format!("a {kind} intent does not take `{extra}`"));
     }
-    if let Some(p) = map.get("points") {
-        return p
-            .as_int()
-            .map(Intent::Points)
-            .map_err(|_| "`points` must be a whole number".to_string());
+    let text = |k: &str| -> Result<Option<String>, String> {
+        match map.get(k) {
+            None => Ok(None),
+            Some(v) if v.is_string() => Ok(Some(v.to_string())),
+            Some(v) => Err(format!("`{k}` must be a string, not {}", v.type_name())),
+        }
+    };
+    let value = map.get(kind).cloned().unwrap_or_default();
+    match kind {
+        "coupon" => Ok(Intent::Coupon {
+            coupon: text("coupon")?.unwrap_or_default(),
+            channel: text("channel")?,
+        }),
+        "points" => match value.as_int() {
+            Ok(n) if n.abs_diff(0) <= MAX_INTENT_POINTS.unsigned_abs() => Ok(Intent::Points(n)),
+            Ok(n) => Err(format!(
+                "`points` is {n}; an intent awards or takes at most {MAX_INTENT_POINTS}"
+            )),
+            Err(_) => Err("`points` must be a whole number".to_string()),
+        },
+        "tag" => Ok(Intent::Tag(text("tag")?.unwrap_or_default())),
+        "untag" => Ok(Intent::Untag(text("untag")?.unwrap_or_default())),
+        "message" => Ok(Intent::Message {
+            message: text("message")?.unwrap_or_default(),
+            channel: text("channel")?.ok_or("a message intent needs a `channel`")?,
+        }),
+        _ => Ok(Intent::Payload(dynamic_to_json(&value))),
     }
-    if let Some(t) = s("tag") {
-        return Ok(Intent::Tag(t));
-    }
-    if let Some(t) = s("untag") {
-        return Ok(Intent::Untag(t));
-    }
-    if let Some(m) = s("message") {
-        let channel = s("channel").ok_or("a message intent needs a `channel`")?;
-        return Ok(Intent::Message {
-            message: m,
-            channel,
-        });
-    }
-    if let Some(p) = map.get("payload") {
-        return Ok(Intent::Payload(dynamic_to_json(p)));
-    }
-    Err(format!(
-        "unknown intent with keys {:?}; intents are coupon, points, tag, untag, message, payload",
-        map.keys().map(|k| k.as_str()).collect::<Vec<_>>()
-    ))
 }
 
 /// JSON as rhai values: whole numbers as integers, other numbers as exact

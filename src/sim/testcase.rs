@@ -53,6 +53,11 @@ pub struct CaseResult {
     pub path: PathBuf,
     pub name: String,
     pub outcome: CaseOutcome,
+    /// How many plugin calls failed while the case ran, and the last
+    /// failure as the daemon logs it: a case passes on its effects alone,
+    /// so these say why a custom action gave none.
+    pub plugin_failures: u64,
+    pub last_plugin_failure: Option<String>,
 }
 
 /// Case files (`*.yaml`, `*.yml`) under `path`, sorted; or `path` itself.
@@ -88,8 +93,10 @@ pub fn run(path: &Path, config: &Path, plugins: Option<&Path>) -> CaseResult {
         path: path.to_path_buf(),
         name,
         outcome: CaseOutcome::Error(String::new()),
+        plugin_failures: 0,
+        last_plugin_failure: None,
     };
-    r.outcome = match run_inner(path, config, plugins, &mut r.name) {
+    r.outcome = match run_inner(path, config, plugins, &mut r) {
         Ok(o) => o,
         Err(e) => CaseOutcome::Error(e),
     };
@@ -101,7 +108,7 @@ fn run_inner(
     path: &Path,
     default_config: &Path,
     plugins: Option<&Path>,
-    name: &mut String,
+    r: &mut CaseResult,
 ) -> Result<CaseOutcome, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let node = yaml::parse(&text, yaml::Top::Mapping)
@@ -128,7 +135,7 @@ fn run_inner(
     let dir = path.parent().unwrap_or(Path::new("."));
     let str_of = |key: &str| m.get_scalar(key).map(|s| s.as_str().to_string());
     if let Some(n) = str_of("name") {
-        *name = n;
+        r.name = n;
     }
     let config = str_of("config").map_or(default_config.to_path_buf(), |c| dir.join(c));
 
@@ -225,6 +232,10 @@ fn run_inner(
         .cache_members();
     let replayed = crate::sim::replay::replay(&mut engine, events, until, &mut |_| {})
         .map_err(|e| e.to_string())?;
+    if let Some(p) = engine.plugins() {
+        r.plugin_failures = p.failures();
+        r.last_plugin_failure = p.recent_failures().last().map(|f| f.to_string());
+    }
     if let Some(r) = replayed.rejected.first() {
         return Err(format!("{}: {r}", path.display()));
     }
@@ -234,7 +245,10 @@ fn run_inner(
         Some(Node::Sequence(seq)) => seq
             .iter()
             .map(|n| match yaml::to_json(n) {
-                serde_json::Value::Object(o) => Ok(o),
+                serde_json::Value::Object(o) => {
+                    expected_keys(n, &o, &pos).map_err(|(k, why)| at(path, &text, k, &why))?;
+                    Ok(o)
+                }
                 _ => Err(at(
                     path,
                     &text,
@@ -253,6 +267,32 @@ fn run_inner(
         }
     };
     Ok(compare(&expect, &replayed.effects))
+}
+
+/// An expected effect's keys are effect fields: a typo (`pionts`) would
+/// otherwise only show as a mismatch. Errors carry the key's offset.
+fn expected_keys(
+    node: &Node,
+    o: &serde_json::Map<String, serde_json::Value>,
+    pos: &Positions<'_>,
+) -> Result<(), (usize, String)> {
+    use crate::model::effect::FIELDS;
+    let Some(bad) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let span = match node {
+        Node::Mapping(m) => m
+            .iter()
+            .find(|(k, _)| k.as_str() == bad)
+            .map_or(node.span(), |(k, _)| k.span()),
+        _ => node.span(),
+    };
+    let hint = crate::base::diag::did_you_mean(bad, FIELDS.iter().copied())
+        .unwrap_or_else(|| format!("an effect's fields are: {}", FIELDS.join(", ")));
+    Err((
+        pos.span(span).start,
+        format!("an expected effect has no field `{bad}`; {hint}"),
+    ))
 }
 
 fn at(path: &Path, text: &str, offset: usize, msg: &str) -> String {

@@ -195,6 +195,34 @@ fn a_bad_intent_undoes_the_rule() {
 }
 
 #[test]
+fn intents_that_would_lose_or_overflow_something_undo_the_rule() {
+    for (script, said) in [
+        (
+            "fn f(m) { #{points: 3, tag: \"both\"} }",
+            "an intent has one of coupon, points, tag, untag, message, payload; this one has",
+        ),
+        (
+            "fn f(m) { #{points: 9223372036854775807} }",
+            "`points` is 9223372036854775807; an intent awards or takes at most 1000000000",
+        ),
+        (
+            "fn f(m) { #{points: -9223372036854775807 - 1} }",
+            "an intent awards or takes at most",
+        ),
+        ("fn f(m) { #{tag: 5} }", "`tag` must be a string, not i64"),
+        ("fn f(m) { #{coupon: \"30-6\", points: 1} }", "this one has"),
+        (
+            "fn f(m) { #{tag: \"x\", channel: \"sms\"} }",
+            "a tag intent does not take `channel`",
+        ),
+    ] {
+        let r = run(script, false).expect("loads");
+        assert_contained(&r, script);
+        assert!(r.errors[0].contains(said), "{script}: {}", r.errors[0]);
+    }
+}
+
+#[test]
 fn eval_import_and_syntax_errors_fail_the_load() {
     for script in [
         "fn f(m) { eval(\"1\") }",

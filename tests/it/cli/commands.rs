@@ -102,6 +102,24 @@ fn a_failing_case_shows_a_diff() {
 }
 
 #[test]
+fn an_expected_effect_with_a_key_no_effect_has_fails_the_case_there() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("case.yaml"),
+        "rules: rules/points.rules\nevents:\n  - { id: a, type: purchase, member: m, at: \"2026-01-01T12:00:00Z\", amount: 4 }\nexpect:\n  - { rule: pts, pionts: 4 }\n",
+    )
+    .expect("case");
+    let (out, _, code) = nudge(dir.path(), &["test", "case.yaml"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "case.yaml:5:18: an expected effect has no field `pionts`; did you mean `points`?"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn ingest_skips_bad_lines_by_number_and_writes_each_effect_once() {
     let dir = project();
     let (out, err, code) = nudge(dir.path(), &["ingest", "-"], Some(EVENTS));

@@ -835,3 +835,30 @@ fn messages_held_for_quiet_hours_show_in_status_and_metrics() {
     let v: serde_json::Value = serde_json::from_str(&s).expect("status");
     assert_eq!(v["deferred"], 2, "{s}");
 }
+
+#[test]
+fn a_plugins_failures_show_in_status_with_what_failed() {
+    let dir = project_with(
+        CONFIG,
+        "rule \"partner\" on purchase then call partner.offer(member)\n",
+    );
+    std::fs::create_dir(dir.path().join("plugins")).expect("plugins");
+    std::fs::write(
+        dir.path().join("plugins/partner.rhai"),
+        "fn offer(member) { throw \"the partner did not answer\"; }\n",
+    )
+    .expect("plugin");
+    let d = start(dir.path());
+    let event =
+        r#"{"id":"p1","type":"purchase","member":"m1","at":"2026-01-05T12:00:00Z","amount":5}"#;
+    let (code, b) = http(&d.addr, "POST", "/v1/events", event);
+    assert_eq!(code, 202, "{b}");
+    let (_, s) = http(&d.addr, "GET", "/v1/status", "");
+    let v: serde_json::Value = serde_json::from_str(&s).expect("status");
+    assert_eq!(v["plugin_failures"], 1, "{s}");
+    assert_eq!(
+        v["plugin_errors"],
+        serde_json::json!([{"plugin": "partner", "function": "offer", "rule": "partner", "error": "threw: the partner did not answer"}]),
+        "{s}"
+    );
+}
