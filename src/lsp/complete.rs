@@ -22,10 +22,10 @@ pub fn complete(ws: &Workspace, p: &CompletionParams) -> Option<CompletionRespon
 pub fn items(a: Option<&Analysis>, text: &str, at: usize) -> Vec<CompletionItem> {
     let schema = a.and_then(|a| a.load.schema.as_ref());
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    match line_state(&text[line_start..at]) {
-        Line::Comment => return Vec::new(),
-        Line::String(q) => return in_string(a, schema, text, line_start + q, at),
-        Line::Code => {}
+    match text::line_state(&text[line_start..at]) {
+        text::Line::Comment => return Vec::new(),
+        text::Line::String(q) => return in_string(a, schema, text, line_start + q, at),
+        text::Line::Code => {}
     }
     let typed_from = text::word_at(text, at).map_or(at, |(s, _)| s.min(at));
     let before = &text[..typed_from];
@@ -54,33 +54,6 @@ pub fn items(a: Option<&Analysis>, text: &str, at: usize) -> Vec<CompletionItem>
         .next()
         .unwrap_or("");
     after_word(s, trimmed, prev).unwrap_or_else(|| everything(a, schema))
-}
-
-enum Line {
-    Code,
-    Comment,
-    /// Inside a string that opened at this byte of the line (the quote).
-    String(usize),
-}
-
-/// Where the end of `line` is: in code, a comment or a string.
-fn line_state(line: &str) -> Line {
-    let mut open = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match (open, c) {
-            (Some(_), '\\') if !escaped => {
-                escaped = true;
-                continue;
-            }
-            (Some(_), '"') if !escaped => open = None,
-            (None, '"') => open = Some(i),
-            (None, '#') => return Line::Comment,
-            _ => {}
-        }
-        escaped = false;
-    }
-    open.map_or(Line::Code, Line::String)
 }
 
 /// Inside quotes: segment names after `segment "`, tags after `tag "` or

@@ -234,6 +234,13 @@ pub fn classify(a: Option<&Analysis>, text: &str, at: usize) -> Option<(Symbol, 
     if let Some((name, span)) = segment_name_at(text, at) {
         return Some((Symbol::Segment(name), span));
     }
+    // Words in comments and other strings are prose (`# gold members`,
+    // `tag "gold"`), not the tier: nothing to show, as completion offers
+    // nothing there.
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    if !matches!(text::line_state(&text[line_start..at]), text::Line::Code) {
+        return None;
+    }
     let (s, e) = text::word_at(text, at)?;
     let word = &text[s..e];
     let span = Span::new(s, e);

@@ -72,6 +72,35 @@ pub fn word_at(text: &str, at: usize) -> Option<(usize, usize)> {
     (start < end).then_some((start, end))
 }
 
+/// Where the end of a line's text is, for what a position can mean.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Code,
+    Comment,
+    /// Inside a string that opened at this byte of the line (the quote).
+    String(usize),
+}
+
+/// Where the end of `line` is: in code, a comment or a string.
+pub fn line_state(line: &str) -> Line {
+    let mut open = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match (open, c) {
+            (Some(_), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(_), '"') if !escaped => open = None,
+            (None, '"') => open = Some(i),
+            (None, '#') => return Line::Comment,
+            _ => {}
+        }
+        escaped = false;
+    }
+    open.map_or(Line::Code, Line::String)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

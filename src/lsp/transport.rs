@@ -14,9 +14,16 @@ use std::thread::JoinHandle;
 /// most 1 MiB, and an edit carries a file at most twice over in JSON.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
+/// Messages read ahead of the server; a burst of typing is far fewer.
+const READ_AHEAD: usize = 256;
+
 /// A connection on stdin and stdout, and the threads that serve it.
 pub fn stdio() -> (Connection, Vec<JoinHandle<()>>) {
-    let (to_server, from_editor) = crossbeam_channel::bounded::<Message>(0);
+    // The reader reads ahead while the server loads, so that the changes
+    // of a burst are all waiting when the load ends and are applied
+    // together, loaded once. With no room (lsp-server's own choice) only
+    // the one message the reader holds would be waiting: a load per change.
+    let (to_server, from_editor) = crossbeam_channel::bounded::<Message>(READ_AHEAD);
     let (to_editor, from_server) = crossbeam_channel::bounded::<Message>(0);
     let reader = std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -74,7 +81,7 @@ fn read_frame(input: &mut impl BufRead) -> Option<Result<Message, Value>> {
         if input.read_line(&mut line).ok()? == 0 {
             return None;
         }
-        let line = line.trim_end_matches(['\r', '\n']);
+        let line = resync(line.trim_end_matches(['\r', '\n']));
         if line.is_empty() {
             if saw_header {
                 break;
@@ -106,14 +113,20 @@ fn read_frame(input: &mut impl BufRead) -> Option<Result<Message, Value>> {
         Ok(v) => v,
         Err(e) => return Some(Err(error(Value::Null, -32700, &format!("not JSON: {e}")))),
     };
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
-    if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+    // A present `"id": null` is refused too: read as a notification it
+    // would get no answer at all.
+    let id = value.get("id").cloned();
+    if id
+        .as_ref()
+        .is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64()))
+    {
         return Some(Err(error(
             Value::Null,
             -32600,
             "an id is a string or an integer",
         )));
     }
+    let id = id.unwrap_or(Value::Null);
     if value.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Some(Err(error(id, -32600, "not a JSON-RPC 2.0 message")));
     }
@@ -124,6 +137,18 @@ fn read_frame(input: &mut impl BufRead) -> Option<Result<Message, Value>> {
             -32600,
             &format!("not a JSON-RPC message: {e}"),
         ))),
+    }
+}
+
+/// A header line from its `Content-Length` on, when the bytes before it
+/// are left over from a frame whose length was missing or wrong (a body
+/// with no newline after it runs into the next frame's header): without
+/// this the reader would never find a frame's start again.
+fn resync(line: &str) -> &str {
+    const HEADER: &str = "content-length:";
+    match line.to_ascii_lowercase().find(HEADER) {
+        Some(at) if at > 0 => &line[at..],
+        _ => line,
     }
 }
 
@@ -165,5 +190,41 @@ mod tests {
         assert!(matches!(&got[4], Err(e) if e["error"]["code"] == -32600 && e["id"] == 8));
         assert!(matches!(&got[5], Err(e) if e["error"]["code"] == -32700));
         assert!(matches!(&got[6], Ok(Message::Notification(n)) if n.method == "initialized"));
+    }
+
+    /// A frame whose length is missing, not a number or too short leaves
+    /// bytes that run into the next frame's header; the reader finds the
+    /// next frame's start there and goes on.
+    #[test]
+    fn the_frame_after_a_bad_length_is_read() {
+        let ok = frame(r#"{"jsonrpc":"2.0","id":1,"method":"shutdown"}"#);
+        let body = r#"{"jsonrpc":"2.0","id":59,"method":"textDocument/foo"}"#;
+        for bad in [
+            format!("Content-Type: x\r\n\r\n{body}"),
+            format!("Content-Length: abc\r\n\r\n{body}"),
+            format!("Content-Length: -5\r\n\r\n{body}"),
+            format!("Content-Length: 10\r\n\r\n{body}"),
+        ] {
+            let got = frames(&format!("{bad}{ok}{ok}"));
+            assert!(
+                matches!(&got[0], Err(e) if e["error"]["code"] == -32700),
+                "{bad}: {got:?}"
+            );
+            assert!(
+                matches!(got.last(), Some(Ok(Message::Request(r))) if r.method == "shutdown"),
+                "{bad}: {got:?}"
+            );
+            let shutdowns = got
+                .iter()
+                .filter(|m| matches!(m, Ok(Message::Request(_))))
+                .count();
+            assert_eq!(shutdowns, 2, "{bad}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_null_id_is_answered() {
+        let got = frames(&frame(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#));
+        assert!(matches!(&got[0], Err(e) if e["error"]["code"] == -32600 && e["id"].is_null()));
     }
 }

@@ -76,17 +76,21 @@ impl Workspace {
     /// Loads the project again with the open texts, and says what to publish.
     pub fn analyse(&mut self, key: &ProjectKey) -> Publish {
         let analysis = self.load(key);
+        let base = analysis.config.as_ref().and_then(|c| c.parent());
         let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
         for f in &analysis.load.diagnostics {
-            let (path, diag) = match f.source {
+            let (path, mut diag) = match f.source {
                 Some(s) => {
                     let path = analysis.load.sources.path(s).to_path_buf();
                     let text = analysis.load.sources.text(s);
-                    (path, to_lsp(f, text::range(text, f.span.start, f.span.end)))
+                    (
+                        path,
+                        to_lsp(f, text::range(text, f.span.start, f.span.end), base),
+                    )
                 }
                 // Findings about no file (an empty rules folder) go on the config.
                 None => match &analysis.config {
-                    Some(c) => (c.clone(), to_lsp(f, lsp_types::Range::default())),
+                    Some(c) => (c.clone(), to_lsp(f, lsp_types::Range::default(), base)),
                     None => continue,
                 },
             };
@@ -99,17 +103,18 @@ impl Workspace {
                 let rtext = analysis.load.sources.text(*rs);
                 let mut other = f.clone();
                 other.label = Some(label.clone());
-                let shown = analysis
-                    .config
-                    .as_ref()
-                    .and_then(|c| path.strip_prefix(c.parent()?).ok())
-                    .unwrap_or(&path);
                 other.hint = Some(format!(
                     "this is the {label}; the other is at {}:{line}:{col}",
-                    shown.display()
+                    path.display()
                 ));
                 let rpath = absolute(analysis.load.sources.path(*rs));
-                let d = to_lsp(&other, text::range(rtext, rspan.start, rspan.end));
+                let rrange = text::range(rtext, rspan.start, rspan.end);
+                let mut d = to_lsp(&other, rrange, base);
+                // Each points at the other as related information too, a
+                // link the editor can follow.
+                let here_range = text::range(here, f.span.start, f.span.end);
+                d.related_information = related(&path, here_range, f.label.as_deref());
+                diag.related_information = related(&rpath, rrange, Some(label));
                 by_file.entry(rpath).or_default().push(d);
             }
             by_file.entry(path).or_default().push(diag);
@@ -232,13 +237,32 @@ pub fn absolute(p: &Path) -> PathBuf {
     })
 }
 
-fn to_lsp(f: &Finding, range: lsp_types::Range) -> Diagnostic {
+/// A link to the other place a finding is about.
+fn related(
+    path: &Path,
+    range: lsp_types::Range,
+    label: Option<&str>,
+) -> Option<Vec<lsp_types::DiagnosticRelatedInformation>> {
+    let uri = super::uri_of(path)?;
+    Some(vec![lsp_types::DiagnosticRelatedInformation {
+        location: lsp_types::Location::new(uri, range),
+        message: label.unwrap_or("the other place").to_string(),
+    }])
+}
+
+/// A finding as the editor shows it; paths in its hint are shown relative
+/// to the project (`base`), as `nudge check` run there shows them.
+fn to_lsp(f: &Finding, range: lsp_types::Range, base: Option<&Path>) -> Diagnostic {
+    let hint = f.hint.as_ref().map(|h| match base {
+        Some(b) => h.replace(&format!("{}/", b.display()), ""),
+        None => h.clone(),
+    });
     let mut message = f.message.clone();
     // `nudge check` shows the label at the caret; here it follows the message.
     if let Some(l) = f.label.as_ref().filter(|l| !f.message.contains(l.as_str())) {
         message.push_str(&format!(" ({l})"));
     }
-    if let Some(h) = &f.hint {
+    if let Some(h) = &hint {
         message.push_str("\nhint: ");
         message.push_str(h);
     }
@@ -251,7 +275,7 @@ fn to_lsp(f: &Finding, range: lsp_types::Range) -> Diagnostic {
         code: Some(NumberOrString::String(f.code.as_str().to_string())),
         source: Some("nudge".into()),
         message,
-        data: f.hint.as_ref().map(|h| serde_json::json!({ "hint": h })),
+        data: hint.as_ref().map(|h| serde_json::json!({ "hint": h })),
         ..Diagnostic::default()
     }
 }

@@ -279,6 +279,23 @@ fn a_duplicate_rule_name_is_reported_in_both_files() {
     // The file on disk that it clashes with, open or not, gets its own.
     let there = ed.diagnostics(&uri(&root.join("rules/winback.rules")));
     assert_eq!(codes(&there), ["E220"], "{there:?}");
+    // Each hint names the other file as `nudge check` would, from the
+    // project, and each links to the other as related information.
+    let hint = |d: &Value| d["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        hint(&here[0]).contains("the other is at rules/winback.rules:1:6"),
+        "{here:?}"
+    );
+    assert!(
+        hint(&there[0]).contains("the first is at rules/other.rules:1:6"),
+        "{there:?}"
+    );
+    let link = |d: &Value| d["relatedInformation"][0]["location"]["uri"].clone();
+    assert_eq!(
+        link(&here[0]),
+        json!(uri(&root.join("rules/winback.rules")))
+    );
+    assert_eq!(link(&there[0]), json!(uri(&other)));
 }
 
 #[test]
@@ -375,6 +392,24 @@ fn hover_says_what_a_name_is() {
     let vip = hover(&mut ed, "is_vip", 1, uses.lines().nth(1).unwrap());
     assert!(vip.contains("fn crm.is_vip(member)"), "{vip}");
     assert!(vip.contains("spent a lot"), "the doc comment: {vip}");
+
+    // In a comment or a string a tier's name is prose: no hover, and no
+    // definition to go to.
+    let prose =
+        "# silver members\nrule \"silver cycle\"\n  when tier >= silver\n  then tag \"silver\"\n";
+    ed.change(&u, prose);
+    for (nth, line) in [
+        (0, "# silver members"),
+        (1, "rule \"silver cycle\""),
+        (3, "  then tag \"silver\""),
+    ] {
+        let col = line.find("silver").unwrap() as u32 + 1;
+        for method in ["textDocument/hover", "textDocument/definition"] {
+            let h = ed.at(method, &u, nth, col);
+            assert!(h.is_null(), "{method} at {line:?}: {h}");
+        }
+    }
+    assert!(hover(&mut ed, "silver", 2, "  when tier >= silver").contains("tier 2 of 3"));
 }
 
 #[test]
@@ -484,6 +519,42 @@ fn labels(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[test]
+fn changes_sent_together_are_loaded_together() {
+    let (_dir, root) = project();
+    let mut ed = Editor::start(&root);
+    let u = ed.open(&root.join("rules/winback.rules"), GOOD);
+    assert!(ed.diagnostics(&u).is_empty());
+    // A hundred edits in one write, as a fast typist's editor sends them;
+    // only the last has a mistake.
+    let mut burst = String::new();
+    for i in 0..100 {
+        let text = if i == 99 {
+            GOOD.replace("cycle", "cycel")
+        } else {
+            format!("# {i}\n{GOOD}")
+        };
+        let body = json!({"jsonrpc": "2.0", "method": "textDocument/didChange",
+            "params": {"textDocument": {"uri": u, "version": i + 2}, "contentChanges": [{"text": text}]}})
+        .to_string();
+        burst.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    }
+    write!(ed.stdin, "{burst}").expect("test setup");
+    ed.stdin.flush().expect("test setup");
+    let mut loads = 0;
+    loop {
+        let d = ed.diagnostics(&u);
+        loads += 1;
+        if !d.is_empty() {
+            assert_eq!(codes(&d), ["E201"]);
+            break;
+        }
+    }
+    // One load per change was 100; a few bursts of what the reader had
+    // read ahead is what "loaded together" means.
+    assert!(loads < 50, "{loads} loads for one burst of 100 changes");
 }
 
 #[test]
