@@ -505,6 +505,11 @@ fn explain_inner(
         return Ok(ExitCode::from(1));
     };
     let store = folder.of(&id).clone();
+    if let Some(d) = at {
+        // Records hold the present: an earlier day would be answered wrong.
+        nudge::engine::segment::check_day(&store, day_arg("--at", d).map_err(fail)?)
+            .map_err(fail)?;
+    }
     let fit = nudge::engine::predict::load(&store).map_err(fail)?;
     let last_tick = Engine::new(schema.clone(), rules.clone(), store)
         .map_err(fail)?

@@ -325,6 +325,14 @@ impl Shared {
                 );
             }
         };
+        // Records hold the present: an earlier day would be answered wrong.
+        if let Err(e) = crate::engine::segment::check_day(self.folder.of(&id), day) {
+            let status = match e {
+                crate::engine::segment::SegmentError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return (status, json!({"error": e.to_string()}));
+        }
         let (schema, rules, plugins) = (self.schema.load(), self.rules.load(), self.plugins.load());
         let fit = crate::engine::predict::load(self.folder.of(&id))
             .ok()

@@ -24,7 +24,7 @@ pub enum SegmentError {
     #[error("the field `{name}` is asked for twice")]
     Repeated { name: String },
     #[error(
-        "segments are evaluated on member records as they are now, and this folder's members are as of {last} (its last event or daily tick): {day} is before that (records keep no history to count back to it); `nudge replay --until DAY --data NEW_FOLDER` makes a folder as it was on a day"
+        "segments and explanations are worked out from member records as they are now, and this folder's members are as of {last} (its last event or daily tick): {day} is before that (records keep no history to count back to it); `nudge replay --until DAY --data NEW_FOLDER` makes a folder as it was on a day"
     )]
     TooEarly { day: String, last: String },
     #[error(

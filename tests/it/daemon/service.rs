@@ -16,10 +16,11 @@ fn ingest_members_status_and_metrics_over_http() {
     assert_eq!(code, 202, "{body}");
     assert_eq!(points(&d.addr, "m1"), 12);
     // Why: each rule's tests with their values, and its decisions.
-    let (code, body) = http(&d.addr, "GET", "/v1/members/m1/explain?at=2026-01-02", "");
+    // (A day after the daemon's own tick of today, which it may have run.)
+    let (code, body) = http(&d.addr, "GET", "/v1/members/m1/explain?at=2030-01-02", "");
     assert_eq!(code, 200, "{body}");
     let x: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(x["day"], "2026-01-02");
+    assert_eq!(x["day"], "2030-01-02");
     assert_eq!(x["rules"][0]["rule"], "pts");
     assert_eq!(x["rules"][0]["history"][0][1], "fired");
     assert_eq!(
@@ -31,6 +32,11 @@ fn ingest_members_status_and_metrics_over_http() {
         400
     );
     assert_eq!(http(&d.addr, "GET", "/v1/members/zz/explain", "").0, 404);
+    // Records hold the present: a day before the folder's last event is
+    // refused, not answered with today's values.
+    let (code, body) = http(&d.addr, "GET", "/v1/members/m1/explain?at=2025-12-01", "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("2025-12-01 is before that"), "{body}");
     // The file sink is written right after the commit's answers go out.
     let sink = dir.path().join("out/effects.ndjson");
     wait_until(

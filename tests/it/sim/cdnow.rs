@@ -339,6 +339,18 @@ fn explain_says_why_a_cdnow_member_never_got_the_winback_coupon() {
     assert!(text.contains("tier >= silver"), "{text}");
     assert!(text.contains("bronze >= silver  ->  false"), "{text}");
     assert!(text.contains("never fired"), "{text}");
+    // A day the folder has passed is refused: the record is of 1998-06-30.
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .current_dir(Path::new(ROOT).join("examples/cdnow"))
+        .args(["explain", "0017", "--at", "1997-03-08", "--data", data])
+        .output()
+        .expect("run nudge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("as of 1998-06-30 (its last event or daily tick): 1997-03-08 is before that"),
+        "{err}"
+    );
     // A second replay into the same folder is refused.
     let (_, err, code) = replay(&["--data", data]);
     assert_eq!(code, 2);
