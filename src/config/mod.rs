@@ -165,6 +165,9 @@ pub struct Schema {
     /// Cluster mode: the config's sinks, delivered from the effects stream
     /// by one node each. Empty on a single node.
     pub stream_sinks: Vec<Sink>,
+    /// Where each `kind: plugin` sink names its plugin in the config, for
+    /// the load to check against the plugins it finds.
+    pub plugin_sink_places: Vec<(String, crate::base::diag::SourceId, crate::base::diag::Span)>,
     pub plugin_limits: PluginLimits,
     /// Members held out of every rule, in parts per million.
     pub control_group_ppm: u32,

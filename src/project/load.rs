@@ -334,6 +334,8 @@ fn finish(
     let (checked, diags) = check::check(&schema, asts, &sigs, &l.sources);
     l.diagnostics.extend(diags);
     l.diagnostics
+        .extend(plugin_sinks(&schema, &plugins, &sigs.broken));
+    l.diagnostics
         .extend(compile::never_true(&checked.const_conds));
     if l.errors() == 0 {
         let version = format!("{:016x}", hasher.digest());
@@ -360,6 +362,34 @@ fn finish(
     }
     l.schema = Some(schema);
     crate::base::diag::sort(&mut l.diagnostics);
+}
+
+/// A plugin sink whose plugin is missing, or has no `deliver(effect)`,
+/// would dead-letter every effect: refused at the load, where it is named.
+fn plugin_sinks(schema: &Schema, plugins: &[Plugin], broken: &[String]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for (name, source, span) in &schema.plugin_sink_places {
+        if broken.contains(name) {
+            continue; // its own syntax error says why
+        }
+        let found = plugins.iter().find(|p| p.name == *name);
+        let (msg, hint) = match found {
+            None => (
+                format!("the sink's plugin `{name}` is not in the plugins folder"),
+                crate::base::diag::did_you_mean(name, plugins.iter().map(|p| p.name.as_str()))
+                    .unwrap_or_else(|| {
+                        format!("a plugin sink names a file `{name}.rhai` of the plugins folder")
+                    }),
+            ),
+            Some(p) if !p.functions.iter().any(|(f, n)| f == "deliver" && *n == 1) => (
+                format!("the sink's plugin `{name}` has no `deliver(effect)` function"),
+                "a sink plugin turns each effect into a request: `fn deliver(effect) { #{ url: ..., body: ... } }` (docs/plugins.md)".to_string(),
+            ),
+            Some(_) => continue,
+        };
+        diags.push(Diagnostic::new(Code::ConfigValue, *source, *span, msg).hint(hint));
+    }
+    diags
 }
 
 fn hash_source(h: &mut xxhash_rust::xxh3::Xxh3, sources: &SourceMap, id: SourceId) {

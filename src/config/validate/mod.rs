@@ -273,6 +273,12 @@ impl Validator<'_> {
                 .map_or(1, |d| d.clamp(1, 36_500) as i32),
             sinks: self.sinks(&f, base),
             stream_sinks: Vec::new(),
+            plugin_sink_places: f
+                .sinks
+                .iter()
+                .filter_map(|s| s.plugin.as_ref())
+                .map(|p| (p.to_string(), self.source, self.pos.span(p.span())))
+                .collect(),
         }
     }
 }
