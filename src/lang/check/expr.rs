@@ -374,15 +374,18 @@ impl Checker<'_> {
             );
             return Err(());
         }
+        // A plugin value takes the other side's type, but is compared as
+        // a number where that is a whole one: `crm.score(member) > 40`
+        // holds for a score of 40.5 too (the script's numbers are its own).
+        let plugin_ty = |other: &Ty| match other {
+            Ty::Any | Ty::Int => Ty::Dec,
+            t => t.clone(),
+        };
         if l.ty == Ty::Any {
-            l.ty = if r.ty == Ty::Any {
-                Ty::Dec
-            } else {
-                r.ty.clone()
-            };
+            l.ty = plugin_ty(&r.ty);
         }
         if r.ty == Ty::Any {
-            r.ty = l.ty.clone();
+            r.ty = plugin_ty(&l.ty);
         }
         use Ty::*;
         let ok = match (&l.ty, &r.ty) {
