@@ -194,13 +194,40 @@ pub fn parse(text: &str, top: Top) -> Result<Node, YamlError> {
                 format!("key `{}` appears twice", d.key.as_str()),
             ),
         };
+        let offset = pos.byte(m.character());
         YamlError {
+            hint: scan_hint(text, offset, &msg),
             message: msg,
-            offset: pos.byte(m.character()),
+            offset,
             len: 0,
-            hint: None,
         }
     })
+}
+
+/// What usually causes two of the YAML scanner's terse errors.
+fn scan_hint(text: &str, offset: usize, message: &str) -> Option<String> {
+    if message.contains("trailing content after") && message.contains("quoted scalar") {
+        return Some("a value that starts with a quote ends at its closing quote; to start a condition with a string, quote the whole value: `when: '\"mom\" in tags'`".into());
+    }
+    if message.contains("indentation") || message.contains("did not find expected") {
+        // A flow mapping or list left open on an earlier line makes the
+        // next line's indentation look wrong.
+        let line_start = text[..offset.min(text.len())].rfind('\n').unwrap_or(0);
+        let above = text[..line_start]
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+        let open = |o: char, c: char| {
+            above.chars().filter(|&x| x == o).count() > above.chars().filter(|&x| x == c).count()
+        };
+        if open('{', '}') || open('[', ']') {
+            return Some(format!(
+                "the line above opens a `{{` or `[` it does not close: `{}`",
+                above.trim()
+            ));
+        }
+    }
+    None
 }
 
 /// Deserializes a node into a config type. The error carries the offset of

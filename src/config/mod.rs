@@ -300,18 +300,21 @@ pub fn load(
     text: &str,
     base: &std::path::Path,
 ) -> Result<Schema, Vec<Diagnostic>> {
-    let node = yaml::parse(text, yaml::Top::Mapping).map_err(|e| {
-        vec![
-            Diagnostic::new(
-                Code::ConfigSyntax,
-                source,
-                Span::char_at(text, e.offset),
-                e.message,
-            )
-            .label("here")
-            .hint("the config is YAML: `key: value`, indented with spaces"),
-        ]
-    })?;
+    let node =
+        yaml::parse(text, yaml::Top::Mapping).map_err(|e| {
+            vec![
+                Diagnostic::new(
+                    Code::ConfigSyntax,
+                    source,
+                    Span::char_at(text, e.offset),
+                    e.message,
+                )
+                .label("here")
+                .hint(e.hint.unwrap_or_else(|| {
+                    "the config is YAML: `key: value`, indented with spaces".into()
+                })),
+            ]
+        })?;
     if node.as_mapping().is_none() {
         return Err(vec![Diagnostic::new(
             Code::ConfigShape,

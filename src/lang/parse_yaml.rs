@@ -45,7 +45,8 @@ pub fn parse_yaml_rules(source: SourceId, text: &str) -> (RuleFile, Vec<Diagnost
                 Span::char_at(text, e.offset),
                 e.message,
             )
-            .label("here");
+            .label("here")
+            .maybe_hint(e.hint);
             return (file, vec![d]);
         }
     };

@@ -374,9 +374,8 @@ impl Checker<'_> {
             );
             return Err(());
         }
-        // A plugin value takes the other side's type, but is compared as
-        // a number where that is a whole one: `crm.score(member) > 40`
-        // holds for a score of 40.5 too (the script's numbers are its own).
+        // A plugin value takes the other side's type, but against a whole
+        // number it is any number (`crm.score(member) > 40` for 40.5).
         let plugin_ty = |other: &Ty| match other {
             Ty::Any | Ty::Int => Ty::Dec,
             t => t.clone(),
